@@ -1,0 +1,1 @@
+//! `chasi-formats`: OCI layout I/O and the exporters (disk images, ISO, archives).

@@ -1,0 +1,1 @@
+//! `chasi-layers`: the content-addressed, deduplicating, compressing, self-verifying layer store.
