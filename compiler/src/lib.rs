@@ -4,3 +4,7 @@
 //! → `check` (sealer v0.11 semantics, all problems at once) → `plan` (a DAG of steps whose
 //! identities are digests of their definitions and inputs).
 //! Every stage reports problems as [`diagnostics::Diagnostic`] values instead of failing.
+
+pub mod diagnostics;
+pub mod source;
+pub mod syntax;
