@@ -170,6 +170,20 @@ codes! {
     GlobMatchesNothing = "KF305", Error, "a source pattern matches no file in the build context";
 }
 
+/// The documentation table of every code (the body of `docs/diagnostics.md`).
+pub fn code_table_markdown() -> String {
+    let mut out = String::from("| code | severity | meaning |\n|---|---|---|\n");
+    for code in Code::ALL {
+        out.push_str(&format!(
+            "| `{}` | {} | {} |\n",
+            code.as_str(),
+            code.severity().as_str(),
+            code.summary().replace('|', "\\|")
+        ));
+    }
+    out
+}
+
 /// One problem found in a Kubefile.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Diagnostic {
