@@ -1,0 +1,234 @@
+//! SHA-256 digests: the identity of every blob, chunk, layer (DiffID) and cache key in the store.
+//!
+//! OCI names content by `sha256:<hex>`; using the same hash internally means no double hashing at the OCI boundary
+//! (the `sha2` crate selects SHA-NI / ARMv8 SHA2 instructions at run time).
+
+use crate::error::Error;
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+use sha2::{Digest as _, Sha256};
+use std::fmt;
+use std::io::{self, Read, Write};
+use std::str::FromStr;
+
+/// A SHA-256 digest, printed and parsed as `sha256:<64 lowercase hex>`.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Digest(pub [u8; 32]);
+
+impl Digest {
+    /// Hashes a byte slice.
+    pub fn of(data: &[u8]) -> Self {
+        Digest(Sha256::digest(data).into())
+    }
+
+    /// The 64 lowercase hex digits, without the algorithm prefix.
+    pub fn hex(&self) -> String {
+        hex::encode(self.0)
+    }
+
+    /// Parses 64 lowercase hex digits (no prefix).
+    pub fn from_hex(s: &str) -> Result<Self, Error> {
+        if s.len() != 64
+            || !s
+                .bytes()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+        {
+            return Err(Error::BadDigest(s.to_string()));
+        }
+        let mut out = [0u8; 32];
+        hex::decode_to_slice(s, &mut out).map_err(|_| Error::BadDigest(s.to_string()))?;
+        Ok(Digest(out))
+    }
+}
+
+impl fmt::Display for Digest {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "sha256:{}", self.hex())
+    }
+}
+
+impl fmt::Debug for Digest {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "sha256:{}", self.hex())
+    }
+}
+
+impl FromStr for Digest {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Self, Error> {
+        match s.strip_prefix("sha256:") {
+            Some(h) => Digest::from_hex(h).map_err(|_| Error::BadDigest(s.to_string())),
+            None => Err(Error::BadDigest(s.to_string())),
+        }
+    }
+}
+
+impl Serialize for Digest {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for Digest {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        s.parse().map_err(serde::de::Error::custom)
+    }
+}
+
+/// An incremental SHA-256 hasher that also counts bytes.
+#[derive(Clone, Default)]
+pub struct Hasher {
+    inner: Sha256,
+    len: u64,
+}
+
+impl Hasher {
+    /// A fresh hasher.
+    pub fn new() -> Self {
+        Self::default()
+    }
+    /// Feeds bytes.
+    pub fn update(&mut self, data: &[u8]) {
+        self.inner.update(data);
+        self.len += data.len() as u64;
+    }
+    /// Bytes fed so far.
+    pub fn len(&self) -> u64 {
+        self.len
+    }
+    /// True when nothing was fed.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+    /// The digest of everything fed.
+    pub fn finish(self) -> Digest {
+        Digest(self.inner.finalize().into())
+    }
+}
+
+/// A writer that hashes everything written through it.
+pub struct HashingWriter<W> {
+    inner: W,
+    hasher: Hasher,
+}
+
+impl<W: Write> HashingWriter<W> {
+    /// Wraps a writer.
+    pub fn new(inner: W) -> Self {
+        Self {
+            inner,
+            hasher: Hasher::new(),
+        }
+    }
+    /// Returns the inner writer, the digest and the byte count.
+    pub fn finish(self) -> (W, Digest, u64) {
+        let len = self.hasher.len();
+        (self.inner, self.hasher.finish(), len)
+    }
+}
+
+impl<W: Write> Write for HashingWriter<W> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let n = self.inner.write(buf)?;
+        self.hasher.update(&buf[..n]);
+        Ok(n)
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        self.inner.flush()
+    }
+}
+
+/// A reader that verifies, at end of stream, that the bytes read hash to an expected digest and size.
+///
+/// A mismatch is reported as an `InvalidData` I/O error instead of the final `Ok(0)`, so a consumer that reads to
+/// the end can never silently accept corrupted content.
+pub struct VerifyingReader<R> {
+    inner: R,
+    hasher: Hasher,
+    expected: Digest,
+    size: u64,
+    done: bool,
+}
+
+impl<R: Read> VerifyingReader<R> {
+    /// Wraps `inner`, which must produce exactly `size` bytes hashing to `expected`.
+    pub fn new(inner: R, expected: Digest, size: u64) -> Self {
+        Self {
+            inner,
+            hasher: Hasher::new(),
+            expected,
+            size,
+            done: false,
+        }
+    }
+}
+
+impl<R: Read> Read for VerifyingReader<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        if self.done {
+            return Ok(0);
+        }
+        let n = self.inner.read(buf)?;
+        self.hasher.update(&buf[..n]);
+        if self.hasher.len() > self.size {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!(
+                    "content of {} is longer than its recorded size {}",
+                    self.expected, self.size
+                ),
+            ));
+        }
+        if n == 0 && !buf.is_empty() {
+            self.done = true;
+            let got = std::mem::take(&mut self.hasher);
+            let len = got.len();
+            let d = got.finish();
+            if len != self.size || d != self.expected {
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    format!(
+                        "content mismatch: expected {} ({} bytes), got {d} ({len} bytes)",
+                        self.expected, self.size
+                    ),
+                ));
+            }
+        }
+        Ok(n)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parse_and_print() {
+        let d = Digest::of(b"");
+        let s = d.to_string();
+        assert_eq!(
+            s,
+            "sha256:e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
+        );
+        assert_eq!(s.parse::<Digest>().unwrap(), d);
+        assert!("sha256:E3B0".parse::<Digest>().is_err());
+        assert!("md5:00".parse::<Digest>().is_err());
+        assert!(format!("sha256:{}", "G".repeat(64))
+            .parse::<Digest>()
+            .is_err());
+    }
+
+    #[test]
+    fn verifying_reader_detects_mismatch() {
+        let data = b"hello world".to_vec();
+        let d = Digest::of(&data);
+        let mut ok = VerifyingReader::new(&data[..], d, data.len() as u64);
+        let mut out = Vec::new();
+        ok.read_to_end(&mut out).unwrap();
+        assert_eq!(out, data);
+        let mut bad = VerifyingReader::new(&b"hello worle"[..], d, 11);
+        assert!(bad.read_to_end(&mut Vec::new()).is_err());
+        let mut short = VerifyingReader::new(&b"hello"[..], d, 11);
+        assert!(short.read_to_end(&mut Vec::new()).is_err());
+    }
+}

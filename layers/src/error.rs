@@ -1,0 +1,145 @@
+//! Typed errors for every store operation.
+//!
+//! Each variant names the path or digest involved so that a message printed by the CLI is enough to find the
+//! faulty object. Messages are lowercase and never end with a period, so callers can wrap them.
+
+use crate::digest::Digest;
+use std::path::PathBuf;
+
+/// Result alias used across the crate.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Everything that can go wrong in the layer store.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// An I/O error on a named path.
+    #[error("{op} {path}: {source}")]
+    Io {
+        /// What was being done ("read", "write", "rename", ...).
+        op: &'static str,
+        /// The path involved.
+        path: PathBuf,
+        /// The underlying error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The file system is full; the store was left consistent (the partial write was discarded).
+    #[error("no space left on device while writing {path}; nothing was committed")]
+    DiskFull {
+        /// The path being written.
+        path: PathBuf,
+    },
+    /// Stored content does not hash to its name, or has the wrong size.
+    #[error("corrupt object {digest} at {path}: {detail}")]
+    Corrupt {
+        /// The digest the object should have.
+        digest: Digest,
+        /// Where it is stored.
+        path: PathBuf,
+        /// What is wrong (digest or size mismatch, undecodable frame, ...).
+        detail: String,
+    },
+    /// An object that should be in the store is missing.
+    #[error("object {digest} not found in store {store}")]
+    NotFound {
+        /// The digest looked up.
+        digest: Digest,
+        /// The store root.
+        store: PathBuf,
+    },
+    /// A reference (name:tag) is not set.
+    #[error("reference {name} not found in store {store}")]
+    RefNotFound {
+        /// The reference name.
+        name: String,
+        /// The store root.
+        store: PathBuf,
+    },
+    /// A string is not a valid `sha256:<64 hex>` digest.
+    #[error("invalid digest {0:?}: expected sha256:<64 lowercase hex digits>")]
+    BadDigest(String),
+    /// A reference name is not acceptable.
+    #[error("invalid reference name {0:?}")]
+    BadRefName(String),
+    /// The store was written by an incompatible version or with other chunking parameters.
+    #[error("store {path} has an incompatible layout: {detail}")]
+    Layout {
+        /// Path of the layout file.
+        path: PathBuf,
+        /// What does not match.
+        detail: String,
+    },
+    /// A metadata file (layer index, ref, cache record, pack index) cannot be parsed.
+    #[error("malformed {what} {path}: {detail}")]
+    Malformed {
+        /// What kind of file.
+        what: &'static str,
+        /// Its path.
+        path: PathBuf,
+        /// Parser message.
+        detail: String,
+    },
+    /// A tar archive entry is unsafe or invalid (path escape, link trick, bad header).
+    #[error("unsafe or invalid tar entry {entry:?}: {reason}")]
+    UnsafeEntry {
+        /// The entry name as found in the archive.
+        entry: String,
+        /// Why it was rejected.
+        reason: String,
+    },
+    /// A tar archive is malformed.
+    #[error("malformed tar archive {what}: {detail}")]
+    BadTar {
+        /// Which archive (layer diff ID or path).
+        what: String,
+        /// Parser message.
+        detail: String,
+    },
+    /// A source tree contains something the tar writer cannot represent.
+    #[error("cannot archive {path}: {reason}")]
+    Unsupported {
+        /// The offending path.
+        path: PathBuf,
+        /// Why.
+        reason: String,
+    },
+    /// The store location could not be determined.
+    #[error("cannot determine the store location: {0}")]
+    NoLocation(String),
+    /// Another process holds a lock needed for this operation.
+    #[error("store {path} is busy: {detail}")]
+    Busy {
+        /// Lock file path.
+        path: PathBuf,
+        /// What holds it.
+        detail: String,
+    },
+}
+
+impl Error {
+    /// Wraps an I/O error with the operation and path, turning `ENOSPC`/`EDQUOT` into [`Error::DiskFull`].
+    pub fn io(op: &'static str, path: impl Into<PathBuf>, source: std::io::Error) -> Self {
+        let path = path.into();
+        match source.raw_os_error() {
+            Some(28) | Some(122) => Error::DiskFull { path },
+            _ => Error::Io { op, path, source },
+        }
+    }
+
+    /// True when the error means "object absent" (used by callers to fall back).
+    pub fn is_not_found(&self) -> bool {
+        matches!(self, Error::NotFound { .. } | Error::RefNotFound { .. })
+            || matches!(self, Error::Io { source, .. } if source.kind() == std::io::ErrorKind::NotFound)
+    }
+}
+
+/// Extension to attach a path to `std::io::Result`.
+pub(crate) trait IoCtx<T> {
+    fn ctx(self, op: &'static str, path: &std::path::Path) -> Result<T>;
+}
+
+impl<T> IoCtx<T> for std::io::Result<T> {
+    fn ctx(self, op: &'static str, path: &std::path::Path) -> Result<T> {
+        self.map_err(|e| Error::io(op, path, e))
+    }
+}

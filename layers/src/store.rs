@@ -1,0 +1,1144 @@
+//! The store itself: opening, blobs, chunked layers, refs and cache records.
+//!
+//! On-disk layout (all names are lowercase hex SHA-256 digests unless stated):
+//! ```text
+//! <store>/layout.json              format version + chunking/compression parameters (see layout.rs)
+//! <store>/locks/gc.lock            flock: shared by every open Store, exclusive during gc's sweep
+//! <store>/tmp/<session>/           temp files of one live Store; <session>.lock held while alive
+//! <store>/blobs/<hex>              raw OCI blobs: manifests, configs, indexes, layer blobs kept as-is
+//! <store>/packs/<hex>.pack|.idx    compressed chunks (one zstd frame each) and their index (pack.rs)
+//! <store>/layers/<diffid>.json     layer index: DiffID, tar size, chunk list, blob digests (LayerIndex)
+//! <store>/links/<blob>.json        compressed-blob digest → DiffID + encoding, to serve layer blobs by digest
+//! <store>/refs/<escaped name>.json name:tag → manifest digest
+//! <store>/cache/<key>.json         build-cache records (key digest → JSON value)
+//! ```
+//! Write order guarantees that whatever a reader can reach is complete: chunks (pack, then its index) before the
+//! layer index, the layer index before its link, blobs before the refs pointing at them. Every file is written
+//! temp → hash → fsync → rename → fsync(dir), so a crash leaves either nothing or a complete object.
+
+use crate::digest::{Digest, Hasher, VerifyingReader};
+use crate::error::{Error, IoCtx, Result};
+use crate::fsutil::{self, FileLock, TempSession};
+use crate::layout::{ChunkParams, Layout};
+use crate::pack::{self, PackIndex};
+use crate::tarwriter::{self, TarOptions};
+use rayon::prelude::*;
+use serde::{Deserialize, Serialize};
+use std::collections::{HashMap, HashSet};
+use std::fs::{self, File};
+use std::io::{self, Read, Write};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, RwLock};
+
+/// OCI media type of a zstd-compressed layer.
+pub const MEDIA_TYPE_LAYER_ZSTD: &str = "application/vnd.oci.image.layer.v1.tar+zstd";
+/// OCI media type of a gzip-compressed layer.
+pub const MEDIA_TYPE_LAYER_GZIP: &str = "application/vnd.oci.image.layer.v1.tar+gzip";
+/// OCI media type of an uncompressed layer.
+pub const MEDIA_TYPE_LAYER_TAR: &str = "application/vnd.oci.image.layer.v1.tar";
+
+/// Digest, size and media type of a blob, as an OCI descriptor needs them.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BlobDesc {
+    /// Blob digest.
+    pub digest: Digest,
+    /// Blob size in bytes.
+    pub size: u64,
+    /// OCI media type.
+    pub media_type: String,
+}
+
+/// One chunk of a layer's uncompressed tar. Serialized as `["sha256:…", len, frame_len]`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(into = "(Digest, u32, u32)", from = "(Digest, u32, u32)")]
+pub struct ChunkRef {
+    /// SHA-256 of the uncompressed chunk.
+    pub digest: Digest,
+    /// Uncompressed length.
+    pub len: u32,
+    /// Length of its zstd frame.
+    pub frame_len: u32,
+}
+
+impl From<ChunkRef> for (Digest, u32, u32) {
+    fn from(c: ChunkRef) -> Self {
+        (c.digest, c.len, c.frame_len)
+    }
+}
+impl From<(Digest, u32, u32)> for ChunkRef {
+    fn from(t: (Digest, u32, u32)) -> Self {
+        ChunkRef {
+            digest: t.0,
+            len: t.1,
+            frame_len: t.2,
+        }
+    }
+}
+
+/// The index of one layer, stored as `layers/<diffid>.json`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LayerIndex {
+    /// Index format version (1).
+    pub version: u32,
+    /// SHA-256 of the uncompressed tar (OCI DiffID).
+    pub diff_id: Digest,
+    /// Size of the uncompressed tar.
+    pub size: u64,
+    /// Chunking parameters the chunks were cut with.
+    pub chunking: ChunkParams,
+    /// Chunks in tar order.
+    pub chunks: Vec<ChunkRef>,
+    /// The reproducible `tar+zstd` blob: the concatenation of the chunks' frames.
+    pub zstd: BlobDesc,
+    /// The reproducible `tar+gzip` blob (one gzip member per chunk), once computed.
+    #[serde(default)]
+    pub gzip: Option<BlobDesc>,
+    /// Blobs that came from outside and cannot be reproduced, kept as-is under `blobs/`.
+    #[serde(default)]
+    pub external: Vec<BlobDesc>,
+}
+
+/// What callers get back about a layer.
+pub type LayerInfo = LayerIndex;
+
+impl LayerIndex {
+    /// The blob to reference from a manifest: the first external blob if the layer came from outside (so the
+    /// original digest is preserved), else the reproducible zstd blob.
+    pub fn preferred_blob(&self) -> &BlobDesc {
+        self.external.first().unwrap_or(&self.zstd)
+    }
+}
+
+/// How a blob digest maps to a layer (`links/<digest>.json`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BlobLink {
+    /// The layer.
+    pub diff_id: Digest,
+    /// `zstd`, `gzip`, `tar` (the blob is the uncompressed tar) or `external` (stored raw under `blobs/`).
+    pub encoding: String,
+}
+
+/// A reference record (`refs/<escaped name>.json`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RefRecord {
+    /// `name:tag` as given.
+    pub name: String,
+    /// The manifest (or index) digest.
+    pub digest: Digest,
+}
+
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct ChunkLoc {
+    pub(crate) pack: u32,
+    pub(crate) offset: u64,
+    pub(crate) frame_len: u32,
+    pub(crate) raw_len: u32,
+}
+
+#[derive(Default)]
+pub(crate) struct ChunkMap {
+    pub(crate) packs: Vec<Digest>,
+    pub(crate) loaded: HashSet<Digest>,
+    pub(crate) map: HashMap<Digest, ChunkLoc>,
+}
+
+impl ChunkMap {
+    fn add(&mut self, idx: &PackIndex) {
+        if !self.loaded.insert(idx.pack) {
+            return;
+        }
+        let p = self.packs.len() as u32;
+        self.packs.push(idx.pack);
+        for e in &idx.entries {
+            self.map.entry(e.chunk).or_insert(ChunkLoc {
+                pack: p,
+                offset: e.offset,
+                frame_len: e.frame_len,
+                raw_len: e.raw_len,
+            });
+        }
+    }
+}
+
+/// An open store. Cheap to share between threads (`&Store` is `Sync`).
+///
+/// Holding a `Store` holds a shared lock on `locks/gc.lock`, so a concurrent `gc` never sweeps objects this
+/// process is writing or about to reference. Drop it to let `gc` run.
+pub struct Store {
+    pub(crate) root: PathBuf,
+    pub(crate) layout: Layout,
+    pub(crate) lock: Mutex<FileLock>,
+    pub(crate) tmp: TempSession,
+    pub(crate) chunks: RwLock<ChunkMap>,
+    pack_files: Mutex<HashMap<Digest, Arc<File>>>,
+}
+
+const DIRS: [&str; 8] = [
+    "locks", "tmp", "blobs", "packs", "layers", "links", "refs", "cache",
+];
+
+impl Store {
+    /// Opens the store at `root`, creating it with default parameters if it does not exist.
+    pub fn open(root: impl AsRef<Path>) -> Result<Store> {
+        Self::open_with(root, ChunkParams::default())
+    }
+
+    /// Opens the store at `root`; a new store is created with `chunking` (an existing one keeps its own).
+    pub fn open_with(root: impl AsRef<Path>, chunking: ChunkParams) -> Result<Store> {
+        let root = root.as_ref().to_path_buf();
+        chunking.validate().map_err(|d| Error::Layout {
+            path: root.join("layout.json"),
+            detail: d,
+        })?;
+        for d in DIRS {
+            fsutil::mkdirs(&root.join(d))?;
+        }
+        let lock =
+            FileLock::acquire(&root.join("locks/gc.lock"), false, true)?.ok_or_else(|| {
+                Error::Busy {
+                    path: root.join("locks/gc.lock"),
+                    detail: "cannot lock".into(),
+                }
+            })?;
+        let tmp_root = root.join("tmp");
+        TempSession::clean_dead(&tmp_root);
+        let tmp = TempSession::create(&tmp_root)?;
+        let layout_path = root.join("layout.json");
+        let layout = match fs::read(&layout_path) {
+            Ok(data) => Layout::parse(&data, &layout_path)?,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                let l = Layout::new(chunking);
+                let data = serde_json::to_vec_pretty(&l)
+                    .map_err(|e| Error::io("encode", &layout_path, io::Error::other(e)))?;
+                // Two processes creating the store at once write the same content; the rename is atomic.
+                fsutil::atomic_write(&tmp.dir, &layout_path, &data)?;
+                Layout::parse(
+                    &fs::read(&layout_path).ctx("read", &layout_path)?,
+                    &layout_path,
+                )?
+            }
+            Err(e) => return Err(Error::io("read", &layout_path, e)),
+        };
+        let store = Store {
+            root,
+            layout,
+            lock: Mutex::new(lock),
+            tmp,
+            chunks: RwLock::new(ChunkMap::default()),
+            pack_files: Mutex::new(HashMap::new()),
+        };
+        store.refresh_chunks()?;
+        Ok(store)
+    }
+
+    /// The store directory.
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// The format and parameters recorded in `layout.json`.
+    pub fn layout(&self) -> &Layout {
+        &self.layout
+    }
+
+    pub(crate) fn tmp_dir(&self) -> &Path {
+        &self.tmp.dir
+    }
+
+    pub(crate) fn blob_path(&self, d: &Digest) -> PathBuf {
+        self.root.join("blobs").join(d.hex())
+    }
+    pub(crate) fn layer_path(&self, diff_id: &Digest) -> PathBuf {
+        self.root
+            .join("layers")
+            .join(format!("{}.json", diff_id.hex()))
+    }
+    pub(crate) fn link_path(&self, d: &Digest) -> PathBuf {
+        self.root.join("links").join(format!("{}.json", d.hex()))
+    }
+    pub(crate) fn pack_path(&self, d: &Digest, ext: &str) -> PathBuf {
+        self.root.join("packs").join(format!("{}.{ext}", d.hex()))
+    }
+
+    /// Loads pack indexes written since the last look (by this or another process).
+    pub(crate) fn refresh_chunks(&self) -> Result<()> {
+        let dir = self.root.join("packs");
+        let mut names = Vec::new();
+        for ent in fs::read_dir(&dir).ctx("read directory", &dir)? {
+            let ent = ent.ctx("read directory", &dir)?;
+            let name = ent.file_name().to_string_lossy().into_owned();
+            if let Some(hex) = name.strip_suffix(".idx") {
+                if let Ok(d) = Digest::from_hex(hex) {
+                    names.push(d);
+                }
+            }
+        }
+        names.sort();
+        let missing: Vec<Digest> = {
+            let map = self.chunks.read().unwrap_or_else(|e| e.into_inner());
+            names
+                .into_iter()
+                .filter(|d| !map.loaded.contains(d))
+                .collect()
+        };
+        for d in missing {
+            let path = self.pack_path(&d, "idx");
+            let data = match fs::read(&path) {
+                Ok(x) => x,
+                Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+                Err(e) => return Err(Error::io("read", &path, e)),
+            };
+            // A corrupt pack index makes its chunks unknown (they will be re-stored); verify reports it.
+            let Ok(idx) = PackIndex::decode(&data, &path) else {
+                continue;
+            };
+            if idx.pack != d {
+                continue;
+            }
+            self.chunks
+                .write()
+                .unwrap_or_else(|e| e.into_inner())
+                .add(&idx);
+        }
+        Ok(())
+    }
+
+    /// Drops all cached pack state (after gc rewrote packs).
+    pub(crate) fn reload_chunks(&self) -> Result<()> {
+        *self.chunks.write().unwrap_or_else(|e| e.into_inner()) = ChunkMap::default();
+        self.pack_files
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clear();
+        self.refresh_chunks()
+    }
+
+    pub(crate) fn chunk_loc(&self, d: &Digest) -> Option<(Digest, ChunkLoc)> {
+        let m = self.chunks.read().unwrap_or_else(|e| e.into_inner());
+        m.map.get(d).map(|l| (m.packs[l.pack as usize], *l))
+    }
+
+    pub(crate) fn pack_file(&self, pack: &Digest) -> Result<Arc<File>> {
+        let mut files = self.pack_files.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(f) = files.get(pack) {
+            return Ok(f.clone());
+        }
+        let path = self.pack_path(pack, "pack");
+        let f = Arc::new(File::open(&path).ctx("open", &path)?);
+        files.insert(*pack, f.clone());
+        Ok(f)
+    }
+
+    /// Reads a chunk's stored zstd frame (not decompressed; used to serve blobs).
+    pub(crate) fn chunk_frame(&self, c: &ChunkRef) -> Result<Vec<u8>> {
+        let (pack, loc) = self
+            .chunk_loc(&c.digest)
+            .ok_or_else(|| self.not_found(c.digest))?;
+        if loc.raw_len != c.len || loc.frame_len != c.frame_len {
+            return Err(Error::Corrupt {
+                digest: c.digest,
+                path: self.pack_path(&pack, "pack"),
+                detail: format!(
+                    "pack records {}/{} bytes, layer index {}/{}",
+                    loc.raw_len, loc.frame_len, c.len, c.frame_len
+                ),
+            });
+        }
+        let f = self.pack_file(&pack)?;
+        pack::read_frame(
+            &f,
+            &self.pack_path(&pack, "pack"),
+            loc.offset,
+            loc.frame_len,
+        )
+    }
+
+    /// Reads and verifies (SHA-256 and size) one uncompressed chunk.
+    pub fn read_chunk(&self, c: &ChunkRef) -> Result<Vec<u8>> {
+        let frame = self.chunk_frame(c)?;
+        let (pack, _) = self
+            .chunk_loc(&c.digest)
+            .ok_or_else(|| self.not_found(c.digest))?;
+        pack::decode_frame(&frame, &c.digest, c.len, &self.pack_path(&pack, "pack"))
+    }
+
+    pub(crate) fn not_found(&self, digest: Digest) -> Error {
+        Error::NotFound {
+            digest,
+            store: self.root.clone(),
+        }
+    }
+
+    // ---------------------------------------------------------------- blobs
+
+    /// Stores a blob (manifest, config, index, or any OCI blob) and returns its digest.
+    pub fn put_blob(&self, data: &[u8]) -> Result<Digest> {
+        let d = Digest::of(data);
+        let path = self.blob_path(&d);
+        if !path.exists() {
+            fsutil::atomic_write(self.tmp_dir(), &path, data)?;
+        }
+        Ok(d)
+    }
+
+    /// Streams a blob into the store; when `expected` is given, a digest or size mismatch stores nothing.
+    pub fn put_blob_from(&self, r: impl Read, expected: Option<(Digest, u64)>) -> Result<BlobDesc> {
+        let (tmp, d, size) = self.spool(r)?;
+        let res = (|| {
+            if let Some((ed, es)) = expected {
+                if ed != d || es != size {
+                    return Err(Error::Corrupt {
+                        digest: ed,
+                        path: tmp.clone(),
+                        detail: format!("received {d} ({size} bytes), expected {es} bytes"),
+                    });
+                }
+            }
+            let dest = self.blob_path(&d);
+            fs::rename(&tmp, &dest).ctx("rename into", &dest)?;
+            fsutil::fsync_dir(&self.root.join("blobs"))
+        })();
+        let _ = fs::remove_file(&tmp);
+        res?;
+        Ok(BlobDesc {
+            digest: d,
+            size,
+            media_type: String::new(),
+        })
+    }
+
+    /// Copies a stream to a fsynced temp file, returning its path, digest and size.
+    fn spool(&self, mut r: impl Read) -> Result<(PathBuf, Digest, u64)> {
+        let tmp = self.tmp_dir().join(fsutil::unique_name());
+        let f = File::create_new(&tmp).ctx("create", &tmp)?;
+        let mut w = crate::digest::HashingWriter::new(io::BufWriter::with_capacity(1 << 20, f));
+        let res = io::copy(&mut r, &mut w);
+        let (bw, d, size) = w.finish();
+        let done = res.ctx("write", &tmp).and_then(|_| {
+            let f = bw
+                .into_inner()
+                .map_err(|e| Error::io("write", &tmp, e.into_error()))?;
+            f.sync_all().ctx("fsync", &tmp)
+        });
+        if let Err(e) = done {
+            let _ = fs::remove_file(&tmp);
+            return Err(e);
+        }
+        Ok((tmp, d, size))
+    }
+
+    /// True if a blob with this digest can be served (raw blob or reproducible layer blob).
+    pub fn has_blob(&self, d: &Digest) -> bool {
+        self.blob_path(d).exists() || self.link_path(d).exists()
+    }
+
+    /// Reads a whole blob into memory, verified. Meant for small blobs (manifests, configs).
+    pub fn get_blob(&self, d: &Digest) -> Result<Vec<u8>> {
+        let mut out = Vec::new();
+        self.open_blob(d)?
+            .read_to_end(&mut out)
+            .map_err(|e| self.read_err(d, e))?;
+        Ok(out)
+    }
+
+    fn read_err(&self, d: &Digest, e: io::Error) -> Error {
+        if e.kind() == io::ErrorKind::InvalidData {
+            Error::Corrupt {
+                digest: *d,
+                path: self.blob_path(d),
+                detail: e.to_string(),
+            }
+        } else {
+            Error::io("read blob", self.blob_path(d), e)
+        }
+    }
+
+    /// Size of a blob without reading it.
+    pub fn blob_size(&self, d: &Digest) -> Result<u64> {
+        let p = self.blob_path(d);
+        if let Ok(md) = fs::metadata(&p) {
+            return Ok(md.len());
+        }
+        let (link, layer) = self.blob_layer(d)?;
+        Ok(match link.encoding.as_str() {
+            "zstd" => layer.zstd.size,
+            "gzip" => layer.gzip.as_ref().map(|g| g.size).unwrap_or(0),
+            "tar" => layer.size,
+            _ => return Err(self.not_found(*d)),
+        })
+    }
+
+    /// Opens a blob for streaming. The reader checks digest and size as it goes and fails at the end on mismatch;
+    /// layer blobs are served from chunks (zstd: the stored frames; gzip: recompressed deterministically).
+    pub fn open_blob(&self, d: &Digest) -> Result<Box<dyn Read + Send + '_>> {
+        let p = self.blob_path(d);
+        match File::open(&p) {
+            Ok(f) => {
+                let size = f.metadata().ctx("stat", &p)?.len();
+                return Ok(Box::new(VerifyingReader::new(
+                    io::BufReader::with_capacity(1 << 20, f),
+                    *d,
+                    size,
+                )));
+            }
+            Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(Error::io("open", &p, e)),
+            Err(_) => {}
+        }
+        let (link, layer) = self.blob_layer(d)?;
+        match link.encoding.as_str() {
+            "zstd" => {
+                let r = FrameReader {
+                    store: self,
+                    chunks: layer.chunks.clone(),
+                    next: 0,
+                    cur: Vec::new(),
+                    pos: 0,
+                };
+                Ok(Box::new(VerifyingReader::new(
+                    r,
+                    layer.zstd.digest,
+                    layer.zstd.size,
+                )))
+            }
+            "gzip" => {
+                let g = layer.gzip.clone().ok_or_else(|| self.not_found(*d))?;
+                let r = GzipReader::new(self, layer.chunks.clone());
+                Ok(Box::new(VerifyingReader::new(r, g.digest, g.size)))
+            }
+            "tar" => Ok(Box::new(self.open_layer(&layer.diff_id)?)),
+            _ => Err(self.not_found(*d)),
+        }
+    }
+
+    /// Copies a blob to a writer (e.g. into an OCI layout's `blobs/sha256/`), verified; returns its size.
+    pub fn copy_blob(&self, d: &Digest, mut w: impl Write) -> Result<u64> {
+        let mut r = self.open_blob(d)?;
+        io::copy(&mut r, &mut w).map_err(|e| self.read_err(d, e))
+    }
+
+    fn blob_layer(&self, d: &Digest) -> Result<(BlobLink, LayerIndex)> {
+        let lp = self.link_path(d);
+        let data = match fs::read(&lp) {
+            Ok(x) => x,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Err(self.not_found(*d)),
+            Err(e) => return Err(Error::io("read", &lp, e)),
+        };
+        let link: BlobLink = parse_json(&data, "blob link", &lp)?;
+        let layer = self.layer(&link.diff_id)?;
+        Ok((link, layer))
+    }
+
+    // ---------------------------------------------------------------- layers
+
+    /// The index of a layer by DiffID.
+    pub fn layer(&self, diff_id: &Digest) -> Result<LayerIndex> {
+        let p = self.layer_path(diff_id);
+        let data = match fs::read(&p) {
+            Ok(x) => x,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Err(self.not_found(*diff_id)),
+            Err(e) => return Err(Error::io("read", &p, e)),
+        };
+        let idx: LayerIndex = parse_json(&data, "layer index", &p)?;
+        if idx.diff_id != *diff_id {
+            return Err(Error::Corrupt {
+                digest: *diff_id,
+                path: p,
+                detail: format!("index names {}", idx.diff_id),
+            });
+        }
+        Ok(idx)
+    }
+
+    /// True if the layer is in the store.
+    pub fn has_layer(&self, diff_id: &Digest) -> bool {
+        self.layer_path(diff_id).exists()
+    }
+
+    /// The layer whose compressed (or uncompressed) blob has this digest.
+    pub fn layer_for_blob(&self, blob: &Digest) -> Result<LayerIndex> {
+        if self.has_layer(blob) {
+            return self.layer(blob);
+        }
+        Ok(self.blob_layer(blob)?.1)
+    }
+
+    /// All layers in the store.
+    pub fn list_layers(&self) -> Result<Vec<Digest>> {
+        list_hex(&self.root.join("layers"), ".json")
+    }
+
+    /// Streams a layer's uncompressed tar, verifying every chunk and, at the end, the DiffID.
+    pub fn open_layer(&self, diff_id: &Digest) -> Result<LayerReader<'_>> {
+        let idx = self.layer(diff_id)?;
+        Ok(LayerReader::new(self, idx))
+    }
+
+    /// Archives a directory with the reproducible tar writer and ingests it as a layer.
+    ///
+    /// The tar is produced on a helper thread and chunked/compressed while it is written, so it never exists in
+    /// full in memory or on disk.
+    pub fn ingest_dir(&self, dir: &Path, opts: &TarOptions) -> Result<LayerInfo> {
+        let md = fs::metadata(dir).ctx("stat", dir)?;
+        if !md.is_dir() {
+            return Err(Error::io(
+                "archive",
+                dir,
+                io::Error::new(io::ErrorKind::NotADirectory, "not a directory"),
+            ));
+        }
+        let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<u8>>(8);
+        std::thread::scope(|s| {
+            let producer = s.spawn(move || {
+                let w = io::BufWriter::with_capacity(1 << 20, ChannelWriter { tx });
+                tarwriter::write_tree(dir, opts, w).map(|_| ())
+            });
+            let mut reader = ChannelReader {
+                rx,
+                cur: Vec::new(),
+                pos: 0,
+            };
+            let res = self.ingest_tar(&mut reader);
+            drop(reader);
+            let prod = producer.join().unwrap_or_else(|_| {
+                Err(Error::Unsupported {
+                    path: dir.into(),
+                    reason: "tar writer panicked".into(),
+                })
+            });
+            // A producer failure explains a short stream better than the consumer's view of it.
+            prod?;
+            res
+        })
+    }
+
+    /// Ingests an uncompressed tar stream as a layer: FastCDC chunks, per-chunk zstd frames for unknown chunks
+    /// (in parallel), DiffID and blob digest computed on the way. Returns the layer's index.
+    pub fn ingest_tar(&self, r: impl Read) -> Result<LayerInfo> {
+        crate::ingest::ingest(self, r)
+    }
+
+    /// Imports a layer blob that came from outside (`tar`, `tar+gzip` or `tar+zstd` by `media_type`).
+    ///
+    /// The content is chunked like any layer (so it is deduplicated and can be unpacked from chunks). If the blob
+    /// is byte-identical to what the store would produce itself, only the chunks are kept; otherwise the raw blob
+    /// is also kept under `blobs/` and listed in `external`, so its original digest stays servable.
+    pub fn import_layer_blob(
+        &self,
+        r: impl Read,
+        media_type: &str,
+        expected: Option<Digest>,
+    ) -> Result<LayerInfo> {
+        let (tmp, d, size) = self.spool(r)?;
+        let res = self.import_spooled(&tmp, d, size, media_type, expected);
+        let _ = fs::remove_file(&tmp);
+        res
+    }
+
+    fn import_spooled(
+        &self,
+        tmp: &Path,
+        d: Digest,
+        size: u64,
+        media_type: &str,
+        expected: Option<Digest>,
+    ) -> Result<LayerInfo> {
+        if let Some(e) = expected {
+            if e != d {
+                return Err(Error::Corrupt {
+                    digest: e,
+                    path: tmp.into(),
+                    detail: format!("received content hashes to {d}"),
+                });
+            }
+        }
+        let f = io::BufReader::new(File::open(tmp).ctx("open", tmp)?);
+        let bad = |e: Error| match e {
+            Error::Io { source, .. }
+                if source.kind() == io::ErrorKind::InvalidData
+                    || source.kind() == io::ErrorKind::InvalidInput =>
+            {
+                Error::BadTar {
+                    what: d.to_string(),
+                    detail: source.to_string(),
+                }
+            }
+            e => e,
+        };
+        let mut info = if media_type.ends_with("gzip") {
+            self.ingest_tar(flate2::read::MultiGzDecoder::new(f))
+                .map_err(bad)?
+        } else if media_type.ends_with("zstd") {
+            let dec = zstd::stream::read::Decoder::with_buffer(f).ctx("decode", tmp)?;
+            self.ingest_tar(dec).map_err(bad)?
+        } else {
+            self.ingest_tar(f)?
+        };
+        let encoding = if d == info.zstd.digest {
+            "zstd"
+        } else if d == info.diff_id {
+            "tar"
+        } else if info.gzip.as_ref().is_some_and(|g| g.digest == d) {
+            "gzip"
+        } else {
+            let dest = self.blob_path(&d);
+            if !dest.exists() {
+                fs::hard_link(tmp, &dest)
+                    .or_else(|_| fs::copy(tmp, &dest).map(|_| ()))
+                    .ctx("store blob", &dest)?;
+                fsutil::fsync_dir(&self.root.join("blobs"))?;
+            }
+            if !info.external.iter().any(|b| b.digest == d) {
+                info.external.push(BlobDesc {
+                    digest: d,
+                    size,
+                    media_type: media_type.to_string(),
+                });
+                self.write_layer_index(&info)?;
+            }
+            "external"
+        };
+        self.write_link(&d, &info.diff_id, encoding)?;
+        Ok(info)
+    }
+
+    pub(crate) fn write_layer_index(&self, idx: &LayerIndex) -> Result<()> {
+        let p = self.layer_path(&idx.diff_id);
+        let data =
+            serde_json::to_vec(idx).map_err(|e| Error::io("encode", &p, io::Error::other(e)))?;
+        fsutil::atomic_write(self.tmp_dir(), &p, &data)
+    }
+
+    pub(crate) fn write_link(&self, blob: &Digest, diff_id: &Digest, encoding: &str) -> Result<()> {
+        let p = self.link_path(blob);
+        let link = BlobLink {
+            diff_id: *diff_id,
+            encoding: encoding.into(),
+        };
+        if let Ok(data) = fs::read(&p) {
+            if serde_json::from_slice::<BlobLink>(&data).ok().as_ref() == Some(&link) {
+                return Ok(());
+            }
+        }
+        let data =
+            serde_json::to_vec(&link).map_err(|e| Error::io("encode", &p, io::Error::other(e)))?;
+        fsutil::atomic_write(self.tmp_dir(), &p, &data)
+    }
+
+    /// Makes sure the layer's reproducible `tar+gzip` blob digest is known (computing it once: one gzip member
+    /// per chunk at the pinned level) and returns its descriptor. The blob is regenerated when served.
+    pub fn ensure_gzip(&self, diff_id: &Digest) -> Result<BlobDesc> {
+        let mut idx = self.layer(diff_id)?;
+        if let Some(g) = &idx.gzip {
+            return Ok(g.clone());
+        }
+        let mut r = GzipReader::new(self, idx.chunks.clone());
+        let mut w = crate::digest::HashingWriter::new(io::sink());
+        io::copy(&mut r, &mut w).map_err(|e| Error::Corrupt {
+            digest: *diff_id,
+            path: self.layer_path(diff_id),
+            detail: e.to_string(),
+        })?;
+        let (_, d, size) = w.finish();
+        let g = BlobDesc {
+            digest: d,
+            size,
+            media_type: MEDIA_TYPE_LAYER_GZIP.into(),
+        };
+        idx.gzip = Some(g.clone());
+        self.write_layer_index(&idx)?;
+        self.write_link(&d, diff_id, "gzip")?;
+        Ok(g)
+    }
+
+    // ---------------------------------------------------------------- refs
+
+    fn ref_path(&self, name: &str) -> Result<PathBuf> {
+        if name.is_empty() || name.len() > 512 || name.chars().any(|c| c.is_control()) {
+            return Err(Error::BadRefName(name.to_string()));
+        }
+        let mut esc = String::new();
+        for b in name.bytes() {
+            if b.is_ascii_alphanumeric() || b == b'.' || b == b'_' || b == b'-' {
+                esc.push(b as char);
+            } else {
+                esc.push_str(&format!("%{b:02X}"));
+            }
+        }
+        Ok(self.root.join("refs").join(format!("{esc}.json")))
+    }
+
+    /// Points `name` (e.g. `app:1.0`) at a manifest digest, atomically replacing any previous value.
+    pub fn set_ref(&self, name: &str, digest: &Digest) -> Result<()> {
+        let p = self.ref_path(name)?;
+        let rec = RefRecord {
+            name: name.to_string(),
+            digest: *digest,
+        };
+        let data = serde_json::to_vec_pretty(&rec)
+            .map_err(|e| Error::io("encode", &p, io::Error::other(e)))?;
+        fsutil::atomic_write(self.tmp_dir(), &p, &data)
+    }
+
+    /// Resolves `name` to its manifest digest.
+    pub fn get_ref(&self, name: &str) -> Result<Digest> {
+        let p = self.ref_path(name)?;
+        let data = match fs::read(&p) {
+            Ok(x) => x,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                return Err(Error::RefNotFound {
+                    name: name.to_string(),
+                    store: self.root.clone(),
+                })
+            }
+            Err(e) => return Err(Error::io("read", &p, e)),
+        };
+        let rec: RefRecord = parse_json(&data, "ref", &p)?;
+        Ok(rec.digest)
+    }
+
+    /// Removes a reference; returns whether it existed.
+    pub fn delete_ref(&self, name: &str) -> Result<bool> {
+        let p = self.ref_path(name)?;
+        match fs::remove_file(&p) {
+            Ok(()) => {
+                fsutil::fsync_dir(&self.root.join("refs"))?;
+                Ok(true)
+            }
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(false),
+            Err(e) => Err(Error::io("remove", &p, e)),
+        }
+    }
+
+    /// All references, sorted by name.
+    pub fn list_refs(&self) -> Result<Vec<RefRecord>> {
+        let dir = self.root.join("refs");
+        let mut out = Vec::new();
+        for ent in fs::read_dir(&dir).ctx("read directory", &dir)? {
+            let p = ent.ctx("read directory", &dir)?.path();
+            if p.extension().is_some_and(|e| e == "json") {
+                let data = fs::read(&p).ctx("read", &p)?;
+                out.push(parse_json::<RefRecord>(&data, "ref", &p)?);
+            }
+        }
+        out.sort_by(|a, b| a.name.cmp(&b.name));
+        Ok(out)
+    }
+
+    // ---------------------------------------------------------------- cache
+
+    fn cache_path(&self, key: &Digest) -> PathBuf {
+        self.root.join("cache").join(format!("{}.json", key.hex()))
+    }
+
+    /// Records a build-cache entry. Every `sha256:…` string inside `value` is kept alive by `gc`.
+    pub fn put_cache(&self, key: &Digest, value: &serde_json::Value) -> Result<()> {
+        let p = self.cache_path(key);
+        let data =
+            serde_json::to_vec(value).map_err(|e| Error::io("encode", &p, io::Error::other(e)))?;
+        fsutil::atomic_write(self.tmp_dir(), &p, &data)
+    }
+
+    /// Looks up a build-cache entry. A malformed record reads as a miss (and `verify` reports it).
+    pub fn get_cache(&self, key: &Digest) -> Result<Option<serde_json::Value>> {
+        let p = self.cache_path(key);
+        match fs::read(&p) {
+            Ok(data) => Ok(serde_json::from_slice(&data).ok()),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(Error::io("read", &p, e)),
+        }
+    }
+
+    /// Removes a cache entry; returns whether it existed.
+    pub fn delete_cache(&self, key: &Digest) -> Result<bool> {
+        let p = self.cache_path(key);
+        match fs::remove_file(&p) {
+            Ok(()) => Ok(true),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(false),
+            Err(e) => Err(Error::io("remove", &p, e)),
+        }
+    }
+}
+
+/// Parses a JSON metadata file, naming it on failure.
+pub(crate) fn parse_json<T: for<'de> Deserialize<'de>>(
+    data: &[u8],
+    what: &'static str,
+    path: &Path,
+) -> Result<T> {
+    serde_json::from_slice(data).map_err(|e| Error::Malformed {
+        what,
+        path: path.to_path_buf(),
+        detail: e.to_string(),
+    })
+}
+
+/// Lists `<hex><suffix>` names in a directory as digests (other names are ignored).
+pub(crate) fn list_hex(dir: &Path, suffix: &str) -> Result<Vec<Digest>> {
+    let mut out = Vec::new();
+    for ent in fs::read_dir(dir).ctx("read directory", dir)? {
+        let name = ent
+            .ctx("read directory", dir)?
+            .file_name()
+            .to_string_lossy()
+            .into_owned();
+        if let Some(h) = name.strip_suffix(suffix) {
+            if let Ok(d) = Digest::from_hex(h) {
+                out.push(d);
+            }
+        }
+    }
+    out.sort();
+    Ok(out)
+}
+
+pub(crate) struct ChannelWriter {
+    pub(crate) tx: std::sync::mpsc::SyncSender<Vec<u8>>,
+}
+impl Write for ChannelWriter {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.tx
+            .send(buf.to_vec())
+            .map_err(|_| io::Error::new(io::ErrorKind::BrokenPipe, "ingest stopped"))?;
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+pub(crate) struct ChannelReader {
+    rx: std::sync::mpsc::Receiver<Vec<u8>>,
+    cur: Vec<u8>,
+    pos: usize,
+}
+impl ChannelReader {
+    pub(crate) fn new(rx: std::sync::mpsc::Receiver<Vec<u8>>) -> Self {
+        Self {
+            rx,
+            cur: Vec::new(),
+            pos: 0,
+        }
+    }
+}
+impl Read for ChannelReader {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        while self.pos == self.cur.len() {
+            match self.rx.recv() {
+                Ok(v) => {
+                    self.cur = v;
+                    self.pos = 0;
+                }
+                Err(_) => return Ok(0),
+            }
+        }
+        let n = buf.len().min(self.cur.len() - self.pos);
+        buf[..n].copy_from_slice(&self.cur[self.pos..self.pos + n]);
+        self.pos += n;
+        Ok(n)
+    }
+}
+
+fn to_io(e: Error) -> io::Error {
+    match e {
+        Error::Corrupt { .. } | Error::Malformed { .. } => {
+            io::Error::new(io::ErrorKind::InvalidData, e.to_string())
+        }
+        other => io::Error::other(other.to_string()),
+    }
+}
+
+/// Serves a layer's zstd blob: its chunks' stored frames in order.
+struct FrameReader<'a> {
+    store: &'a Store,
+    chunks: Vec<ChunkRef>,
+    next: usize,
+    cur: Vec<u8>,
+    pos: usize,
+}
+impl Read for FrameReader<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        while self.pos == self.cur.len() {
+            let Some(c) = self.chunks.get(self.next) else {
+                return Ok(0);
+            };
+            self.cur = self.store.chunk_frame(c).map_err(to_io)?;
+            self.pos = 0;
+            self.next += 1;
+        }
+        let n = buf.len().min(self.cur.len() - self.pos);
+        buf[..n].copy_from_slice(&self.cur[self.pos..self.pos + n]);
+        self.pos += n;
+        Ok(n)
+    }
+}
+
+/// Produces the reproducible `tar+gzip` blob: one gzip member per chunk (mtime 0, no name, OS 255), members
+/// compressed in parallel batches. Concatenated gzip members are one valid gzip stream (RFC 1952 §2.2).
+struct GzipReader<'a> {
+    store: &'a Store,
+    chunks: Vec<ChunkRef>,
+    next: usize,
+    cur: Vec<u8>,
+    pos: usize,
+}
+impl<'a> GzipReader<'a> {
+    fn new(store: &'a Store, chunks: Vec<ChunkRef>) -> Self {
+        Self {
+            store,
+            chunks,
+            next: 0,
+            cur: Vec::new(),
+            pos: 0,
+        }
+    }
+}
+impl Read for GzipReader<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        while self.pos == self.cur.len() {
+            if self.next >= self.chunks.len() {
+                return Ok(0);
+            }
+            let end = (self.next + 32).min(self.chunks.len());
+            let level = self.store.layout.compression.gzip_level;
+            let members: Vec<Vec<u8>> = self.chunks[self.next..end]
+                .par_iter()
+                .map(|c| {
+                    let raw = self.store.read_chunk(c).map_err(to_io)?;
+                    let mut enc = flate2::GzBuilder::new()
+                        .mtime(0)
+                        .operating_system(255)
+                        .write(
+                            Vec::with_capacity(raw.len() / 2),
+                            flate2::Compression::new(level),
+                        );
+                    enc.write_all(&raw)?;
+                    enc.finish()
+                })
+                .collect::<io::Result<_>>()?;
+            self.cur = members.concat();
+            self.pos = 0;
+            self.next = end;
+        }
+        let n = buf.len().min(self.cur.len() - self.pos);
+        buf[..n].copy_from_slice(&self.cur[self.pos..self.pos + n]);
+        self.pos += n;
+        Ok(n)
+    }
+}
+
+/// Streams a layer's uncompressed tar from its chunks, each verified; the DiffID is checked at the end.
+/// Also supports random access ([`LayerReader::read_at`]) for flattening.
+pub struct LayerReader<'a> {
+    store: &'a Store,
+    index: LayerIndex,
+    starts: Vec<u64>,
+    next: usize,
+    cur: Vec<u8>,
+    pos: usize,
+    hasher: Option<Hasher>,
+    cache: Option<(usize, Arc<Vec<u8>>)>,
+}
+
+impl<'a> LayerReader<'a> {
+    fn new(store: &'a Store, index: LayerIndex) -> Self {
+        let mut starts = Vec::with_capacity(index.chunks.len());
+        let mut o = 0u64;
+        for c in &index.chunks {
+            starts.push(o);
+            o += c.len as u64;
+        }
+        Self {
+            store,
+            index,
+            starts,
+            next: 0,
+            cur: Vec::new(),
+            pos: 0,
+            hasher: Some(Hasher::new()),
+            cache: None,
+        }
+    }
+
+    /// The layer's index.
+    pub fn index(&self) -> &LayerIndex {
+        &self.index
+    }
+
+    fn chunk(&mut self, i: usize) -> Result<Arc<Vec<u8>>> {
+        if let Some((ci, data)) = &self.cache {
+            if *ci == i {
+                return Ok(data.clone());
+            }
+        }
+        let data = Arc::new(self.store.read_chunk(&self.index.chunks[i])?);
+        self.cache = Some((i, data.clone()));
+        Ok(data)
+    }
+
+    /// Reads `buf.len()` bytes of the uncompressed tar at `offset` (each chunk touched is verified).
+    pub fn read_at(&mut self, mut offset: u64, mut buf: &mut [u8]) -> Result<()> {
+        while !buf.is_empty() {
+            let i = match self.starts.binary_search(&offset) {
+                Ok(i) => i,
+                Err(0) => return Err(self.short(offset)),
+                Err(i) => i - 1,
+            };
+            if i >= self.index.chunks.len() {
+                return Err(self.short(offset));
+            }
+            let data = self.chunk(i)?;
+            let within = (offset - self.starts[i]) as usize;
+            if within >= data.len() {
+                return Err(self.short(offset));
+            }
+            let n = buf.len().min(data.len() - within);
+            buf[..n].copy_from_slice(&data[within..within + n]);
+            buf = &mut buf[n..];
+            offset += n as u64;
+        }
+        Ok(())
+    }
+
+    fn short(&self, offset: u64) -> Error {
+        Error::Corrupt {
+            digest: self.index.diff_id,
+            path: self.store.layer_path(&self.index.diff_id),
+            detail: format!("read past the end of the layer at offset {offset}"),
+        }
+    }
+}
+
+impl Read for LayerReader<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        while self.pos == self.cur.len() {
+            if self.next >= self.index.chunks.len() {
+                if let Some(h) = self.hasher.take() {
+                    let (len, d) = (h.len(), h.finish());
+                    if d != self.index.diff_id || len != self.index.size {
+                        return Err(io::Error::new(
+                            io::ErrorKind::InvalidData,
+                            format!(
+                                "layer {} reassembles to {d} ({len} bytes)",
+                                self.index.diff_id
+                            ),
+                        ));
+                    }
+                }
+                return Ok(0);
+            }
+            self.cur = self
+                .store
+                .read_chunk(&self.index.chunks[self.next])
+                .map_err(to_io)?;
+            if let Some(h) = self.hasher.as_mut() {
+                h.update(&self.cur);
+            }
+            self.pos = 0;
+            self.next += 1;
+        }
+        let n = buf.len().min(self.cur.len() - self.pos);
+        buf[..n].copy_from_slice(&self.cur[self.pos..self.pos + n]);
+        self.pos += n;
+        Ok(n)
+    }
+}
