@@ -1,0 +1,429 @@
+//! OCI image layouts, as a directory (`oci:`) and as a tar of one (`oci-archive:`), both
+//! ways.
+//!
+//! Writing: the export plan's blobs go to `blobs/<alg>/<hex>`, then `index.json` names the
+//! image with `org.opencontainers.image.ref.name` (and `io.containerd.image.name` when a
+//! full name is given). A directory that already is a layout gets the image added, replacing
+//! an entry with the same tag, as skopeo does; an archive is always written whole, its
+//! members sorted, through a temporary file renamed into place.
+//!
+//! Reading: `oci-layout` and `index.json` are parsed, every `index.json` entry becomes an
+//! [`ImageEntry`], and blobs are served verified from the directory or straight out of the
+//! archive.
+
+use std::fs;
+use std::io::{self, Read, Write};
+use std::path::{Path, PathBuf};
+
+use oci_spec::image::{Descriptor, Digest, ImageIndex, MediaType};
+use serde_json::{json, Value};
+
+use super::blobs::{BlobSource, DirBlobs, MemoryBlobs, MAX_JSON_BLOB};
+use super::error::{OciError, OciResult};
+use super::image::{plain_descriptor, ANNOTATION_CONTAINERD_NAME, ANNOTATION_REF_NAME};
+use super::json::to_canonical_json;
+use super::media::{classify, BlobKind};
+use super::plan::{BlobData, ExportPlan, Planner};
+use super::read::ImageEntry;
+use super::reference::validate_ref_name;
+use super::tarball::{DeterministicTar, TarIndex};
+use super::write::{WriteOptions, WriteReport};
+
+const OCI_LAYOUT: &[u8] = br#"{"imageLayoutVersion":"1.0.0"}"#;
+
+/// The parent directory of `path`, for staging files next to the output.
+pub(crate) fn parent_of(path: &Path) -> PathBuf {
+    match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+        _ => PathBuf::from("."),
+    }
+}
+
+fn index_entry(root: &Descriptor, opts: &WriteOptions) -> OciResult<Value> {
+    let mut d = root.clone();
+    d.set_annotations(None);
+    let mut entry = plain_descriptor(&d);
+    let mut annotations = serde_json::Map::new();
+    if let Some(name) = &opts.image_name {
+        annotations.insert(ANNOTATION_CONTAINERD_NAME.into(), Value::String(name.clone()));
+    }
+    if let Some(tag) = &opts.tag {
+        validate_ref_name(tag)?;
+        annotations.insert(ANNOTATION_REF_NAME.into(), Value::String(tag.clone()));
+    }
+    if !annotations.is_empty() {
+        entry["annotations"] = Value::Object(annotations);
+    }
+    Ok(entry)
+}
+
+fn index_json(entries: Vec<Value>) -> OciResult<Vec<u8>> {
+    to_canonical_json(&json!({
+        "schemaVersion": 2,
+        "mediaType": MediaType::ImageIndex.to_string(),
+        "manifests": entries,
+    }))
+}
+
+fn plan_for(
+    source: &(impl BlobSource + ?Sized),
+    root: &Descriptor,
+    opts: &WriteOptions,
+    out: &Path,
+) -> OciResult<ExportPlan> {
+    if !matches!(classify(root.media_type()), BlobKind::Manifest | BlobKind::Index) {
+        return Err(OciError::UnsupportedMediaType {
+            media_type: root.media_type().to_string(),
+            digest: root.digest().to_string(),
+        });
+    }
+    Planner::new(source, opts.compression, &parent_of(out)).plan(root)
+}
+
+/// Writes (or adds to) an OCI image layout directory.
+pub fn write_oci_layout(
+    source: &(impl BlobSource + ?Sized),
+    root: &Descriptor,
+    dir: &Path,
+    opts: &WriteOptions,
+) -> OciResult<WriteReport> {
+    index_entry(root, opts)?;
+    let mut existing: Vec<Value> = Vec::new();
+    if dir.exists() {
+        if !dir.is_dir() {
+            return Err(OciError::OutputExists {
+                path: dir.to_path_buf(),
+                reason: "it exists and is not a directory",
+            });
+        }
+        if dir.join("oci-layout").is_file() {
+            let raw = fs::read(dir.join("index.json")).map_err(OciError::io("read", dir.join("index.json")))?;
+            let v: Value = serde_json::from_slice(&raw)
+                .map_err(|e| OciError::bad_json("index.json", dir.join("index.json").display(), e))?;
+            existing = v
+                .get("manifests")
+                .and_then(Value::as_array)
+                .cloned()
+                .unwrap_or_default();
+        } else if fs::read_dir(dir)
+            .map_err(OciError::io("list", dir))?
+            .next()
+            .is_some()
+        {
+            return Err(OciError::OutputExists {
+                path: dir.to_path_buf(),
+                reason: "it is a non-empty directory that is not an OCI image layout",
+            });
+        }
+    }
+    fs::create_dir_all(dir).map_err(OciError::io("create directory", dir))?;
+    let plan = plan_for(source, root, opts, dir)?;
+    let blobs = DirBlobs::new(dir);
+    let mut report = WriteReport::new(plan.root.clone());
+    for blob in plan.blobs.values() {
+        let target = blobs.blob_path(&blob.digest);
+        if fs::metadata(&target).is_ok_and(|m| m.is_file() && m.len() == blob.size) {
+            continue;
+        }
+        match &blob.data {
+            BlobData::Staged(path) => {
+                // Already hashed when staged; verify again while copying.
+                let mut f = fs::File::open(path).map_err(OciError::io("open", path))?;
+                blobs.write_blob(Some(&blob.digest), &mut f)?;
+            }
+            _ => {
+                let mut r = plan.open(source, blob)?;
+                blobs.write_blob(Some(&blob.digest), &mut r)?;
+            }
+        }
+        report.blobs_written += 1;
+        report.bytes_written += blob.size;
+    }
+    let entry = index_entry(&plan.root, opts)?;
+    existing.retain(|e| {
+        let ref_name = e
+            .get("annotations")
+            .and_then(|a| a.get(ANNOTATION_REF_NAME))
+            .and_then(Value::as_str);
+        match (&opts.tag, ref_name) {
+            (Some(t), Some(r)) => t != r,
+            (None, None) => e.get("digest") != entry.get("digest"),
+            _ => true,
+        }
+    });
+    existing.push(entry);
+    write_atomic(&dir.join("oci-layout"), OCI_LAYOUT)?;
+    write_atomic(&dir.join("index.json"), &index_json(existing)?)?;
+    Ok(report)
+}
+
+fn write_atomic(path: &Path, bytes: &[u8]) -> OciResult<()> {
+    let parent = parent_of(path);
+    let mut tmp = tempfile::Builder::new()
+        .prefix(".tmp-")
+        .tempfile_in(&parent)
+        .map_err(OciError::io("create a temporary file in", &parent))?;
+    tmp.write_all(bytes).map_err(OciError::io("write", tmp.path()))?;
+    tmp.as_file().sync_all().map_err(OciError::io("sync", tmp.path()))?;
+    tmp.persist(path)
+        .map_err(|e| OciError::io("rename into", path)(e.error))?;
+    Ok(())
+}
+
+/// A file written to a temporary name next to its final path, renamed on commit.
+pub(crate) struct AtomicFile {
+    tmp: tempfile::NamedTempFile,
+    path: PathBuf,
+}
+
+impl AtomicFile {
+    pub(crate) fn create(path: &Path) -> OciResult<Self> {
+        if path.is_dir() {
+            return Err(OciError::OutputExists {
+                path: path.to_path_buf(),
+                reason: "it is a directory",
+            });
+        }
+        let parent = parent_of(path);
+        let tmp = tempfile::Builder::new()
+            .prefix(".chasi-archive-")
+            .suffix(".partial")
+            .tempfile_in(&parent)
+            .map_err(OciError::io("create a temporary file in", &parent))?;
+        Ok(AtomicFile {
+            tmp,
+            path: path.to_path_buf(),
+        })
+    }
+
+    pub(crate) fn writer(&mut self) -> io::BufWriter<&mut fs::File> {
+        io::BufWriter::with_capacity(1 << 20, self.tmp.as_file_mut())
+    }
+
+    pub(crate) fn commit(self) -> OciResult<()> {
+        self.tmp
+            .as_file()
+            .sync_all()
+            .map_err(OciError::io("sync", self.tmp.path()))?;
+        self.tmp
+            .persist(&self.path)
+            .map_err(|e| OciError::io("rename into", &self.path)(e.error))?;
+        Ok(())
+    }
+}
+
+/// Writes an `oci-archive`: a deterministic tar of an OCI layout holding this one image.
+pub fn write_oci_archive(
+    source: &(impl BlobSource + ?Sized),
+    root: &Descriptor,
+    file: &Path,
+    opts: &WriteOptions,
+) -> OciResult<WriteReport> {
+    index_entry(root, opts)?;
+    let plan = plan_for(source, root, opts, file)?;
+    let mut out = AtomicFile::create(file)?;
+    let mut report = WriteReport::new(plan.root.clone());
+    {
+        let w = out.writer();
+        let mut tar = DeterministicTar::new(w, file);
+        let mut algorithms: Vec<String> = plan
+            .blobs
+            .values()
+            .map(|b| b.digest.algorithm().to_string())
+            .collect();
+        algorithms.sort();
+        algorithms.dedup();
+        tar.dir("blobs/")?;
+        for alg in &algorithms {
+            tar.dir(&format!("blobs/{alg}/"))?;
+            let mut names: Vec<_> = plan
+                .blobs
+                .values()
+                .filter(|b| b.digest.algorithm().to_string() == *alg)
+                .collect();
+            names.sort_by(|a, b| a.digest.digest().cmp(b.digest.digest()));
+            for blob in names {
+                let name = format!("blobs/{alg}/{}", blob.digest.digest());
+                let mut r = plan.open(source, blob)?;
+                tar.file(&name, blob.size, &mut r)?;
+                report.blobs_written += 1;
+                report.bytes_written += blob.size;
+            }
+        }
+        let index = index_json(vec![index_entry(&plan.root, opts)?])?;
+        tar.file("index.json", index.len() as u64, &mut &index[..])?;
+        tar.file("oci-layout", OCI_LAYOUT.len() as u64, &mut &OCI_LAYOUT[..])?;
+        let mut w = tar.finish()?;
+        w.flush().map_err(OciError::io("write", file))?;
+    }
+    out.commit()?;
+    Ok(report)
+}
+
+/// Where a layout's files are: a directory or an archive.
+enum Storage {
+    Dir(DirBlobs),
+    Tar(TarIndex),
+}
+
+/// An OCI image layout opened for reading (directory or `oci-archive`).
+pub struct OciLayoutReader {
+    storage: Storage,
+    location: String,
+    overlay: MemoryBlobs,
+    entries: Vec<ImageEntry>,
+}
+
+impl OciLayoutReader {
+    /// Opens a layout directory.
+    pub fn open_dir(dir: &Path) -> OciResult<Self> {
+        let read = |name: &str| -> OciResult<Option<Vec<u8>>> {
+            let p = dir.join(name);
+            match fs::metadata(&p) {
+                Ok(m) if m.len() > MAX_JSON_BLOB => Err(OciError::TooLarge {
+                    what: "layout file",
+                    location: p.display().to_string(),
+                    size: m.len(),
+                    limit: MAX_JSON_BLOB,
+                }),
+                Ok(_) => fs::read(&p).map(Some).map_err(OciError::io("read", &p)),
+                Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+                Err(e) => Err(OciError::io("stat", &p)(e)),
+            }
+        };
+        let location = format!("OCI layout {}", dir.display());
+        let layout = read("oci-layout")?;
+        let index = read("index.json")?;
+        Self::finish_open(Storage::Dir(DirBlobs::new(dir)), location, dir, layout, index)
+    }
+
+    /// Opens an `oci-archive` without extracting it.
+    pub fn open_archive(file: &Path) -> OciResult<Self> {
+        let tar = TarIndex::scan(file)?;
+        let layout = tar.read_small("oci-layout", MAX_JSON_BLOB)?;
+        let index = tar.read_small("index.json", MAX_JSON_BLOB)?;
+        let location = format!("oci-archive {}", file.display());
+        Self::finish_open(Storage::Tar(tar), location, file, layout, index)
+    }
+
+    fn finish_open(
+        storage: Storage,
+        location: String,
+        path: &Path,
+        layout: Option<Vec<u8>>,
+        index: Option<Vec<u8>>,
+    ) -> OciResult<Self> {
+        let layout = layout.ok_or_else(|| OciError::UnknownFormat {
+            path: path.to_path_buf(),
+            reason: "no oci-layout file".to_string(),
+        })?;
+        let v: Value = serde_json::from_slice(&layout)
+            .map_err(|e| OciError::bad_json("oci-layout", &location, e))?;
+        match v.get("imageLayoutVersion").and_then(Value::as_str) {
+            Some(ver) if ver.starts_with("1.") => {}
+            other => {
+                return Err(OciError::bad_json(
+                    "oci-layout",
+                    &location,
+                    format!("unsupported imageLayoutVersion {other:?}"),
+                ))
+            }
+        }
+        let index_raw = index.ok_or_else(|| OciError::bad_json("index.json", &location, "missing"))?;
+        let index = ImageIndex::from_reader(&index_raw[..])
+            .map_err(|e| OciError::bad_json("index.json", &location, e))?;
+        let mut overlay = MemoryBlobs::new();
+        let mut entries: Vec<ImageEntry> = index
+            .manifests()
+            .iter()
+            .map(|d| {
+                let mut names = Vec::new();
+                if let Some(a) = d.annotations() {
+                    if let Some(n) = a.get(ANNOTATION_REF_NAME) {
+                        names.push(n.clone());
+                    }
+                    if let Some(n) = a.get(ANNOTATION_CONTAINERD_NAME) {
+                        if !names.contains(n) {
+                            names.push(n.clone());
+                        }
+                    }
+                }
+                ImageEntry {
+                    names,
+                    root: d.clone(),
+                }
+            })
+            .collect();
+        // A layout whose index.json *is* the multi-platform index (one unnamed entry per
+        // platform, as some tools write) is one image: serve index.json as its root blob.
+        let all_unnamed_platforms = entries.len() > 1
+            && entries
+                .iter()
+                .all(|e| e.names.is_empty() && e.root.platform().is_some());
+        if all_unnamed_platforms {
+            let root = overlay.insert(MediaType::ImageIndex, index_raw);
+            entries = vec![ImageEntry {
+                names: Vec::new(),
+                root,
+            }];
+        }
+        Ok(OciLayoutReader {
+            storage,
+            location,
+            overlay,
+            entries,
+        })
+    }
+
+    /// The images named in `index.json`.
+    pub fn entries(&self) -> &[ImageEntry] {
+        &self.entries
+    }
+
+    fn member_name(digest: &Digest) -> String {
+        format!("blobs/{}/{}", digest.algorithm(), digest.digest())
+    }
+}
+
+impl BlobSource for OciLayoutReader {
+    fn blob_size(&self, digest: &Digest) -> OciResult<u64> {
+        if let Some(b) = self.overlay.get(digest) {
+            return Ok(b.len() as u64);
+        }
+        match &self.storage {
+            Storage::Dir(d) => d.blob_size(digest),
+            Storage::Tar(t) => t
+                .get(&Self::member_name(digest))?
+                .map(|m| m.size)
+                .ok_or_else(|| OciError::MissingBlob {
+                    digest: digest.to_string(),
+                    location: self.location.clone(),
+                }),
+        }
+    }
+
+    fn open_blob(&self, digest: &Digest) -> OciResult<Box<dyn Read + '_>> {
+        if let Some(b) = self.overlay.get(digest) {
+            return Ok(Box::new(b));
+        }
+        match &self.storage {
+            Storage::Dir(d) => d.open_blob(digest),
+            Storage::Tar(t) => match t.get(&Self::member_name(digest))? {
+                Some(m) => Ok(Box::new(t.open(m)?)),
+                None => Err(OciError::MissingBlob {
+                    digest: digest.to_string(),
+                    location: self.location.clone(),
+                }),
+            },
+        }
+    }
+
+    fn location(&self) -> String {
+        self.location.clone()
+    }
+}
+
+/// Whether a tar archive looks like an oci-archive (has `oci-layout` and `index.json`).
+pub(crate) fn tar_is_oci(tar: &TarIndex) -> bool {
+    tar.contains("oci-layout") && tar.contains("index.json")
+}

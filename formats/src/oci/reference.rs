@@ -1,0 +1,284 @@
+//! Image references as users type them: `oci:PATH[:TAG]`, `oci-archive:FILE[:TAG]`,
+//! `docker-archive:FILE[:REF|@N]`, or a plain store name `name[:tag]`.
+//!
+//! The transport prefixes and the "path ends at the first colon" rule are those of
+//! containers/image (skopeo, podman, buildah), so a reference that works with `skopeo`
+//! works with `FROM` and `chasi load`.
+
+use std::fmt;
+use std::path::PathBuf;
+use std::str::FromStr;
+
+use super::error::{OciError, OciResult};
+
+/// Which image in a docker-archive.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DockerSelector {
+    /// An entry of `RepoTags` (`busybox:1.36`; `docker.io/library/` is optional).
+    Reference(String),
+    /// The N-th entry of `manifest.json` (`@0`).
+    Index(usize),
+}
+
+impl fmt::Display for DockerSelector {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            DockerSelector::Reference(r) => f.write_str(r),
+            DockerSelector::Index(i) => write!(f, "@{i}"),
+        }
+    }
+}
+
+/// A parsed image reference.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ImageRef {
+    /// An image in the chasi store, `name[:tag]` (tag defaults to `latest`).
+    Store {
+        /// Repository name, e.g. `kubernetes` or `registry.local/k8s`.
+        name: String,
+        /// Tag.
+        tag: String,
+    },
+    /// An OCI image layout directory.
+    OciLayout {
+        /// The directory.
+        path: PathBuf,
+        /// `org.opencontainers.image.ref.name`; `None` = the only image.
+        tag: Option<String>,
+    },
+    /// A tar of an OCI image layout.
+    OciArchive {
+        /// The archive file.
+        path: PathBuf,
+        /// `org.opencontainers.image.ref.name`; `None` = the only image.
+        tag: Option<String>,
+    },
+    /// A `docker save` archive.
+    DockerArchive {
+        /// The archive file.
+        path: PathBuf,
+        /// Which image; `None` = the only image.
+        selector: Option<DockerSelector>,
+    },
+}
+
+fn bad(reference: &str, reason: impl Into<String>) -> OciError {
+    OciError::BadReference {
+        reference: reference.to_string(),
+        reason: reason.into(),
+    }
+}
+
+/// Checks an OCI `org.opencontainers.image.ref.name` value: alphanumeric components joined
+/// by `-._:@+/`, no empty component.
+pub fn validate_ref_name(name: &str) -> OciResult<()> {
+    let ok = !name.is_empty()
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-._:@+/".contains(c))
+        && name.chars().next().is_some_and(|c| c.is_ascii_alphanumeric())
+        && name.chars().last().is_some_and(|c| c.is_ascii_alphanumeric());
+    if ok {
+        Ok(())
+    } else {
+        Err(bad(
+            name,
+            "a tag must start and end with a letter or digit and contain only letters, digits and -._:@+/",
+        ))
+    }
+}
+
+fn split_path(reference: &str, rest: &str) -> OciResult<(PathBuf, Option<String>)> {
+    let (path, tag) = match rest.split_once(':') {
+        Some((p, t)) => (p, Some(t)),
+        None => (rest, None),
+    };
+    if path.is_empty() {
+        return Err(bad(reference, "the path is empty"));
+    }
+    let tag = match tag {
+        Some("") => return Err(bad(reference, "the tag after `:` is empty")),
+        Some(t) => Some(t.to_string()),
+        None => None,
+    };
+    Ok((PathBuf::from(path), tag))
+}
+
+fn parse_store(reference: &str) -> OciResult<ImageRef> {
+    if reference.contains('@') {
+        return Err(bad(
+            reference,
+            "digest references are not store names; use name:tag",
+        ));
+    }
+    let last_slash = reference.rfind('/').map_or(0, |i| i + 1);
+    let (name, tag) = match reference[last_slash..].rfind(':') {
+        Some(i) => (
+            &reference[..last_slash + i],
+            &reference[last_slash + i + 1..],
+        ),
+        None => (reference, "latest"),
+    };
+    let name_ok = !name.is_empty()
+        && name.split('/').all(|part| {
+            !part.is_empty()
+                && part
+                    .chars()
+                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || "-._:".contains(c))
+        });
+    if !name_ok {
+        return Err(bad(
+            reference,
+            "a name is lowercase letters, digits and -._ in /-separated components",
+        ));
+    }
+    let tag_ok = !tag.is_empty()
+        && tag.len() <= 128
+        && tag
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-._".contains(c))
+        && !tag.starts_with(['.', '-']);
+    if !tag_ok {
+        return Err(bad(
+            reference,
+            "a tag is up to 128 letters, digits and -._, not starting with . or -",
+        ));
+    }
+    Ok(ImageRef::Store {
+        name: name.to_string(),
+        tag: tag.to_string(),
+    })
+}
+
+impl FromStr for ImageRef {
+    type Err = OciError;
+
+    fn from_str(reference: &str) -> OciResult<Self> {
+        if let Some(rest) = reference.strip_prefix("oci:") {
+            let (path, tag) = split_path(reference, rest)?;
+            if let Some(t) = &tag {
+                validate_ref_name(t).map_err(|_| bad(reference, "invalid tag"))?;
+            }
+            return Ok(ImageRef::OciLayout { path, tag });
+        }
+        if let Some(rest) = reference.strip_prefix("oci-archive:") {
+            let (path, tag) = split_path(reference, rest)?;
+            if let Some(t) = &tag {
+                validate_ref_name(t).map_err(|_| bad(reference, "invalid tag"))?;
+            }
+            return Ok(ImageRef::OciArchive { path, tag });
+        }
+        if let Some(rest) = reference.strip_prefix("docker-archive:") {
+            let (path, sel) = split_path(reference, rest)?;
+            let selector = match sel {
+                None => None,
+                Some(s) => match s.strip_prefix('@') {
+                    Some(n) => Some(DockerSelector::Index(n.parse().map_err(|_| {
+                        bad(reference, "`@` must be followed by an image index")
+                    })?)),
+                    None => Some(DockerSelector::Reference(s)),
+                },
+            };
+            return Ok(ImageRef::DockerArchive { path, selector });
+        }
+        if let Some((transport, _)) = reference.split_once(':') {
+            if !transport.contains('/') && !transport.contains('.') {
+                if let Ok(r) = parse_store(reference) {
+                    return Ok(r);
+                }
+                if ["docker", "dir", "containers-storage", "docker-daemon"].contains(&transport) {
+                    return Err(bad(
+                        reference,
+                        format!("transport `{transport}:` is not supported (oci:, oci-archive:, docker-archive: are)"),
+                    ));
+                }
+            }
+        }
+        parse_store(reference)
+    }
+}
+
+impl fmt::Display for ImageRef {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ImageRef::Store { name, tag } => write!(f, "{name}:{tag}"),
+            ImageRef::OciLayout { path, tag } => {
+                write!(f, "oci:{}", path.display())?;
+                tag.as_ref().map_or(Ok(()), |t| write!(f, ":{t}"))
+            }
+            ImageRef::OciArchive { path, tag } => {
+                write!(f, "oci-archive:{}", path.display())?;
+                tag.as_ref().map_or(Ok(()), |t| write!(f, ":{t}"))
+            }
+            ImageRef::DockerArchive { path, selector } => {
+                write!(f, "docker-archive:{}", path.display())?;
+                selector.as_ref().map_or(Ok(()), |s| write!(f, ":{s}"))
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn p(s: &str) -> ImageRef {
+        s.parse().unwrap_or_else(|e| panic!("{s}: {e}"))
+    }
+
+    #[test]
+    fn transports_parse_and_print_back() {
+        for s in [
+            "oci:/tmp/layout:v1",
+            "oci:rel/dir",
+            "oci:/x:registry.local/k8s:1.30",
+            "oci-archive:/tmp/a.tar:latest",
+            "oci-archive:a.tar",
+            "docker-archive:/tmp/d.tar:busybox:1.36",
+            "docker-archive:/tmp/d.tar:@1",
+            "docker-archive:d.tar",
+            "kubernetes:v1.30",
+            "registry.local:5000/k8s/base:v1",
+        ] {
+            assert_eq!(p(s).to_string(), s);
+        }
+        assert_eq!(
+            p("oci:/x:registry.local/k8s:1.30"),
+            ImageRef::OciLayout {
+                path: "/x".into(),
+                tag: Some("registry.local/k8s:1.30".into())
+            }
+        );
+        assert_eq!(
+            p("kubernetes"),
+            ImageRef::Store {
+                name: "kubernetes".into(),
+                tag: "latest".into()
+            }
+        );
+        assert_eq!(
+            p("docker-archive:d.tar:@2"),
+            ImageRef::DockerArchive {
+                path: "d.tar".into(),
+                selector: Some(DockerSelector::Index(2))
+            }
+        );
+    }
+
+    #[test]
+    fn malformed_references_are_rejected() {
+        for s in [
+            "oci:",
+            "oci::tag",
+            "oci:/x:",
+            "oci:/x:-bad",
+            "docker-archive:d.tar:@x",
+            "Upper:tag",
+            "name:",
+            "docker://busybox",
+            "name@sha256:00",
+        ] {
+            assert!(s.parse::<ImageRef>().is_err(), "{s} should be rejected");
+        }
+    }
+}

@@ -1,0 +1,274 @@
+//! Tar archives, both ways: a deterministic writer for `oci-archive` / `docker-archive`
+//! output, and an indexed, random-access reader that never extracts anything.
+//!
+//! The writer emits ustar headers only (no PAX: member names here are at most 80 bytes),
+//! with uid/gid 0, empty owner names, mtime 0 and fixed modes; callers add members in
+//! sorted order. The reader scans an archive once, rejects member names that could escape
+//! an extraction root (`..`, absolute paths, also as link targets) and members that run
+//! past the end of the file, and then serves members by offset, so blobs stream straight
+//! out of the archive without a temporary copy.
+
+use std::collections::BTreeMap;
+use std::fs::File;
+use std::io::{self, BufReader, Read, Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
+
+use tar::{EntryType, Header};
+
+use super::error::{OciError, OciResult};
+
+/// A tar writer whose output depends only on the members added.
+pub(crate) struct DeterministicTar<W: Write> {
+    builder: tar::Builder<W>,
+    path: PathBuf,
+}
+
+impl<W: Write> DeterministicTar<W> {
+    /// Writes to `out`; `path` names the archive in errors.
+    pub(crate) fn new(out: W, path: &Path) -> Self {
+        DeterministicTar {
+            builder: tar::Builder::new(out),
+            path: path.to_path_buf(),
+        }
+    }
+
+    fn header(&self, name: &str, kind: EntryType, mode: u32, size: u64) -> OciResult<Header> {
+        let mut h = Header::new_ustar();
+        h.set_path(name)
+            .map_err(|e| OciError::bad_archive(&self.path, format!("member {name}: {e}")))?;
+        h.set_entry_type(kind);
+        h.set_mode(mode);
+        h.set_uid(0);
+        h.set_gid(0);
+        h.set_mtime(0);
+        h.set_size(size);
+        h.set_cksum();
+        Ok(h)
+    }
+
+    /// Adds a directory member (`name` ends with `/`).
+    pub(crate) fn dir(&mut self, name: &str) -> OciResult<()> {
+        let h = self.header(name, EntryType::Directory, 0o755, 0)?;
+        self.builder
+            .append(&h, io::empty())
+            .map_err(OciError::io("write", &self.path))
+    }
+
+    /// Adds a regular file of `size` bytes read from `data`. The reader must produce exactly
+    /// `size` bytes; a verifying reader turns a mismatch into an error.
+    pub(crate) fn file(&mut self, name: &str, size: u64, data: &mut dyn Read) -> OciResult<()> {
+        let h = self.header(name, EntryType::Regular, 0o644, size)?;
+        let mut counted = CountingReader { inner: data, n: 0 };
+        self.builder
+            .append(&h, &mut counted)
+            .map_err(OciError::io("write", &self.path))?;
+        if counted.n != size {
+            return Err(OciError::bad_archive(
+                &self.path,
+                format!("member {name}: wrote {} bytes, expected {size}", counted.n),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Writes the end-of-archive marker and returns the output.
+    pub(crate) fn finish(self) -> OciResult<W> {
+        self.builder
+            .into_inner()
+            .map_err(OciError::io("write", &self.path))
+    }
+}
+
+struct CountingReader<'a> {
+    inner: &'a mut dyn Read,
+    n: u64,
+}
+
+impl Read for CountingReader<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.n += n as u64;
+        Ok(n)
+    }
+}
+
+/// What kind of member a name refers to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum MemberKind {
+    /// A regular file whose data can be read.
+    File,
+    /// A symbolic or hard link (never followed).
+    Link,
+}
+
+/// Where a member's data lies in the archive file.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Member {
+    pub(crate) offset: u64,
+    pub(crate) size: u64,
+    pub(crate) kind: MemberKind,
+}
+
+/// Normalizes an archive member name (`./a//b/` → `a/b`), rejecting unsafe ones.
+pub(crate) fn normalize_member(archive: &Path, raw: &str) -> OciResult<String> {
+    let unsafe_path = |reason| OciError::UnsafePath {
+        path: archive.to_path_buf(),
+        member: raw.to_string(),
+        reason,
+    };
+    if raw.starts_with('/') || raw.starts_with('\\') {
+        return Err(unsafe_path("absolute paths are not allowed"));
+    }
+    if raw.contains('\0') {
+        return Err(unsafe_path("NUL in name"));
+    }
+    let mut parts = Vec::new();
+    for part in raw.split('/') {
+        match part {
+            "" | "." => {}
+            ".." => return Err(unsafe_path("`..` components are not allowed")),
+            p => parts.push(p),
+        }
+    }
+    Ok(parts.join("/"))
+}
+
+/// An index of the members of a tar file, for random access.
+#[derive(Debug)]
+pub(crate) struct TarIndex {
+    path: PathBuf,
+    members: BTreeMap<String, Member>,
+}
+
+impl TarIndex {
+    /// Scans `path` once.
+    pub(crate) fn scan(path: &Path) -> OciResult<Self> {
+        let file = File::open(path).map_err(OciError::io("open", path))?;
+        let file_len = file
+            .metadata()
+            .map_err(OciError::io("stat", path))?
+            .len();
+        let mut archive = tar::Archive::new(BufReader::new(file));
+        let mut members = BTreeMap::new();
+        let entries = archive
+            .entries_with_seek()
+            .map_err(|e| OciError::bad_archive(path, format!("cannot list members: {e}")))?;
+        for entry in entries {
+            let entry = entry.map_err(|e| {
+                OciError::bad_archive(path, format!("truncated or corrupt tar header: {e}"))
+            })?;
+            let raw_name = String::from_utf8(entry.path_bytes().into_owned()).map_err(|_| {
+                OciError::bad_archive(path, "a member name is not valid UTF-8")
+            })?;
+            let name = normalize_member(path, &raw_name)?;
+            let header = entry.header();
+            let kind = match header.entry_type() {
+                EntryType::Regular | EntryType::Continuous => MemberKind::File,
+                EntryType::Directory => continue,
+                EntryType::Symlink | EntryType::Link => {
+                    let target = entry
+                        .link_name_bytes()
+                        .map(|b| String::from_utf8_lossy(&b).into_owned())
+                        .unwrap_or_default();
+                    normalize_member(path, &target).map_err(|_| OciError::UnsafePath {
+                        path: path.to_path_buf(),
+                        member: format!("{raw_name} -> {target}"),
+                        reason: "a link target leaves the archive root",
+                    })?;
+                    MemberKind::Link
+                }
+                EntryType::GNUSparse => {
+                    return Err(OciError::bad_archive(
+                        path,
+                        format!("member {raw_name}: sparse files are not supported"),
+                    ))
+                }
+                _ => continue,
+            };
+            let size = entry.size();
+            let offset = entry.raw_file_position();
+            if offset.checked_add(size).is_none_or(|end| end > file_len) {
+                return Err(OciError::bad_archive(
+                    path,
+                    format!(
+                        "member {raw_name} is truncated: {size} bytes at offset {offset} but the file has {file_len}"
+                    ),
+                ));
+            }
+            if name.is_empty() {
+                continue;
+            }
+            if members
+                .insert(name.clone(), Member { offset, size, kind })
+                .is_some()
+            {
+                return Err(OciError::bad_archive(
+                    path,
+                    format!("member {name} appears twice"),
+                ));
+            }
+        }
+        Ok(TarIndex {
+            path: path.to_path_buf(),
+            members,
+        })
+    }
+
+    /// The archive path.
+    pub(crate) fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Whether a regular member exists.
+    pub(crate) fn contains(&self, name: &str) -> bool {
+        self.members
+            .get(name)
+            .is_some_and(|m| m.kind == MemberKind::File)
+    }
+
+    /// A regular member; links and missing members are `None`.
+    pub(crate) fn get(&self, name: &str) -> OciResult<Option<Member>> {
+        match self.members.get(name) {
+            None => Ok(None),
+            Some(m) if m.kind == MemberKind::File => Ok(Some(*m)),
+            Some(_) => Err(OciError::bad_archive(
+                &self.path,
+                format!("member {name} is a link, not a file"),
+            )),
+        }
+    }
+
+    /// Opens a member's data.
+    pub(crate) fn open(&self, member: Member) -> OciResult<impl Read> {
+        let mut f = File::open(&self.path).map_err(OciError::io("open", &self.path))?;
+        f.seek(SeekFrom::Start(member.offset))
+            .map_err(OciError::io("seek in", &self.path))?;
+        Ok(BufReader::new(f).take(member.size))
+    }
+
+    /// Reads a small member (JSON) fully, at most `limit` bytes.
+    pub(crate) fn read_small(&self, name: &str, limit: u64) -> OciResult<Option<Vec<u8>>> {
+        let Some(m) = self.get(name)? else {
+            return Ok(None);
+        };
+        if m.size > limit {
+            return Err(OciError::TooLarge {
+                what: "archive member",
+                location: format!("{} in {}", name, self.path.display()),
+                size: m.size,
+                limit,
+            });
+        }
+        let mut out = Vec::new();
+        self.open(m)?
+            .read_to_end(&mut out)
+            .map_err(OciError::io("read", &self.path))?;
+        if out.len() as u64 != m.size {
+            return Err(OciError::bad_archive(
+                &self.path,
+                format!("member {name} is truncated"),
+            ));
+        }
+        Ok(Some(out))
+    }
+}
