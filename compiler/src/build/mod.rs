@@ -2,4 +2,6 @@
 //!
 //! Each layer-producing step is executed in its own module; `sandbox` runs `RUN` commands.
 
+pub mod events;
+pub mod fetch;
 pub mod sandbox;

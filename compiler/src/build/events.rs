@@ -1,0 +1,89 @@
+//! Build progress as events.
+//!
+//! The executor reports what it does through [`BuildObserver`]; it never prints. The CLI turns
+//! the events into a live display on a terminal, plain lines in logs, or JSON lines for tools
+//! (`--progress auto|plain|json`). Keeping rendering out of the library is what lets all three
+//! exist without the executor knowing about any of them.
+
+use serde::Serialize;
+
+/// One thing that happened during a build.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(tag = "event", rename_all = "snake_case")]
+pub enum BuildEvent {
+    /// The plan is known: how many steps per platform will be considered.
+    Planned {
+        /// The target platforms, e.g. `linux/amd64`.
+        platforms: Vec<String>,
+        /// The number of steps over all platforms.
+        steps: usize,
+    },
+    /// A step starts executing.
+    StepStarted {
+        /// The plan node identity (`sha256:…`).
+        id: String,
+        /// The platform the step is built for.
+        platform: String,
+        /// A short human label, e.g. `[2/7] COPY rootfs .`.
+        label: String,
+    },
+    /// A step was found in the build cache and not executed.
+    StepCached {
+        /// The plan node identity.
+        id: String,
+        /// The platform.
+        platform: String,
+        /// The label.
+        label: String,
+    },
+    /// A line printed by a `RUN` command.
+    StepOutput {
+        /// The plan node identity.
+        id: String,
+        /// The line, without its line break.
+        line: String,
+    },
+    /// Bytes were processed by a step (read from the context, written to the store).
+    StepBytes {
+        /// The plan node identity.
+        id: String,
+        /// Bytes processed since the last event for this step.
+        bytes: u64,
+    },
+    /// A step finished.
+    StepDone {
+        /// The plan node identity.
+        id: String,
+        /// The platform.
+        platform: String,
+        /// The label.
+        label: String,
+        /// Size of the layer it produced (uncompressed tar bytes), 0 for config-only steps.
+        layer_bytes: u64,
+        /// Wall time in seconds.
+        seconds: f64,
+    },
+    /// The image is complete and tagged.
+    ImageDone {
+        /// The name it was tagged as.
+        name: String,
+        /// The manifest (or index) digest.
+        digest: String,
+        /// Wall time of the whole build in seconds.
+        seconds: f64,
+    },
+}
+
+/// Receives build events. Implementations must be cheap: the executor calls them inline.
+pub trait BuildObserver: Send + Sync {
+    /// Handles one event.
+    fn event(&self, event: BuildEvent);
+}
+
+/// An observer that drops every event (library callers that do not care).
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Silent;
+
+impl BuildObserver for Silent {
+    fn event(&self, _event: BuildEvent) {}
+}
