@@ -1,0 +1,383 @@
+//! Every malicious-tar case is rejected with a clear error and nothing is written outside the target; whiteouts,
+//! opaque directories, flatten and tree diff agree with each other.
+
+mod common;
+
+use chasi_layers::apply::apply_layer;
+use chasi_layers::diff::diff_trees;
+use chasi_layers::{ApplyOptions, Error, Store, TarOptions};
+use common::*;
+use std::fs;
+use std::path::Path;
+
+fn opts() -> ApplyOptions {
+    ApplyOptions {
+        chown: false,
+        devices: false,
+        xattrs: false,
+    }
+}
+
+/// A raw ustar header with any name (the `tar` crate refuses to build `..` names, attackers do not).
+fn raw_entry(out: &mut Vec<u8>, name: &str, flag: u8, link: &str, data: &[u8]) {
+    let mut h = [0u8; 512];
+    h[..name.len()].copy_from_slice(name.as_bytes());
+    h[100..108].copy_from_slice(b"0000644\0");
+    h[108..116].copy_from_slice(b"0000000\0");
+    h[116..124].copy_from_slice(b"0000000\0");
+    h[124..136].copy_from_slice(format!("{:011o}\0", data.len()).as_bytes());
+    h[136..148].copy_from_slice(b"00000000000\0");
+    h[156] = flag;
+    h[157..157 + link.len()].copy_from_slice(link.as_bytes());
+    h[257..263].copy_from_slice(b"ustar\0");
+    h[263..265].copy_from_slice(b"00");
+    h[148..156].copy_from_slice(b"        ");
+    let sum: u32 = h.iter().map(|&b| b as u32).sum();
+    h[148..156].copy_from_slice(format!("{sum:06o}\0 ").as_bytes());
+    out.extend_from_slice(&h);
+    out.extend_from_slice(data);
+    out.resize(out.len().div_ceil(512) * 512, 0);
+}
+
+fn pax_entry(out: &mut Vec<u8>, path: &str) {
+    let rec = format!("path={path}\n");
+    let mut len = rec.len() + 3;
+    while format!("{len} {rec}").len() != len {
+        len += 1;
+    }
+    raw_entry(
+        out,
+        "PaxHeaders/x",
+        b'x',
+        "",
+        format!("{len} {rec}").as_bytes(),
+    );
+}
+
+fn finish(mut v: Vec<u8>) -> Vec<u8> {
+    v.extend_from_slice(&[0u8; 1024]);
+    v
+}
+
+/// Applies `tar` into `<tmp>/root`, returns the error, and checks `<tmp>/outside` is untouched.
+fn attack(build: impl Fn(&mut Vec<u8>)) -> Error {
+    let t = tempfile::tempdir().unwrap();
+    let root = t.path().join("root");
+    let outside = t.path().join("outside");
+    fs::create_dir_all(&root).unwrap();
+    fs::create_dir_all(&outside).unwrap();
+    fs::write(outside.join("secret"), b"keep").unwrap();
+    let mut tar = Vec::new();
+    build(&mut tar);
+    let err = apply_layer(&finish(tar)[..], &root, &opts(), "test")
+        .expect_err("malicious tar must be rejected");
+    let names: Vec<_> = fs::read_dir(&outside)
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert_eq!(names.len(), 1, "something was written outside: {names:?}");
+    assert_eq!(fs::read(outside.join("secret")).unwrap(), b"keep");
+    assert!(!t.path().join("evil").exists());
+    err
+}
+
+fn is_unsafe(e: &Error, needle: &str) {
+    assert!(matches!(e, Error::UnsafeEntry { .. }), "{e}");
+    assert!(
+        e.to_string().contains(needle),
+        "message {e:?} lacks {needle:?}"
+    );
+}
+
+#[test]
+fn dotdot_and_absolute_names_are_rejected() {
+    is_unsafe(&attack(|t| raw_entry(t, "../evil", b'0', "", b"x")), "'..'");
+    is_unsafe(
+        &attack(|t| raw_entry(t, "a/../../evil", b'0', "", b"x")),
+        "'..'",
+    );
+    is_unsafe(
+        &attack(|t| raw_entry(t, "/evil", b'0', "", b"x")),
+        "absolute",
+    );
+    is_unsafe(
+        &attack(|t| pax_entry_then_file(t, "../outside/secret")),
+        "'..'",
+    );
+    is_unsafe(
+        &attack(|t| raw_entry(t, "../outside/secret", b'5', "", b"")),
+        "'..'",
+    );
+}
+
+fn pax_entry_then_file(t: &mut Vec<u8>, path: &str) {
+    pax_entry(t, path);
+    raw_entry(t, "innocent", b'0', "", b"pwned");
+}
+
+#[test]
+fn writing_through_symlinks_that_leave_the_root_is_rejected() {
+    // Relative symlink climbing out, then a file through it.
+    is_unsafe(
+        &attack(|t| {
+            raw_entry(t, "link", b'2', "../outside", b"");
+            raw_entry(t, "link/secret", b'0', "", b"pwned");
+        }),
+        "outside the target",
+    );
+    // Nested: dir/link -> ../../outside
+    is_unsafe(
+        &attack(|t| {
+            raw_entry(t, "d/", b'5', "", b"");
+            raw_entry(t, "d/l", b'2', "../../outside", b"");
+            raw_entry(t, "d/l/new", b'0', "", b"pwned");
+        }),
+        "outside the target",
+    );
+    // Symlink chain through an absolute link and `..`.
+    is_unsafe(
+        &attack(|t| {
+            raw_entry(t, "a", b'2', "/..", b"");
+            raw_entry(t, "a/outside/secret", b'0', "", b"pwned");
+        }),
+        "outside the target",
+    );
+    // Symlink loop.
+    is_unsafe(
+        &attack(|t| {
+            raw_entry(t, "x", b'2', "y", b"");
+            raw_entry(t, "y", b'2', "x", b"");
+            raw_entry(t, "x/f", b'0', "", b"");
+        }),
+        "symbolic links",
+    );
+    // Whiteout through an escaping symlink.
+    is_unsafe(
+        &attack(|t| {
+            raw_entry(t, "l", b'2', "../outside", b"");
+            raw_entry(t, "l/.wh.secret", b'0', "", b"");
+        }),
+        "outside the target",
+    );
+}
+
+#[test]
+fn hardlink_tricks_are_rejected() {
+    is_unsafe(
+        &attack(|t| raw_entry(t, "h", b'1', "../outside/secret", b"")),
+        "'..'",
+    );
+    is_unsafe(
+        &attack(|t| raw_entry(t, "h", b'1', "/etc/passwd", b"")),
+        "absolute",
+    );
+    is_unsafe(
+        &attack(|t| {
+            raw_entry(t, "l", b'2', "../outside", b"");
+            raw_entry(t, "h", b'1', "l/secret", b"");
+        }),
+        "outside the target",
+    );
+    is_unsafe(
+        &attack(|t| raw_entry(t, "h", b'1', "missing", b"")),
+        "does not exist",
+    );
+    is_unsafe(
+        &attack(|t| {
+            raw_entry(t, "d/", b'5', "", b"");
+            raw_entry(t, "h", b'1', "d", b"");
+        }),
+        "directory",
+    );
+}
+
+#[test]
+fn bad_whiteouts_and_types_are_rejected() {
+    is_unsafe(
+        &attack(|t| raw_entry(t, "d/.wh...", b'0', "", b"")),
+        "whiteout",
+    );
+    is_unsafe(
+        &attack(|t| raw_entry(t, "odd", b'Z', "", b"")),
+        "unsupported",
+    );
+    assert!(matches!(
+        attack(|t| raw_entry(t, "sparse", b'S', "", b"")),
+        Error::BadTar { .. }
+    ));
+    // A header with a broken checksum.
+    let t = tempfile::tempdir().unwrap();
+    let mut tar = Vec::new();
+    raw_entry(&mut tar, "f", b'0', "", b"x");
+    tar[148] = b'9';
+    let err = apply_layer(&finish(tar)[..], t.path(), &opts(), "test").unwrap_err();
+    assert!(matches!(err, Error::BadTar { .. }), "{err}");
+}
+
+#[test]
+fn in_root_symlinks_and_replacements_are_safe() {
+    let t = tempfile::tempdir().unwrap();
+    let root = t.path().join("root");
+    fs::create_dir_all(&root).unwrap();
+    let outside = t.path().join("outside");
+    fs::create_dir_all(&outside).unwrap();
+    let mut tar = Vec::new();
+    raw_entry(&mut tar, "usr/lib/", b'5', "", b"");
+    // Absolute symlink resolved inside the root (merged-/usr style).
+    raw_entry(&mut tar, "lib", b'2', "/usr/lib", b"");
+    raw_entry(&mut tar, "lib/libc.so", b'0', "", b"elf");
+    // A symlink pointing outside, then a regular file with the same name: the link is replaced, not followed.
+    raw_entry(&mut tar, "trap", b'2', "../outside/pwned", b"");
+    raw_entry(&mut tar, "trap", b'0', "", b"data");
+    // A hard link to a symlink links the symlink itself.
+    raw_entry(&mut tar, "sl", b'2', "../outside", b"");
+    raw_entry(&mut tar, "hl", b'1', "sl", b"");
+    apply_layer(&finish(tar)[..], &root, &opts(), "test").unwrap();
+    assert_eq!(fs::read(root.join("usr/lib/libc.so")).unwrap(), b"elf");
+    assert_eq!(fs::read(root.join("trap")).unwrap(), b"data");
+    assert!(fs::symlink_metadata(root.join("trap")).unwrap().is_file());
+    assert!(fs::symlink_metadata(root.join("hl"))
+        .unwrap()
+        .file_type()
+        .is_symlink());
+    assert_eq!(fs::read_dir(&outside).unwrap().count(), 0);
+}
+
+fn layer_tar(build: impl Fn(&mut Vec<u8>)) -> Vec<u8> {
+    let mut v = Vec::new();
+    build(&mut v);
+    finish(v)
+}
+
+#[test]
+fn whiteouts_opaque_dirs_and_flatten_agree() {
+    let t = tempfile::tempdir().unwrap();
+    let s = Store::open_with(t.path().join("s"), small_chunks()).unwrap();
+    let l1 = s
+        .ingest_tar(
+            &layer_tar(|t| {
+                raw_entry(t, "a/", b'5', "", b"");
+                raw_entry(t, "a/keep", b'0', "", b"1");
+                raw_entry(t, "a/gone", b'0', "", b"2");
+                raw_entry(t, "o/", b'5', "", b"");
+                raw_entry(t, "o/old1", b'0', "", b"3");
+                raw_entry(t, "o/sub/old2", b'0', "", b"4");
+                raw_entry(t, "f", b'0', "", b"original");
+                raw_entry(t, "hl", b'1', "f", b"");
+                raw_entry(t, "d/x", b'0', "", b"x");
+            })[..],
+        )
+        .unwrap();
+    let l2 = s
+        .ingest_tar(
+            &layer_tar(|t| {
+                raw_entry(t, "a/.wh.gone", b'0', "", b"");
+                raw_entry(t, "o/new", b'0', "", b"5");
+                raw_entry(t, "o/.wh..wh..opq", b'0', "", b"");
+                raw_entry(t, "f", b'0', "", b"replaced");
+                raw_entry(t, "d", b'0', "", b"file now");
+                raw_entry(t, ".wh.nonexistent", b'0', "", b"");
+            })[..],
+        )
+        .unwrap();
+    let layers = [l1.diff_id, l2.diff_id];
+    let out = t.path().join("unpacked");
+    let st = s.unpack(&layers, &out, &opts()).unwrap();
+    assert_eq!(st.whiteouts, 3);
+    let snap = snapshot(&out);
+    let names: Vec<_> = snap.keys().cloned().collect();
+    assert_eq!(names, ["a", "a/keep", "d", "f", "hl", "o", "o/new"]);
+    assert_eq!(snap["f"].2, b"replaced");
+    assert_eq!(
+        snap["hl"].2, b"original",
+        "the hard link keeps the old inode"
+    );
+    // Flatten: one tar, no whiteouts, same tree once unpacked.
+    let mut flat = Vec::new();
+    s.flatten(&layers, &mut flat).unwrap();
+    let out2 = t.path().join("flat");
+    fs::create_dir_all(&out2).unwrap();
+    apply_layer(&flat[..], &out2, &opts(), "flat").unwrap();
+    assert_eq!(snapshot(&out2), snap);
+    assert!(!String::from_utf8_lossy(&flat).contains(".wh."));
+    let mut flat2 = Vec::new();
+    s.flatten(&layers, &mut flat2).unwrap();
+    assert_eq!(flat, flat2, "flatten is deterministic");
+}
+
+#[test]
+fn flatten_of_a_real_tree_matches_unpack() {
+    let t = tempfile::tempdir().unwrap();
+    let s = Store::open_with(t.path().join("s"), small_chunks()).unwrap();
+    let (a, b) = (t.path().join("a"), t.path().join("b"));
+    make_tree(&a, 5, 30);
+    make_tree(&b, 6, 10);
+    let topts = TarOptions {
+        source_date_epoch: Some(1_000_000),
+        ..Default::default()
+    };
+    let la = s.ingest_dir(&a, &topts).unwrap();
+    let lb = s.ingest_dir(&b, &topts).unwrap();
+    let out = t.path().join("u");
+    s.unpack(&[la.diff_id, lb.diff_id], &out, &opts()).unwrap();
+    let mut flat = Vec::new();
+    s.flatten(&[la.diff_id, lb.diff_id], &mut flat).unwrap();
+    let out2 = t.path().join("f");
+    fs::create_dir_all(&out2).unwrap();
+    apply_layer(&flat[..], &out2, &opts(), "flat").unwrap();
+    assert_eq!(snapshot(&out), snapshot(&out2));
+    let view = s.flat_view(&[la.diff_id, lb.diff_id]).unwrap();
+    assert_eq!(view.entries().len(), snapshot(&out).len());
+}
+
+fn copy_tree(from: &Path, to: &Path) {
+    let mut tar = Vec::new();
+    let (t, _) =
+        chasi_layers::tarwriter::write_tree(from, &TarOptions::default(), &mut tar).unwrap();
+    let _ = t;
+    fs::create_dir_all(to).unwrap();
+    apply_layer(&tar[..], to, &opts(), "copy").unwrap();
+}
+
+#[test]
+fn tree_diff_applied_on_old_gives_new() {
+    let t = tempfile::tempdir().unwrap();
+    let (old, new) = (t.path().join("old"), t.path().join("new"));
+    make_tree(&old, 8, 30);
+    copy_tree(&old, &new);
+    // Changes: modify, add, delete a file, delete a dir, replace a dir wholesale, file → dir, chmod, symlink retarget.
+    fs::write(new.join("usr/lib/f1"), b"changed").unwrap();
+    fs::write(new.join("etc/added"), b"new file").unwrap();
+    fs::remove_file(new.join("etc/conf.d/f0")).unwrap();
+    fs::remove_dir_all(new.join("usr/lib/deep")).unwrap();
+    fs::remove_dir_all(new.join("etc/conf.d")).unwrap();
+    fs::create_dir_all(new.join("etc/conf.d")).unwrap();
+    fs::write(new.join("etc/conf.d/only"), b"fresh").unwrap();
+    fs::remove_file(new.join("usr/lib/big")).unwrap();
+    fs::create_dir_all(new.join("usr/lib/big")).unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    fs::set_permissions(new.join("usr/lib/f4"), fs::Permissions::from_mode(0o755)).unwrap();
+    fs::remove_file(new.join("lib")).unwrap();
+    std::os::unix::fs::symlink("etc", new.join("lib")).unwrap();
+    let topts = TarOptions::default();
+    let (tar, stats) = diff_trees(&old, &new, &topts, Vec::new()).unwrap();
+    assert!(
+        stats.deleted >= 1 && stats.opaque == 1 && stats.added >= 2 && stats.changed >= 3,
+        "{stats:?}"
+    );
+    let applied = t.path().join("applied");
+    copy_tree(&old, &applied);
+    apply_layer(&tar[..], &applied, &opts(), "diff").unwrap();
+    assert_eq!(snapshot(&applied), snapshot(&new));
+    // No change → an empty layer.
+    let (tar, stats) = diff_trees(&new, &new, &topts, Vec::new()).unwrap();
+    assert_eq!(stats.added + stats.changed + stats.deleted, 0);
+    assert_eq!(tar.len(), 1024);
+    // Through the store.
+    let s = Store::open_with(t.path().join("s"), small_chunks()).unwrap();
+    let base = s.ingest_dir(&old, &topts).unwrap();
+    let (d, _) = s.ingest_diff(&old, &new, &topts).unwrap();
+    let out = t.path().join("o");
+    s.unpack(&[base.diff_id, d.diff_id], &out, &opts()).unwrap();
+    assert_eq!(snapshot(&out), snapshot(&new));
+}
