@@ -5,7 +5,6 @@
 //! identities are digests of their definitions and inputs).
 //! Every stage reports problems as [`diagnostics::Diagnostic`] values instead of failing.
 
-pub mod build;
 pub mod diagnostics;
 pub mod source;
 pub mod syntax;

@@ -1,7 +1,7 @@
 //! The RUN sandbox against the real kernel: overlay upper dirs hold exactly the changes,
 //! failing commands report their exit code and output, isolation is real.
 
-use chasi_compiler::build::sandbox::{self, Network, RunCommand, RunSpec, DEFAULT_PATH};
+use chasi_builder::sandbox::{self, Network, RunCommand, RunSpec, DEFAULT_PATH};
 use std::fs;
 use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
 use std::path::Path;

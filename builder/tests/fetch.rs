@@ -1,7 +1,7 @@
 //! Remote APP sources against a real HTTP server on loopback: download, conditional
 //! re-validation, changed content, offline and unreachable fallbacks, truncated bodies.
 
-use chasi_compiler::build::fetch::{FetchError, FetchOrigin, Fetcher};
+use chasi_builder::fetch::{FetchError, FetchOrigin, Fetcher};
 use chasi_layers::Store;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpListener;

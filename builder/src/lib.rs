@@ -1,0 +1,13 @@
+//! `chasi-builder`: executes a checked build plan into images in the layer store.
+//!
+//! It sits between the pure compiler (Kubefile → plan, no I/O beyond reading the context)
+//! and the store: each layer-producing step is executed here, cached by its plan identity,
+//! and the final OCI image (config, manifest, index, sealer extension) is assembled here.
+//!
+//! - [`sandbox`] runs `RUN` commands in namespaces over an overlay; the upper dir is the diff.
+//! - [`fetch`] brings remote `APP`/`ADD` sources into the store, revalidated by `ETag`.
+//! - [`events`] is how the executor reports progress; it never prints.
+
+pub mod events;
+pub mod fetch;
+pub mod sandbox;
