@@ -154,6 +154,18 @@ codes! {
     EmptyValue = "KF230", Error, "the value is empty";
     /// A label key in the namespace reserved by sealer.
     ReservedLabel = "KF231", Warning, "the label key is in the `sealer.io` namespace that the toolchain manages";
+    /// `FROM` with words other than an image and `AS name`.
+    InvalidFrom = "KF232", Error, "`FROM` takes an image (or an earlier stage) and an optional `AS name`";
+    /// A stage name that Dockerfile tools would reject.
+    InvalidStageName = "KF233", Error, "a stage name must start with a letter and contain only lower-case letters, digits, `-`, `_` or `.`";
+    /// `COPY`/`ADD` with several sources into a destination that is not a directory.
+    CopyDestinationNotDirectory = "KF234", Error, "with several sources the destination must be a directory ending in `/`";
+    /// `${VAR:?message}` with the variable unset (or empty).
+    RequiredVariableUnset = "KF235", Error, "a `${VAR:?message}` substitution names a variable that is not set";
+    /// `ENV`, `LABEL`, `ARG` or `APPENV` naming the same key twice in one instruction.
+    DuplicateKey = "KF236", Warning, "the same key is given twice in one instruction; the last value wins";
+    /// `COPY` with an `http(s)://` source.
+    CopyRemoteSource = "KF237", Error, "`COPY` cannot fetch URLs; use `ADD` or `APP`";
 
     // --- KF3xx: the build context ---
     /// A local source that does not exist in the context.

@@ -5,6 +5,84 @@
 //! identities are digests of their definitions and inputs).
 //! Every stage reports problems as [`diagnostics::Diagnostic`] values instead of failing.
 
+pub mod check;
 pub mod diagnostics;
+pub mod plan;
 pub mod source;
 pub mod syntax;
+
+/// What [`compile`] needs besides the Kubefile.
+#[derive(Debug, Clone, Default)]
+pub struct CompileOptions<'a> {
+    /// The build context directory; `None` skips every context check.
+    pub context: Option<&'a std::path::Path>,
+    /// `--build-arg` values.
+    pub build_args: std::collections::BTreeMap<String, String>,
+    /// Target platforms; empty means the host platform (`linux/<host arch>`).
+    pub platforms: Vec<check::Platform>,
+}
+
+/// Everything [`compile`] found out about a Kubefile.
+#[derive(Debug, Clone)]
+pub struct Compiled {
+    /// The syntax tree and the parser's diagnostics.
+    pub parse: syntax::Parse,
+    /// The checked program, when there is no error.
+    pub program: Option<check::Program>,
+    /// The build plan, when there is no error.
+    pub plan: Option<plan::Plan>,
+    /// Every diagnostic (parser and checker), sorted by position.
+    pub diagnostics: Vec<diagnostics::Diagnostic>,
+}
+
+impl Compiled {
+    /// Whether any diagnostic is an error.
+    pub fn has_errors(&self) -> bool {
+        self.diagnostics.iter().any(|d| d.is_error())
+    }
+}
+
+/// Parses, checks and plans a Kubefile: the whole front end in one call.
+///
+/// User mistakes are diagnostics; the only error is an unreadable build context.
+pub fn compile(
+    source: &source::SourceFile,
+    options: &CompileOptions<'_>,
+) -> Result<Compiled, check::ContextError> {
+    let parse = syntax::parse(source);
+    let mut diagnostics = parse.diagnostics.clone();
+    let context = match options.context {
+        Some(dir) => {
+            let (context, ignore_errors) = check::Context::open(dir)?;
+            for e in ignore_errors {
+                diagnostics.push(diagnostics::Diagnostic::new(
+                    diagnostics::Code::InvalidIgnorePattern,
+                    source::Span::default(),
+                    format!(".kubefileignore line {}: {}", e.line, e.message),
+                ));
+            }
+            Some(context)
+        }
+        None => None,
+    };
+    let check_options = check::CheckOptions {
+        context: context.as_ref(),
+        build_args: &options.build_args,
+        platforms: &options.platforms,
+    };
+    let (program, mut found) = check::check(source, &parse.kubefile, &check_options)?;
+    diagnostics.append(&mut found);
+    check::sort_diagnostics(&mut diagnostics);
+    let ok = !diagnostics.iter().any(|d| d.is_error());
+    let plan = if ok {
+        Some(plan::plan(&program, context.as_ref())?)
+    } else {
+        None
+    };
+    Ok(Compiled {
+        parse,
+        program: ok.then_some(program),
+        plan,
+        diagnostics,
+    })
+}

@@ -1,0 +1,162 @@
+//! Digests: node identities and the content digest of local sources.
+//!
+//! Both are SHA-256 over a canonical byte encoding, so that the same definition and the same
+//! files give the same digest on any machine, and times never matter. The exact encodings
+//! are part of the cache-key contract documented on [`super::Node::id`]; changing them
+//! invalidates every cache, so the encoding carries a version string.
+
+use crate::check::context::{Context, ContextError, EntryKind};
+use serde_json::Value;
+use sha2::{Digest, Sha256};
+use std::collections::HashMap;
+use std::io::Read;
+
+/// Version tag hashed into every node identity.
+pub const NODE_DIGEST_VERSION: &str = "chasi.plan.node/v1";
+
+/// Version tag hashed into every content digest.
+pub const CONTENT_DIGEST_VERSION: &str = "chasi.plan.content/v1";
+
+/// `sha256:<hex>` of bytes.
+pub fn sha256_digest(bytes: &[u8]) -> String {
+    format!("sha256:{}", hex::encode(Sha256::digest(bytes)))
+}
+
+/// Writes JSON with object keys sorted (by bytes) and no insignificant whitespace, whatever
+/// the map implementation of `serde_json` in the build.
+pub fn canonical_json(value: &Value, out: &mut String) {
+    match value {
+        Value::Object(map) => {
+            let mut keys: Vec<&String> = map.keys().collect();
+            keys.sort();
+            out.push('{');
+            for (i, key) in keys.into_iter().enumerate() {
+                if i > 0 {
+                    out.push(',');
+                }
+                out.push_str(&Value::String(key.clone()).to_string());
+                out.push(':');
+                canonical_json(&map[key], out);
+            }
+            out.push('}');
+        }
+        Value::Array(items) => {
+            out.push('[');
+            for (i, item) in items.iter().enumerate() {
+                if i > 0 {
+                    out.push(',');
+                }
+                canonical_json(item, out);
+            }
+            out.push(']');
+        }
+        other => out.push_str(&other.to_string()),
+    }
+}
+
+/// Hashes the files below context paths, caching per path (a source used by several steps
+/// or platforms is read once).
+#[derive(Debug)]
+pub struct ContentHasher<'c> {
+    context: &'c Context,
+    cache: HashMap<String, [u8; 32]>,
+}
+
+fn put(hasher: &mut Sha256, bytes: &[u8]) {
+    hasher.update((bytes.len() as u64).to_le_bytes());
+    hasher.update(bytes);
+}
+
+impl<'c> ContentHasher<'c> {
+    /// A hasher over `context`.
+    pub fn new(context: &'c Context) -> Self {
+        ContentHasher {
+            context,
+            cache: HashMap::new(),
+        }
+    }
+
+    /// The content digest of the given context paths, in order (see [`super::Node::id`]).
+    pub fn digest(&mut self, paths: &[String]) -> Result<String, ContextError> {
+        let mut hasher = Sha256::new();
+        put(&mut hasher, CONTENT_DIGEST_VERSION.as_bytes());
+        for path in paths {
+            let tree = self.tree(path)?;
+            put(&mut hasher, path.as_bytes());
+            hasher.update(tree);
+        }
+        Ok(format!("sha256:{}", hex::encode(hasher.finalize())))
+    }
+
+    /// The digest of one path's tree: for every entry (sorted by relative path) its kind,
+    /// relative path, permission bits and, for a file, the SHA-256 of its bytes, for a
+    /// symbolic link, its target. Times, owners and inode numbers are left out.
+    fn tree(&mut self, path: &str) -> Result<[u8; 32], ContextError> {
+        if let Some(d) = self.cache.get(path) {
+            return Ok(*d);
+        }
+        let mut hasher = Sha256::new();
+        for entry in self.context.walk(path)? {
+            let kind: &[u8] = match entry.kind {
+                EntryKind::Dir => b"d",
+                EntryKind::File => b"f",
+                EntryKind::Symlink => b"l",
+                EntryKind::Other => b"o",
+            };
+            hasher.update(kind);
+            put(&mut hasher, entry.rel.as_bytes());
+            hasher.update(entry.mode.to_le_bytes());
+            match entry.kind {
+                EntryKind::File => {
+                    let mut file =
+                        std::fs::File::open(&entry.path).map_err(|source| ContextError::Read {
+                            path: entry.path.clone(),
+                            source,
+                        })?;
+                    let mut content = Sha256::new();
+                    let mut buf = vec![0u8; 64 * 1024];
+                    let mut size = 0u64;
+                    loop {
+                        let n = file.read(&mut buf).map_err(|source| ContextError::Read {
+                            path: entry.path.clone(),
+                            source,
+                        })?;
+                        if n == 0 {
+                            break;
+                        }
+                        size += n as u64;
+                        content.update(&buf[..n]);
+                    }
+                    hasher.update(size.to_le_bytes());
+                    hasher.update(content.finalize());
+                }
+                EntryKind::Symlink => {
+                    let target =
+                        std::fs::read_link(&entry.path).map_err(|source| ContextError::Read {
+                            path: entry.path.clone(),
+                            source,
+                        })?;
+                    put(&mut hasher, target.to_string_lossy().as_bytes());
+                }
+                EntryKind::Dir | EntryKind::Other => {}
+            }
+        }
+        let digest: [u8; 32] = hasher.finalize().into();
+        self.cache.insert(path.to_string(), digest);
+        Ok(digest)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn canonical_json_sorts_keys() {
+        let v: Value =
+            serde_json::from_str(r#"{"b":1,"a":{"d":[1,{"z":0,"y":"x"}],"c":null}}"#).unwrap();
+        let mut out = String::new();
+        canonical_json(&v, &mut out);
+        assert_eq!(out, r#"{"a":{"c":null,"d":[1,{"y":"x","z":0}]},"b":1}"#);
+    }
+}

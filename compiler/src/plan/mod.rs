@@ -1,0 +1,365 @@
+//! The build plan: a checked [`Program`] lowered to a DAG of nodes per target platform.
+//!
+//! Nodes are a stage's base (`FROM`), each layer-producing step (`COPY`, `ADD`, `RUN`,
+//! `APP`/`CNI`/`CSI`), each configuration step (`ENV`, `LABEL`, `ARG`, `MAINTAINER`, and
+//! the labels of `KUBEVERSION`/`CNI`/`CSI`) and one final image node (the OCI configuration
+//! plus the sealer extension). Edges are the parent chain inside a stage (a `FROM <stage>`
+//! continues from that stage's last node) and `COPY --from=<stage>` dependencies.
+//!
+//! Every node carries an identity, [`Node::id`], that the builder uses as its cache key.
+//! Rendering (text, JSON, Graphviz DOT) is in [`render`].
+
+pub mod digest;
+pub mod render;
+
+use crate::check::context::{Context, ContextError};
+use crate::check::{Base, CopyFrom, Op, Platform, Program, Source, Step};
+use digest::{canonical_json, sha256_digest, ContentHasher, NODE_DIGEST_VERSION};
+use serde::Serialize;
+use serde_json::{json, Value};
+use std::collections::BTreeMap;
+
+/// The build plan: one DAG per target platform.
+#[derive(Debug, Clone, Serialize)]
+pub struct Plan {
+    /// In the order of the requested platforms.
+    pub targets: Vec<TargetPlan>,
+}
+
+/// The DAG for one platform. Nodes are topologically ordered: a node's parent and
+/// dependencies always come before it.
+#[derive(Debug, Clone, Serialize)]
+pub struct TargetPlan {
+    /// The target platform.
+    pub platform: Platform,
+    /// The nodes.
+    pub nodes: Vec<Node>,
+    /// Index of the final image node (the last node).
+    pub image: usize,
+}
+
+/// What a node produces.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum NodeKind {
+    /// A stage's starting filesystem and configuration (`FROM`).
+    Base,
+    /// A filesystem layer (`COPY`, `ADD`, `RUN`, `APP`, `CNI`, `CSI`).
+    Layer,
+    /// A configuration change without a layer (`ENV`, `LABEL`, `ARG`, `MAINTAINER`, …).
+    Config,
+    /// The final image: configuration plus the sealer extension.
+    Image,
+}
+
+/// One node of the DAG.
+#[derive(Debug, Clone, Serialize)]
+pub struct Node {
+    /// The node's identity and cache key: `sha256:<hex>` of the canonical JSON of
+    ///
+    /// ```json
+    /// { "version":    "chasi.plan.node/v1",
+    ///   "parent":     "<parent node id>" | null,
+    ///   "deps":       ["<node id of the last node of each COPY --from stage>", ...],
+    ///   "definition": <the normalized instruction, below>,
+    ///   "build_args": { "<NAME>": "<value>" | null, ... },
+    ///   "content":    "sha256:<content digest>" | null }
+    /// ```
+    ///
+    /// Canonical JSON = object keys sorted by bytes, no whitespace (see
+    /// [`digest::canonical_json`]). `definition` is, for a base node,
+    /// `{"op":"from","base":…,"platform":"os/arch[/variant]"}` (the target platform enters
+    /// every id through its chain), for a step the serialized [`Op`] (expanded values, all
+    /// sources, flags; `RUN` includes its environment), and for the image node
+    /// `{"op":"image","image":<the Image: env, labels, maintainer, sealer extension>}`.
+    /// `build_args` are the build arguments the node consulted (a `RUN` consults every `ARG`
+    /// in scope); `null` marks an `ARG` declared without a value. `content` is present only
+    /// with a build context and only for steps with local sources: see
+    /// [`digest::ContentHasher::digest`] — SHA-256 over, per source in order, the matched
+    /// context path and, per entry below it sorted by relative path, kind, relative path,
+    /// permission bits, and file content digest or symlink target. Modification times,
+    /// owners and the `.kubefileignore`d files are never part of it.
+    ///
+    /// Consequences: an id changes when anything it depends on changes — a byte of a source,
+    /// a mode, a used build argument, the instruction, the platform, or any ancestor — and
+    /// stays the same otherwise (touching files, unrelated build args, comments, layout).
+    /// Remote sources (`http(s)://`) enter by URL (and `--checksum`) only, and base images
+    /// by reference: the builder must extend the key with the resolved digests.
+    pub id: String,
+    /// What the node produces.
+    pub kind: NodeKind,
+    /// The stage it belongs to (the image node: the last stage).
+    pub stage: usize,
+    /// The previous node in the chain.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub parent: Option<usize>,
+    /// Other nodes whose output this one reads (`COPY --from`).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub deps: Vec<usize>,
+    /// 1-based Kubefile line (none for the image node).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub line: Option<usize>,
+    /// A one-line human summary with expanded values.
+    pub label: String,
+    /// The normalized instruction that is hashed.
+    pub definition: Value,
+    /// Build arguments used, with values.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub build_args: BTreeMap<String, Option<String>>,
+    /// The content digest of local sources, when known.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub content: Option<String>,
+}
+
+fn node_id(
+    parent: Option<&str>,
+    deps: &[&str],
+    definition: &Value,
+    build_args: &BTreeMap<String, Option<String>>,
+    content: Option<&str>,
+) -> String {
+    let doc = json!({
+        "version": NODE_DIGEST_VERSION,
+        "parent": parent,
+        "deps": deps,
+        "definition": definition,
+        "build_args": build_args,
+        "content": content,
+    });
+    let mut text = String::new();
+    canonical_json(&doc, &mut text);
+    sha256_digest(text.as_bytes())
+}
+
+fn truncate(text: &str, max: usize) -> String {
+    let one_line = text.split_whitespace().collect::<Vec<_>>().join(" ");
+    if one_line.chars().count() <= max {
+        one_line
+    } else {
+        let cut: String = one_line.chars().take(max - 1).collect();
+        format!("{cut}…")
+    }
+}
+
+fn source_text(source: &Source) -> String {
+    match source {
+        Source::Local { path, .. } => path.clone(),
+        Source::Remote { url } => url.clone(),
+    }
+}
+
+fn label_of(op: &Op, stage_names: &[Option<String>]) -> String {
+    let text = match op {
+        Op::Copy(c) | Op::Add(c) => {
+            let mut parts = vec![op.keyword().to_string()];
+            match &c.from {
+                Some(CopyFrom::Stage { index }) => parts.push(format!(
+                    "--from={}",
+                    stage_names
+                        .get(*index)
+                        .cloned()
+                        .flatten()
+                        .unwrap_or_else(|| index.to_string())
+                )),
+                Some(CopyFrom::Image { reference }) => parts.push(format!("--from={reference}")),
+                None => {}
+            }
+            if let Some(chown) = &c.chown {
+                match &chown.group {
+                    Some(g) => parts.push(format!("--chown={}:{g}", chown.user)),
+                    None => parts.push(format!("--chown={}", chown.user)),
+                }
+            }
+            if let Some(mode) = c.chmod {
+                parts.push(format!("--chmod={mode:04o}"));
+            }
+            parts.extend(c.sources.iter().map(source_text));
+            parts.push(c.dest.clone());
+            parts.join(" ")
+        }
+        Op::Run(run) => match &run.command {
+            crate::check::Command::Shell(s) => format!("RUN {s}"),
+            crate::check::Command::Exec(argv) => {
+                format!("RUN {}", serde_json::to_string(argv).unwrap_or_default())
+            }
+        },
+        Op::App(app) => {
+            let mut parts = vec![app.kind.keyword().to_string(), app.name.clone()];
+            for s in &app.sources {
+                match s {
+                    Source::Local { path, .. } => parts.push(format!("local://{path}")),
+                    Source::Remote { url } => parts.push(url.clone()),
+                }
+            }
+            parts.join(" ")
+        }
+        Op::Env { vars } => format!(
+            "ENV {}",
+            vars.iter()
+                .map(|(k, v)| format!("{k}={v}"))
+                .collect::<Vec<_>>()
+                .join(" ")
+        ),
+        Op::Label { labels } => format!(
+            "LABEL {}",
+            labels
+                .iter()
+                .map(|(k, v)| format!("{k}={v}"))
+                .collect::<Vec<_>>()
+                .join(" ")
+        ),
+        Op::Arg { name, default } => match default {
+            Some(d) => format!("ARG {name}={d}"),
+            None => format!("ARG {name}"),
+        },
+        Op::Maintainer { text } => format!("MAINTAINER {text}"),
+    };
+    truncate(&text, 80)
+}
+
+fn local_paths(step: &Step) -> Vec<String> {
+    let sources = match &step.op {
+        Op::Copy(c) | Op::Add(c) if c.from.is_none() => &c.sources,
+        Op::App(app) => &app.sources,
+        _ => return Vec::new(),
+    };
+    sources
+        .iter()
+        .filter_map(|s| match s {
+            Source::Local { matches, .. } => Some(matches.iter().cloned()),
+            Source::Remote { .. } => None,
+        })
+        .flatten()
+        .collect()
+}
+
+/// Lowers a program to its plan. With a context, the content of local sources is hashed
+/// (this reads every source file once); without one, `content` stays empty.
+pub fn plan(program: &Program, context: Option<&Context>) -> Result<Plan, ContextError> {
+    let mut hasher = context.map(ContentHasher::new);
+    let mut targets = Vec::new();
+    for target in &program.targets {
+        let mut nodes: Vec<Node> = Vec::new();
+        let mut stage_last: Vec<usize> = Vec::new();
+        let stage_names: Vec<Option<String>> =
+            target.stages.iter().map(|s| s.name.clone()).collect();
+        for stage in &target.stages {
+            let parent = match stage.base {
+                Base::Stage { index } => stage_last.get(index).copied(),
+                _ => None,
+            };
+            let definition = json!({
+                "op": "from",
+                "base": stage.base,
+                "platform": stage.platform.to_string(),
+            });
+            let base_label = match &stage.base {
+                Base::Scratch => "FROM scratch".to_string(),
+                Base::Image { reference } => format!("FROM {reference}"),
+                Base::Stage { index } => format!(
+                    "FROM {}",
+                    stage_names[*index]
+                        .clone()
+                        .unwrap_or_else(|| format!("stage {index}"))
+                ),
+            };
+            let label = match &stage.name {
+                Some(n) => format!("{base_label} AS {n}"),
+                None => base_label,
+            };
+            let id = node_id(
+                parent.map(|p| nodes[p].id.as_str()),
+                &[],
+                &definition,
+                &stage.build_args,
+                None,
+            );
+            nodes.push(Node {
+                id,
+                kind: NodeKind::Base,
+                stage: stage.index,
+                parent,
+                deps: Vec::new(),
+                line: Some(stage.line),
+                label,
+                definition,
+                build_args: stage.build_args.clone(),
+                content: None,
+            });
+            let mut previous = nodes.len() - 1;
+            for step in &stage.steps {
+                let deps: Vec<usize> = match &step.op {
+                    Op::Copy(c) => match c.from {
+                        Some(CopyFrom::Stage { index }) => {
+                            stage_last.get(index).copied().into_iter().collect()
+                        }
+                        _ => Vec::new(),
+                    },
+                    _ => Vec::new(),
+                };
+                let paths = local_paths(step);
+                let content = match (&mut hasher, paths.is_empty()) {
+                    (Some(h), false) => Some(h.digest(&paths)?),
+                    _ => None,
+                };
+                let definition = serde_json::to_value(&step.op).unwrap_or(Value::Null);
+                let dep_ids: Vec<&str> = deps.iter().map(|d| nodes[*d].id.as_str()).collect();
+                let id = node_id(
+                    Some(&nodes[previous].id),
+                    &dep_ids,
+                    &definition,
+                    &step.build_args,
+                    content.as_deref(),
+                );
+                nodes.push(Node {
+                    id,
+                    kind: if step.is_layer() {
+                        NodeKind::Layer
+                    } else {
+                        NodeKind::Config
+                    },
+                    stage: stage.index,
+                    parent: Some(previous),
+                    deps,
+                    line: Some(step.line),
+                    label: label_of(&step.op, &stage_names),
+                    definition,
+                    build_args: step.build_args.clone(),
+                    content,
+                });
+                previous = nodes.len() - 1;
+            }
+            stage_last.push(previous);
+        }
+        let parent = stage_last.last().copied();
+        let definition = json!({
+            "op": "image",
+            "image": target.image,
+        });
+        let id = node_id(
+            parent.map(|p| nodes[p].id.as_str()),
+            &[],
+            &definition,
+            &BTreeMap::new(),
+            None,
+        );
+        nodes.push(Node {
+            id,
+            kind: NodeKind::Image,
+            stage: target.stages.len().saturating_sub(1),
+            parent,
+            deps: Vec::new(),
+            line: None,
+            label: format!("image {}", target.platform),
+            definition,
+            build_args: BTreeMap::new(),
+            content: None,
+        });
+        targets.push(TargetPlan {
+            platform: target.platform.clone(),
+            image: nodes.len() - 1,
+            nodes,
+        });
+    }
+    Ok(Plan { targets })
+}

@@ -1,0 +1,80 @@
+//! Every Kubefile of the shared sealer corpus, checked without a build context: the
+//! diagnostics, the sealer image extension and the build plan are snapshots.
+//!
+//! The corpus lives outside the repository (`shared/corpus/sealer`, see its README for the
+//! odd files); it is read in place, never copied.
+
+use chasi_compiler::check::Platform;
+use chasi_compiler::source::SourceFile;
+use chasi_compiler::{compile, plan, CompileOptions};
+use std::fmt::Write;
+use std::path::Path;
+
+const CORPUS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../shared/corpus/sealer");
+
+fn report(name: &str, text: &str) -> String {
+    let source = SourceFile::new(name, text);
+    let options = CompileOptions {
+        platforms: vec![Platform::linux_amd64()],
+        ..CompileOptions::default()
+    };
+    let compiled = compile(&source, &options).expect("no context, no I/O");
+    let mut out = String::from("diagnostics:\n");
+    for d in &compiled.diagnostics {
+        let start = source.line_col(d.span.start);
+        let end = source.line_col(d.span.end);
+        let _ = writeln!(
+            out,
+            "  {}:{}-{}:{} {} {} {}",
+            start.line,
+            start.column,
+            end.line,
+            end.column,
+            d.severity.as_str(),
+            d.code.as_str(),
+            d.message
+        );
+        if let Some(help) = &d.help {
+            let _ = writeln!(out, "      help: {help}");
+        }
+    }
+    match (&compiled.program, &compiled.plan) {
+        (Some(program), Some(plan)) => {
+            let extension = &program.targets[0].image.extension;
+            let _ = writeln!(
+                out,
+                "extension: {}",
+                serde_json::to_string(extension).expect("serializable")
+            );
+            out.push_str("plan:\n");
+            out.push_str(&plan::render::text(plan));
+        }
+        _ => out.push_str("no plan (errors)\n"),
+    }
+    out
+}
+
+#[test]
+fn corpus_snapshots() {
+    let dir = Path::new(CORPUS);
+    assert!(
+        dir.is_dir(),
+        "the sealer corpus is missing at {CORPUS} (it lives in shared/, next to the repository)"
+    );
+    let mut files: Vec<_> = std::fs::read_dir(dir)
+        .expect("read corpus")
+        .map(|e| e.expect("entry").path())
+        .filter(|p| p.extension().is_some_and(|e| e == "Kubefile"))
+        .collect();
+    files.sort();
+    assert!(
+        files.len() >= 28,
+        "expected the 28 corpus Kubefiles, found {}",
+        files.len()
+    );
+    for path in files {
+        let name = path.file_stem().unwrap().to_string_lossy().to_string();
+        let text = std::fs::read_to_string(&path).expect("read Kubefile");
+        insta::assert_snapshot!(name.clone(), report(&format!("{name}.Kubefile"), &text));
+    }
+}
