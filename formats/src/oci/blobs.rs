@@ -120,7 +120,8 @@ impl MemoryBlobs {
     pub fn insert(&mut self, media_type: MediaType, bytes: Vec<u8>) -> Descriptor {
         let digest = super::digest::sha256_digest(&bytes);
         let size = bytes.len() as u64;
-        self.blobs.insert(digest.to_string(), (digest.clone(), bytes));
+        self.blobs
+            .insert(digest.to_string(), (digest.clone(), bytes));
         Descriptor::new(media_type, size, digest)
     }
 
@@ -131,7 +132,8 @@ impl MemoryBlobs {
 
     /// Replaces a blob's bytes without re-hashing (tests use it to corrupt blobs).
     pub fn replace_unchecked(&mut self, digest: &Digest, bytes: Vec<u8>) {
-        self.blobs.insert(digest.to_string(), (digest.clone(), bytes));
+        self.blobs
+            .insert(digest.to_string(), (digest.clone(), bytes));
     }
 
     /// How many blobs are held.
@@ -207,7 +209,8 @@ impl BlobSink for MemoryBlobs {
             }
         }
         let size = bytes.len() as u64;
-        self.blobs.insert(digest.to_string(), (digest.clone(), bytes));
+        self.blobs
+            .insert(digest.to_string(), (digest.clone(), bytes));
         Ok(Descriptor::new(media_type.clone(), size, digest))
     }
 }

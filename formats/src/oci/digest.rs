@@ -190,7 +190,9 @@ impl<R: Read> Read for VerifyingReader<R> {
         }
         // Allow one byte past the declared size so an over-long blob is detected.
         let remaining = self.size.saturating_sub(self.read).saturating_add(1);
-        let want = buf.len().min(usize::try_from(remaining).unwrap_or(usize::MAX));
+        let want = buf
+            .len()
+            .min(usize::try_from(remaining).unwrap_or(usize::MAX));
         let n = self.inner.read(&mut buf[..want])?;
         if n == 0 {
             if self.verified {
@@ -331,6 +333,6 @@ mod tests {
     fn parse_digest_rejects_unknown_algorithms() {
         assert!(parse_digest("md5:0123").is_err());
         assert!(parse_digest("sha256:xyz").is_err());
-        assert!(parse_digest(&sha256_digest(b"").to_string()).is_ok());
+        assert!(parse_digest(sha256_digest(b"").as_ref()).is_ok());
     }
 }

@@ -117,7 +117,11 @@ pub fn write_docker_archive(
     }]))?;
 
     let mut report = WriteReport::new(plan.root.clone());
-    if manifest.annotations().as_ref().is_some_and(|a| !a.is_empty()) {
+    if manifest
+        .annotations()
+        .as_ref()
+        .is_some_and(|a| !a.is_empty())
+    {
         let mut keys: Vec<_> = manifest
             .annotations()
             .iter()
@@ -138,7 +142,7 @@ pub fn write_docker_archive(
             .map(|(n, v)| (n.clone(), Some(v.clone())))
             .collect();
         all.push(("manifest.json".to_string(), None));
-        for (name, _) in &members {
+        for name in members.keys() {
             if let Some((dir, _)) = name.split_once('/') {
                 if dirs_done.insert(dir.to_string()) {
                     all.push((format!("{dir}/"), None));
@@ -149,7 +153,11 @@ pub fn write_docker_archive(
         for (name, blob) in all {
             match blob {
                 None if name.ends_with('/') => tar.dir(&name)?,
-                None => tar.file(&name, docker_manifest.len() as u64, &mut &docker_manifest[..])?,
+                None => tar.file(
+                    &name,
+                    docker_manifest.len() as u64,
+                    &mut &docker_manifest[..],
+                )?,
                 Some((digest, size)) => {
                     let planned = plan.blobs.get(&digest.to_string()).ok_or_else(|| {
                         OciError::MissingBlob {
@@ -253,8 +261,13 @@ impl DockerArchiveReader {
             .read_small(&config_name, MAX_JSON_BLOB)?
             .unwrap_or_default();
         let config_digest = sha256_digest(&config_raw);
-        let config: Value = serde_json::from_slice(&config_raw)
-            .map_err(|e| OciError::bad_json("image config", format!("{config_name} in {}", self.location), e))?;
+        let config: Value = serde_json::from_slice(&config_raw).map_err(|e| {
+            OciError::bad_json(
+                "image config",
+                format!("{config_name} in {}", self.location),
+                e,
+            )
+        })?;
         let ids = diff_ids(&config, &config_digest)?;
         if ids.len() != entry.layers.len() {
             return Err(OciError::inconsistent(
@@ -266,7 +279,8 @@ impl DockerArchiveReader {
                 ),
             ));
         }
-        self.blob_members.insert(config_digest.clone(), config_member);
+        self.blob_members
+            .insert(config_digest.clone(), config_member);
         let mut layers = Vec::new();
         for (layer_name, id) in entry.layers.iter().zip(&ids) {
             let (name, member) = self.member(layer_name)?;
@@ -328,7 +342,10 @@ impl DockerArchiveReader {
                 format!("member {name} is truncated"),
             ));
         }
-        Ok((Descriptor::new(oci_layer_type(codec), size, digest), diff_id))
+        Ok((
+            Descriptor::new(oci_layer_type(codec), size, digest),
+            diff_id,
+        ))
     }
 
     /// The images listed in `manifest.json`, named by their `RepoTags`.
@@ -372,7 +389,12 @@ impl BlobSource for DockerArchiveReader {
 /// `busybox` → `busybox:latest`, `docker.io/library/busybox:1` → `busybox:1`.
 pub(crate) fn normalize_docker_name(name: &str) -> String {
     let mut n = name;
-    for prefix in ["docker.io/library/", "index.docker.io/library/", "docker.io/", "index.docker.io/"] {
+    for prefix in [
+        "docker.io/library/",
+        "index.docker.io/library/",
+        "docker.io/",
+        "index.docker.io/",
+    ] {
         if let Some(rest) = n.strip_prefix(prefix) {
             n = rest;
             break;

@@ -39,7 +39,10 @@ pub fn read_manifest(
         return Err(OciError::bad_json(
             "image manifest",
             descriptor.digest(),
-            format!("schemaVersion {} (only 2 is supported)", manifest.schema_version()),
+            format!(
+                "schemaVersion {} (only 2 is supported)",
+                manifest.schema_version()
+            ),
         ));
     }
     Ok((manifest, raw))
@@ -180,7 +183,10 @@ pub fn build_index(
     let mut entries = Vec::new();
     for m in manifests {
         let platform = m.platform().as_ref().ok_or_else(|| {
-            OciError::inconsistent(m.digest(), "a manifest in a multi-platform index needs a platform")
+            OciError::inconsistent(
+                m.digest(),
+                "a manifest in a multi-platform index needs a platform",
+            )
         })?;
         let spec = PlatformSpec::from_oci(platform);
         if let Some(other) = seen.insert(spec.to_string(), m.digest().to_string()) {
@@ -234,7 +240,10 @@ fn join_platforms(p: &[PlatformSpec]) -> String {
     if p.is_empty() {
         "none".to_string()
     } else {
-        p.iter().map(ToString::to_string).collect::<Vec<_>>().join(", ")
+        p.iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+            .join(", ")
     }
 }
 
@@ -262,7 +271,12 @@ fn select_inner(
             let images: Vec<&Descriptor> = index
                 .manifests()
                 .iter()
-                .filter(|m| matches!(classify(m.media_type()), BlobKind::Manifest | BlobKind::Index))
+                .filter(|m| {
+                    matches!(
+                        classify(m.media_type()),
+                        BlobKind::Manifest | BlobKind::Index
+                    )
+                })
                 .filter(|m| !is_attestation(m))
                 .collect();
             let available = join_platforms(&index_platforms(&index));

@@ -45,7 +45,10 @@ fn index_entry(root: &Descriptor, opts: &WriteOptions) -> OciResult<Value> {
     let mut entry = plain_descriptor(&d);
     let mut annotations = serde_json::Map::new();
     if let Some(name) = &opts.image_name {
-        annotations.insert(ANNOTATION_CONTAINERD_NAME.into(), Value::String(name.clone()));
+        annotations.insert(
+            ANNOTATION_CONTAINERD_NAME.into(),
+            Value::String(name.clone()),
+        );
     }
     if let Some(tag) = &opts.tag {
         validate_ref_name(tag)?;
@@ -71,7 +74,10 @@ fn plan_for(
     opts: &WriteOptions,
     out: &Path,
 ) -> OciResult<ExportPlan> {
-    if !matches!(classify(root.media_type()), BlobKind::Manifest | BlobKind::Index) {
+    if !matches!(
+        classify(root.media_type()),
+        BlobKind::Manifest | BlobKind::Index
+    ) {
         return Err(OciError::UnsupportedMediaType {
             media_type: root.media_type().to_string(),
             digest: root.digest().to_string(),
@@ -97,9 +103,11 @@ pub fn write_oci_layout(
             });
         }
         if dir.join("oci-layout").is_file() {
-            let raw = fs::read(dir.join("index.json")).map_err(OciError::io("read", dir.join("index.json")))?;
-            let v: Value = serde_json::from_slice(&raw)
-                .map_err(|e| OciError::bad_json("index.json", dir.join("index.json").display(), e))?;
+            let raw = fs::read(dir.join("index.json"))
+                .map_err(OciError::io("read", dir.join("index.json")))?;
+            let v: Value = serde_json::from_slice(&raw).map_err(|e| {
+                OciError::bad_json("index.json", dir.join("index.json").display(), e)
+            })?;
             existing = v
                 .get("manifests")
                 .and_then(Value::as_array)
@@ -163,8 +171,11 @@ fn write_atomic(path: &Path, bytes: &[u8]) -> OciResult<()> {
         .prefix(".tmp-")
         .tempfile_in(&parent)
         .map_err(OciError::io("create a temporary file in", &parent))?;
-    tmp.write_all(bytes).map_err(OciError::io("write", tmp.path()))?;
-    tmp.as_file().sync_all().map_err(OciError::io("sync", tmp.path()))?;
+    tmp.write_all(bytes)
+        .map_err(OciError::io("write", tmp.path()))?;
+    tmp.as_file()
+        .sync_all()
+        .map_err(OciError::io("sync", tmp.path()))?;
     tmp.persist(path)
         .map_err(|e| OciError::io("rename into", path)(e.error))?;
     Ok(())
@@ -294,7 +305,13 @@ impl OciLayoutReader {
         let location = format!("OCI layout {}", dir.display());
         let layout = read("oci-layout")?;
         let index = read("index.json")?;
-        Self::finish_open(Storage::Dir(DirBlobs::new(dir)), location, dir, layout, index)
+        Self::finish_open(
+            Storage::Dir(DirBlobs::new(dir)),
+            location,
+            dir,
+            layout,
+            index,
+        )
     }
 
     /// Opens an `oci-archive` without extracting it.
@@ -329,7 +346,8 @@ impl OciLayoutReader {
                 ))
             }
         }
-        let index_raw = index.ok_or_else(|| OciError::bad_json("index.json", &location, "missing"))?;
+        let index_raw =
+            index.ok_or_else(|| OciError::bad_json("index.json", &location, "missing"))?;
         let index = ImageIndex::from_reader(&index_raw[..])
             .map_err(|e| OciError::bad_json("index.json", &location, e))?;
         let mut overlay = MemoryBlobs::new();

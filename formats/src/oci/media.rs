@@ -134,7 +134,9 @@ pub fn classify(media_type: &MediaType) -> BlobKind {
 
 /// Whether a media type is one of Docker's.
 pub fn is_docker(media_type: &MediaType) -> bool {
-    media_type.to_string().starts_with("application/vnd.docker.")
+    media_type
+        .to_string()
+        .starts_with("application/vnd.docker.")
 }
 
 /// The OCI layer media type of a codec.
@@ -211,25 +213,44 @@ mod tests {
 
     #[test]
     fn transcode_is_deterministic_and_reversible() {
-        let data: Vec<u8> = (0..100_000u32).flat_map(|i| (i % 251).to_le_bytes()).collect();
+        let data: Vec<u8> = (0..100_000u32)
+            .flat_map(|i| (i % 251).to_le_bytes())
+            .collect();
         let plain_id = super::super::digest::sha256_digest(&data);
-        let (id1, n1, gz1) =
-            transcode(&mut &data[..], LayerCodec::Uncompressed, LayerCodec::Gzip, Vec::new())
-                .expect("gzip");
-        let (_, _, gz2) =
-            transcode(&mut &data[..], LayerCodec::Uncompressed, LayerCodec::Gzip, Vec::new())
-                .expect("gzip");
+        let (id1, n1, gz1) = transcode(
+            &mut &data[..],
+            LayerCodec::Uncompressed,
+            LayerCodec::Gzip,
+            Vec::new(),
+        )
+        .expect("gzip");
+        let (_, _, gz2) = transcode(
+            &mut &data[..],
+            LayerCodec::Uncompressed,
+            LayerCodec::Gzip,
+            Vec::new(),
+        )
+        .expect("gzip");
         assert_eq!(gz1, gz2);
         assert_eq!(id1, plain_id);
         assert_eq!(n1, data.len() as u64);
         assert_eq!(sniff(&gz1), LayerCodec::Gzip);
-        let (id2, _, zst) =
-            transcode(&mut &gz1[..], LayerCodec::Gzip, LayerCodec::Zstd, Vec::new()).expect("zstd");
+        let (id2, _, zst) = transcode(
+            &mut &gz1[..],
+            LayerCodec::Gzip,
+            LayerCodec::Zstd,
+            Vec::new(),
+        )
+        .expect("zstd");
         assert_eq!(id2, plain_id);
         assert_eq!(sniff(&zst), LayerCodec::Zstd);
-        let (id3, _, back) =
-            transcode(&mut &zst[..], LayerCodec::Zstd, LayerCodec::Uncompressed, Vec::new())
-                .expect("plain");
+        let (id3, _, back) = transcode(
+            &mut &zst[..],
+            LayerCodec::Zstd,
+            LayerCodec::Uncompressed,
+            Vec::new(),
+        )
+        .expect("plain");
         assert_eq!(id3, plain_id);
         assert_eq!(back, data);
     }

@@ -60,7 +60,11 @@ impl ExportPlan {
     ) -> OciResult<Box<dyn io::Read + 'a>> {
         Ok(match &blob.data {
             BlobData::Source => {
-                let d = Descriptor::new(MediaType::Other(String::new()), blob.size, blob.digest.clone());
+                let d = Descriptor::new(
+                    MediaType::Other(String::new()),
+                    blob.size,
+                    blob.digest.clone(),
+                );
                 Box::new(open_verified(source, &d)?)
             }
             BlobData::Memory(bytes) => Box::new(&bytes[..]),
@@ -145,7 +149,12 @@ impl<'a, S: BlobSource + ?Sized> Planner<'a, S> {
         }
     }
 
-    fn add_memory(&mut self, media_type: MediaType, bytes: Vec<u8>, like: &Descriptor) -> Descriptor {
+    fn add_memory(
+        &mut self,
+        media_type: MediaType,
+        bytes: Vec<u8>,
+        like: &Descriptor,
+    ) -> Descriptor {
         let digest = super::digest::sha256_digest(&bytes);
         let size = bytes.len() as u64;
         self.add(&digest, size, BlobData::Memory(bytes));
@@ -190,7 +199,9 @@ impl<'a, S: BlobSource + ?Sized> Planner<'a, S> {
             let entry = value
                 .get_mut("manifests")
                 .and_then(|m| m.get_mut(i))
-                .ok_or_else(|| OciError::bad_json("image index", d.digest(), "manifests changed"))?;
+                .ok_or_else(|| {
+                    OciError::bad_json("image index", d.digest(), "manifests changed")
+                })?;
             entry["mediaType"] = Value::String(new.media_type().to_string());
             entry["digest"] = Value::String(new.digest().to_string());
             entry["size"] = Value::from(new.size());
@@ -249,7 +260,8 @@ impl<'a, S: BlobSource + ?Sized> Planner<'a, S> {
                 config_ids = Some(ids);
             }
             let expected_id = config_ids.as_ref().and_then(|ids| ids.get(i)).cloned();
-            let new = self.transcode_layer(layer, codec, to, expected_id.as_ref(), d.media_type())?;
+            let new =
+                self.transcode_layer(layer, codec, to, expected_id.as_ref(), d.media_type())?;
             changes.push((i, new));
         }
         if changes.is_empty() {
@@ -263,7 +275,9 @@ impl<'a, S: BlobSource + ?Sized> Planner<'a, S> {
             let entry = value
                 .get_mut("layers")
                 .and_then(|m| m.get_mut(i))
-                .ok_or_else(|| OciError::bad_json("image manifest", d.digest(), "layers changed"))?;
+                .ok_or_else(|| {
+                    OciError::bad_json("image manifest", d.digest(), "layers changed")
+                })?;
             leaves_docker |= !is_docker(new.media_type());
             entry["mediaType"] = Value::String(new.media_type().to_string());
             entry["digest"] = Value::String(new.digest().to_string());
@@ -277,7 +291,10 @@ impl<'a, S: BlobSource + ?Sized> Planner<'a, S> {
             value["config"]["mediaType"] = Value::String(MediaType::ImageConfig.to_string());
             if let Some(layers) = value.get_mut("layers").and_then(Value::as_array_mut) {
                 for l in layers {
-                    let lt = l.get("mediaType").and_then(Value::as_str).map(MediaType::from);
+                    let lt = l
+                        .get("mediaType")
+                        .and_then(Value::as_str)
+                        .map(MediaType::from);
                     if let Some(BlobKind::Layer(c)) = lt.as_ref().map(classify) {
                         l["mediaType"] = Value::String(oci_layer_type(c).to_string());
                     }
@@ -293,14 +310,20 @@ impl<'a, S: BlobSource + ?Sized> Planner<'a, S> {
             let dir = tempfile::Builder::new()
                 .prefix(".chasi-oci-staging-")
                 .tempdir_in(&self.staging_parent)
-                .map_err(OciError::io("create a staging directory in", &self.staging_parent))?;
+                .map_err(OciError::io(
+                    "create a staging directory in",
+                    &self.staging_parent,
+                ))?;
             self.staging = Some(dir);
         }
         match &self.staging {
             Some(d) => Ok(d.path().to_path_buf()),
-            None => Err(OciError::io("create a staging directory in", &self.staging_parent)(
-                io::Error::other("staging directory vanished"),
-            )),
+            None => Err(OciError::io(
+                "create a staging directory in",
+                &self.staging_parent,
+            )(io::Error::other(
+                "staging directory vanished",
+            ))),
         }
     }
 
@@ -325,14 +348,15 @@ impl<'a, S: BlobSource + ?Sized> Planner<'a, S> {
         let file = File::create(&path).map_err(OciError::io("create", &path))?;
         let mut reader = open_verified(self.source, layer)?;
         let out = HashingWriter::new(BufWriter::new(file));
-        let (diff_id, _, out) = transcode(&mut reader, from, to, out).map_err(|e| match reader.error() {
-            Some(v) => v,
-            None => OciError::Codec {
-                action: "transcode",
-                digest: layer.digest().to_string(),
-                source: e,
-            },
-        })?;
+        let (diff_id, _, out) =
+            transcode(&mut reader, from, to, out).map_err(|e| match reader.error() {
+                Some(v) => v,
+                None => OciError::Codec {
+                    action: "transcode",
+                    digest: layer.digest().to_string(),
+                    source: e,
+                },
+            })?;
         reader.finish()?;
         let (buf, digest, size) = out.finish();
         buf.into_inner()

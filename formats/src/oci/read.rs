@@ -89,9 +89,10 @@ impl OpenedImages {
     /// Opens `path` as `format`, or as what [`detect_format`] finds when `None`.
     pub fn open(path: &Path, format: Option<ArchiveFormat>) -> OciResult<Self> {
         let (reader, format) = match format {
-            Some(ArchiveFormat::OciLayout) => {
-                (Reader::Oci(OciLayoutReader::open_dir(path)?), ArchiveFormat::OciLayout)
-            }
+            Some(ArchiveFormat::OciLayout) => (
+                Reader::Oci(OciLayoutReader::open_dir(path)?),
+                ArchiveFormat::OciLayout,
+            ),
             Some(ArchiveFormat::OciArchive) => (
                 Reader::Oci(OciLayoutReader::open_archive(path)?),
                 ArchiveFormat::OciArchive,
@@ -103,7 +104,10 @@ impl OpenedImages {
             None => {
                 let meta = std::fs::metadata(path).map_err(OciError::io("open", path))?;
                 if meta.is_dir() {
-                    (Reader::Oci(OciLayoutReader::open_dir(path)?), ArchiveFormat::OciLayout)
+                    (
+                        Reader::Oci(OciLayoutReader::open_dir(path)?),
+                        ArchiveFormat::OciLayout,
+                    )
                 } else {
                     let tar = TarIndex::scan(path)?;
                     match format_of_tar(&tar)? {

@@ -76,8 +76,14 @@ pub fn validate_ref_name(name: &str) -> OciResult<()> {
         && name
             .chars()
             .all(|c| c.is_ascii_alphanumeric() || "-._:@+/".contains(c))
-        && name.chars().next().is_some_and(|c| c.is_ascii_alphanumeric())
-        && name.chars().last().is_some_and(|c| c.is_ascii_alphanumeric());
+        && name
+            .chars()
+            .next()
+            .is_some_and(|c| c.is_ascii_alphanumeric())
+        && name
+            .chars()
+            .last()
+            .is_some_and(|c| c.is_ascii_alphanumeric());
     if ok {
         Ok(())
     } else {

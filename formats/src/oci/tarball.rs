@@ -144,10 +144,7 @@ impl TarIndex {
     /// Scans `path` once.
     pub(crate) fn scan(path: &Path) -> OciResult<Self> {
         let file = File::open(path).map_err(OciError::io("open", path))?;
-        let file_len = file
-            .metadata()
-            .map_err(OciError::io("stat", path))?
-            .len();
+        let file_len = file.metadata().map_err(OciError::io("stat", path))?.len();
         let mut archive = tar::Archive::new(BufReader::new(file));
         let mut members = BTreeMap::new();
         let entries = archive
@@ -157,9 +154,8 @@ impl TarIndex {
             let entry = entry.map_err(|e| {
                 OciError::bad_archive(path, format!("truncated or corrupt tar header: {e}"))
             })?;
-            let raw_name = String::from_utf8(entry.path_bytes().into_owned()).map_err(|_| {
-                OciError::bad_archive(path, "a member name is not valid UTF-8")
-            })?;
+            let raw_name = String::from_utf8(entry.path_bytes().into_owned())
+                .map_err(|_| OciError::bad_archive(path, "a member name is not valid UTF-8"))?;
             let name = normalize_member(path, &raw_name)?;
             let header = entry.header();
             let kind = match header.entry_type() {

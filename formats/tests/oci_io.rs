@@ -1,0 +1,967 @@
+//! OCI image I/O against the real consumers: skopeo, umoci and containerd.
+//!
+//! Each test builds a small image in memory (layer tars made with the `tar` crate, zstd and
+//! gzip variants), writes it with `chasi_formats::oci`, and has the external tools read it;
+//! round trips and reproducibility are checked byte for byte, and malicious or broken
+//! inputs must give typed errors. Tests that need a tool fail (they do not skip) with the
+//! Debian package to install when it is missing.
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use chasi_formats::oci::media::{oci_layer_type, transcode};
+use chasi_formats::oci::{
+    build_index, build_manifest, import_image, load, open_image, read_index, read_manifest, save,
+    select_manifest, ArchiveFormat, Descriptor, ImageRef, LayerCodec, LayerCompression, MediaType,
+    MemoryBlobs, OciError, OpenedImages, PlatformSpec, SaveFormat, WriteOptions,
+    ANNOTATION_SEALER_EXTENSION,
+};
+use serde_json::{json, Value};
+
+// ---------------------------------------------------------------------------------------
+// helpers
+
+/// Path of an external tool, or a failure naming the Debian package.
+fn tool(name: &str, package: &str) -> PathBuf {
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    for dir in std::env::split_paths(&path) {
+        let p = dir.join(name);
+        if p.is_file() {
+            return p;
+        }
+    }
+    panic!("`{name}` is not installed: apt-get install -y {package}");
+}
+
+fn run(cmd: &mut Command) -> String {
+    let out = cmd
+        .stdin(Stdio::null())
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
+    assert!(
+        out.status.success(),
+        "{cmd:?} failed ({}):\nstdout: {}\nstderr: {}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn skopeo() -> Command {
+    let mut c = Command::new(tool("skopeo", "skopeo"));
+    // No policy.json is needed for local transports with this flag.
+    c.arg("--insecure-policy");
+    c
+}
+
+/// What a file system entry should be after all layers are applied.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Node {
+    Dir,
+    File(Vec<u8>, u32),
+    Link(String),
+}
+
+enum Entry<'a> {
+    Dir(&'a str),
+    File(&'a str, &'a [u8], u32),
+    Link(&'a str, &'a str),
+}
+
+fn layer_tar(entries: &[Entry<'_>]) -> Vec<u8> {
+    let mut b = tar::Builder::new(Vec::new());
+    for e in entries {
+        let mut h = tar::Header::new_gnu();
+        h.set_uid(0);
+        h.set_gid(0);
+        h.set_mtime(1_700_000_000);
+        match e {
+            Entry::Dir(p) => {
+                h.set_entry_type(tar::EntryType::Directory);
+                h.set_mode(0o755);
+                h.set_size(0);
+                b.append_data(&mut h, p, std::io::empty()).expect("dir");
+            }
+            Entry::File(p, data, mode) => {
+                h.set_entry_type(tar::EntryType::Regular);
+                h.set_mode(*mode);
+                h.set_size(data.len() as u64);
+                b.append_data(&mut h, p, *data).expect("file");
+            }
+            Entry::Link(p, target) => {
+                h.set_entry_type(tar::EntryType::Symlink);
+                h.set_mode(0o777);
+                h.set_size(0);
+                b.append_link(&mut h, p, target).expect("link");
+            }
+        }
+    }
+    b.into_inner().expect("tar")
+}
+
+fn layers_plain() -> Vec<Vec<u8>> {
+    vec![
+        layer_tar(&[
+            Entry::Dir("etc/"),
+            Entry::File("etc/hostname", b"chasi\n", 0o644),
+            Entry::File("etc/removed", b"gone soon\n", 0o644),
+            Entry::Dir("usr/"),
+            Entry::Dir("usr/bin/"),
+            Entry::File("usr/bin/hello", b"#!/bin/sh\necho hello\n", 0o755),
+            Entry::Link("usr/bin/hi", "hello"),
+        ]),
+        layer_tar(&[
+            Entry::Dir("etc/"),
+            Entry::File("etc/hostname", b"node-1\n", 0o644),
+            Entry::File("etc/.wh.removed", b"", 0o644),
+            Entry::Dir("var/"),
+            Entry::File("var/motd", &[7u8; 3000], 0o600),
+        ]),
+    ]
+}
+
+fn expected_tree() -> BTreeMap<String, Node> {
+    let mut t = BTreeMap::new();
+    for d in ["etc", "usr", "usr/bin", "var"] {
+        t.insert(d.to_string(), Node::Dir);
+    }
+    t.insert(
+        "etc/hostname".into(),
+        Node::File(b"node-1\n".to_vec(), 0o644),
+    );
+    t.insert(
+        "usr/bin/hello".into(),
+        Node::File(b"#!/bin/sh\necho hello\n".to_vec(), 0o755),
+    );
+    t.insert("usr/bin/hi".into(), Node::Link("hello".into()));
+    t.insert("var/motd".into(), Node::File(vec![7u8; 3000], 0o600));
+    t
+}
+
+fn read_tree(root: &Path) -> BTreeMap<String, Node> {
+    fn walk(root: &Path, dir: &Path, out: &mut BTreeMap<String, Node>) {
+        let mut entries: Vec<_> = fs::read_dir(dir)
+            .expect("read_dir")
+            .map(|e| e.expect("entry"))
+            .collect();
+        entries.sort_by_key(|e| e.file_name());
+        for e in entries {
+            let p = e.path();
+            let rel = p
+                .strip_prefix(root)
+                .expect("prefix")
+                .to_string_lossy()
+                .into_owned();
+            let meta = fs::symlink_metadata(&p).expect("meta");
+            if meta.file_type().is_symlink() {
+                let target = fs::read_link(&p).expect("link");
+                out.insert(rel, Node::Link(target.to_string_lossy().into_owned()));
+            } else if meta.is_dir() {
+                out.insert(rel, Node::Dir);
+                walk(root, &p, out);
+            } else {
+                use std::os::unix::fs::PermissionsExt;
+                let mode = meta.permissions().mode() & 0o7777;
+                out.insert(rel, Node::File(fs::read(&p).expect("read"), mode));
+            }
+        }
+    }
+    let mut out = BTreeMap::new();
+    walk(root, root, &mut out);
+    out
+}
+
+/// A one-platform image with layers in `codec`; returns the manifest descriptor.
+fn build_image(blobs: &mut MemoryBlobs, codec: LayerCodec, arch: &str) -> Descriptor {
+    let mut layers = Vec::new();
+    let mut diff_ids = Vec::new();
+    for plain in layers_plain() {
+        let (diff_id, _, bytes) =
+            transcode(&mut &plain[..], LayerCodec::Uncompressed, codec, Vec::new())
+                .expect("compress");
+        diff_ids.push(diff_id.to_string());
+        layers.push(blobs.insert(oci_layer_type(codec), bytes));
+    }
+    let config = json!({
+        "architecture": arch,
+        "os": "linux",
+        "config": {"Env": ["PATH=/usr/bin"], "Labels": {"io.sealer.version": "v1"}},
+        "rootfs": {"type": "layers", "diff_ids": diff_ids},
+        "history": [{"created_by": "COPY etc etc"}, {"created_by": "COPY var var"}],
+    });
+    let mut annotations = BTreeMap::new();
+    annotations.insert(
+        ANNOTATION_SEALER_EXTENSION.to_string(),
+        r#"{"schemaVersion":"v1alpha1","type":"kube-installer"}"#.to_string(),
+    );
+    build_manifest(blobs, &config, &layers, &annotations).expect("manifest")
+}
+
+fn opts(tag: &str, name: Option<&str>) -> WriteOptions {
+    WriteOptions {
+        tag: Some(tag.to_string()),
+        image_name: name.map(str::to_string),
+        ..WriteOptions::default()
+    }
+}
+
+/// Every file under `dir` (relative path → bytes).
+fn dir_bytes(dir: &Path) -> BTreeMap<String, Vec<u8>> {
+    fn walk(root: &Path, dir: &Path, out: &mut BTreeMap<String, Vec<u8>>) {
+        for e in fs::read_dir(dir).expect("read_dir") {
+            let p = e.expect("entry").path();
+            if p.is_dir() {
+                walk(root, &p, out);
+            } else {
+                let rel = p
+                    .strip_prefix(root)
+                    .expect("prefix")
+                    .to_string_lossy()
+                    .into_owned();
+                out.insert(rel, fs::read(&p).expect("read"));
+            }
+        }
+    }
+    let mut out = BTreeMap::new();
+    walk(dir, dir, &mut out);
+    out
+}
+
+fn tmp() -> tempfile::TempDir {
+    tempfile::Builder::new()
+        .prefix("chasi-oci-test-")
+        .tempdir()
+        .expect("tempdir")
+}
+
+// ---------------------------------------------------------------------------------------
+// pure library tests
+
+#[test]
+fn writes_are_reproducible_and_round_trip_byte_for_byte() {
+    let t = tmp();
+    let mut blobs = MemoryBlobs::new();
+    let root = build_image(&mut blobs, LayerCodec::Zstd, "amd64");
+    let o = opts("v1", Some("registry.local/chasi/test:v1"));
+
+    for format in [
+        SaveFormat::OciLayout,
+        SaveFormat::OciArchive,
+        SaveFormat::DockerArchive,
+    ] {
+        let a = t.path().join(format!("{format:?}-a"));
+        let b = t.path().join(format!("{format:?}-b"));
+        let c = t.path().join(format!("{format:?}-c"));
+        save(&blobs, &root, format, &a, &o).expect("first write");
+        save(&blobs, &root, format, &b, &o).expect("second write");
+        // A store with the same blobs built again gives the same bytes too.
+        let mut blobs2 = MemoryBlobs::new();
+        let root2 = build_image(&mut blobs2, LayerCodec::Zstd, "amd64");
+        assert_eq!(root2.digest(), root.digest(), "same inputs, same digest");
+
+        // Read back, import into a fresh store, write again: identical bytes.
+        let opened = OpenedImages::open(&a, None).expect("read back");
+        let entry = opened
+            .resolve(Some("v1"))
+            .or_else(|_| opened.resolve(None))
+            .expect("entry")
+            .clone();
+        let mut store = MemoryBlobs::new();
+        let report = import_image(&opened, &entry.root, &mut store).expect("import");
+        assert!(report.blobs_imported >= 4, "{report:?}");
+        save(&store, &entry.root, format, &c, &o).expect("rewrite");
+
+        if format == SaveFormat::OciLayout {
+            assert_eq!(opened.format(), ArchiveFormat::OciLayout);
+            assert_eq!(entry.root.digest(), root.digest());
+            assert_eq!(dir_bytes(&a), dir_bytes(&b), "{format:?} reproducible");
+            assert_eq!(dir_bytes(&a), dir_bytes(&c), "{format:?} round trip");
+        } else {
+            let bytes = fs::read(&a).expect("read");
+            assert_eq!(
+                bytes,
+                fs::read(&b).expect("read"),
+                "{format:?} reproducible"
+            );
+            assert_eq!(bytes, fs::read(&c).expect("read"), "{format:?} round trip");
+        }
+        if format == SaveFormat::OciArchive {
+            assert_eq!(opened.format(), ArchiveFormat::OciArchive);
+            assert_eq!(entry.root.digest(), root.digest());
+            // Members are sorted, owned by root, dated 0.
+            let mut ar = tar::Archive::new(fs::File::open(&a).expect("open"));
+            let mut names = Vec::new();
+            for e in ar.entries().expect("entries") {
+                let e = e.expect("entry");
+                assert_eq!(e.header().mtime().expect("mtime"), 0);
+                assert_eq!(e.header().uid().expect("uid"), 0);
+                names.push(e.path().expect("path").to_string_lossy().into_owned());
+            }
+            let mut sorted = names.clone();
+            sorted.sort();
+            assert_eq!(names, sorted);
+            assert_eq!(names.last().map(String::as_str), Some("oci-layout"));
+        }
+        if format == SaveFormat::DockerArchive {
+            assert_eq!(opened.format(), ArchiveFormat::DockerArchive);
+            // zstd layers became plain tar; the config (and so the image ID) is unchanged.
+            let (m, _) = read_manifest(&opened, &entry.root).expect("manifest");
+            let (orig, _) = read_manifest(&blobs, &root).expect("manifest");
+            assert_eq!(m.config().digest(), orig.config().digest());
+            for l in m.layers() {
+                assert_eq!(l.media_type(), &MediaType::ImageLayer);
+            }
+            assert!(open_image(
+                &"docker-archive:/nonexistent.tar"
+                    .parse::<ImageRef>()
+                    .expect("ref")
+            )
+            .is_err());
+        }
+    }
+}
+
+#[test]
+fn gzip_recompression_rewrites_manifest_and_keeps_diff_ids() {
+    let t = tmp();
+    let mut blobs = MemoryBlobs::new();
+    let root = build_image(&mut blobs, LayerCodec::Zstd, "amd64");
+    let mut o = opts("v1", None);
+    o.compression = LayerCompression::Gzip;
+    let a = t.path().join("a");
+    let b = t.path().join("b");
+    let ra = save(&blobs, &root, SaveFormat::OciLayout, &a, &o).expect("gzip save");
+    let rb = save(&blobs, &root, SaveFormat::OciLayout, &b, &o).expect("gzip save");
+    assert_eq!(dir_bytes(&a), dir_bytes(&b), "gzip output is reproducible");
+    assert_ne!(ra.root.digest(), root.digest(), "manifest was rewritten");
+    assert_eq!(ra.root.digest(), rb.root.digest());
+
+    let (orig, _) = read_manifest(&blobs, &root).expect("orig");
+    let (img, entry) =
+        open_image(&format!("oci:{}:v1", a.display()).parse().expect("ref")).expect("open");
+    let (m, _) = read_manifest(&img, &entry.root).expect("new manifest");
+    assert_eq!(
+        m.config().digest(),
+        orig.config().digest(),
+        "config and diff_ids unchanged"
+    );
+    assert_eq!(m.annotations(), orig.annotations(), "annotations kept");
+    for (new, old) in m.layers().iter().zip(orig.layers()) {
+        assert_eq!(new.media_type(), &MediaType::ImageLayerGzip);
+        assert_ne!(new.digest(), old.digest());
+    }
+    // Back to zstd gives the same layers as the (level-3) originals.
+    let mut o2 = opts("v1", None);
+    o2.compression = LayerCompression::Zstd;
+    let c = t.path().join("c");
+    let rc = save(&img, &entry.root, SaveFormat::OciLayout, &c, &o2).expect("zstd save");
+    assert_eq!(
+        rc.root.digest(),
+        root.digest(),
+        "gzip → zstd restores the original digests"
+    );
+}
+
+#[test]
+fn multi_platform_index_and_platform_selection() {
+    let t = tmp();
+    let mut blobs = MemoryBlobs::new();
+    let amd = build_image(&mut blobs, LayerCodec::Zstd, "amd64");
+    let arm = build_image(&mut blobs, LayerCodec::Zstd, "arm64");
+    let index =
+        build_index(&mut blobs, &[amd.clone(), arm.clone()], &BTreeMap::new()).expect("index");
+    assert!(build_index(&mut blobs, &[amd.clone(), amd.clone()], &BTreeMap::new()).is_err());
+
+    let arm_spec: PlatformSpec = "linux/arm64".parse().expect("platform");
+    let chosen = select_manifest(&blobs, &index, Some(&arm_spec)).expect("arm64");
+    assert_eq!(chosen.digest(), arm.digest());
+    let s390: PlatformSpec = "linux/s390x".parse().expect("platform");
+    assert!(matches!(
+        select_manifest(&blobs, &index, Some(&s390)),
+        Err(OciError::NoSuchPlatform { .. })
+    ));
+
+    // OCI layout keeps the index, one manifest per platform.
+    let dir = t.path().join("layout");
+    save(
+        &blobs,
+        &index,
+        SaveFormat::OciLayout,
+        &dir,
+        &opts("multi", None),
+    )
+    .expect("save");
+    let (img, entry) =
+        open_image(&format!("oci:{}:multi", dir.display()).parse().expect("ref")).expect("open");
+    assert_eq!(entry.root.digest(), index.digest());
+    let (idx, _) = read_index(&img, &entry.root).expect("index");
+    let platforms: Vec<String> = idx
+        .manifests()
+        .iter()
+        .map(|m| PlatformSpec::from_oci(m.platform().as_ref().expect("platform")).to_string())
+        .collect();
+    assert_eq!(platforms, ["linux/amd64", "linux/arm64"]);
+
+    // A docker-archive needs a platform choice.
+    let tarball = t.path().join("d.tar");
+    match save(
+        &blobs,
+        &index,
+        SaveFormat::DockerArchive,
+        &tarball,
+        &opts("x:1", None),
+    ) {
+        Err(OciError::MultiPlatform { .. }) => {}
+        other => panic!("expected a multi-platform error, got {other:?}"),
+    }
+    assert!(!tarball.exists());
+    let mut o = opts("x:1", None);
+    o.platform = Some(arm_spec.clone());
+    save(&blobs, &index, SaveFormat::DockerArchive, &tarball, &o).expect("arm64 archive");
+    let opened = OpenedImages::open(&tarball, None).expect("open");
+    let e = opened.resolve(Some("x:1")).expect("by tag");
+    let p = e.root.platform().as_ref().expect("platform");
+    assert!(arm_spec.matches(p));
+
+    // Skopeo sees the index and picks a platform from it.
+    let out = run(skopeo()
+        .args(["inspect", "--raw"])
+        .arg(format!("oci:{}:multi", dir.display())));
+    let raw: Value = serde_json::from_str(&out).expect("json");
+    assert_eq!(raw["manifests"].as_array().map(Vec::len), Some(2));
+    let out = run(skopeo()
+        .args(["--override-arch", "arm64", "inspect"])
+        .arg(format!("oci:{}:multi", dir.display())));
+    let v: Value = serde_json::from_str(&out).expect("json");
+    assert_eq!(v["Architecture"], "arm64");
+    // skopeo reports the digest of what the reference names: the index.
+    assert_eq!(v["Digest"], index.digest().to_string());
+}
+
+#[test]
+fn layout_directory_accumulates_tags_and_refuses_foreign_dirs() {
+    let t = tmp();
+    let mut blobs = MemoryBlobs::new();
+    let a = build_image(&mut blobs, LayerCodec::Zstd, "amd64");
+    let g = build_image(&mut blobs, LayerCodec::Gzip, "amd64");
+    let dir = t.path().join("layout");
+    save(&blobs, &a, SaveFormat::OciLayout, &dir, &opts("zstd", None)).expect("first");
+    save(&blobs, &g, SaveFormat::OciLayout, &dir, &opts("gzip", None)).expect("second");
+    save(&blobs, &g, SaveFormat::OciLayout, &dir, &opts("zstd", None)).expect("retag");
+    let opened = OpenedImages::open(&dir, None).expect("open");
+    assert_eq!(opened.entries().len(), 2);
+    assert_eq!(
+        opened.resolve(Some("zstd")).expect("zstd").root.digest(),
+        g.digest()
+    );
+    assert!(matches!(
+        opened.resolve(None),
+        Err(OciError::AmbiguousImage { count: 2, .. })
+    ));
+    assert!(matches!(
+        opened.resolve(Some("nope")),
+        Err(OciError::NoSuchImage { .. })
+    ));
+
+    let foreign = t.path().join("foreign");
+    fs::create_dir(&foreign).expect("mkdir");
+    fs::write(foreign.join("x"), b"x").expect("write");
+    assert!(matches!(
+        save(
+            &blobs,
+            &a,
+            SaveFormat::OciLayout,
+            &foreign,
+            &opts("v", None)
+        ),
+        Err(OciError::OutputExists { .. })
+    ));
+    let mut sink = MemoryBlobs::new();
+    let loaded = load(&dir, &mut sink).expect("load all");
+    assert_eq!(loaded.len(), 2);
+    assert!(loaded[1].1.blobs_present >= 1 || loaded[1].1.blobs_imported >= 1);
+}
+
+// ---------------------------------------------------------------------------------------
+// hostile and broken inputs
+
+/// A tar whose member names are written raw (the `tar` crate refuses to build these).
+fn raw_tar(members: &[(&str, &[u8], tar::EntryType, &str)]) -> Vec<u8> {
+    let mut b = tar::Builder::new(Vec::new());
+    for (name, data, kind, link) in members {
+        let mut h = tar::Header::new_old();
+        {
+            let old = h.as_old_mut();
+            old.name[..name.len()].copy_from_slice(name.as_bytes());
+            old.linkname[..link.len()].copy_from_slice(link.as_bytes());
+        }
+        h.set_entry_type(*kind);
+        h.set_mode(0o644);
+        h.set_size(data.len() as u64);
+        h.set_cksum();
+        b.append(&h, *data).expect("append");
+    }
+    b.into_inner().expect("tar")
+}
+
+#[test]
+fn malicious_and_broken_archives_are_rejected_with_typed_errors() {
+    let t = tmp();
+    let layout = br#"{"imageLayoutVersion":"1.0.0"}"#;
+    let index = br#"{"schemaVersion":2,"manifests":[]}"#;
+    let cases: Vec<(&str, Vec<u8>)> = vec![
+        (
+            "dotdot",
+            raw_tar(&[
+                ("oci-layout", layout, tar::EntryType::Regular, ""),
+                ("index.json", index, tar::EntryType::Regular, ""),
+                ("blobs/../../evil", b"x", tar::EntryType::Regular, ""),
+            ]),
+        ),
+        (
+            "absolute",
+            raw_tar(&[
+                ("/etc/passwd", b"x", tar::EntryType::Regular, ""),
+                ("oci-layout", layout, tar::EntryType::Regular, ""),
+            ]),
+        ),
+        (
+            "symlink-out",
+            raw_tar(&[
+                ("oci-layout", layout, tar::EntryType::Regular, ""),
+                (
+                    "blobs/link",
+                    b"",
+                    tar::EntryType::Symlink,
+                    "../../../etc/shadow",
+                ),
+            ]),
+        ),
+    ];
+    for (name, bytes) in cases {
+        let p = t.path().join(format!("{name}.tar"));
+        fs::write(&p, bytes).expect("write");
+        match OpenedImages::open(&p, None) {
+            Err(OciError::UnsafePath { ref member, .. }) => {
+                assert!(!member.is_empty(), "{name}");
+            }
+            Err(e) => panic!("{name}: expected UnsafePath, got {e}"),
+            Ok(_) => panic!("{name}: accepted a path traversal"),
+        }
+        assert!(matches!(
+            ImageRef::OciArchive {
+                path: p.clone(),
+                tag: None
+            }
+            .to_string()
+            .parse::<ImageRef>()
+            .map(|r| open_image(&r)),
+            Ok(Err(OciError::UnsafePath { .. }))
+        ));
+    }
+
+    // A real archive, truncated in the middle of a blob.
+    let mut blobs = MemoryBlobs::new();
+    let root = build_image(&mut blobs, LayerCodec::Gzip, "amd64");
+    let good = t.path().join("good.tar");
+    save(
+        &blobs,
+        &root,
+        SaveFormat::OciArchive,
+        &good,
+        &opts("v1", None),
+    )
+    .expect("save");
+    let bytes = fs::read(&good).expect("read");
+    let cut = t.path().join("cut.tar");
+    fs::write(&cut, &bytes[..bytes.len() / 2]).expect("write");
+    match OpenedImages::open(&cut, None) {
+        Err(OciError::BadArchive { message, .. }) => {
+            assert!(message.contains("truncated"), "{message}")
+        }
+        Err(e) => panic!("truncated archive: unexpected error {e}"),
+        Ok(o) => {
+            // Truncated at a member boundary: the missing blob is named on import.
+            let e = o.resolve(None).expect("entry").clone();
+            let err = import_image(&o, &e.root, &mut MemoryBlobs::new()).expect_err("must fail");
+            assert!(
+                matches!(
+                    err,
+                    OciError::MissingBlob { .. } | OciError::BadArchive { .. }
+                ),
+                "{err}"
+            );
+        }
+    }
+
+    // Malformed index.json: a typed error naming the file, no panic.
+    let bad_index = t.path().join("bad-index.tar");
+    fs::write(
+        &bad_index,
+        raw_tar(&[
+            (
+                "index.json",
+                b"{\"manifests\": [",
+                tar::EntryType::Regular,
+                "",
+            ),
+            ("oci-layout", layout, tar::EntryType::Regular, ""),
+        ]),
+    )
+    .expect("write");
+    match OpenedImages::open(&bad_index, None) {
+        Err(e @ OciError::BadJson { .. }) => assert!(e.to_string().contains("index.json"), "{e}"),
+        other => panic!("expected BadJson, got {:?}", other.err()),
+    }
+
+    // Garbage file.
+    let garbage = t.path().join("garbage.tar");
+    fs::write(&garbage, vec![0x5a; 10_000]).expect("write");
+    assert!(OpenedImages::open(&garbage, None).is_err());
+
+    // A corrupted blob in a layout directory: import names its digest.
+    let dir = t.path().join("layout");
+    save(
+        &blobs,
+        &root,
+        SaveFormat::OciLayout,
+        &dir,
+        &opts("v1", None),
+    )
+    .expect("save");
+    let (m, _) = read_manifest(&blobs, &root).expect("manifest");
+    let layer = &m.layers()[1];
+    let path = dir.join("blobs/sha256").join(layer.digest().digest());
+    let mut content = fs::read(&path).expect("read");
+    let last = content.len() - 1;
+    content[last] ^= 0xff;
+    fs::write(&path, &content).expect("write");
+    let (img, entry) =
+        open_image(&format!("oci:{}:v1", dir.display()).parse().expect("ref")).expect("open");
+    match import_image(&img, &entry.root, &mut MemoryBlobs::new()) {
+        Err(OciError::DigestMismatch { expected, .. }) => {
+            assert_eq!(expected, layer.digest().to_string())
+        }
+        other => panic!("expected DigestMismatch, got {other:?}"),
+    }
+    // And the same blob truncated: a size error.
+    fs::write(&path, &content[..10]).expect("write");
+    match import_image(&img, &entry.root, &mut MemoryBlobs::new()) {
+        Err(OciError::SizeMismatch { digest, .. }) => {
+            assert_eq!(digest, layer.digest().to_string())
+        }
+        other => panic!("expected SizeMismatch, got {other:?}"),
+    }
+
+    // A docker-archive whose layer does not match the config's diff_id.
+    let d = t.path().join("d.tar");
+    save(
+        &blobs,
+        &root,
+        SaveFormat::DockerArchive,
+        &d,
+        &opts("x:1", None),
+    )
+    .expect("save");
+    let mut archive = tar::Archive::new(fs::File::open(&d).expect("open"));
+    let mut members = Vec::new();
+    for e in archive.entries().expect("entries") {
+        let mut e = e.expect("entry");
+        let name = e.path().expect("path").to_string_lossy().into_owned();
+        let kind = e.header().entry_type();
+        let mut data = Vec::new();
+        e.read_to_end(&mut data).expect("read");
+        members.push((name, data, kind));
+    }
+    let swapped: Vec<(String, Vec<u8>, tar::EntryType)> = members
+        .iter()
+        .map(|(n, d, k)| {
+            if n.ends_with("layer.tar") {
+                (
+                    n.clone(),
+                    layer_tar(&[Entry::File("x", b"other", 0o644)]),
+                    *k,
+                )
+            } else {
+                (n.clone(), d.clone(), *k)
+            }
+        })
+        .collect();
+    let refs: Vec<(&str, &[u8], tar::EntryType, &str)> = swapped
+        .iter()
+        .map(|(n, d, k)| (n.as_str(), d.as_slice(), *k, ""))
+        .collect();
+    let bad = t.path().join("bad-docker.tar");
+    fs::write(&bad, raw_tar(&refs)).expect("write");
+    match OpenedImages::open(&bad, None) {
+        Err(OciError::Inconsistent { message, .. }) => assert!(
+            message.contains("diff_id") || message.contains("config says"),
+            "{message}"
+        ),
+        other => panic!("expected Inconsistent, got {:?}", other.err()),
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// external tools
+
+#[test]
+fn skopeo_inspects_and_copies_our_output_and_we_read_its_layouts() {
+    let t = tmp();
+    let mut blobs = MemoryBlobs::new();
+    let root = build_image(&mut blobs, LayerCodec::Zstd, "amd64");
+    let a = t.path().join("a");
+    save(&blobs, &root, SaveFormat::OciLayout, &a, &opts("v1", None)).expect("layout");
+    let out = run(skopeo()
+        .arg("inspect")
+        .arg(format!("oci:{}:v1", a.display())));
+    let v: Value = serde_json::from_str(&out).expect("json");
+    assert_eq!(v["Digest"], root.digest().to_string());
+    assert_eq!(v["Layers"].as_array().map(Vec::len), Some(2));
+    assert_eq!(v["Architecture"], "amd64");
+
+    // Plain copy: same manifest, and our reader reads skopeo's layout.
+    let b = t.path().join("b");
+    run(skopeo()
+        .arg("copy")
+        .arg(format!("oci:{}:v1", a.display()))
+        .arg(format!("oci:{}:v1", b.display())));
+    let (img, entry) =
+        open_image(&format!("oci:{}:v1", b.display()).parse().expect("ref")).expect("open b");
+    assert_eq!(entry.root.digest(), root.digest());
+    let mut store = MemoryBlobs::new();
+    import_image(&img, &entry.root, &mut store).expect("import b");
+    for d in blobs.digests() {
+        assert!(store.get(d).is_some(), "blob {d} missing after the copy");
+    }
+
+    // oci-archive and docker-archive are accepted by skopeo's readers.
+    let oa = t.path().join("img.oci.tar");
+    save(
+        &blobs,
+        &root,
+        SaveFormat::OciArchive,
+        &oa,
+        &opts("v1", None),
+    )
+    .expect("oci-archive");
+    let out = run(skopeo()
+        .arg("inspect")
+        .arg(format!("oci-archive:{}:v1", oa.display())));
+    let v: Value = serde_json::from_str(&out).expect("json");
+    assert_eq!(v["Digest"], root.digest().to_string());
+
+    let da = t.path().join("img.docker.tar");
+    save(
+        &blobs,
+        &root,
+        SaveFormat::DockerArchive,
+        &da,
+        &opts("chasi/test:v1", None),
+    )
+    .expect("docker-archive");
+    let out = run(skopeo()
+        .arg("inspect")
+        .arg(format!("docker-archive:{}", da.display())));
+    let v: Value = serde_json::from_str(&out).expect("json");
+    assert_eq!(v["Layers"].as_array().map(Vec::len), Some(2));
+    assert_eq!(v["Architecture"], "amd64");
+    let (m, _) = read_manifest(&blobs, &root).expect("manifest");
+    let out = run(skopeo()
+        .args(["inspect", "--config"])
+        .arg(format!("docker-archive:{}", da.display())));
+    let cfg: Value = serde_json::from_str(&out).expect("json");
+    let (orig_cfg, _) = chasi_formats::oci::read_config(&blobs, m.config()).expect("config");
+    assert_eq!(
+        cfg["rootfs"], orig_cfg["rootfs"],
+        "diff_ids survive the docker-archive"
+    );
+
+    // skopeo can copy our docker-archive to a layout that we read back.
+    let c = t.path().join("c");
+    run(skopeo()
+        .arg("copy")
+        .arg(format!("docker-archive:{}", da.display()))
+        .arg(format!("oci:{}:from-docker", c.display())));
+    let (img, entry) = open_image(
+        &format!("oci:{}:from-docker", c.display())
+            .parse()
+            .expect("ref"),
+    )
+    .expect("open c");
+    import_image(&img, &entry.root, &mut MemoryBlobs::new()).expect("import c");
+}
+
+#[test]
+fn umoci_unpacks_exactly_the_tree_we_built() {
+    let umoci = tool("umoci", "umoci");
+    let t = tmp();
+    let mut blobs = MemoryBlobs::new();
+    let root = build_image(&mut blobs, LayerCodec::Zstd, "amd64");
+
+    // 1) our own gzip save
+    let ours = t.path().join("ours");
+    let mut o = opts("v1", None);
+    o.compression = LayerCompression::Gzip;
+    save(&blobs, &root, SaveFormat::OciLayout, &ours, &o).expect("gzip save");
+    let bundle = t.path().join("bundle-ours");
+    run(Command::new(&umoci)
+        .args(["unpack", "--rootless", "--image"])
+        .arg(format!("{}:v1", ours.display()))
+        .arg(&bundle));
+    assert_eq!(read_tree(&bundle.join("rootfs")), expected_tree());
+
+    // 2) skopeo's gzip re-compression of our zstd layout, which we also read back
+    let a = t.path().join("a");
+    save(&blobs, &root, SaveFormat::OciLayout, &a, &opts("v1", None)).expect("zstd save");
+    let b = t.path().join("b");
+    run(skopeo()
+        .args(["copy", "--dest-compress", "--dest-compress-format", "gzip"])
+        .arg(format!("oci:{}:v1", a.display()))
+        .arg(format!("oci:{}:v1", b.display())));
+    let bundle = t.path().join("bundle-skopeo");
+    run(Command::new(&umoci)
+        .args(["unpack", "--rootless", "--image"])
+        .arg(format!("{}:v1", b.display()))
+        .arg(&bundle));
+    assert_eq!(read_tree(&bundle.join("rootfs")), expected_tree());
+
+    let (img, entry) =
+        open_image(&format!("oci:{}:v1", b.display()).parse().expect("ref")).expect("open");
+    let (m, _) = read_manifest(&img, &entry.root).expect("manifest");
+    let (orig, _) = read_manifest(&blobs, &root).expect("orig");
+    assert_eq!(
+        m.config().digest(),
+        orig.config().digest(),
+        "diff_ids unchanged"
+    );
+    for l in m.layers() {
+        assert_eq!(l.media_type(), &MediaType::ImageLayerGzip);
+    }
+    import_image(&img, &entry.root, &mut MemoryBlobs::new()).expect("import skopeo gzip copy");
+}
+
+/// A containerd started for one test, killed when dropped (also on panic).
+struct Containerd {
+    child: Child,
+    socket: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl Containerd {
+    fn start() -> Self {
+        let bin = tool("containerd", "containerd");
+        let dir = tempfile::Builder::new()
+            .prefix("chasi-ctd-")
+            .tempdir_in("/tmp")
+            .expect("tempdir");
+        let socket = dir.path().join("containerd.sock");
+        let config = dir.path().join("config.toml");
+        fs::write(
+            &config,
+            format!(
+                "version = 2\nroot = \"{root}\"\nstate = \"{state}\"\n[grpc]\n  address = \"{sock}\"\n[ttrpc]\n  address = \"{sock}.ttrpc\"\n[debug]\n  address = \"\"\n[metrics]\n  address = \"\"\n",
+                root = dir.path().join("root").display(),
+                state = dir.path().join("state").display(),
+                sock = socket.display(),
+            ),
+        )
+        .expect("config");
+        let log = fs::File::create(dir.path().join("containerd.log")).expect("log");
+        let child = Command::new(bin)
+            .arg("--config")
+            .arg(&config)
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().expect("log"))
+            .stderr(log)
+            .spawn()
+            .expect("start containerd");
+        let me = Containerd {
+            child,
+            socket,
+            _dir: dir,
+        };
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !me.socket.exists() {
+            assert!(
+                Instant::now() < deadline,
+                "containerd did not create {} within 30 s; log:\n{}",
+                me.socket.display(),
+                fs::read_to_string(me._dir.path().join("containerd.log")).unwrap_or_default()
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        me
+    }
+
+    fn ctr(&self) -> Command {
+        let mut c = Command::new(tool("ctr", "containerd"));
+        c.arg("--address").arg(&self.socket).args(["-n", "test"]);
+        c
+    }
+}
+
+impl Drop for Containerd {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[test]
+fn containerd_imports_our_oci_archive_and_docker_archive() {
+    let t = tmp();
+    let mut blobs = MemoryBlobs::new();
+    let zstd_root = build_image(&mut blobs, LayerCodec::Zstd, "amd64");
+    let ctd = Containerd::start();
+
+    let oa = t.path().join("img.oci.tar");
+    save(
+        &blobs,
+        &zstd_root,
+        SaveFormat::OciArchive,
+        &oa,
+        &opts("v1", Some("docker.io/library/chasi-oci:v1")),
+    )
+    .expect("oci-archive");
+    run(ctd.ctr().args(["images", "import", "--no-unpack"]).arg(&oa));
+
+    let da = t.path().join("img.docker.tar");
+    save(
+        &blobs,
+        &zstd_root,
+        SaveFormat::DockerArchive,
+        &da,
+        &opts("v1", Some("chasi-docker:v1")),
+    )
+    .expect("docker-archive");
+    run(ctd.ctr().args(["images", "import", "--no-unpack"]).arg(&da));
+
+    let ls = run(ctd.ctr().args(["images", "ls"]));
+    assert!(ls.contains("docker.io/library/chasi-oci:v1"), "{ls}");
+    assert!(ls.contains("docker.io/library/chasi-docker:v1"), "{ls}");
+    assert!(
+        ls.lines()
+            .any(|l| l.contains("chasi-oci:v1") && l.contains(&zstd_root.digest().to_string())),
+        "the oci-archive keeps our manifest digest:\n{ls}"
+    );
+    // containerd checks content on export too: export it again and read it with our reader.
+    let back = t.path().join("back.tar");
+    run(ctd
+        .ctr()
+        .args(["images", "export"])
+        .arg(&back)
+        .arg("docker.io/library/chasi-oci:v1"));
+    let opened = OpenedImages::open(&back, None).expect("read containerd's export");
+    let e = opened
+        .resolve(Some("docker.io/library/chasi-oci:v1"))
+        .expect("by containerd name")
+        .clone();
+    assert_eq!(e.root.digest(), zstd_root.digest());
+    import_image(&opened, &e.root, &mut MemoryBlobs::new()).expect("import containerd export");
+}
