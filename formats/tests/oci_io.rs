@@ -578,25 +578,56 @@ fn malicious_and_broken_archives_are_rejected_with_typed_errors() {
     )
     .expect("save");
     let bytes = fs::read(&good).expect("read");
+    // Cut anywhere inside the content: an error naming the problem, never a panic or a
+    // partial import.
+    let n = bytes.len();
+    for at in [1, 300, 511, 513, 1536, n / 3, n / 2, 2 * n / 3, n - 2048] {
+        let cut = t.path().join(format!("cut-{at}.tar"));
+        fs::write(&cut, &bytes[..at]).expect("write");
+        let result = OpenedImages::open(&cut, None).and_then(|o| {
+            let e = o.resolve(None)?.clone();
+            import_image(&o, &e.root, &mut MemoryBlobs::new())
+        });
+        match result {
+            Err(
+                OciError::BadArchive { .. }
+                | OciError::UnknownFormat { .. }
+                | OciError::MissingBlob { .. }
+                | OciError::NoSuchImage { .. },
+            ) => {}
+            Err(e) => panic!("cut at {at}: unexpected error kind: {e}"),
+            Ok(r) => panic!("cut at {at}: a truncated archive was imported: {r:?}"),
+        }
+    }
     let cut = t.path().join("cut.tar");
-    fs::write(&cut, &bytes[..bytes.len() / 2]).expect("write");
+    fs::write(&cut, &bytes[..n / 2]).expect("write");
     match OpenedImages::open(&cut, None) {
         Err(OciError::BadArchive { message, .. }) => {
             assert!(message.contains("truncated"), "{message}")
         }
-        Err(e) => panic!("truncated archive: unexpected error {e}"),
-        Ok(o) => {
-            // Truncated at a member boundary: the missing blob is named on import.
-            let e = o.resolve(None).expect("entry").clone();
-            let err = import_image(&o, &e.root, &mut MemoryBlobs::new()).expect_err("must fail");
-            assert!(
-                matches!(
-                    err,
-                    OciError::MissingBlob { .. } | OciError::BadArchive { .. }
-                ),
-                "{err}"
-            );
+        other => panic!("expected a truncation error, got {:?}", other.err()),
+    }
+
+    // A docker archive from before manifest.json existed is named as such.
+    let legacy = t.path().join("legacy.tar");
+    fs::write(
+        &legacy,
+        raw_tar(&[
+            (
+                "repositories",
+                br#"{"x":{"1":"abc"}}"#,
+                tar::EntryType::Regular,
+                "",
+            ),
+            ("abc/layer.tar", b"", tar::EntryType::Regular, ""),
+        ]),
+    )
+    .expect("write");
+    match OpenedImages::open(&legacy, None) {
+        Err(e @ OciError::UnknownFormat { .. }) => {
+            assert!(e.to_string().contains("docker before 1.10"), "{e}")
         }
+        other => panic!("expected UnknownFormat, got {:?}", other.err()),
     }
 
     // Malformed index.json: a typed error naming the file, no panic.
@@ -943,6 +974,16 @@ fn containerd_imports_our_oci_archive_and_docker_archive() {
     run(ctd.ctr().args(["images", "import", "--no-unpack"]).arg(&da));
 
     let ls = run(ctd.ctr().args(["images", "ls"]));
+    // `check` reports whether containerd holds every blob each image needs.
+    let check = run(ctd.ctr().args(["images", "check"]));
+    for name in ["chasi-oci:v1", "chasi-docker:v1"] {
+        assert!(
+            check
+                .lines()
+                .any(|l| l.contains(name) && l.contains("complete")),
+            "{name} is not complete in containerd:\n{check}"
+        );
+    }
     assert!(ls.contains("docker.io/library/chasi-oci:v1"), "{ls}");
     assert!(ls.contains("docker.io/library/chasi-docker:v1"), "{ls}");
     assert!(
