@@ -468,6 +468,19 @@ fn layout_directory_accumulates_tags_and_refuses_foreign_dirs() {
         Err(OciError::NoSuchImage { .. })
     ));
 
+    // A damaged blob in an existing layout is rewritten, not trusted.
+    let (m, _) = read_manifest(&blobs, &a).expect("manifest");
+    let victim = dir
+        .join("blobs/sha256")
+        .join(m.layers()[0].digest().digest());
+    let mut bytes = fs::read(&victim).expect("read");
+    bytes[0] ^= 0xff;
+    fs::write(&victim, &bytes).expect("write");
+    save(&blobs, &a, SaveFormat::OciLayout, &dir, &opts("zstd", None)).expect("repair");
+    let opened = OpenedImages::open(&dir, None).expect("open");
+    let e = opened.resolve(Some("zstd")).expect("zstd").clone();
+    import_image(&opened, &e.root, &mut MemoryBlobs::new()).expect("repaired layout imports");
+
     let foreign = t.path().join("foreign");
     fs::create_dir(&foreign).expect("mkdir");
     fs::write(foreign.join("x"), b"x").expect("write");

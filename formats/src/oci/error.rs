@@ -246,6 +246,14 @@ impl OciError {
         }
     }
 
+    /// Wraps an error of a [`BlobSink`](super::BlobSink) implementation (the store).
+    pub fn sink(digest: impl ToString, err: impl std::fmt::Display) -> Self {
+        OciError::Sink {
+            digest: digest.to_string(),
+            message: err.to_string(),
+        }
+    }
+
     pub(crate) fn bad_json(
         what: &'static str,
         location: impl ToString,

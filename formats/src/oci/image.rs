@@ -137,6 +137,12 @@ pub fn build_manifest(
         .map_err(|e| OciError::bad_json("image config", "the build", e))?;
     let config_desc = put_json(sink, MediaType::ImageConfig, &config_value)?;
     let ids = diff_ids(&config_value, config_desc.digest())?;
+    if config_value["rootfs"]["type"] != "layers" {
+        return Err(OciError::inconsistent(
+            config_desc.digest(),
+            "the config's rootfs.type must be \"layers\"",
+        ));
+    }
     if ids.len() != layers.len() {
         return Err(OciError::inconsistent(
             config_desc.digest(),

@@ -130,7 +130,7 @@ pub fn write_oci_layout(
     let mut report = WriteReport::new(plan.root.clone());
     for blob in plan.blobs.values() {
         let target = blobs.blob_path(&blob.digest);
-        if fs::metadata(&target).is_ok_and(|m| m.is_file() && m.len() == blob.size) {
+        if existing_blob_is_intact(&target, &blob.digest, blob.size) {
             continue;
         }
         match &blob.data {
@@ -163,6 +163,21 @@ pub fn write_oci_layout(
     write_atomic(&dir.join("oci-layout"), OCI_LAYOUT)?;
     write_atomic(&dir.join("index.json"), &index_json(existing)?)?;
     Ok(report)
+}
+
+/// Whether a layout already holds a blob with the right size and content (an existing
+/// layout is not trusted: a damaged blob is rewritten).
+fn existing_blob_is_intact(path: &Path, digest: &Digest, size: u64) -> bool {
+    if !fs::metadata(path).is_ok_and(|m| m.is_file() && m.len() == size) {
+        return false;
+    }
+    let Ok(file) = fs::File::open(path) else {
+        return false;
+    };
+    match super::digest::VerifyingReader::new(io::BufReader::new(file), digest, size) {
+        Ok(r) => r.finish().is_ok(),
+        Err(_) => false,
+    }
 }
 
 fn write_atomic(path: &Path, bytes: &[u8]) -> OciResult<()> {
