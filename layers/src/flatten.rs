@@ -238,7 +238,7 @@ impl Store {
                             .take_while(|(k, _)| k.starts_with(&dir))
                             .filter(|(k, _)| {
                                 k.len() > dir.len()
-                                    && !created.contains(&k[..dir.len() + 1].to_vec())
+                                    && !created.contains(&k[..dir.len() + 1])
                             })
                             .map(|(k, _)| k.clone())
                             .collect();

@@ -139,7 +139,7 @@ pub(crate) fn ingest(store: &Store, mut r: impl Read) -> Result<LayerInfo> {
                     }
                     Frame::New(f) => {
                         blob.update(&f);
-                        if !pending.contains_key(&d) {
+                        if let std::collections::hash_map::Entry::Vacant(slot) = pending.entry(d) {
                             if pack.is_none() {
                                 pack = Some(PackWriter::create(
                                     tmp_dir.join(format!("{}.pack", fsutil::unique_name())),
@@ -147,7 +147,7 @@ pub(crate) fn ingest(store: &Store, mut r: impl Read) -> Result<LayerInfo> {
                             }
                             if let Some(pw) = pack.as_mut() {
                                 let off = pw.append(d, &f, len)?;
-                                pending.insert(d, (off, f.len() as u32));
+                                slot.insert((off, f.len() as u32));
                             }
                         }
                         f.len() as u32

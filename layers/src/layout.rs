@@ -63,8 +63,8 @@ impl ChunkParams {
             && self.avg_size <= self.max_size
             && self.normalization <= 3
             && self.avg_size.is_power_of_two()
-            && self.min_size % 2 == 0
-            && self.max_size % 2 == 0;
+            && self.min_size & 1 == 0
+            && self.max_size & 1 == 0;
         if ok {
             Ok(())
         } else {

@@ -572,7 +572,8 @@ impl Store {
     /// rewrites packs whose chunks are partly dead (frames are copied verbatim, so blob digests never change).
     pub fn gc(&mut self, opts: &GcOptions) -> Result<GcReport> {
         let lock_path = self.root.join("locks/gc.lock");
-        let deadline = opts.wait.map(|w| Instant::now() + w);
+        // `Some(None)`: wait forever (the requested duration overflows the clock).
+        let deadline = opts.wait.map(|w| Instant::now().checked_add(w));
         {
             let mut lock = self.lock.lock().unwrap_or_else(|e| e.into_inner());
             loop {
@@ -580,7 +581,10 @@ impl Store {
                     break;
                 }
                 match deadline {
-                    Some(t) if Instant::now() < t => std::thread::sleep(Duration::from_millis(50)),
+                    Some(None) => std::thread::sleep(Duration::from_millis(50)),
+                    Some(Some(t)) if Instant::now() < t => {
+                        std::thread::sleep(Duration::from_millis(50))
+                    }
                     _ => {
                         lock.set(false, true)?;
                         return Err(Error::Busy {
