@@ -65,6 +65,9 @@ fn type_of(classes: &[FileClass]) -> AppType {
 
 /// Detection from names only (no build context).
 fn detect_by_names(sources: &[Source]) -> (Option<AppType>, Vec<String>) {
+    if sources.is_empty() {
+        return (None, Vec::new());
+    }
     let mut classes = Vec::new();
     let mut files = Vec::new();
     for source in sources {
@@ -88,6 +91,9 @@ fn detect_in_context(
     name: &str,
     sources: &[Source],
 ) -> Result<(Option<AppType>, Vec<String>), ContextError> {
+    if sources.is_empty() {
+        return Ok((None, Vec::new()));
+    }
     let mut classes = Vec::new();
     let mut files = Vec::new();
     for source in sources {

@@ -587,8 +587,9 @@ impl Checker<'_> {
         };
         let comment_from = Self::comment_start(ins);
         let (dest_word, source_words) = words.split_last().expect("two words or more");
+        let before = sink.diagnostics.len();
         let dest = self.word(dest_word, form, true, &mut sink);
-        if dest.is_empty() {
+        if dest.is_empty() && sink.diagnostics.len() == before {
             self.push(Diagnostic::new(
                 Code::EmptyValue,
                 dest_word.span,
@@ -598,8 +599,12 @@ impl Checker<'_> {
         let mut sources = Vec::new();
         let mut count = 0usize;
         for (i, word) in source_words.iter().enumerate() {
+            let before = sink.diagnostics.len();
             let text = self.word(word, form, true, &mut sink);
             if text.is_empty() {
+                if sink.diagnostics.len() > before {
+                    continue;
+                }
                 self.push(Diagnostic::new(
                     Code::EmptyValue,
                     word.span,
