@@ -407,6 +407,23 @@ fn multi_platform_index_and_platform_selection() {
         .collect();
     assert_eq!(platforms, ["linux/amd64", "linux/arm64"]);
 
+    // skopeo copies the whole index and we read its copy back unchanged.
+    let copy = t.path().join("copy");
+    run(skopeo()
+        .args(["copy", "--all"])
+        .arg(format!("oci:{}:multi", dir.display()))
+        .arg(format!("oci:{}:multi", copy.display())));
+    let (img2, entry2) = open_image(
+        &format!("oci:{}:multi", copy.display())
+            .parse()
+            .expect("ref"),
+    )
+    .expect("open");
+    assert_eq!(entry2.root.digest(), index.digest());
+    let mut sink = MemoryBlobs::new();
+    import_image(&img2, &entry2.root, &mut sink).expect("import skopeo's copy");
+    assert_eq!(sink.len(), blobs.len(), "every blob of both platforms");
+
     // A docker-archive needs a platform choice.
     let tarball = t.path().join("d.tar");
     match save(
@@ -986,10 +1003,55 @@ fn containerd_imports_our_oci_archive_and_docker_archive() {
     .expect("docker-archive");
     run(ctd.ctr().args(["images", "import", "--no-unpack"]).arg(&da));
 
+    // gzip layers kept as gzip in a docker-archive.
+    let mut gz_blobs = MemoryBlobs::new();
+    let gz_root = build_image(&mut gz_blobs, LayerCodec::Gzip, "amd64");
+    let dg = t.path().join("img.docker-gzip.tar");
+    save(
+        &gz_blobs,
+        &gz_root,
+        SaveFormat::DockerArchive,
+        &dg,
+        &opts("v1", Some("chasi-docker-gzip:v1")),
+    )
+    .expect("gzip docker-archive");
+    run(ctd.ctr().args(["images", "import", "--no-unpack"]).arg(&dg));
+
+    // A multi-platform index, all platforms imported.
+    let arm = build_image(&mut blobs, LayerCodec::Zstd, "arm64");
+    let index =
+        build_index(&mut blobs, &[zstd_root.clone(), arm], &BTreeMap::new()).expect("index");
+    let ma = t.path().join("multi.oci.tar");
+    save(
+        &blobs,
+        &index,
+        SaveFormat::OciArchive,
+        &ma,
+        &opts("v1", Some("docker.io/library/chasi-multi:v1")),
+    )
+    .expect("multi-platform oci-archive");
+    run(ctd
+        .ctr()
+        .args(["images", "import", "--no-unpack", "--all-platforms"])
+        .arg(&ma));
+
     let ls = run(ctd.ctr().args(["images", "ls"]));
+    assert!(ls.contains("chasi-docker-gzip:v1"), "{ls}");
+    assert!(
+        ls.lines().any(|l| l.contains("chasi-multi:v1")
+            && l.contains(&index.digest().to_string())
+            && l.contains("linux/amd64")
+            && l.contains("linux/arm64")),
+        "the multi-platform index is imported as one image:\n{ls}"
+    );
     // `check` reports whether containerd holds every blob each image needs.
     let check = run(ctd.ctr().args(["images", "check"]));
-    for name in ["chasi-oci:v1", "chasi-docker:v1"] {
+    for name in [
+        "chasi-oci:v1",
+        "chasi-docker:v1",
+        "chasi-docker-gzip:v1",
+        "chasi-multi:v1",
+    ] {
         assert!(
             check
                 .lines()
