@@ -1081,3 +1081,64 @@ fn containerd_imports_our_oci_archive_and_docker_archive() {
     assert_eq!(e.root.digest(), zstd_root.digest());
     import_image(&opened, &e.root, &mut MemoryBlobs::new()).expect("import containerd export");
 }
+
+#[test]
+fn mutated_archives_never_panic_and_never_import_wrong_content() {
+    let t = tmp();
+    let mut blobs = MemoryBlobs::new();
+    let root = build_image(&mut blobs, LayerCodec::Gzip, "amd64");
+    for format in [SaveFormat::OciArchive, SaveFormat::DockerArchive] {
+        let good = t.path().join(format!("{format:?}.tar"));
+        save(&blobs, &root, format, &good, &opts("x:1", None)).expect("save");
+        let bytes = fs::read(&good).expect("read");
+        let (mut imported, mut rejected) = (0, 0);
+        for (i, at) in (0..bytes.len()).step_by(61).enumerate() {
+            let mut bad = bytes.clone();
+            bad[at] ^= [0x55, 0x01, 0xff, 0x20][i % 4];
+            let p = t.path().join("mutated.tar");
+            fs::write(&p, &bad).expect("write");
+            let mut sink = MemoryBlobs::new();
+            let result = OpenedImages::open(&p, None).and_then(|o| {
+                let e = o.resolve(None)?.clone();
+                import_image(&o, &e.root, &mut sink)
+            });
+            match result {
+                Ok(_) => {
+                    imported += 1;
+                    // Whatever was accepted must be exactly the original content (the
+                    // mutation hit padding, a mode or an mtime).
+                    for d in sink.digests() {
+                        if let Some(orig) = blobs.get(d) {
+                            assert_eq!(sink.get(d), Some(orig));
+                        }
+                    }
+                }
+                Err(e) => {
+                    rejected += 1;
+                    assert!(!e.to_string().is_empty());
+                }
+            }
+        }
+        assert!(
+            rejected > 0 && imported > 0,
+            "{format:?}: {imported} imported, {rejected} rejected"
+        );
+    }
+
+    // Malformed JSON in correctly-addressed blobs: errors, not panics.
+    let mut junk = MemoryBlobs::new();
+    for text in [
+        &b"{"[..],
+        b"[]",
+        b"{\"schemaVersion\":2}",
+        b"{\"schemaVersion\":2,\"config\":{\"mediaType\":\"x\",\"digest\":\"sha256:00\",\"size\":1},\"layers\":[]}",
+        b"{\"schemaVersion\":1,\"config\":{},\"layers\":null}",
+        b"\xff\xfe",
+    ] {
+        let d = junk.insert(MediaType::ImageManifest, text.to_vec());
+        assert!(read_manifest(&junk, &d).is_err(), "{:?}", String::from_utf8_lossy(text));
+        let d = junk.insert(MediaType::ImageIndex, text.to_vec());
+        assert!(read_index(&junk, &d).is_err(), "{:?}", String::from_utf8_lossy(text));
+        assert!(import_image(&junk, &d, &mut MemoryBlobs::new()).is_err());
+    }
+}

@@ -261,6 +261,7 @@ impl DockerArchiveReader {
             .read_small(&config_name, MAX_JSON_BLOB)?
             .unwrap_or_default();
         let config_digest = sha256_digest(&config_raw);
+        check_named_digest(&config_name, &config_digest, &self.location)?;
         let config: Value = serde_json::from_slice(&config_raw).map_err(|e| {
             OciError::bad_json(
                 "image config",
@@ -292,6 +293,7 @@ impl DockerArchiveReader {
                     v
                 }
             };
+            check_named_digest(&name, desc.digest(), &self.location)?;
             if diff_id != *id {
                 return Err(OciError::inconsistent(
                     &config_digest,
@@ -384,6 +386,25 @@ impl BlobSource for DockerArchiveReader {
     fn location(&self) -> String {
         self.location.clone()
     }
+}
+
+/// Members named after their content (`<hex>.json`, `blobs/sha256/<hex>`, `<hex>.tar`)
+/// must hash to that name; `<id>/layer.tar` names carry a v1 id and are not checked.
+fn check_named_digest(name: &str, digest: &Digest, location: &str) -> OciResult<()> {
+    let base = name.rsplit('/').next().unwrap_or(name);
+    let stem = base
+        .strip_suffix(".json")
+        .or_else(|| base.strip_suffix(".tar"))
+        .unwrap_or(base);
+    let named = stem.len() == 64 && stem.bytes().all(|b| b.is_ascii_hexdigit());
+    let sha256 = digest.algorithm().to_string() == "sha256";
+    if named && sha256 && !name.ends_with("/layer.tar") && stem != digest.digest() {
+        return Err(OciError::DigestMismatch {
+            expected: format!("sha256:{stem} ({name} in {location})"),
+            actual: digest.to_string(),
+        });
+    }
+    Ok(())
 }
 
 /// `busybox` → `busybox:latest`, `docker.io/library/busybox:1` → `busybox:1`.

@@ -268,3 +268,51 @@ impl TarIndex {
         Ok(Some(out))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn member_names_are_normalized_or_rejected() {
+        let a = Path::new("a.tar");
+        assert_eq!(
+            normalize_member(a, "./blobs//sha256/x").ok(),
+            Some("blobs/sha256/x".into())
+        );
+        assert_eq!(
+            normalize_member(a, "index.json").ok(),
+            Some("index.json".into())
+        );
+        for bad in ["../x", "a/../../x", "/etc/passwd", "\\x", "a/..", "a\0b"] {
+            assert!(
+                matches!(normalize_member(a, bad), Err(OciError::UnsafePath { .. })),
+                "{bad}"
+            );
+        }
+    }
+
+    #[test]
+    fn deterministic_tar_round_trips_through_the_index() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("t.tar");
+        let mut out = Vec::new();
+        {
+            let mut t = DeterministicTar::new(&mut out, &path);
+            t.dir("blobs/").expect("dir");
+            t.file("blobs/a", 3, &mut &b"abc"[..]).expect("file");
+            assert!(
+                t.file("blobs/b", 5, &mut &b"abc"[..]).is_err(),
+                "short data is refused"
+            );
+        }
+        std::fs::write(&path, &out).expect("write");
+        let idx = TarIndex::scan(&path).expect("scan");
+        assert_eq!(
+            idx.read_small("blobs/a", 10).expect("read"),
+            Some(b"abc".to_vec())
+        );
+        assert!(idx.read_small("blobs/a", 2).is_err(), "limit enforced");
+        assert_eq!(idx.read_small("missing", 10).expect("read"), None);
+    }
+}
