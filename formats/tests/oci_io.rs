@@ -15,10 +15,10 @@ use std::time::{Duration, Instant};
 
 use chasi_formats::oci::media::{oci_layer_type, transcode};
 use chasi_formats::oci::{
-    build_index, build_manifest, import_image, load, open_image, read_index, read_manifest, save,
-    select_manifest, ArchiveFormat, Descriptor, ImageRef, LayerCodec, LayerCompression, MediaType,
-    MemoryBlobs, OciError, OpenedImages, PlatformSpec, SaveFormat, WriteOptions,
-    ANNOTATION_SEALER_EXTENSION,
+    build_index, build_manifest, import_image, import_reference, load, open_image, read_index,
+    read_manifest, save, select_manifest, ArchiveFormat, Descriptor, ImageRef, LayerCodec,
+    LayerCompression, MediaType, MemoryBlobs, OciError, OpenedImages, PlatformSpec, SaveFormat,
+    WriteOptions, ANNOTATION_SEALER_EXTENSION,
 };
 use serde_json::{json, Value};
 
@@ -423,6 +423,23 @@ fn multi_platform_index_and_platform_selection() {
     let mut sink = MemoryBlobs::new();
     import_image(&img2, &entry2.root, &mut sink).expect("import skopeo's copy");
     assert_eq!(sink.len(), blobs.len(), "every blob of both platforms");
+
+    // `FROM oci:DIR:TAG` for one platform imports just that platform's blobs.
+    let mut sink = MemoryBlobs::new();
+    let r: ImageRef = format!("oci:{}:multi", dir.display()).parse().expect("ref");
+    let got = import_reference(&r, Some(&arm_spec), &mut sink).expect("import arm64");
+    assert_eq!(got.manifest.digest(), arm.digest());
+    assert_eq!(got.names, ["multi"]);
+    let (am, _) = read_manifest(&sink, &got.manifest).expect("arm manifest in the sink");
+    assert!(sink.get(am.config().digest()).is_some());
+    assert!(
+        sink.get(amd.digest()).is_none(),
+        "the amd64 manifest was not imported"
+    );
+    assert!(matches!(
+        import_reference(&r, None, &mut MemoryBlobs::new()),
+        Err(OciError::MultiPlatform { .. })
+    ));
 
     // A docker-archive needs a platform choice.
     let tarball = t.path().join("d.tar");

@@ -54,8 +54,8 @@ pub use layout::{write_oci_archive, write_oci_layout, OciLayoutReader};
 pub use media::{LayerCodec, LayerCompression};
 pub use platform::PlatformSpec;
 pub use read::{
-    detect_format, import_image, load, open_image, ArchiveFormat, ImageEntry, ImportReport,
-    OpenedImages,
+    detect_format, import_image, import_reference, load, open_image, ArchiveFormat, ImageEntry,
+    ImportReport, ImportedImage, OpenedImages,
 };
 pub use reference::{DockerSelector, ImageRef};
 pub use write::{save, SaveFormat, WriteOptions, WriteReport};

@@ -15,9 +15,10 @@ use oci_spec::image::{Descriptor, Digest};
 use super::blobs::{open_verified, BlobSink, BlobSource};
 use super::docker::{normalize_docker_name, DockerArchiveReader};
 use super::error::{OciError, OciResult};
-use super::image::{read_index, read_manifest};
+use super::image::{read_index, read_manifest, select_manifest};
 use super::layout::{tar_is_oci, OciLayoutReader};
 use super::media::{classify, BlobKind};
+use super::platform::PlatformSpec;
 use super::reference::{DockerSelector, ImageRef};
 use super::tarball::TarIndex;
 
@@ -352,6 +353,34 @@ fn import_node(
     report.blobs_imported += 1;
     report.bytes_imported += d.size();
     Ok(())
+}
+
+/// One platform's image imported from a transport reference (`FROM oci:…`).
+#[derive(Debug, Clone)]
+pub struct ImportedImage {
+    /// The names the image had in the layout or archive.
+    pub names: Vec<String>,
+    /// The imported image manifest (the chosen platform's, for an index).
+    pub manifest: Descriptor,
+    /// What the import did.
+    pub report: ImportReport,
+}
+
+/// Opens `reference`, chooses `platform`'s manifest (or the only one when `None`) and
+/// imports that manifest with its config and layers into `sink` (the `FROM` of a build).
+pub fn import_reference(
+    reference: &ImageRef,
+    platform: Option<&PlatformSpec>,
+    sink: &mut (impl BlobSink + ?Sized),
+) -> OciResult<ImportedImage> {
+    let (opened, entry) = open_image(reference)?;
+    let manifest = select_manifest(&opened, &entry.root, platform)?;
+    let report = import_image(&opened, &manifest, sink)?;
+    Ok(ImportedImage {
+        names: entry.names,
+        manifest,
+        report,
+    })
 }
 
 /// Imports every image of a layout or archive into `sink`; returns each entry with its
