@@ -1,6 +1,6 @@
 //! The error type of OCI image I/O.
 //!
-//! It exists separately from the disk writers' [`crate::FormatError`] because the failures
+//! It exists separately from the disk writers' error type because the failures
 //! are of a different kind: untrusted archives and layouts written by other tools. Every
 //! variant names the file, archive member or digest involved so a failed `chasi load` says
 //! what was wrong with *which* input, and none of them is ever produced by a panic.
