@@ -1,3 +1,26 @@
 //! `chasi-formats`: OCI layout I/O and the exporters (disk images, ISO, archives).
+//!
+//! This part of the crate holds the native disk-image writers. They all stream from a
+//! [`disk::DiskSource`] (a virtual disk made of extents; holes read as zeros) and write to a
+//! temporary file renamed into place at the end ([`output::AtomicOutput`]). Identifiers are
+//! derived from a caller-supplied seed ([`ids`]) so output is byte-for-byte reproducible.
+//!
+//! | module | output |
+//! |---|---|
+//! | [`gpt`] | GUID partition table around ESP / root partition images |
+//! | [`raw`] | sparse raw disk |
+//! | [`qcow2`] | QCOW2 v3, optionally zlib- or zstd-compressed |
+//! | [`vmdk`] | streamOptimized VMDK (markers, footer, end-of-stream marker) |
 
+mod compress;
+pub mod disk;
+pub mod error;
+pub mod gpt;
+pub mod ids;
 pub mod oci;
+pub mod output;
+pub mod qcow2;
+pub mod raw;
+pub mod vmdk;
+
+pub use error::{FormatError, Result};
