@@ -7,6 +7,7 @@
 
 pub mod check;
 pub mod diagnostics;
+pub mod render;
 pub mod plan;
 pub mod source;
 pub mod syntax;

@@ -123,7 +123,11 @@ impl<'t> Lowerer<'t> {
                         .is_none_or(|last| last.as_rule() != Rule::unterminated);
                     if !closed {
                         let span = self.span(&inner);
-                        let quote = if inner.as_rule() == Rule::dquote { '"' } else { '\'' };
+                        let quote = if inner.as_rule() == Rule::dquote {
+                            '"'
+                        } else {
+                            '\''
+                        };
                         self.diagnostics.push(
                             Diagnostic::new(
                                 Code::UnterminatedQuote,

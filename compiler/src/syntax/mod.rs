@@ -155,7 +155,9 @@ fn directives(text: &str, diagnostics: &mut Vec<Diagnostic>) -> (char, Option<Sp
                     Span::new(value_start, value_start + trimmed.len()),
                     format!("invalid escape character `{trimmed}`"),
                 )
-                .with_help("write `# escape=\\` or `# escape=``; `\\` is used meanwhile"),
+                .with_help(
+                    "the escape character is `\\` (the default) or a backtick; `\\` stays in effect",
+                ),
             ),
         }
     }
