@@ -7,8 +7,8 @@
 
 pub mod check;
 pub mod diagnostics;
-pub mod render;
 pub mod plan;
+pub mod render;
 pub mod source;
 pub mod syntax;
 
