@@ -8,6 +8,18 @@
 //! - [`fetch`] brings remote `APP`/`ADD` sources into the store, revalidated by `ETag`.
 //! - [`events`] is how the executor reports progress; it never prints.
 
+pub mod archive;
+pub mod assemble;
+pub mod blobs;
+pub mod copy;
+pub mod error;
 pub mod events;
+pub mod exec;
 pub mod fetch;
+pub mod rootfs;
+pub mod run;
 pub mod sandbox;
+pub mod state;
+
+pub use error::{BuildError, Result};
+pub use exec::{build, BuildOptions, BuildOutput};

@@ -156,7 +156,7 @@ pub fn has_shell(rootfs: &Path) -> bool {
 const SETUP: &str = r#"set -e
 lower=$1 upper=$2 work=$3 merged=$4 isolated=$5
 shift 5
-mount -t overlay overlay -o "lowerdir=$lower,upperdir=$upper,workdir=$work" "$merged"
+mount -t overlay overlay -o "lowerdir=$lower,upperdir=$upper,workdir=$work,redirect_dir=off,metacopy=off" "$merged"
 if [ "$isolated" = 1 ]; then
   mount -t proc proc "$merged/proc"
   mount -t tmpfs -o mode=0755,nosuid,size=16m chasi-dev "$merged/dev"

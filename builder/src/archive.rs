@@ -1,0 +1,98 @@
+//! `ADD` of a local tar archive: recognised by content (not by name) and unpacked.
+//!
+//! Docker's rule: a local source that is a tar archive — plain, gzip, bzip2, xz or zstd
+//! compressed — is extracted at the destination; anything else is copied as a file. The
+//! extraction goes through the store's safe applier, so an archive cannot write outside its
+//! directory (`..`, absolute names, symlink and hardlink tricks are refused).
+
+use crate::copy::{list_tree, SourceTree};
+use crate::error::{io, BuildError, Result};
+use chasi_layers::{ApplyOptions, Store};
+use std::fs::File;
+use std::io::{BufReader, Read};
+use std::path::Path;
+
+/// A compression a tar archive may be wrapped in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Wrapping {
+    Plain,
+    Gzip,
+    Bzip2,
+    Xz,
+    Zstd,
+}
+
+fn sniff(head: &[u8]) -> Option<Wrapping> {
+    if head.starts_with(&[0x1f, 0x8b]) {
+        Some(Wrapping::Gzip)
+    } else if head.starts_with(b"BZh") {
+        Some(Wrapping::Bzip2)
+    } else if head.starts_with(&[0xfd, b'7', b'z', b'X', b'Z', 0]) {
+        Some(Wrapping::Xz)
+    } else if head.starts_with(&[0x28, 0xb5, 0x2f, 0xfd]) {
+        Some(Wrapping::Zstd)
+    } else if head.len() >= 262 && &head[257..262] == b"ustar" {
+        Some(Wrapping::Plain)
+    } else {
+        None
+    }
+}
+
+fn open(path: &Path, wrapping: Wrapping) -> Result<Box<dyn Read>> {
+    let file = BufReader::new(File::open(path).map_err(io("read", path))?);
+    Ok(match wrapping {
+        Wrapping::Plain => Box::new(file),
+        Wrapping::Gzip => Box::new(flate2::read::MultiGzDecoder::new(file)),
+        Wrapping::Bzip2 => Box::new(bzip2::read::MultiBzDecoder::new(file)),
+        Wrapping::Xz => Box::new(liblzma::read::XzDecoder::new_multi_decoder(file)),
+        Wrapping::Zstd => {
+            Box::new(zstd::stream::read::Decoder::new(file).map_err(io("read", path))?)
+        }
+    })
+}
+
+/// If `path` is a tar archive, extracts it into `dir` and returns the extracted tree;
+/// otherwise `None` (the file is copied as is).
+pub fn maybe_extract(store: &Store, path: &Path, dir: &Path) -> Result<Option<SourceTree>> {
+    let mut head = [0u8; 512];
+    let n = read_up_to(&mut File::open(path).map_err(io("read", path))?, &mut head)
+        .map_err(io("read", path))?;
+    let Some(wrapping) = sniff(&head[..n]) else {
+        return Ok(None);
+    };
+    if wrapping != Wrapping::Plain {
+        // A compressed file is an archive only if what it holds is a tar.
+        let mut inner = [0u8; 512];
+        let m = read_up_to(&mut open(path, wrapping)?, &mut inner).unwrap_or(0);
+        if sniff(&inner[..m]) != Some(Wrapping::Plain) {
+            return Ok(None);
+        }
+    }
+    let _ = store; // extraction needs no store object: the applier is a free function
+    std::fs::create_dir_all(dir).map_err(io("create", dir))?;
+    let reader = open(path, wrapping)?;
+    chasi_layers::apply::apply_layer(
+        reader,
+        dir,
+        &ApplyOptions::default(),
+        &path.display().to_string(),
+    )
+    .map_err(|e| BuildError::Request(format!("cannot extract {}: {e}", path.display())))?;
+    Ok(Some(SourceTree {
+        root: dir.to_path_buf(),
+        is_dir: true,
+        below: list_tree(dir)?,
+        file_name: String::new(),
+    }))
+}
+
+fn read_up_to(r: &mut dyn Read, buf: &mut [u8]) -> std::io::Result<usize> {
+    let mut filled = 0;
+    while filled < buf.len() {
+        match r.read(&mut buf[filled..])? {
+            0 => break,
+            n => filled += n,
+        }
+    }
+    Ok(filled)
+}

@@ -1,0 +1,124 @@
+//! The layer store seen as an OCI blob source and sink.
+//!
+//! `chasi-formats` reads and writes OCI layouts and archives through two small traits so it
+//! stays independent of the store; this adapter is the one place where the two meet. Layer
+//! blobs that come in are ingested as layers (chunked, deduplicated, DiffID-indexed), every
+//! other blob is stored as is; every blob that goes out is verified by the store as it streams.
+
+use chasi_formats::oci::{BlobSink, BlobSource, Descriptor, MediaType, OciError, OciResult};
+use chasi_layers::{Digest, Store};
+use std::io::Read;
+
+/// Converts an OCI digest into a store digest (only SHA-256 is supported).
+pub fn to_store_digest(d: &chasi_formats::oci::Digest) -> OciResult<Digest> {
+    d.to_string().parse().map_err(|_| OciError::Sink {
+        digest: d.to_string(),
+        message: "only sha256 digests are supported".into(),
+    })
+}
+
+/// Converts a store digest into an OCI digest.
+pub fn to_oci_digest(d: &Digest) -> chasi_formats::oci::Digest {
+    // A store digest is always `sha256:` + 64 lower-case hex digits, which oci-spec accepts.
+    d.to_string()
+        .parse()
+        .expect("a sha256 store digest is a valid OCI digest")
+}
+
+fn sink_err(digest: impl ToString, e: chasi_layers::Error) -> OciError {
+    OciError::Sink {
+        digest: digest.to_string(),
+        message: e.to_string(),
+    }
+}
+
+/// A [`Store`] as a [`BlobSource`] and [`BlobSink`].
+pub struct StoreBlobs<'s> {
+    store: &'s Store,
+}
+
+impl<'s> StoreBlobs<'s> {
+    /// Wraps a store.
+    pub fn new(store: &'s Store) -> Self {
+        StoreBlobs { store }
+    }
+}
+
+impl BlobSource for StoreBlobs<'_> {
+    fn blob_size(&self, digest: &chasi_formats::oci::Digest) -> OciResult<u64> {
+        let d = to_store_digest(digest)?;
+        self.store.blob_size(&d).map_err(|e| sink_err(digest, e))
+    }
+
+    fn open_blob(&self, digest: &chasi_formats::oci::Digest) -> OciResult<Box<dyn Read + '_>> {
+        let d = to_store_digest(digest)?;
+        let reader = self.store.open_blob(&d).map_err(|e| sink_err(digest, e))?;
+        Ok(reader)
+    }
+
+    fn location(&self) -> String {
+        format!("store {}", self.store.root().display())
+    }
+}
+
+fn is_layer(media_type: &MediaType) -> bool {
+    let m = media_type.to_string();
+    m.contains(".layer.") || m.contains("rootfs.diff.tar")
+}
+
+impl BlobSink for StoreBlobs<'_> {
+    fn has_blob(&self, digest: &chasi_formats::oci::Digest) -> OciResult<bool> {
+        Ok(to_store_digest(digest)
+            .map(|d| self.store.has_blob(&d))
+            .unwrap_or(false))
+    }
+
+    fn put_blob(
+        &mut self,
+        expected: Option<&chasi_formats::oci::Digest>,
+        media_type: &MediaType,
+        reader: &mut dyn Read,
+    ) -> OciResult<Descriptor> {
+        let expected_digest = expected.map(to_store_digest).transpose()?;
+        let shown = expected
+            .map(ToString::to_string)
+            .unwrap_or_else(|| "(new blob)".into());
+        let (digest, size) = if is_layer(media_type) {
+            let info = self
+                .store
+                .import_layer_blob(reader, &media_type.to_string(), expected_digest)
+                .map_err(|e| sink_err(&shown, e))?;
+            let blob = info
+                .external
+                .iter()
+                .chain(std::iter::once(&info.zstd))
+                .chain(info.gzip.iter())
+                .find(|b| Some(b.digest) == expected_digest)
+                .or_else(|| info.external.last())
+                .cloned()
+                .unwrap_or_else(|| info.zstd.clone());
+            (blob.digest, blob.size)
+        } else {
+            // Streamed: configs are small but other artifacts need not be. A blob whose content
+            // does not match is left unreferenced in the store (gc removes it) and refused here.
+            let desc = self
+                .store
+                .put_blob_from(reader, None)
+                .map_err(|e| sink_err(&shown, e))?;
+            if let Some(d) = expected_digest {
+                if desc.digest != d {
+                    return Err(OciError::DigestMismatch {
+                        expected: d.to_string(),
+                        actual: desc.digest.to_string(),
+                    });
+                }
+            }
+            (desc.digest, desc.size)
+        };
+        Ok(Descriptor::new(
+            media_type.clone(),
+            size,
+            to_oci_digest(&digest),
+        ))
+    }
+}

@@ -1,0 +1,214 @@
+//! The image a stage is building: its layers, its OCI configuration and its inherited apps.
+//!
+//! A stage starts from `scratch`, from an earlier stage, or from an image (in the store, or in
+//! an OCI layout or archive, which is imported into the store first so that its layers are
+//! deduplicated with everything else). Each executed step then appends a layer or changes the
+//! configuration of this state; the final stage's state becomes the image.
+
+use crate::blobs::{to_oci_digest, to_store_digest, StoreBlobs};
+use crate::error::{BuildError, Result};
+use chasi_compiler::check::Platform;
+use chasi_formats::oci::{self, ImageRef, PlatformSpec};
+use chasi_layers::{BlobDesc, Digest, Store};
+use serde_json::{json, Map, Value};
+
+/// One layer of an image: its DiffID and the blob a manifest references.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LayerRef {
+    /// SHA-256 of the uncompressed tar.
+    pub diff_id: Digest,
+    /// The compressed blob (digest, size, media type).
+    pub blob: BlobDesc,
+}
+
+/// The evolving image of one stage.
+#[derive(Debug, Clone)]
+pub struct ImageState {
+    /// Layers, bottom first.
+    pub layers: Vec<LayerRef>,
+    /// The `config` object of the OCI image configuration (`Env`, `Labels`, …).
+    pub config: Map<String, Value>,
+    /// `history` entries, one per step (and the base image's).
+    pub history: Vec<Value>,
+    /// `author` (from `MAINTAINER`).
+    pub author: Option<String>,
+    /// Applications declared in the base image's sealer extension (inherited by name).
+    pub inherited_apps: Vec<Value>,
+    /// The manifest digest of the base image, when the stage starts from one (cache input).
+    pub base_digest: Option<Digest>,
+}
+
+impl ImageState {
+    /// The empty image of `FROM scratch`.
+    pub fn scratch() -> Self {
+        ImageState {
+            layers: Vec::new(),
+            config: Map::new(),
+            history: Vec::new(),
+            author: None,
+            inherited_apps: Vec::new(),
+            base_digest: None,
+        }
+    }
+
+    /// The environment as `(key, value)` pairs in order.
+    pub fn env(&self) -> Vec<(String, String)> {
+        self.config
+            .get("Env")
+            .and_then(Value::as_array)
+            .map(|items| {
+                items
+                    .iter()
+                    .filter_map(Value::as_str)
+                    .filter_map(|kv| kv.split_once('='))
+                    .map(|(k, v)| (k.to_string(), v.to_string()))
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    /// Sets (or replaces) environment variables, keeping first-seen order.
+    pub fn set_env(&mut self, vars: &[(String, String)]) {
+        let mut env = self.env();
+        for (k, v) in vars {
+            match env.iter_mut().find(|(key, _)| key == k) {
+                Some(slot) => slot.1 = v.clone(),
+                None => env.push((k.clone(), v.clone())),
+            }
+        }
+        let list: Vec<Value> = env
+            .into_iter()
+            .map(|(k, v)| Value::String(format!("{k}={v}")))
+            .collect();
+        self.config.insert("Env".into(), Value::Array(list));
+    }
+
+    /// Adds labels (later values win).
+    pub fn set_labels<'a>(&mut self, labels: impl IntoIterator<Item = (&'a String, &'a String)>) {
+        let entry = self
+            .config
+            .entry("Labels")
+            .or_insert_with(|| Value::Object(Map::new()));
+        if !entry.is_object() {
+            *entry = Value::Object(Map::new());
+        }
+        if let Value::Object(map) = entry {
+            for (k, v) in labels {
+                map.insert(k.clone(), Value::String(v.clone()));
+            }
+        }
+    }
+
+    /// Records a history entry.
+    pub fn push_history(&mut self, created: &str, created_by: &str, empty_layer: bool) {
+        let mut h = json!({"created": created, "created_by": created_by});
+        if empty_layer {
+            h["empty_layer"] = Value::Bool(true);
+        }
+        self.history.push(h);
+    }
+}
+
+/// A base image resolved to one manifest in the store.
+pub fn resolve_base(store: &Store, reference: &str, platform: &Platform) -> Result<ImageState> {
+    let base_err = |message: String| BuildError::Base {
+        reference: reference.to_string(),
+        message,
+    };
+    let parsed: ImageRef = reference
+        .parse()
+        .map_err(|e: oci::OciError| base_err(e.to_string()))?;
+    let mut blobs = StoreBlobs::new(store);
+    let root = match &parsed {
+        ImageRef::Store { name, tag } => {
+            let digest = store
+                .get_ref(&format!("{name}:{tag}"))
+                .map_err(|_| base_err(format!("`{name}:{tag}` is not in the store (build it, `chasi load` it, or use oci:/oci-archive:/docker-archive:)")))?;
+            descriptor_of(store, &digest)?
+        }
+        other => {
+            let (opened, entry) = oci::open_image(other).map_err(|e| base_err(e.to_string()))?;
+            let report = oci::import_image(&opened, &entry.root, &mut blobs)
+                .map_err(|e| base_err(format!("import failed: {e}")))?;
+            report.root
+        }
+    };
+    let spec = PlatformSpec {
+        os: platform.os.clone(),
+        architecture: platform.arch.clone(),
+        variant: platform.variant.clone(),
+    };
+    let manifest_desc =
+        oci::select_manifest(&blobs, &root, Some(&spec)).map_err(|e| base_err(e.to_string()))?;
+    let (manifest, _) =
+        oci::read_manifest(&blobs, &manifest_desc).map_err(|e| base_err(e.to_string()))?;
+    let (config, _) =
+        oci::read_config(&blobs, manifest.config()).map_err(|e| base_err(e.to_string()))?;
+    let diff_ids = oci::image::diff_ids(&config, manifest.config().digest())
+        .map_err(|e| base_err(e.to_string()))?;
+    if diff_ids.len() != manifest.layers().len() {
+        return Err(base_err(format!(
+            "its config lists {} layers but its manifest {}",
+            diff_ids.len(),
+            manifest.layers().len()
+        )));
+    }
+    let mut layers = Vec::new();
+    for (desc, diff_id) in manifest.layers().iter().zip(&diff_ids) {
+        layers.push(LayerRef {
+            diff_id: to_store_digest(diff_id)?,
+            blob: BlobDesc {
+                digest: to_store_digest(desc.digest())?,
+                size: desc.size(),
+                media_type: desc.media_type().to_string(),
+            },
+        });
+    }
+    let inner = config
+        .get("config")
+        .and_then(Value::as_object)
+        .cloned()
+        .unwrap_or_default();
+    let history = config
+        .get("history")
+        .and_then(Value::as_array)
+        .cloned()
+        .unwrap_or_default();
+    let inherited_apps = manifest
+        .annotations()
+        .as_ref()
+        .and_then(|a| a.get(oci::ANNOTATION_SEALER_EXTENSION))
+        .and_then(|text| serde_json::from_str::<Value>(text).ok())
+        .and_then(|ext| ext.get("applications").and_then(Value::as_array).cloned())
+        .unwrap_or_default();
+    Ok(ImageState {
+        layers,
+        config: inner,
+        history,
+        author: config
+            .get("author")
+            .and_then(Value::as_str)
+            .map(str::to_string),
+        inherited_apps,
+        base_digest: Some(to_store_digest(manifest_desc.digest())?),
+    })
+}
+
+/// The descriptor of a manifest or index stored under `digest` (media type read from it).
+pub fn descriptor_of(store: &Store, digest: &Digest) -> Result<oci::Descriptor> {
+    let bytes = store.get_blob(digest)?;
+    let value: Value = serde_json::from_slice(&bytes)
+        .map_err(|e| BuildError::Request(format!("{digest} is not JSON: {e}")))?;
+    let media = value.get("mediaType").and_then(Value::as_str).unwrap_or(
+        if value.get("manifests").is_some() {
+            "application/vnd.oci.image.index.v1+json"
+        } else {
+            "application/vnd.oci.image.manifest.v1+json"
+        },
+    );
+    Ok(oci::Descriptor::new(
+        oci::MediaType::from(media),
+        bytes.len() as u64,
+        to_oci_digest(digest),
+    ))
+}
