@@ -11,6 +11,7 @@
 //! | [`raw`] | sparse raw disk |
 //! | [`qcow2`] | QCOW2 v3, optionally zlib- or zstd-compressed |
 //! | [`vmdk`] | streamOptimized VMDK (markers, footer, end-of-stream marker) |
+//! | [`vma`] | Proxmox VMA backup archive with `qemu-server.conf` |
 
 mod compress;
 pub mod disk;
@@ -21,6 +22,7 @@ pub mod oci;
 pub mod output;
 pub mod qcow2;
 pub mod raw;
+pub mod vma;
 pub mod vmdk;
 
 pub use error::{FormatError, Result};
