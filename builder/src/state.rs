@@ -119,27 +119,28 @@ pub fn resolve_base(store: &Store, reference: &str, platform: &Platform) -> Resu
         .parse()
         .map_err(|e: oci::OciError| base_err(e.to_string()))?;
     let mut blobs = StoreBlobs::new(store);
-    let root = match &parsed {
-        ImageRef::Store { name, tag } => {
-            let digest = store
-                .get_ref(&format!("{name}:{tag}"))
-                .map_err(|_| base_err(format!("`{name}:{tag}` is not in the store (build it, `chasi load` it, or use oci:/oci-archive:/docker-archive:)")))?;
-            descriptor_of(store, &digest)?
-        }
-        other => {
-            let (opened, entry) = oci::open_image(other).map_err(|e| base_err(e.to_string()))?;
-            let report = oci::import_image(&opened, &entry.root, &mut blobs)
-                .map_err(|e| base_err(format!("import failed: {e}")))?;
-            report.root
-        }
-    };
     let spec = PlatformSpec {
         os: platform.os.clone(),
         architecture: platform.arch.clone(),
         variant: platform.variant.clone(),
     };
-    let manifest_desc =
-        oci::select_manifest(&blobs, &root, Some(&spec)).map_err(|e| base_err(e.to_string()))?;
+    let manifest_desc = match &parsed {
+        ImageRef::Store { name, tag } => {
+            let digest = store.get_ref(&format!("{name}:{tag}")).map_err(|_| {
+                base_err(format!(
+                    "`{name}:{tag}` is not in the store (build it, `chasi load` it, or use oci:/oci-archive:/docker-archive:)"
+                ))
+            })?;
+            let root = descriptor_of(store, &digest)?;
+            oci::select_manifest(&blobs, &root, Some(&spec)).map_err(|e| base_err(e.to_string()))?
+        }
+        // Only the chosen platform's manifest, config and layers are imported.
+        other => {
+            oci::read::import_reference(other, Some(&spec), &mut blobs)
+                .map_err(|e| base_err(format!("import failed: {e}")))?
+                .manifest
+        }
+    };
     let (manifest, _) =
         oci::read_manifest(&blobs, &manifest_desc).map_err(|e| base_err(e.to_string()))?;
     let (config, _) =
