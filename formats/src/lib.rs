@@ -11,6 +11,7 @@
 //! | [`raw`] | sparse raw disk |
 //! | [`qcow2`] | QCOW2 v3, optionally zlib- or zstd-compressed |
 //! | [`vmdk`] | streamOptimized VMDK (markers, footer, end-of-stream marker) |
+//! | [`ova`] | OVA: OVF 1.x descriptor, VMDK, SHA-256 manifest in a deterministic ustar ([`ustar`]) |
 //! | [`vma`] | Proxmox VMA backup archive with `qemu-server.conf` |
 
 mod compress;
@@ -20,8 +21,10 @@ pub mod gpt;
 pub mod ids;
 pub mod oci;
 pub mod output;
+pub mod ova;
 pub mod qcow2;
 pub mod raw;
+pub mod ustar;
 pub mod vma;
 pub mod vmdk;
 
