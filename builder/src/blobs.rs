@@ -88,14 +88,25 @@ impl BlobSink for StoreBlobs<'_> {
                 .store
                 .import_layer_blob(reader, &media_type.to_string(), expected_digest)
                 .map_err(|e| sink_err(&shown, e))?;
-            let blob = info
+            // The store can serve the layer under every encoding it has: the blob that came
+            // in (external), its own zstd and gzip blobs, and the uncompressed tar (DiffID).
+            let tar = chasi_layers::BlobDesc {
+                digest: info.diff_id,
+                size: info.size,
+                media_type: chasi_layers::store::MEDIA_TYPE_LAYER_TAR.to_string(),
+            };
+            let candidates: Vec<&chasi_layers::BlobDesc> = info
                 .external
                 .iter()
                 .chain(std::iter::once(&info.zstd))
                 .chain(info.gzip.iter())
+                .chain(std::iter::once(&tar))
+                .collect();
+            let blob = candidates
+                .iter()
                 .find(|b| Some(b.digest) == expected_digest)
-                .or_else(|| info.external.last())
-                .cloned()
+                .or_else(|| candidates.first())
+                .map(|b| (*b).clone())
                 .unwrap_or_else(|| info.zstd.clone());
             (blob.digest, blob.size)
         } else {

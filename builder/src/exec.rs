@@ -7,8 +7,8 @@
 //!
 //! **Cache keys.** A step's key is SHA-256 over its plan identity ([`Node::id`], which
 //! already covers the instruction, the used build args, the content of its local sources and
-//! every ancestor), the key of its parent, the keys of the stages it reads, and what the plan
-//! cannot know: the manifest digest a base image reference resolved to, and the digests of
+//! every ancestor), the key of its parent, the keys of the stages it reads, the time epoch
+//! file times are clamped to, and what the plan cannot know: the manifest digest a base image reference resolved to, and the digests of
 //! remote sources. A layer step whose key has a cache record (and whose layer is still in the
 //! store) is not executed; `--no-cache` skips the lookup (and still records the result).
 
@@ -323,19 +323,21 @@ fn build_stage(
     let platform = target.platform.to_string();
     let epoch = shared.opts.source_date_epoch;
     let created = assemble::rfc3339(epoch);
+    // File times are clamped to the epoch, so layers made with another epoch differ.
+    let version = format!("chasi.build/v1 epoch={epoch}");
     let (mut state, mut key) = match &stage.base {
         Base::Scratch => (
             ImageState::scratch(),
-            key_of(&["chasi.build/v1", &base_node.id]),
+            key_of(&[&version, &base_node.id]),
         ),
         Base::Image { reference } => {
             let state = resolve_base(shared.store, reference, &stage.platform)?;
             let base = state.base_digest.map(|d| d.to_string()).unwrap_or_default();
-            (state, key_of(&["chasi.build/v1", &base_node.id, &base]))
+            (state, key_of(&[&version, &base_node.id, &base]))
         }
         Base::Stage { index } => {
             let done = wait_stage(slots, stage.index, *index)?;
-            let key = key_of(&["chasi.build/v1", &base_node.id, &done.key.to_string()]);
+            let key = key_of(&[&version, &base_node.id, &done.key.to_string()]);
             (done.state.clone(), key)
         }
     };
