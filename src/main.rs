@@ -2,6 +2,7 @@
 //! Every subcommand is a thin call into a library crate.
 
 mod cmd;
+mod progress;
 
 use clap::Parser;
 use std::process::ExitCode;

@@ -1,5 +1,11 @@
 //! Subcommand definitions and dispatch.
 
+mod build;
+mod check;
+mod images;
+mod plan;
+mod store;
+
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -21,9 +27,41 @@ pub struct Cli {
 
 /// The subcommands.
 #[derive(Debug, Subcommand)]
-pub enum Command {}
+pub enum Command {
+    /// Build a Kubefile into an image in the store (cached, parallel, reproducible).
+    Build(build::BuildArgs),
+    /// Parse and check a Kubefile (and its build context); print the diagnostics.
+    Check(check::CheckArgs),
+    /// Print the build plan (DAG) of a Kubefile as text, JSON or Graphviz DOT.
+    Plan(plan::PlanArgs),
+    /// List the images in the store.
+    Images(images::ImagesArgs),
+    /// Show an image's manifest, config, sealer extension and layer sizes (JSON).
+    Inspect(images::InspectArgs),
+    /// Give an image another name.
+    Tag(images::TagArgs),
+    /// Remove image names (blobs are reclaimed by `chasi store gc`).
+    Rmi(images::RmiArgs),
+    /// Write an image as an OCI layout, oci-archive or docker-archive.
+    Save(images::SaveArgs),
+    /// Read the images of an OCI layout, oci-archive or docker-archive into the store.
+    Load(images::LoadArgs),
+    /// Inspect and maintain the layer store: du, verify, gc.
+    Store(store::StoreArgs),
+}
 
 /// Runs one parsed command line and returns the process exit code.
 pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
-    match cli.command {}
+    match cli.command {
+        Command::Build(args) => build::run(cli.store.as_deref(), args),
+        Command::Check(args) => check::run(args),
+        Command::Plan(args) => plan::run(args),
+        Command::Images(args) => images::run_images(cli.store.as_deref(), args),
+        Command::Inspect(args) => images::run_inspect(cli.store.as_deref(), args),
+        Command::Tag(args) => images::run_tag(cli.store.as_deref(), args),
+        Command::Rmi(args) => images::run_rmi(cli.store.as_deref(), args),
+        Command::Save(args) => images::run_save(cli.store.as_deref(), args),
+        Command::Load(args) => images::run_load(cli.store.as_deref(), args),
+        Command::Store(args) => store::run(cli.store.as_deref(), args),
+    }
 }

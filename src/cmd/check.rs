@@ -1,0 +1,139 @@
+//! `chasi check`: parse and check a Kubefile (and its build context), print the diagnostics.
+//!
+//! Also home of the input options `check` and `plan` share (Kubefile, context, build
+//! arguments, platforms) and of loading the Kubefile; all logic is in `chasi_compiler`.
+
+use anyhow::Context as _;
+use chasi_compiler::check::Platform;
+use chasi_compiler::source::SourceFile;
+use chasi_compiler::{compile, render, CompileOptions, Compiled};
+use clap::{Args, ValueEnum};
+use std::collections::BTreeMap;
+use std::io::Read;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+/// What to compile: shared by `chasi check` and `chasi plan`.
+#[derive(Debug, Args)]
+pub struct InputArgs {
+    /// Build context directory; enables the checks of local sources (default: no context checks).
+    #[arg(value_name = "CONTEXT")]
+    pub context: Option<PathBuf>,
+    /// Kubefile to read (default: CONTEXT/Kubefile, or ./Kubefile; `-` reads standard input).
+    #[arg(short = 'f', long = "file", value_name = "KUBEFILE")]
+    pub file: Option<PathBuf>,
+    /// Build argument KEY=VALUE (KEY alone takes the value from the environment); repeatable.
+    #[arg(long = "build-arg", value_name = "KEY[=VALUE]", value_parser = parse_build_arg)]
+    pub build_args: Vec<(String, Option<String>)>,
+    /// Target platforms os/arch[/variant], comma-separated or repeated (default: linux/<host arch>).
+    #[arg(long = "platform", value_name = "PLATFORMS", value_delimiter = ',', value_parser = parse_platform)]
+    pub platforms: Vec<Platform>,
+}
+
+fn parse_build_arg(text: &str) -> Result<(String, Option<String>), String> {
+    let (key, value) = match text.split_once('=') {
+        Some((k, v)) => (k, Some(v.to_string())),
+        None => (text, None),
+    };
+    let valid = key
+        .chars()
+        .next()
+        .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+        && key.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+    if !valid {
+        return Err(format!(
+            "`{key}` is not a build argument name (letters, digits and `_`)"
+        ));
+    }
+    Ok((key.to_string(), value))
+}
+
+fn parse_platform(text: &str) -> Result<Platform, String> {
+    Platform::parse(text.trim())
+}
+
+impl InputArgs {
+    /// Reads the Kubefile and compiles it with these options.
+    pub fn compile(&self) -> anyhow::Result<(SourceFile, Compiled)> {
+        let path = match (&self.file, &self.context) {
+            (Some(file), _) => file.clone(),
+            (None, Some(context)) => context.join("Kubefile"),
+            (None, None) => PathBuf::from("Kubefile"),
+        };
+        let source = if path.as_os_str() == "-" {
+            let mut bytes = Vec::new();
+            std::io::stdin()
+                .read_to_end(&mut bytes)
+                .context("cannot read the Kubefile from standard input")?;
+            SourceFile::from_bytes("-", &bytes)
+        } else {
+            let bytes = std::fs::read(&path)
+                .with_context(|| format!("cannot read the Kubefile {}", path.display()))?;
+            SourceFile::from_bytes(path.display().to_string(), &bytes)
+        };
+        let build_args: BTreeMap<String, String> = self
+            .build_args
+            .iter()
+            .filter_map(|(k, v)| {
+                v.clone()
+                    .or_else(|| std::env::var(k).ok())
+                    .map(|v| (k.clone(), v))
+            })
+            .collect();
+        let options = CompileOptions {
+            context: self.context.as_deref(),
+            build_args,
+            platforms: self.platforms.clone(),
+        };
+        let compiled = compile(&source, &options)?;
+        Ok((source, compiled))
+    }
+}
+
+/// How `check` prints diagnostics.
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum CheckFormat {
+    /// Code frames and a summary line.
+    Human,
+    /// `{"diagnostics":[...]}` with positions, for tools.
+    Json,
+}
+
+/// `chasi check` options.
+#[derive(Debug, Args)]
+pub struct CheckArgs {
+    #[command(flatten)]
+    input: InputArgs,
+    /// Output format.
+    #[arg(long, value_enum, default_value = "human")]
+    format: CheckFormat,
+}
+
+/// A one-line count of errors and warnings.
+pub fn summary(compiled: &Compiled) -> String {
+    let errors = compiled.diagnostics.iter().filter(|d| d.is_error()).count();
+    let warnings = compiled.diagnostics.len() - errors;
+    let plural = |n: usize, word: &str| format!("{n} {word}{}", if n == 1 { "" } else { "s" });
+    format!(
+        "{}, {}",
+        plural(errors, "error"),
+        plural(warnings, "warning")
+    )
+}
+
+/// Runs `chasi check`: exit 0 without errors (warnings allowed), 1 with errors.
+pub fn run(args: CheckArgs) -> anyhow::Result<ExitCode> {
+    let (source, compiled) = args.input.compile()?;
+    match args.format {
+        CheckFormat::Json => println!("{}", render::json(&source, &compiled.diagnostics)),
+        CheckFormat::Human => {
+            print!("{}", render::human(&source, &compiled.diagnostics));
+            println!("{}: {}", source.name(), summary(&compiled));
+        }
+    }
+    Ok(if compiled.has_errors() {
+        ExitCode::from(1)
+    } else {
+        ExitCode::SUCCESS
+    })
+}

@@ -1,0 +1,207 @@
+//! `chasi images | inspect | tag | rmi | save | load`: images in the store.
+
+use crate::progress::human_bytes;
+use anyhow::Context as _;
+use chasi_builder::images;
+use chasi_formats::oci::{write::SaveFormat, LayerCompression, PlatformSpec};
+use chasi_layers::Store;
+use clap::{Args, ValueEnum};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+/// Output of `chasi images`.
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum ListFormat {
+    /// A table.
+    Human,
+    /// A JSON array.
+    Json,
+}
+
+/// `chasi images` options.
+#[derive(Debug, Args)]
+pub struct ImagesArgs {
+    /// Output format.
+    #[arg(long, value_enum, default_value = "human")]
+    format: ListFormat,
+}
+
+/// `chasi inspect` options.
+#[derive(Debug, Args)]
+pub struct InspectArgs {
+    /// Image name (NAME[:TAG]) or digest.
+    image: String,
+}
+
+/// `chasi tag` options.
+#[derive(Debug, Args)]
+pub struct TagArgs {
+    /// Existing image (NAME[:TAG] or digest).
+    source: String,
+    /// New name (NAME[:TAG]).
+    target: String,
+}
+
+/// `chasi rmi` options.
+#[derive(Debug, Args)]
+pub struct RmiArgs {
+    /// Images to untag (their blobs go at the next `chasi store gc`).
+    #[arg(required = true)]
+    images: Vec<String>,
+}
+
+/// `--format` of `chasi save`.
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum SaveFormatArg {
+    /// An OCI image layout directory.
+    Oci,
+    /// A tar of an OCI image layout.
+    OciArchive,
+    /// A `docker save` archive (one platform; zstd layers are written as plain tar).
+    DockerArchive,
+}
+
+/// `--compression` of `chasi save`.
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum SaveCompressionArg {
+    /// Keep the layers as stored (zstd for images built by chasi).
+    Keep,
+    /// gzip, for consumers that cannot read zstd (umoci 0.4, old docker).
+    Gzip,
+    /// zstd.
+    Zstd,
+    /// Plain tar.
+    None,
+}
+
+/// `chasi save` options.
+#[derive(Debug, Args)]
+pub struct SaveArgs {
+    /// Image name (NAME[:TAG]) or digest.
+    image: String,
+    /// Output path (a directory for `oci`, a file otherwise).
+    #[arg(short, long, value_name = "PATH")]
+    output: PathBuf,
+    /// Output format.
+    #[arg(long, value_enum, default_value = "oci-archive")]
+    format: SaveFormatArg,
+    /// Layer compression of the output.
+    #[arg(long, value_enum, default_value = "keep")]
+    compression: SaveCompressionArg,
+    /// Platform to write into a docker-archive of a multi-platform image (os/arch[/variant]).
+    #[arg(long, value_name = "PLATFORM")]
+    platform: Option<String>,
+}
+
+/// `chasi load` options.
+#[derive(Debug, Args)]
+pub struct LoadArgs {
+    /// An OCI layout directory, an oci-archive or a docker-archive.
+    path: PathBuf,
+}
+
+fn open(store: Option<&Path>) -> anyhow::Result<Store> {
+    let dir = chasi_layers::resolve_store_dir(store)?;
+    Store::open(&dir).with_context(|| format!("opening store {}", dir.display()))
+}
+
+/// `chasi images`.
+pub fn run_images(store: Option<&Path>, args: ImagesArgs) -> anyhow::Result<ExitCode> {
+    let list = images::list(&open(store)?)?;
+    match args.format {
+        ListFormat::Json => println!("{}", serde_json::to_string_pretty(&list)?),
+        ListFormat::Human => {
+            println!(
+                "{:<40} {:<20} {:<24} {:>10}",
+                "NAME", "DIGEST", "PLATFORMS", "SIZE"
+            );
+            for i in list {
+                println!(
+                    "{:<40} {:<20} {:<24} {:>10}",
+                    i.name,
+                    &i.digest[..i.digest.len().min(19)],
+                    i.platforms.join(","),
+                    human_bytes(i.size)
+                );
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `chasi inspect`.
+pub fn run_inspect(store: Option<&Path>, args: InspectArgs) -> anyhow::Result<ExitCode> {
+    let value = images::inspect(&open(store)?, &args.image)?;
+    println!("{}", serde_json::to_string_pretty(&value)?);
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `chasi tag`.
+pub fn run_tag(store: Option<&Path>, args: TagArgs) -> anyhow::Result<ExitCode> {
+    let name = images::tag(&open(store)?, &args.source, &args.target)?;
+    println!("{name}");
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `chasi rmi`.
+pub fn run_rmi(store: Option<&Path>, args: RmiArgs) -> anyhow::Result<ExitCode> {
+    let store = open(store)?;
+    let mut failed = false;
+    for image in &args.images {
+        match images::remove(&store, image) {
+            Ok(()) => println!("untagged {image}"),
+            Err(e) => {
+                eprintln!("error: {e}");
+                failed = true;
+            }
+        }
+    }
+    Ok(if failed {
+        ExitCode::from(1)
+    } else {
+        ExitCode::SUCCESS
+    })
+}
+
+/// `chasi save`.
+pub fn run_save(store: Option<&Path>, args: SaveArgs) -> anyhow::Result<ExitCode> {
+    let format = match args.format {
+        SaveFormatArg::Oci => SaveFormat::OciLayout,
+        SaveFormatArg::OciArchive => SaveFormat::OciArchive,
+        SaveFormatArg::DockerArchive => SaveFormat::DockerArchive,
+    };
+    let compression = match args.compression {
+        SaveCompressionArg::Keep => LayerCompression::Keep,
+        SaveCompressionArg::Gzip => LayerCompression::Gzip,
+        SaveCompressionArg::Zstd => LayerCompression::Zstd,
+        SaveCompressionArg::None => LayerCompression::Uncompressed,
+    };
+    let platform = args
+        .platform
+        .as_deref()
+        .map(str::parse::<PlatformSpec>)
+        .transpose()?;
+    let report = images::save(
+        &open(store)?,
+        &args.image,
+        &args.output,
+        format,
+        compression,
+        platform,
+    )?;
+    for w in &report.warnings {
+        eprintln!("warning: {w}");
+    }
+    println!("{} {}", args.output.display(), report.root.digest());
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `chasi load`.
+pub fn run_load(store: Option<&Path>, args: LoadArgs) -> anyhow::Result<ExitCode> {
+    let loaded = images::load(&open(store)?, &args.path)
+        .with_context(|| format!("loading {}", args.path.display()))?;
+    for (name, digest) in loaded {
+        println!("{name} {digest}");
+    }
+    Ok(ExitCode::SUCCESS)
+}

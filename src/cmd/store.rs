@@ -1,0 +1,182 @@
+//! `chasi store du|verify|gc`: thin wrappers over `chasi_layers::Store` maintenance calls.
+
+use anyhow::{bail, Context};
+use chasi_layers::{GcOptions, Store};
+use clap::{Args, Subcommand, ValueEnum};
+use std::path::Path;
+use std::process::ExitCode;
+use std::time::Duration;
+
+/// Output format of the store commands.
+#[derive(Debug, Clone, Copy, Default, ValueEnum)]
+pub enum Format {
+    /// Human-readable text.
+    #[default]
+    Human,
+    /// One JSON document on stdout.
+    Json,
+}
+
+/// `chasi store ...`
+#[derive(Debug, Args)]
+pub struct StoreArgs {
+    #[command(subcommand)]
+    action: Action,
+}
+
+#[derive(Debug, Subcommand)]
+enum Action {
+    /// Disk usage: logical bytes (as OCI counts them) vs physical bytes on disk, per image.
+    Du {
+        /// Output format.
+        #[arg(long, value_enum, default_value_t)]
+        format: Format,
+    },
+    /// Re-hash every object; exit 1 naming each bad one.
+    Verify {
+        /// Output format.
+        #[arg(long, value_enum, default_value_t)]
+        format: Format,
+    },
+    /// Remove everything not reachable from refs or build-cache records.
+    Gc {
+        /// Output format.
+        #[arg(long, value_enum, default_value_t)]
+        format: Format,
+        /// Only report what would be removed.
+        #[arg(long)]
+        dry_run: bool,
+        /// Also drop all build-cache records.
+        #[arg(long)]
+        prune_cache: bool,
+        /// Fail instead of waiting when another process has the store open.
+        #[arg(long)]
+        no_wait: bool,
+    },
+}
+
+fn open(store: Option<&Path>) -> anyhow::Result<Store> {
+    let dir = chasi_layers::resolve_store_dir(store)?;
+    if !dir.join("layout.json").exists() {
+        bail!(
+            "no store at {} (nothing has been built or loaded there yet)",
+            dir.display()
+        );
+    }
+    Store::open(&dir).with_context(|| format!("opening store {}", dir.display()))
+}
+
+fn human_bytes(n: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut v = n as f64;
+    let mut u = 0;
+    while v >= 1024.0 && u < UNITS.len() - 1 {
+        v /= 1024.0;
+        u += 1;
+    }
+    if u == 0 {
+        format!("{n} B")
+    } else {
+        format!("{v:.1} {}", UNITS[u])
+    }
+}
+
+/// Runs `chasi store ...` against the store given by `--store`/`$CHASI_STORE` or the default location.
+pub fn run(store: Option<&Path>, args: StoreArgs) -> anyhow::Result<ExitCode> {
+    match args.action {
+        Action::Du { format } => {
+            let r = open(store)?.du()?;
+            match format {
+                Format::Json => println!("{}", serde_json::to_string_pretty(&r)?),
+                Format::Human => {
+                    println!("store:          {}", r.store);
+                    println!(
+                        "logical bytes:  {} ({})",
+                        r.logical_bytes,
+                        human_bytes(r.logical_bytes)
+                    );
+                    println!(
+                        "physical bytes: {} ({})",
+                        r.physical_bytes,
+                        human_bytes(r.physical_bytes)
+                    );
+                    println!("dedup ratio:    {:.2}", r.dedup_ratio);
+                    println!(
+                        "layers: {}  chunks: {}  blobs: {}",
+                        r.layers, r.chunks, r.blobs
+                    );
+                    for i in &r.images {
+                        println!(
+                            "  {}  {}  {}  {} layers",
+                            i.name,
+                            i.digest,
+                            human_bytes(i.logical_bytes),
+                            i.layers
+                        );
+                    }
+                }
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Action::Verify { format } => {
+            let r = open(store)?.verify()?;
+            match format {
+                Format::Json => println!("{}", serde_json::to_string_pretty(&r)?),
+                Format::Human => {
+                    for p in &r.problems {
+                        println!("bad: {} ({}): {}", p.object, p.path, p.detail);
+                    }
+                    for p in &r.ignored_partial {
+                        println!("ignored partial write: {p}");
+                    }
+                    let verdict = if r.ok() { "ok" } else { "FAILED" };
+                    println!(
+                        "{verdict}: {} objects checked, {} re-hashed, {} problem(s)",
+                        r.checked,
+                        human_bytes(r.bytes),
+                        r.problems.len()
+                    );
+                }
+            }
+            Ok(if r.ok() {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(1)
+            })
+        }
+        Action::Gc {
+            format,
+            dry_run,
+            prune_cache,
+            no_wait,
+        } => {
+            let mut s = open(store)?;
+            let mut opts = GcOptions {
+                dry_run,
+                prune_cache,
+                wait: None,
+            };
+            let r = match s.gc(&opts) {
+                Err(chasi_layers::Error::Busy { .. }) if !no_wait => {
+                    eprintln!("waiting for other processes using the store to finish...");
+                    opts.wait = Some(Duration::MAX);
+                    s.gc(&opts)?
+                }
+                other => other?,
+            };
+            match format {
+                Format::Json => println!("{}", serde_json::to_string_pretty(&r)?),
+                Format::Human => println!(
+                    "{}removed {} blob(s), {} layer(s), {} chunk(s); {} pack(s) rewritten; {} freed",
+                    if dry_run { "would have " } else { "" },
+                    r.blobs_removed,
+                    r.layers_removed,
+                    r.chunks_removed,
+                    r.packs_rewritten,
+                    human_bytes(r.bytes_freed)
+                ),
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}

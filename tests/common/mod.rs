@@ -1,0 +1,84 @@
+//! Helpers shared by the CLI end-to-end tests: run `chasi`, make contexts, find tools.
+
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+/// The `chasi` binary under test.
+pub fn chasi() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_chasi"))
+}
+
+/// Runs `chasi --store STORE ARGS...` and returns its output.
+pub fn run(store: &Path, args: &[&str]) -> Output {
+    chasi()
+        .arg("--store")
+        .arg(store)
+        .args(args)
+        .env_remove("SOURCE_DATE_EPOCH")
+        .output()
+        .expect("run chasi")
+}
+
+/// Like [`run`], asserting success; returns stdout.
+pub fn ok(store: &Path, args: &[&str]) -> String {
+    let out = run(store, args);
+    assert!(
+        out.status.success(),
+        "chasi {args:?} failed ({:?}):\nstdout:\n{}\nstderr:\n{}",
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// The digest `chasi build` printed (`NAME DIGEST`).
+pub fn built_digest(stdout: &str) -> String {
+    stdout
+        .lines()
+        .last()
+        .and_then(|l| l.split_whitespace().nth(1))
+        .expect("chasi build prints NAME DIGEST")
+        .to_string()
+}
+
+/// Writes files (path → content) under `dir`.
+pub fn write_files(dir: &Path, files: &[(&str, &str)]) {
+    for (path, content) in files {
+        let p = dir.join(path);
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        std::fs::write(&p, content).unwrap();
+    }
+}
+
+/// The repository's `examples/<name>` directory.
+pub fn example(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("examples").join(name)
+}
+
+/// Asserts an external tool is installed, naming its Debian package otherwise.
+pub fn need(tool: &str, package: &str) {
+    let found = std::env::var_os("PATH")
+        .map(|p| std::env::split_paths(&p).any(|d| d.join(tool).is_file()))
+        .unwrap_or(false);
+    assert!(found, "`{tool}` is needed by this test: install the Debian package `{package}` (./scripts/test does)");
+}
+
+/// Runs an external command, asserting success; returns stdout.
+pub fn sh(cmd: &mut Command) -> String {
+    let out = cmd.output().unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
+    assert!(
+        out.status.success(),
+        "{cmd:?} failed:\n{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// `chasi inspect` as JSON.
+pub fn inspect(store: &Path, image: &str) -> serde_json::Value {
+    serde_json::from_str(&ok(store, &["inspect", image])).expect("inspect prints JSON")
+}
