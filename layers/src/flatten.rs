@@ -237,8 +237,7 @@ impl Store {
                             .range(dir.clone()..)
                             .take_while(|(k, _)| k.starts_with(&dir))
                             .filter(|(k, _)| {
-                                k.len() > dir.len()
-                                    && !created.contains(&k[..dir.len() + 1])
+                                k.len() > dir.len() && !created.contains(&k[..dir.len() + 1])
                             })
                             .map(|(k, _)| k.clone())
                             .collect();

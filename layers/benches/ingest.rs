@@ -1,0 +1,276 @@
+//! Store benchmark on the Debian userland pair (see `scripts/bench-store.sh`).
+//!
+//! Usage: `cargo bench -p chasi-layers --bench ingest -- V1_DIR V2_DIR`
+//!
+//! Prints, all measured in this run on this machine:
+//! 1. cold ingest of v1 vs `tar -c DIR | zstd -3 -T0 > /dev/null` (wall time ratio, target ≤ 1.0);
+//! 2. ingest of v2 into a store holding v1 vs cold ingest of v1 (speed-up, target ≥ 2);
+//! 3. physical store size after v1 + v2 vs size of `tar | zstd -3` of v1 + of v2 (target ≤ 0.75);
+//! 4. store growth when re-ingesting identical content (target < 1 %);
+//!
+//! plus single-core SHA-256, FastCDC and per-chunk zstd-3 throughput vs the reference per-core limits.
+
+use chasi_layers::{Digest, Store, TarOptions};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+/// Reproducible-build epoch used for every ingest (2023-11-14); see ARCHITECTURE-store.md.
+const SDE: i64 = 1_700_000_000;
+fn runs() -> usize {
+    std::env::var("CHASI_BENCH_RUNS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(3)
+}
+
+fn median(mut v: Vec<Duration>) -> Duration {
+    v.sort();
+    v[v.len() / 2]
+}
+
+fn shell(cmd: &str) -> String {
+    let o = Command::new("sh")
+        .arg("-c")
+        .arg(cmd)
+        .output()
+        .expect("run sh");
+    assert!(
+        o.status.success(),
+        "{cmd}: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    String::from_utf8_lossy(&o.stdout).trim().to_string()
+}
+
+fn baseline_time(dir: &Path) -> Duration {
+    let cmd = format!(
+        "tar -c -C '{}' . | zstd -q -3 -T0 > /dev/null",
+        dir.display()
+    );
+    let t = Instant::now();
+    shell(&cmd);
+    t.elapsed()
+}
+
+fn baseline_size(dir: &Path) -> u64 {
+    shell(&format!(
+        "tar -c -C '{}' . | zstd -q -3 -T0 | wc -c",
+        dir.display()
+    ))
+    .parse()
+    .unwrap()
+}
+
+fn opts() -> TarOptions {
+    TarOptions {
+        source_date_epoch: Some(SDE),
+        ..Default::default()
+    }
+}
+
+fn fresh(work: &Path, name: &str) -> PathBuf {
+    let p = work.join(name);
+    let _ = std::fs::remove_dir_all(&p);
+    p
+}
+
+/// Chunking parameters: the store default, or `CHASI_BENCH_CHUNKS=MIN/AVG/MAX` in KiB to compare settings.
+fn params() -> chasi_layers::ChunkParams {
+    let mut p = chasi_layers::ChunkParams::default();
+    if let Ok(v) = std::env::var("CHASI_BENCH_CHUNKS") {
+        let n: Vec<u32> = v.split('/').filter_map(|x| x.parse().ok()).collect();
+        if let [min, avg, max] = n[..] {
+            (p.min_size, p.avg_size, p.max_size) = (min * 1024, avg * 1024, max * 1024);
+        }
+    }
+    p
+}
+
+fn mbps(bytes: u64, d: Duration) -> f64 {
+    bytes as f64 / d.as_secs_f64() / 1e6
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|a| !a.starts_with("--"))
+        .collect();
+    if args.len() < 2 {
+        eprintln!("usage: ingest V1_DIR V2_DIR [WORK_DIR]   (see scripts/bench-store.sh)");
+        std::process::exit(2);
+    }
+    let (v1, v2) = (PathBuf::from(&args[0]), PathBuf::from(&args[1]));
+    let work = args
+        .get(2)
+        .map(PathBuf::from)
+        .unwrap_or_else(|| std::env::temp_dir().join("chasi-bench-store"));
+    std::fs::create_dir_all(&work).unwrap();
+    // Warm the page cache for both trees so that every contender reads from memory.
+    shell(&format!(
+        "tar -c -C '{}' . > /dev/null; tar -c -C '{}' . > /dev/null",
+        v1.display(),
+        v2.display()
+    ));
+
+    let mut base = Vec::new();
+    let mut cold = Vec::new();
+    let mut warm = Vec::new();
+    let mut v1_info = None;
+    let mut v2_info = None;
+    for run in 0..runs() {
+        base.push(baseline_time(&v1));
+        let root = fresh(&work, &format!("store-{run}"));
+        let s = Store::open_with(&root, params()).unwrap();
+        let t = Instant::now();
+        let a = s.ingest_dir(&v1, &opts()).unwrap();
+        cold.push(t.elapsed());
+        let t = Instant::now();
+        let b = s.ingest_dir(&v2, &opts()).unwrap();
+        warm.push(t.elapsed());
+        v1_info = Some(a);
+        v2_info = Some(b);
+        if run + 1 < runs() {
+            drop(s);
+            let _ = std::fs::remove_dir_all(&root);
+        }
+    }
+    let (a, b) = (v1_info.unwrap(), v2_info.unwrap());
+    let root = work.join(format!("store-{}", runs() - 1));
+    let s = Store::open(&root).unwrap();
+    let phys = s.du().unwrap().physical_bytes;
+    let t = Instant::now();
+    let a2 = s.ingest_dir(&v1, &opts()).unwrap();
+    let b2 = s.ingest_dir(&v2, &opts()).unwrap();
+    let reingest = t.elapsed();
+    assert_eq!((a2.diff_id, b2.diff_id), (a.diff_id, b.diff_id));
+    let phys2 = s.du().unwrap().physical_bytes;
+    let verify_t = Instant::now();
+    let rep = s.verify().unwrap();
+    let verify_t = verify_t.elapsed();
+    assert!(rep.ok(), "{:?}", rep.problems);
+    let (z1, z2) = (baseline_size(&v1), baseline_size(&v2));
+
+    let (bt, ct, wt) = (median(base), median(cold), median(warm));
+    let new_chunks = {
+        let known: std::collections::HashSet<Digest> = a.chunks.iter().map(|c| c.digest).collect();
+        b.chunks
+            .iter()
+            .filter(|c| !known.contains(&c.digest))
+            .count()
+    };
+    let p = s.layout().chunking;
+    println!(
+        "chasi store benchmark (median of {} runs, SOURCE_DATE_EPOCH={SDE})",
+        runs()
+    );
+    println!(
+        "chunking: FastCDC v2020 {}/{}/{} KiB, normalization {}; zstd level {} per chunk (libzstd {})",
+        p.min_size / 1024,
+        p.avg_size / 1024,
+        p.max_size / 1024,
+        p.normalization,
+        s.layout().compression.level,
+        s.layout().compression.zstd_version
+    );
+    println!(
+        "v1: tar {} MB, {} chunks, zstd blob {} MB",
+        a.size / 1_000_000,
+        a.chunks.len(),
+        a.zstd.size as f64 / 1e6
+    );
+    println!(
+        "v2: tar {} MB, {} chunks ({new_chunks} new), zstd blob {:.2} MB",
+        b.size / 1_000_000,
+        b.chunks.len(),
+        b.zstd.size as f64 / 1e6
+    );
+    println!();
+    let r1 = ct.as_secs_f64() / bt.as_secs_f64();
+    let r2 = ct.as_secs_f64() / wt.as_secs_f64();
+    let r3 = phys as f64 / (z1 + z2) as f64;
+    let r4 = (phys2 as f64 - phys as f64) / phys as f64 * 100.0;
+    let verdict = |ok: bool| if ok { "PASS" } else { "FAIL" };
+    println!(
+        "1. cold ingest v1 {:.3} s vs tar|zstd -3 -T0 {:.3} s: ratio {r1:.2} (target <= 1.0) {}",
+        ct.as_secs_f64(),
+        bt.as_secs_f64(),
+        verdict(r1 <= 1.0)
+    );
+    println!(
+        "2. ingest v2 after v1 {:.3} s vs cold v1 {:.3} s: {r2:.2}x faster (target >= 2) {}",
+        wt.as_secs_f64(),
+        ct.as_secs_f64(),
+        verdict(r2 >= 2.0)
+    );
+    println!(
+        "3. physical store after v1+v2 {:.2} MB vs tar|zstd -3 of v1 + v2 {:.2} MB: ratio {r3:.3} (target <= 0.75) {}",
+        phys as f64 / 1e6,
+        (z1 + z2) as f64 / 1e6,
+        verdict(r3 <= 0.75)
+    );
+    println!(
+        "4. re-ingest of identical v1+v2 ({:.3} s) grew the store by {r4:.3} % (target < 1 %) {}",
+        reingest.as_secs_f64(),
+        verdict(r4 < 1.0)
+    );
+    println!("   ingest throughput: cold {:.0} MB/s, v2-after-v1 {:.0} MB/s (tar bytes / wall time, 2 cores)", mbps(a.size, ct), mbps(b.size, wt));
+    println!(
+        "   verify re-hashed {:.1} MB in {:.3} s",
+        rep.bytes as f64 / 1e6,
+        verify_t.as_secs_f64()
+    );
+
+    // Single-core primitive throughput on the v1 tar, vs the reference per-core limits.
+    let mut tar = Vec::new();
+    std::io::Read::read_to_end(&mut s.open_layer(&a.diff_id).unwrap(), &mut tar).unwrap();
+    let t = Instant::now();
+    let d = Digest::of(&tar);
+    let sha = mbps(tar.len() as u64, t.elapsed());
+    assert_eq!(d, a.diff_id);
+    let t = Instant::now();
+    let n = fastcdc::v2020::FastCDC::new(
+        &tar,
+        p.min_size as usize,
+        p.avg_size as usize,
+        p.max_size as usize,
+    )
+    .count();
+    let cdc = mbps(tar.len() as u64, t.elapsed());
+    let t = Instant::now();
+    let mut enc = chasi_layers::pack::FrameEncoder::new(3).unwrap();
+    let mut out = 0;
+    for c in fastcdc::v2020::FastCDC::new(
+        &tar,
+        p.min_size as usize,
+        p.avg_size as usize,
+        p.max_size as usize,
+    ) {
+        out += enc
+            .frame(&tar[c.offset..c.offset + c.length])
+            .unwrap()
+            .len();
+    }
+    let z = mbps(tar.len() as u64, t.elapsed());
+    let t = Instant::now();
+    let dec = zstd::stream::decode_all(&s.get_blob(&a.zstd.digest).unwrap()[..]).unwrap();
+    let zd = mbps(dec.len() as u64, t.elapsed());
+    println!();
+    println!("single-core throughput (reference per-core limits from bench-data/README.md):");
+    println!(
+        "   SHA-256 (sha2)          {sha:>6.0} MB/s  (ref ~1200-1300 MB/s, SHA-NI)  {:.0} %",
+        sha / 1250.0 * 100.0
+    );
+    println!(
+        "   FastCDC v2020           {cdc:>6.0} MB/s  (ref ~1500 MB/s)  {:.0} %; {n} chunks",
+        cdc / 1500.0 * 100.0
+    );
+    println!(
+        "   zstd -3 per chunk       {z:>6.0} MB/s  (ref ~230 MB/s)  {:.0} %; ratio {:.2}",
+        z / 230.0 * 100.0,
+        tar.len() as f64 / out as f64
+    );
+    println!("   zstd decompress (blob)  {zd:>6.0} MB/s  (ref 500-900 MB/s)");
+    drop(s);
+    let _ = std::fs::remove_dir_all(&work);
+}

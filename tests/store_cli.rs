@@ -1,0 +1,165 @@
+//! End-to-end tests of `chasi store du|verify|gc` against a store filled through the library.
+
+use chasi_layers::{Digest, Store, TarOptions};
+use std::fs;
+use std::path::Path;
+use std::process::{Command, Output};
+
+fn chasi(store: &Path, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_chasi"))
+        .arg("--store")
+        .arg(store)
+        .args(args)
+        .env_remove("CHASI_STORE")
+        .output()
+        .unwrap()
+}
+
+fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+/// A store with one tagged image (config + one layer) and one orphan blob.
+fn sample_store(root: &Path, work: &Path) -> (Digest, Digest) {
+    fs::create_dir_all(work.join("etc")).unwrap();
+    fs::write(work.join("etc/hello"), "hello world\n".repeat(1000)).unwrap();
+    fs::write(
+        work.join("bin"),
+        (0..200_000u32)
+            .map(|i| (i * 7 % 251) as u8)
+            .collect::<Vec<_>>(),
+    )
+    .unwrap();
+    let s = Store::open(root).unwrap();
+    let l = s
+        .ingest_dir(
+            work,
+            &TarOptions {
+                source_date_epoch: Some(0),
+                ..Default::default()
+            },
+        )
+        .unwrap();
+    let cfg = s
+        .put_blob(
+            format!(
+                r#"{{"rootfs":{{"type":"layers","diff_ids":["{}"]}}}}"#,
+                l.diff_id
+            )
+            .as_bytes(),
+        )
+        .unwrap();
+    let m = format!(
+        r#"{{"schemaVersion":2,"config":{{"mediaType":"application/vnd.oci.image.config.v1+json","digest":"{cfg}","size":{}}},"layers":[{{"mediaType":"{}","digest":"{}","size":{}}}]}}"#,
+        s.blob_size(&cfg).unwrap(),
+        l.zstd.media_type,
+        l.zstd.digest,
+        l.zstd.size
+    );
+    let md = s.put_blob(m.as_bytes()).unwrap();
+    s.set_ref("demo:1", &md).unwrap();
+    let orphan = s.put_blob(b"orphan").unwrap();
+    (md, orphan)
+}
+
+#[test]
+fn du_reports_logical_and_physical_bytes() {
+    let t = tempfile::tempdir().unwrap();
+    let root = t.path().join("store");
+    sample_store(&root, &t.path().join("w"));
+    let o = chasi(&root, &["store", "du", "--format", "json"]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert!(v["logical_bytes"].as_u64().unwrap() > 0);
+    assert!(v["physical_bytes"].as_u64().unwrap() > 0);
+    assert_eq!(v["images"][0]["name"], "demo:1");
+    assert_eq!(v["images"][0]["layers"], 1);
+    let o = chasi(&root, &["store", "du"]);
+    assert!(o.status.success());
+    assert!(stdout(&o).contains("physical bytes:"), "{}", stdout(&o));
+    assert!(stdout(&o).contains("demo:1"));
+}
+
+#[test]
+fn verify_exits_1_naming_each_bad_object() {
+    let t = tempfile::tempdir().unwrap();
+    let root = t.path().join("store");
+    let (manifest, orphan) = sample_store(&root, &t.path().join("w"));
+    let o = chasi(&root, &["store", "verify"]);
+    assert!(o.status.success(), "{}", stdout(&o));
+    assert!(stdout(&o).starts_with("ok:"));
+    fs::write(root.join("blobs").join(orphan.hex()), b"tampered").unwrap();
+    fs::write(root.join("blobs").join(manifest.hex()), b"{}").unwrap();
+    let o = chasi(&root, &["store", "verify"]);
+    assert_eq!(o.status.code(), Some(1));
+    let out = stdout(&o);
+    assert!(
+        out.contains(&orphan.to_string()) && out.contains(&manifest.to_string()),
+        "{out}"
+    );
+    let o = chasi(&root, &["store", "verify", "--format", "json"]);
+    assert_eq!(o.status.code(), Some(1));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v["problems"].as_array().unwrap().len(), 2);
+}
+
+#[test]
+fn gc_removes_unreachable_objects_only() {
+    let t = tempfile::tempdir().unwrap();
+    let root = t.path().join("store");
+    let (manifest, orphan) = sample_store(&root, &t.path().join("w"));
+    let o = chasi(&root, &["store", "gc", "--dry-run"]);
+    assert!(o.status.success());
+    assert!(
+        stdout(&o).contains("would have removed 1 blob(s)"),
+        "{}",
+        stdout(&o)
+    );
+    assert!(root.join("blobs").join(orphan.hex()).exists());
+    let o = chasi(&root, &["store", "gc", "--format", "json"]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v["blobs_removed"], 1);
+    assert!(!root.join("blobs").join(orphan.hex()).exists());
+    assert!(root.join("blobs").join(manifest.hex()).exists());
+    assert!(chasi(&root, &["store", "verify"]).status.success());
+}
+
+#[test]
+fn gc_no_wait_fails_while_the_store_is_in_use() {
+    let t = tempfile::tempdir().unwrap();
+    let root = t.path().join("store");
+    sample_store(&root, &t.path().join("w"));
+    let held = Store::open(&root).unwrap();
+    let o = chasi(&root, &["store", "gc", "--no-wait"]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("busy"),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    drop(held);
+    assert!(chasi(&root, &["store", "gc", "--no-wait"]).status.success());
+}
+
+#[test]
+fn store_location_from_env_and_errors() {
+    let t = tempfile::tempdir().unwrap();
+    let root = t.path().join("store");
+    sample_store(&root, &t.path().join("w"));
+    let o = Command::new(env!("CARGO_BIN_EXE_chasi"))
+        .args(["store", "du", "--format", "json"])
+        .env("CHASI_STORE", &root)
+        .output()
+        .unwrap();
+    assert!(o.status.success());
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v["store"], root.display().to_string());
+    let missing = t.path().join("nope");
+    let o = chasi(&missing, &["store", "verify"]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("no store at"));
+    assert!(!missing.exists(), "verify must not create a store");
+    let o = chasi(&root, &["store", "frobnicate"]);
+    assert_eq!(o.status.code(), Some(2));
+}
