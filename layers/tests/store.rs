@@ -428,3 +428,77 @@ fn store_location_never_defaults_to_system_path_in_tests() {
     let p = chasi_layers::resolve_store_dir(Some(std::path::Path::new("/tmp/x"))).unwrap();
     assert_eq!(p, std::path::PathBuf::from("/tmp/x"));
 }
+
+/// Unmounts a test tmpfs even if the test fails.
+struct Mount(std::path::PathBuf);
+impl Drop for Mount {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount")
+            .arg("-l")
+            .arg(&self.0)
+            .status();
+    }
+}
+
+#[test]
+fn full_disk_gives_a_clear_error_and_no_corruption() {
+    if !rustix_is_root() {
+        eprintln!("skipped: needs root to mount a small tmpfs");
+        return;
+    }
+    let t = tempfile::tempdir().unwrap();
+    let mnt = t.path().join("mnt");
+    fs::create_dir_all(&mnt).unwrap();
+    let ok = std::process::Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=3m", "tmpfs"])
+        .arg(&mnt)
+        .status()
+        .unwrap();
+    assert!(ok.success(), "mount tmpfs failed although running as root");
+    let _guard = Mount(mnt.clone());
+    let root = mnt.join("store");
+    let s = Store::open_with(&root, small_chunks()).unwrap();
+    let small = t.path().join("small");
+    fs::create_dir_all(&small).unwrap();
+    fs::write(small.join("a"), bytes(1, 50_000)).unwrap();
+    let committed = s.ingest_dir(&small, &opts()).unwrap();
+    // Incompressible data bigger than the file system.
+    let big = t.path().join("big");
+    fs::create_dir_all(&big).unwrap();
+    let mut x = 0x1234_5678_9abc_def1u64;
+    let noise: Vec<u8> = (0..6_000_000)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect();
+    fs::write(big.join("noise"), &noise).unwrap();
+    let err = s.ingest_dir(&big, &opts()).unwrap_err();
+    assert!(matches!(err, Error::DiskFull { .. }), "{err}");
+    assert!(err.to_string().contains("no space left"), "{err}");
+    // Nothing partial is left behind, the store is sound and still usable.
+    let tmp_files = walkdir::WalkDir::new(root.join("tmp"))
+        .into_iter()
+        .flatten()
+        .filter(|e| e.file_type().is_file())
+        .count();
+    assert!(tmp_files <= 1, "temp leftovers: {tmp_files}");
+    assert!(s.verify().unwrap().ok());
+    let mut tar = Vec::new();
+    s.open_layer(&committed.diff_id)
+        .unwrap()
+        .read_to_end(&mut tar)
+        .unwrap();
+    assert_eq!(Digest::of(&tar), committed.diff_id);
+    fs::write(small.join("b"), b"more").unwrap();
+    s.ingest_dir(&small, &opts()).unwrap();
+    assert!(s.verify().unwrap().ok());
+}
+
+fn rustix_is_root() -> bool {
+    std::fs::metadata("/proc/self")
+        .map(|m| std::os::unix::fs::MetadataExt::uid(&m) == 0)
+        .unwrap_or(false)
+}
