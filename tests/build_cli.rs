@@ -35,9 +35,17 @@ fn build_json(store: &Path, args: &[&str]) -> (String, Vec<String>, Vec<String>)
     let mut all = vec!["build", "--progress", "json"];
     all.extend_from_slice(args);
     let out = run(store, &all);
-    assert!(out.status.success(), "build failed: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "build failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let (executed, cached) = executed_and_cached(&out.stderr);
-    (built_digest(&String::from_utf8_lossy(&out.stdout)), executed, cached)
+    (
+        built_digest(&String::from_utf8_lossy(&out.stdout)),
+        executed,
+        cached,
+    )
 }
 
 #[test]
@@ -45,7 +53,10 @@ fn cluster_base_example_has_the_sealer_extension() {
     let tmp = tempfile::tempdir().unwrap();
     let store = tmp.path().join("store");
     let ctx = example("cluster-base");
-    ok(&store, &["build", "-t", "cluster-base:v1", ctx.to_str().unwrap()]);
+    ok(
+        &store,
+        &["build", "-t", "cluster-base:v1", ctx.to_str().unwrap()],
+    );
     let info = inspect(&store, "cluster-base:v1");
     let image = &info["images"][0];
     assert_eq!(image["platform"], "linux/amd64");
@@ -62,15 +73,24 @@ fn cluster_base_example_has_the_sealer_extension() {
     assert_eq!(ext["env"]["REGISTRY_DOMAIN"], "sea.hub");
     let labels = &image["config"]["config"]["Labels"];
     assert_eq!(labels["cluster.alpha.sealer.io/kube-cni-calico"], "true");
-    assert_eq!(labels["cluster.alpha.sealer.io/cluster-runtime-version"], "v1.28.4");
-    assert_eq!(labels["app.alpha.sealer.io/supported-kube-version"], ">=1.26.0 <1.30.0");
+    assert_eq!(
+        labels["cluster.alpha.sealer.io/cluster-runtime-version"],
+        "v1.28.4"
+    );
+    assert_eq!(
+        labels["app.alpha.sealer.io/supported-kube-version"],
+        ">=1.26.0 <1.30.0"
+    );
     let env = image["config"]["config"]["Env"].as_array().unwrap();
     assert!(env.iter().any(|e| e == "REGISTRY_PORT=5000"), "{env:?}");
     // COPY rootfs, COPY ${ARCH}/bin, COPY imageList, CNI: four layers, zstd by default.
     let layers = image["layers"].as_array().unwrap();
     assert_eq!(layers.len(), 4);
     for l in layers {
-        assert_eq!(l["mediaType"], "application/vnd.oci.image.layer.v1.tar+zstd");
+        assert_eq!(
+            l["mediaType"],
+            "application/vnd.oci.image.layer.v1.tar+zstd"
+        );
     }
     assert_eq!(image["config"]["created"], "1970-01-01T00:00:00Z");
 }
@@ -82,11 +102,34 @@ fn builds_are_reproducible_across_stores_and_without_cache() {
     let ctx = ctx.to_str().unwrap();
     let a = built_digest(&ok(&tmp.path().join("a"), &["build", "-t", "x:1", ctx]));
     let b = built_digest(&ok(&tmp.path().join("b"), &["build", "-t", "x:1", ctx]));
-    let c = built_digest(&ok(&tmp.path().join("b"), &["build", "--no-cache", "-t", "x:1", ctx]));
+    let c = built_digest(&ok(
+        &tmp.path().join("b"),
+        &["build", "--no-cache", "-t", "x:1", ctx],
+    ));
     assert_eq!(a, b);
     assert_eq!(b, c);
-    let d = built_digest(&ok(&tmp.path().join("a"), &["build", "--source-date-epoch", "1700000000", "-t", "x:2", ctx]));
-    let e = built_digest(&ok(&tmp.path().join("c"), &["build", "--source-date-epoch", "1700000000", "-t", "x:2", ctx]));
+    let d = built_digest(&ok(
+        &tmp.path().join("a"),
+        &[
+            "build",
+            "--source-date-epoch",
+            "1700000000",
+            "-t",
+            "x:2",
+            ctx,
+        ],
+    ));
+    let e = built_digest(&ok(
+        &tmp.path().join("c"),
+        &[
+            "build",
+            "--source-date-epoch",
+            "1700000000",
+            "-t",
+            "x:2",
+            ctx,
+        ],
+    ));
     assert_eq!(d, e);
     assert_ne!(a, d, "the epoch is part of the image");
 }
@@ -111,8 +154,12 @@ fn cache_hits_and_misses_follow_content_and_build_args() {
     assert!(cached.is_empty());
 
     // Touching a file changes only its mtime: everything is a hit, same image.
-    let f = fs::File::options().write(true).open(ctx.join("a/one.txt")).unwrap();
-    f.set_modified(std::time::SystemTime::now() + std::time::Duration::from_secs(3600)).unwrap();
+    let f = fs::File::options()
+        .write(true)
+        .open(ctx.join("a/one.txt"))
+        .unwrap();
+    f.set_modified(std::time::SystemTime::now() + std::time::Duration::from_secs(3600))
+        .unwrap();
     drop(f);
     let (again, executed, cached) = build_json(&store, &["-t", "t:1", c]);
     assert!(executed.is_empty(), "{executed:?}");
@@ -127,20 +174,36 @@ fn cache_hits_and_misses_follow_content_and_build_args() {
     assert_eq!(executed.len(), 3, "{executed:?}");
 
     // A build argument the RUN uses: COPYs before it hit, RUN and after miss.
-    let (_, executed, cached) = build_json(&store, &["-t", "t:1", "--build-arg", "FLAVOR=spicy", c]);
+    let (_, executed, cached) =
+        build_json(&store, &["-t", "t:1", "--build-arg", "FLAVOR=spicy", c]);
     assert_eq!(cached.len(), 2, "{cached:?}");
     assert_eq!(executed.len(), 2, "{executed:?}");
     assert!(executed[0].contains("RUN"));
 
     // An argument nobody declares changes nothing.
-    let (_, executed, _) = build_json(&store, &["-t", "t:1", "--build-arg", "FLAVOR=spicy", "--build-arg", "UNUSED=1", c]);
+    let (_, executed, _) = build_json(
+        &store,
+        &[
+            "-t",
+            "t:1",
+            "--build-arg",
+            "FLAVOR=spicy",
+            "--build-arg",
+            "UNUSED=1",
+            c,
+        ],
+    );
     assert!(executed.is_empty(), "{executed:?}");
 
     // --no-cache executes everything again and gives the same image.
-    let (nc, executed, cached) = build_json(&store, &["-t", "t:1", "--no-cache", "--build-arg", "FLAVOR=spicy", c]);
+    let (nc, executed, cached) = build_json(
+        &store,
+        &["-t", "t:1", "--no-cache", "--build-arg", "FLAVOR=spicy", c],
+    );
     assert_eq!(executed.len(), 4);
     assert!(cached.is_empty());
-    let (cached_digest, _, _) = build_json(&store, &["-t", "t:1", "--build-arg", "FLAVOR=spicy", c]);
+    let (cached_digest, _, _) =
+        build_json(&store, &["-t", "t:1", "--build-arg", "FLAVOR=spicy", c]);
     assert_eq!(nc, cached_digest);
 }
 
@@ -149,21 +212,47 @@ fn multi_platform_builds_an_index_with_per_arch_layers() {
     let tmp = tempfile::tempdir().unwrap();
     let store = tmp.path().join("store");
     let ctx = example("cluster-base");
-    ok(&store, &["build", "--platform", "linux/amd64,linux/arm64", "-t", "multi:1", ctx.to_str().unwrap()]);
+    ok(
+        &store,
+        &[
+            "build",
+            "--platform",
+            "linux/amd64,linux/arm64",
+            "-t",
+            "multi:1",
+            ctx.to_str().unwrap(),
+        ],
+    );
     let info = inspect(&store, "multi:1");
     let images = info["images"].as_array().unwrap();
     assert_eq!(images.len(), 2);
     assert_eq!(images[0]["platform"], "linux/amd64");
     assert_eq!(images[1]["platform"], "linux/arm64");
     assert_eq!(images[1]["config"]["architecture"], "arm64");
-    let layer = |i: usize, n: usize| images[i]["layers"][n]["diff_id"].as_str().unwrap().to_string();
-    assert_eq!(layer(0, 0), layer(1, 0), "COPY rootfs is the same layer on both");
-    assert_ne!(layer(0, 1), layer(1, 1), "COPY ${{ARCH}}/bin differs per platform");
+    let layer = |i: usize, n: usize| {
+        images[i]["layers"][n]["diff_id"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    };
+    assert_eq!(
+        layer(0, 0),
+        layer(1, 0),
+        "COPY rootfs is the same layer on both"
+    );
+    assert_ne!(
+        layer(0, 1),
+        layer(1, 1),
+        "COPY ${{ARCH}}/bin differs per platform"
+    );
     let root = &info["digest"];
     let listed = ok(&store, &["images", "--format", "json"]);
     let listed: Value = serde_json::from_str(&listed).unwrap();
     assert_eq!(listed[0]["digest"], *root);
-    assert_eq!(listed[0]["platforms"], serde_json::json!(["linux/amd64", "linux/arm64"]));
+    assert_eq!(
+        listed[0]["platforms"],
+        serde_json::json!(["linux/amd64", "linux/arm64"])
+    );
 }
 
 #[test]
@@ -183,11 +272,31 @@ fn run_changes_and_failures() {
     ok(&store, &["build", "-t", "run:1", ctx.to_str().unwrap()]);
     // The RUN layer holds whiteouts for the deletions and the new files.
     let out = tmp.path().join("layout");
-    ok(&store, &["save", "run:1", "-o", out.to_str().unwrap(), "--format", "oci", "--compression", "none"]);
+    ok(
+        &store,
+        &[
+            "save",
+            "run:1",
+            "-o",
+            out.to_str().unwrap(),
+            "--format",
+            "oci",
+            "--compression",
+            "none",
+        ],
+    );
     let index: Value = serde_json::from_slice(&fs::read(out.join("index.json")).unwrap()).unwrap();
-    let blob_path = |d: &Value| out.join("blobs/sha256").join(d.as_str().unwrap().trim_start_matches("sha256:"));
-    let manifest: Value = serde_json::from_slice(&fs::read(blob_path(&index["manifests"][0]["digest"])).unwrap()).unwrap();
-    assert_eq!(manifest["layers"][1]["mediaType"], "application/vnd.oci.image.layer.v1.tar");
+    let blob_path = |d: &Value| {
+        out.join("blobs/sha256")
+            .join(d.as_str().unwrap().trim_start_matches("sha256:"))
+    };
+    let manifest: Value =
+        serde_json::from_slice(&fs::read(blob_path(&index["manifests"][0]["digest"])).unwrap())
+            .unwrap();
+    assert_eq!(
+        manifest["layers"][1]["mediaType"],
+        "application/vnd.oci.image.layer.v1.tar"
+    );
     let blob = blob_path(&manifest["layers"][1]["digest"]);
     let mut names: Vec<String> = tar::Archive::new(fs::File::open(&blob).unwrap())
         .entries()
@@ -198,14 +307,23 @@ fn run_changes_and_failures() {
     assert_eq!(names, [".wh.gone", ".wh.old.txt", "made/", "made/new.txt"]);
 
     // A failing command fails the build with its exit code, its output and its line.
-    write_files(&ctx, &[("Kubefile", "FROM scratch\nCOPY files/ .\nRUN echo boom-output; exit 3\n")]);
+    write_files(
+        &ctx,
+        &[(
+            "Kubefile",
+            "FROM scratch\nCOPY files/ .\nRUN echo boom-output; exit 3\n",
+        )],
+    );
     let out = run(&store, &["build", "-t", "run:2", ctx.to_str().unwrap()]);
     assert_eq!(out.status.code(), Some(1));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("line 3"), "{err}");
     assert!(err.contains("exit code 3"), "{err}");
     assert!(err.contains("boom-output"), "{err}");
-    assert!(run(&store, &["inspect", "run:2"]).status.code() == Some(1), "a failed build tags nothing");
+    assert!(
+        run(&store, &["inspect", "run:2"]).status.code() == Some(1),
+        "a failed build tags nothing"
+    );
 }
 
 #[test]
@@ -213,7 +331,13 @@ fn bad_kubefile_fails_before_building() {
     let tmp = tempfile::tempdir().unwrap();
     let store = tmp.path().join("store");
     let ctx = tmp.path().join("ctx");
-    write_files(&ctx, &[("Kubefile", "FROM scratch\nCOPY missing.txt /x\nLAUNCH [\"nope\"]\n")]);
+    write_files(
+        &ctx,
+        &[(
+            "Kubefile",
+            "FROM scratch\nCOPY missing.txt /x\nLAUNCH [\"nope\"]\n",
+        )],
+    );
     let out = run(&store, &["build", "-t", "bad:1", ctx.to_str().unwrap()]);
     assert_eq!(out.status.code(), Some(1));
     let err = String::from_utf8_lossy(&out.stderr);
@@ -229,7 +353,15 @@ fn multi_stage_example_copies_only_the_result() {
     need("umoci", "umoci");
     let tmp = tempfile::tempdir().unwrap();
     let store = tmp.path().join("store");
-    ok(&store, &["build", "-t", "ms:1", example("multi-stage").to_str().unwrap()]);
+    ok(
+        &store,
+        &[
+            "build",
+            "-t",
+            "ms:1",
+            example("multi-stage").to_str().unwrap(),
+        ],
+    );
     let bundle = unpack(&store, "ms:1", tmp.path());
     let rootfs = bundle.join("rootfs");
     let mut found = Vec::new();
@@ -238,7 +370,11 @@ fn multi_stage_example_copies_only_the_result() {
     }
     assert_eq!(found, ["bin", "bin/greet", "etc", "etc/motd"]);
     use std::os::unix::fs::PermissionsExt;
-    let mode = fs::metadata(rootfs.join("bin/greet")).unwrap().permissions().mode() & 0o7777;
+    let mode = fs::metadata(rootfs.join("bin/greet"))
+        .unwrap()
+        .permissions()
+        .mode()
+        & 0o7777;
     assert_eq!(mode, 0o755);
     let info = inspect(&store, "ms:1");
     let ext = &info["images"][0]["extension"];
@@ -252,7 +388,12 @@ fn walk(root: &Path) -> Vec<String> {
     while let Some(dir) = stack.pop() {
         for e in fs::read_dir(&dir).unwrap() {
             let e = e.unwrap();
-            let rel = e.path().strip_prefix(root).unwrap().to_string_lossy().into_owned();
+            let rel = e
+                .path()
+                .strip_prefix(root)
+                .unwrap()
+                .to_string_lossy()
+                .into_owned();
             if e.file_type().unwrap().is_dir() {
                 stack.push(e.path());
             }
@@ -269,7 +410,17 @@ fn unpack(store: &Path, image: &str, tmp: &Path) -> std::path::PathBuf {
     let layout = tmp.join("layout");
     let gz = tmp.join("gz");
     let bundle = tmp.join("bundle");
-    ok(store, &["save", image, "-o", layout.to_str().unwrap(), "--format", "oci"]);
+    ok(
+        store,
+        &[
+            "save",
+            image,
+            "-o",
+            layout.to_str().unwrap(),
+            "--format",
+            "oci",
+        ],
+    );
     let tag = image.rsplit_once(':').unwrap().1;
     sh(std::process::Command::new("skopeo").args([
         "copy",
@@ -296,10 +447,27 @@ fn skopeo_and_umoci_read_what_we_build_and_we_read_what_skopeo_writes() {
     let tmp = tempfile::tempdir().unwrap();
     let store = tmp.path().join("store");
     let ctx = example("cluster-base");
-    let digest = built_digest(&ok(&store, &["build", "-t", "cb:v1", ctx.to_str().unwrap()]));
+    let digest = built_digest(&ok(
+        &store,
+        &["build", "-t", "cb:v1", ctx.to_str().unwrap()],
+    ));
     let layout = tmp.path().join("layout");
-    ok(&store, &["save", "cb:v1", "-o", layout.to_str().unwrap(), "--format", "oci"]);
-    let raw = sh(std::process::Command::new("skopeo").args(["inspect", "--raw", &format!("oci:{}:v1", layout.display())]));
+    ok(
+        &store,
+        &[
+            "save",
+            "cb:v1",
+            "-o",
+            layout.to_str().unwrap(),
+            "--format",
+            "oci",
+        ],
+    );
+    let raw = sh(std::process::Command::new("skopeo").args([
+        "inspect",
+        "--raw",
+        &format!("oci:{}:v1", layout.display()),
+    ]));
     let manifest: Value = serde_json::from_str(&raw).unwrap();
     assert!(manifest["annotations"]["sealer.image.extension"].is_string());
 
@@ -307,8 +475,25 @@ fn skopeo_and_umoci_read_what_we_build_and_we_read_what_skopeo_writes() {
     let bundle = unpack(&store, "cb:v1", tmp.path());
     let rootfs = bundle.join("rootfs");
     let mut expected: Vec<String> = walk(&ctx.join("rootfs"));
-    expected.extend(["bin", "bin/kubeadm", "bin/kubectl", "bin/kubelet", "manifests/imageList"].map(String::from));
-    expected.extend(["application", "application/apps", "application/apps/calico", "application/apps/calico/calico.sh"].map(String::from));
+    expected.extend(
+        [
+            "bin",
+            "bin/kubeadm",
+            "bin/kubectl",
+            "bin/kubelet",
+            "manifests/imageList",
+        ]
+        .map(String::from),
+    );
+    expected.extend(
+        [
+            "application",
+            "application/apps",
+            "application/apps/calico",
+            "application/apps/calico/calico.sh",
+        ]
+        .map(String::from),
+    );
     expected.sort();
     expected.dedup();
     assert_eq!(walk(&rootfs), expected);
@@ -331,18 +516,47 @@ fn skopeo_and_umoci_read_what_we_build_and_we_read_what_skopeo_writes() {
     assert_eq!(inspect(&other, "skopeo-copy:v1")["digest"], digest.as_str());
     // And saving it again from the other store gives the same manifest.
     let archive = tmp.path().join("cb.tar");
-    ok(&other, &["save", "skopeo-copy:v1", "-o", archive.to_str().unwrap(), "--format", "oci-archive"]);
-    sh(std::process::Command::new("skopeo").args(["inspect", &format!("oci-archive:{}", archive.display())]));
+    ok(
+        &other,
+        &[
+            "save",
+            "skopeo-copy:v1",
+            "-o",
+            archive.to_str().unwrap(),
+            "--format",
+            "oci-archive",
+        ],
+    );
+    sh(std::process::Command::new("skopeo")
+        .args(["inspect", &format!("oci-archive:{}", archive.display())]));
 }
 
 #[test]
 fn bases_from_the_store_and_from_layouts_and_archives() {
     let tmp = tempfile::tempdir().unwrap();
     let store = tmp.path().join("store");
-    ok(&store, &["build", "-t", "base:1", example("cluster-base").to_str().unwrap()]);
+    ok(
+        &store,
+        &[
+            "build",
+            "-t",
+            "base:1",
+            example("cluster-base").to_str().unwrap(),
+        ],
+    );
     let saved = |format: &str, name: &str| {
         let p = tmp.path().join(name);
-        ok(&store, &["save", "base:1", "-o", p.to_str().unwrap(), "--format", format]);
+        ok(
+            &store,
+            &[
+                "save",
+                "base:1",
+                "-o",
+                p.to_str().unwrap(),
+                "--format",
+                format,
+            ],
+        );
         p
     };
     let oci = saved("oci", "base-oci");
@@ -361,16 +575,30 @@ fn bases_from_the_store_and_from_layouts_and_archives() {
         write_files(
             &ctx,
             &[
-                ("Kubefile", &format!("FROM {from}\nAPP nginx local://nginx.yaml\nLAUNCH [\"nginx\"]\n")),
-                ("nginx.yaml", "apiVersion: v1\nkind: Namespace\nmetadata:\n  name: web\n"),
+                (
+                    "Kubefile",
+                    &format!("FROM {from}\nAPP nginx local://nginx.yaml\nLAUNCH [\"nginx\"]\n"),
+                ),
+                (
+                    "nginx.yaml",
+                    "apiVersion: v1\nkind: Namespace\nmetadata:\n  name: web\n",
+                ),
             ],
         );
         // The store name resolves in the store it was built in; the others import from files.
-        let other = if i == 0 { store.clone() } else { tmp.path().join(format!("store-{i}")) };
+        let other = if i == 0 {
+            store.clone()
+        } else {
+            tmp.path().join(format!("store-{i}"))
+        };
         ok(&other, &["build", "-t", "app:1", ctx.to_str().unwrap()]);
         let info = inspect(&other, "app:1");
         let image = &info["images"][0];
-        assert_eq!(image["layers"].as_array().unwrap().len(), 5, "{from}: base layers + APP");
+        assert_eq!(
+            image["layers"].as_array().unwrap().len(),
+            5,
+            "{from}: base layers + APP"
+        );
         let apps: Vec<&str> = image["extension"]["applications"]
             .as_array()
             .unwrap()
@@ -381,7 +609,11 @@ fn bases_from_the_store_and_from_layouts_and_archives() {
             // A docker-archive has no manifest annotations: the base's apps are not known.
             assert_eq!(apps, ["nginx"], "{from}");
         } else {
-            assert_eq!(apps, ["calico", "nginx"], "{from}: the base's apps are inherited");
+            assert_eq!(
+                apps,
+                ["calico", "nginx"],
+                "{from}: the base's apps are inherited"
+            );
         }
     }
 }

@@ -13,18 +13,43 @@ use std::io::{Read, Write};
 use std::path::Path;
 
 /// Every entry of the image's layers, merged: path → (mode, uid, gid, content for files).
-fn layer_entries(store: &Path, image: &str, tmp: &Path) -> BTreeMap<String, (u32, u64, u64, Option<Vec<u8>>)> {
+fn layer_entries(
+    store: &Path,
+    image: &str,
+    tmp: &Path,
+) -> BTreeMap<String, (u32, u64, u64, Option<Vec<u8>>)> {
     let out = tmp.join(format!("layout-{}", image.replace(':', "-")));
-    ok(store, &["save", image, "-o", out.to_str().unwrap(), "--format", "oci", "--compression", "none"]);
-    let blob = |d: &Value| out.join("blobs/sha256").join(d.as_str().unwrap().trim_start_matches("sha256:"));
+    ok(
+        store,
+        &[
+            "save",
+            image,
+            "-o",
+            out.to_str().unwrap(),
+            "--format",
+            "oci",
+            "--compression",
+            "none",
+        ],
+    );
+    let blob = |d: &Value| {
+        out.join("blobs/sha256")
+            .join(d.as_str().unwrap().trim_start_matches("sha256:"))
+    };
     let index: Value = serde_json::from_slice(&fs::read(out.join("index.json")).unwrap()).unwrap();
-    let manifest: Value = serde_json::from_slice(&fs::read(blob(&index["manifests"][0]["digest"])).unwrap()).unwrap();
+    let manifest: Value =
+        serde_json::from_slice(&fs::read(blob(&index["manifests"][0]["digest"])).unwrap()).unwrap();
     let mut all = BTreeMap::new();
     for layer in manifest["layers"].as_array().unwrap() {
         let mut archive = tar::Archive::new(fs::File::open(blob(&layer["digest"])).unwrap());
         for e in archive.entries().unwrap() {
             let mut e = e.unwrap();
-            let path = e.path().unwrap().to_string_lossy().trim_end_matches('/').to_string();
+            let path = e
+                .path()
+                .unwrap()
+                .to_string_lossy()
+                .trim_end_matches('/')
+                .to_string();
             let h = e.header().clone();
             let mut data = None;
             if h.entry_type().is_file() {
@@ -32,14 +57,25 @@ fn layer_entries(store: &Path, image: &str, tmp: &Path) -> BTreeMap<String, (u32
                 e.read_to_end(&mut v).unwrap();
                 data = Some(v);
             }
-            all.insert(path, (h.mode().unwrap() & 0o7777, h.uid().unwrap(), h.gid().unwrap(), data));
+            all.insert(
+                path,
+                (
+                    h.mode().unwrap() & 0o7777,
+                    h.uid().unwrap(),
+                    h.gid().unwrap(),
+                    data,
+                ),
+            );
         }
     }
     all
 }
 
 fn tar_gz(entries: &[(&str, &[u8])]) -> Vec<u8> {
-    let mut builder = tar::Builder::new(flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast()));
+    let mut builder = tar::Builder::new(flate2::write::GzEncoder::new(
+        Vec::new(),
+        flate2::Compression::fast(),
+    ));
     for (name, data) in entries {
         let mut h = tar::Header::new_gnu();
         h.set_size(data.len() as u64);
@@ -56,12 +92,19 @@ fn add_unpacks_local_archives_copy_does_not() {
     let store = tmp.path().join("store");
     let ctx = tmp.path().join("ctx");
     write_files(&ctx, &[("Kubefile", "FROM scratch\nADD bundle.tgz opt/\nCOPY bundle.tgz keep/\nADD notes.txt opt/notes.txt\n"), ("notes.txt", "plain\n")]);
-    fs::write(ctx.join("bundle.tgz"), tar_gz(&[("tools/a.sh", b"echo a\n"), ("README", b"readme\n")])).unwrap();
+    fs::write(
+        ctx.join("bundle.tgz"),
+        tar_gz(&[("tools/a.sh", b"echo a\n"), ("README", b"readme\n")]),
+    )
+    .unwrap();
     ok(&store, &["build", "-t", "add:1", ctx.to_str().unwrap()]);
     let e = layer_entries(&store, "add:1", tmp.path());
     assert_eq!(e["opt/tools/a.sh"].3.as_deref(), Some(&b"echo a\n"[..]));
     assert_eq!(e["opt/README"].3.as_deref(), Some(&b"readme\n"[..]));
-    assert!(e.contains_key("keep/bundle.tgz"), "COPY keeps the archive as a file");
+    assert!(
+        e.contains_key("keep/bundle.tgz"),
+        "COPY keeps the archive as a file"
+    );
     assert_eq!(e["opt/notes.txt"].3.as_deref(), Some(&b"plain\n"[..]));
 
     // An archive that tries to leave its directory is refused with a clear error.
@@ -100,7 +143,10 @@ fn chown_chmod_and_ignore_file() {
     let e = layer_entries(&store, "own:1", tmp.path());
     let (mode, uid, gid, _) = &e["etc/app/app.yaml"];
     assert_eq!((*mode, *uid, *gid), (0o640, 1000, 2000));
-    assert!(!e.contains_key("etc/app/secret.key"), "ignored by .kubefileignore");
+    assert!(
+        !e.contains_key("etc/app/secret.key"),
+        "ignored by .kubefileignore"
+    );
     assert!(!e.contains_key("scripts/run.sh.swp"));
     assert!(e.contains_key("scripts/run.sh"));
     let (_, uid, gid, _) = &e["scripts/run.sh"];
@@ -126,12 +172,28 @@ fn run_inside_an_image_with_a_shell_is_isolated() {
     for applet in ["sh", "echo", "ls", "hostname"] {
         std::os::unix::fs::symlink("busybox", bin.join(applet)).unwrap();
     }
-    ok(&store, &["build", "-t", "iso:1", "--build-arg", "WHO=chasi", ctx.to_str().unwrap()]);
+    ok(
+        &store,
+        &[
+            "build",
+            "-t",
+            "iso:1",
+            "--build-arg",
+            "WHO=chasi",
+            ctx.to_str().unwrap(),
+        ],
+    );
     let e = layer_entries(&store, "iso:1", tmp.path());
     assert_eq!(e["greeting"].3.as_deref(), Some(&b"hello chasi\n"[..]));
     let listing = String::from_utf8(e["listing"].3.clone().unwrap()).unwrap();
-    assert!(!listing.contains("usr"), "the host root is not visible: {listing}");
-    assert!(!e.contains_key("proc") && !e.contains_key("dev"), "mount points are not part of the layer");
+    assert!(
+        !listing.contains("usr"),
+        "the host root is not visible: {listing}"
+    );
+    assert!(
+        !e.contains_key("proc") && !e.contains_key("dev"),
+        "mount points are not part of the layer"
+    );
 }
 
 /// A one-file HTTP server on loopback; counts requests.
@@ -160,19 +222,38 @@ fn remote_app_sources_are_downloaded_and_cached() {
     let tmp = tempfile::tempdir().unwrap();
     let store = tmp.path().join("store");
     let ctx = tmp.path().join("ctx");
-    write_files(&ctx, &[("Kubefile", &format!("FROM scratch\nCNI flannel {base}/kube-flannel.yml\nLAUNCH [\"flannel\"]\n"))]);
+    write_files(
+        &ctx,
+        &[(
+            "Kubefile",
+            &format!("FROM scratch\nCNI flannel {base}/kube-flannel.yml\nLAUNCH [\"flannel\"]\n"),
+        )],
+    );
     ok(&store, &["build", "-t", "net:1", ctx.to_str().unwrap()]);
     let e = layer_entries(&store, "net:1", tmp.path());
-    assert!(e["application/apps/flannel/kube-flannel.yml"].3.as_ref().unwrap().starts_with(b"apiVersion"));
+    assert!(e["application/apps/flannel/kube-flannel.yml"]
+        .3
+        .as_ref()
+        .unwrap()
+        .starts_with(b"apiVersion"));
     let info = inspect(&store, "net:1");
-    assert_eq!(info["images"][0]["config"]["config"]["Labels"]["cluster.alpha.sealer.io/kube-cni-flannel"], "true");
+    assert_eq!(
+        info["images"][0]["config"]["config"]["Labels"]["cluster.alpha.sealer.io/kube-cni-flannel"],
+        "true"
+    );
     // Offline, the stored copy is used and the server is not asked.
     let before = hits.load(std::sync::atomic::Ordering::SeqCst);
-    ok(&store, &["build", "--offline", "-t", "net:2", ctx.to_str().unwrap()]);
+    ok(
+        &store,
+        &["build", "--offline", "-t", "net:2", ctx.to_str().unwrap()],
+    );
     assert_eq!(hits.load(std::sync::atomic::Ordering::SeqCst), before);
     assert_eq!(inspect(&store, "net:2")["digest"], info["digest"]);
     // Offline without a stored copy is a clear error.
-    let out = run(&tmp.path().join("empty"), &["build", "--offline", "-t", "net:3", ctx.to_str().unwrap()]);
+    let out = run(
+        &tmp.path().join("empty"),
+        &["build", "--offline", "-t", "net:3", ctx.to_str().unwrap()],
+    );
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("offline"));
 }
@@ -181,7 +262,15 @@ fn remote_app_sources_are_downloaded_and_cached() {
 fn app_image_example_fills_the_extension() {
     let tmp = tempfile::tempdir().unwrap();
     let store = tmp.path().join("store");
-    ok(&store, &["build", "-t", "apps:1", example("app-image").to_str().unwrap()]);
+    ok(
+        &store,
+        &[
+            "build",
+            "-t",
+            "apps:1",
+            example("app-image").to_str().unwrap(),
+        ],
+    );
     let info = inspect(&store, "apps:1");
     let ext = &info["images"][0]["extension"];
     let apps: BTreeMap<String, Value> = ext["applications"]
@@ -193,13 +282,29 @@ fn app_image_example_fills_the_extension() {
     assert_eq!(apps["nginx"]["type"], "helm");
     assert_eq!(apps["nginx"]["files"], serde_json::json!(["nginx"]));
     assert_eq!(apps["dashboard"]["type"], "kube");
-    assert_eq!(apps["dashboard"]["files"], serde_json::json!(["dashboard.yaml", "dashboard-rbac.yaml"]));
-    assert!(apps["backup"].get("type").is_none(), "mixed sources: untyped");
-    assert_eq!(apps["backup"]["cmds"], serde_json::json!(["sh", "install-backup.sh", "--schedule", "0 3 * * *"]));
+    assert_eq!(
+        apps["dashboard"]["files"],
+        serde_json::json!(["dashboard.yaml", "dashboard-rbac.yaml"])
+    );
+    assert!(
+        apps["backup"].get("type").is_none(),
+        "mixed sources: untyped"
+    );
+    assert_eq!(
+        apps["backup"]["cmds"],
+        serde_json::json!(["sh", "install-backup.sh", "--schedule", "0 3 * * *"])
+    );
     assert_eq!(apps["backup"]["env"]["RETENTION_DAYS"], "14");
-    assert_eq!(ext["launch"]["app_names"], serde_json::json!(["nginx", "dashboard", "backup"]));
+    assert_eq!(
+        ext["launch"]["app_names"],
+        serde_json::json!(["nginx", "dashboard", "backup"])
+    );
     let e = layer_entries(&store, "apps:1", tmp.path());
-    assert!(e.contains_key("application/apps/nginx/Chart.yaml"), "{:?}", e.keys().collect::<Vec<_>>());
+    assert!(
+        e.contains_key("application/apps/nginx/Chart.yaml"),
+        "{:?}",
+        e.keys().collect::<Vec<_>>()
+    );
     assert!(e.contains_key("application/apps/nginx/templates/deployment.yaml"));
     assert!(e.contains_key("application/apps/backup/install-backup.sh"));
 }

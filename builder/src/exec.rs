@@ -326,10 +326,7 @@ fn build_stage(
     // File times are clamped to the epoch, so layers made with another epoch differ.
     let version = format!("chasi.build/v1 epoch={epoch}");
     let (mut state, mut key) = match &stage.base {
-        Base::Scratch => (
-            ImageState::scratch(),
-            key_of(&[&version, &base_node.id]),
-        ),
+        Base::Scratch => (ImageState::scratch(), key_of(&[&version, &base_node.id])),
         Base::Image { reference } => {
             let state = resolve_base(shared.store, reference, &stage.platform)?;
             let base = state.base_digest.map(|d| d.to_string()).unwrap_or_default();

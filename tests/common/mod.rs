@@ -55,7 +55,9 @@ pub fn write_files(dir: &Path, files: &[(&str, &str)]) {
 
 /// The repository's `examples/<name>` directory.
 pub fn example(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("examples").join(name)
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("examples")
+        .join(name)
 }
 
 /// Asserts an external tool is installed, naming its Debian package otherwise.
@@ -68,7 +70,9 @@ pub fn need(tool: &str, package: &str) {
 
 /// Runs an external command, asserting success; returns stdout.
 pub fn sh(cmd: &mut Command) -> String {
-    let out = cmd.output().unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
+    let out = cmd
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
     assert!(
         out.status.success(),
         "{cmd:?} failed:\n{}\n{}",
