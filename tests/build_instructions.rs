@@ -12,12 +12,15 @@ use std::fs;
 use std::io::{Read, Write};
 use std::path::Path;
 
-/// Every entry of the image's layers, merged: path → (mode, uid, gid, content for files).
+/// One tar entry as the tests look at it: mode, uid, gid, and the content of a file.
+type Entry = (u32, u64, u64, Option<Vec<u8>>);
+
+/// Every entry of the image's layers, merged by path.
 fn layer_entries(
     store: &Path,
     image: &str,
     tmp: &Path,
-) -> BTreeMap<String, (u32, u64, u64, Option<Vec<u8>>)> {
+) -> BTreeMap<String, Entry> {
     let out = tmp.join(format!("layout-{}", image.replace(':', "-")));
     ok(
         store,

@@ -86,7 +86,7 @@ impl BlobSink for StoreBlobs<'_> {
         let (digest, size) = if is_layer(media_type) {
             let info = self
                 .store
-                .import_layer_blob(reader, &media_type.to_string(), expected_digest)
+                .import_layer_blob(reader, media_type.as_ref(), expected_digest)
                 .map_err(|e| sink_err(&shown, e))?;
             // The store can serve the layer under every encoding it has: the blob that came
             // in (external), its own zstd and gzip blobs, and the uncompressed tar (DiffID).
