@@ -301,6 +301,17 @@ fn kf109_file_ends_inside_a_continuation() {
 }
 
 #[test]
+fn a_line_that_is_only_a_continuation_joins_the_next() {
+    let (source, parse) = assert_diags("\\\n  FROM x\n\\\n\n", &["KF109@3:1-3:2", "KF108@4:1-4:1"]);
+    let k = &parse.kubefile.instructions;
+    assert_eq!(k.len(), 1);
+    assert_eq!(pos(&source, k[0].span), "2:3-2:9");
+    // Many of them in a row stay linear (this was quadratic once).
+    let (_, parse) = assert_diags(&"\\\n".repeat(5000), &["KF109@5000:1-5000:2"]);
+    assert!(parse.kubefile.instructions.is_empty());
+}
+
+#[test]
 fn escaped_escape_at_end_of_line_still_continues() {
     // Dockerfile only looks at the last character of the line.
     let (_, parse) = assert_diags("RUN a\\\\\nb\n", &[]);

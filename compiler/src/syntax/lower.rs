@@ -23,8 +23,6 @@ pub(crate) struct Lowerer<'t> {
     pub(crate) diagnostics: Vec<Diagnostic>,
     /// Instructions found so far.
     pub(crate) instructions: Vec<Instruction>,
-    /// The start of the last dangling escape character (a `stray` that is only a continuation).
-    dangling_escape: Option<usize>,
 }
 
 impl<'t> Lowerer<'t> {
@@ -35,7 +33,6 @@ impl<'t> Lowerer<'t> {
             escape,
             diagnostics: Vec::new(),
             instructions: Vec::new(),
-            dangling_escape: None,
         }
     }
 
@@ -49,45 +46,32 @@ impl<'t> Lowerer<'t> {
         for pair in entry.into_inner() {
             match pair.as_rule() {
                 Rule::instruction => self.instruction(pair),
+                Rule::lead_conts => {
+                    self.scan(&pair);
+                }
                 Rule::stray => self.stray(pair),
                 _ => {}
-            }
-        }
-        if let Some(start) = self.dangling_escape {
-            let after_last = self
-                .instructions
-                .last()
-                .is_none_or(|i| i.span.start < start);
-            if after_last {
-                self.diagnostics.push(dangling_continuation(Span::new(
-                    start,
-                    start + self.escape.len_utf8(),
-                )));
             }
         }
     }
 
     fn stray(&mut self, pair: Pair<'_>) {
-        let span = self.span(&pair);
-        let text = pair.as_str();
-        let trimmed = text.trim_end_matches([' ', '\t', '\r', '\u{0B}', '\u{0C}']);
-        if trimmed.chars().eq(std::iter::once(self.escape)) {
-            // A continuation that leads to nothing (no keyword follows it).
-            self.dangling_escape = Some(span.start);
-            return;
-        }
         // Unreachable with the current grammar; reported rather than dropped, just in case.
+        let span = self.span(&pair);
         self.diagnostics.push(
             Diagnostic::new(
                 Code::UnknownInstruction,
                 span,
-                format!("cannot read `{}` as an instruction", text.trim()),
+                format!("cannot read `{}` as an instruction", pair.as_str().trim()),
             )
             .with_help("an instruction starts with a keyword such as `FROM`, `COPY` or `RUN`"),
         );
     }
 
-    fn instruction(&mut self, pair: Pair<'_>) {
+    /// Walks everything under `pair`: reports empty continuation lines (KF108), a
+    /// continuation that runs into the end of the file (KF109) and unclosed quotes (KF110),
+    /// and returns the continuation spans in order.
+    fn scan(&mut self, pair: &Pair<'_>) -> Vec<Span> {
         let mut conts = Vec::new();
         for inner in pair.clone().into_inner().flatten() {
             match inner.as_rule() {
@@ -143,6 +127,11 @@ impl<'t> Lowerer<'t> {
                 _ => {}
             }
         }
+        conts
+    }
+
+    fn instruction(&mut self, pair: Pair<'_>) {
+        let conts = self.scan(&pair);
         let joiner = Joiner {
             text: self.text,
             base: self.base,
