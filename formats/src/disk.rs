@@ -227,14 +227,17 @@ impl DiskSource for ExtentDisk {
             });
         }
         let end = offset + len;
-        buf.fill(0);
         // First extent that ends after `offset`.
         let first = self.extents.partition_point(|e| e.end() <= offset);
+        // Bytes before this position that no extent covered are zero-filled as we go.
+        let mut filled = offset;
         for ext in &self.extents[first..] {
             if ext.offset >= end {
                 break;
             }
             let from = ext.offset.max(offset);
+            buf[(filled - offset) as usize..(from - offset) as usize].fill(0);
+            filled = ext.end().min(end);
             let to = ext.end().min(end);
             let dst = &mut buf[(from - offset) as usize..(to - offset) as usize];
             let within = from - ext.offset;
@@ -265,6 +268,7 @@ impl DiskSource for ExtentDisk {
                 }
             }
         }
+        buf[(filled - offset) as usize..].fill(0);
         Ok(())
     }
 

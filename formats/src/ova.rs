@@ -80,6 +80,8 @@ pub struct OvaOptions {
     pub level: u32,
     /// Compression threads.
     pub threads: usize,
+    /// Make the output durable (`fsync`) before renaming it into place (default true).
+    pub sync: bool,
 }
 
 impl Default for OvaOptions {
@@ -98,6 +100,7 @@ impl Default for OvaOptions {
             digest: ManifestDigest::Sha256,
             level: 6,
             threads: 2,
+            sync: true,
         }
     }
 }
@@ -217,9 +220,11 @@ pub fn write_ova(src: &dyn DiskSource, out: &Path, opts: &OvaOptions) -> Result<
         adapter: AdapterType::LsiLogic,
         level: opts.level,
         threads: opts.threads,
+        sync: false,
     };
     vmdk_opts.validate()?;
     let mut o = AtomicOutput::create(out)?;
+    o.set_sync(opts.sync);
     let dir = o
         .temp_path()
         .parent()
@@ -255,7 +260,7 @@ pub fn write_ova(src: &dyn DiskSource, out: &Path, opts: &OvaOptions) -> Result<
         .map_err(FormatError::io("seek in", &vmdk_path))?;
     let tmp = o.temp_path().to_path_buf();
     let mut members = vec![ovf_name.clone()];
-    let out_file = std::io::BufWriter::with_capacity(1 << 20, o.file());
+    let out_file = std::io::BufWriter::with_capacity(1 << 20, o.writer());
     let mut tar = UstarWriter::new(out_file, opts.mtime, &tmp);
     tar.append_bytes(&ovf_name, ovf.as_bytes())?;
     if opts.manifest == ManifestPlacement::AfterDescriptor {
@@ -268,7 +273,16 @@ pub fn write_ova(src: &dyn DiskSource, out: &Path, opts: &OvaOptions) -> Result<
         tar.append_bytes(&mf_name, mf.as_bytes())?;
         members.push(mf_name);
     }
-    let (_, file_size) = tar.finish()?;
+    let (out_file, file_size) = tar.finish()?;
+    out_file
+        .into_inner()
+        .map_err(|e| FormatError::Io {
+            action: "write",
+            path: tmp.clone(),
+            source: e.into_error(),
+        })?
+        .finish()
+        .map_err(FormatError::io("sync", &tmp))?;
     drop(vmdk);
     o.commit()?;
     Ok(OvaReport {

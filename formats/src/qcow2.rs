@@ -70,6 +70,8 @@ pub struct Qcow2Options {
     pub compression: Qcow2Compression,
     /// Compression threads (default 2).
     pub threads: usize,
+    /// Make the output durable (`fsync`) before renaming it into place (default true).
+    pub sync: bool,
 }
 
 impl Default for Qcow2Options {
@@ -78,6 +80,7 @@ impl Default for Qcow2Options {
             cluster_bits: 16,
             compression: Qcow2Compression::None,
             threads: 2,
+            sync: true,
         }
     }
 }
@@ -131,8 +134,11 @@ pub fn write_qcow2(src: &dyn DiskSource, out: &Path, opts: &Qcow2Options) -> Res
         ));
     }
     let mut o = AtomicOutput::create(out)?;
+    o.set_sync(opts.sync);
     let tmp = o.temp_path().to_path_buf();
-    let report = Writer::new(src, opts, &tmp)?.run(o.file())?;
+    let mut w = o.writer();
+    let report = Writer::new(src, opts, &tmp)?.run(&mut w)?;
+    w.finish().map_err(FormatError::io("sync", &tmp))?;
     o.commit()?;
     Ok(report)
 }
@@ -221,14 +227,21 @@ impl<'a> Writer<'a> {
     }
 
     fn write_plain<W: Write>(&mut self, w: &mut W, guest: u64, data: &[u8]) -> Result<()> {
+        self.write_plain_run(w, guest, data)
+    }
+
+    /// Writes whole clusters for guest clusters `first..`, one host cluster each.
+    fn write_plain_run<W: Write>(&mut self, w: &mut W, first: u64, data: &[u8]) -> Result<()> {
         self.pad_to_cluster(w)?;
         w.write_all(data)
             .map_err(FormatError::io("write", self.path))?;
-        let host = self.pos;
-        self.bump(host >> self.bits);
-        self.set_l2(guest, host | COPIED);
-        self.pos += self.cs;
-        self.data_clusters += 1;
+        for k in 0..(data.len() as u64 / self.cs) {
+            let host = self.pos;
+            self.bump(host >> self.bits);
+            self.set_l2(first + k, host | COPIED);
+            self.pos += self.cs;
+            self.data_clusters += 1;
+        }
         Ok(())
     }
 
@@ -259,7 +272,7 @@ impl<'a> Writer<'a> {
         Ok(())
     }
 
-    fn run(mut self, file: &mut std::fs::File) -> Result<Qcow2Report> {
+    fn run<F: Write + Seek>(mut self, file: F) -> Result<Qcow2Report> {
         let size = self.src.size();
         let runs = allocated_cluster_runs(self.src, self.bits)?;
         let codec = self.codec();
@@ -268,7 +281,8 @@ impl<'a> Writer<'a> {
             None => None,
         };
         let batch_clusters = ((8u64 << 20) >> self.bits).max(1);
-        let mut w = BufWriter::with_capacity(4 << 20, file);
+        // Small buffer: runs of plain clusters are written straight through.
+        let mut w = BufWriter::with_capacity(256 << 10, file);
         w.write_all(&vec![0u8; self.cs as usize])
             .map_err(FormatError::io("write", self.path))?;
         let mut buf = Vec::new();
@@ -295,8 +309,17 @@ impl<'a> Writer<'a> {
                     }
                 }
                 _ => {
-                    for (g, c) in &jobs {
-                        self.write_plain(&mut w, *g, c)?;
+                    // Consecutive clusters go out in one write.
+                    let mut i = 0;
+                    while i < jobs.len() {
+                        let mut j = i + 1;
+                        while j < jobs.len() && jobs[j].0 == jobs[j - 1].0 + 1 {
+                            j += 1;
+                        }
+                        let a = (jobs[i].0 - batch.start) as usize * cs;
+                        let b = (jobs[j - 1].0 - batch.start + 1) as usize * cs;
+                        self.write_plain_run(&mut w, jobs[i].0, &buf[a..b])?;
+                        i = j;
                     }
                 }
             }

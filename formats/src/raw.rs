@@ -12,18 +12,26 @@ use crate::output::AtomicOutput;
 
 const BITS: u32 = 16;
 
-/// Writes `src` to `out` as a sparse raw image; returns the number of bytes of data written.
+/// Writes `src` to `out` as a sparse raw image, durably; returns the bytes of data written.
 pub fn write_raw(src: &dyn DiskSource, out: &Path) -> Result<u64> {
+    write_raw_with(src, out, true)
+}
+
+/// [`write_raw`], with the final `fsync` optional.
+pub fn write_raw_with(src: &dyn DiskSource, out: &Path, sync: bool) -> Result<u64> {
     let mut o = AtomicOutput::create(out)?;
+    o.set_sync(sync);
     let tmp = o.temp_path().to_path_buf();
     let size = src.size();
     let runs = allocated_cluster_runs(src, BITS)?;
     let mut buf = Vec::new();
     let mut written = 0u64;
     {
-        let f = o.file();
-        f.set_len(size).map_err(FormatError::io("resize", &tmp))?;
-        let mut w = std::io::BufWriter::with_capacity(1 << 20, f);
+        o.file()
+            .set_len(size)
+            .map_err(FormatError::io("resize", &tmp))?;
+        let mut sa = o.writer();
+        let mut w = std::io::BufWriter::with_capacity(1 << 20, &mut sa);
         for batch in batches(&runs, 64) {
             read_clusters(src, BITS, &batch, &mut buf)?;
             for (i, c) in buf.chunks(1 << BITS).enumerate() {
@@ -40,6 +48,8 @@ pub fn write_raw(src: &dyn DiskSource, out: &Path) -> Result<u64> {
             }
         }
         w.flush().map_err(FormatError::io("write", &tmp))?;
+        drop(w);
+        sa.finish().map_err(FormatError::io("sync", &tmp))?;
     }
     o.commit()?;
     Ok(written)

@@ -51,7 +51,7 @@ pub struct VmaDevice<'a> {
 }
 
 /// Options of the VMA writer.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct VmaOptions {
     /// Seed for the archive UUID (normally the image digest).
     pub seed: Vec<u8>,
@@ -60,6 +60,19 @@ pub struct VmaOptions {
     pub ctime: i64,
     /// Config blobs `(name, data)`, e.g. `("qemu-server.conf", ...)`; at most 256.
     pub configs: Vec<(String, Vec<u8>)>,
+    /// Make the output durable (`fsync`) before renaming it into place (default true).
+    pub sync: bool,
+}
+
+impl Default for VmaOptions {
+    fn default() -> Self {
+        VmaOptions {
+            seed: Vec::new(),
+            ctime: 0,
+            configs: Vec::new(),
+            sync: true,
+        }
+    }
 }
 
 /// What was written.
@@ -298,8 +311,11 @@ fn header(devices: &[VmaDevice<'_>], opts: &VmaOptions, uuid: &[u8; 16]) -> Resu
 /// Writes the devices as a VMA archive at `out` (atomically).
 pub fn write_vma(devices: &[VmaDevice<'_>], out: &Path, opts: &VmaOptions) -> Result<VmaReport> {
     let mut o = AtomicOutput::create(out)?;
+    o.set_sync(opts.sync);
     let tmp = o.temp_path().to_path_buf();
-    let report = write_vma_stream(devices, o.file(), opts, &tmp)?;
+    let mut w = o.writer();
+    let report = write_vma_stream(devices, &mut w, opts, &tmp)?;
+    w.finish().map_err(FormatError::io("sync", &tmp))?;
     o.commit()?;
     Ok(report)
 }

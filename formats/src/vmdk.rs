@@ -77,6 +77,8 @@ pub struct VmdkOptions {
     pub level: u32,
     /// Compression threads (default 2).
     pub threads: usize,
+    /// Make the output durable (`fsync`) before renaming it into place (default true).
+    pub sync: bool,
 }
 
 impl Default for VmdkOptions {
@@ -87,6 +89,7 @@ impl Default for VmdkOptions {
             adapter: AdapterType::LsiLogic,
             level: 6,
             threads: 2,
+            sync: true,
         }
     }
 }
@@ -133,8 +136,11 @@ pub fn write_vmdk(src: &dyn DiskSource, out: &Path, opts: &VmdkOptions) -> Resul
     opts.validate()?;
     check_size(src.size())?;
     let mut o = AtomicOutput::create(out)?;
+    o.set_sync(opts.sync);
     let tmp = o.temp_path().to_path_buf();
-    let report = write_vmdk_stream(src, o.file(), opts, &tmp)?;
+    let mut w = o.writer();
+    let report = write_vmdk_stream(src, &mut w, opts, &tmp)?;
+    w.finish().map_err(FormatError::io("sync", &tmp))?;
     o.commit()?;
     Ok(report)
 }

@@ -110,12 +110,14 @@ fn zstd_many_small_clusters_share_host_clusters() {
         cluster_bits: 9,
         compression: Qcow2Compression::Zstd { level: 1 },
         threads: 1,
+        sync: false,
     };
     roundtrip(&disk, &opts, "small-zstd");
     let opts = Qcow2Options {
         cluster_bits: 12,
         compression: Qcow2Compression::Zlib { level: 1 },
         threads: 2,
+        sync: true,
     };
     roundtrip(&disk, &opts, "small-zlib");
 }

@@ -234,6 +234,7 @@ fn two_devices_roundtrip_and_config() {
         seed: b"sha256:1234".to_vec(),
         ctime: 1_700_000_000,
         configs: vec![("qemu-server.conf".into(), conf.clone().into_bytes())],
+        ..Default::default()
     };
     let out = dir.path().join("vzdump-qemu-100-2023_11_14-22_13_20.vma");
     let devs = [
@@ -280,6 +281,7 @@ fn extracted_disk_equals_raw_export() {
         seed: b"s".to_vec(),
         ctime: 0,
         configs: vec![("qemu-server.conf".into(), b"memory: 512\n".to_vec())],
+        ..Default::default()
     };
     write_vma(
         &[VmaDevice {
@@ -305,6 +307,7 @@ fn reader_rejects_tampering() {
         seed: b"t".to_vec(),
         ctime: 0,
         configs: vec![("qemu-server.conf".into(), b"cores: 1\n".to_vec())],
+        ..Default::default()
     };
     write_vma(
         &[VmaDevice {
