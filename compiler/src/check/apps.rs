@@ -12,7 +12,7 @@
 
 use super::context::{Context, EntryKind};
 use super::words::{Form, Sink};
-use super::{App, AppKind, AppState, AppType, Checker, ContextError, Op, Source};
+use super::{App, AppKind, AppType, Checker, ContextError, Op, Source};
 use crate::diagnostics::{Code, Diagnostic};
 use crate::source::Span;
 use crate::syntax::ast::{Arguments, Instruction, Keyword, Word};
@@ -242,20 +242,7 @@ impl Checker<'_> {
             files,
             dest: format!("application/apps/{name}/"),
         };
-        let stage = self.stage();
-        match stage.app_mut(&name) {
-            Some(existing) => {
-                existing.app = app.clone();
-                existing.name_span = name_word.span;
-            }
-            None => stage.apps.push(AppState {
-                app: app.clone(),
-                env: BTreeMap::new(),
-                cmds: Vec::new(),
-                name_span: name_word.span,
-                has_cmds: false,
-            }),
-        }
+        self.stage().put_app(app.clone(), name_word.span);
         let line = self.line(ins.span);
         let steps = &mut self.stage().stage.steps;
         steps.push(super::Step {
@@ -294,20 +281,15 @@ impl Checker<'_> {
             return Some(name);
         }
         if stage.unknown_base_apps {
-            stage.apps.push(AppState {
-                app: App {
-                    name: name.clone(),
-                    kind: AppKind::App,
-                    sources: Vec::new(),
-                    app_type: None,
-                    files: Vec::new(),
-                    dest: format!("application/apps/{name}/"),
-                },
-                env: BTreeMap::new(),
-                cmds: Vec::new(),
-                name_span: word.span,
-                has_cmds: false,
-            });
+            let stub = App {
+                name: name.clone(),
+                kind: AppKind::App,
+                sources: Vec::new(),
+                app_type: None,
+                files: Vec::new(),
+                dest: format!("application/apps/{name}/"),
+            };
+            stage.put_app(stub, word.span);
             return Some(name);
         }
         self.push(

@@ -8,8 +8,8 @@
 use super::context::Problem;
 use super::words::{unquoted_equals, Form, Origin, Sink};
 use super::{
-    kubeversion, Base, Checker, Chown, Copy, CopyFrom, Launch, Op, Platform, Run, Source,
-    StageState, Step, PLATFORM_VARIABLES,
+    kubeversion, Base, Checker, Chown, Copy, CopyFrom, Op, Platform, Run, Source, StageState, Step,
+    PLATFORM_VARIABLES,
 };
 use crate::check::program::{Command, Stage};
 use crate::check::ContextError;
@@ -167,8 +167,8 @@ impl Checker<'_> {
             }
         }
         let line = self.line(ins.span);
-        let mut state = StageState {
-            stage: Stage {
+        let mut state = StageState::new(
+            Stage {
                 index,
                 name,
                 base: base.clone(),
@@ -178,23 +178,18 @@ impl Checker<'_> {
                 line,
                 span: ins.span,
             },
-            vars: super::platform_vars(&self.platform),
-            apps: Vec::new(),
-            unknown_base_apps: matches!(base, Base::Image { .. }),
-            env: Vec::new(),
-            labels: BTreeMap::new(),
-            maintainer: None,
-            launch: Launch::default(),
-        };
+            super::platform_vars(&self.platform),
+        );
+        state.unknown_base_apps = matches!(base, Base::Image { .. });
         if let Base::Stage { index } = base {
             let parent = &self.stages[index];
-            state.env = parent.env.clone();
             for (k, v) in &parent.env {
-                state.vars.set(k, Some(v.clone()), Origin::Env);
+                state.set_env(k, v);
             }
             state.labels = parent.labels.clone();
             state.maintainer = parent.maintainer.clone();
             state.apps = parent.apps.clone();
+            state.app_index = parent.app_index.clone();
             state.unknown_base_apps = parent.unknown_base_apps;
         }
         self.stages.push(state);
@@ -392,11 +387,7 @@ impl Checker<'_> {
         }
         let stage = self.stage();
         for (key, value, _) in &items {
-            stage.vars.set(key, Some(value.clone()), Origin::Env);
-            match stage.env.iter_mut().find(|(k, _)| k == key) {
-                Some(slot) => slot.1 = value.clone(),
-                None => stage.env.push((key.clone(), value.clone())),
-            }
+            stage.set_env(key, value);
         }
         let vars = items.into_iter().map(|(k, v, _)| (k, v)).collect();
         self.push_step(ins, Op::Env { vars }, used);
@@ -797,7 +788,7 @@ impl Checker<'_> {
             Arguments::Shell { text, .. } => Command::Shell(text.clone()),
         };
         let stage = self.stage();
-        let env = stage.vars.environment();
+        let env = stage.vars.arg_environment();
         let args = stage.vars.args();
         self.push_step(ins, Op::Run(Run { command, env }), args);
     }

@@ -136,17 +136,70 @@ pub(crate) struct StageState {
     vars: Vars,
     /// Apps in declaration order.
     apps: Vec<AppState>,
+    /// Position of each app in `apps`, by name.
+    app_index: HashMap<String, usize>,
     /// The base is an image whose applications the checker cannot see.
     unknown_base_apps: bool,
     env: Vec<(String, String)>,
+    /// Position of each variable in `env`, by name.
+    env_index: HashMap<String, usize>,
     labels: BTreeMap<String, String>,
     maintainer: Option<String>,
     launch: Launch,
 }
 
 impl StageState {
+    fn new(stage: Stage, vars: Vars) -> Self {
+        StageState {
+            stage,
+            vars,
+            apps: Vec::new(),
+            app_index: HashMap::new(),
+            unknown_base_apps: false,
+            env: Vec::new(),
+            env_index: HashMap::new(),
+            labels: BTreeMap::new(),
+            maintainer: None,
+            launch: Launch::default(),
+        }
+    }
+
     fn app_mut(&mut self, name: &str) -> Option<&mut AppState> {
-        self.apps.iter_mut().find(|a| a.app.name == name)
+        let index = *self.app_index.get(name)?;
+        self.apps.get_mut(index)
+    }
+
+    /// Declares an app, replacing an earlier one of the same name in place (sealer: the
+    /// last declaration wins) but keeping its `APPENV`/`APPCMDS`.
+    fn put_app(&mut self, app: App, name_span: Span) {
+        match self.app_index.get(&app.name) {
+            Some(&i) => {
+                self.apps[i].app = app;
+                self.apps[i].name_span = name_span;
+            }
+            None => {
+                self.app_index.insert(app.name.clone(), self.apps.len());
+                self.apps.push(AppState {
+                    app,
+                    env: BTreeMap::new(),
+                    cmds: Vec::new(),
+                    name_span,
+                    has_cmds: false,
+                });
+            }
+        }
+    }
+
+    /// Sets an `ENV` variable (in place when it exists, to keep the order).
+    fn set_env(&mut self, key: &str, value: &str) {
+        self.vars.set(key, Some(value.to_string()), Origin::Env);
+        match self.env_index.get(key) {
+            Some(&i) => self.env[i].1 = value.to_string(),
+            None => {
+                self.env_index.insert(key.to_string(), self.env.len());
+                self.env.push((key.to_string(), value.to_string()));
+            }
+        }
     }
 }
 
@@ -245,8 +298,8 @@ impl<'a> Checker<'a> {
 
     fn push_implicit_stage(&mut self, ins: &Instruction) {
         let line = self.line(ins.span);
-        self.stages.push(StageState {
-            stage: Stage {
+        self.stages.push(StageState::new(
+            Stage {
                 index: 0,
                 name: None,
                 base: Base::Scratch,
@@ -256,14 +309,8 @@ impl<'a> Checker<'a> {
                 line,
                 span: Span::new(ins.span.start, ins.span.start),
             },
-            vars: platform_vars(&self.platform),
-            apps: Vec::new(),
-            unknown_base_apps: false,
-            env: Vec::new(),
-            labels: BTreeMap::new(),
-            maintainer: None,
-            launch: Launch::default(),
-        });
+            platform_vars(&self.platform),
+        ));
     }
 
     fn instruction(

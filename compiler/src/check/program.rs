@@ -297,7 +297,10 @@ pub enum Source {
 pub struct Run {
     /// The command.
     pub command: Command,
-    /// The environment of the command: `ARG`s and `ENV`s in scope with a value.
+    /// The build-time environment of the command: the `ARG`s in scope that have a value.
+    /// `ENV` values are not repeated here: they are in the image configuration that the
+    /// steps before built up (and in the node's ancestry), and an `ARG` of the same name
+    /// yields to them.
     pub env: BTreeMap<String, String>,
 }
 

@@ -56,12 +56,12 @@ impl Vars {
             .collect()
     }
 
-    /// Every variable that has a value and is not a platform variable, sorted by name
-    /// (the environment a `RUN` step sees).
-    pub fn environment(&self) -> BTreeMap<String, String> {
+    /// Every `ARG` that has a value, sorted by name (what a `RUN` step sees on top of the
+    /// image configuration's `ENV`).
+    pub fn arg_environment(&self) -> BTreeMap<String, String> {
         self.map
             .iter()
-            .filter(|(_, v)| v.origin != Origin::Platform)
+            .filter(|(_, v)| v.origin == Origin::Arg)
             .filter_map(|(k, v)| v.value.clone().map(|value| (k.clone(), value)))
             .collect()
     }

@@ -118,16 +118,22 @@ fn node_id(
     build_args: &BTreeMap<String, Option<String>>,
     content: Option<&str>,
 ) -> String {
-    let doc = json!({
-        "version": NODE_DIGEST_VERSION,
-        "parent": parent,
-        "deps": deps,
-        "definition": definition,
-        "build_args": build_args,
-        "content": content,
-    });
-    let mut text = String::new();
-    canonical_json(&doc, &mut text);
+    // The canonical JSON of {"build_args","content","definition","deps","parent","version"}
+    // (keys in byte order), written directly to avoid copying the definition.
+    let mut text = String::with_capacity(256);
+    text.push_str("{\"build_args\":");
+    canonical_json(&json!(build_args), &mut text);
+    text.push_str(",\"content\":");
+    canonical_json(&json!(content), &mut text);
+    text.push_str(",\"definition\":");
+    canonical_json(definition, &mut text);
+    text.push_str(",\"deps\":");
+    canonical_json(&json!(deps), &mut text);
+    text.push_str(",\"parent\":");
+    canonical_json(&json!(parent), &mut text);
+    text.push_str(",\"version\":");
+    canonical_json(&json!(NODE_DIGEST_VERSION), &mut text);
+    text.push('}');
     sha256_digest(text.as_bytes())
 }
 
