@@ -43,14 +43,30 @@ fn shell(cmd: &str) -> String {
     String::from_utf8_lossy(&o.stdout).trim().to_string()
 }
 
-fn baseline_time(dir: &Path) -> Duration {
+/// CPU seconds (user + system) used so far by this process and by its waited-for children, from
+/// `/proc/self/stat` (clock ticks of 1/100 s). CPU time is robust to other load on a shared machine; wall time is not.
+fn cpu_seconds() -> (f64, f64) {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
+    let f: Vec<f64> = rest
+        .split_whitespace()
+        .map(|x| x.parse().unwrap_or(0.0))
+        .collect();
+    // After the command name, the state is field 3; utime/stime are fields 14/15, cutime/cstime 16/17.
+    let at = |i: usize| f.get(i - 3).copied().unwrap_or(0.0) / 100.0;
+    (at(14) + at(15), at(16) + at(17))
+}
+
+fn baseline_time(dir: &Path) -> (Duration, f64) {
     let cmd = format!(
         "tar -c -C '{}' . | zstd -q -3 -T0 > /dev/null",
         dir.display()
     );
+    let (_, c0) = cpu_seconds();
     let t = Instant::now();
     shell(&cmd);
-    t.elapsed()
+    let wall = t.elapsed();
+    (wall, cpu_seconds().1 - c0)
 }
 
 fn baseline_size(dir: &Path) -> u64 {
@@ -116,18 +132,24 @@ fn main() {
     let mut base = Vec::new();
     let mut cold = Vec::new();
     let mut warm = Vec::new();
+    let (mut base_cpu, mut cold_cpu, mut warm_cpu) = (Vec::new(), Vec::new(), Vec::new());
     let mut v1_info = None;
     let mut v2_info = None;
     for run in 0..runs() {
-        base.push(baseline_time(&v1));
+        let (w, c) = baseline_time(&v1);
+        base.push(w);
+        base_cpu.push(Duration::from_secs_f64(c));
         let root = fresh(&work, &format!("store-{run}"));
         let s = Store::open_with(&root, params()).unwrap();
-        let t = Instant::now();
+        let (c0, t) = (cpu_seconds().0, Instant::now());
         let a = s.ingest_dir(&v1, &opts()).unwrap();
         cold.push(t.elapsed());
-        let t = Instant::now();
+        let (c1, t) = (cpu_seconds().0, Instant::now());
         let b = s.ingest_dir(&v2, &opts()).unwrap();
         warm.push(t.elapsed());
+        let c2 = cpu_seconds().0;
+        cold_cpu.push(Duration::from_secs_f64(c1 - c0));
+        warm_cpu.push(Duration::from_secs_f64(c2 - c1));
         v1_info = Some(a);
         v2_info = Some(b);
         if run + 1 < runs() {
@@ -152,6 +174,7 @@ fn main() {
     let (z1, z2) = (baseline_size(&v1), baseline_size(&v2));
 
     let (bt, ct, wt) = (median(base), median(cold), median(warm));
+    let (bc, cc, wc) = (median(base_cpu), median(cold_cpu), median(warm_cpu));
     let new_chunks = {
         let known: std::collections::HashSet<Digest> = a.chunks.iter().map(|c| c.digest).collect();
         b.chunks
@@ -214,6 +237,20 @@ fn main() {
         reingest.as_secs_f64(),
         verdict(r4 < 1.0)
     );
+    println!(
+        "   CPU seconds (user+sys, robust to other load): tar|zstd {:.2}, cold v1 {:.2} (ratio {:.2}), v2 after v1 {:.2} ({:.2}x less than cold)",
+        bc.as_secs_f64(),
+        cc.as_secs_f64(),
+        cc.as_secs_f64() / bc.as_secs_f64().max(0.01),
+        wc.as_secs_f64(),
+        cc.as_secs_f64() / wc.as_secs_f64().max(0.01)
+    );
+    println!(
+        "   load average at the end: {}",
+        std::fs::read_to_string("/proc/loadavg")
+            .unwrap_or_default()
+            .trim()
+    );
     println!("   ingest throughput: cold {:.0} MB/s, v2-after-v1 {:.0} MB/s (tar bytes / wall time, 2 cores)", mbps(a.size, ct), mbps(b.size, wt));
     println!(
         "   verify re-hashed {:.1} MB in {:.3} s",
@@ -258,7 +295,7 @@ fn main() {
     println!();
     println!("single-core throughput (reference per-core limits from bench-data/README.md):");
     println!(
-        "   SHA-256 (sha2)          {sha:>6.0} MB/s  (ref ~1200-1300 MB/s, SHA-NI)  {:.0} %",
+        "   SHA-256 (ring)          {sha:>6.0} MB/s  (ref ~1200-1300 MB/s, SHA-NI)  {:.0} %",
         sha / 1250.0 * 100.0
     );
     println!(

@@ -58,24 +58,18 @@ pub(crate) fn ingest(store: &Store, mut r: impl Read) -> Result<LayerInfo> {
 
     let result = (|| -> Result<()> {
         loop {
-            while buf.len() < BATCH && !eof {
-                let old = buf.len();
-                buf.resize(BATCH.max(old + max), 0);
-                let n = loop {
-                    match r.read(&mut buf[old..]) {
-                        Ok(n) => break n,
-                        Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                        Err(e) => {
-                            buf.truncate(old);
-                            return Err(Error::io("read layer stream", "<input>", e));
-                        }
-                    }
-                };
-                buf.truncate(old + n);
-                if n == 0 {
-                    eof = true;
+            // Fill the batch; the buffer is zero-extended once per batch, not once per read.
+            let mut filled = buf.len();
+            buf.resize(BATCH.max(filled + max), 0);
+            while filled < BATCH && !eof {
+                match r.read(&mut buf[filled..]) {
+                    Ok(0) => eof = true,
+                    Ok(n) => filled += n,
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                    Err(e) => return Err(Error::io("read layer stream", "<input>", e)),
                 }
             }
+            buf.truncate(filled);
             let mut cuts = Vec::new();
             let mut start = 0usize;
             while start < buf.len() {
