@@ -119,12 +119,20 @@ fn sigkill_at_random_points_never_corrupts_the_store() {
     let work = t.path().join("work");
     fs::create_dir_all(&work).unwrap();
     drop(Store::open_with(&store, common::small_chunks()).unwrap());
+    // One complete round first: guarantees committed data exists and calibrates the kill delays to this machine's
+    // speed (CI may be loaded), so kills land before, during and after commits.
+    let started = Instant::now();
+    assert!(spawn_writer(&store, &work, Some(1))
+        .wait()
+        .unwrap()
+        .success());
+    let round_ms = (started.elapsed().as_millis() as u64).clamp(100, 5000);
     let mut rng = (std::process::id() as u64) << 20 | 0x2545F491;
     let iterations = 36;
     let mut kills_mid_write = 0;
     for i in 0..iterations {
         let mut child = spawn_writer(&store, &work, None);
-        std::thread::sleep(Duration::from_millis(rand_ms(&mut rng, 5, 900)));
+        std::thread::sleep(Duration::from_millis(rand_ms(&mut rng, 5, round_ms * 2)));
         if child.try_wait().unwrap().is_none() {
             kills_mid_write += 1;
         }
