@@ -408,6 +408,50 @@ pub(crate) fn read_clusters(
     Ok(())
 }
 
+/// Reads the clusters of `runs` in batches of at most `max` on a background thread (two
+/// batches ahead, so reading overlaps the caller's compression and writing) and calls `f`
+/// in order with the batch, its buffer (zero-padded past the disk end) and the indices of
+/// the clusters in it that are inside the disk and not all zeros.
+pub(crate) fn for_each_batch(
+    src: &dyn DiskSource,
+    bits: u32,
+    runs: &[Range<u64>],
+    max: u64,
+    mut f: impl FnMut(&Range<u64>, &[u8], &[usize]) -> Result<()>,
+) -> Result<()> {
+    use std::sync::mpsc::{channel, sync_channel};
+    type Batch = (Range<u64>, Vec<u8>, Vec<usize>);
+    let size = src.size();
+    let (tx, rx) = sync_channel::<Result<Batch>>(2);
+    let (recycle_tx, recycle_rx) = channel::<Vec<u8>>();
+    std::thread::scope(|scope| {
+        scope.spawn(move || {
+            for batch in batches(runs, max) {
+                let mut buf = recycle_rx.try_recv().unwrap_or_default();
+                let msg = read_clusters(src, bits, &batch, &mut buf).map(|()| {
+                    let nz = buf
+                        .chunks(1 << bits)
+                        .enumerate()
+                        .filter(|(i, c)| ((batch.start + *i as u64) << bits) < size && !is_zero(c))
+                        .map(|(i, _)| i)
+                        .collect();
+                    (batch, buf, nz)
+                });
+                let failed = msg.is_err();
+                if tx.send(msg).is_err() || failed {
+                    break;
+                }
+            }
+        });
+        for msg in rx {
+            let (batch, buf, nz) = msg?;
+            f(&batch, &buf, &nz)?;
+            let _ = recycle_tx.send(buf);
+        }
+        Ok(())
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

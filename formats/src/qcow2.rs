@@ -31,7 +31,7 @@ use std::io::{BufWriter, Seek, SeekFrom, Write};
 use std::path::Path;
 
 use crate::compress::{par_compress, pool, Codec};
-use crate::disk::{allocated_cluster_runs, batches, is_zero, read_clusters, DiskSource};
+use crate::disk::{allocated_cluster_runs, for_each_batch, DiskSource};
 use crate::error::{FormatError, Result};
 use crate::output::AtomicOutput;
 
@@ -285,22 +285,19 @@ impl<'a> Writer<'a> {
         let mut w = BufWriter::with_capacity(256 << 10, file);
         w.write_all(&vec![0u8; self.cs as usize])
             .map_err(FormatError::io("write", self.path))?;
-        let mut buf = Vec::new();
         let cs = self.cs as usize;
-        for batch in batches(&runs, batch_clusters) {
-            read_clusters(self.src, self.bits, &batch, &mut buf)?;
-            let jobs: Vec<(u64, &[u8])> = buf
-                .chunks(cs)
-                .enumerate()
-                .map(|(i, c)| (batch.start + i as u64, c))
-                .filter(|(g, c)| (*g << self.bits) < size && !is_zero(c))
+        let bits = self.bits;
+        let src = self.src;
+        for_each_batch(src, bits, &runs, batch_clusters, |batch, buf, nz| {
+            let jobs: Vec<(u64, &[u8])> = nz
+                .iter()
+                .map(|&i| (batch.start + i as u64, &buf[i * cs..(i + 1) * cs]))
                 .collect();
             match (codec, &workers) {
                 (Some(codec), Some(pool)) => {
-                    let lim = cs;
                     let offs: Vec<(u64, &[u8])> =
-                        jobs.iter().map(|(g, c)| (*g << self.bits, *c)).collect();
-                    let packed = par_compress(pool, codec, &offs, lim)?;
+                        jobs.iter().map(|(g, c)| (*g << bits, *c)).collect();
+                    let packed = par_compress(pool, codec, &offs, cs)?;
                     for ((g, c), z) in jobs.iter().zip(packed) {
                         match z {
                             Some(z) => self.write_compressed(&mut w, *g, &z)?,
@@ -323,7 +320,8 @@ impl<'a> Writer<'a> {
                     }
                 }
             }
-        }
+            Ok(())
+        })?;
         self.pad_to_cluster(&mut w)?;
 
         // Metadata layout (fixpoint: refcount blocks count themselves).

@@ -28,7 +28,7 @@ use std::io::{BufWriter, Write};
 use std::path::Path;
 
 use crate::compress::{par_compress, pool, Codec};
-use crate::disk::{allocated_cluster_runs, batches, is_zero, read_clusters, DiskSource};
+use crate::disk::{allocated_cluster_runs, for_each_batch, DiskSource};
 use crate::error::{FormatError, Result};
 use crate::ids::{derive_bytes, derive_u32};
 use crate::output::AtomicOutput;
@@ -200,17 +200,13 @@ pub fn write_vmdk_stream<W: Write>(
     let mut cur_gt: Option<u64> = None;
     let workers = pool(opts.threads)?;
     let runs = allocated_cluster_runs(src, GRAIN_BITS)?;
-    let mut buf = Vec::new();
     let mut grains = 0u64;
     let codec = Codec::Zlib(opts.level);
     let gsize = 1usize << GRAIN_BITS;
-    for batch in batches(&runs, 64) {
-        read_clusters(src, GRAIN_BITS, &batch, &mut buf)?;
-        let jobs: Vec<(u64, &[u8])> = buf
-            .chunks(gsize)
-            .enumerate()
-            .map(|(i, c)| (batch.start + i as u64, c))
-            .filter(|(g, c)| (*g << GRAIN_BITS) < size && !is_zero(c))
+    for_each_batch(src, GRAIN_BITS, &runs, 64, |batch, buf, nz| {
+        let jobs: Vec<(u64, &[u8])> = nz
+            .iter()
+            .map(|&i| (batch.start + i as u64, &buf[i * gsize..(i + 1) * gsize]))
             .collect();
         let offs: Vec<(u64, &[u8])> = jobs.iter().map(|(g, c)| (*g << GRAIN_BITS, *c)).collect();
         let packed = par_compress(&workers, codec, &offs, usize::MAX)?;
@@ -239,7 +235,8 @@ pub fn write_vmdk_stream<W: Write>(
             w.put(&m)?;
             grains += 1;
         }
-    }
+        Ok(())
+    })?;
     if let Some(prev) = cur_gt {
         gd[prev as usize] = write_gt(&mut w, &gt)?;
     }
