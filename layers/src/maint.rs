@@ -368,8 +368,10 @@ impl Store {
                     format!("index describes pack {}", idx.pack),
                 );
             }
-            let data = match fs::read(&pack_path) {
-                Ok(d) => d,
+            // Streamed: the pack is hashed in 1 MiB reads and frames are read one by one, so verifying a large
+            // pack needs no more memory than one frame.
+            let (got, len) = match hash_file(&pack_path) {
+                Ok(x) => x,
                 Err(e) => {
                     bad(
                         &mut rep,
@@ -380,32 +382,45 @@ impl Store {
                     continue;
                 }
             };
-            rep.bytes += data.len() as u64;
-            let got = Digest::of(&data);
-            if got != idx.pack || data.len() as u64 != idx.pack_size {
+            rep.bytes += len;
+            if got != idx.pack || len != idx.pack_size {
                 bad(
                     &mut rep,
                     idx.pack.to_string(),
                     pack_path.clone(),
                     format!(
-                        "pack hashes to {got} ({} bytes, expected {})",
-                        data.len(),
+                        "pack hashes to {got} ({len} bytes, expected {})",
                         idx.pack_size
                     ),
                 );
             }
-            for e in &idx.entries {
-                rep.checked += 1;
-                let start = e.offset as usize;
-                let Some(frame) = data.get(start..start + e.frame_len as usize) else {
+            let file = match fs::File::open(&pack_path) {
+                Ok(f) => f,
+                Err(e) => {
                     bad(
                         &mut rep,
-                        e.chunk.to_string(),
-                        pack_path.clone(),
-                        "chunk frame truncated".into(),
+                        idx.pack.to_string(),
+                        pack_path,
+                        format!("pack unreadable: {e}"),
                     );
                     continue;
+                }
+            };
+            for e in &idx.entries {
+                rep.checked += 1;
+                let frame = match pack::read_frame(&file, &pack_path, e.offset, e.frame_len) {
+                    Ok(f) => f,
+                    Err(err) => {
+                        bad(
+                            &mut rep,
+                            format!("chunk {}", e.chunk),
+                            pack_path.clone(),
+                            format!("chunk frame truncated: {err}"),
+                        );
+                        continue;
+                    }
                 };
+                let frame = &frame[..];
                 match pack::decode_frame(frame, &e.chunk, e.raw_len, &pack_path) {
                     Ok(_) => {
                         chunk_ok.insert(e.chunk);
