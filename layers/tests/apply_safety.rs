@@ -381,3 +381,62 @@ fn tree_diff_applied_on_old_gives_new() {
     s.unpack(&[base.diff_id, d.diff_id], &out, &opts()).unwrap();
     assert_eq!(snapshot(&out), snapshot(&new));
 }
+
+#[test]
+fn special_files_round_trip() {
+    use std::os::unix::fs::FileTypeExt;
+    let t = tempfile::tempdir().unwrap();
+    let src = t.path().join("src");
+    fs::create_dir_all(&src).unwrap();
+    rustix::fs::mknodat(
+        rustix::fs::CWD,
+        &src.join("fifo"),
+        rustix::fs::FileType::Fifo,
+        rustix::fs::Mode::from_raw_mode(0o600),
+        0,
+    )
+    .unwrap();
+    let root = rustix::process::geteuid().is_root();
+    if root {
+        let dev = rustix::fs::makedev(1, 3);
+        rustix::fs::mknodat(
+            rustix::fs::CWD,
+            &src.join("null"),
+            rustix::fs::FileType::CharacterDevice,
+            rustix::fs::Mode::from_raw_mode(0o666),
+            dev,
+        )
+        .unwrap();
+    }
+    let s = Store::open_with(t.path().join("s"), small_chunks()).unwrap();
+    let l = s.ingest_dir(&src, &TarOptions::default()).unwrap();
+    let out = t.path().join("out");
+    let st = s
+        .unpack(
+            &[l.diff_id],
+            &out,
+            &ApplyOptions {
+                chown: root,
+                devices: root,
+                xattrs: false,
+            },
+        )
+        .unwrap();
+    assert!(fs::symlink_metadata(out.join("fifo"))
+        .unwrap()
+        .file_type()
+        .is_fifo());
+    if root {
+        let md = fs::symlink_metadata(out.join("null")).unwrap();
+        assert!(md.file_type().is_char_device());
+        assert_eq!(
+            std::os::unix::fs::MetadataExt::rdev(&md),
+            rustix::fs::makedev(1, 3)
+        );
+        assert_eq!(st.skipped_devices, 0);
+    }
+    // Without permission to create devices they are skipped and counted, never fatal.
+    let out2 = t.path().join("out2");
+    let st = s.unpack(&[l.diff_id], &out2, &opts()).unwrap();
+    assert_eq!(st.skipped_devices, u64::from(root));
+}
