@@ -282,3 +282,73 @@ fn load_names(names: &[String], path: &Path) -> Vec<String> {
         .filter_map(|tag| normalize_tag(&format!("{repo}:{tag}")).ok())
         .collect()
 }
+
+/// One platform of an image, as `chasi export` needs it.
+#[derive(Debug, Clone)]
+pub struct PlatformImage {
+    /// The platform's manifest digest (the seed of an export's identifiers).
+    pub manifest: Digest,
+    /// Its descriptor (for writing it as an OCI layout).
+    pub descriptor: oci::Descriptor,
+    /// `os/arch[/variant]`.
+    pub platform: String,
+    /// Layer DiffIDs, bottom first.
+    pub diff_ids: Vec<Digest>,
+    /// The store name, when the image was named by one.
+    pub name: Option<String>,
+}
+
+/// Resolves `image` and picks one platform: `platform` when given (`os/arch[/variant]`),
+/// else the only one, else the host's.
+pub fn platform_image(store: &Store, image: &str, platform: Option<&str>) -> Result<PlatformImage> {
+    let root = resolve(store, image)?;
+    let all = manifests(store, &root)?;
+    let available = || {
+        all.iter()
+            .map(|(p, _, _)| p.as_str())
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let matches = |want: &str, have: &str| have == want || have.starts_with(&format!("{want}/"));
+    let chosen = match platform {
+        Some(want) => all.iter().find(|(p, _, _)| matches(want, p)).ok_or_else(|| {
+            BuildError::Request(format!(
+                "image `{image}` has no platform {want} (it has {})",
+                available()
+            ))
+        })?,
+        None if all.len() == 1 => &all[0],
+        None => {
+            let host = PlatformSpec::host().to_string();
+            all.iter().find(|(p, _, _)| matches(&host, p)).ok_or_else(|| {
+                BuildError::Request(format!(
+                    "image `{image}` has several platforms ({}): choose one with --platform",
+                    available()
+                ))
+            })?
+        }
+    };
+    let (platform, manifest, value) = chosen;
+    let config = config_of(store, value)?;
+    let diff_ids = config
+        .pointer("/rootfs/diff_ids")
+        .and_then(Value::as_array)
+        .map(|v| {
+            v.iter()
+                .map(|d| {
+                    d.as_str()
+                        .and_then(|s| s.parse::<Digest>().ok())
+                        .ok_or_else(|| BuildError::Request(format!("bad diff_id {d} in {manifest}")))
+                })
+                .collect::<Result<Vec<_>>>()
+        })
+        .transpose()?
+        .unwrap_or_default();
+    Ok(PlatformImage {
+        manifest: *manifest,
+        descriptor: descriptor_of(store, manifest)?,
+        platform: platform.clone(),
+        diff_ids,
+        name: normalize_tag(image).ok().filter(|_| image.parse::<Digest>().is_err()),
+    })
+}

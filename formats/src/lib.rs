@@ -17,6 +17,7 @@
 mod compress;
 pub mod disk;
 pub mod error;
+pub mod export;
 pub mod gpt;
 pub mod ids;
 pub mod oci;

@@ -2,6 +2,7 @@
 
 mod build;
 mod check;
+mod export;
 mod images;
 mod plan;
 mod store;
@@ -48,6 +49,8 @@ pub enum Command {
     Load(images::LoadArgs),
     /// Inspect and maintain the layer store: du, verify, gc.
     Store(store::StoreArgs),
+    /// Export one platform of an image as tar, squashfs, a disk (raw, qcow2, vmdk, ova, vma) or an ISO.
+    Export(export::ExportArgs),
 }
 
 /// Runs one parsed command line and returns the process exit code.
@@ -63,5 +66,6 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Save(args) => images::run_save(cli.store.as_deref(), args),
         Command::Load(args) => images::run_load(cli.store.as_deref(), args),
         Command::Store(args) => store::run(cli.store.as_deref(), args),
+        Command::Export(args) => export::run(cli.store.as_deref(), args),
     }
 }

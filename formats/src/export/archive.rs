@@ -1,0 +1,97 @@
+//! File-system exports: `tar` (the flattened rootfs, streamed from the store with no
+//! intermediate copy: [`chasi_layers::Store::flatten`]) and `squashfs` (the rootfs as a
+//! zstd squashfs, built by `mksquashfs` from an unpacked copy).
+
+use std::io::{BufWriter, Write};
+use std::path::Path;
+
+use super::rootfs;
+use super::{commit_file, tools, work_dir, ExportFormat, ExportInput, ExportOptions};
+use super::{ExportError, ExportReport, ExportResult, Exporter};
+use crate::output::AtomicOutput;
+
+/// `tar`: the merged rootfs, whiteouts applied, as one reproducible tar.
+#[derive(Debug, Clone, Copy)]
+pub struct TarExporter;
+
+impl Exporter for TarExporter {
+    fn format(&self) -> ExportFormat {
+        ExportFormat::Tar
+    }
+
+    fn check(&self, _opts: &ExportOptions) -> ExportResult<()> {
+        Ok(())
+    }
+
+    fn export(
+        &self,
+        input: &ExportInput<'_>,
+        _opts: &ExportOptions,
+        out: &Path,
+    ) -> ExportResult<ExportReport> {
+        let view = input.store.flat_view(&input.layers)?;
+        if view.entries().is_empty() {
+            return Err(ExportError::NoRootfs {
+                image: input.digest.clone(),
+            });
+        }
+        let mut o = AtomicOutput::create(out)?;
+        let tmp = o.temp_path().to_path_buf();
+        let size = {
+            let mut w = BufWriter::with_capacity(1 << 20, o.file());
+            let n = view.write_tar(&mut w)?;
+            w.flush().map_err(ExportError::io("write", &tmp))?;
+            n
+        };
+        o.commit()?;
+        Ok(ExportReport {
+            format: ExportFormat::Tar,
+            path: out.to_path_buf(),
+            size,
+            bootable: false,
+            notes: Vec::new(),
+        })
+    }
+}
+
+/// `squashfs`: the rootfs as a zstd squashfs image.
+#[derive(Debug, Clone, Copy)]
+pub struct SquashfsExporter;
+
+impl Exporter for SquashfsExporter {
+    fn format(&self) -> ExportFormat {
+        ExportFormat::Squashfs
+    }
+
+    fn check(&self, _opts: &ExportOptions) -> ExportResult<()> {
+        tools::require(&[tools::MKSQUASHFS])
+    }
+
+    fn export(
+        &self,
+        input: &ExportInput<'_>,
+        opts: &ExportOptions,
+        out: &Path,
+    ) -> ExportResult<ExportReport> {
+        let info = rootfs::scan(input.store, &input.layers)?;
+        if info.entries == 0 {
+            return Err(ExportError::NoRootfs {
+                image: input.digest.clone(),
+            });
+        }
+        let epoch = input.epoch.unwrap_or(info.max_mtime).max(0);
+        let work = work_dir(out)?;
+        let tree = work.path().join("rootfs");
+        rootfs::unpack(input.store, &input.layers, &tree)?;
+        let img = work.path().join("rootfs.squashfs");
+        rootfs::build_squashfs(&tree, &img, epoch, opts.threads)?;
+        let size = commit_file(&img, out)?;
+        Ok(ExportReport {
+            format: ExportFormat::Squashfs,
+            path: out.to_path_buf(),
+            size,
+            bootable: false,
+            notes: Vec::new(),
+        })
+    }
+}

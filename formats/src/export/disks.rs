@@ -1,0 +1,365 @@
+//! Disk exports (`raw`, `qcow2`, `vmdk`, `ova`, `vma`): one GPT disk, written by the native
+//! writers of this crate.
+//!
+//! Layout: when the image carries a kernel (and is x86-64), partition 1 is an EFI System
+//! Partition with GRUB (`EFI/BOOT/BOOTX64.EFI`, the removable-media path every UEFI firmware
+//! tries), the kernel (`/vmlinuz`) and its initrd (`/initrd.img`); partition 2 is the root
+//! partition (Discoverable Partitions type for the architecture) holding the rootfs as ext4,
+//! squashfs or erofs. GRUB boots `root=PARTUUID=<partition 2> rootfstype=<fs> rootwait
+//! console=tty0 console=ttyS0`. Without a kernel the disk is a data disk: one root
+//! partition. Sizes: `auto` is the content plus headroom; an explicit `--size` that cannot
+//! hold the content fails before anything is written. The partition contents are built in
+//! a work folder next to the output and the disk is streamed from them
+//! ([`crate::disk::ExtentDisk`]), never materialised.
+
+use std::path::{Path, PathBuf};
+
+use super::rootfs;
+use super::{boot, tools, work_dir, Compression, ExportFormat, ExportInput, ExportOptions};
+use super::{ExportError, ExportReport, ExportResult, Exporter, RootFsType};
+use crate::gpt::{self, GptLayout, PartitionSpec};
+use crate::ova::{write_ova, OvaOptions};
+use crate::qcow2::{write_qcow2, Qcow2Compression, Qcow2Options};
+use crate::raw::write_raw;
+use crate::vma::{write_vma, ProxmoxVm, VmaDevice, VmaOptions};
+use crate::vmdk::{write_vmdk, VmdkOptions};
+
+/// The exporter of every disk format.
+#[derive(Debug, Clone, Copy)]
+pub struct DiskExporter {
+    /// Which container the GPT disk goes into.
+    pub format: ExportFormat,
+}
+
+fn root_type(platform: &str) -> uuid::Uuid {
+    if platform.contains("/amd64") {
+        gpt::ROOT_X86_64_TYPE
+    } else if platform.contains("/arm64") {
+        gpt::ROOT_AARCH64_TYPE
+    } else {
+        gpt::LINUX_DATA_TYPE
+    }
+}
+
+fn mib(v: u64) -> u64 {
+    v.div_ceil(1 << 20) * (1 << 20)
+}
+
+/// The kernel command line of a bootable disk.
+pub fn disk_cmdline(root_partuuid: &str, fs: RootFsType, extra: Option<&str>) -> String {
+    let rw = if fs == RootFsType::Ext4 { "rw" } else { "ro" };
+    let mut s = format!(
+        "root=PARTUUID={root_partuuid} rootfstype={} rootwait {rw} console=tty0 console=ttyS0,115200 panic=-1",
+        fs.name()
+    );
+    if let Some(e) = extra.filter(|e| !e.trim().is_empty()) {
+        s.push(' ');
+        s.push_str(e.trim());
+    }
+    s
+}
+
+impl Exporter for DiskExporter {
+    fn format(&self) -> ExportFormat {
+        self.format
+    }
+
+    fn check(&self, opts: &ExportOptions) -> ExportResult<()> {
+        tools::require(&rootfs::tools_for(opts.fs))
+    }
+
+    fn export(
+        &self,
+        input: &ExportInput<'_>,
+        opts: &ExportOptions,
+        out: &Path,
+    ) -> ExportResult<ExportReport> {
+        let info = rootfs::scan(input.store, &input.layers)?;
+        if info.entries == 0 {
+            return Err(ExportError::NoRootfs {
+                image: input.digest.clone(),
+            });
+        }
+        let epoch = input.epoch.unwrap_or(info.max_mtime).max(0);
+        let seed = input.seed();
+        let bootable = info.kernel.is_some() && input.bootable_arch();
+        let mut notes = Vec::new();
+        if bootable {
+            tools::require(&boot::UEFI_TOOLS)?;
+        } else if info.kernel.is_some() {
+            notes.push(format!(
+                "kernel found but {} is not bootable by this exporter (x86-64 only): data disk",
+                input.platform
+            ));
+        }
+        let esp_size = if bootable {
+            let view = input.store.flat_view(&input.layers)?;
+            let size_of = |p: &Option<String>| {
+                p.as_ref()
+                    .and_then(|p| view.entries().iter().find(|e| e.entry.path == p.as_bytes()))
+                    .map(|e| e.entry.size)
+                    .unwrap_or(0)
+            };
+            let content = size_of(&info.kernel) + size_of(&info.initrd) + (4 << 20);
+            Some(boot::fat_size(content).max(16 << 20))
+        } else {
+            None
+        };
+        let root_spec = |size: Option<u64>| PartitionSpec {
+            name: "root".into(),
+            type_guid: root_type(&input.platform),
+            size,
+        };
+        let esp_spec = esp_size.map(|s| PartitionSpec {
+            name: "esp".into(),
+            type_guid: gpt::ESP_TYPE,
+            size: Some(s),
+        });
+        let specs_with = |root: Option<u64>| -> Vec<PartitionSpec> {
+            esp_spec.iter().cloned().chain([root_spec(root)]).collect()
+        };
+        // Early size check for ext4 (known before building anything).
+        if opts.fs == RootFsType::Ext4 {
+            if let Some(requested) = opts.size {
+                let needed =
+                    GptLayout::required_size(&specs_with(Some(rootfs::ext4_min_size(&info))))?;
+                if requested < needed {
+                    return Err(ExportError::TooSmall { requested, needed });
+                }
+            }
+        }
+        let work = work_dir(out)?;
+        let tree = work.path().join("rootfs");
+        rootfs::unpack(input.store, &input.layers, &tree)?;
+        let root_img = work.path().join("root.img");
+        // squashfs / erofs: build first, their size is what they need.
+        let built = if opts.fs == RootFsType::Ext4 {
+            None
+        } else {
+            Some(rootfs::build(
+                opts.fs,
+                &tree,
+                &root_img,
+                0,
+                &info,
+                &seed,
+                epoch,
+                opts.threads,
+                work.path(),
+            )?)
+        };
+        let root_need = built.unwrap_or_else(|| rootfs::ext4_auto_size(&info));
+        let disk_size = match opts.size {
+            Some(requested) => {
+                let needed = GptLayout::required_size(&specs_with(Some(match built {
+                    Some(b) => b,
+                    None => rootfs::ext4_min_size(&info),
+                })))?;
+                if requested < needed {
+                    return Err(ExportError::TooSmall { requested, needed });
+                }
+                mib(requested)
+            }
+            None => GptLayout::required_size(&specs_with(Some(mib(root_need))))?,
+        };
+        let layout = GptLayout::new(disk_size, &seed, &specs_with(None))?;
+        let root_idx = layout.partitions.len() - 1;
+        let root_part = &layout.partitions[root_idx];
+        let root_range = root_part.byte_range();
+        if built.is_none() {
+            rootfs::build(
+                opts.fs,
+                &tree,
+                &root_img,
+                root_range.end - root_range.start,
+                &info,
+                &seed,
+                epoch,
+                opts.threads,
+                work.path(),
+            )?;
+        }
+        let mut contents: Vec<(usize, PathBuf)> = vec![(root_idx, root_img.clone())];
+        if let (Some(esp), Some(kernel)) = (esp_size, &info.kernel) {
+            let esp_img = work.path().join("esp.img");
+            let cmdline = disk_cmdline(
+                &root_part.guid.to_string(),
+                opts.fs,
+                opts.kernel_cmdline.as_deref(),
+            );
+            let marker = format!("/chasi-{}.id", short_id(&input.digest));
+            let marker_file = work.path().join("marker.id");
+            std::fs::write(&marker_file, format!("{}\n", input.digest))
+                .map_err(ExportError::io("write", &marker_file))?;
+            let script = boot::grub_script(
+                &marker,
+                "/vmlinuz",
+                info.initrd.as_ref().map(|_| "/initrd.img"),
+                &cmdline,
+            );
+            let efi = work.path().join("BOOTX64.EFI");
+            boot::grub_efi(&script, &efi, work.path(), epoch)?;
+            let kernel_src = tree.join(kernel);
+            let mut files: Vec<(&str, &Path)> = vec![
+                ("EFI/BOOT/BOOTX64.EFI", &efi),
+                (&marker[1..], &marker_file),
+                ("vmlinuz", &kernel_src),
+            ];
+            let initrd_src = info.initrd.as_ref().map(|i| tree.join(i));
+            if let Some(i) = &initrd_src {
+                files.push(("initrd.img", i));
+            }
+            boot::fat_image(&esp_img, esp, "ESP", &files, &seed, epoch)?;
+            contents.push((0, esp_img));
+            notes.push(format!(
+                "bootable (UEFI): kernel /{kernel}, cmdline `{cmdline}`"
+            ));
+        }
+        contents.sort();
+        let refs: Vec<(usize, &Path)> = contents.iter().map(|(i, p)| (*i, p.as_path())).collect();
+        let disk = layout.assemble(&refs)?;
+        notes.push(format!(
+            "disk {} bytes, root partition {} ({}) {} bytes",
+            disk_size,
+            root_part.guid,
+            opts.fs.name(),
+            root_range.end - root_range.start
+        ));
+        self.write(&disk, input, opts, out, epoch)?;
+        drop(work);
+        let size = std::fs::metadata(out)
+            .map_err(ExportError::io("stat", out))?
+            .len();
+        Ok(ExportReport {
+            format: self.format,
+            path: out.to_path_buf(),
+            size,
+            bootable,
+            notes,
+        })
+    }
+}
+
+/// The first 12 hex digits of a digest (for marker file names).
+pub(crate) fn short_id(digest: &str) -> String {
+    digest
+        .rsplit(':')
+        .next()
+        .unwrap_or(digest)
+        .chars()
+        .filter(char::is_ascii_hexdigit)
+        .take(12)
+        .collect()
+}
+
+impl DiskExporter {
+    fn write(
+        &self,
+        disk: &crate::disk::ExtentDisk,
+        input: &ExportInput<'_>,
+        opts: &ExportOptions,
+        out: &Path,
+        epoch: i64,
+    ) -> ExportResult<()> {
+        let seed = input.seed();
+        match self.format {
+            ExportFormat::Raw => {
+                write_raw(disk, out)?;
+            }
+            ExportFormat::Qcow2 => {
+                let compression = match opts.compress {
+                    Compression::None => Qcow2Compression::None,
+                    Compression::Zlib => Qcow2Compression::Zlib { level: 6 },
+                    Compression::Zstd => Qcow2Compression::Zstd { level: 3 },
+                };
+                write_qcow2(
+                    disk,
+                    out,
+                    &Qcow2Options {
+                        compression,
+                        threads: opts.threads,
+                        ..Default::default()
+                    },
+                )?;
+            }
+            ExportFormat::Vmdk => {
+                let file_name = out
+                    .file_name()
+                    .map(|n| n.to_string_lossy().replace(['"', '/', '\n', '\r'], "_"))
+                    .unwrap_or_else(|| "disk.vmdk".into());
+                write_vmdk(
+                    disk,
+                    out,
+                    &VmdkOptions {
+                        seed,
+                        file_name,
+                        threads: opts.threads,
+                        ..Default::default()
+                    },
+                )?;
+            }
+            ExportFormat::Ova => {
+                write_ova(
+                    disk,
+                    out,
+                    &OvaOptions {
+                        vm_name: opts.vm_name.clone(),
+                        cpus: opts.cpus,
+                        memory_mib: opts.memory_mib,
+                        uefi: true,
+                        seed,
+                        mtime: epoch as u64,
+                        threads: opts.threads,
+                        ..Default::default()
+                    },
+                )?;
+            }
+            ExportFormat::Vma => {
+                let vm = ProxmoxVm {
+                    name: opts.vm_name.clone(),
+                    cores: opts.cpus,
+                    memory_mib: opts.memory_mib,
+                    uefi: true,
+                    ..Default::default()
+                };
+                let conf = vm.qemu_server_conf(&[crate::disk::DiskSource::size(disk)], &seed)?;
+                write_vma(
+                    &[VmaDevice {
+                        name: "drive-scsi0".into(),
+                        source: disk,
+                    }],
+                    out,
+                    &VmaOptions {
+                        seed,
+                        ctime: epoch,
+                        configs: vec![("qemu-server.conf".into(), conf.into_bytes())],
+                        ..Default::default()
+                    },
+                )?;
+            }
+            other => {
+                return Err(ExportError::option(
+                    other.name(),
+                    "not a disk format (internal: wrong exporter)",
+                ))
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cmdline_and_ids() {
+        let c = disk_cmdline("abc", RootFsType::Squashfs, Some(" quiet "));
+        assert_eq!(
+            c,
+            "root=PARTUUID=abc rootfstype=squashfs rootwait ro console=tty0 console=ttyS0,115200 panic=-1 quiet"
+        );
+        assert_eq!(short_id("sha256:0123456789abcdef"), "0123456789ab");
+        assert_eq!(root_type("linux/arm64"), gpt::ROOT_AARCH64_TYPE);
+    }
+}

@@ -1,0 +1,286 @@
+//! `iso`: an ISO 9660 medium with Rock Ridge and Joliet, built by `xorriso -as mkisofs`.
+//!
+//! Two kinds, chosen by the image:
+//! - **Live** (the image carries a kernel and is x86-64): `boot/vmlinuz` plus
+//!   `boot/initrd.img`, a gzip'd newc cpio of the *whole rootfs* ([`super::cpio`]; the
+//!   kernel and initrd files themselves are left out). The kernel unpacks it into a tmpfs
+//!   and runs the image's `/init` (else `/sbin/init`) as PID 1, so the live system's root is
+//!   the image's rootfs and no CD or file-system driver is needed — the simplest robust
+//!   choice when the kernel has those drivers as modules (Debian's do). The price is RAM:
+//!   the rootfs must fit in memory, which suits appliance images, not multi-GiB distros.
+//!   Boot: GRUB El Torito for BIOS (`i386-pc-eltorito`, boot-info-table, grub2-boot-info,
+//!   GRUB's hybrid MBR so it also boots from USB) and an EFI El Torito FAT image with
+//!   `EFI/BOOT/BOOTX64.EFI`, also exposed as a GPT partition (`-efi-boot-part`) for USB.
+//!   `--boot uefi|bios|hybrid` (default hybrid) picks the firmwares.
+//! - **Data** (no kernel): the image as an OCI layout under `oci/` plus a `README.txt`,
+//!   readable on any machine (`skopeo copy oci:/media/oci:TAG ...`, `chasi load`).
+//!
+//! Reproducibility: xorriso honours `SOURCE_DATE_EPOCH` (volume dates, file dates, the
+//! volume UUID); every staged file's mtime is set to the clamp epoch as well.
+
+use std::io::Write;
+use std::path::Path;
+
+use flate2::write::GzEncoder;
+
+use super::disks::short_id;
+use super::{boot, commit_file, cpio, rootfs, tools, work_dir, BootMode, ExportFormat};
+use super::{ExportError, ExportInput, ExportOptions, ExportReport, ExportResult, Exporter};
+use crate::oci::{write_oci_layout, WriteOptions};
+
+/// The ISO exporter.
+#[derive(Debug, Clone, Copy)]
+pub struct IsoExporter;
+
+/// The live kernel command line.
+pub fn live_cmdline(init: &str, extra: Option<&str>) -> String {
+    let mut s = format!("rdinit={init} console=tty0 console=ttyS0,115200 panic=-1");
+    if let Some(e) = extra.filter(|e| !e.trim().is_empty()) {
+        s.push(' ');
+        s.push_str(e.trim());
+    }
+    s
+}
+
+fn set_tree_mtimes(dir: &Path, epoch: i64) -> ExportResult<()> {
+    let t = std::time::UNIX_EPOCH + std::time::Duration::from_secs(epoch.max(0) as u64);
+    let mut stack = vec![dir.to_path_buf()];
+    let mut dirs = Vec::new();
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).map_err(ExportError::io("read", &d))? {
+            let e = e.map_err(ExportError::io("read", &d))?;
+            let ft = e.file_type().map_err(ExportError::io("stat", e.path()))?;
+            if ft.is_dir() {
+                stack.push(e.path());
+            } else if ft.is_file() {
+                boot::set_mtime(&e.path(), epoch)?;
+            }
+        }
+        dirs.push(d);
+    }
+    for d in dirs.iter().rev() {
+        let f = std::fs::File::open(d).map_err(ExportError::io("open", d))?;
+        f.set_modified(t)
+            .map_err(ExportError::io("set the mtime of", d))?;
+    }
+    Ok(())
+}
+
+impl Exporter for IsoExporter {
+    fn format(&self) -> ExportFormat {
+        ExportFormat::Iso
+    }
+
+    fn check(&self, _opts: &ExportOptions) -> ExportResult<()> {
+        tools::require(&[tools::XORRISO])
+    }
+
+    fn export(
+        &self,
+        input: &ExportInput<'_>,
+        opts: &ExportOptions,
+        out: &Path,
+    ) -> ExportResult<ExportReport> {
+        let info = rootfs::scan(input.store, &input.layers)?;
+        if info.entries == 0 {
+            return Err(ExportError::NoRootfs {
+                image: input.digest.clone(),
+            });
+        }
+        let epoch = input.epoch.unwrap_or(info.max_mtime).max(0);
+        let seed = input.seed();
+        let bootable = info.kernel.is_some() && input.bootable_arch();
+        let mode = opts.boot.unwrap_or(BootMode::Hybrid);
+        let (bios, uefi) = match mode {
+            BootMode::Uefi => (false, true),
+            BootMode::Bios => (true, false),
+            BootMode::Hybrid => (true, true),
+        };
+        if bootable {
+            if uefi {
+                tools::require(&boot::UEFI_TOOLS)?;
+            }
+            if bios {
+                tools::require(&boot::BIOS_TOOLS)?;
+            }
+        } else if input.oci.is_none() {
+            return Err(ExportError::option(
+                "iso",
+                "a data ISO carries the image as an OCI layout, but no OCI source was given",
+            ));
+        }
+        let work = work_dir(out)?;
+        let stage = work.path().join("iso");
+        let bootdir = stage.join("boot");
+        std::fs::create_dir_all(&bootdir).map_err(ExportError::io("create", &bootdir))?;
+        let mut notes = Vec::new();
+        let mut args: Vec<String> = Vec::new();
+        if let (true, Some(kernel)) = (bootable, &info.kernel) {
+            let mut view = input.store.flat_view(&input.layers)?;
+            let kidx = view
+                .entries()
+                .iter()
+                .position(|e| e.entry.path == kernel.as_bytes())
+                .ok_or_else(|| ExportError::NoRootfs {
+                    image: input.digest.clone(),
+                })?;
+            let kpath = bootdir.join("vmlinuz");
+            {
+                let mut f =
+                    std::fs::File::create(&kpath).map_err(ExportError::io("create", &kpath))?;
+                view.read_file(kidx, &mut f)?;
+            }
+            let has = |p: &str| view.entries().iter().any(|e| e.entry.path == p.as_bytes());
+            let init = if has("init") { "/init" } else { "/sbin/init" };
+            let skip_k = kernel.clone().into_bytes();
+            let skip_i = info.initrd.clone().map(String::into_bytes);
+            let ipath = bootdir.join("initrd.img");
+            {
+                let f = std::fs::File::create(&ipath).map_err(ExportError::io("create", &ipath))?;
+                let mut gz = flate2::GzBuilder::new().mtime(0).operating_system(3).write(
+                    std::io::BufWriter::with_capacity(1 << 20, f),
+                    flate2::Compression::new(6),
+                );
+                let skip = |p: &[u8]| p == skip_k.as_slice() || skip_i.as_deref() == Some(p);
+                cpio::write_cpio(&mut view, &mut gz, epoch, &skip)?;
+                finish_gz(gz, &ipath)?;
+            }
+            let marker = format!("/boot/chasi-{}.id", short_id(&input.digest));
+            let marker_file = stage.join(&marker[1..]);
+            std::fs::write(&marker_file, format!("{}\n", input.digest))
+                .map_err(ExportError::io("write", &marker_file))?;
+            let cmdline = live_cmdline(init, opts.kernel_cmdline.as_deref());
+            let script =
+                boot::grub_script(&marker, "/boot/vmlinuz", Some("/boot/initrd.img"), &cmdline);
+            if bios {
+                let grubdir = bootdir.join("grub");
+                std::fs::create_dir_all(&grubdir).map_err(ExportError::io("create", &grubdir))?;
+                boot::grub_bios_eltorito(
+                    &script,
+                    &grubdir.join("eltorito.img"),
+                    work.path(),
+                    epoch,
+                )?;
+                args.extend(
+                    [
+                        "-b",
+                        "boot/grub/eltorito.img",
+                        "-no-emul-boot",
+                        "-boot-load-size",
+                        "4",
+                        "-boot-info-table",
+                        "--grub2-boot-info",
+                        "--grub2-mbr",
+                    ]
+                    .map(String::from),
+                );
+                args.push(boot::grub_hybrid_mbr().display().to_string());
+            }
+            if uefi {
+                let efi = work.path().join("BOOTX64.EFI");
+                boot::grub_efi(&script, &efi, work.path(), epoch)?;
+                let size = std::fs::metadata(&efi)
+                    .map_err(ExportError::io("stat", &efi))?
+                    .len();
+                boot::fat_image(
+                    &bootdir.join("efiboot.img"),
+                    boot::fat_size(size),
+                    "EFIBOOT",
+                    &[("EFI/BOOT/BOOTX64.EFI", &efi)],
+                    &seed,
+                    epoch,
+                )?;
+                if bios {
+                    args.push("-eltorito-alt-boot".into());
+                }
+                args.extend(
+                    [
+                        "-e",
+                        "boot/efiboot.img",
+                        "-no-emul-boot",
+                        "-efi-boot-part",
+                        "--efi-boot-image",
+                    ]
+                    .map(String::from),
+                );
+            }
+            if bios && uefi {
+                args.push("--protective-msdos-label".into());
+            }
+            notes.push(format!(
+                "live ISO ({}): kernel /{kernel}, rootfs as initramfs, cmdline `{cmdline}`",
+                match mode {
+                    BootMode::Uefi => "UEFI",
+                    BootMode::Bios => "BIOS",
+                    BootMode::Hybrid => "BIOS + UEFI",
+                }
+            ));
+        } else if let Some(oci) = &input.oci {
+            let tag = oci
+                .name
+                .as_ref()
+                .and_then(|n| n.rsplit_once(':').map(|(_, t)| t.to_string()));
+            write_oci_layout(
+                oci.source,
+                &oci.root,
+                &stage.join("oci"),
+                &WriteOptions {
+                    tag: tag.clone(),
+                    image_name: oci.name.clone(),
+                    ..Default::default()
+                },
+            )?;
+            let readme = stage.join("README.txt");
+            let name = oci.name.clone().unwrap_or_else(|| input.digest.clone());
+            let reference = tag.unwrap_or_else(|| "latest".into());
+            std::fs::write(
+                &readme,
+                format!(
+                    "This medium carries the container image {name}\n\
+                     (digest {}) as an OCI image layout in the folder oci/.\n\n\
+                     Mount it and load the image with any OCI tool, for example:\n\
+                     \x20 skopeo copy oci:/media/cdrom/oci:{reference} docker-archive:image.tar\n\
+                     \x20 chasi load /media/cdrom/oci\n",
+                    oci.root.digest()
+                ),
+            )
+            .map_err(ExportError::io("write", &readme))?;
+            std::fs::remove_dir(&bootdir).map_err(ExportError::io("remove", &bootdir))?;
+            notes.push("data ISO: OCI layout in oci/ and README.txt".into());
+        }
+        set_tree_mtimes(&stage, epoch)?;
+        let iso = work.path().join("out.iso");
+        let mut c = tools::command(tools::XORRISO, epoch)?;
+        c.args([
+            "-as",
+            "mkisofs",
+            "-quiet",
+            "-iso-level",
+            "3",
+            "-R",
+            "-J",
+            "-joliet-long",
+        ])
+        .arg("-V")
+        .arg(&opts.label)
+        .args(&args)
+        .arg("-o")
+        .arg(&iso)
+        .arg(&stage);
+        tools::run(&mut c)?;
+        let size = commit_file(&iso, out)?;
+        drop(work);
+        Ok(ExportReport {
+            format: ExportFormat::Iso,
+            path: out.to_path_buf(),
+            size,
+            bootable,
+            notes,
+        })
+    }
+}
+
+fn finish_gz<W: Write>(gz: GzEncoder<std::io::BufWriter<W>>, path: &Path) -> ExportResult<()> {
+    let mut w = gz.finish().map_err(ExportError::io("write", path))?;
+    w.flush().map_err(ExportError::io("write", path))
+}

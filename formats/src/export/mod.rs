@@ -1,0 +1,672 @@
+//! `chasi export`: turns the flattened root file system of one platform of an image into a
+//! delivery medium (tar, squashfs, raw/qcow2/vmdk/ova/vma disks, ISO).
+//!
+//! Why a trait and a closed enum: every format shares the same two phases — an *early check*
+//! of options and external tools (so a bad option or a missing package fails before any
+//! work or output), then a *streaming export* from the layer store's merged view
+//! ([`chasi_layers::Store::flat_view`]) into a temporary file renamed over the final path at
+//! the end ([`crate::output::AtomicOutput`]). [`ExportFormat`] is closed so the CLI can list
+//! the formats and their options in `--help`, and each format lives in its own module:
+//!
+//! | module | formats |
+//! |---|---|
+//! | [`archive`] | `tar` (the flattened rootfs), `squashfs` |
+//! | [`disks`] | `raw`, `qcow2`, `vmdk`, `ova`, `vma`: a GPT disk (ESP + root when the image has a kernel) |
+//! | [`iso`] | `iso`: live hybrid ISO (BIOS + UEFI) with a kernel, else an OCI-layout data medium |
+//! | [`rootfs`] | root file-system images: ext4 (`mke2fs -d`), squashfs, erofs |
+//! | [`boot`] | ESP (FAT via mtools) and GRUB images for UEFI and BIOS |
+//! | [`cpio`] | the live ISO's initramfs (the rootfs as a newc archive) |
+//!
+//! Reproducibility: identifiers derive from the image digest ([`crate::ids`]) and every
+//! time is clamped to [`ExportInput::epoch`] (`SOURCE_DATE_EPOCH`, else the newest mtime in
+//! the image), so the same image and options give byte-identical output.
+
+pub mod archive;
+pub mod boot;
+pub mod cpio;
+pub mod disks;
+pub mod iso;
+pub mod rootfs;
+pub mod tools;
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+
+use chasi_layers::{Digest, Store};
+
+use crate::error::FormatError;
+use crate::oci::{BlobSource, Descriptor, OciError};
+
+/// Everything that can stop an export.
+#[derive(Debug, thiserror::Error)]
+pub enum ExportError {
+    /// A writer of this crate failed.
+    #[error(transparent)]
+    Format(#[from] FormatError),
+    /// The layer store failed (missing or corrupt layer).
+    #[error("layer store: {0}")]
+    Store(#[from] chasi_layers::Error),
+    /// Writing the OCI layout of a data ISO failed.
+    #[error("oci layout: {0}")]
+    Oci(#[from] OciError),
+    /// An option is invalid for the chosen format.
+    #[error("invalid option for {format}: {message}")]
+    Option {
+        /// The format (`qcow2`, `iso`, ...).
+        format: &'static str,
+        /// What is wrong.
+        message: String,
+    },
+    /// The image has nothing to export.
+    #[error("image {image} has no root file system (no layers, or only empty ones)")]
+    NoRootfs {
+        /// The image digest.
+        image: String,
+    },
+    /// `--size` is smaller than the content needs.
+    #[error("disk size {requested} bytes is too small: this image needs at least {needed} bytes (use --size auto or a larger size)")]
+    TooSmall {
+        /// The size asked for.
+        requested: u64,
+        /// The minimum that fits.
+        needed: u64,
+    },
+    /// The output path cannot be written.
+    #[error("cannot write the output {path}: {reason}")]
+    Output {
+        /// The final output path.
+        path: PathBuf,
+        /// Why.
+        reason: String,
+    },
+    /// An external program is missing.
+    #[error("`{tool}` not found in PATH: install the Debian package `{package}`")]
+    ToolMissing {
+        /// The program.
+        tool: String,
+        /// Its Debian package.
+        package: &'static str,
+    },
+    /// An external program failed.
+    #[error("`{command}` failed ({status}): {stderr}")]
+    ToolFailed {
+        /// The command line.
+        command: String,
+        /// Exit status.
+        status: String,
+        /// The end of its standard error.
+        stderr: String,
+    },
+    /// A local file operation failed.
+    #[error("cannot {action} {path}: {source}")]
+    Io {
+        /// What was being done.
+        action: &'static str,
+        /// The file.
+        path: PathBuf,
+        /// The cause.
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+impl ExportError {
+    pub(crate) fn io(
+        action: &'static str,
+        path: impl Into<PathBuf>,
+    ) -> impl FnOnce(std::io::Error) -> Self {
+        let path = path.into();
+        move |source| ExportError::Io {
+            action,
+            path,
+            source,
+        }
+    }
+
+    pub(crate) fn option(format: &'static str, message: impl Into<String>) -> Self {
+        ExportError::Option {
+            format,
+            message: message.into(),
+        }
+    }
+}
+
+/// Result of this module.
+pub type ExportResult<T> = std::result::Result<T, ExportError>;
+
+/// The output formats of `chasi export`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ExportFormat {
+    /// The flattened rootfs as one reproducible tar.
+    Tar,
+    /// The rootfs as a squashfs image.
+    Squashfs,
+    /// A sparse raw GPT disk.
+    Raw,
+    /// A QCOW2 v3 GPT disk.
+    Qcow2,
+    /// A streamOptimized VMDK GPT disk.
+    Vmdk,
+    /// An OVA (OVF + VMDK + manifest).
+    Ova,
+    /// A Proxmox VMA backup.
+    Vma,
+    /// An ISO 9660 medium (live when the image has a kernel, data otherwise).
+    Iso,
+}
+
+impl ExportFormat {
+    /// Every format, in `--help` order.
+    pub const ALL: [ExportFormat; 8] = [
+        ExportFormat::Tar,
+        ExportFormat::Squashfs,
+        ExportFormat::Raw,
+        ExportFormat::Qcow2,
+        ExportFormat::Vmdk,
+        ExportFormat::Ova,
+        ExportFormat::Vma,
+        ExportFormat::Iso,
+    ];
+
+    /// The name used on the command line.
+    pub fn name(self) -> &'static str {
+        match self {
+            ExportFormat::Tar => "tar",
+            ExportFormat::Squashfs => "squashfs",
+            ExportFormat::Raw => "raw",
+            ExportFormat::Qcow2 => "qcow2",
+            ExportFormat::Vmdk => "vmdk",
+            ExportFormat::Ova => "ova",
+            ExportFormat::Vma => "vma",
+            ExportFormat::Iso => "iso",
+        }
+    }
+
+    /// The exporter for this format.
+    pub fn exporter(self) -> Box<dyn Exporter> {
+        match self {
+            ExportFormat::Tar => Box::new(archive::TarExporter),
+            ExportFormat::Squashfs => Box::new(archive::SquashfsExporter),
+            ExportFormat::Raw
+            | ExportFormat::Qcow2
+            | ExportFormat::Vmdk
+            | ExportFormat::Ova
+            | ExportFormat::Vma => Box::new(disks::DiskExporter { format: self }),
+            ExportFormat::Iso => Box::new(iso::IsoExporter),
+        }
+    }
+
+    /// Whether the format is a GPT disk image.
+    pub fn is_disk(self) -> bool {
+        matches!(
+            self,
+            ExportFormat::Raw
+                | ExportFormat::Qcow2
+                | ExportFormat::Vmdk
+                | ExportFormat::Ova
+                | ExportFormat::Vma
+        )
+    }
+}
+
+impl fmt::Display for ExportFormat {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl FromStr for ExportFormat {
+    type Err = ExportError;
+    fn from_str(s: &str) -> ExportResult<Self> {
+        ExportFormat::ALL
+            .into_iter()
+            .find(|f| f.name() == s)
+            .ok_or_else(|| {
+                ExportError::option(
+                    "export",
+                    format!(
+                        "unknown format `{s}` (one of {})",
+                        ExportFormat::ALL.map(|f| f.name()).join(", ")
+                    ),
+                )
+            })
+    }
+}
+
+/// File system of the root partition (disks) or of the rootfs image.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum RootFsType {
+    /// ext4, read-write (`mke2fs -d`).
+    #[default]
+    Ext4,
+    /// squashfs, read-only, zstd-compressed (`mksquashfs`).
+    Squashfs,
+    /// erofs, read-only, lz4hc-compressed (`mkfs.erofs`).
+    Erofs,
+}
+
+impl RootFsType {
+    /// Name for the kernel's `rootfstype=` and messages.
+    pub fn name(self) -> &'static str {
+        match self {
+            RootFsType::Ext4 => "ext4",
+            RootFsType::Squashfs => "squashfs",
+            RootFsType::Erofs => "erofs",
+        }
+    }
+}
+
+impl FromStr for RootFsType {
+    type Err = ExportError;
+    fn from_str(s: &str) -> ExportResult<Self> {
+        match s {
+            "ext4" => Ok(RootFsType::Ext4),
+            "squashfs" => Ok(RootFsType::Squashfs),
+            "erofs" => Ok(RootFsType::Erofs),
+            _ => Err(ExportError::option(
+                "export",
+                format!("unknown file system `{s}` (ext4, squashfs, erofs)"),
+            )),
+        }
+    }
+}
+
+/// Firmware a bootable export targets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BootMode {
+    /// UEFI only.
+    Uefi,
+    /// BIOS only (ISO).
+    Bios,
+    /// Both (ISO).
+    Hybrid,
+}
+
+impl FromStr for BootMode {
+    type Err = ExportError;
+    fn from_str(s: &str) -> ExportResult<Self> {
+        match s {
+            "uefi" => Ok(BootMode::Uefi),
+            "bios" => Ok(BootMode::Bios),
+            "hybrid" => Ok(BootMode::Hybrid),
+            _ => Err(ExportError::option(
+                "export",
+                format!("unknown boot mode `{s}` (uefi, bios, hybrid)"),
+            )),
+        }
+    }
+}
+
+/// QCOW2 cluster compression.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Compression {
+    /// Uncompressed.
+    #[default]
+    None,
+    /// Deflate (qemu's `zlib` compression type).
+    Zlib,
+    /// zstd.
+    Zstd,
+}
+
+impl FromStr for Compression {
+    type Err = ExportError;
+    fn from_str(s: &str) -> ExportResult<Self> {
+        match s {
+            "none" => Ok(Compression::None),
+            "zlib" => Ok(Compression::Zlib),
+            "zstd" => Ok(Compression::Zstd),
+            _ => Err(ExportError::option(
+                "export",
+                format!("unknown compression `{s}` (none, zlib, zstd)"),
+            )),
+        }
+    }
+}
+
+/// Parses `1234`, `512K`, `64M`, `2G`, `1T` (binary units, optional `iB`/`B`).
+pub fn parse_bytes(s: &str) -> Option<u64> {
+    let t = s.trim();
+    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    let n: u64 = num.parse().ok()?;
+    let shift = match unit.to_ascii_lowercase().as_str() {
+        "" | "b" => 0,
+        "k" | "kib" | "kb" => 10,
+        "m" | "mib" | "mb" => 20,
+        "g" | "gib" | "gb" => 30,
+        "t" | "tib" | "tb" => 40,
+        _ => return None,
+    };
+    n.checked_mul(1u64 << shift)
+}
+
+/// Options of `chasi export`; every field has a default that works.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ExportOptions {
+    /// Disk size in bytes; `None` = just large enough (auto).
+    pub size: Option<u64>,
+    /// Root file system of disks.
+    pub fs: RootFsType,
+    /// Firmware of bootable exports; `None` = UEFI for disks, hybrid for ISO.
+    pub boot: Option<BootMode>,
+    /// Extra kernel command line (appended to `root=... console=ttyS0`).
+    pub kernel_cmdline: Option<String>,
+    /// QCOW2 cluster compression.
+    pub compress: Compression,
+    /// VM name (OVA, VMA).
+    pub vm_name: String,
+    /// vCPUs (OVA, VMA).
+    pub cpus: u32,
+    /// Memory in MiB (OVA, VMA).
+    pub memory_mib: u64,
+    /// ISO volume id.
+    pub label: String,
+    /// Compression threads.
+    pub threads: usize,
+}
+
+impl Default for ExportOptions {
+    fn default() -> Self {
+        ExportOptions {
+            size: None,
+            fs: RootFsType::Ext4,
+            boot: None,
+            kernel_cmdline: None,
+            compress: Compression::None,
+            vm_name: "chasi".into(),
+            cpus: 2,
+            memory_mib: 2048,
+            label: "CHASI".into(),
+            threads: 2,
+        }
+    }
+}
+
+impl ExportOptions {
+    /// The early option check shared by all formats: rejects options the format does not
+    /// use (so a typo'd intent is not silently ignored) and malformed values.
+    pub fn check(&self, format: ExportFormat) -> ExportResult<()> {
+        let f = format.name();
+        let only = |what: &str, formats: &str| {
+            Err(ExportError::option(
+                f,
+                format!("{what} applies to {formats} only"),
+            ))
+        };
+        if self.compress != Compression::None && format != ExportFormat::Qcow2 {
+            return only("--compress", "qcow2");
+        }
+        if self.size.is_some() && !format.is_disk() {
+            return only("--size", "raw, qcow2, vmdk, ova and vma");
+        }
+        if self.fs != RootFsType::Ext4 && !format.is_disk() {
+            return only("--fs", "raw, qcow2, vmdk, ova and vma");
+        }
+        if let Some(b) = self.boot {
+            if format.is_disk() && b != BootMode::Uefi {
+                return Err(ExportError::option(
+                    f,
+                    "disk images boot under UEFI only (use --format iso for BIOS)",
+                ));
+            }
+            if !format.is_disk() && format != ExportFormat::Iso {
+                return only("--boot", "disks and iso");
+            }
+        }
+        if let Some(c) = &self.kernel_cmdline {
+            if c.contains(['\n', '\r', '"', '\'', '\\', '$', ';']) {
+                return Err(ExportError::option(
+                    f,
+                    "--kernel-cmdline must not contain quotes, backslashes, `$`, `;` or newlines",
+                ));
+            }
+        }
+        if self.threads == 0 {
+            return Err(ExportError::option(f, "threads must be at least 1"));
+        }
+        if format == ExportFormat::Iso {
+            let ok = !self.label.is_empty()
+                && self.label.len() <= 32
+                && self
+                    .label
+                    .chars()
+                    .all(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || c == '_');
+            if !ok {
+                return Err(ExportError::option(
+                    f,
+                    format!(
+                        "--label {:?} must be 1-32 of A-Z, 0-9 and _ (ISO 9660 d-characters)",
+                        self.label
+                    ),
+                ));
+            }
+        }
+        if matches!(format, ExportFormat::Ova | ExportFormat::Vma) {
+            if self.cpus == 0 || self.cpus > 768 {
+                return Err(ExportError::option(
+                    f,
+                    format!("--cpus {} is outside 1..=768", self.cpus),
+                ));
+            }
+            if self.memory_mib < 16 || self.memory_mib % 4 != 0 {
+                return Err(ExportError::option(
+                    f,
+                    format!(
+                        "--memory {} MiB must be at least 16 MiB and a multiple of 4 MiB",
+                        self.memory_mib
+                    ),
+                ));
+            }
+            let ok = !self.vm_name.is_empty()
+                && self.vm_name.len() <= 63
+                && !self.vm_name.starts_with(['.', '-'])
+                && self
+                    .vm_name
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '.');
+            if !ok {
+                return Err(ExportError::option(
+                    f,
+                    format!(
+                        "--vm-name {:?} must be 1-63 of A-Z, a-z, 0-9, `.` and `-`, not starting with `.` or `-`",
+                        self.vm_name
+                    ),
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The OCI form of the image, for media that carry the image itself (data ISO).
+pub struct OciImage<'a> {
+    /// Where the blobs come from (the store, through the builder's adapter).
+    pub source: &'a dyn BlobSource,
+    /// The root descriptor (index or manifest) to write.
+    pub root: Descriptor,
+    /// The image's name (`name:tag`), written into the layout's `index.json`.
+    pub name: Option<String>,
+}
+
+/// What to export: one platform of one image.
+pub struct ExportInput<'a> {
+    /// The layer store.
+    pub store: &'a Store,
+    /// The platform's layers, bottom first, by DiffID.
+    pub layers: Vec<Digest>,
+    /// The platform manifest's digest: the seed of every identifier.
+    pub digest: String,
+    /// The platform (`linux/amd64`).
+    pub platform: String,
+    /// Clamp time for everything written (`SOURCE_DATE_EPOCH`); `None` = the newest mtime
+    /// in the image.
+    pub epoch: Option<i64>,
+    /// The image as OCI, for the data ISO (without it, a data ISO cannot be made).
+    pub oci: Option<OciImage<'a>>,
+}
+
+impl ExportInput<'_> {
+    /// The seed bytes for [`crate::ids`].
+    pub fn seed(&self) -> Vec<u8> {
+        self.digest.as_bytes().to_vec()
+    }
+
+    /// Whether the platform can be booted by the boot chain we build (GRUB for x86-64).
+    pub fn bootable_arch(&self) -> bool {
+        self.platform.ends_with("/amd64") || self.platform.contains("/amd64/")
+    }
+}
+
+/// What an export did.
+#[derive(Debug, Clone)]
+pub struct ExportReport {
+    /// The format.
+    pub format: ExportFormat,
+    /// The final output path.
+    pub path: PathBuf,
+    /// Its size in bytes.
+    pub size: u64,
+    /// Whether the output boots (a kernel was found and a boot chain written).
+    pub bootable: bool,
+    /// Human notes (kernel found, sizes chosen, ...).
+    pub notes: Vec<String>,
+}
+
+/// An exporter: an early check, then a streaming export.
+pub trait Exporter {
+    /// The format this exporter writes.
+    fn format(&self) -> ExportFormat;
+
+    /// Checks options and the presence of external tools before any work is done.
+    fn check(&self, opts: &ExportOptions) -> ExportResult<()>;
+
+    /// Writes the export to `out` (atomically: nothing appears under `out` unless it
+    /// completes).
+    fn export(
+        &self,
+        input: &ExportInput<'_>,
+        opts: &ExportOptions,
+        out: &Path,
+    ) -> ExportResult<ExportReport>;
+}
+
+/// Checks that `out` can be created: its folder exists, is a folder and is writable.
+pub fn check_output(out: &Path) -> ExportResult<()> {
+    let bad = |reason: String| ExportError::Output {
+        path: out.to_path_buf(),
+        reason,
+    };
+    if out.file_name().is_none() {
+        return Err(bad("the path has no file name".into()));
+    }
+    if out.is_dir() {
+        return Err(bad("it is a directory".into()));
+    }
+    let dir = match out.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    if !dir.is_dir() {
+        return Err(bad(format!("the folder {} does not exist", dir.display())));
+    }
+    tempfile::Builder::new()
+        .prefix(".chasi-export-probe.")
+        .tempfile_in(&dir)
+        .map(drop)
+        .map_err(|e| bad(format!("the folder {} is not writable: {e}", dir.display())))
+}
+
+/// Runs the whole export: option check, tool check, output check, then the exporter.
+pub fn export(
+    format: ExportFormat,
+    input: &ExportInput<'_>,
+    opts: &ExportOptions,
+    out: &Path,
+) -> ExportResult<ExportReport> {
+    opts.check(format)?;
+    let exporter = format.exporter();
+    exporter.check(opts)?;
+    check_output(out)?;
+    if input.layers.is_empty() {
+        return Err(ExportError::NoRootfs {
+            image: input.digest.clone(),
+        });
+    }
+    exporter.export(input, opts, out)
+}
+
+/// A work folder next to the output (same file system, so large intermediate images do not
+/// fill a small `/tmp`), removed when dropped.
+pub(crate) fn work_dir(out: &Path) -> ExportResult<tempfile::TempDir> {
+    let dir = match out.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    tempfile::Builder::new()
+        .prefix(".chasi-export-work.")
+        .tempdir_in(&dir)
+        .map_err(ExportError::io("create a work folder in", &dir))
+}
+
+/// Moves a finished file from the work folder (same file system) to its final path: mode
+/// 0644, fsync, then an atomic rename. Returns its size.
+pub(crate) fn commit_file(tmp: &Path, out: &Path) -> ExportResult<u64> {
+    use std::os::unix::fs::PermissionsExt;
+    let f = std::fs::File::open(tmp).map_err(ExportError::io("open", tmp))?;
+    f.set_permissions(std::fs::Permissions::from_mode(0o644))
+        .map_err(ExportError::io("set permissions of", tmp))?;
+    f.sync_all().map_err(ExportError::io("sync", tmp))?;
+    let size = f.metadata().map_err(ExportError::io("stat", tmp))?.len();
+    std::fs::rename(tmp, out).map_err(ExportError::io("rename into place", out))?;
+    Ok(size)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn formats_round_trip() {
+        for f in ExportFormat::ALL {
+            assert_eq!(f.name().parse::<ExportFormat>().unwrap(), f);
+        }
+        assert!("vhd".parse::<ExportFormat>().is_err());
+    }
+
+    #[test]
+    fn sizes() {
+        assert_eq!(parse_bytes("512"), Some(512));
+        assert_eq!(parse_bytes("64M"), Some(64 << 20));
+        assert_eq!(parse_bytes("2GiB"), Some(2 << 30));
+        assert_eq!(parse_bytes("2X"), None);
+        assert_eq!(parse_bytes(""), None);
+    }
+
+    #[test]
+    fn option_checks() {
+        let o = ExportOptions {
+            compress: Compression::Zstd,
+            ..Default::default()
+        };
+        assert!(o.check(ExportFormat::Qcow2).is_ok());
+        assert!(o.check(ExportFormat::Raw).is_err());
+        let o = ExportOptions {
+            boot: Some(BootMode::Bios),
+            ..Default::default()
+        };
+        assert!(o.check(ExportFormat::Iso).is_ok());
+        assert!(o.check(ExportFormat::Qcow2).is_err());
+        let o = ExportOptions {
+            label: "bad label".into(),
+            ..Default::default()
+        };
+        assert!(o.check(ExportFormat::Iso).is_err());
+        let o = ExportOptions {
+            vm_name: "a_b".into(),
+            ..Default::default()
+        };
+        assert!(o.check(ExportFormat::Vma).is_err());
+    }
+}

@@ -1,0 +1,436 @@
+//! The image's root file system as the exporters need it: a scan of the merged view (sizes,
+//! newest mtime, kernel and initrd), an unpacked copy for the file-system builders, and the
+//! file-system images themselves (ext4, squashfs, erofs).
+//!
+//! Why external builders: ext4, squashfs and erofs writers are large and subtle, and
+//! `mke2fs -d`, `mksquashfs` and `mkfs.erofs` do them well (formats.md §1.6, §2: no proven
+//! Rust writer). Bookworm's tools read a directory, not a tar, so the rootfs is unpacked
+//! with [`Store::unpack`] (owners are kept when running as root; rootless, files are owned
+//! by the caller — squashfs/erofs then force root ownership, ext4 keeps the caller's ids).
+//!
+//! Reproducibility, as far as each tool allows (checked by the export tests):
+//! - ext4: `-U` and `-E hash_seed=` derived from the image digest, `root_owner=0:0`, a pinned
+//!   `mke2fs.conf` (so host defaults do not leak in), `E2FSPROGS_FAKE_TIME` for the
+//!   superblock and created inodes. mke2fs 1.47.0 copies atime/ctime from the unpacked files,
+//!   so every time stamp is then reset to the clamp epoch with one `debugfs -w` batch.
+//!   Directory order follows the unpacked tree's `readdir`, which is stable for the same
+//!   host file system; across file systems inode numbers may differ.
+//! - squashfs: `-mkfs-time` and `-all-time` at the epoch; mksquashfs sorts entries itself.
+//! - erofs: `-T` epoch and `-U` derived UUID.
+
+use std::collections::HashMap;
+use std::io::Write;
+use std::path::Path;
+
+use chasi_layers::{ApplyOptions, Digest, EntryKind, Store};
+
+use super::tools::{self, Tool};
+use super::{ExportError, ExportResult, RootFsType};
+use crate::ids::derive_uuid;
+
+/// What the exporters need to know about a rootfs before building anything.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RootfsInfo {
+    /// Number of entries (files, directories, links, ...).
+    pub entries: u64,
+    /// Bytes of regular-file data.
+    pub file_bytes: u64,
+    /// Bytes of file data rounded up to 4 KiB blocks, plus one block per directory.
+    pub block_bytes: u64,
+    /// The newest mtime (the default clamp epoch).
+    pub max_mtime: i64,
+    /// Kernel path (relative, resolved through symlinks), if any.
+    pub kernel: Option<String>,
+    /// Initrd path matching the kernel, if any.
+    pub initrd: Option<String>,
+}
+
+fn text(p: &[u8]) -> String {
+    String::from_utf8_lossy(p).into_owned()
+}
+
+/// Scans the merged view of `layers` (headers only, no file data is read).
+pub fn scan(store: &Store, layers: &[Digest]) -> ExportResult<RootfsInfo> {
+    let view = store.flat_view(layers)?;
+    let mut info = RootfsInfo::default();
+    let mut kinds: HashMap<String, EntryKind> = HashMap::new();
+    for e in view.entries() {
+        let e = &e.entry;
+        info.entries += 1;
+        info.max_mtime = info.max_mtime.max(e.mtime);
+        match e.kind {
+            EntryKind::File => {
+                info.file_bytes += e.size;
+                info.block_bytes += e.size.div_ceil(4096) * 4096;
+            }
+            EntryKind::Dir => info.block_bytes += 4096,
+            _ => {}
+        }
+        kinds.insert(text(&e.path), e.kind.clone());
+    }
+    let (kernel, initrd) = find_kernel(&kinds);
+    info.kernel = kernel;
+    info.initrd = initrd;
+    Ok(info)
+}
+
+/// Resolves `path` through at most 8 symlinks inside the image; returns a regular file.
+fn resolve_file(kinds: &HashMap<String, EntryKind>, path: &str) -> Option<String> {
+    let mut p = path.to_string();
+    for _ in 0..8 {
+        match kinds.get(&p)? {
+            EntryKind::File | EntryKind::Hardlink(_) => return Some(p),
+            EntryKind::Symlink(t) => {
+                let t = text(t);
+                p = if let Some(abs) = t.strip_prefix('/') {
+                    abs.to_string()
+                } else {
+                    match p.rsplit_once('/') {
+                        Some((dir, _)) => format!("{dir}/{t}"),
+                        None => t,
+                    }
+                };
+                // Normalise `a/./b` and `a/../b` once more.
+                let mut parts: Vec<&str> = Vec::new();
+                for c in p.split('/') {
+                    match c {
+                        "" | "." => {}
+                        ".." => {
+                            parts.pop();
+                        }
+                        c => parts.push(c),
+                    }
+                }
+                p = parts.join("/");
+            }
+            _ => return None,
+        }
+    }
+    None
+}
+
+/// The kernel (`boot/vmlinuz-*`, newest version by name, else `vmlinuz`) and its initrd.
+fn find_kernel(kinds: &HashMap<String, EntryKind>) -> (Option<String>, Option<String>) {
+    let mut versions: Vec<&str> = kinds
+        .keys()
+        .filter_map(|k| k.strip_prefix("boot/vmlinuz-"))
+        .filter(|v| !v.contains('/'))
+        .collect();
+    versions.sort_unstable();
+    for v in versions.iter().rev() {
+        if let Some(k) = resolve_file(kinds, &format!("boot/vmlinuz-{v}")) {
+            let initrd = [
+                format!("boot/initrd.img-{v}"),
+                format!("boot/initramfs-{v}.img"),
+                format!("boot/initrd-{v}"),
+            ]
+            .iter()
+            .find_map(|c| resolve_file(kinds, c));
+            return (Some(k), initrd);
+        }
+    }
+    for (k, i) in [
+        ("vmlinuz", "initrd.img"),
+        ("boot/vmlinuz", "boot/initrd.img"),
+    ] {
+        if let Some(k) = resolve_file(kinds, k) {
+            return (Some(k), resolve_file(kinds, i));
+        }
+    }
+    (None, None)
+}
+
+/// Unpacks the merged rootfs into `dir` (whiteouts applied, every chunk verified).
+pub fn unpack(store: &Store, layers: &[Digest], dir: &Path) -> ExportResult<()> {
+    store.unpack(layers, dir, &ApplyOptions::default())?;
+    Ok(())
+}
+
+/// Size of the journal mke2fs creates for a file system of `size` bytes (4 KiB blocks;
+/// `ext2fs_default_journal_size`).
+fn journal_bytes(size: u64) -> u64 {
+    let blocks = size / 4096;
+    let jblocks = match blocks {
+        b if b < 2048 => 0,
+        b if b < 32768 => 1024,
+        b if b < 256 * 1024 => 4096,
+        b if b < 512 * 1024 => 8192,
+        b if b < 4096 * 1024 => 16384,
+        _ => 32768,
+    };
+    jblocks * 4096
+}
+
+/// Inodes to create for a rootfs: every entry plus room to grow.
+fn ext4_inodes(info: &RootfsInfo) -> u64 {
+    (info.entries + info.entries / 4 + 256).max(1024)
+}
+
+/// Smallest ext4 size (bytes, 1 MiB multiple) that holds the rootfs with a little room.
+pub fn ext4_min_size(info: &RootfsInfo) -> u64 {
+    let base = info.block_bytes + info.block_bytes / 10 + ext4_inodes(info) * 256 + (6 << 20);
+    let mut size = base;
+    for _ in 0..3 {
+        size = base + journal_bytes(size);
+    }
+    size.div_ceil(1 << 20) * (1 << 20)
+}
+
+/// Size of the root file system in `auto` mode: the minimum plus 20 % free space.
+pub fn ext4_auto_size(info: &RootfsInfo) -> u64 {
+    let min = ext4_min_size(info);
+    (min + min / 5).div_ceil(1 << 20) * (1 << 20)
+}
+
+const MKE2FS_CONF: &str = "[defaults]
+\tbase_features = sparse_super,large_file,filetype,resize_inode,dir_index,ext_attr
+\tdefault_mntopts = acl,user_xattr
+\tenable_periodic_fsck = 0
+\tblocksize = 4096
+\tinode_size = 256
+\tinode_ratio = 16384
+\treserved_ratio = 0
+
+[fs_types]
+\text4 = {
+\t\tfeatures = has_journal,extent,huge_file,flex_bg,metadata_csum,64bit,dir_nlink,extra_isize
+\t}
+";
+
+/// Builds an ext4 image of `size` bytes at `img` from `dir`.
+pub fn build_ext4(
+    dir: &Path,
+    img: &Path,
+    size: u64,
+    info: &RootfsInfo,
+    seed: &[u8],
+    epoch: i64,
+    work: &Path,
+) -> ExportResult<()> {
+    let conf = work.join("mke2fs.conf");
+    std::fs::write(&conf, MKE2FS_CONF).map_err(ExportError::io("write", &conf))?;
+    let f = std::fs::File::create(img).map_err(ExportError::io("create", img))?;
+    f.set_len(size).map_err(ExportError::io("resize", img))?;
+    drop(f);
+    let uuid = derive_uuid(seed, "ext4-root");
+    let hash_seed = derive_uuid(seed, "ext4-hash-seed");
+    let mut c = tools::command(tools::MKE2FS, epoch)?;
+    c.env("MKE2FS_CONFIG", &conf)
+        .env("E2FSPROGS_FAKE_TIME", fake_time(epoch))
+        .args(["-q", "-F", "-t", "ext4", "-L", "root", "-m", "0"])
+        .arg("-N")
+        .arg(ext4_inodes(info).to_string())
+        .arg("-U")
+        .arg(uuid.to_string())
+        .arg("-E")
+        .arg(format!(
+            "hash_seed={hash_seed},root_owner=0:0,lazy_itable_init=0,lazy_journal_init=0,nodiscard"
+        ))
+        .arg("-d")
+        .arg(dir)
+        .arg(img)
+        .arg(format!("{}k", size / 1024));
+    tools::run(&mut c)?;
+    clamp_ext4_times(dir, img, epoch, work)
+}
+
+/// libext2fs reads `E2FSPROGS_FAKE_TIME` as "no fake time" when it is 0, so the
+/// superblock times of an epoch-0 export are 1 second after the epoch.
+fn fake_time(epoch: i64) -> String {
+    epoch.max(1).to_string()
+}
+
+/// Resets atime/ctime/mtime/crtime of every inode above the clamp epoch (mke2fs 1.47.0
+/// copies them from the unpacked files, whose ctime is "now").
+fn clamp_ext4_times(dir: &Path, img: &Path, epoch: i64, work: &Path) -> ExportResult<()> {
+    let script = work.join("debugfs.cmds");
+    let mut s = Vec::new();
+    let mut paths = vec![String::from("/")];
+    for e in walk(dir)? {
+        paths.push(format!("/{e}"));
+    }
+    for p in &paths {
+        if p.contains(['"', '\n']) {
+            continue;
+        }
+        for field in ["atime", "ctime", "crtime"] {
+            writeln!(s, "sif \"{p}\" {field} @{epoch}")
+                .map_err(ExportError::io("write", &script))?;
+        }
+    }
+    for p in ["/", "/lost+found"] {
+        writeln!(s, "sif {p} mtime @{epoch}").map_err(ExportError::io("write", &script))?;
+    }
+    std::fs::write(&script, s).map_err(ExportError::io("write", &script))?;
+    let mut c = tools::command(
+        Tool {
+            name: "debugfs",
+            package: "e2fsprogs",
+        },
+        epoch,
+    )?;
+    c.env("E2FSPROGS_FAKE_TIME", fake_time(epoch))
+        .arg("-w")
+        .arg("-f")
+        .arg(&script)
+        .arg(img);
+    tools::run(&mut c)?;
+    Ok(())
+}
+
+/// Relative paths of everything under `dir`, sorted.
+fn walk(dir: &Path) -> ExportResult<Vec<String>> {
+    let mut out = Vec::new();
+    let mut stack = vec![(dir.to_path_buf(), String::new())];
+    while let Some((d, rel)) = stack.pop() {
+        let rd = std::fs::read_dir(&d).map_err(ExportError::io("read", &d))?;
+        for e in rd {
+            let e = e.map_err(ExportError::io("read", &d))?;
+            let name = e.file_name().to_string_lossy().into_owned();
+            let r = if rel.is_empty() {
+                name
+            } else {
+                format!("{rel}/{name}")
+            };
+            let ft = e.file_type().map_err(ExportError::io("stat", e.path()))?;
+            if ft.is_dir() {
+                stack.push((e.path(), r.clone()));
+            }
+            out.push(r);
+        }
+    }
+    out.sort();
+    Ok(out)
+}
+
+/// Whether this process runs as root (`/proc/self` belongs to the effective user).
+fn is_root() -> bool {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata("/proc/self").is_ok_and(|m| m.uid() == 0)
+}
+
+/// Builds a zstd squashfs image at `img` from `dir`.
+pub fn build_squashfs(dir: &Path, img: &Path, epoch: i64, threads: usize) -> ExportResult<()> {
+    let mut c = tools::command(tools::MKSQUASHFS, epoch)?;
+    c.arg(dir)
+        .arg(img)
+        .args(["-noappend", "-no-progress", "-quiet", "-comp", "zstd"])
+        .args([
+            "-mkfs-time",
+            &epoch.to_string(),
+            "-all-time",
+            &epoch.to_string(),
+        ])
+        .args(["-processors", &threads.to_string()]);
+    if !is_root() {
+        c.arg("-all-root");
+    }
+    tools::run(&mut c)?;
+    Ok(())
+}
+
+/// Builds an lz4hc erofs image at `img` from `dir`.
+pub fn build_erofs(dir: &Path, img: &Path, seed: &[u8], epoch: i64) -> ExportResult<()> {
+    let mut c = tools::command(tools::MKFS_EROFS, epoch)?;
+    c.arg("-zlz4hc")
+        .arg(format!("-T{epoch}"))
+        .arg("-U")
+        .arg(derive_uuid(seed, "erofs-root").to_string());
+    if !is_root() {
+        c.arg("--all-root");
+    }
+    c.arg(img).arg(dir);
+    tools::run(&mut c)?;
+    Ok(())
+}
+
+/// The tools a root file system of type `fs` needs.
+pub fn tools_for(fs: RootFsType) -> Vec<Tool> {
+    match fs {
+        RootFsType::Ext4 => vec![
+            tools::MKE2FS,
+            Tool {
+                name: "debugfs",
+                package: "e2fsprogs",
+            },
+        ],
+        RootFsType::Squashfs => vec![tools::MKSQUASHFS],
+        RootFsType::Erofs => vec![tools::MKFS_EROFS],
+    }
+}
+
+/// Builds the root file system image of type `fs` at `img`. For ext4, `size` is the
+/// image size; squashfs and erofs take what they need. Returns the image size.
+#[allow(clippy::too_many_arguments)]
+pub fn build(
+    fs: RootFsType,
+    dir: &Path,
+    img: &Path,
+    size: u64,
+    info: &RootfsInfo,
+    seed: &[u8],
+    epoch: i64,
+    threads: usize,
+    work: &Path,
+) -> ExportResult<u64> {
+    match fs {
+        RootFsType::Ext4 => build_ext4(dir, img, size, info, seed, epoch, work)?,
+        RootFsType::Squashfs => build_squashfs(dir, img, epoch, threads)?,
+        RootFsType::Erofs => build_erofs(dir, img, seed, epoch)?,
+    }
+    Ok(std::fs::metadata(img)
+        .map_err(ExportError::io("stat", img))?
+        .len())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn kernel_detection() {
+        let mut k = HashMap::new();
+        k.insert("boot/vmlinuz-6.1.0-1-amd64".into(), EntryKind::File);
+        k.insert("boot/vmlinuz-6.1.0-2-amd64".into(), EntryKind::File);
+        k.insert("boot/initrd.img-6.1.0-2-amd64".into(), EntryKind::File);
+        k.insert(
+            "vmlinuz".into(),
+            EntryKind::Symlink(b"boot/vmlinuz-6.1.0-1-amd64".to_vec()),
+        );
+        assert_eq!(
+            find_kernel(&k),
+            (
+                Some("boot/vmlinuz-6.1.0-2-amd64".into()),
+                Some("boot/initrd.img-6.1.0-2-amd64".into())
+            )
+        );
+        let mut k = HashMap::new();
+        k.insert(
+            "vmlinuz".into(),
+            EntryKind::Symlink(b"/boot/./vmlinuz-x".to_vec()),
+        );
+        k.insert("boot/vmlinuz-x/".into(), EntryKind::Dir);
+        k.insert("boot/kernel".into(), EntryKind::File);
+        assert_eq!(find_kernel(&k), (None, None));
+        k.insert("boot/vmlinuz-x".into(), EntryKind::File);
+        assert_eq!(find_kernel(&k).0, Some("boot/vmlinuz-x".into()));
+    }
+
+    #[test]
+    fn ext4_sizes_grow_with_content() {
+        let small = RootfsInfo {
+            entries: 10,
+            block_bytes: 1 << 20,
+            ..Default::default()
+        };
+        let big = RootfsInfo {
+            entries: 10_000,
+            block_bytes: 500 << 20,
+            ..Default::default()
+        };
+        assert!(ext4_min_size(&small) >= 8 << 20);
+        assert!(ext4_min_size(&big) > 550 << 20);
+        assert!(ext4_auto_size(&big) > ext4_min_size(&big));
+        assert_eq!(ext4_min_size(&big) % (1 << 20), 0);
+    }
+}

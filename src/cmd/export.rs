@@ -1,0 +1,162 @@
+//! `chasi export`: one platform of an image as a delivery medium (thin: the work is in
+//! `chasi_formats::export`; the image and platform are resolved by `chasi_builder::images`).
+
+use anyhow::Context as _;
+use chasi_builder::blobs::StoreBlobs;
+use chasi_builder::images;
+use chasi_formats::export::{
+    self, parse_bytes, BootMode, Compression, ExportFormat, ExportInput, ExportOptions, OciImage,
+    RootFsType,
+};
+use chasi_layers::Store;
+use clap::Args;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+/// `--size`: `None` is `auto`.
+#[derive(Debug, Clone, Copy)]
+struct DiskSize(Option<u64>);
+
+fn size_arg(s: &str) -> Result<DiskSize, String> {
+    if s == "auto" {
+        return Ok(DiskSize(None));
+    }
+    parse_bytes(s)
+        .filter(|&n| n > 0)
+        .map(|n| DiskSize(Some(n)))
+        .ok_or_else(|| format!("`{s}` is not `auto` or a size (BYTES, or with K/M/G/T)"))
+}
+
+fn memory_arg(s: &str) -> Result<u64, String> {
+    // A bare number is MiB (as in VM tools); with a unit, bytes converted to MiB.
+    if let Ok(n) = s.parse::<u64>() {
+        return Ok(n);
+    }
+    parse_bytes(s)
+        .map(|b| b >> 20)
+        .ok_or_else(|| format!("`{s}` is not a memory size (MiB, or with M/G)"))
+}
+
+fn parsed<T: std::str::FromStr<Err = export::ExportError>>(s: &str) -> Result<T, String> {
+    s.parse::<T>().map_err(|e| e.to_string())
+}
+
+/// `chasi export` options.
+#[derive(Debug, Args)]
+#[command(after_help = "\
+Formats:
+  tar       the flattened root file system (whiteouts applied), one reproducible tar
+  squashfs  the root file system as a zstd squashfs image
+  raw       GPT disk image (sparse file)
+  qcow2     GPT disk as QCOW2 v3 (--compress none|zlib|zstd)
+  vmdk      GPT disk as a streamOptimized VMDK
+  ova       OVF + VMDK + SHA-256 manifest (--vm-name, --cpus, --memory)
+  vma       Proxmox VMA backup with qemu-server.conf (--vm-name, --cpus, --memory)
+  iso       ISO 9660 + Rock Ridge + Joliet, hybrid; a live system booting under BIOS and
+            UEFI when the image has a kernel, else the image as an OCI layout (--label)
+
+Disks hold a root partition (--fs) and, when the image carries a kernel (/boot/vmlinuz-*
+or /vmlinuz, with its initrd), an EFI System Partition with GRUB: they boot under UEFI with
+root=PARTUUID=... console=ttyS0. Output is reproducible: the same image and options give
+the same bytes (set SOURCE_DATE_EPOCH to choose the time stamps).")]
+pub struct ExportArgs {
+    /// Image name (NAME[:TAG]) or digest.
+    image: String,
+    /// Output format: tar, squashfs, raw, qcow2, vmdk, ova, vma, iso.
+    #[arg(long, value_parser = parsed::<ExportFormat>)]
+    format: ExportFormat,
+    /// Output file (written under a temporary name, renamed when complete).
+    #[arg(short, long, value_name = "OUT")]
+    output: PathBuf,
+    /// Platform of a multi-platform image (os/arch[/variant]); default: the only one, else the host's.
+    #[arg(long, value_name = "OS/ARCH")]
+    platform: Option<String>,
+    /// Disk size (disks): BYTES (K/M/G/T suffixes) or `auto` (content plus headroom).
+    #[arg(long, value_name = "BYTES|auto", default_value = "auto", value_parser = size_arg)]
+    size: DiskSize,
+    /// Root file system of disks: ext4, squashfs or erofs.
+    #[arg(long, value_name = "FS", default_value = "ext4", value_parser = parsed::<RootFsType>)]
+    fs: RootFsType,
+    /// Firmware of bootable exports: uefi (disks: the only choice), bios, hybrid (ISO default).
+    #[arg(long, value_name = "MODE", value_parser = parsed::<BootMode>)]
+    boot: Option<BootMode>,
+    /// Extra kernel command line, appended after root=... console=ttyS0.
+    #[arg(long, value_name = "STR")]
+    kernel_cmdline: Option<String>,
+    /// QCOW2 cluster compression: none, zlib or zstd.
+    #[arg(long, value_name = "ALG", default_value = "none", value_parser = parsed::<Compression>)]
+    compress: Compression,
+    /// VM name (OVA, VMA).
+    #[arg(long, value_name = "NAME", default_value = "chasi")]
+    vm_name: String,
+    /// Virtual CPUs (OVA, VMA).
+    #[arg(long, default_value_t = 2)]
+    cpus: u32,
+    /// Memory (OVA, VMA): MiB, or a size with M/G.
+    #[arg(long, value_name = "MIB", default_value = "2048", value_parser = memory_arg)]
+    memory: u64,
+    /// ISO volume id (A-Z, 0-9, _; at most 32).
+    #[arg(long, value_name = "LABEL", default_value = "CHASI")]
+    label: String,
+    /// Compression threads.
+    #[arg(long, default_value_t = 2)]
+    threads: usize,
+}
+
+fn open(store: Option<&Path>) -> anyhow::Result<Store> {
+    let dir = chasi_layers::resolve_store_dir(store)?;
+    Store::open(&dir).with_context(|| format!("opening store {}", dir.display()))
+}
+
+/// `chasi export`.
+pub fn run(store: Option<&Path>, args: ExportArgs) -> anyhow::Result<ExitCode> {
+    let opts = ExportOptions {
+        size: args.size.0,
+        fs: args.fs,
+        boot: args.boot,
+        kernel_cmdline: args.kernel_cmdline,
+        compress: args.compress,
+        vm_name: args.vm_name,
+        cpus: args.cpus,
+        memory_mib: args.memory,
+        label: args.label,
+        threads: args.threads,
+    };
+    // Options first: a bad option fails before the store is touched.
+    opts.check(args.format)?;
+    let store = open(store)?;
+    let image = images::platform_image(&store, &args.image, args.platform.as_deref())?;
+    let epoch = match std::env::var("SOURCE_DATE_EPOCH") {
+        Ok(v) if !v.is_empty() => Some(
+            v.trim()
+                .parse::<i64>()
+                .with_context(|| format!("SOURCE_DATE_EPOCH `{v}` is not a number"))?,
+        ),
+        _ => None,
+    };
+    let blobs = StoreBlobs::new(&store);
+    let input = ExportInput {
+        store: &store,
+        layers: image.diff_ids.clone(),
+        digest: image.manifest.to_string(),
+        platform: image.platform.clone(),
+        epoch,
+        oci: Some(OciImage {
+            source: &blobs,
+            root: image.descriptor.clone(),
+            name: image.name.clone(),
+        }),
+    };
+    let report = export::export(args.format, &input, &opts, &args.output)?;
+    for n in &report.notes {
+        eprintln!("{n}");
+    }
+    println!(
+        "{} {} {} bytes{}",
+        report.path.display(),
+        report.format,
+        report.size,
+        if report.bootable { " bootable" } else { "" }
+    );
+    Ok(ExitCode::SUCCESS)
+}
