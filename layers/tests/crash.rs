@@ -128,11 +128,15 @@ fn sigkill_at_random_points_never_corrupts_the_store() {
         .success());
     let round_ms = (started.elapsed().as_millis() as u64).clamp(100, 5000);
     let mut rng = (std::process::id() as u64) << 20 | 0x2545F491;
-    let iterations = 36;
+    let iterations = 30;
     let mut kills_mid_write = 0;
     for i in 0..iterations {
         let mut child = spawn_writer(&store, &work, None);
-        std::thread::sleep(Duration::from_millis(rand_ms(&mut rng, 5, round_ms * 2)));
+        std::thread::sleep(Duration::from_millis(rand_ms(
+            &mut rng,
+            5,
+            round_ms * 3 / 2,
+        )));
         if child.try_wait().unwrap().is_none() {
             kills_mid_write += 1;
         }
