@@ -6,15 +6,16 @@
 //! (half a 4 KiB block per ~20 KiB frame would cost ~10 % of the physical size).
 //!
 //! ```text
-//! packs/<sha256 of pack bytes>.pack   concatenated zstd frames
+//! packs/<pack digest>.pack           concatenated zstd frames
 //! packs/<same>.idx                    "CHASIPK1" | pack digest (32) | pack size u64 | count u64
 //!                                      | count × (chunk digest (32) | offset u64 | frame_len u32 | raw_len u32)
 //!                                      | sha256 of everything before (32)            (integers little endian)
 //! ```
-//! The `.idx` is renamed into place after the `.pack`; a pack without an index is a crash leftover, ignored by
+//! The pack digest is the SHA-256 of its size and entry table ([`pack_digest`]); the content is verified frame by
+//! frame through the chunk digests. The `.idx` is renamed into place after the `.pack`; a pack without an index is a crash leftover, ignored by
 //! readers and removed by `gc`. Both files are immutable once named.
 
-use crate::digest::{Digest, Hasher};
+use crate::digest::Digest;
 use crate::error::{Error, IoCtx, Result};
 use std::fs::File;
 use std::os::unix::fs::FileExt;
@@ -214,9 +215,16 @@ pub(crate) fn read_frame(file: &File, path: &Path, offset: u64, len: u32) -> Res
 pub(crate) struct PackWriter {
     pub(crate) path: PathBuf,
     file: File,
-    hasher: Hasher,
+    len: u64,
     pub(crate) entries: Vec<PackEntry>,
+    /// Bytes appended since the last background flush was started.
+    unsynced: u64,
+    /// A background `fdatasync` overlapping disk writeback with compression; joined before the final fsync.
+    syncing: Option<std::thread::JoinHandle<std::io::Result<()>>>,
 }
+
+/// Start a background flush every this many bytes, so that the final fsync has little left to write.
+const SYNC_EVERY: u64 = 8 << 20;
 
 impl PackWriter {
     pub(crate) fn create(path: PathBuf) -> Result<Self> {
@@ -229,25 +237,44 @@ impl PackWriter {
         Ok(Self {
             path,
             file,
-            hasher: Hasher::new(),
+            len: 0,
             entries: Vec::new(),
+            unsynced: 0,
+            syncing: None,
         })
     }
 
     /// Appends a frame; returns its offset.
     pub(crate) fn append(&mut self, chunk: Digest, frame: &[u8], raw_len: u32) -> Result<u64> {
-        let offset = self.hasher.len();
+        let offset = self.len;
         self.file
             .write_all_at(frame, offset)
             .ctx("write", &self.path)?;
-        self.hasher.update(frame);
+        self.len += frame.len() as u64;
+        self.unsynced += frame.len() as u64;
         self.entries.push(PackEntry {
             chunk,
             offset,
             frame_len: frame.len() as u32,
             raw_len,
         });
+        if self.unsynced >= SYNC_EVERY && self.syncing.as_ref().is_none_or(|h| h.is_finished()) {
+            self.join_sync()?;
+            let f = self.file.try_clone().ctx("open", &self.path)?;
+            self.syncing = Some(std::thread::spawn(move || f.sync_data()));
+            self.unsynced = 0;
+        }
         Ok(offset)
+    }
+
+    fn join_sync(&mut self) -> Result<()> {
+        if let Some(h) = self.syncing.take() {
+            let res = h
+                .join()
+                .unwrap_or_else(|_| Err(std::io::Error::other("fsync thread panicked")));
+            res.ctx("fsync", &self.path)?;
+        }
+        Ok(())
     }
 
     /// The open temp file (to read back frames written in this session).
@@ -255,20 +282,35 @@ impl PackWriter {
         &self.file
     }
 
-    /// Fsyncs and returns the index (not yet renamed).
-    pub(crate) fn finish(self) -> Result<(PathBuf, PackIndex)> {
+    /// Fsyncs and returns the index (not yet renamed). The pack is named by the SHA-256 of its entry table
+    /// ([`pack_digest`]): every frame is verified by its chunk digest when read, so hashing the compressed bytes
+    /// once more would only cost time.
+    pub(crate) fn finish(mut self) -> Result<(PathBuf, PackIndex)> {
+        self.join_sync()?;
         self.file.sync_all().ctx("fsync", &self.path)?;
-        let pack_size = self.hasher.len();
-        let pack = self.hasher.finish();
+        let pack = pack_digest(&self.entries, self.len);
         Ok((
             self.path,
             PackIndex {
                 pack,
-                pack_size,
+                pack_size: self.len,
                 entries: self.entries,
             },
         ))
     }
+}
+
+/// The name of a pack: SHA-256 over its size and entry table (chunk digest, offset, frame and raw lengths).
+pub fn pack_digest(entries: &[PackEntry], pack_size: u64) -> Digest {
+    let mut h = crate::digest::Hasher::new();
+    h.update(&pack_size.to_le_bytes());
+    for e in entries {
+        h.update(&e.chunk.0);
+        h.update(&e.offset.to_le_bytes());
+        h.update(&e.frame_len.to_le_bytes());
+        h.update(&e.raw_len.to_le_bytes());
+    }
+    h.finish()
 }
 
 #[cfg(test)]
