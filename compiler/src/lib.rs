@@ -21,6 +21,8 @@ pub struct CompileOptions<'a> {
     pub build_args: std::collections::BTreeMap<String, String>,
     /// Target platforms; empty means the host platform (`linux/<host arch>`).
     pub platforms: Vec<check::Platform>,
+    /// Stop after checking: no plan (and the context's files are not hashed).
+    pub skip_plan: bool,
 }
 
 /// Everything [`compile`] found out about a Kubefile.
@@ -30,7 +32,7 @@ pub struct Compiled {
     pub parse: syntax::Parse,
     /// The checked program, when there is no error.
     pub program: Option<check::Program>,
-    /// The build plan, when there is no error.
+    /// The build plan, when there is no error (and it was not skipped).
     pub plan: Option<plan::Plan>,
     /// Every diagnostic (parser and checker), sorted by position.
     pub diagnostics: Vec<diagnostics::Diagnostic>,
@@ -75,7 +77,7 @@ pub fn compile(
     diagnostics.append(&mut found);
     check::sort_diagnostics(&mut diagnostics);
     let ok = !diagnostics.iter().any(|d| d.is_error());
-    let plan = if ok {
+    let plan = if ok && !options.skip_plan {
         Some(plan::plan(&program, context.as_ref())?)
     } else {
         None

@@ -48,6 +48,7 @@ fn compile_with(
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect(),
         platforms,
+        skip_plan: false,
     };
     let compiled = compile(&source, &options).expect("the context is readable");
     (source, compiled)

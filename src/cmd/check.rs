@@ -53,8 +53,13 @@ fn parse_platform(text: &str) -> Result<Platform, String> {
 }
 
 impl InputArgs {
-    /// Reads the Kubefile and compiles it with these options.
+    /// Reads the Kubefile and compiles it with these options, plan included.
     pub fn compile(&self) -> anyhow::Result<(SourceFile, Compiled)> {
+        self.compile_with(false)
+    }
+
+    /// Reads the Kubefile and compiles it (without the plan when `skip_plan`).
+    pub fn compile_with(&self, skip_plan: bool) -> anyhow::Result<(SourceFile, Compiled)> {
         let path = match (&self.file, &self.context) {
             (Some(file), _) => file.clone(),
             (None, Some(context)) => context.join("Kubefile"),
@@ -84,6 +89,7 @@ impl InputArgs {
             context: self.context.as_deref(),
             build_args,
             platforms: self.platforms.clone(),
+            skip_plan,
         };
         let compiled = compile(&source, &options)?;
         Ok((source, compiled))
@@ -123,7 +129,7 @@ pub fn summary(compiled: &Compiled) -> String {
 
 /// Runs `chasi check`: exit 0 without errors (warnings allowed), 1 with errors.
 pub fn run(args: CheckArgs) -> anyhow::Result<ExitCode> {
-    let (source, compiled) = args.input.compile()?;
+    let (source, compiled) = args.input.compile_with(true)?;
     match args.format {
         CheckFormat::Json => println!("{}", render::json(&source, &compiled.diagnostics)),
         CheckFormat::Human => {

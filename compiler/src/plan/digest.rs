@@ -34,7 +34,7 @@ pub fn canonical_json(value: &Value, out: &mut String) {
                 if i > 0 {
                     out.push(',');
                 }
-                out.push_str(&Value::String(key.clone()).to_string());
+                write_json_string(key, out);
                 out.push(':');
                 canonical_json(&map[key], out);
             }
@@ -50,7 +50,22 @@ pub fn canonical_json(value: &Value, out: &mut String) {
             }
             out.push(']');
         }
+        Value::String(text) => write_json_string(text, out),
         other => out.push_str(&other.to_string()),
+    }
+}
+
+/// Writes a JSON string literal (the escaping `serde_json` uses) without a temporary value.
+fn write_json_string(text: &str, out: &mut String) {
+    if text
+        .bytes()
+        .all(|b| b >= 0x20 && b != b'"' && b != b'\\' && b < 0x7f)
+    {
+        out.push('"');
+        out.push_str(text);
+        out.push('"');
+    } else {
+        out.push_str(&serde_json::to_string(text).unwrap_or_default());
     }
 }
 
