@@ -157,7 +157,7 @@ codes! {
     /// `FROM` with words other than an image and `AS name`.
     InvalidFrom = "KF232", Error, "`FROM` takes an image (or an earlier stage) and an optional `AS name`";
     /// A stage name that Dockerfile tools would reject.
-    InvalidStageName = "KF233", Error, "a stage name must start with a letter and contain only lower-case letters, digits, `-`, `_` or `.`";
+    InvalidStageName = "KF233", Error, "a stage name must start with a letter and contain only letters, digits, `-`, `_` or `.` (it is lower-cased)";
     /// `COPY`/`ADD` with several sources into a destination that is not a directory.
     CopyDestinationNotDirectory = "KF234", Error, "with several sources the destination must be a directory ending in `/`";
     /// `${VAR:?message}` with the variable unset (or empty).
