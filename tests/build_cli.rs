@@ -617,3 +617,68 @@ fn bases_from_the_store_and_from_layouts_and_archives() {
         }
     }
 }
+
+#[test]
+fn a_content_change_is_seen_even_with_the_old_mtime_restored() {
+    let tmp = tempfile::tempdir().unwrap();
+    let store = tmp.path().join("store");
+    let ctx = tmp.path().join("ctx");
+    write_files(
+        &ctx,
+        &[
+            ("Kubefile", "FROM scratch\nCOPY data.txt data.txt\n"),
+            ("data.txt", "one\n"),
+        ],
+    );
+    // Old enough that the stamp is trusted by the file-digest cache.
+    let old = std::time::SystemTime::now() - std::time::Duration::from_secs(3600);
+    let set_mtime = |t| {
+        fs::File::options()
+            .write(true)
+            .open(ctx.join("data.txt"))
+            .unwrap()
+            .set_modified(t)
+            .unwrap()
+    };
+    set_mtime(old);
+    let c = ctx.to_str().unwrap();
+    let (first, executed, _) = build_json(&store, &["-t", "m:1", c]);
+    assert_eq!(executed.len(), 1);
+    let (_, executed, _) = build_json(&store, &["-t", "m:1", c]);
+    assert!(executed.is_empty(), "unchanged: served from the cache");
+    // Same size, same mtime, different bytes: only the change time tells.
+    fs::write(ctx.join("data.txt"), "two\n").unwrap();
+    set_mtime(old);
+    let (second, executed, _) = build_json(&store, &["-t", "m:1", c]);
+    assert_eq!(
+        executed.len(),
+        1,
+        "the change must not be hidden by the file-digest cache"
+    );
+    assert_ne!(first, second);
+}
+
+#[test]
+fn invalid_utf8_is_reported_at_its_position() {
+    let tmp = tempfile::tempdir().unwrap();
+    let kubefile = tmp.path().join("Kubefile");
+    fs::write(&kubefile, b"FROM scratch\nLABEL a=\xff\xfe\n").unwrap();
+    let out = chasi()
+        .args([
+            "check",
+            "--format",
+            "json",
+            "-f",
+            kubefile.to_str().unwrap(),
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let json: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let d = &json["diagnostics"][0];
+    assert_eq!(d["code"], "KF111");
+    assert_eq!(
+        (d["line"].as_u64(), d["column"].as_u64()),
+        (Some(2), Some(9))
+    );
+}

@@ -16,11 +16,7 @@ use std::path::Path;
 type Entry = (u32, u64, u64, Option<Vec<u8>>);
 
 /// Every entry of the image's layers, merged by path.
-fn layer_entries(
-    store: &Path,
-    image: &str,
-    tmp: &Path,
-) -> BTreeMap<String, Entry> {
+fn layer_entries(store: &Path, image: &str, tmp: &Path) -> BTreeMap<String, Entry> {
     let out = tmp.join(format!("layout-{}", image.replace(':', "-")));
     ok(
         store,

@@ -311,21 +311,26 @@ pub fn platform_image(store: &Store, image: &str, platform: Option<&str>) -> Res
     };
     let matches = |want: &str, have: &str| have == want || have.starts_with(&format!("{want}/"));
     let chosen = match platform {
-        Some(want) => all.iter().find(|(p, _, _)| matches(want, p)).ok_or_else(|| {
-            BuildError::Request(format!(
-                "image `{image}` has no platform {want} (it has {})",
-                available()
-            ))
-        })?,
+        Some(want) => all
+            .iter()
+            .find(|(p, _, _)| matches(want, p))
+            .ok_or_else(|| {
+                BuildError::Request(format!(
+                    "image `{image}` has no platform {want} (it has {})",
+                    available()
+                ))
+            })?,
         None if all.len() == 1 => &all[0],
         None => {
             let host = PlatformSpec::host().to_string();
-            all.iter().find(|(p, _, _)| matches(&host, p)).ok_or_else(|| {
-                BuildError::Request(format!(
-                    "image `{image}` has several platforms ({}): choose one with --platform",
-                    available()
-                ))
-            })?
+            all.iter()
+                .find(|(p, _, _)| matches(&host, p))
+                .ok_or_else(|| {
+                    BuildError::Request(format!(
+                        "image `{image}` has several platforms ({}): choose one with --platform",
+                        available()
+                    ))
+                })?
         }
     };
     let (platform, manifest, value) = chosen;
@@ -338,7 +343,9 @@ pub fn platform_image(store: &Store, image: &str, platform: Option<&str>) -> Res
                 .map(|d| {
                     d.as_str()
                         .and_then(|s| s.parse::<Digest>().ok())
-                        .ok_or_else(|| BuildError::Request(format!("bad diff_id {d} in {manifest}")))
+                        .ok_or_else(|| {
+                            BuildError::Request(format!("bad diff_id {d} in {manifest}"))
+                        })
                 })
                 .collect::<Result<Vec<_>>>()
         })
@@ -349,6 +356,8 @@ pub fn platform_image(store: &Store, image: &str, platform: Option<&str>) -> Res
         descriptor: descriptor_of(store, manifest)?,
         platform: platform.clone(),
         diff_ids,
-        name: normalize_tag(image).ok().filter(|_| image.parse::<Digest>().is_err()),
+        name: normalize_tag(image)
+            .ok()
+            .filter(|_| image.parse::<Digest>().is_err()),
     })
 }

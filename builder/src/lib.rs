@@ -16,6 +16,7 @@ pub mod error;
 pub mod events;
 pub mod exec;
 pub mod fetch;
+pub mod filecache;
 pub mod images;
 pub mod rootfs;
 pub mod run;

@@ -73,7 +73,7 @@ fn main() {
         start.elapsed().as_secs_f64() * 1000.0
     );
     let start = Instant::now();
-    let _ = chasi_compiler::plan::plan(&program, None).expect("plan");
+    let _ = chasi_compiler::plan::plan(&program, None, None).expect("plan");
     println!(
         "plan only: {:.1} ms",
         start.elapsed().as_secs_f64() * 1000.0

@@ -23,6 +23,8 @@ pub struct CompileOptions<'a> {
     pub platforms: Vec<check::Platform>,
     /// Stop after checking: no plan (and the context's files are not hashed).
     pub skip_plan: bool,
+    /// A cache of file digests by `stat` stamp, so unchanged files are not read again.
+    pub file_digests: Option<&'a dyn plan::files::FileDigests>,
 }
 
 /// Everything [`compile`] found out about a Kubefile.
@@ -52,7 +54,26 @@ pub fn compile(
     source: &source::SourceFile,
     options: &CompileOptions<'_>,
 ) -> Result<Compiled, check::ContextError> {
-    let parse = syntax::parse(source);
+    compile_parsed(source, syntax::parse(source), options)
+}
+
+/// [`compile`] from the file's raw bytes: invalid UTF-8 is reported (KF111) at its position
+/// instead of being silently replaced. Returns the source text the diagnostics refer to.
+pub fn compile_bytes(
+    name: impl Into<String>,
+    bytes: &[u8],
+    options: &CompileOptions<'_>,
+) -> Result<(source::SourceFile, Compiled), check::ContextError> {
+    let (source, parse) = syntax::parse_bytes(name, bytes);
+    let compiled = compile_parsed(&source, parse, options)?;
+    Ok((source, compiled))
+}
+
+fn compile_parsed(
+    source: &source::SourceFile,
+    parse: syntax::Parse,
+    options: &CompileOptions<'_>,
+) -> Result<Compiled, check::ContextError> {
     let mut diagnostics = parse.diagnostics.clone();
     let context = match options.context {
         Some(dir) => {
@@ -78,7 +99,11 @@ pub fn compile(
     check::sort_diagnostics(&mut diagnostics);
     let ok = !diagnostics.iter().any(|d| d.is_error());
     let plan = if ok && !options.skip_plan {
-        Some(plan::plan(&program, context.as_ref())?)
+        Some(plan::plan(
+            &program,
+            context.as_ref(),
+            options.file_digests,
+        )?)
     } else {
         None
     };

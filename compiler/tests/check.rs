@@ -49,6 +49,7 @@ fn compile_with(
             .collect(),
         platforms,
         skip_plan: false,
+        file_digests: None,
     };
     let compiled = compile(&source, &options).expect("the context is readable");
     (source, compiled)

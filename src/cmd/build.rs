@@ -4,6 +4,7 @@ use crate::cmd::check::InputArgs;
 use crate::progress::{observer, ProgressMode};
 use anyhow::Context as _;
 use chasi_builder::assemble::Compression;
+use chasi_builder::filecache::StoreFileDigests;
 use chasi_builder::sandbox::Network;
 use chasi_builder::{build, BuildOptions};
 use chasi_compiler::render;
@@ -81,7 +82,12 @@ pub fn run(store: Option<&Path>, args: BuildArgs) -> anyhow::Result<ExitCode> {
         );
         err.exit();
     };
-    let (source, compiled) = args.input.compile()?;
+    let dir = chasi_layers::resolve_store_dir(store)?;
+    let store = chasi_layers::Store::open(&dir)
+        .with_context(|| format!("opening store {}", dir.display()))?;
+    // Unchanged files are not read again to compute the plan's content digests.
+    let file_digests = StoreFileDigests::load(&store, &context);
+    let (source, compiled) = args.input.compile_with(false, Some(&file_digests))?;
     if compiled.has_errors() {
         eprint!("{}", render::human(&source, &compiled.diagnostics));
         eprintln!(
@@ -97,9 +103,9 @@ pub fn run(store: Option<&Path>, args: BuildArgs) -> anyhow::Result<ExitCode> {
     let (Some(program), Some(plan)) = (&compiled.program, &compiled.plan) else {
         anyhow::bail!("the Kubefile compiled without errors but produced no plan");
     };
-    let dir = chasi_layers::resolve_store_dir(store)?;
-    let store = chasi_layers::Store::open(&dir)
-        .with_context(|| format!("opening store {}", dir.display()))?;
+    if let Err(e) = file_digests.save(&store) {
+        eprintln!("warning: {e}");
+    }
     let options = BuildOptions {
         tag: args.tag.clone(),
         context: PathBuf::from(&context),

@@ -5,8 +5,9 @@
 
 use anyhow::Context as _;
 use chasi_compiler::check::Platform;
+use chasi_compiler::plan::files::FileDigests;
 use chasi_compiler::source::SourceFile;
-use chasi_compiler::{compile, render, CompileOptions, Compiled};
+use chasi_compiler::{compile_bytes, render, CompileOptions, Compiled};
 use clap::{Args, ValueEnum};
 use std::collections::BTreeMap;
 use std::io::Read;
@@ -55,26 +56,31 @@ fn parse_platform(text: &str) -> Result<Platform, String> {
 impl InputArgs {
     /// Reads the Kubefile and compiles it with these options, plan included.
     pub fn compile(&self) -> anyhow::Result<(SourceFile, Compiled)> {
-        self.compile_with(false)
+        self.compile_with(false, None)
     }
 
-    /// Reads the Kubefile and compiles it (without the plan when `skip_plan`).
-    pub fn compile_with(&self, skip_plan: bool) -> anyhow::Result<(SourceFile, Compiled)> {
+    /// Reads the Kubefile and compiles it (without the plan when `skip_plan`), taking file
+    /// digests from `file_digests` when the caller keeps such a cache.
+    pub fn compile_with(
+        &self,
+        skip_plan: bool,
+        file_digests: Option<&dyn FileDigests>,
+    ) -> anyhow::Result<(SourceFile, Compiled)> {
         let path = match (&self.file, &self.context) {
             (Some(file), _) => file.clone(),
             (None, Some(context)) => context.join("Kubefile"),
             (None, None) => PathBuf::from("Kubefile"),
         };
-        let source = if path.as_os_str() == "-" {
+        let (name, bytes) = if path.as_os_str() == "-" {
             let mut bytes = Vec::new();
             std::io::stdin()
                 .read_to_end(&mut bytes)
                 .context("cannot read the Kubefile from standard input")?;
-            SourceFile::from_bytes("-", &bytes)
+            ("-".to_string(), bytes)
         } else {
             let bytes = std::fs::read(&path)
                 .with_context(|| format!("cannot read the Kubefile {}", path.display()))?;
-            SourceFile::from_bytes(path.display().to_string(), &bytes)
+            (path.display().to_string(), bytes)
         };
         let build_args: BTreeMap<String, String> = self
             .build_args
@@ -90,9 +96,9 @@ impl InputArgs {
             build_args,
             platforms: self.platforms.clone(),
             skip_plan,
+            file_digests,
         };
-        let compiled = compile(&source, &options)?;
-        Ok((source, compiled))
+        Ok(compile_bytes(name, &bytes, &options)?)
     }
 }
 
@@ -129,7 +135,7 @@ pub fn summary(compiled: &Compiled) -> String {
 
 /// Runs `chasi check`: exit 0 without errors (warnings allowed), 1 with errors.
 pub fn run(args: CheckArgs) -> anyhow::Result<ExitCode> {
-    let (source, compiled) = args.input.compile_with(true)?;
+    let (source, compiled) = args.input.compile_with(true, None)?;
     match args.format {
         CheckFormat::Json => println!("{}", render::json(&source, &compiled.diagnostics)),
         CheckFormat::Human => {

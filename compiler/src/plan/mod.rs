@@ -10,6 +10,7 @@
 //! Rendering (text, JSON, Graphviz DOT) is in [`render`].
 
 pub mod digest;
+pub mod files;
 pub mod render;
 
 use crate::check::context::{Context, ContextError};
@@ -77,7 +78,7 @@ pub struct Node {
     /// with a build context and only for steps with local sources: see
     /// [`digest::ContentHasher::digest`] — SHA-256 over, per source in order, the matched
     /// context path and, per entry below it sorted by relative path, kind, relative path,
-    /// permission bits, and file content digest or symlink target. Modification times,
+    /// permission bits, and file size and content digest (BLAKE3) or symlink target. Modification times,
     /// owners and the `.kubefileignore`d files are never part of it.
     ///
     /// Consequences: an id changes when anything it depends on changes — a byte of a source,
@@ -240,9 +241,13 @@ fn local_paths(step: &Step) -> Vec<String> {
 }
 
 /// Lowers a program to its plan. With a context, the content of local sources is hashed
-/// (this reads every source file once); without one, `content` stays empty.
-pub fn plan(program: &Program, context: Option<&Context>) -> Result<Plan, ContextError> {
-    let mut hasher = context.map(ContentHasher::new);
+/// (this reads every source file once, or not at all when `files` knows its stamp); without one, `content` stays empty.
+pub fn plan(
+    program: &Program,
+    context: Option<&Context>,
+    files: Option<&dyn files::FileDigests>,
+) -> Result<Plan, ContextError> {
+    let mut hasher = context.map(|c| ContentHasher::with_file_digests(c, files));
     let mut targets = Vec::new();
     for target in &program.targets {
         let mut nodes: Vec<Node> = Vec::new();
