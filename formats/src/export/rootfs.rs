@@ -312,7 +312,9 @@ fn is_root() -> bool {
 /// Builds a zstd squashfs image at `img` from `dir`.
 pub fn build_squashfs(dir: &Path, img: &Path, epoch: i64, threads: usize) -> ExportResult<()> {
     let mut c = tools::command(tools::MKSQUASHFS, epoch)?;
-    c.arg(dir)
+    // mksquashfs refuses SOURCE_DATE_EPOCH together with the explicit time options.
+    c.env_remove("SOURCE_DATE_EPOCH")
+        .arg(dir)
         .arg(img)
         .args(["-noappend", "-no-progress", "-quiet", "-comp", "zstd"])
         .args([
