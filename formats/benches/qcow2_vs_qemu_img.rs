@@ -11,7 +11,8 @@
 //! each twice: without fsync on either side (qemu-img's default), and with an fsync of the
 //! output on both sides (our default, which makes the export durable before the rename).
 //!
-//! Each timing is the best of RUNS (default 2) runs; every output is checked with
+//! Each timing is the best of RUNS (default 2) interleaved runs, each started after a
+//! `sync` so that no run pays for the previous one's dirty pages; every output is checked with
 //! `qemu-img compare` against the raw export and `qemu-img check`.
 
 use std::path::{Path, PathBuf};
@@ -47,10 +48,6 @@ fn qemu_img(args: &[&str]) -> Duration {
         ));
     }
     d
-}
-
-fn best(runs: usize, mut f: impl FnMut() -> Duration) -> Duration {
-    (0..runs).map(|_| f()).min().unwrap_or_default()
 }
 
 fn size(p: &Path) -> u64 {
@@ -138,14 +135,19 @@ fn main() {
                 sync,
                 ..opts.clone()
             };
-            let t_ours = best(runs, || {
+            // Interleaved, each run starting from a clean page cache state (`sync` first),
+            // so neither side pays for the other's dirty pages; best of `runs`.
+            let mut t_ours = Duration::MAX;
+            let mut t_qemu = Duration::MAX;
+            for _ in 0..runs {
                 let _ = std::fs::remove_file(&ours);
+                rustix::fs::sync();
                 let t = Instant::now();
                 write_qcow2(&disk, &ours, &o).unwrap_or_else(|e| fail(e.to_string()));
-                t.elapsed()
-            });
-            let t_qemu = best(runs, || {
+                t_ours = t_ours.min(t.elapsed());
+
                 let _ = std::fs::remove_file(&theirs);
+                rustix::fs::sync();
                 let t = Instant::now();
                 let mut a = qargs.to_vec();
                 a.push(raw_s);
@@ -156,8 +158,8 @@ fn main() {
                         .and_then(|f| f.sync_all())
                         .unwrap_or_else(|e| fail(format!("fsync {}: {e}", theirs.display())));
                 }
-                t.elapsed()
-            });
+                t_qemu = t_qemu.min(t.elapsed());
+            }
             verify(raw_s, &ours);
             println!(
                 "{label:<11} {mode:<8} ours {:>6.2} s {:>5.0} MiB | qemu-img {:>6.2} s {:>5.0} MiB | time ratio {:.2} | size ratio {:.3}",

@@ -408,7 +408,7 @@ pub(crate) fn read_clusters(
     Ok(())
 }
 
-/// Reads the clusters of `runs` in batches of at most `max` on a background thread (two
+/// Reads the clusters of `runs` in batches of at most `max` on a background thread (four
 /// batches ahead, so reading overlaps the caller's compression and writing) and calls `f`
 /// in order with the batch, its buffer (zero-padded past the disk end) and the indices of
 /// the clusters in it that are inside the disk and not all zeros.
@@ -422,7 +422,7 @@ pub(crate) fn for_each_batch(
     use std::sync::mpsc::{channel, sync_channel};
     type Batch = (Range<u64>, Vec<u8>, Vec<usize>);
     let size = src.size();
-    let (tx, rx) = sync_channel::<Result<Batch>>(2);
+    let (tx, rx) = sync_channel::<Result<Batch>>(4);
     let (recycle_tx, recycle_rx) = channel::<Vec<u8>>();
     std::thread::scope(|scope| {
         scope.spawn(move || {

@@ -6,7 +6,7 @@
 use std::io::{Seek, SeekFrom, Write};
 use std::path::Path;
 
-use crate::disk::{allocated_cluster_runs, batches, is_zero, read_clusters, DiskSource};
+use crate::disk::{allocated_cluster_runs, for_each_batch, DiskSource};
 use crate::error::{FormatError, Result};
 use crate::output::AtomicOutput;
 
@@ -24,7 +24,6 @@ pub fn write_raw_with(src: &dyn DiskSource, out: &Path, sync: bool) -> Result<u6
     let tmp = o.temp_path().to_path_buf();
     let size = src.size();
     let runs = allocated_cluster_runs(src, BITS)?;
-    let mut buf = Vec::new();
     let mut written = 0u64;
     {
         o.file()
@@ -32,21 +31,26 @@ pub fn write_raw_with(src: &dyn DiskSource, out: &Path, sync: bool) -> Result<u6
             .map_err(FormatError::io("resize", &tmp))?;
         let mut sa = o.writer();
         let mut w = std::io::BufWriter::with_capacity(1 << 20, &mut sa);
-        for batch in batches(&runs, 64) {
-            read_clusters(src, BITS, &batch, &mut buf)?;
-            for (i, c) in buf.chunks(1 << BITS).enumerate() {
-                let off = (batch.start + i as u64) << BITS;
-                if off >= size || is_zero(c) {
-                    continue;
+        for_each_batch(src, BITS, &runs, 16, |batch, buf, nz| {
+            // Consecutive non-zero clusters go out in one write.
+            let mut i = 0;
+            while i < nz.len() {
+                let mut j = i + 1;
+                while j < nz.len() && nz[j] == nz[j - 1] + 1 {
+                    j += 1;
                 }
-                let n = ((size - off) as usize).min(c.len());
+                let off = (batch.start + nz[i] as u64) << BITS;
+                let end = ((batch.start + nz[j - 1] as u64 + 1) << BITS).min(size);
+                let a = nz[i] << BITS;
                 w.seek(SeekFrom::Start(off))
                     .map_err(FormatError::io("seek in", &tmp))?;
-                w.write_all(&c[..n])
+                w.write_all(&buf[a..a + (end - off) as usize])
                     .map_err(FormatError::io("write", &tmp))?;
-                written += n as u64;
+                written += end - off;
+                i = j;
             }
-        }
+            Ok(())
+        })?;
         w.flush().map_err(FormatError::io("write", &tmp))?;
         drop(w);
         sa.finish().map_err(FormatError::io("sync", &tmp))?;

@@ -203,7 +203,7 @@ pub fn write_vmdk_stream<W: Write>(
     let mut grains = 0u64;
     let codec = Codec::Zlib(opts.level);
     let gsize = 1usize << GRAIN_BITS;
-    for_each_batch(src, GRAIN_BITS, &runs, 64, |batch, buf, nz| {
+    for_each_batch(src, GRAIN_BITS, &runs, 16, |batch, buf, nz| {
         let jobs: Vec<(u64, &[u8])> = nz
             .iter()
             .map(|&i| (batch.start + i as u64, &buf[i * gsize..(i + 1) * gsize]))
