@@ -294,7 +294,10 @@ fn md5(data: &[u8]) -> Vec<u8> {
 /// An independent Proxmox VMA reader (from the format notes, not the writer): checks the
 /// header and extent magics, MD5s and UUIDs, and that every cluster of every device appears
 /// exactly once; returns the configs and the device contents.
-fn vma_read(f: &[u8]) -> (Vec<(String, Vec<u8>)>, Vec<(String, Vec<u8>)>) {
+/// Named byte strings: configs `(name, data)` or devices `(name, content)`.
+type Named = Vec<(String, Vec<u8>)>;
+
+fn vma_read(f: &[u8]) -> (Named, Named) {
     let be32 = |o: usize| u32::from_be_bytes(f[o..o + 4].try_into().unwrap());
     let be64 = |o: usize| u64::from_be_bytes(f[o..o + 8].try_into().unwrap());
     assert_eq!(&f[0..4], b"VMA\0");
