@@ -148,7 +148,12 @@ fn key(path: &str) -> Vec<&[u8]> {
 }
 
 /// Writes the mappings as one layer into the store.
-pub fn write_layer(store: &Store, mappings: &[Mapping], opts: &CopyOptions) -> Result<LayerInfo> {
+pub fn write_layer(
+    store: &Store,
+    mappings: &[Mapping],
+    opts: &CopyOptions,
+    progress: Option<crate::rootfs::Progress<'_>>,
+) -> Result<LayerInfo> {
     let mut sorted: Vec<&Mapping> = mappings.iter().collect();
     sorted.sort_by(|a, b| key(&a.dest).cmp(&key(&b.dest)));
     let tar_opts = TarOptions {
@@ -156,7 +161,7 @@ pub fn write_layer(store: &Store, mappings: &[Mapping], opts: &CopyOptions) -> R
         owner: OwnerPolicy::Root,
         xattrs: false,
     };
-    crate::rootfs::ingest_stream(store, |out| {
+    crate::rootfs::ingest_stream(store, progress, |out| {
         let mut tar = TarWriter::new(out);
         for m in &sorted {
             let mut entry = match &m.origin {

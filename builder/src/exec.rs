@@ -532,6 +532,13 @@ fn execute_step(
     let store = shared.store;
     let epoch = shared.opts.source_date_epoch;
     let scratch = shared.work.join(format!("step-{}", &node.id[7..23]));
+    let report = |bytes: u64| {
+        shared.observer.event(BuildEvent::StepBytes {
+            id: node.id.clone(),
+            bytes,
+        })
+    };
+    let progress: Option<crate::rootfs::Progress<'_>> = Some(&report);
     match &step.op {
         Op::Run(run) => {
             let rootfs = root.sync(store, &state.layers)?.to_path_buf();
@@ -557,6 +564,7 @@ fn execute_step(
                 env,
                 shared.opts.network,
                 epoch,
+                progress,
             )?;
             let text = String::from_utf8_lossy(&result.output).into_owned();
             for line in text.lines() {
@@ -650,6 +658,7 @@ fn execute_step(
                     chmod: c.chmod,
                     epoch,
                 },
+                progress,
             )?;
             let _ = std::fs::remove_dir_all(&scratch);
             Ok(Some(info))
@@ -690,6 +699,7 @@ fn execute_step(
                     chmod: None,
                     epoch,
                 },
+                progress,
             )?;
             let _ = std::fs::remove_dir_all(&scratch);
             Ok(Some(info))

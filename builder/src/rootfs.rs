@@ -56,7 +56,11 @@ impl WorkRoot {
 
 /// Streams a tar produced by `write` into the store as a layer, without a temporary file:
 /// the producer runs on its own thread and writes into a pipe the store reads from.
-pub fn ingest_stream<F>(store: &Store, write: F) -> Result<chasi_layers::LayerInfo>
+pub fn ingest_stream<F>(
+    store: &Store,
+    progress: Option<Progress<'_>>,
+    write: F,
+) -> Result<chasi_layers::LayerInfo>
 where
     F: FnOnce(&mut dyn Write) -> Result<()> + Send,
 {
@@ -69,7 +73,11 @@ where
             let flushed = w.flush().map_err(io("write a layer for", store.root()));
             res.and(flushed)
         });
-        let ingested = store.ingest_tar(reader);
+        let ingested = store.ingest_tar(Counting {
+            inner: reader,
+            pending: 0,
+            progress,
+        });
         let produced = producer.join().unwrap_or_else(|_| {
             Err(crate::BuildError::Request(
                 "the layer writer thread panicked".into(),
@@ -79,4 +87,28 @@ where
         produced?;
         Ok(ingested?)
     })
+}
+
+/// Reports bytes as they are processed (the live progress display's byte count and rate).
+pub type Progress<'a> = &'a (dyn Fn(u64) + Sync);
+
+/// Counts what the store reads and reports it in 1 MiB steps (and the rest at the end).
+struct Counting<'p, R> {
+    inner: R,
+    pending: u64,
+    progress: Option<Progress<'p>>,
+}
+
+impl<R: std::io::Read> std::io::Read for Counting<'_, R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        if let Some(report) = self.progress {
+            self.pending += n as u64;
+            if self.pending >= 1 << 20 || (n == 0 && self.pending > 0) {
+                report(self.pending);
+                self.pending = 0;
+            }
+        }
+        Ok(n)
+    }
 }

@@ -34,6 +34,7 @@ pub fn run_step(
     env: Vec<(String, String)>,
     network: Network,
     epoch: i64,
+    progress: Option<crate::rootfs::Progress<'_>>,
 ) -> Result<RunResult> {
     let spec = RunSpec {
         lower: rootfs.to_path_buf(),
@@ -44,7 +45,7 @@ pub fn run_step(
     };
     let outcome = sandbox::run(&spec)?;
     let layer = if outcome.exit_code == 0 && !is_empty_dir(&outcome.upper)? {
-        Some(upper_to_layer(store, &outcome.upper, epoch)?)
+        Some(upper_to_layer(store, &outcome.upper, epoch, progress)?)
     } else {
         None
     };
@@ -70,13 +71,18 @@ fn is_opaque(path: &Path) -> bool {
 }
 
 /// Translates an overlay upper directory into an OCI layer in the store.
-pub fn upper_to_layer(store: &Store, upper: &Path, epoch: i64) -> Result<LayerInfo> {
+pub fn upper_to_layer(
+    store: &Store,
+    upper: &Path,
+    epoch: i64,
+    progress: Option<crate::rootfs::Progress<'_>>,
+) -> Result<LayerInfo> {
     let opts = TarOptions {
         source_date_epoch: Some(epoch),
         owner: OwnerPolicy::Keep,
         xattrs: false,
     };
-    crate::rootfs::ingest_stream(store, |out| {
+    crate::rootfs::ingest_stream(store, progress, |out| {
         let mut tar = TarWriter::new(out);
         write_dir(&mut tar, upper, &[], &opts, epoch)?;
         tar.finish().map_err(io("finish the layer of", upper))?;
