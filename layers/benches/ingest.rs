@@ -15,7 +15,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-/// Reproducible-build epoch used for every ingest (2023-11-14); see ARCHITECTURE-store.md.
+/// Reproducible-build epoch used for every ingest (2023-11-14); see "The layer store" in ARCHITECTURE.md.
 const SDE: i64 = 1_700_000_000;
 fn runs() -> usize {
     std::env::var("CHASI_BENCH_RUNS")

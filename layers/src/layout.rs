@@ -39,7 +39,7 @@ pub enum ChunkAlgorithm {
 }
 
 impl Default for ChunkParams {
-    /// 16 KiB / 64 KiB / 256 KiB, normalization 1, seed 0 — see `ARCHITECTURE-store.md` for the measurements
+    /// 16 KiB / 64 KiB / 256 KiB, normalization 1, seed 0 — see "The layer store" in `ARCHITECTURE.md` for the measurements
     /// behind the choice (dedup vs per-chunk compression ratio vs index size).
     fn default() -> Self {
         ChunkParams {

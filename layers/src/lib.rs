@@ -7,7 +7,7 @@
 //! - exporters stream blobs ([`Store::open_blob`]) and the flattened root file system ([`Store::flatten`]);
 //! - RUN steps and deltas compute whiteout-aware layers from two trees ([`diff::diff_trees`]).
 //!
-//! See `ARCHITECTURE-store.md` in this crate for the on-disk layout, chunking parameters and invariants.
+//! See "The layer store" in the repository's `ARCHITECTURE.md` for the on-disk layout, chunking parameters and invariants.
 
 pub mod apply;
 pub mod diff;
