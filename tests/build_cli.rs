@@ -314,9 +314,7 @@ fn run_changes_and_failures() {
             "FROM scratch\nCOPY files/ .\nRUN echo boom-output; exit 3\n",
         )],
     );
-    let out = run(&store, &["build", "-t", "run:2", ctx.to_str().unwrap()]);
-    assert_eq!(out.status.code(), Some(1));
-    let err = String::from_utf8_lossy(&out.stderr);
+    let err = fails(&store, &["build", "-t", "run:2", ctx.to_str().unwrap()]);
     assert!(err.contains("line 3"), "{err}");
     assert!(err.contains("exit code 3"), "{err}");
     assert!(err.contains("boom-output"), "{err}");
@@ -338,9 +336,7 @@ fn bad_kubefile_fails_before_building() {
             "FROM scratch\nCOPY missing.txt /x\nLAUNCH [\"nope\"]\n",
         )],
     );
-    let out = run(&store, &["build", "-t", "bad:1", ctx.to_str().unwrap()]);
-    assert_eq!(out.status.code(), Some(1));
-    let err = String::from_utf8_lossy(&out.stderr);
+    let err = fails(&store, &["build", "-t", "bad:1", ctx.to_str().unwrap()]);
     assert!(err.contains("KF300"), "{err}");
     assert!(err.contains("KF212"), "{err}");
     let out = run(&store, &["build", ctx.to_str().unwrap()]);

@@ -34,6 +34,19 @@ pub fn ok(store: &Path, args: &[&str]) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
+/// Like [`run`], asserting exit code 1 (the input or the operation failed); returns stderr.
+pub fn fails(store: &Path, args: &[&str]) -> String {
+    let out = run(store, args);
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "chasi {args:?} should fail with exit code 1:\nstdout:\n{}\nstderr:\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
 /// The digest `chasi build` printed (`NAME DIGEST`).
 pub fn built_digest(stdout: &str) -> String {
     stdout
