@@ -556,16 +556,14 @@ fn execute_step(
                 check::Command::Shell(s) => RunCommand::Shell(s.clone()),
                 check::Command::Exec(argv) => RunCommand::Exec(argv.clone()),
             };
-            let result = crate::run::run_step(
-                store,
-                &rootfs,
-                &scratch,
+            let spec = crate::sandbox::RunSpec {
+                lower: rootfs,
+                scratch: scratch.clone(),
                 command,
                 env,
-                shared.opts.network,
-                epoch,
-                progress,
-            )?;
+                network: shared.opts.network,
+            };
+            let result = crate::run::run_step(store, &spec, epoch, progress)?;
             let text = String::from_utf8_lossy(&result.output).into_owned();
             for line in text.lines() {
                 shared.observer.event(BuildEvent::StepOutput {

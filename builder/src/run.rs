@@ -7,7 +7,7 @@
 //! command may have `chown`ed files on purpose).
 
 use crate::error::{io, Result};
-use crate::sandbox::{self, Network, RunCommand, RunSpec};
+use crate::sandbox::{self, RunSpec};
 use chasi_layers::tarwriter::entry_from_fs;
 use chasi_layers::{EntryKind, LayerInfo, OwnerPolicy, Store, TarEntry, TarOptions, TarWriter};
 use std::fs;
@@ -25,25 +25,15 @@ pub struct RunResult {
     pub layer: Option<LayerInfo>,
 }
 
-/// Runs `command` over `rootfs` (not modified) and ingests its changes.
+/// Runs the command of `spec` over `spec.lower` (not modified) and ingests its changes.
 pub fn run_step(
     store: &Store,
-    rootfs: &Path,
-    scratch: &Path,
-    command: RunCommand,
-    env: Vec<(String, String)>,
-    network: Network,
+    spec: &RunSpec,
     epoch: i64,
     progress: Option<crate::rootfs::Progress<'_>>,
 ) -> Result<RunResult> {
-    let spec = RunSpec {
-        lower: rootfs.to_path_buf(),
-        scratch: scratch.to_path_buf(),
-        command,
-        env,
-        network,
-    };
-    let outcome = sandbox::run(&spec)?;
+    let scratch = &spec.scratch;
+    let outcome = sandbox::run(spec)?;
     let layer = if outcome.exit_code == 0 && !is_empty_dir(&outcome.upper)? {
         Some(upper_to_layer(store, &outcome.upper, epoch, progress)?)
     } else {
