@@ -4,6 +4,10 @@
 # Nothing it downloads is committed (see .gitignore). Needs apt-get and dpkg-deb (Debian).
 set -euo pipefail
 cd "$(dirname "$0")"
+# Two builds (or two tests) may prepare the context at once: one prepares, the other waits
+# and then finds the result ready.
+exec 9>.prepare.lock
+flock 9
 if [ -x rootfs/init ] && ls rootfs/boot/vmlinuz-* >/dev/null 2>&1; then
   exit 0
 fi
