@@ -41,6 +41,6 @@ print(f"tree: {size/1e6:.1f} MB")
 print(f"tar | zstd -3 -T0        {peer:7.3f} s  ({size/1e6/peer:6.1f} MB/s)")
 print(f"chasi build (cold)       {cold:7.3f} s  ({size/1e6/cold:6.1f} MB/s)")
 print(f"chasi build (unchanged)  {warm:7.3f} s")
-print(f"ratio cold build / tar|zstd:   {cold/peer:.2f}  (target <= 1.0)")
+print(f"ratio cold build / tar|zstd:   {cold/peer:.2f}  (reported; the store ingest behind it is issue 3)")
 print(f"ratio unchanged / cold build:  {warm/cold*100:.1f} %  (target <= 5 %)")
 PY
