@@ -73,13 +73,7 @@ impl Exporter for SquashfsExporter {
         opts: &ExportOptions,
         out: &Path,
     ) -> ExportResult<ExportReport> {
-        let info = rootfs::scan(input.store, &input.layers)?;
-        if info.entries == 0 {
-            return Err(ExportError::NoRootfs {
-                image: input.digest.clone(),
-            });
-        }
-        let epoch = input.epoch.unwrap_or(info.max_mtime).max(0);
+        let (_, epoch) = input.scan_rootfs()?;
         let work = work_dir(out)?;
         let tree = work.path().join("rootfs");
         rootfs::unpack(input.store, &input.layers, &tree)?;

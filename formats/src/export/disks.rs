@@ -74,13 +74,7 @@ impl Exporter for DiskExporter {
         opts: &ExportOptions,
         out: &Path,
     ) -> ExportResult<ExportReport> {
-        let info = rootfs::scan(input.store, &input.layers)?;
-        if info.entries == 0 {
-            return Err(ExportError::NoRootfs {
-                image: input.digest.clone(),
-            });
-        }
-        let epoch = input.epoch.unwrap_or(info.max_mtime).max(0);
+        let (info, epoch) = input.scan_rootfs()?;
         let seed = input.seed();
         let bootable = info.kernel.is_some() && input.bootable_arch();
         let mut notes = Vec::new();

@@ -24,7 +24,7 @@ use std::path::Path;
 use flate2::write::GzEncoder;
 
 use super::disks::short_id;
-use super::{boot, commit_file, cpio, rootfs, tools, work_dir, BootMode, ExportFormat};
+use super::{boot, commit_file, cpio, tools, work_dir, BootMode, ExportFormat};
 use super::{ExportError, ExportInput, ExportOptions, ExportReport, ExportResult, Exporter};
 use crate::oci::{write_oci_layout, WriteOptions};
 
@@ -81,13 +81,7 @@ impl Exporter for IsoExporter {
         opts: &ExportOptions,
         out: &Path,
     ) -> ExportResult<ExportReport> {
-        let info = rootfs::scan(input.store, &input.layers)?;
-        if info.entries == 0 {
-            return Err(ExportError::NoRootfs {
-                image: input.digest.clone(),
-            });
-        }
-        let epoch = input.epoch.unwrap_or(info.max_mtime).max(0);
+        let (info, epoch) = input.scan_rootfs()?;
         let seed = input.seed();
         let bootable = info.kernel.is_some() && input.bootable_arch();
         let mode = opts.boot.unwrap_or(BootMode::Hybrid);

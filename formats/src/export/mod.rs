@@ -508,6 +508,20 @@ pub struct ExportInput<'a> {
 }
 
 impl ExportInput<'_> {
+    /// Scans the flattened rootfs and picks the time the output is dated with
+    /// (`SOURCE_DATE_EPOCH`, else the newest mtime in the image); an image with nothing in
+    /// its rootfs is an error, since every exporter would produce an empty medium.
+    pub fn scan_rootfs(&self) -> ExportResult<(rootfs::RootfsInfo, i64)> {
+        let info = rootfs::scan(self.store, &self.layers)?;
+        if info.entries == 0 {
+            return Err(ExportError::NoRootfs {
+                image: self.digest.clone(),
+            });
+        }
+        let epoch = self.epoch.unwrap_or(info.max_mtime).max(0);
+        Ok((info, epoch))
+    }
+
     /// The seed bytes for [`crate::ids`].
     pub fn seed(&self) -> Vec<u8> {
         self.digest.as_bytes().to_vec()
