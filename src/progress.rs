@@ -24,9 +24,9 @@ pub enum ProgressMode {
 pub fn observer(mode: ProgressMode) -> Box<dyn BuildObserver> {
     match mode {
         ProgressMode::Json => Box::new(JsonLines),
-        ProgressMode::Plain => Box::new(Plain::default()),
+        ProgressMode::Plain => Box::new(Plain),
         ProgressMode::Auto if std::io::stderr().is_terminal() => Box::new(Live::new()),
-        ProgressMode::Auto => Box::new(Plain::default()),
+        ProgressMode::Auto => Box::new(Plain),
     }
 }
 
@@ -57,10 +57,8 @@ impl BuildObserver for JsonLines {
     }
 }
 
-#[derive(Default)]
-struct Plain {
-    bytes: Mutex<HashMap<String, u64>>,
-}
+/// One line per event; byte counts are left to `StepDone`'s layer size.
+struct Plain;
 
 impl BuildObserver for Plain {
     fn event(&self, event: BuildEvent) {
@@ -75,12 +73,7 @@ impl BuildObserver for Plain {
                 platform, label, ..
             } => format!("{platform} {label} CACHED"),
             BuildEvent::StepOutput { line, .. } => format!("  | {line}"),
-            BuildEvent::StepBytes { id, bytes } => {
-                if let Ok(mut map) = self.bytes.lock() {
-                    *map.entry(id).or_default() += bytes;
-                }
-                return;
-            }
+            BuildEvent::StepBytes { .. } => return,
             BuildEvent::StepDone {
                 platform,
                 label,

@@ -127,25 +127,27 @@ pub fn build(
             .collect(),
         steps: plan.targets.iter().map(|t| t.nodes.len()).sum(),
     });
-    let results: Vec<Result<(String, oci_descriptor::Descriptor)>> = std::thread::scope(|scope| {
-        let handles: Vec<_> = program
-            .targets
-            .iter()
-            .zip(&plan.targets)
-            .enumerate()
-            .map(|(i, (target, tplan))| {
-                let shared = &shared;
-                scope.spawn(move || build_target(shared, i, target, tplan))
-            })
-            .collect();
-        handles
-            .into_iter()
-            .map(|h| {
-                h.join()
-                    .unwrap_or_else(|_| Err(BuildError::Request("a build thread panicked".into())))
-            })
-            .collect()
-    });
+    let results: Vec<Result<(String, chasi_formats::oci::Descriptor)>> =
+        std::thread::scope(|scope| {
+            let handles: Vec<_> = program
+                .targets
+                .iter()
+                .zip(&plan.targets)
+                .enumerate()
+                .map(|(i, (target, tplan))| {
+                    let shared = &shared;
+                    scope.spawn(move || build_target(shared, i, target, tplan))
+                })
+                .collect();
+            handles
+                .into_iter()
+                .map(|h| {
+                    h.join().unwrap_or_else(|_| {
+                        Err(BuildError::Request("a build thread panicked".into()))
+                    })
+                })
+                .collect()
+        });
     let mut manifests = Vec::new();
     for r in results {
         manifests.push(r?);
@@ -173,10 +175,6 @@ pub fn build(
         cached,
         executed,
     })
-}
-
-mod oci_descriptor {
-    pub use chasi_formats::oci::Descriptor;
 }
 
 /// `name` → `name:latest`; validates the name.
@@ -342,6 +340,7 @@ fn build_stage(
         .work
         .join(format!("t{target_index}-s{}", stage.index));
     let mut root = WorkRoot::new(root_dir);
+    let fetcher = Fetcher::new(shared.store, shared.opts.offline);
     for (n, (step, node)) in stage.steps.iter().zip(step_nodes).enumerate() {
         let label = format!("[{}/{}] {}", n + 1, stage.steps.len(), node.label);
         match &step.op {
@@ -371,7 +370,6 @@ fn build_stage(
             Op::Copy(_) | Op::Add(_) | Op::Run(_) | Op::App(_) => {}
         }
         // Remote sources and COPY --from stages enter the key with what they resolved to.
-        let fetcher = Fetcher::new(shared.store, shared.opts.offline);
         let mut extra: Vec<String> = Vec::new();
         let mut fetched = BTreeMap::new();
         let sources: &[Source] = match &step.op {

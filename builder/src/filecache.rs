@@ -9,7 +9,7 @@
 use chasi_compiler::plan::files::{FileDigests, FileStamp};
 use chasi_layers::{Digest, Store};
 use serde::{Deserialize, Serialize};
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
@@ -28,7 +28,7 @@ pub struct StoreFileDigests {
     key: Digest,
     known: HashMap<PathBuf, (FileStamp, [u8; 32])>,
     fresh: Mutex<HashMap<PathBuf, (FileStamp, [u8; 32])>>,
-    used: Mutex<Vec<PathBuf>>,
+    used: Mutex<HashSet<PathBuf>>,
 }
 
 fn now_ns() -> i128 {
@@ -62,7 +62,7 @@ impl StoreFileDigests {
             key,
             known,
             fresh: Mutex::new(HashMap::new()),
-            used: Mutex::new(Vec::new()),
+            used: Mutex::new(HashSet::new()),
         }
     }
 
@@ -100,7 +100,7 @@ impl FileDigests for StoreFileDigests {
             self.used
                 .lock()
                 .unwrap_or_else(|e| e.into_inner())
-                .push(stamp.path.clone());
+                .insert(stamp.path.clone());
             Some(*digest)
         } else {
             None

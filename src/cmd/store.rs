@@ -1,5 +1,6 @@
 //! `chasi store du|verify|gc`: thin wrappers over `chasi_layers::Store` maintenance calls.
 
+use crate::progress::human_bytes;
 use anyhow::{bail, Context};
 use chasi_layers::{GcOptions, Store};
 use clap::{Args, Subcommand, ValueEnum};
@@ -64,21 +65,6 @@ fn open(store: Option<&Path>) -> anyhow::Result<Store> {
         );
     }
     Store::open(&dir).with_context(|| format!("opening store {}", dir.display()))
-}
-
-fn human_bytes(n: u64) -> String {
-    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
-    let mut v = n as f64;
-    let mut u = 0;
-    while v >= 1024.0 && u < UNITS.len() - 1 {
-        v /= 1024.0;
-        u += 1;
-    }
-    if u == 0 {
-        format!("{n} B")
-    } else {
-        format!("{v:.1} {}", UNITS[u])
-    }
 }
 
 /// Runs `chasi store ...` against the store given by `--store`/`$CHASI_STORE` or the default location.
