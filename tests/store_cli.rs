@@ -49,12 +49,13 @@ fn sample_store(root: &Path, work: &Path) -> (Digest, Digest) {
             .as_bytes(),
         )
         .unwrap();
+    let z = s.layer_blob(&l.diff_id).unwrap();
     let m = format!(
         r#"{{"schemaVersion":2,"config":{{"mediaType":"application/vnd.oci.image.config.v1+json","digest":"{cfg}","size":{}}},"layers":[{{"mediaType":"{}","digest":"{}","size":{}}}]}}"#,
         s.blob_size(&cfg).unwrap(),
-        l.zstd.media_type,
-        l.zstd.digest,
-        l.zstd.size
+        z.media_type,
+        z.digest,
+        z.size
     );
     let md = s.put_blob(m.as_bytes()).unwrap();
     s.set_ref("demo:1", &md).unwrap();

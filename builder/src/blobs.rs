@@ -98,7 +98,7 @@ impl BlobSink for StoreBlobs<'_> {
             let candidates: Vec<&chasi_layers::BlobDesc> = info
                 .external
                 .iter()
-                .chain(std::iter::once(&info.zstd))
+                .chain(info.zstd.iter())
                 .chain(info.gzip.iter())
                 .chain(std::iter::once(&tar))
                 .collect();
@@ -107,7 +107,7 @@ impl BlobSink for StoreBlobs<'_> {
                 .find(|b| Some(b.digest) == expected_digest)
                 .or_else(|| candidates.first())
                 .map(|b| (*b).clone())
-                .unwrap_or_else(|| info.zstd.clone());
+                .unwrap_or_else(|| tar.clone());
             (blob.digest, blob.size)
         } else {
             // Streamed: configs are small but other artifacts need not be. A blob whose content

@@ -442,19 +442,24 @@ fn build_stage(
             &fetched,
             from_stage.as_deref(),
         )?;
-        let record = match &layer {
-            Some(info) => {
-                json!({"diff_id": info.diff_id.to_string(), "blob": info.zstd, "size": info.size})
+        // The manifest needs the compressed blob's digest; the store computes it from the chunks once.
+        let blob = match &layer {
+            Some(info) => Some(shared.store.layer_blob(&info.diff_id)?),
+            None => None,
+        };
+        let record = match (&layer, &blob) {
+            (Some(info), Some(blob)) => {
+                json!({"diff_id": info.diff_id.to_string(), "blob": blob, "size": info.size})
             }
-            None => json!({"empty": true}),
+            _ => json!({"empty": true}),
         };
         shared.store.put_cache(&key, &record)?;
         let layer_bytes = layer.as_ref().map(|l| l.size).unwrap_or(0);
         let empty = layer.is_none();
-        if let Some(info) = layer {
+        if let (Some(info), Some(blob)) = (layer, blob) {
             state.layers.push(LayerRef {
                 diff_id: info.diff_id,
-                blob: info.zstd.clone(),
+                blob,
             });
         }
         state.push_history(&created, &node.label, empty);

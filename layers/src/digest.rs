@@ -1,7 +1,10 @@
-//! SHA-256 digests: the identity of every blob, chunk, layer (DiffID) and cache key in the store.
+//! Content hashes: SHA-256 [`Digest`]s name what OCI sees (blobs, layers by DiffID, cache keys); BLAKE3
+//! [`ChunkId`]s name chunks, which never leave the store.
 //!
-//! OCI names content by `sha256:<hex>`; using the same hash internally means no double hashing at the OCI boundary.
-//! The implementation is `ring`'s (assembly with SHA-NI, AVX2 or ARMv8 SHA2 selected at run time): on the reference
+//! OCI fixes SHA-256 for blobs and DiffIDs. Chunk names are internal, so they use BLAKE3: on the reference VM
+//! (no SHA-NI) SHA-256 runs at ~240 MB/s per core and BLAKE3 at several GB/s, and every ingested byte is hashed
+//! once for its DiffID and once for its chunk name. The chunk hash is recorded in `layout.json`. The SHA-256
+//! implementation is `ring`'s (assembly with SHA-NI, AVX2 or ARMv8 SHA2 selected at run time): on the reference
 //! VM without SHA-NI it hashes ~5x faster than the portable `sha2` 0.10 code (375 vs 68 MB/s measured under the same
 //! load), and hashing is on the critical path of every ingest.
 
@@ -73,6 +76,57 @@ impl Serialize for Digest {
 }
 
 impl<'de> Deserialize<'de> for Digest {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        s.parse().map_err(serde::de::Error::custom)
+    }
+}
+
+/// A BLAKE3-256 chunk name, printed and parsed as `blake3:<64 lowercase hex>`.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ChunkId(pub [u8; 32]);
+
+impl ChunkId {
+    /// Hashes a chunk.
+    pub fn of(data: &[u8]) -> Self {
+        ChunkId(*blake3::hash(data).as_bytes())
+    }
+
+    /// The 64 lowercase hex digits, without the algorithm prefix.
+    pub fn hex(&self) -> String {
+        hex::encode(self.0)
+    }
+}
+
+impl fmt::Display for ChunkId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "blake3:{}", self.hex())
+    }
+}
+
+impl fmt::Debug for ChunkId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(self, f)
+    }
+}
+
+impl FromStr for ChunkId {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Self, Error> {
+        match s.strip_prefix("blake3:").map(Digest::from_hex) {
+            Some(Ok(d)) => Ok(ChunkId(d.0)),
+            _ => Err(Error::BadDigest(s.to_string())),
+        }
+    }
+}
+
+impl Serialize for ChunkId {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for ChunkId {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         let s = String::deserialize(d)?;
         s.parse().map_err(serde::de::Error::custom)

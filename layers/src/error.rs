@@ -3,7 +3,7 @@
 //! Each variant names the path or digest involved so that a message printed by the CLI is enough to find the
 //! faulty object. Messages are lowercase and never end with a period, so callers can wrap them.
 
-use crate::digest::Digest;
+use crate::digest::{ChunkId, Digest};
 use std::path::PathBuf;
 
 /// Result alias used across the crate.
@@ -38,6 +38,24 @@ pub enum Error {
         path: PathBuf,
         /// What is wrong (digest or size mismatch, undecodable frame, ...).
         detail: String,
+    },
+    /// A stored chunk does not hash to its name, has the wrong size, or its frame cannot be decoded.
+    #[error("corrupt chunk {chunk} in {path}: {detail}")]
+    CorruptChunk {
+        /// The chunk's name.
+        chunk: ChunkId,
+        /// The pack holding it.
+        path: PathBuf,
+        /// What is wrong.
+        detail: String,
+    },
+    /// A chunk a layer needs is in no pack.
+    #[error("chunk {chunk} not found in store {store}")]
+    ChunkNotFound {
+        /// The chunk's name.
+        chunk: ChunkId,
+        /// The store root.
+        store: PathBuf,
     },
     /// An object that should be in the store is missing.
     #[error("object {digest} not found in store {store}")]
@@ -128,8 +146,10 @@ impl Error {
 
     /// True when the error means "object absent" (used by callers to fall back).
     pub fn is_not_found(&self) -> bool {
-        matches!(self, Error::NotFound { .. } | Error::RefNotFound { .. })
-            || matches!(self, Error::Io { source, .. } if source.kind() == std::io::ErrorKind::NotFound)
+        matches!(
+            self,
+            Error::NotFound { .. } | Error::RefNotFound { .. } | Error::ChunkNotFound { .. }
+        ) || matches!(self, Error::Io { source, .. } if source.kind() == std::io::ErrorKind::NotFound)
     }
 }
 

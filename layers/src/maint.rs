@@ -6,15 +6,15 @@
 //! configs, layers (by blob digest or DiffID), subjects and referrers alike. The sweep runs under the exclusive
 //! `locks/gc.lock`, which no open [`Store`] shares, so nothing a concurrent build is writing can be deleted.
 
-use crate::digest::{Digest, Hasher};
+use crate::digest::{ChunkId, Digest, Hasher};
 use crate::error::{Error, IoCtx, Result};
 use crate::fsutil::{self, TempSession};
-use crate::pack::{self, PackIndex, PackWriter};
+use crate::pack::{self, PackEntry, PackIndex, PackWriter};
 use crate::store::{list_hex, parse_json, BlobLink, LayerIndex, RefRecord, Store};
 use serde::Serialize;
 use std::collections::{BTreeMap, HashSet};
 use std::fs;
-use std::io::Read;
+use std::io::{self, Read};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
@@ -155,7 +155,7 @@ impl Store {
             }
             // A layer: keep all its blobs.
             if let Ok(idx) = self.layer(&d) {
-                todo.push(idx.zstd.digest);
+                todo.extend(idx.zstd.iter().map(|z| z.digest));
                 todo.extend(idx.gzip.iter().map(|g| g.digest));
                 todo.extend(idx.external.iter().map(|g| g.digest));
             }
@@ -203,10 +203,14 @@ impl Store {
         for l in &layer_ids {
             if let Ok(idx) = self.layer(l) {
                 uncompressed += idx.size;
-                let b = idx.preferred_blob();
-                if !counted.contains(&b.digest) && !counted.contains(&idx.zstd.digest) {
-                    logical += b.size;
-                    counted.insert(b.digest);
+                // A layer no manifest counted: its OCI size if known, else nothing (its compressed size is not
+                // known until something needs it).
+                let known = [idx.external.first(), idx.zstd.as_ref(), idx.gzip.as_ref()];
+                if !known.iter().flatten().any(|b| counted.contains(&b.digest)) {
+                    if let Some(b) = idx.known_blob() {
+                        logical += b.size;
+                        counted.insert(b.digest);
+                    }
                 }
                 counted.extend(idx.external.iter().map(|e| e.digest));
             }
@@ -324,7 +328,7 @@ impl Store {
         }
         // Packs.
         let pdir = self.root.join("packs");
-        let mut chunk_ok: HashSet<Digest> = HashSet::new();
+        let mut chunk_ok: HashSet<ChunkId> = HashSet::new();
         let mut names: Vec<String> = fs::read_dir(&pdir)
             .ctx("read directory", &pdir)?
             .flatten()
@@ -384,7 +388,8 @@ impl Store {
             };
             rep.bytes += len;
             let table = pack::pack_digest(&idx.entries, idx.pack_size);
-            let covered: u64 = idx.entries.iter().map(|e| e.frame_len as u64).sum();
+            let frames = idx.frames();
+            let covered: u64 = frames.iter().map(|f| f.1 as u64).sum();
             if table != idx.pack || len != idx.pack_size || covered != len {
                 bad(
                     &mut rep,
@@ -408,30 +413,46 @@ impl Store {
                     continue;
                 }
             };
+            // One frame in memory at a time; every chunk in it checked against its name.
+            let mut decoded: Option<(u64, std::result::Result<Vec<u8>, String>)> = None;
             for e in &idx.entries {
                 rep.checked += 1;
-                let frame = match pack::read_frame(&file, &pack_path, e.offset, e.frame_len) {
-                    Ok(f) => f,
-                    Err(err) => {
+                if decoded.as_ref().is_none_or(|d| d.0 != e.frame_offset) {
+                    let data = pack::read_frame(&file, &pack_path, e.frame_offset, e.frame_len)
+                        .and_then(|f| {
+                            pack::decode_frame(&f, e.frame_raw_len, &pack_path, e.frame_offset)
+                        })
+                        .map_err(|err| err.to_string());
+                    decoded = Some((e.frame_offset, data));
+                }
+                let data = match decoded.as_ref().map(|d| &d.1) {
+                    Some(Ok(d)) => d,
+                    Some(Err(err)) => {
                         bad(
                             &mut rep,
                             format!("chunk {}", e.chunk),
                             pack_path.clone(),
-                            format!("chunk frame truncated: {err}"),
+                            err.clone(),
                         );
                         continue;
                     }
+                    None => continue,
                 };
-                let frame = &frame[..];
-                match pack::decode_frame(frame, &e.chunk, e.raw_len, &pack_path) {
-                    Ok(_) => {
+                let slice = data.get(e.offset as usize..(e.offset + e.raw_len) as usize);
+                match slice
+                    .ok_or_else(|| "chunk lies outside its frame".to_string())
+                    .and_then(|c| {
+                        pack::check_chunk(c, &e.chunk, e.raw_len, &pack_path)
+                            .map_err(|err| err.to_string())
+                    }) {
+                    Ok(()) => {
                         chunk_ok.insert(e.chunk);
                     }
                     Err(err) => bad(
                         &mut rep,
                         format!("chunk {}", e.chunk),
                         pack_path.clone(),
-                        err.to_string(),
+                        err,
                     ),
                 }
             }
@@ -450,7 +471,7 @@ impl Store {
             let missing: Vec<_> = idx
                 .chunks
                 .iter()
-                .filter(|c| !chunk_ok.contains(&c.digest))
+                .filter(|c| !chunk_ok.contains(&c.id))
                 .collect();
             if let Some(c) = missing.first() {
                 bad(
@@ -460,19 +481,15 @@ impl Store {
                     format!(
                         "{} chunk(s) missing or corrupt, first {}",
                         missing.len(),
-                        c.digest
+                        c.id
                     ),
                 );
                 continue;
             }
             let mut diff = Hasher::new();
-            let mut blob = Hasher::new();
             let mut failed = None;
             for c in &idx.chunks {
-                match self.chunk_frame(c).and_then(|f| {
-                    blob.update(&f);
-                    self.read_chunk(c)
-                }) {
+                match self.read_chunk(c) {
                     Ok(raw) => diff.update(&raw),
                     Err(e) => {
                         failed = Some(e.to_string());
@@ -494,14 +511,21 @@ impl Store {
                     format!("chunks reassemble to {dd} ({dl} bytes)"),
                 );
             }
-            let (bl, bd) = (blob.len(), blob.finish());
-            if bd != idx.zstd.digest || bl != idx.zstd.size {
-                bad(
-                    &mut rep,
-                    idx.zstd.digest.to_string(),
-                    path.clone(),
-                    format!("zstd blob of layer {l} hashes to {bd} ({bl} bytes)"),
-                );
+            // Recorded blob digests must still be what the chunks reproduce (a different libzstd or zlib would
+            // show up here, not as a wrong blob served to a registry).
+            for b in idx.zstd.iter().chain(idx.gzip.iter()) {
+                match self.open_blob(&b.digest).and_then(|mut r| {
+                    io::copy(&mut r, &mut io::sink())
+                        .map_err(|e| Error::io("reproduce blob", &path, e))
+                }) {
+                    Ok(_) => {}
+                    Err(e) => bad(
+                        &mut rep,
+                        b.digest.to_string(),
+                        path.clone(),
+                        format!("blob of layer {l} is not reproduced: {e}"),
+                    ),
+                }
             }
             for e in &idx.external {
                 if !self.blob_path(&e.digest).exists() {
@@ -652,11 +676,11 @@ impl Store {
                 remove(&mut rep, &self.link_path(&d));
             }
         }
-        let mut live_chunks: HashSet<Digest> = HashSet::new();
+        let mut live_chunks: HashSet<ChunkId> = HashSet::new();
         for l in self.list_layers()? {
             if marks.digests.contains(&l) {
                 if let Ok(idx) = self.layer(&l) {
-                    live_chunks.extend(idx.chunks.iter().map(|c| c.digest));
+                    live_chunks.extend(idx.chunks.iter().map(|c| c.id));
                 }
             } else {
                 rep.layers_removed += 1;
@@ -665,7 +689,7 @@ impl Store {
         }
         // Packs: drop dead chunks; each chunk is kept once even if it was stored twice.
         let pdir = self.root.join("packs");
-        let mut kept: HashSet<Digest> = HashSet::new();
+        let mut kept: HashSet<ChunkId> = HashSet::new();
         let mut packs: BTreeMap<String, bool> = BTreeMap::new();
         for ent in fs::read_dir(&pdir).ctx("read directory", &pdir)?.flatten() {
             let name = ent.file_name().to_string_lossy().into_owned();
@@ -702,24 +726,8 @@ impl Store {
             rep.chunks_removed += (idx.entries.len() - live.len()) as u64;
             rep.packs_rewritten += 1;
             if !live.is_empty() && !opts.dry_run {
-                let src = fs::File::open(&pack_path).ctx("open", &pack_path)?;
-                let mut pw = PackWriter::create(
-                    self.tmp_dir()
-                        .join(format!("{}.pack", fsutil::unique_name())),
-                )?;
-                for e in &live {
-                    let f = pack::read_frame(&src, &pack_path, e.offset, e.frame_len)?;
-                    pw.append(e.chunk, &f, e.raw_len)?;
-                }
-                let (tmp, nidx) = pw.finish()?;
-                let dest = self.pack_path(&nidx.pack, "pack");
-                fs::rename(&tmp, &dest).ctx("rename into", &dest)?;
-                fsutil::atomic_write(
-                    self.tmp_dir(),
-                    &self.pack_path(&nidx.pack, "idx"),
-                    &nidx.encode(),
-                )?;
-                rep.bytes_freed = rep.bytes_freed.saturating_sub(fsutil::dir_size(&dest));
+                let written = self.repack(&pack_path, &live)?;
+                rep.bytes_freed = rep.bytes_freed.saturating_sub(written);
             }
             kept.extend(live.iter().map(|e| e.chunk));
             // Index first: a pack without index is an ignored leftover, never a dangling reference.
@@ -732,6 +740,55 @@ impl Store {
             }
         }
         Ok(rep)
+    }
+}
+
+impl Store {
+    /// Writes the live chunks of a pack into a new pack (frames regrouped to the store's frame size), then names
+    /// it. Chunk names do not change, so layer indexes and blob digests stay valid.
+    /// Returns the bytes the new pack and index occupy.
+    fn repack(&self, pack_path: &std::path::Path, live: &[PackEntry]) -> Result<u64> {
+        let src = fs::File::open(pack_path).ctx("open", pack_path)?;
+        let c = &self.layout.compression;
+        let mut pw = PackWriter::create(
+            self.tmp_dir()
+                .join(format!("{}.pack", fsutil::unique_name())),
+        )?;
+        let mut frame: Option<(u64, Vec<u8>)> = None;
+        let mut open = (Vec::new(), Vec::new());
+        let res = (|| -> Result<()> {
+            for (i, e) in live.iter().enumerate() {
+                if frame.as_ref().is_none_or(|f| f.0 != e.frame_offset) {
+                    let z = pack::read_frame(&src, pack_path, e.frame_offset, e.frame_len)?;
+                    let raw = pack::decode_frame(&z, e.frame_raw_len, pack_path, e.frame_offset)?;
+                    frame = Some((e.frame_offset, raw));
+                }
+                let raw = frame.as_ref().map(|f| &f.1[..]).unwrap_or_default();
+                let data = raw
+                    .get(e.offset as usize..(e.offset + e.raw_len) as usize)
+                    .unwrap_or_default();
+                pack::check_chunk(data, &e.chunk, e.raw_len, pack_path)?;
+                open.1.push((e.chunk, open.0.len() as u32, e.raw_len));
+                open.0.extend_from_slice(data);
+                if open.0.len() >= c.pack_frame_bytes as usize || i + 1 == live.len() {
+                    let z = pack::encode_frame(c.level, &open.0)
+                        .map_err(|err| Error::io("compress", pack_path, err))?;
+                    pw.append(&z, open.0.len() as u32, open.1.drain(..))?;
+                    open.0.clear();
+                }
+            }
+            Ok(())
+        })();
+        if let Err(e) = res {
+            let _ = fs::remove_file(&pw.path);
+            return Err(e);
+        }
+        let (tmp, nidx) = pw.finish()?;
+        let dest = self.pack_path(&nidx.pack, "pack");
+        fs::rename(&tmp, &dest).ctx("rename into", &dest)?;
+        let idx_path = self.pack_path(&nidx.pack, "idx");
+        fsutil::atomic_write(self.tmp_dir(), &idx_path, &nidx.encode())?;
+        Ok(fsutil::dir_size(&dest) + fsutil::dir_size(&idx_path))
     }
 }
 

@@ -1,38 +1,46 @@
 //! Pack files: where compressed chunks live at rest.
 //!
-//! A chunk is stored as its own zstd frame (the exact bytes that appear in the layer's OCI `tar+zstd` blob). New
-//! chunks of one ingest are appended to one pack file instead of one file per chunk: one fsync per pack instead of
-//! one per chunk (about 1.4 ms each on the reference VM, i.e. seconds per layer), and no per-file block slack
-//! (half a 4 KiB block per ~20 KiB frame would cost ~10 % of the physical size).
+//! The new chunks of one ingest are appended to one pack file (one fsync per pack instead of one per chunk, and no
+//! per-file block slack). They are compressed together, several chunks per zstd frame, each frame closed once it
+//! holds `pack_frame_bytes` (4 MiB by default) of chunk data: zstd then sees enough context to come within ~2 % of
+//! one solid stream, where one frame per 64 KiB chunk costs ~25 % (measured on the Debian userland: 28.2 MB with
+//! 4 MiB frames, 34.8 MB with 64 KiB ones, 27.7 MB solid). Dedup stays per chunk: a chunk is found by its BLAKE3
+//! name wherever it sits in a frame. Reading one chunk decompresses its frame; the store keeps the last few frames
+//! decoded, so a sequential read decodes each frame once.
 //!
 //! ```text
-//! packs/<pack digest>.pack           concatenated zstd frames
-//! packs/<same>.idx                    "CHASIPK1" | pack digest (32) | pack size u64 | count u64
-//!                                      | count × (chunk digest (32) | offset u64 | frame_len u32 | raw_len u32)
-//!                                      | sha256 of everything before (32)            (integers little endian)
+//! packs/<name>.pack   concatenated zstd frames; each frame holds one or more whole chunks
+//! packs/<name>.idx    "CHASIPK2" | pack name (32) | pack size u64 | count u64
+//!                      | count × (chunk id (32) | frame offset u64 | frame length u32 | frame raw length u32
+//!                                 | chunk offset in the frame's raw bytes u32 | chunk length u32)
+//!                      | sha256 of everything before (32)            (integers little endian)
 //! ```
-//! The pack digest is the SHA-256 of its size and entry table ([`pack_digest`]); the content is verified frame by
-//! frame through the chunk digests. The `.idx` is renamed into place after the `.pack`; a pack without an index is a crash leftover, ignored by
-//! readers and removed by `gc`. Both files are immutable once named.
+//! The pack name is the SHA-256 of its size and entry table ([`pack_digest`]); the content is verified chunk by
+//! chunk through the BLAKE3 names. The `.idx` is renamed into place after the `.pack`; a pack without an index is a
+//! crash leftover, ignored by readers and removed by `gc`. Both files are immutable once named.
 
-use crate::digest::Digest;
+use crate::digest::{ChunkId, Digest};
 use crate::error::{Error, IoCtx, Result};
 use std::fs::File;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
-const MAGIC: &[u8; 8] = b"CHASIPK1";
-const RECORD: usize = 32 + 8 + 4 + 4;
+const MAGIC: &[u8; 8] = b"CHASIPK2";
+const RECORD: usize = 32 + 8 + 4 + 4 + 4 + 4;
 
-/// Where one chunk's frame lives inside a pack.
+/// Where one chunk lives inside a pack.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct PackEntry {
-    /// SHA-256 of the uncompressed chunk.
-    pub chunk: Digest,
-    /// Byte offset of the frame in the pack.
-    pub offset: u64,
-    /// Length of the zstd frame.
+    /// BLAKE3 name of the uncompressed chunk.
+    pub chunk: ChunkId,
+    /// Byte offset of the chunk's frame in the pack.
+    pub frame_offset: u64,
+    /// Length of that zstd frame.
     pub frame_len: u32,
+    /// Uncompressed length of the whole frame.
+    pub frame_raw_len: u32,
+    /// Offset of the chunk in the frame's uncompressed bytes.
+    pub offset: u32,
     /// Length of the uncompressed chunk.
     pub raw_len: u32,
 }
@@ -40,11 +48,11 @@ pub struct PackEntry {
 /// A parsed pack index.
 #[derive(Debug, Clone)]
 pub struct PackIndex {
-    /// Digest of the pack file (its name).
+    /// Name of the pack file.
     pub pack: Digest,
     /// Size of the pack file.
     pub pack_size: u64,
-    /// Frames in pack order.
+    /// Chunks in pack order.
     pub entries: Vec<PackEntry>,
 }
 
@@ -58,8 +66,10 @@ impl PackIndex {
         out.extend_from_slice(&(self.entries.len() as u64).to_le_bytes());
         for e in &self.entries {
             out.extend_from_slice(&e.chunk.0);
-            out.extend_from_slice(&e.offset.to_le_bytes());
+            out.extend_from_slice(&e.frame_offset.to_le_bytes());
             out.extend_from_slice(&e.frame_len.to_le_bytes());
+            out.extend_from_slice(&e.frame_raw_len.to_le_bytes());
+            out.extend_from_slice(&e.offset.to_le_bytes());
             out.extend_from_slice(&e.raw_len.to_le_bytes());
         }
         let sum = Digest::of(&out);
@@ -96,16 +106,24 @@ impl PackIndex {
             let mut chunk = [0u8; 32];
             chunk.copy_from_slice(&body[o..o + 32]);
             let e = PackEntry {
-                chunk: Digest(chunk),
-                offset: u64_at(o + 32),
+                chunk: ChunkId(chunk),
+                frame_offset: u64_at(o + 32),
                 frame_len: u32_at(o + 40),
-                raw_len: u32_at(o + 44),
+                frame_raw_len: u32_at(o + 44),
+                offset: u32_at(o + 48),
+                raw_len: u32_at(o + 52),
             };
-            if e.offset
+            if e.frame_offset
                 .checked_add(e.frame_len as u64)
                 .is_none_or(|end| end > pack_size)
             {
                 return Err(bad("frame extends past the end of the pack"));
+            }
+            if e.offset
+                .checked_add(e.raw_len)
+                .is_none_or(|end| end > e.frame_raw_len)
+            {
+                return Err(bad("chunk extends past the end of its frame"));
             }
             entries.push(e);
         }
@@ -115,10 +133,21 @@ impl PackIndex {
             entries,
         })
     }
+
+    /// The distinct frames of the pack, in order: `(offset, length, raw length)`.
+    pub fn frames(&self) -> Vec<(u64, u32, u32)> {
+        let mut out: Vec<(u64, u32, u32)> = Vec::new();
+        for e in &self.entries {
+            if out.last().is_none_or(|f| f.0 != e.frame_offset) {
+                out.push((e.frame_offset, e.frame_len, e.frame_raw_len));
+            }
+        }
+        out
+    }
 }
 
-/// Pinned per-chunk zstd encoder: level 3, content size in the header, no checksum, no dictionary ID, one frame per
-/// chunk, single-threaded (multithreaded zstd may lay frames out differently).
+/// Pinned zstd encoder: the store's level, content size in the header, no checksum, no dictionary ID,
+/// single-threaded (multithreaded zstd may lay frames out differently). Used for pack frames and blob frames.
 pub struct FrameEncoder {
     inner: zstd::bulk::Compressor<'static>,
 }
@@ -133,9 +162,9 @@ impl FrameEncoder {
         inner.set_parameter(CParameter::DictIdFlag(false))?;
         Ok(Self { inner })
     }
-    /// Compresses one chunk into one frame.
-    pub fn frame(&mut self, chunk: &[u8]) -> std::io::Result<Vec<u8>> {
-        self.inner.compress(chunk)
+    /// Compresses bytes into one frame.
+    pub fn frame(&mut self, data: &[u8]) -> std::io::Result<Vec<u8>> {
+        self.inner.compress(data)
     }
 }
 
@@ -144,54 +173,66 @@ thread_local! {
     static DECODER: std::cell::RefCell<Option<zstd::bulk::Decompressor<'static>>> = const { std::cell::RefCell::new(None) };
 }
 
-/// Compresses a chunk with a per-thread pinned encoder.
-pub(crate) fn encode_frame(level: i32, chunk: &[u8]) -> std::io::Result<Vec<u8>> {
+/// Compresses bytes into one frame with a per-thread pinned encoder.
+pub(crate) fn encode_frame(level: i32, data: &[u8]) -> std::io::Result<Vec<u8>> {
     ENCODER.with(|c| {
         let mut slot = c.borrow_mut();
         if slot.as_ref().is_none_or(|(l, _)| *l != level) {
             *slot = Some((level, FrameEncoder::new(level)?));
         }
         match slot.as_mut() {
-            Some((_, enc)) => enc.frame(chunk),
+            Some((_, enc)) => enc.frame(data),
             None => Err(std::io::Error::other("zstd encoder unavailable")),
         }
     })
 }
 
-/// Decompresses one frame and checks it against the chunk digest and size.
+/// Decompresses one pack frame, which must hold exactly `raw_len` bytes.
 pub(crate) fn decode_frame(
     frame: &[u8],
-    entry_chunk: &Digest,
     raw_len: u32,
     path: &Path,
+    offset: u64,
 ) -> Result<Vec<u8>> {
-    let corrupt = |detail: String| Error::Corrupt {
-        digest: *entry_chunk,
+    let bad = |detail: String| Error::Malformed {
+        what: "pack frame",
         path: path.to_path_buf(),
-        detail,
+        detail: format!("frame at offset {offset}: {detail}"),
     };
     let out = DECODER.with(|c| {
         let mut slot = c.borrow_mut();
         if slot.is_none() {
-            *slot = Some(
-                zstd::bulk::Decompressor::new().map_err(|e| corrupt(format!("zstd init: {e}")))?,
-            );
+            *slot =
+                Some(zstd::bulk::Decompressor::new().map_err(|e| bad(format!("zstd init: {e}")))?);
         }
         match slot.as_mut() {
             Some(d) => d
                 .decompress(frame, raw_len as usize)
-                .map_err(|e| corrupt(format!("undecodable zstd frame: {e}"))),
-            None => Err(corrupt("zstd decoder unavailable".into())),
+                .map_err(|e| bad(format!("undecodable zstd frame: {e}"))),
+            None => Err(bad("zstd decoder unavailable".into())),
         }
     })?;
     if out.len() != raw_len as usize {
-        return Err(corrupt(format!("size {} instead of {raw_len}", out.len())));
-    }
-    let got = Digest::of(&out);
-    if got != *entry_chunk {
-        return Err(corrupt(format!("content hashes to {got}")));
+        return Err(bad(format!("{} bytes instead of {raw_len}", out.len())));
     }
     Ok(out)
+}
+
+/// Checks a chunk's bytes against its name and length.
+pub(crate) fn check_chunk(data: &[u8], id: &ChunkId, raw_len: u32, path: &Path) -> Result<()> {
+    let corrupt = |detail: String| Error::CorruptChunk {
+        chunk: *id,
+        path: path.to_path_buf(),
+        detail,
+    };
+    if data.len() != raw_len as usize {
+        return Err(corrupt(format!("size {} instead of {raw_len}", data.len())));
+    }
+    let got = ChunkId::of(data);
+    if got != *id {
+        return Err(corrupt(format!("content hashes to {got}")));
+    }
+    Ok(())
 }
 
 /// Reads a frame's raw bytes from a pack file.
@@ -244,27 +285,37 @@ impl PackWriter {
         })
     }
 
-    /// Appends a frame; returns its offset.
-    pub(crate) fn append(&mut self, chunk: Digest, frame: &[u8], raw_len: u32) -> Result<u64> {
-        let offset = self.len;
+    /// Appends one frame holding `chunks` (name, offset in the frame's raw bytes, length); `raw_len` is the
+    /// frame's uncompressed length.
+    pub(crate) fn append(
+        &mut self,
+        frame: &[u8],
+        raw_len: u32,
+        chunks: impl IntoIterator<Item = (ChunkId, u32, u32)>,
+    ) -> Result<()> {
+        let frame_offset = self.len;
         self.file
-            .write_all_at(frame, offset)
+            .write_all_at(frame, frame_offset)
             .ctx("write", &self.path)?;
         self.len += frame.len() as u64;
         self.unsynced += frame.len() as u64;
-        self.entries.push(PackEntry {
-            chunk,
-            offset,
-            frame_len: frame.len() as u32,
-            raw_len,
-        });
+        for (chunk, offset, len) in chunks {
+            self.entries.push(PackEntry {
+                chunk,
+                frame_offset,
+                frame_len: frame.len() as u32,
+                frame_raw_len: raw_len,
+                offset,
+                raw_len: len,
+            });
+        }
         if self.unsynced >= SYNC_EVERY && self.syncing.as_ref().is_none_or(|h| h.is_finished()) {
             self.join_sync()?;
             let f = self.file.try_clone().ctx("open", &self.path)?;
             self.syncing = Some(std::thread::spawn(move || f.sync_data()));
             self.unsynced = 0;
         }
-        Ok(offset)
+        Ok(())
     }
 
     fn join_sync(&mut self) -> Result<()> {
@@ -275,11 +326,6 @@ impl PackWriter {
             res.ctx("fsync", &self.path)?;
         }
         Ok(())
-    }
-
-    /// The open temp file (to read back frames written in this session).
-    pub(crate) fn file(&self) -> &File {
-        &self.file
     }
 
     /// Fsyncs and returns the index (not yet renamed). The pack is named by the SHA-256 of its entry table
@@ -300,14 +346,16 @@ impl PackWriter {
     }
 }
 
-/// The name of a pack: SHA-256 over its size and entry table (chunk digest, offset, frame and raw lengths).
+/// The name of a pack: SHA-256 over its size and entry table (every field of every entry).
 pub fn pack_digest(entries: &[PackEntry], pack_size: u64) -> Digest {
     let mut h = crate::digest::Hasher::new();
     h.update(&pack_size.to_le_bytes());
     for e in entries {
         h.update(&e.chunk.0);
-        h.update(&e.offset.to_le_bytes());
+        h.update(&e.frame_offset.to_le_bytes());
         h.update(&e.frame_len.to_le_bytes());
+        h.update(&e.frame_raw_len.to_le_bytes());
+        h.update(&e.offset.to_le_bytes());
         h.update(&e.raw_len.to_le_bytes());
     }
     h.finish()
@@ -323,10 +371,12 @@ mod tests {
             pack: Digest::of(b"p"),
             pack_size: 100,
             entries: vec![PackEntry {
-                chunk: Digest::of(b"c"),
-                offset: 10,
+                chunk: ChunkId::of(b"c"),
+                frame_offset: 10,
                 frame_len: 20,
-                raw_len: 30,
+                frame_raw_len: 70,
+                offset: 30,
+                raw_len: 40,
             }],
         };
         let enc = idx.encode();
@@ -341,6 +391,10 @@ mod tests {
             );
         }
         assert!(PackIndex::decode(&enc[..enc.len() - 5], Path::new("x")).is_err());
+        // A chunk reaching past its frame is refused even with a valid checksum.
+        let mut over = idx.clone();
+        over.entries[0].raw_len = 41;
+        assert!(PackIndex::decode(&over.encode(), Path::new("x")).is_err());
     }
 
     #[test]
@@ -349,13 +403,13 @@ mod tests {
         let a = encode_frame(3, &data).unwrap();
         let b = FrameEncoder::new(3).unwrap().frame(&data).unwrap();
         assert_eq!(a, b);
-        let d = Digest::of(&data);
-        assert_eq!(
-            decode_frame(&a, &d, data.len() as u32, Path::new("p")).unwrap(),
-            data
-        );
-        assert!(decode_frame(&a, &Digest::of(b"x"), data.len() as u32, Path::new("p")).is_err());
-        assert!(decode_frame(&a[..a.len() - 3], &d, data.len() as u32, Path::new("p")).is_err());
+        let out = decode_frame(&a, data.len() as u32, Path::new("p"), 0).unwrap();
+        assert_eq!(out, data);
+        let id = ChunkId::of(&data[..50_000]);
+        check_chunk(&out[..50_000], &id, 50_000, Path::new("p")).unwrap();
+        assert!(check_chunk(&out[1..50_001], &id, 50_000, Path::new("p")).is_err());
+        assert!(decode_frame(&a[..a.len() - 3], data.len() as u32, Path::new("p"), 0).is_err());
+        assert!(decode_frame(&a, data.len() as u32 - 1, Path::new("p"), 0).is_err());
         // Two concatenated frames form a valid zstd stream.
         let mut both = a.clone();
         both.extend_from_slice(&b);

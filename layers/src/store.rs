@@ -6,8 +6,8 @@
 //! <store>/locks/gc.lock            flock: shared by every open Store, exclusive during gc's sweep
 //! <store>/tmp/<session>/           temp files of one live Store; <session>.lock held while alive
 //! <store>/blobs/<hex>              raw OCI blobs: manifests, configs, indexes, layer blobs kept as-is
-//! <store>/packs/<hex>.pack|.idx    compressed chunks (one zstd frame each) and their index (pack.rs)
-//! <store>/layers/<diffid>.json     layer index: DiffID, tar size, chunk list, blob digests (LayerIndex)
+//! <store>/packs/<hex>.pack|.idx    chunks, compressed several to a zstd frame, and their index (pack.rs)
+//! <store>/layers/<diffid>.json     layer index: DiffID, tar size, chunk list, blob digests once known (LayerIndex)
 //! <store>/links/<blob>.json        compressed-blob digest → DiffID + encoding, to serve layer blobs by digest
 //! <store>/refs/<escaped name>.json name:tag → manifest digest
 //! <store>/cache/<key>.json         build-cache records (key digest → JSON value)
@@ -16,7 +16,7 @@
 //! layer index, the layer index before its link, blobs before the refs pointing at them. Every file is written
 //! temp → hash → fsync → rename → fsync(dir), so a crash leaves either nothing or a complete object.
 
-use crate::digest::{Digest, Hasher, VerifyingReader};
+use crate::digest::{ChunkId, Digest, Hasher, VerifyingReader};
 use crate::error::{Error, IoCtx, Result};
 use crate::fsutil::{self, FileLock, TempSession};
 use crate::layout::{ChunkParams, Layout};
@@ -24,7 +24,7 @@ use crate::pack::{self, PackIndex};
 use crate::tarwriter::{self, TarOptions};
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
-use std::collections::{HashMap, HashSet};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::fs::{self, File};
 use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
@@ -48,37 +48,31 @@ pub struct BlobDesc {
     pub media_type: String,
 }
 
-/// One chunk of a layer's uncompressed tar. Serialized as `["sha256:…", len, frame_len]`.
+/// One chunk of a layer's uncompressed tar. Serialized as `["blake3:…", len]`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(into = "(Digest, u32, u32)", from = "(Digest, u32, u32)")]
+#[serde(into = "(ChunkId, u32)", from = "(ChunkId, u32)")]
 pub struct ChunkRef {
-    /// SHA-256 of the uncompressed chunk.
-    pub digest: Digest,
+    /// BLAKE3 name of the uncompressed chunk.
+    pub id: ChunkId,
     /// Uncompressed length.
     pub len: u32,
-    /// Length of its zstd frame.
-    pub frame_len: u32,
 }
 
-impl From<ChunkRef> for (Digest, u32, u32) {
+impl From<ChunkRef> for (ChunkId, u32) {
     fn from(c: ChunkRef) -> Self {
-        (c.digest, c.len, c.frame_len)
+        (c.id, c.len)
     }
 }
-impl From<(Digest, u32, u32)> for ChunkRef {
-    fn from(t: (Digest, u32, u32)) -> Self {
-        ChunkRef {
-            digest: t.0,
-            len: t.1,
-            frame_len: t.2,
-        }
+impl From<(ChunkId, u32)> for ChunkRef {
+    fn from(t: (ChunkId, u32)) -> Self {
+        ChunkRef { id: t.0, len: t.1 }
     }
 }
 
 /// The index of one layer, stored as `layers/<diffid>.json`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LayerIndex {
-    /// Index format version (1).
+    /// Index format version (2).
     pub version: u32,
     /// SHA-256 of the uncompressed tar (OCI DiffID).
     pub diff_id: Digest,
@@ -88,9 +82,11 @@ pub struct LayerIndex {
     pub chunking: ChunkParams,
     /// Chunks in tar order.
     pub chunks: Vec<ChunkRef>,
-    /// The reproducible `tar+zstd` blob: the concatenation of the chunks' frames.
-    pub zstd: BlobDesc,
-    /// The reproducible `tar+gzip` blob (one gzip member per chunk), once computed.
+    /// The reproducible `tar+zstd` blob, once computed ([`Store::ensure_zstd`]); regenerated from the chunks
+    /// whenever served.
+    #[serde(default)]
+    pub zstd: Option<BlobDesc>,
+    /// The reproducible `tar+gzip` blob, once computed ([`Store::ensure_gzip`]).
     #[serde(default)]
     pub gzip: Option<BlobDesc>,
     /// Blobs that came from outside and cannot be reproduced, kept as-is under `blobs/`.
@@ -102,10 +98,11 @@ pub struct LayerIndex {
 pub type LayerInfo = LayerIndex;
 
 impl LayerIndex {
-    /// The blob to reference from a manifest: the first external blob if the layer came from outside (so the
-    /// original digest is preserved), else the reproducible zstd blob.
-    pub fn preferred_blob(&self) -> &BlobDesc {
-        self.external.first().unwrap_or(&self.zstd)
+    /// The blob a manifest should reference, if its digest is known: the first external blob if the layer came
+    /// from outside (so the original digest is preserved), else the reproducible zstd blob. [`Store::layer_blob`]
+    /// computes it when unknown.
+    pub fn known_blob(&self) -> Option<&BlobDesc> {
+        self.external.first().or(self.zstd.as_ref())
     }
 }
 
@@ -130,8 +127,10 @@ pub struct RefRecord {
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct ChunkLoc {
     pub(crate) pack: u32,
-    pub(crate) offset: u64,
+    pub(crate) frame_offset: u64,
     pub(crate) frame_len: u32,
+    pub(crate) frame_raw_len: u32,
+    pub(crate) offset: u32,
     pub(crate) raw_len: u32,
 }
 
@@ -139,7 +138,7 @@ pub(crate) struct ChunkLoc {
 pub(crate) struct ChunkMap {
     pub(crate) packs: Vec<Digest>,
     pub(crate) loaded: HashSet<Digest>,
-    pub(crate) map: HashMap<Digest, ChunkLoc>,
+    pub(crate) map: HashMap<ChunkId, ChunkLoc>,
 }
 
 impl ChunkMap {
@@ -152,8 +151,10 @@ impl ChunkMap {
         for e in &idx.entries {
             self.map.entry(e.chunk).or_insert(ChunkLoc {
                 pack: p,
-                offset: e.offset,
+                frame_offset: e.frame_offset,
                 frame_len: e.frame_len,
+                frame_raw_len: e.frame_raw_len,
+                offset: e.offset,
                 raw_len: e.raw_len,
             });
         }
@@ -171,7 +172,16 @@ pub struct Store {
     pub(crate) tmp: TempSession,
     pub(crate) chunks: RwLock<ChunkMap>,
     pack_files: Mutex<HashMap<Digest, Arc<File>>>,
+    /// The last few decoded pack frames, most recent first, keyed by (pack, frame offset).
+    frames: Mutex<VecDeque<CachedFrame>>,
 }
+
+/// A decoded pack frame keyed by (pack, frame offset).
+type CachedFrame = ((Digest, u64), Arc<Vec<u8>>);
+
+/// Decoded pack frames kept in memory (4 MiB each by default): enough for a sequential reader and a few parallel
+/// blob-frame encoders to decode each frame once.
+const FRAME_CACHE: usize = 8;
 
 const DIRS: [&str; 8] = [
     "locks", "tmp", "blobs", "packs", "layers", "links", "refs", "cache",
@@ -185,8 +195,13 @@ impl Store {
 
     /// Opens the store at `root`; a new store is created with `chunking` (an existing one keeps its own).
     pub fn open_with(root: impl AsRef<Path>, chunking: ChunkParams) -> Result<Store> {
+        Self::open_with_layout(root, Layout::new(chunking))
+    }
+
+    /// Opens the store at `root`; a new store is created with `layout` (an existing one keeps its own).
+    pub fn open_with_layout(root: impl AsRef<Path>, layout: Layout) -> Result<Store> {
         let root = root.as_ref().to_path_buf();
-        chunking.validate().map_err(|d| Error::Layout {
+        layout.validate().map_err(|d| Error::Layout {
             path: root.join("layout.json"),
             detail: d,
         })?;
@@ -207,8 +222,7 @@ impl Store {
         let layout = match fs::read(&layout_path) {
             Ok(data) => Layout::parse(&data, &layout_path)?,
             Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                let l = Layout::new(chunking);
-                let data = serde_json::to_vec_pretty(&l)
+                let data = serde_json::to_vec_pretty(&layout)
                     .map_err(|e| Error::io("encode", &layout_path, io::Error::other(e)))?;
                 // Two processes creating the store at once write the same content; the rename is atomic.
                 fsutil::atomic_write(&tmp.dir, &layout_path, &data)?;
@@ -226,6 +240,7 @@ impl Store {
             tmp,
             chunks: RwLock::new(ChunkMap::default()),
             pack_files: Mutex::new(HashMap::new()),
+            frames: Mutex::new(VecDeque::new()),
         };
         store.refresh_chunks()?;
         Ok(store)
@@ -310,12 +325,16 @@ impl Store {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .clear();
+        self.frames
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clear();
         self.refresh_chunks()
     }
 
-    pub(crate) fn chunk_loc(&self, d: &Digest) -> Option<(Digest, ChunkLoc)> {
+    pub(crate) fn chunk_loc(&self, id: &ChunkId) -> Option<(Digest, ChunkLoc)> {
         let m = self.chunks.read().unwrap_or_else(|e| e.into_inner());
-        m.map.get(d).map(|l| (m.packs[l.pack as usize], *l))
+        m.map.get(id).map(|l| (m.packs[l.pack as usize], *l))
     }
 
     pub(crate) fn pack_file(&self, pack: &Digest) -> Result<Arc<File>> {
@@ -329,37 +348,58 @@ impl Store {
         Ok(f)
     }
 
-    /// Reads a chunk's stored zstd frame (not decompressed; used to serve blobs).
-    pub(crate) fn chunk_frame(&self, c: &ChunkRef) -> Result<Vec<u8>> {
-        let (pack, loc) = self
-            .chunk_loc(&c.digest)
-            .ok_or_else(|| self.not_found(c.digest))?;
-        if loc.raw_len != c.len || loc.frame_len != c.frame_len {
-            return Err(Error::Corrupt {
-                digest: c.digest,
-                path: self.pack_path(&pack, "pack"),
-                detail: format!(
-                    "pack records {}/{} bytes, layer index {}/{}",
-                    loc.raw_len, loc.frame_len, c.len, c.frame_len
-                ),
-            });
+    /// A pack frame, decoded (from the cache of recent frames when possible).
+    fn frame(&self, pack: &Digest, loc: &ChunkLoc) -> Result<Arc<Vec<u8>>> {
+        let key = (*pack, loc.frame_offset);
+        {
+            let mut cache = self.frames.lock().unwrap_or_else(|e| e.into_inner());
+            if let Some(i) = cache.iter().position(|(k, _)| *k == key) {
+                let hit = cache.remove(i).unwrap_or_else(|| unreachable!());
+                let data = hit.1.clone();
+                cache.push_front(hit);
+                return Ok(data);
+            }
         }
-        let f = self.pack_file(&pack)?;
-        pack::read_frame(
-            &f,
-            &self.pack_path(&pack, "pack"),
-            loc.offset,
-            loc.frame_len,
-        )
+        let path = self.pack_path(pack, "pack");
+        let f = self.pack_file(pack)?;
+        let raw = pack::read_frame(&f, &path, loc.frame_offset, loc.frame_len)?;
+        let data = Arc::new(pack::decode_frame(
+            &raw,
+            loc.frame_raw_len,
+            &path,
+            loc.frame_offset,
+        )?);
+        let mut cache = self.frames.lock().unwrap_or_else(|e| e.into_inner());
+        if !cache.iter().any(|(k, _)| *k == key) {
+            cache.push_front((key, data.clone()));
+            cache.truncate(FRAME_CACHE);
+        }
+        Ok(data)
     }
 
-    /// Reads and verifies (SHA-256 and size) one uncompressed chunk.
+    /// Reads and verifies (BLAKE3 name and size) one uncompressed chunk.
     pub fn read_chunk(&self, c: &ChunkRef) -> Result<Vec<u8>> {
-        let frame = self.chunk_frame(c)?;
-        let (pack, _) = self
-            .chunk_loc(&c.digest)
-            .ok_or_else(|| self.not_found(c.digest))?;
-        pack::decode_frame(&frame, &c.digest, c.len, &self.pack_path(&pack, "pack"))
+        let (pack, loc) = self.chunk_loc(&c.id).ok_or_else(|| Error::ChunkNotFound {
+            chunk: c.id,
+            store: self.root.clone(),
+        })?;
+        let path = self.pack_path(&pack, "pack");
+        if loc.raw_len != c.len {
+            return Err(Error::CorruptChunk {
+                chunk: c.id,
+                path,
+                detail: format!("pack records {} bytes, layer index {}", loc.raw_len, c.len),
+            });
+        }
+        let frame = self.frame(&pack, &loc)?;
+        let (start, end) = (loc.offset as usize, (loc.offset + loc.raw_len) as usize);
+        let data = frame.get(start..end).ok_or_else(|| Error::CorruptChunk {
+            chunk: c.id,
+            path: path.clone(),
+            detail: format!("frame at {} is shorter than {end} bytes", loc.frame_offset),
+        })?;
+        pack::check_chunk(data, &c.id, c.len, &path)?;
+        Ok(data.to_vec())
     }
 
     pub(crate) fn not_found(&self, digest: Digest) -> Error {
@@ -460,16 +500,17 @@ impl Store {
             return Ok(md.len());
         }
         let (link, layer) = self.blob_layer(d)?;
-        Ok(match link.encoding.as_str() {
-            "zstd" => layer.zstd.size,
-            "gzip" => layer.gzip.as_ref().map(|g| g.size).unwrap_or(0),
-            "tar" => layer.size,
-            _ => return Err(self.not_found(*d)),
-        })
+        let known = match link.encoding.as_str() {
+            "zstd" => layer.zstd.as_ref().map(|b| b.size),
+            "gzip" => layer.gzip.as_ref().map(|g| g.size),
+            "tar" => Some(layer.size),
+            _ => None,
+        };
+        known.ok_or_else(|| self.not_found(*d))
     }
 
     /// Opens a blob for streaming. The reader checks digest and size as it goes and fails at the end on mismatch;
-    /// layer blobs are served from chunks (zstd: the stored frames; gzip: recompressed deterministically).
+    /// layer blobs are regenerated from chunks with the pinned framing (see [`crate::layout::CompressionParams`]).
     pub fn open_blob(&self, d: &Digest) -> Result<Box<dyn Read + Send + '_>> {
         let p = self.blob_path(d);
         match File::open(&p) {
@@ -486,24 +527,14 @@ impl Store {
         }
         let (link, layer) = self.blob_layer(d)?;
         match link.encoding.as_str() {
-            "zstd" => {
-                let r = FrameReader {
-                    store: self,
-                    chunks: layer.chunks.clone(),
-                    next: 0,
-                    cur: Vec::new(),
-                    pos: 0,
+            "zstd" | "gzip" => {
+                let (desc, enc) = match link.encoding.as_str() {
+                    "zstd" => (layer.zstd.clone(), BlobEncoding::Zstd),
+                    _ => (layer.gzip.clone(), BlobEncoding::Gzip),
                 };
-                Ok(Box::new(VerifyingReader::new(
-                    r,
-                    layer.zstd.digest,
-                    layer.zstd.size,
-                )))
-            }
-            "gzip" => {
-                let g = layer.gzip.clone().ok_or_else(|| self.not_found(*d))?;
-                let r = GzipReader::new(self, layer.chunks.clone());
-                Ok(Box::new(VerifyingReader::new(r, g.digest, g.size)))
+                let b = desc.ok_or_else(|| self.not_found(*d))?;
+                let r = BlobReader::new(self, layer.chunks.clone(), enc);
+                Ok(Box::new(VerifyingReader::new(r, b.digest, b.size)))
             }
             "tar" => Ok(Box::new(self.open_layer(&layer.diff_id)?)),
             _ => Err(self.not_found(*d)),
@@ -611,8 +642,9 @@ impl Store {
         })
     }
 
-    /// Ingests an uncompressed tar stream as a layer: FastCDC chunks, per-chunk zstd frames for unknown chunks
-    /// (in parallel), DiffID and blob digest computed on the way. Returns the layer's index.
+    /// Ingests an uncompressed tar stream as a layer: FastCDC chunks named by BLAKE3, unknown ones compressed
+    /// into pack frames (in parallel), the DiffID computed on the way. Returns the layer's index; its compressed
+    /// blob digest is computed on first need ([`Store::layer_blob`]).
     pub fn ingest_tar(&self, r: impl Read) -> Result<LayerInfo> {
         crate::ingest::ingest(self, r)
     }
@@ -673,7 +705,15 @@ impl Store {
         } else {
             self.ingest_tar(f)?
         };
-        let encoding = if d == info.zstd.digest {
+        // A zstd blob is often one chasi wrote itself (a base image saved by chasi): then the chunks reproduce it
+        // and the raw copy is not kept. gzip is only compared when already known (recompressing gzip is slow).
+        let ours = if media_type.ends_with("zstd") {
+            Some(self.ensure_zstd(&info.diff_id)?)
+        } else {
+            None
+        };
+        info = self.layer(&info.diff_id)?;
+        let encoding = if ours.is_some_and(|z| z.digest == d) {
             "zstd"
         } else if d == info.diff_id {
             "tar"
@@ -724,30 +764,61 @@ impl Store {
         fsutil::atomic_write(self.tmp_dir(), &p, &data)
     }
 
-    /// Makes sure the layer's reproducible `tar+gzip` blob digest is known (computing it once: one gzip member
-    /// per chunk at the pinned level) and returns its descriptor. The blob is regenerated when served.
-    pub fn ensure_gzip(&self, diff_id: &Digest) -> Result<BlobDesc> {
-        let mut idx = self.layer(diff_id)?;
-        if let Some(g) = &idx.gzip {
-            return Ok(g.clone());
+    /// The blob a manifest should reference for this layer: the external blob it came in, else the reproducible
+    /// `tar+zstd` blob (computed once, see [`Store::ensure_zstd`]).
+    pub fn layer_blob(&self, diff_id: &Digest) -> Result<BlobDesc> {
+        let idx = self.layer(diff_id)?;
+        match idx.external.first() {
+            Some(b) => Ok(b.clone()),
+            None => self.ensure_zstd(diff_id),
         }
-        let mut r = GzipReader::new(self, idx.chunks.clone());
+    }
+
+    /// Makes sure the layer's reproducible `tar+zstd` blob digest is known (computing it once by compressing the
+    /// chunks with the pinned framing, in parallel) and returns its descriptor. The blob is regenerated when served.
+    pub fn ensure_zstd(&self, diff_id: &Digest) -> Result<BlobDesc> {
+        self.ensure_encoded(diff_id, BlobEncoding::Zstd)
+    }
+
+    /// Makes sure the layer's reproducible `tar+gzip` blob digest is known (one gzip member per blob frame at the
+    /// pinned level) and returns its descriptor. The blob is regenerated when served.
+    pub fn ensure_gzip(&self, diff_id: &Digest) -> Result<BlobDesc> {
+        self.ensure_encoded(diff_id, BlobEncoding::Gzip)
+    }
+
+    fn ensure_encoded(&self, diff_id: &Digest, enc: BlobEncoding) -> Result<BlobDesc> {
+        let idx = self.layer(diff_id)?;
+        let slot = |i: &LayerIndex| match enc {
+            BlobEncoding::Zstd => i.zstd.clone(),
+            BlobEncoding::Gzip => i.gzip.clone(),
+        };
+        if let Some(b) = slot(&idx) {
+            return Ok(b);
+        }
+        let mut r = BlobReader::new(self, idx.chunks.clone(), enc);
         let mut w = crate::digest::HashingWriter::new(io::sink());
-        io::copy(&mut r, &mut w).map_err(|e| Error::Corrupt {
-            digest: *diff_id,
-            path: self.layer_path(diff_id),
-            detail: e.to_string(),
+        io::copy(&mut r, &mut w).map_err(|e| match r.error.take() {
+            Some(err) => err,
+            None => Error::io("compress layer", self.layer_path(diff_id), e),
         })?;
         let (_, d, size) = w.finish();
-        let g = BlobDesc {
+        let b = BlobDesc {
             digest: d,
             size,
-            media_type: MEDIA_TYPE_LAYER_GZIP.into(),
+            media_type: enc.media_type().into(),
         };
-        idx.gzip = Some(g.clone());
+        // Re-read: another thread or process may have recorded another encoding meanwhile.
+        let mut idx = self.layer(diff_id)?;
+        if let Some(known) = slot(&idx) {
+            return Ok(known);
+        }
+        match enc {
+            BlobEncoding::Zstd => idx.zstd = Some(b.clone()),
+            BlobEncoding::Gzip => idx.gzip = Some(b.clone()),
+        }
         self.write_layer_index(&idx)?;
-        self.write_link(&d, diff_id, "gzip")?;
-        Ok(g)
+        self.write_link(&d, diff_id, enc.name())?;
+        Ok(b)
     }
 
     // ---------------------------------------------------------------- refs
@@ -938,84 +1009,124 @@ impl Read for ChannelReader {
     }
 }
 
-fn to_io(e: Error) -> io::Error {
+fn to_io(e: &Error) -> io::Error {
     match e {
-        Error::Corrupt { .. } | Error::Malformed { .. } => {
+        Error::Corrupt { .. } | Error::CorruptChunk { .. } | Error::Malformed { .. } => {
             io::Error::new(io::ErrorKind::InvalidData, e.to_string())
         }
         other => io::Error::other(other.to_string()),
     }
 }
 
-/// Serves a layer's zstd blob: its chunks' stored frames in order.
-struct FrameReader<'a> {
-    store: &'a Store,
-    chunks: Vec<ChunkRef>,
-    next: usize,
-    cur: Vec<u8>,
-    pos: usize,
+/// A compressed encoding of a layer blob that the store reproduces from chunks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum BlobEncoding {
+    Zstd,
+    Gzip,
 }
-impl Read for FrameReader<'_> {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        while self.pos == self.cur.len() {
-            let Some(c) = self.chunks.get(self.next) else {
-                return Ok(0);
-            };
-            self.cur = self.store.chunk_frame(c).map_err(to_io)?;
-            self.pos = 0;
-            self.next += 1;
+
+impl BlobEncoding {
+    fn name(self) -> &'static str {
+        match self {
+            BlobEncoding::Zstd => "zstd",
+            BlobEncoding::Gzip => "gzip",
         }
-        let n = buf.len().min(self.cur.len() - self.pos);
-        buf[..n].copy_from_slice(&self.cur[self.pos..self.pos + n]);
-        self.pos += n;
-        Ok(n)
+    }
+    fn media_type(self) -> &'static str {
+        match self {
+            BlobEncoding::Zstd => MEDIA_TYPE_LAYER_ZSTD,
+            BlobEncoding::Gzip => MEDIA_TYPE_LAYER_GZIP,
+        }
     }
 }
 
-/// Produces the reproducible `tar+gzip` blob: one gzip member per chunk (mtime 0, no name, OS 255), members
-/// compressed in parallel batches. Concatenated gzip members are one valid gzip stream (RFC 1952 §2.2).
-struct GzipReader<'a> {
+/// Produces a reproducible compressed layer blob from the chunk list: consecutive chunks grouped until a group
+/// holds `blob_frame_bytes`, each group one zstd frame (pinned encoder) or one gzip member (mtime 0, no name,
+/// OS 255), groups compressed in parallel batches. Concatenated frames (members) form one valid zstd (gzip)
+/// stream (RFC 8878 §3.1, RFC 1952 §2.2). Every chunk read is verified.
+struct BlobReader<'a> {
     store: &'a Store,
+    enc: BlobEncoding,
+    /// Chunk index ranges of the groups, in order.
+    groups: Vec<std::ops::Range<usize>>,
     chunks: Vec<ChunkRef>,
     next: usize,
     cur: Vec<u8>,
     pos: usize,
+    /// The store error behind a failed read, for callers that want it typed.
+    error: Option<Error>,
 }
-impl<'a> GzipReader<'a> {
-    fn new(store: &'a Store, chunks: Vec<ChunkRef>) -> Self {
+
+impl<'a> BlobReader<'a> {
+    fn new(store: &'a Store, chunks: Vec<ChunkRef>, enc: BlobEncoding) -> Self {
+        let target = store.layout.compression.blob_frame_bytes as u64;
+        let mut groups = Vec::new();
+        let (mut start, mut acc) = (0usize, 0u64);
+        for (i, c) in chunks.iter().enumerate() {
+            acc += c.len as u64;
+            if acc >= target {
+                groups.push(start..i + 1);
+                (start, acc) = (i + 1, 0);
+            }
+        }
+        if start < chunks.len() {
+            groups.push(start..chunks.len());
+        }
         Self {
             store,
+            enc,
+            groups,
             chunks,
             next: 0,
             cur: Vec::new(),
             pos: 0,
+            error: None,
+        }
+    }
+
+    fn encode(&self, group: &std::ops::Range<usize>) -> Result<Vec<u8>> {
+        let mut raw = Vec::new();
+        for c in &self.chunks[group.clone()] {
+            raw.extend_from_slice(&self.store.read_chunk(c)?);
+        }
+        let c = &self.store.layout.compression;
+        let ctx = |e: io::Error| Error::io("compress layer", self.store.tmp_dir(), e);
+        match self.enc {
+            BlobEncoding::Zstd => pack::encode_frame(c.level, &raw).map_err(ctx),
+            BlobEncoding::Gzip => {
+                let mut enc = flate2::GzBuilder::new()
+                    .mtime(0)
+                    .operating_system(255)
+                    .write(
+                        Vec::with_capacity(raw.len() / 2),
+                        flate2::Compression::new(c.gzip_level),
+                    );
+                enc.write_all(&raw).map_err(ctx)?;
+                enc.finish().map_err(ctx)
+            }
         }
     }
 }
-impl Read for GzipReader<'_> {
+
+impl Read for BlobReader<'_> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         while self.pos == self.cur.len() {
-            if self.next >= self.chunks.len() {
+            if self.next >= self.groups.len() {
                 return Ok(0);
             }
-            let end = (self.next + 32).min(self.chunks.len());
-            let level = self.store.layout.compression.gzip_level;
-            let members: Vec<Vec<u8>> = self.chunks[self.next..end]
+            let end = (self.next + 8).min(self.groups.len());
+            let out: Result<Vec<Vec<u8>>> = self.groups[self.next..end]
                 .par_iter()
-                .map(|c| {
-                    let raw = self.store.read_chunk(c).map_err(to_io)?;
-                    let mut enc = flate2::GzBuilder::new()
-                        .mtime(0)
-                        .operating_system(255)
-                        .write(
-                            Vec::with_capacity(raw.len() / 2),
-                            flate2::Compression::new(level),
-                        );
-                    enc.write_all(&raw)?;
-                    enc.finish()
-                })
-                .collect::<io::Result<_>>()?;
-            self.cur = members.concat();
+                .map(|g| self.encode(g))
+                .collect();
+            match out {
+                Ok(parts) => self.cur = parts.concat(),
+                Err(e) => {
+                    let io = to_io(&e);
+                    self.error = Some(e);
+                    return Err(io);
+                }
+            }
             self.pos = 0;
             self.next = end;
         }
@@ -1129,7 +1240,7 @@ impl Read for LayerReader<'_> {
             self.cur = self
                 .store
                 .read_chunk(&self.index.chunks[self.next])
-                .map_err(to_io)?;
+                .map_err(|e| to_io(&e))?;
             if let Some(h) = self.hasher.as_mut() {
                 h.update(&self.cur);
             }

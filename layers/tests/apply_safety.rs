@@ -252,7 +252,7 @@ fn layer_tar(build: impl Fn(&mut Vec<u8>)) -> Vec<u8> {
 #[test]
 fn whiteouts_opaque_dirs_and_flatten_agree() {
     let t = tempfile::tempdir().unwrap();
-    let s = Store::open_with(t.path().join("s"), small_chunks()).unwrap();
+    let s = Store::open_with_layout(t.path().join("s"), small_layout()).unwrap();
     let l1 = s
         .ingest_tar(
             &layer_tar(|t| {
@@ -308,7 +308,7 @@ fn whiteouts_opaque_dirs_and_flatten_agree() {
 #[test]
 fn flatten_of_a_real_tree_matches_unpack() {
     let t = tempfile::tempdir().unwrap();
-    let s = Store::open_with(t.path().join("s"), small_chunks()).unwrap();
+    let s = Store::open_with_layout(t.path().join("s"), small_layout()).unwrap();
     let (a, b) = (t.path().join("a"), t.path().join("b"));
     make_tree(&a, 5, 30);
     make_tree(&b, 6, 10);
@@ -374,7 +374,7 @@ fn tree_diff_applied_on_old_gives_new() {
     assert_eq!(stats.added + stats.changed + stats.deleted, 0);
     assert_eq!(tar.len(), 1024);
     // Through the store.
-    let s = Store::open_with(t.path().join("s"), small_chunks()).unwrap();
+    let s = Store::open_with_layout(t.path().join("s"), small_layout()).unwrap();
     let base = s.ingest_dir(&old, &topts).unwrap();
     let (d, _) = s.ingest_diff(&old, &new, &topts).unwrap();
     let out = t.path().join("o");
@@ -408,7 +408,7 @@ fn special_files_round_trip() {
         )
         .unwrap();
     }
-    let s = Store::open_with(t.path().join("s"), small_chunks()).unwrap();
+    let s = Store::open_with_layout(t.path().join("s"), small_layout()).unwrap();
     let l = s.ingest_dir(&src, &TarOptions::default()).unwrap();
     let out = t.path().join("out");
     let st = s

@@ -17,6 +17,14 @@ pub fn small_chunks() -> ChunkParams {
     }
 }
 
+/// Small chunks and small frames, so that the small test trees span many chunks, pack frames and blob frames.
+pub fn small_layout() -> chasi_layers::Layout {
+    let mut l = chasi_layers::Layout::new(small_chunks());
+    l.compression.pack_frame_bytes = 64 << 10;
+    l.compression.blob_frame_bytes = 64 << 10;
+    l
+}
+
 /// Deterministic pseudo-random bytes (xorshift), half of them compressible text.
 pub fn bytes(seed: u64, len: usize) -> Vec<u8> {
     let mut x = seed.wrapping_mul(0x9E3779B97F4A7C15) | 1;

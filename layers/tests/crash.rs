@@ -28,7 +28,7 @@ fn writer_process() {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(u64::MAX);
-    let s = Store::open_with(&store, common::small_chunks()).unwrap();
+    let s = Store::open_with_layout(&store, common::small_layout()).unwrap();
     let pid = std::process::id() as u64;
     let mut log = fs::OpenOptions::new()
         .append(true)
@@ -42,9 +42,10 @@ fn writer_process() {
         common::make_tree(&dir, (pid + i) % 5, 12 + (i as usize % 4));
         fs::write(dir.join("unique"), format!("{pid}-{i}")).unwrap();
         let l = s.ingest_dir(&dir, &TarOptions::default()).unwrap();
+        let z = s.layer_blob(&l.diff_id).unwrap();
         let m = format!(
             r#"{{"schemaVersion":2,"layers":[{{"digest":"{}","size":{}}}]}}"#,
-            l.zstd.digest, l.zstd.size
+            z.digest, z.size
         );
         let md = s.put_blob(m.as_bytes()).unwrap();
         let name = format!("img:{pid}-{i}");
@@ -55,7 +56,7 @@ fn writer_process() {
         )
         .unwrap();
         // Only now is the image committed: record it (the log line is written with one write + fsync).
-        writeln!(log, "{name} {md} {} {}", l.diff_id, l.zstd.digest).unwrap();
+        writeln!(log, "{name} {md} {} {}", l.diff_id, z.digest).unwrap();
         log.sync_all().unwrap();
         let _ = fs::remove_dir_all(&dir);
     }
@@ -118,7 +119,7 @@ fn sigkill_at_random_points_never_corrupts_the_store() {
     let store = t.path().join("store");
     let work = t.path().join("work");
     fs::create_dir_all(&work).unwrap();
-    drop(Store::open_with(&store, common::small_chunks()).unwrap());
+    drop(Store::open_with_layout(&store, common::small_layout()).unwrap());
     // One complete round first: guarantees committed data exists and calibrates the kill delays to this machine's
     // speed (CI may be loaded), so kills land before, during and after commits.
     let started = Instant::now();
@@ -173,7 +174,7 @@ fn concurrent_processes_and_gc_are_safe() {
     let store = t.path().join("store");
     let work = t.path().join("work");
     fs::create_dir_all(&work).unwrap();
-    drop(Store::open_with(&store, common::small_chunks()).unwrap());
+    drop(Store::open_with_layout(&store, common::small_layout()).unwrap());
     let mut a = spawn_writer(&store, &work, Some(4));
     let mut b = spawn_writer(&store, &work, Some(4));
     // While writers are running, gc refuses to sweep (or waits for them).

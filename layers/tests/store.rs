@@ -29,7 +29,7 @@ fn ingest_unpack_roundtrip_and_reproducible_blobs() {
     let t = tempfile::tempdir().unwrap();
     let src = t.path().join("src");
     make_tree(&src, 1, 40);
-    let s1 = Store::open_with(t.path().join("s1"), small_chunks()).unwrap();
+    let s1 = Store::open_with_layout(t.path().join("s1"), small_layout()).unwrap();
     let a = s1.ingest_dir(&src, &opts()).unwrap();
     assert!(
         a.chunks.len() > 20,
@@ -37,14 +37,20 @@ fn ingest_unpack_roundtrip_and_reproducible_blobs() {
         a.chunks.len()
     );
     // Reproducible: same DiffID and zstd blob in a second, independent store.
-    let s2 = Store::open_with(t.path().join("s2"), small_chunks()).unwrap();
+    let s2 = Store::open_with_layout(t.path().join("s2"), small_layout()).unwrap();
     let b = s2.ingest_dir(&src, &opts()).unwrap();
     assert_eq!(a.diff_id, b.diff_id);
-    assert_eq!(a.zstd, b.zstd);
+    assert_eq!(a.zstd, None, "the blob digest is computed on first need");
+    let (za, zb) = (
+        s1.ensure_zstd(&a.diff_id).unwrap(),
+        s2.ensure_zstd(&b.diff_id).unwrap(),
+    );
+    assert_eq!(za, zb);
+    assert_eq!(s1.layer(&a.diff_id).unwrap().zstd, Some(za.clone()));
     // The zstd blob is a valid zstd stream of the tar whose sha256 is the DiffID.
-    let blob = s1.get_blob(&a.zstd.digest).unwrap();
-    assert_eq!(blob.len() as u64, a.zstd.size);
-    assert_eq!(Digest::of(&blob), a.zstd.digest);
+    let blob = s1.get_blob(&za.digest).unwrap();
+    assert_eq!(blob.len() as u64, za.size);
+    assert_eq!(Digest::of(&blob), za.digest);
     let tar = zstd::stream::decode_all(&blob[..]).unwrap();
     assert_eq!(Digest::of(&tar), a.diff_id);
     assert_eq!(tar.len() as u64, a.size);
@@ -92,7 +98,7 @@ fn reingest_is_free_and_similar_content_dedups() {
     fs::write(v2.join("usr/lib/f1"), bytes(99, 5000)).unwrap();
     fs::write(v2.join("etc/new"), bytes(98, 20000)).unwrap();
     let root = t.path().join("s");
-    let s = Store::open_with(&root, small_chunks()).unwrap();
+    let s = Store::open_with_layout(&root, small_layout()).unwrap();
     let a = s.ingest_dir(&v1, &opts()).unwrap();
     let after_v1 = pack_bytes(&root);
     let a2 = s.ingest_dir(&v1, &opts()).unwrap();
@@ -109,8 +115,9 @@ fn reingest_is_free_and_similar_content_dedups() {
         growth * 5 < after_v1,
         "v2 added {growth} bytes on top of {after_v1}"
     );
-    // v2's blob is still exactly its own frames.
-    let tar = zstd::stream::decode_all(&s.get_blob(&b.zstd.digest).unwrap()[..]).unwrap();
+    // v2's blob, reproduced from chunks stored by two ingests, decodes to v2's tar.
+    let zb = s.ensure_zstd(&b.diff_id).unwrap();
+    let tar = zstd::stream::decode_all(&s.get_blob(&zb.digest).unwrap()[..]).unwrap();
     assert_eq!(Digest::of(&tar), b.diff_id);
 }
 
@@ -118,18 +125,85 @@ fn reingest_is_free_and_similar_content_dedups() {
 fn layout_records_parameters_and_rejects_unknown_versions() {
     let t = tempfile::tempdir().unwrap();
     let root = t.path().join("s");
-    drop(Store::open_with(&root, small_chunks()).unwrap());
+    drop(Store::open_with_layout(&root, small_layout()).unwrap());
     // Reopening with other defaults keeps the recorded parameters.
     let s = Store::open_with(&root, ChunkParams::default()).unwrap();
     assert_eq!(s.layout().chunking, small_chunks());
+    assert_eq!(s.layout().compression.pack_frame_bytes, 64 << 10);
+    assert_eq!(s.layout().chunk_hash, "blake3");
     drop(s);
     let lp = root.join("layout.json");
-    let mut v: serde_json::Value = serde_json::from_slice(&fs::read(&lp).unwrap()).unwrap();
+    let orig: serde_json::Value = serde_json::from_slice(&fs::read(&lp).unwrap()).unwrap();
+    let mut v = orig.clone();
     v["version"] = 99.into();
     fs::write(&lp, serde_json::to_vec(&v).unwrap()).unwrap();
     let err = Store::open(&root).err().unwrap();
     assert!(matches!(err, Error::Layout { .. }), "{err}");
     assert!(err.to_string().contains("version 99"));
+    // A store of the first format (one frame per chunk, SHA-256 chunk names) is refused, never misread.
+    let mut v = orig.clone();
+    v["version"] = 1.into();
+    fs::write(&lp, serde_json::to_vec(&v).unwrap()).unwrap();
+    let err = Store::open(&root).err().unwrap();
+    assert!(err.to_string().contains("older chasi"), "{err}");
+    // Out-of-range parameters are refused.
+    let mut v = orig;
+    v["compression"]["pack_frame_bytes"] = 1.into();
+    fs::write(&lp, serde_json::to_vec(&v).unwrap()).unwrap();
+    let err = Store::open(&root).err().unwrap();
+    assert!(err.to_string().contains("out of range"), "{err}");
+}
+
+#[test]
+fn chunks_share_frames_and_any_one_reads_back_verified() {
+    let t = tempfile::tempdir().unwrap();
+    let src = t.path().join("src");
+    make_tree(&src, 5, 60);
+    let s = Store::open_with_layout(t.path().join("s"), small_layout()).unwrap();
+    let l = s.ingest_dir(&src, &opts()).unwrap();
+    let (tar, _) = chasi_layers::tarwriter::write_tree(&src, &opts(), Vec::new()).unwrap();
+    // Many chunks per frame, many frames per pack, one pack.
+    let packs: Vec<_> = fs::read_dir(s.root().join("packs"))
+        .unwrap()
+        .flatten()
+        .filter(|e| e.path().extension().unwrap() == "idx")
+        .collect();
+    assert_eq!(packs.len(), 1);
+    let idx = chasi_layers::pack::PackIndex::decode(
+        &fs::read(packs[0].path()).unwrap(),
+        &packs[0].path(),
+    )
+    .unwrap();
+    let frames = idx.frames();
+    assert!(
+        frames.len() > 5 && idx.entries.len() > 3 * frames.len(),
+        "{} chunks in {} frames",
+        idx.entries.len(),
+        frames.len()
+    );
+    // Random access: every chunk, in reverse order, equals its slice of the tar.
+    let mut offsets = Vec::new();
+    let mut o = 0usize;
+    for c in &l.chunks {
+        offsets.push(o);
+        o += c.len as usize;
+    }
+    assert_eq!(o, tar.len());
+    for (c, off) in l.chunks.iter().zip(&offsets).rev() {
+        assert_eq!(s.read_chunk(c).unwrap(), &tar[*off..*off + c.len as usize]);
+    }
+    // The blob frames follow the recorded framing: several frames, one valid zstd stream of the tar.
+    let z = s.ensure_zstd(&l.diff_id).unwrap();
+    let blob = s.get_blob(&z.digest).unwrap();
+    let mut n = 0;
+    let mut rest = &blob[..];
+    while !rest.is_empty() {
+        let len = zstd::zstd_safe::find_frame_compressed_size(rest).unwrap();
+        rest = &rest[len..];
+        n += 1;
+    }
+    assert!(n > 5, "{n} blob frames");
+    assert_eq!(zstd::stream::decode_all(&blob[..]).unwrap(), tar);
 }
 
 fn ingest_sample(s: &Store, dir: &std::path::Path, seed: u64) -> chasi_layers::LayerInfo {
@@ -141,8 +215,9 @@ fn ingest_sample(s: &Store, dir: &std::path::Path, seed: u64) -> chasi_layers::L
 fn corrupted_and_truncated_chunks_are_detected_by_reads_and_verify() {
     let t = tempfile::tempdir().unwrap();
     let root = t.path().join("s");
-    let s = Store::open_with(&root, small_chunks()).unwrap();
+    let s = Store::open_with_layout(&root, small_layout()).unwrap();
     let l = ingest_sample(&s, &t.path().join("src"), 3);
+    let lz = s.ensure_zstd(&l.diff_id).unwrap();
     let manifest = s.put_blob(br#"{"schemaVersion":2}"#).unwrap();
     assert!(s.verify().unwrap().ok());
     let pack = fs::read_dir(root.join("packs"))
@@ -163,7 +238,7 @@ fn corrupted_and_truncated_chunks_are_detected_by_reads_and_verify() {
     assert!(
         rep.problems
             .iter()
-            .any(|p| p.object.starts_with("chunk sha256:")),
+            .any(|p| p.object.starts_with("chunk blake3:")),
         "{:?}",
         rep.problems
     );
@@ -182,7 +257,7 @@ fn corrupted_and_truncated_chunks_are_detected_by_reads_and_verify() {
         .unpack(&[l.diff_id], &t.path().join("o1"), &apply_opts())
         .unwrap_err();
     assert!(err.to_string().contains("corrupt"), "{err}");
-    assert!(s.get_blob(&l.zstd.digest).is_err());
+    assert!(s.get_blob(&lz.digest).is_err());
     // Truncation.
     fs::write(&pack, &orig[..orig.len() - 100]).unwrap();
     let s = Store::open(&root).unwrap();
@@ -250,10 +325,14 @@ fn refs_and_cache_records() {
 fn gc_keeps_reachable_data_and_frees_the_rest() {
     let t = tempfile::tempdir().unwrap();
     let root = t.path().join("s");
-    let mut s = Store::open_with(&root, small_chunks()).unwrap();
+    let mut s = Store::open_with_layout(&root, small_layout()).unwrap();
     let a = ingest_sample(&s, &t.path().join("a"), 11);
     let b = ingest_sample(&s, &t.path().join("b"), 12);
-    let mk = |l: &chasi_layers::LayerInfo| {
+    let (za, zb) = (
+        s.ensure_zstd(&a.diff_id).unwrap(),
+        s.ensure_zstd(&b.diff_id).unwrap(),
+    );
+    let mk = |l: &chasi_layers::LayerInfo, z: &chasi_layers::BlobDesc| {
         let cfg = s
             .put_blob(
                 format!(
@@ -265,17 +344,17 @@ fn gc_keeps_reachable_data_and_frees_the_rest() {
             .unwrap();
         let m = format!(
             r#"{{"schemaVersion":2,"config":{{"digest":"{cfg}","size":10}},"layers":[{{"digest":"{}","size":{}}}]}}"#,
-            l.zstd.digest, l.zstd.size
+            z.digest, z.size
         );
         s.put_blob(m.as_bytes()).unwrap()
     };
-    let (ma, mb) = (mk(&a), mk(&b));
+    let (ma, mb) = (mk(&a, &za), mk(&b, &zb));
     s.set_ref("a:1", &ma).unwrap();
     s.set_ref("b:1", &mb).unwrap();
     let orphan = s.put_blob(b"orphan").unwrap();
     let du = s.du().unwrap();
     assert_eq!(du.images.len(), 2);
-    assert!(du.logical_bytes >= a.zstd.size + b.zstd.size);
+    assert!(du.logical_bytes >= za.size + zb.size);
     // Cache records are roots too.
     let c = ingest_sample(&s, &t.path().join("c"), 13);
     s.put_cache(
@@ -309,8 +388,8 @@ fn gc_keeps_reachable_data_and_frees_the_rest() {
     let out = t.path().join("out");
     s.unpack(&[a.diff_id], &out, &apply_opts()).unwrap();
     assert_eq!(snapshot(&out), snapshot(&t.path().join("a")));
-    let blob = s.get_blob(&a.zstd.digest).unwrap();
-    assert_eq!(Digest::of(&blob), a.zstd.digest);
+    let blob = s.get_blob(&za.digest).unwrap();
+    assert_eq!(Digest::of(&blob), za.digest);
     s.gc(&GcOptions {
         prune_cache: true,
         ..Default::default()
@@ -331,7 +410,7 @@ fn external_blobs_are_kept_as_is_and_deduplicated() {
     std::io::Write::write_all(&mut gz, &tar).unwrap();
     let gz = gz.finish().unwrap();
     let gd = Digest::of(&gz);
-    let s = Store::open_with(t.path().join("s"), small_chunks()).unwrap();
+    let s = Store::open_with_layout(t.path().join("s"), small_layout()).unwrap();
     let native = s.ingest_tar(&tar[..]).unwrap();
     let before = pack_bytes(s.root());
     let wrong = s.import_layer_blob(
@@ -348,7 +427,7 @@ fn external_blobs_are_kept_as_is_and_deduplicated() {
         )
         .unwrap();
     assert_eq!(info.diff_id, native.diff_id);
-    assert_eq!(info.preferred_blob().digest, gd);
+    assert_eq!(info.known_blob().map(|b| b.digest), Some(gd));
     assert_eq!(
         pack_bytes(s.root()),
         before,
@@ -357,14 +436,15 @@ fn external_blobs_are_kept_as_is_and_deduplicated() {
     assert_eq!(s.get_blob(&gd).unwrap(), gz);
     assert_eq!(s.layer_for_blob(&gd).unwrap().diff_id, native.diff_id);
     // Our own zstd blob imported from outside is recognised as reproducible: no raw copy.
-    let z = s.get_blob(&native.zstd.digest).unwrap();
+    let nz = s.ensure_zstd(&native.diff_id).unwrap();
+    let z = s.get_blob(&nz.digest).unwrap();
     let t2 = tempfile::tempdir().unwrap();
-    let s2 = Store::open_with(t2.path(), small_chunks()).unwrap();
+    let s2 = Store::open_with_layout(t2.path(), small_layout()).unwrap();
     let i2 = s2
         .import_layer_blob(&z[..], chasi_layers::store::MEDIA_TYPE_LAYER_ZSTD, None)
         .unwrap();
     assert!(i2.external.is_empty());
-    assert_eq!(i2.zstd.digest, native.zstd.digest);
+    assert_eq!(i2.zstd.map(|b| b.digest), Some(nz.digest));
     assert!(s.verify().unwrap().ok() && s2.verify().unwrap().ok());
     // Garbage that is not a tar is refused with a clear error.
     let err = s
@@ -386,7 +466,7 @@ fn external_blobs_are_kept_as_is_and_deduplicated() {
 fn concurrent_writers_in_one_store() {
     let t = tempfile::tempdir().unwrap();
     let root = t.path().join("s");
-    Store::open_with(&root, small_chunks()).unwrap();
+    Store::open_with_layout(&root, small_layout()).unwrap();
     for i in 0..4u64 {
         make_tree(&t.path().join(format!("t{i}")), 100 + i % 2, 30);
     }
@@ -398,10 +478,10 @@ fn concurrent_writers_in_one_store() {
                 sc.spawn(move || {
                     let s = Store::open(&root).unwrap();
                     let l = s.ingest_dir(&dir, &opts()).unwrap();
+                    let z = s.layer_blob(&l.diff_id).unwrap();
                     let m = s
                         .put_blob(
-                            format!(r#"{{"layers":[{{"digest":"{}"}}]}}"#, l.zstd.digest)
-                                .as_bytes(),
+                            format!(r#"{{"layers":[{{"digest":"{}"}}]}}"#, z.digest).as_bytes(),
                         )
                         .unwrap();
                     s.set_ref(&format!("img:{i}"), &m).unwrap();
@@ -457,7 +537,7 @@ fn full_disk_gives_a_clear_error_and_no_corruption() {
     assert!(ok.success(), "mount tmpfs failed although running as root");
     let _guard = Mount(mnt.clone());
     let root = mnt.join("store");
-    let s = Store::open_with(&root, small_chunks()).unwrap();
+    let s = Store::open_with_layout(&root, small_layout()).unwrap();
     let small = t.path().join("small");
     fs::create_dir_all(&small).unwrap();
     fs::write(small.join("a"), bytes(1, 50_000)).unwrap();
