@@ -1,16 +1,17 @@
 //! Chunked ingest of an uncompressed tar stream.
 //!
-//! Three kinds of work run at once on every batch of ~16 MiB:
-//! - the DiffID (SHA-256 over the whole stream, which OCI requires) on a thread of its own: it is sequential by
-//!   nature and, without SHA-NI, as costly as compression, so it must never wait for anything else;
-//! - FastCDC cut points (sequential, ~1.5 GB/s) and BLAKE3 chunk names (parallel) on the calling thread;
-//! - the compression of new chunks, gathered in order into pack frames of `pack_frame_bytes`, frames compressed in
-//!   parallel and appended to this ingest's pack.
+//! Three stages run at once, each on its own thread, over batches of ~16 MiB:
+//! - the DiffID (SHA-256 over the whole stream, which OCI requires): sequential by nature and, without SHA-NI, as
+//!   costly as compression, so it must never wait for anything else;
+//! - on the calling thread: reading, FastCDC cut points (~1.5 GB/s) and BLAKE3 chunk names (parallel); new chunks
+//!   are gathered in order into pack frames of `pack_frame_bytes`;
+//! - the packer: frames compressed in parallel (rayon), appended in order to this ingest's pack.
 //!
 //! Known chunks (already in a pack, or stored earlier in this ingest) cost only their name: nothing is compressed,
 //! read back or written. That is what makes ingesting a new version of mostly known content cheap. The compressed
 //! OCI blob is not produced here: it is a pure function of the chunk list, computed when a manifest first needs
-//! its digest ([`Store::layer_blob`]).
+//! its digest ([`Store::layer_blob`]). Batch buffers circulate between the stages and are reused, so a large
+//! layer costs neither fresh page faults nor zero-filling per batch.
 //!
 //! Commit order: pack fsync → pack rename → pack index (temp, fsync, rename) → fsync(packs/) → layer index.
 //! Until the pack index is named, nothing refers to the new chunks and a crash leaves only temp files.
@@ -38,64 +39,70 @@ struct OpenFrame {
     chunks: Vec<(ChunkId, u32, u32)>,
 }
 
-/// The pack being written and the frames it still lacks.
-struct Packer<'a> {
+/// Decides which chunks are new and groups them into frames for the packer.
+struct Framer<'a> {
     store: &'a Store,
-    level: i32,
     target: usize,
     open: OpenFrame,
-    ready: Vec<OpenFrame>,
-    pack: Option<PackWriter>,
     /// Chunks stored by this ingest (not yet visible in the store's chunk map).
     stored: HashSet<ChunkId>,
 }
 
-impl Packer<'_> {
-    /// Queues a chunk for storage unless the store (or this ingest) has it already.
-    fn add(&mut self, id: ChunkId, data: &[u8]) {
+impl Framer<'_> {
+    /// Queues a chunk for storage unless the store (or this ingest) has it already; returns a frame once full.
+    fn add(&mut self, id: ChunkId, data: &[u8]) -> Option<OpenFrame> {
         if self.stored.contains(&id)
             || self
                 .store
                 .chunk_loc(&id)
                 .is_some_and(|(_, l)| l.raw_len as usize == data.len())
         {
-            return;
+            return None;
         }
         self.stored.insert(id);
+        if self.open.data.capacity() == 0 {
+            self.open.data.reserve_exact(self.target + data.len());
+        }
         let off = self.open.data.len() as u32;
         self.open.data.extend_from_slice(data);
         self.open.chunks.push((id, off, data.len() as u32));
-        if self.open.data.len() >= self.target {
-            self.ready.push(std::mem::take(&mut self.open));
-        }
+        (self.open.data.len() >= self.target).then(|| std::mem::take(&mut self.open))
     }
+}
 
-    /// Compresses the completed frames in parallel and appends them in order.
-    fn flush(&mut self, all: bool) -> Result<()> {
-        if all && !self.open.chunks.is_empty() {
-            self.ready.push(std::mem::take(&mut self.open));
-        }
-        if self.ready.is_empty() {
-            return Ok(());
-        }
-        let frames = std::mem::take(&mut self.ready);
-        let tmp = self.store.tmp_dir();
-        let level = self.level;
-        let compressed: Vec<Vec<u8>> = frames
-            .par_iter()
-            .map(|f| pack::encode_frame(level, &f.data).map_err(|e| Error::io("compress", tmp, e)))
-            .collect::<Result<_>>()?;
-        if self.pack.is_none() {
-            self.pack = Some(PackWriter::create(
-                tmp.join(format!("{}.pack", fsutil::unique_name())),
-            )?);
-        }
-        if let Some(pw) = self.pack.as_mut() {
+/// The packer stage: compresses frames in parallel and appends them in order to one pack.
+fn packer(store: &Store, rx: mpsc::Receiver<Vec<OpenFrame>>) -> Result<Option<PackWriter>> {
+    let tmp = store.tmp_dir();
+    let level = store.layout.compression.level;
+    let mut pack: Option<PackWriter> = None;
+    let res = (|| -> Result<()> {
+        for frames in rx {
+            let compressed: Vec<Vec<u8>> = frames
+                .par_iter()
+                .map(|f| {
+                    pack::encode_frame(level, &f.data).map_err(|e| Error::io("compress", tmp, e))
+                })
+                .collect::<Result<_>>()?;
+            let pw = match pack.as_mut() {
+                Some(pw) => pw,
+                None => pack.insert(PackWriter::create(
+                    tmp.join(format!("{}.pack", fsutil::unique_name())),
+                )?),
+            };
             for (f, z) in frames.iter().zip(&compressed) {
                 pw.append(z, f.data.len() as u32, f.chunks.iter().copied())?;
             }
         }
         Ok(())
+    })();
+    match res {
+        Ok(()) => Ok(pack),
+        Err(e) => {
+            if let Some(pw) = pack {
+                let _ = fs::remove_file(&pw.path);
+            }
+            Err(e)
+        }
     }
 }
 
@@ -116,45 +123,49 @@ pub(crate) fn ingest(store: &Store, mut r: impl Read) -> Result<LayerInfo> {
     let (mask_s, mask_l) = v2020::select_masks(avg, norm);
     let (gear, gear_ls) = v2020::get_gear_with_seed(p.seed);
 
-    let mut packer = Packer {
+    let mut framer = Framer {
         store,
-        level: store.layout.compression.level,
         target: store.layout.compression.pack_frame_bytes as usize,
         open: OpenFrame::default(),
-        ready: Vec::new(),
-        pack: None,
         stored: HashSet::new(),
     };
     let mut chunks: Vec<ChunkRef> = Vec::new();
 
-    // Bounded: when hashing lags (it is the slowest stage once most chunks are known), reading waits for it.
-    let (tx, rx) = mpsc::sync_channel::<(Arc<Vec<u8>>, usize)>(2);
-    let (result, diff) = std::thread::scope(|s| {
+    // Bounded queues: when a later stage lags, reading waits for it, so memory stays at a few batches.
+    let (hash_tx, hash_rx) = mpsc::sync_channel::<(Arc<Vec<u8>>, usize)>(2);
+    let (back_tx, back_rx) = mpsc::channel::<Arc<Vec<u8>>>();
+    let (pack_tx, pack_rx) = mpsc::sync_channel::<Vec<OpenFrame>>(1);
+    let (result, diff, pack) = std::thread::scope(|s| {
         let hasher = s.spawn(move || {
             let mut h = Hasher::new();
-            for (batch, n) in rx {
+            for (batch, n) in hash_rx {
                 h.update(&batch[..n]);
+                let _ = back_tx.send(batch);
             }
             h
         });
+        let packer = s.spawn(move || packer(store, pack_rx));
         let result = (|| -> Result<()> {
             let mut carry: Vec<u8> = Vec::new();
             let mut eof = false;
             loop {
-                // A fresh buffer per batch: the hashing thread may still be reading the previous one.
-                let mut buf = Vec::with_capacity(BATCH + max);
+                // Reuse a buffer the hashing thread is done with (the framer copies what it keeps).
+                let mut buf = back_rx
+                    .try_iter()
+                    .find_map(|b| Arc::try_unwrap(b).ok())
+                    .unwrap_or_default();
+                buf.clear();
+                buf.reserve(BATCH + max);
                 buf.extend_from_slice(&carry);
-                let mut filled = buf.len();
-                buf.resize(BATCH.max(filled + max), 0);
-                while filled < BATCH && !eof {
-                    match r.read(&mut buf[filled..]) {
+                while buf.len() < BATCH && !eof {
+                    let want = (BATCH - buf.len()) as u64;
+                    match (&mut r).take(want).read_to_end(&mut buf) {
                         Ok(0) => eof = true,
-                        Ok(n) => filled += n,
+                        Ok(_) => {}
                         Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                         Err(e) => return Err(Error::io("read layer stream", "<input>", e)),
                     }
                 }
-                buf.truncate(filled);
                 let mut cuts = Vec::new();
                 let mut start = 0usize;
                 while start < buf.len() {
@@ -178,47 +189,67 @@ pub(crate) fn ingest(store: &Store, mut r: impl Read) -> Result<LayerInfo> {
                     cuts.push(start..start + n);
                     start += n;
                 }
-                carry = buf[start..].to_vec();
+                carry.clear();
+                carry.extend_from_slice(&buf[start..]);
                 let batch = Arc::new(buf);
-                // The receiver only goes away if the hashing thread died; the join below reports that.
-                let _ = tx.send((batch.clone(), start));
+                // A closed queue means that stage died; its own result, joined below, says why.
+                if hash_tx.send((batch.clone(), start)).is_err() {
+                    return Ok(());
+                }
                 let ids: Vec<ChunkId> = cuts
                     .par_iter()
                     .map(|range| ChunkId::of(&batch[range.clone()]))
                     .collect();
+                let mut full = Vec::new();
                 for (id, range) in ids.into_iter().zip(cuts) {
                     chunks.push(ChunkRef {
                         id,
                         len: range.len() as u32,
                     });
-                    packer.add(id, &batch[range]);
+                    full.extend(framer.add(id, &batch[range]));
                 }
-                packer.flush(eof && carry.is_empty())?;
-                if eof && carry.is_empty() {
+                drop(batch);
+                let done = eof && carry.is_empty();
+                if done && !framer.open.chunks.is_empty() {
+                    full.push(std::mem::take(&mut framer.open));
+                }
+                if !full.is_empty() && pack_tx.send(full).is_err() {
+                    return Ok(());
+                }
+                if done {
                     return Ok(());
                 }
             }
         })();
-        drop(tx);
+        drop(hash_tx);
+        drop(pack_tx);
         let diff = hasher.join();
-        (result, diff)
+        let pack = packer.join();
+        (result, diff, pack)
     });
-    let diff = diff.map_err(|_| Error::Io {
-        op: "hash",
+    let panicked = |what: &str| Error::Io {
+        op: "ingest",
         path: "<input>".into(),
-        source: io::Error::other("hashing thread panicked"),
-    });
-    let diff = match (result, diff) {
-        (Ok(()), Ok(d)) => d,
-        (Err(e), _) | (_, Err(e)) => {
-            if let Some(pw) = packer.pack {
+        source: io::Error::other(format!("{what} thread panicked")),
+    };
+    let pack = pack.unwrap_or_else(|_| Err(panicked("packing")));
+    let diff = diff.map_err(|_| panicked("hashing"));
+    let (diff, pack) = match (result, diff, pack) {
+        (Ok(()), Ok(d), Ok(p)) => (d, p),
+        // A dead stage closes its queue, which stops the others: its own error is the one to report.
+        (_, _, Err(e)) => return Err(e),
+        (r, d, Ok(p)) => {
+            if let Some(pw) = p {
                 let _ = fs::remove_file(&pw.path);
             }
-            return Err(e);
+            return Err(match r {
+                Err(e) => e,
+                Ok(()) => d.err().unwrap_or_else(|| panicked("hashing")),
+            });
         }
     };
 
-    if let Some(pw) = packer.pack {
+    if let Some(pw) = pack {
         commit_pack(store, pw)?;
     }
     let size = diff.len();

@@ -10,11 +10,11 @@ use crate::digest::{ChunkId, Digest, Hasher};
 use crate::error::{Error, IoCtx, Result};
 use crate::fsutil::{self, TempSession};
 use crate::pack::{self, PackEntry, PackIndex, PackWriter};
-use crate::store::{list_hex, parse_json, BlobLink, LayerIndex, RefRecord, Store};
+use crate::store::{list_hex, parse_json, BlobEncoding, BlobLink, LayerIndex, RefRecord, Store};
 use serde::Serialize;
 use std::collections::{BTreeMap, HashSet};
 use std::fs;
-use std::io::{self, Read};
+use std::io::Read;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
@@ -513,19 +513,27 @@ impl Store {
             }
             // Recorded blob digests must still be what the chunks reproduce (a different libzstd or zlib would
             // show up here, not as a wrong blob served to a registry).
-            for b in idx.zstd.iter().chain(idx.gzip.iter()) {
-                match self.open_blob(&b.digest).and_then(|mut r| {
-                    io::copy(&mut r, &mut io::sink())
-                        .map_err(|e| Error::io("reproduce blob", &path, e))
-                }) {
-                    Ok(_) => {}
-                    Err(e) => bad(
-                        &mut rep,
-                        b.digest.to_string(),
-                        path.clone(),
-                        format!("blob of layer {l} is not reproduced: {e}"),
-                    ),
-                }
+            let recorded = [
+                (idx.zstd.as_ref(), BlobEncoding::Zstd),
+                (idx.gzip.as_ref(), BlobEncoding::Gzip),
+            ];
+            for (b, enc) in recorded.into_iter().filter_map(|(b, e)| Some((b?, e))) {
+                let problem = match self.reproduce(&idx, enc) {
+                    Ok(got) if got.digest == b.digest && got.size == b.size => {
+                        if self.has_blob(&b.digest) {
+                            continue;
+                        }
+                        "has no link, so it cannot be served by digest".to_string()
+                    }
+                    Ok(got) => format!("reproduces as {} ({} bytes)", got.digest, got.size),
+                    Err(e) => e.to_string(),
+                };
+                bad(
+                    &mut rep,
+                    b.digest.to_string(),
+                    path.clone(),
+                    format!("blob of layer {l} {problem}"),
+                );
             }
             for e in &idx.external {
                 if !self.blob_path(&e.digest).exists() {

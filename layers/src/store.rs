@@ -795,18 +795,10 @@ impl Store {
         if let Some(b) = slot(&idx) {
             return Ok(b);
         }
-        let mut r = BlobReader::new(self, idx.chunks.clone(), enc);
-        let mut w = crate::digest::HashingWriter::new(io::sink());
-        io::copy(&mut r, &mut w).map_err(|e| match r.error.take() {
-            Some(err) => err,
-            None => Error::io("compress layer", self.layer_path(diff_id), e),
-        })?;
-        let (_, d, size) = w.finish();
-        let b = BlobDesc {
-            digest: d,
-            size,
-            media_type: enc.media_type().into(),
-        };
+        let b = self.reproduce(&idx, enc)?;
+        // Link before index: a crash in between leaves a link to a layer that does not list the blob yet (served
+        // as "not found", recomputed next time), never a listed blob that cannot be served.
+        self.write_link(&b.digest, diff_id, enc.name())?;
         // Re-read: another thread or process may have recorded another encoding meanwhile.
         let mut idx = self.layer(diff_id)?;
         if let Some(known) = slot(&idx) {
@@ -817,8 +809,23 @@ impl Store {
             BlobEncoding::Gzip => idx.gzip = Some(b.clone()),
         }
         self.write_layer_index(&idx)?;
-        self.write_link(&d, diff_id, enc.name())?;
         Ok(b)
+    }
+
+    /// Compresses a layer's chunks with the pinned framing and returns the blob's descriptor (nothing is written).
+    pub(crate) fn reproduce(&self, idx: &LayerIndex, enc: BlobEncoding) -> Result<BlobDesc> {
+        let mut r = BlobReader::new(self, idx.chunks.clone(), enc);
+        let mut w = crate::digest::HashingWriter::new(io::sink());
+        io::copy(&mut r, &mut w).map_err(|e| match r.error.take() {
+            Some(err) => err,
+            None => Error::io("compress layer", self.layer_path(&idx.diff_id), e),
+        })?;
+        let (_, digest, size) = w.finish();
+        Ok(BlobDesc {
+            digest,
+            size,
+            media_type: enc.media_type().into(),
+        })
     }
 
     // ---------------------------------------------------------------- refs
