@@ -9,8 +9,9 @@
 //!
 //! Known chunks (already in a pack, or stored earlier in this ingest) cost only their name: nothing is compressed,
 //! read back or written. That is what makes ingesting a new version of mostly known content cheap. The compressed
-//! OCI blob is not produced here: it is a pure function of the chunk list, computed when a manifest first needs
-//! its digest ([`Store::layer_blob`]). Batch buffers circulate between the stages and are reused, so a large
+//! OCI blob is a pure function of the chunk list. When every chunk was new, the pack frames just written are that
+//! blob's frames (same grouping rule, same encoder), so its digest is recorded here by hashing them; otherwise it
+//! is computed when a manifest first needs it ([`Store::layer_blob`]). Batch buffers circulate between the stages and are reused, so a large
 //! layer costs neither fresh page faults nor zero-filling per batch.
 //!
 //! Commit order: pack fsync → pack rename → pack index (temp, fsync, rename) → fsync(packs/) → layer index.
@@ -20,7 +21,7 @@ use crate::digest::{ChunkId, Hasher};
 use crate::error::{Error, Result};
 use crate::fsutil;
 use crate::pack::{self, PackWriter};
-use crate::store::{ChunkRef, LayerIndex, LayerInfo, Store};
+use crate::store::{BlobDesc, ChunkRef, LayerIndex, LayerInfo, Store, MEDIA_TYPE_LAYER_ZSTD};
 use fastcdc::v2020::{self, Normalization};
 use rayon::prelude::*;
 use std::collections::HashSet;
@@ -46,6 +47,8 @@ struct Framer<'a> {
     open: OpenFrame,
     /// Chunks stored by this ingest (not yet visible in the store's chunk map).
     stored: HashSet<ChunkId>,
+    /// No chunk was skipped so far: the pack frames are the blob frames.
+    all_new: bool,
 }
 
 impl Framer<'_> {
@@ -57,6 +60,7 @@ impl Framer<'_> {
                 .chunk_loc(&id)
                 .is_some_and(|(_, l)| l.raw_len as usize == data.len())
         {
+            self.all_new = false;
             return None;
         }
         self.stored.insert(id);
@@ -70,8 +74,13 @@ impl Framer<'_> {
     }
 }
 
-/// The packer stage: compresses frames in parallel and appends them in order to one pack.
-fn packer(store: &Store, rx: mpsc::Receiver<Vec<OpenFrame>>) -> Result<Option<PackWriter>> {
+/// The packer stage: compresses frames in parallel and appends them in order to one pack; also hashes the frames
+/// in order (they are the layer's blob if every chunk turns out to be new).
+fn packer(
+    store: &Store,
+    rx: mpsc::Receiver<Vec<OpenFrame>>,
+) -> Result<(Option<PackWriter>, Hasher)> {
+    let mut blob = Hasher::new();
     let tmp = store.tmp_dir();
     let level = store.layout.compression.level;
     let mut pack: Option<PackWriter> = None;
@@ -91,12 +100,13 @@ fn packer(store: &Store, rx: mpsc::Receiver<Vec<OpenFrame>>) -> Result<Option<Pa
             };
             for (f, z) in frames.iter().zip(&compressed) {
                 pw.append(z, f.data.len() as u32, f.chunks.iter().copied())?;
+                blob.update(z);
             }
         }
         Ok(())
     })();
     match res {
-        Ok(()) => Ok(pack),
+        Ok(()) => Ok((pack, blob)),
         Err(e) => {
             if let Some(pw) = pack {
                 let _ = fs::remove_file(&pw.path);
@@ -128,6 +138,7 @@ pub(crate) fn ingest(store: &Store, mut r: impl Read) -> Result<LayerInfo> {
         target: store.layout.compression.pack_frame_bytes as usize,
         open: OpenFrame::default(),
         stored: HashSet::new(),
+        all_new: true,
     };
     let mut chunks: Vec<ChunkRef> = Vec::new();
 
@@ -234,11 +245,11 @@ pub(crate) fn ingest(store: &Store, mut r: impl Read) -> Result<LayerInfo> {
     };
     let pack = pack.unwrap_or_else(|_| Err(panicked("packing")));
     let diff = diff.map_err(|_| panicked("hashing"));
-    let (diff, pack) = match (result, diff, pack) {
+    let (diff, (pack, blob)) = match (result, diff, pack) {
         (Ok(()), Ok(d), Ok(p)) => (d, p),
         // A dead stage closes its queue, which stops the others: its own error is the one to report.
         (_, _, Err(e)) => return Err(e),
-        (r, d, Ok(p)) => {
+        (r, d, Ok((p, _))) => {
             if let Some(pw) = p {
                 let _ = fs::remove_file(&pw.path);
             }
@@ -254,13 +265,20 @@ pub(crate) fn ingest(store: &Store, mut r: impl Read) -> Result<LayerInfo> {
     }
     let size = diff.len();
     let diff_id = diff.finish();
+    let c = &store.layout.compression;
+    let zstd = (framer.all_new && !chunks.is_empty() && c.pack_frame_bytes == c.blob_frame_bytes)
+        .then(|| BlobDesc {
+            size: blob.len(),
+            digest: blob.finish(),
+            media_type: MEDIA_TYPE_LAYER_ZSTD.into(),
+        });
     let idx = LayerIndex {
         version: 2,
         diff_id,
         size,
         chunking: p,
         chunks,
-        zstd: None,
+        zstd,
         gzip: None,
         external: Vec::new(),
     };
@@ -273,14 +291,22 @@ pub(crate) fn ingest(store: &Store, mut r: impl Read) -> Result<LayerInfo> {
                 external: old.external,
                 ..idx
             };
-            store.write_layer_index(&idx)?;
+            write_index(store, &idx)?;
             Ok(idx)
         }
         Err(_) => {
-            store.write_layer_index(&idx)?;
+            write_index(store, &idx)?;
             Ok(idx)
         }
     }
+}
+
+/// Link before index, as in [`Store::ensure_zstd`]: whatever a reader finds listed can be served.
+fn write_index(store: &Store, idx: &LayerIndex) -> Result<()> {
+    if let Some(z) = &idx.zstd {
+        store.write_link(&z.digest, &idx.diff_id, "zstd")?;
+    }
+    store.write_layer_index(idx)
 }
 
 fn commit_pack(store: &Store, pw: PackWriter) -> Result<()> {

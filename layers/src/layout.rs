@@ -80,7 +80,9 @@ impl ChunkParams {
 /// `pack_frame_bytes` (large frames give zstd context: ~2 % above one solid stream instead of ~25 % with one frame
 /// per 64 KiB chunk). The OCI `tar+zstd` blob of a layer is a function of its chunk list alone: consecutive chunks
 /// grouped until a group holds at least `blob_frame_bytes`, one frame per group; `tar+gzip` uses the same groups,
-/// one gzip member each. Both are regenerated whenever served and checked against the recorded digest.
+/// one gzip member each. Both are regenerated whenever served and checked against the recorded digest. With the
+/// two sizes equal (the default), a layer whose chunks were all new when ingested has pack frames that *are* its
+/// blob frames, so its blob digest is known at ingest for the cost of hashing the compressed bytes.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CompressionParams {
     /// Always `"zstd"`.
@@ -111,7 +113,7 @@ impl Default for CompressionParams {
             content_size: true,
             checksum: false,
             pack_frame_bytes: 4 << 20,
-            blob_frame_bytes: 1 << 20,
+            blob_frame_bytes: 4 << 20,
             zstd_version: format!("{}.{}.{}", v / 10000, (v / 100) % 100, v % 100),
             gzip_level: 6,
         }
