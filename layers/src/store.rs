@@ -467,9 +467,20 @@ impl Store {
         Ok((tmp, d, size))
     }
 
-    /// True if a blob with this digest can be served (raw blob or reproducible layer blob).
+    /// True if a blob with this digest can be served (raw blob, or a layer blob its layer index lists).
     pub fn has_blob(&self, d: &Digest) -> bool {
-        self.blob_path(d).exists() || self.link_path(d).exists()
+        if self.blob_path(d).exists() {
+            return true;
+        }
+        let Ok((link, layer)) = self.blob_layer(d) else {
+            return false;
+        };
+        match link.encoding.as_str() {
+            "zstd" => layer.zstd.is_some_and(|b| b.digest == *d),
+            "gzip" => layer.gzip.is_some_and(|b| b.digest == *d),
+            "tar" => layer.diff_id == *d,
+            _ => false,
+        }
     }
 
     /// Reads a whole blob into memory, verified. Meant for small blobs (manifests, configs).
