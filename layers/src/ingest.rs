@@ -53,17 +53,22 @@ struct Framer<'a> {
 
 impl Framer<'_> {
     /// Queues a chunk for storage unless the store (or this ingest) has it already; returns a frame once full.
+    ///
+    /// While no chunk was known before this ingest, a chunk repeated within the layer is stored again: that keeps
+    /// the pack frames identical to the blob frames, whose digest then comes for free (a layer's own repeats are
+    /// few; gc keeps one copy when it rewrites the pack).
     fn add(&mut self, id: ChunkId, data: &[u8]) -> Option<OpenFrame> {
-        if self.stored.contains(&id)
-            || self
-                .store
-                .chunk_loc(&id)
-                .is_some_and(|(_, l)| l.raw_len as usize == data.len())
+        if self
+            .store
+            .chunk_loc(&id)
+            .is_some_and(|(_, l)| l.raw_len as usize == data.len())
         {
             self.all_new = false;
             return None;
         }
-        self.stored.insert(id);
+        if !self.stored.insert(id) && !self.all_new {
+            return None;
+        }
         if self.open.data.capacity() == 0 {
             self.open.data.reserve_exact(self.target + data.len());
         }
