@@ -397,6 +397,52 @@ mod tests {
         assert!(PackIndex::decode(&over.encode(), Path::new("x")).is_err());
     }
 
+    /// Arbitrary index bodies with a valid checksum (so parsing goes past it) never panic and never yield an
+    /// entry pointing outside the pack or outside its frame.
+    #[test]
+    fn decode_survives_arbitrary_bodies() {
+        let good = PackIndex {
+            pack: Digest::of(b"p"),
+            pack_size: 1000,
+            entries: (0..4)
+                .map(|i| PackEntry {
+                    chunk: ChunkId::of(&[i]),
+                    frame_offset: 100 * i as u64,
+                    frame_len: 100,
+                    frame_raw_len: 400,
+                    offset: 100 * i as u32,
+                    raw_len: 100,
+                })
+                .collect(),
+        }
+        .encode();
+        let mut x = 0x9E37_79B9_7F4A_7C15u64;
+        for round in 0..20_000 {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            let mut body = good[..good.len() - 32].to_vec();
+            match round % 3 {
+                0 => body.truncate((x as usize) % (body.len() + 1)),
+                1 => {
+                    for k in 0..4 {
+                        let i = (x >> (k * 12)) as usize % body.len();
+                        body[i] = (x >> (k * 8 + 3)) as u8;
+                    }
+                }
+                _ => body.extend_from_slice(&x.to_le_bytes()[..(x % 9) as usize]),
+            }
+            let sum = Digest::of(&body);
+            body.extend_from_slice(&sum.0);
+            if let Ok(idx) = PackIndex::decode(&body, Path::new("fuzz")) {
+                for e in &idx.entries {
+                    assert!(e.frame_offset + e.frame_len as u64 <= idx.pack_size);
+                    assert!(e.offset as u64 + e.raw_len as u64 <= e.frame_raw_len as u64);
+                }
+            }
+        }
+    }
+
     #[test]
     fn frames_are_deterministic_and_verified() {
         let data: Vec<u8> = (0..100_000u32).map(|i| (i % 251) as u8).collect();
