@@ -717,14 +717,14 @@ impl Store {
                 // A corrupt index is left for `verify` to report; its chunks are not readable anyway.
                 continue;
             };
+            // Live and not kept yet (in an earlier pack, or earlier in this one: a layer's own repeats).
             let live: Vec<_> = idx
                 .entries
                 .iter()
-                .filter(|e| live_chunks.contains(&e.chunk) && !kept.contains(&e.chunk))
+                .filter(|e| live_chunks.contains(&e.chunk) && kept.insert(e.chunk))
                 .copied()
                 .collect();
             if live.len() == idx.entries.len() {
-                kept.extend(live.iter().map(|e| e.chunk));
                 continue;
             }
             rep.chunks_removed += (idx.entries.len() - live.len()) as u64;
@@ -733,7 +733,6 @@ impl Store {
                 let written = self.repack(&pack_path, &live)?;
                 rep.bytes_freed = rep.bytes_freed.saturating_sub(written);
             }
-            kept.extend(live.iter().map(|e| e.chunk));
             // Index first: a pack without index is an ignored leftover, never a dangling reference.
             remove(&mut rep, &idx_path);
             remove(&mut rep, &pack_path);

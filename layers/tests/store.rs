@@ -589,3 +589,38 @@ fn rustix_is_root() -> bool {
         .map(|m| std::os::unix::fs::MetadataExt::uid(&m) == 0)
         .unwrap_or(false)
 }
+
+#[test]
+fn a_layer_repeating_its_own_chunks_still_gets_its_blob_digest_at_ingest() {
+    let t = tempfile::tempdir().unwrap();
+    let src = t.path().join("src");
+    fs::create_dir_all(&src).unwrap();
+    let data = bytes(77, 400_000);
+    for name in ["a", "b", "c"] {
+        fs::write(src.join(name), &data).unwrap();
+    }
+    let root = t.path().join("s");
+    let mut s = Store::open_with_layout(&root, small_layout()).unwrap();
+    let l = s.ingest_dir(&src, &opts()).unwrap();
+    let distinct: std::collections::HashSet<_> = l.chunks.iter().map(|c| c.id).collect();
+    assert!(
+        distinct.len() < l.chunks.len(),
+        "the three copies share chunks"
+    );
+    // Recorded at ingest, and what the chunks reproduce (serving regenerates and checks the digest).
+    let z = l.zstd.clone().expect("all chunks new");
+    let blob = s.get_blob(&z.digest).unwrap();
+    assert_eq!(Digest::of(&blob), z.digest);
+    let m = s
+        .put_blob(format!(r#"{{"layers":[{{"digest":"{}"}}]}}"#, z.digest).as_bytes())
+        .unwrap();
+    s.set_ref("dup:1", &m).unwrap();
+    // gc keeps one copy of each repeated chunk and the blob stays the same.
+    let rep = s.gc(&GcOptions::default()).unwrap();
+    assert!(rep.chunks_removed > 0, "{rep:?}");
+    assert!(s.verify().unwrap().ok());
+    assert_eq!(s.get_blob(&z.digest).unwrap(), blob);
+    let out = t.path().join("out");
+    s.unpack(&[l.diff_id], &out, &apply_opts()).unwrap();
+    assert_eq!(fs::read(out.join("c")).unwrap(), data);
+}
