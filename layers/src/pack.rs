@@ -27,6 +27,10 @@ use std::path::{Path, PathBuf};
 
 const MAGIC: &[u8; 8] = b"CHASIPK2";
 const RECORD: usize = 32 + 8 + 4 + 4 + 4 + 4;
+/// Largest chunk any layout allows (`ChunkParams::validate`).
+const MAX_CHUNK: u32 = 16 << 20;
+/// Largest frame any layout can write: `pack_frame_bytes` (≤ 64 MiB) plus one chunk that crosses it.
+const MAX_FRAME_RAW: u32 = (64 << 20) + MAX_CHUNK;
 
 /// Where one chunk lives inside a pack.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -124,6 +128,10 @@ impl PackIndex {
                 .is_none_or(|end| end > e.frame_raw_len)
             {
                 return Err(bad("chunk extends past the end of its frame"));
+            }
+            // Decoding allocates the frame's raw length up front: a forged index must not ask for gigabytes.
+            if e.frame_raw_len > MAX_FRAME_RAW || e.raw_len > MAX_CHUNK {
+                return Err(bad("frame or chunk larger than any store writes"));
             }
             entries.push(e);
         }
@@ -391,10 +399,13 @@ mod tests {
             );
         }
         assert!(PackIndex::decode(&enc[..enc.len() - 5], Path::new("x")).is_err());
-        // A chunk reaching past its frame is refused even with a valid checksum.
+        // A chunk reaching past its frame, or a frame no store writes, is refused even with a valid checksum.
         let mut over = idx.clone();
         over.entries[0].raw_len = 41;
         assert!(PackIndex::decode(&over.encode(), Path::new("x")).is_err());
+        let mut huge = idx.clone();
+        huge.entries[0].frame_raw_len = u32::MAX;
+        assert!(PackIndex::decode(&huge.encode(), Path::new("x")).is_err());
     }
 
     /// Arbitrary index bodies with a valid checksum (so parsing goes past it) never panic and never yield an
