@@ -13,8 +13,9 @@
 //! <store>/cache/<key>.json         build-cache records (key digest → JSON value)
 //! ```
 //! Write order guarantees that whatever a reader can reach is complete: chunks (pack, then its index) before the
-//! layer index, the layer index before its link, blobs before the refs pointing at them. Every file is written
-//! temp → hash → fsync → rename → fsync(dir), so a crash leaves either nothing or a complete object.
+//! layer index, a blob's link before the layer index that lists the blob (a link alone is a partial write, never
+//! served), blobs before the refs pointing at them. Every file is written temp → hash → fsync → rename →
+//! fsync(dir), so a crash leaves either nothing or a complete object.
 
 use crate::digest::{ChunkId, Digest, Hasher, VerifyingReader};
 use crate::error::{Error, IoCtx, Result};
