@@ -306,12 +306,11 @@ pub(crate) fn ingest(store: &Store, mut r: impl Read) -> Result<LayerInfo> {
     }
 }
 
-/// Link before index, as in [`Store::ensure_zstd`]: whatever a reader finds listed can be served.
 fn write_index(store: &Store, idx: &LayerIndex) -> Result<()> {
-    if let Some(z) = &idx.zstd {
-        store.write_link(&z.digest, &idx.diff_id, "zstd")?;
+    match &idx.zstd {
+        Some(z) => store.record_blob(idx, &z.digest, "zstd"),
+        None => store.write_layer_index(idx),
     }
-    store.write_layer_index(idx)
 }
 
 fn commit_pack(store: &Store, pw: PackWriter) -> Result<()> {

@@ -418,11 +418,14 @@ impl Store {
             for e in &idx.entries {
                 rep.checked += 1;
                 if decoded.as_ref().is_none_or(|d| d.0 != e.frame_offset) {
-                    let data = pack::read_frame(&file, &pack_path, e.frame_offset, e.frame_len)
-                        .and_then(|f| {
-                            pack::decode_frame(&f, e.frame_raw_len, &pack_path, e.frame_offset)
-                        })
-                        .map_err(|err| err.to_string());
+                    let data = pack::load_frame(
+                        &file,
+                        &pack_path,
+                        e.frame_offset,
+                        e.frame_len,
+                        e.frame_raw_len,
+                    )
+                    .map_err(|err| err.to_string());
                     decoded = Some((e.frame_offset, data));
                 }
                 let data = match decoded.as_ref().map(|d| &d.1) {
@@ -438,21 +441,15 @@ impl Store {
                     }
                     None => continue,
                 };
-                let slice = data.get(e.offset as usize..(e.offset + e.raw_len) as usize);
-                match slice
-                    .ok_or_else(|| "chunk lies outside its frame".to_string())
-                    .and_then(|c| {
-                        pack::check_chunk(c, &e.chunk, e.raw_len, &pack_path)
-                            .map_err(|err| err.to_string())
-                    }) {
-                    Ok(()) => {
+                match pack::chunk_in_frame(data, &e.chunk, e.offset, e.raw_len, &pack_path) {
+                    Ok(_) => {
                         chunk_ok.insert(e.chunk);
                     }
                     Err(err) => bad(
                         &mut rep,
                         format!("chunk {}", e.chunk),
                         pack_path.clone(),
-                        err,
+                        err.to_string(),
                     ),
                 }
             }
@@ -762,15 +759,17 @@ impl Store {
         let res = (|| -> Result<()> {
             for (i, e) in live.iter().enumerate() {
                 if frame.as_ref().is_none_or(|f| f.0 != e.frame_offset) {
-                    let z = pack::read_frame(&src, pack_path, e.frame_offset, e.frame_len)?;
-                    let raw = pack::decode_frame(&z, e.frame_raw_len, pack_path, e.frame_offset)?;
+                    let raw = pack::load_frame(
+                        &src,
+                        pack_path,
+                        e.frame_offset,
+                        e.frame_len,
+                        e.frame_raw_len,
+                    )?;
                     frame = Some((e.frame_offset, raw));
                 }
                 let raw = frame.as_ref().map(|f| &f.1[..]).unwrap_or_default();
-                let data = raw
-                    .get(e.offset as usize..(e.offset + e.raw_len) as usize)
-                    .unwrap_or_default();
-                pack::check_chunk(data, &e.chunk, e.raw_len, pack_path)?;
+                let data = pack::chunk_in_frame(raw, &e.chunk, e.offset, e.raw_len, pack_path)?;
                 open.1.push((e.chunk, open.0.len() as u32, e.raw_len));
                 open.0.extend_from_slice(data);
                 if open.0.len() >= c.pack_frame_bytes as usize || i + 1 == live.len() {

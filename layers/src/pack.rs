@@ -226,8 +226,38 @@ pub(crate) fn decode_frame(
     Ok(out)
 }
 
+/// Reads and decodes one pack frame: `len` compressed bytes at `offset`, `raw_len` bytes once decoded.
+pub(crate) fn load_frame(
+    file: &File,
+    path: &Path,
+    offset: u64,
+    len: u32,
+    raw_len: u32,
+) -> Result<Vec<u8>> {
+    decode_frame(&read_frame(file, path, offset, len)?, raw_len, path, offset)
+}
+
+/// The chunk at `offset..offset + raw_len` of a decoded frame, checked against its name.
+pub(crate) fn chunk_in_frame<'a>(
+    frame: &'a [u8],
+    id: &ChunkId,
+    offset: u32,
+    raw_len: u32,
+    path: &Path,
+) -> Result<&'a [u8]> {
+    let data = frame
+        .get(offset as usize..offset as usize + raw_len as usize)
+        .ok_or_else(|| Error::CorruptChunk {
+            chunk: *id,
+            path: path.to_path_buf(),
+            detail: format!("lies outside its frame of {} bytes", frame.len()),
+        })?;
+    check_chunk(data, id, raw_len, path)?;
+    Ok(data)
+}
+
 /// Checks a chunk's bytes against its name and length.
-pub(crate) fn check_chunk(data: &[u8], id: &ChunkId, raw_len: u32, path: &Path) -> Result<()> {
+fn check_chunk(data: &[u8], id: &ChunkId, raw_len: u32, path: &Path) -> Result<()> {
     let corrupt = |detail: String| Error::CorruptChunk {
         chunk: *id,
         path: path.to_path_buf(),
@@ -463,8 +493,9 @@ mod tests {
         let out = decode_frame(&a, data.len() as u32, Path::new("p"), 0).unwrap();
         assert_eq!(out, data);
         let id = ChunkId::of(&data[..50_000]);
-        check_chunk(&out[..50_000], &id, 50_000, Path::new("p")).unwrap();
-        assert!(check_chunk(&out[1..50_001], &id, 50_000, Path::new("p")).is_err());
+        chunk_in_frame(&out, &id, 0, 50_000, Path::new("p")).unwrap();
+        assert!(chunk_in_frame(&out, &id, 1, 50_000, Path::new("p")).is_err());
+        assert!(chunk_in_frame(&out, &id, 60_000, 50_000, Path::new("p")).is_err());
         assert!(decode_frame(&a[..a.len() - 3], data.len() as u32, Path::new("p"), 0).is_err());
         assert!(decode_frame(&a, data.len() as u32 - 1, Path::new("p"), 0).is_err());
         // Two concatenated frames form a valid zstd stream.

@@ -354,8 +354,11 @@ impl Store {
         let key = (*pack, loc.frame_offset);
         {
             let mut cache = self.frames.lock().unwrap_or_else(|e| e.into_inner());
-            if let Some(i) = cache.iter().position(|(k, _)| *k == key) {
-                let hit = cache.remove(i).unwrap_or_else(|| unreachable!());
+            if let Some(hit) = cache
+                .iter()
+                .position(|(k, _)| *k == key)
+                .and_then(|i| cache.remove(i))
+            {
                 let data = hit.1.clone();
                 cache.push_front(hit);
                 return Ok(data);
@@ -363,12 +366,12 @@ impl Store {
         }
         let path = self.pack_path(pack, "pack");
         let f = self.pack_file(pack)?;
-        let raw = pack::read_frame(&f, &path, loc.frame_offset, loc.frame_len)?;
-        let data = Arc::new(pack::decode_frame(
-            &raw,
-            loc.frame_raw_len,
+        let data = Arc::new(pack::load_frame(
+            &f,
             &path,
             loc.frame_offset,
+            loc.frame_len,
+            loc.frame_raw_len,
         )?);
         let mut cache = self.frames.lock().unwrap_or_else(|e| e.into_inner());
         if !cache.iter().any(|(k, _)| *k == key) {
@@ -427,14 +430,7 @@ impl Store {
             });
         }
         let frame = self.frame(&pack, &loc)?;
-        let (start, end) = (loc.offset as usize, (loc.offset + loc.raw_len) as usize);
-        let data = frame.get(start..end).ok_or_else(|| Error::CorruptChunk {
-            chunk: c.id,
-            path: path.clone(),
-            detail: format!("frame at {} is shorter than {end} bytes", loc.frame_offset),
-        })?;
-        pack::check_chunk(data, &c.id, c.len, &path)?;
-        Ok(data.to_vec())
+        pack::chunk_in_frame(&frame, &c.id, loc.offset, c.len, &path).map(<[u8]>::to_vec)
     }
 
     pub(crate) fn not_found(&self, digest: Digest) -> Error {
@@ -779,12 +775,25 @@ impl Store {
                     size,
                     media_type: media_type.to_string(),
                 });
-                self.write_layer_index(&info)?;
+                self.record_blob(&info, &d, "external")?;
             }
             "external"
         };
         self.write_link(&d, &info.diff_id, encoding)?;
         Ok(info)
+    }
+
+    /// Records a new blob of a layer: its link first, then the index listing it. A crash in between leaves a link
+    /// whose layer does not list the blob (a partial write: not served, removed by gc), never a listed blob that
+    /// cannot be found by digest.
+    pub(crate) fn record_blob(
+        &self,
+        idx: &LayerIndex,
+        blob: &Digest,
+        encoding: &str,
+    ) -> Result<()> {
+        self.write_link(blob, &idx.diff_id, encoding)?;
+        self.write_layer_index(idx)
     }
 
     pub(crate) fn write_layer_index(&self, idx: &LayerIndex) -> Result<()> {
@@ -842,10 +851,7 @@ impl Store {
             return Ok(b);
         }
         let b = self.reproduce(&idx, enc)?;
-        // Link before index: a crash in between leaves a link to a layer that does not list the blob yet (served
-        // as "not found", recomputed next time), never a listed blob that cannot be served.
-        self.write_link(&b.digest, diff_id, enc.name())?;
-        // Re-read: another thread or process may have recorded another encoding meanwhile.
+        // Re-read: another thread or process may have recorded this or another encoding meanwhile.
         let mut idx = self.layer(diff_id)?;
         if let Some(known) = slot(&idx) {
             return Ok(known);
@@ -854,7 +860,7 @@ impl Store {
             BlobEncoding::Zstd => idx.zstd = Some(b.clone()),
             BlobEncoding::Gzip => idx.gzip = Some(b.clone()),
         }
-        self.write_layer_index(&idx)?;
+        self.record_blob(&idx, &b.digest, enc.name())?;
         Ok(b)
     }
 
