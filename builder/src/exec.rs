@@ -50,7 +50,8 @@ pub struct BuildOptions {
     pub offline: bool,
     /// Layer compression referenced by the manifests.
     pub compression: Compression,
-    /// Where stage filesystems are materialised (default: the system temp directory).
+    /// Where stage filesystems are materialised (default: the store's session temp directory,
+    /// which the next run or `store gc` removes when a killed build leaves it behind).
     pub work_dir: Option<PathBuf>,
 }
 
@@ -105,7 +106,10 @@ pub fn build(
     let name = normalize_tag(&opts.tag)?;
     let (context, _) =
         Context::open(&opts.context).map_err(|e| BuildError::Request(e.to_string()))?;
-    let work_parent = opts.work_dir.clone().unwrap_or_else(std::env::temp_dir);
+    let work_parent = opts
+        .work_dir
+        .clone()
+        .unwrap_or_else(|| store.tmp_dir().to_path_buf());
     std::fs::create_dir_all(&work_parent).map_err(io("create", &work_parent))?;
     let work = tempfile::Builder::new()
         .prefix("chasi-build-")
