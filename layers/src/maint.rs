@@ -245,8 +245,9 @@ impl Store {
         Ok(roots)
     }
 
-    /// A manifest, index or config blob for `du` and `verify`: a raw blob, read bounded, its digest checked, parsed.
-    fn image_document(&self, d: &Digest, what: &'static str) -> Result<Value> {
+    /// A manifest, index or config blob as JSON: a raw blob, read with the store's bounds (see [`crate::json`]), its
+    /// digest checked, parsed; errors name the digest's path and `what`. Used by `du` and `verify`.
+    pub fn get_json(&self, d: &Digest, what: &'static str) -> Result<Value> {
         let p = self.blob_path(d);
         let size = fs::metadata(&p).map_err(|e| match e.kind() {
             std::io::ErrorKind::NotFound => self.not_found(*d),
@@ -358,7 +359,7 @@ impl Store {
         depth: u32,
     ) -> Result<u64> {
         seen.push(*d);
-        let v = self.image_document(d, "manifest")?;
+        let v = self.get_json(d, "manifest")?;
         let mut total = self.blob_size(d)?;
         if let Some(c) = v.get("config").and_then(descriptor) {
             total += c.1;
@@ -1006,7 +1007,7 @@ impl Store {
             Ok(None) => {}
             Err(e) => return Err(e.to_string()),
         }
-        self.image_document(d, "manifest")
+        self.get_json(d, "manifest")
             .map_err(|e| format!("cannot be read: {e}"))
     }
 
@@ -1025,7 +1026,7 @@ impl Store {
             Err(e) => return Err(e.to_string()),
         }
         let v = self
-            .image_document(d, "config")
+            .get_json(d, "config")
             .map_err(|e| format!("cannot be read: {e}"))?;
         let Some(ids) = v.pointer("/rootfs/diff_ids").and_then(Value::as_array) else {
             return Ok(None);

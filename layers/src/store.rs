@@ -10,7 +10,7 @@
 //! <store>/layers/<diffid>.json     layer index: DiffID, tar size, chunk list, blob digests once known (LayerIndex)
 //! <store>/links/<blob>.json        compressed-blob digest → DiffID + encoding, to serve layer blobs by digest
 //! <store>/refs/<escaped name>.json name:tag → manifest digest
-//! <store>/cache/<key>.json         build-cache records (key digest → JSON value)
+//! <store>/cache/<key>.json         build-cache records: {key, value}, read back only under their own key
 //! ```
 //! Write order guarantees that whatever a reader can reach is complete: chunks (pack, then its index) before the
 //! layer index, a blob's link before the layer index that lists the blob (a link alone is a partial write, never

@@ -266,7 +266,8 @@ fn check_layer_proves_presence_from_index_packs_sizes_and_links() {
     let index = root
         .join("layers")
         .join(format!("{}.json", a.diff_id.hex()));
-    let damage: [(&Path, Box<dyn Fn(&Path)>); 5] = [
+    type Damage<'a> = (&'a Path, Box<dyn Fn(&Path)>);
+    let damage: [Damage; 5] = [
         (&pack, Box::new(|p| fs::remove_file(p).unwrap())),
         (
             &pack,
