@@ -101,7 +101,14 @@ fn verify_exits_1_naming_each_bad_object() {
     let o = chasi(&root, &["store", "verify", "--format", "json"]);
     assert_eq!(o.status.code(), Some(1));
     let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
-    assert_eq!(v["problems"].as_array().unwrap().len(), 2);
+    // The two blobs, and the ref whose manifest can no longer be read.
+    let problems = v["problems"].as_array().unwrap();
+    assert_eq!(problems.len(), 3, "{problems:?}");
+    assert!(problems.iter().any(|p| p["object"] == "demo:1"
+        && p["detail"]
+            .as_str()
+            .unwrap()
+            .contains(&manifest.to_string())));
 }
 
 #[test]
