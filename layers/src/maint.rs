@@ -892,7 +892,7 @@ impl Checker<'_> {
                 out.push(format!("{via}config has no digest and size"));
                 None
             }
-            Some((c, size)) => match store.config_diff_ids(&c, size) {
+            Some((c, size)) => match store.config_diff_ids(&c, size, config_media_type(v)) {
                 Ok(ids) => ids,
                 Err(detail) => {
                     out.push(format!("{via}config {c} {detail}"));
@@ -982,6 +982,13 @@ impl Checker<'_> {
     }
 }
 
+fn config_media_type(manifest: &Value) -> &str {
+    manifest
+        .pointer("/config/mediaType")
+        .and_then(Value::as_str)
+        .unwrap_or("")
+}
+
 fn join(ds: &[Digest]) -> String {
     ds.iter()
         .map(Digest::to_string)
@@ -1011,11 +1018,13 @@ impl Store {
             .map_err(|e| format!("cannot be read: {e}"))
     }
 
-    /// A config blob: present, of the size the manifest says, JSON; returns its `rootfs.diff_ids` if it has them.
+    /// A config blob: present, of the size the manifest says, JSON (unless its media type says otherwise, as an
+    /// artifact's may); returns its `rootfs.diff_ids` if it has them.
     fn config_diff_ids(
         &self,
         d: &Digest,
         size: u64,
+        media_type: &str,
     ) -> std::result::Result<Option<Vec<Digest>>, String> {
         if !self.blob_path(d).is_file() {
             return Err("is missing".into());
@@ -1024,6 +1033,9 @@ impl Store {
             Ok(n) if n == size => {}
             Ok(n) => return Err(format!("is {n} bytes, the manifest says {size}")),
             Err(e) => return Err(e.to_string()),
+        }
+        if !(media_type.is_empty() || media_type.ends_with("json")) {
+            return Ok(None);
         }
         let v = self
             .get_json(d, "config")

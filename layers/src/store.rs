@@ -417,14 +417,15 @@ impl Store {
                 }
             }
         }
+        // The uncompressed tar itself (served from the chunks just checked).
+        if *blob == *diff_id {
+            return Ok(());
+        }
         let listed = [idx.zstd.as_ref(), idx.gzip.as_ref()]
             .into_iter()
             .flatten()
             .chain(&idx.external)
             .any(|b| b.digest == *blob);
-        if *blob == *diff_id {
-            return Ok(());
-        }
         if !listed {
             return Err(missing(format!("blob {blob} is not one of its blobs")));
         }
