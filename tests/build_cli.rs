@@ -678,3 +678,77 @@ fn invalid_utf8_is_reported_at_its_position() {
         (Some(2), Some(9))
     );
 }
+
+/// Cache records of layer steps (`{"key": …, "value": {"diff_id", "blob", "size"}}`) in a store.
+fn step_records(store: &Path) -> Vec<std::path::PathBuf> {
+    let mut out: Vec<_> = fs::read_dir(store.join("cache"))
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| {
+            serde_json::from_slice::<Value>(&fs::read(p).unwrap())
+                .is_ok_and(|v| v["value"]["blob"].is_object())
+        })
+        .collect();
+    out.sort();
+    out
+}
+
+fn remove_all(dir: &Path, ext: &str) {
+    for e in fs::read_dir(dir).unwrap().flatten() {
+        if e.path().extension().is_some_and(|x| x == ext) {
+            fs::remove_file(e.path()).unwrap();
+        }
+    }
+}
+
+#[test]
+fn a_cache_hit_needs_its_layer_present_and_a_record_its_own_key() {
+    let tmp = tempfile::tempdir().unwrap();
+    let ctx = tmp.path().join("ctx");
+    write_files(
+        &ctx,
+        &[
+            (
+                "Kubefile",
+                "FROM scratch\nCOPY a.txt a.txt\nCOPY b.txt b.txt\n",
+            ),
+            ("a.txt", &"alpha\n".repeat(5000)),
+            ("b.txt", &"beta\n".repeat(7000)),
+        ],
+    );
+    let c = ctx.to_str().unwrap();
+    let (clean, _, _) = build_json(&tmp.path().join("clean"), &["-t", "t:1", c]);
+    let store = tmp.path().join("store");
+    let (first, executed, _) = build_json(&store, &["-t", "t:1", c]);
+    assert_eq!((first.as_str(), executed.len()), (clean.as_str(), 2));
+    let rebuild = |what: &str| {
+        let (d, executed, cached) = build_json(&store, &["-t", "t:1", c]);
+        assert_eq!(
+            executed.len(),
+            2,
+            "{what}: both steps run again ({cached:?} cached)"
+        );
+        assert_eq!(d, clean, "{what}: same image as a clean build");
+        ok(&store, &["store", "gc"]);
+        ok(&store, &["store", "verify"]);
+    };
+
+    // Packs deleted: the layer index and links are still there, but the hit cannot be proven.
+    remove_all(&store.join("packs"), "pack");
+    rebuild("packs deleted");
+    // Layer indexes deleted.
+    remove_all(&store.join("layers"), "json");
+    rebuild("layer indexes deleted");
+    // Two step records swapped: each is now under the other's key, so neither answers.
+    let recs = step_records(&store);
+    assert_eq!(recs.len(), 2, "{recs:?}");
+    let (r0, r1) = (fs::read(&recs[0]).unwrap(), fs::read(&recs[1]).unwrap());
+    fs::write(&recs[0], &r1).unwrap();
+    fs::write(&recs[1], &r0).unwrap();
+    rebuild("records swapped");
+    // The records were overwritten: everything is a hit again.
+    let (d, executed, cached) = build_json(&store, &["-t", "t:1", c]);
+    assert!(executed.is_empty(), "{executed:?}");
+    assert_eq!((d, cached.len()), (clean, 2));
+}

@@ -101,7 +101,14 @@ fn verify_exits_1_naming_each_bad_object() {
     let o = chasi(&root, &["store", "verify", "--format", "json"]);
     assert_eq!(o.status.code(), Some(1));
     let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
-    assert_eq!(v["problems"].as_array().unwrap().len(), 2);
+    // The two blobs, and the ref whose manifest can no longer be read.
+    let problems = v["problems"].as_array().unwrap();
+    assert_eq!(problems.len(), 3, "{problems:?}");
+    assert!(problems.iter().any(|p| p["object"] == "demo:1"
+        && p["detail"]
+            .as_str()
+            .unwrap()
+            .contains(&manifest.to_string())));
 }
 
 #[test]
@@ -163,4 +170,55 @@ fn store_location_from_env_and_errors() {
     assert!(!missing.exists(), "verify must not create a store");
     let o = chasi(&root, &["store", "frobnicate"]);
     assert_eq!(o.status.code(), Some(2));
+}
+
+#[test]
+fn one_rule_for_a_directory_without_layout_json() {
+    let t = tempfile::tempdir().unwrap();
+    // Absent: commands that only read say so and create nothing.
+    let absent = t.path().join("absent");
+    for args in [
+        &["store", "du"][..],
+        &["store", "gc"],
+        &["store", "verify"],
+        &["images"],
+        &["inspect", "x:1"],
+    ] {
+        let o = chasi(&absent, args);
+        assert_eq!(o.status.code(), Some(1), "{args:?}");
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(
+            err.contains(&format!("no store at {}", absent.display())),
+            "{args:?}: {err}"
+        );
+        assert!(!absent.exists(), "{args:?} created the store");
+    }
+    // Not empty and no layout.json: every command refuses it, the same way, and writes nothing into it.
+    let foreign = t.path().join("foreign");
+    fs::create_dir(&foreign).unwrap();
+    fs::write(foreign.join("notes.txt"), "mine").unwrap();
+    let ctx = t.path().join("ctx");
+    fs::create_dir(&ctx).unwrap();
+    fs::write(ctx.join("Kubefile"), "FROM scratch\nLABEL a=b\n").unwrap();
+    for args in [
+        &["store", "verify"][..],
+        &["store", "gc"],
+        &["images"],
+        &["build", "-t", "x:1", ctx.to_str().unwrap()],
+    ] {
+        let o = chasi(&foreign, args);
+        assert_eq!(o.status.code(), Some(1), "{args:?}");
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(
+            err.contains(&format!("{} is not a chasi store", foreign.display())),
+            "{args:?}: {err}"
+        );
+        let names: Vec<_> = fs::read_dir(&foreign).unwrap().flatten().collect();
+        assert_eq!(names.len(), 1, "{args:?} wrote into the directory");
+    }
+    // Absent or empty: a command that writes creates the store.
+    let o = chasi(&absent, &["build", "-t", "x:1", ctx.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(absent.join("layout.json").is_file());
+    assert!(chasi(&absent, &["store", "verify"]).status.success());
 }

@@ -10,7 +10,8 @@
 //! every ancestor), the key of its parent, the keys of the stages it reads, the time epoch
 //! file times are clamped to, and what the plan cannot know: the manifest digest a base image reference resolved to, and the digests of
 //! remote sources. A layer step whose key has a cache record (and whose layer is still in the
-//! store) is not executed; `--no-cache` skips the lookup (and still records the result).
+//! store, its packs present with the right sizes) is not executed; `--no-cache` skips the
+//! lookup (and still records the result).
 
 use crate::assemble::{self, Compression};
 use crate::copy::{self, CopyOptions, Mapping, SourceTree};
@@ -492,8 +493,10 @@ fn bump(shared: &Shared<'_>, cached: bool) {
     }
 }
 
-/// `Some(Some(layer))` for a cached layer, `Some(None)` for a cached no-change step, `None` on a miss
-/// (also when the record points at a layer the store no longer has).
+/// `Some(Some(layer))` for a cached layer, `Some(None)` for a cached no-change step, `None` on a miss:
+/// also when the record was written for another key (the store checks the binding) or its layer
+/// cannot be proven present cheaply ([`Store::check_layer`]: index, packs and their sizes, links),
+/// so the step is executed again and its record overwritten.
 fn lookup_cache(store: &Store, key: &Digest) -> Result<Option<Option<LayerRef>>> {
     let Some(record) = store.get_cache(key)? else {
         return Ok(None);
@@ -510,9 +513,7 @@ fn lookup_cache(store: &Store, key: &Digest) -> Result<Option<Option<LayerRef>>>
         .cloned()
         .and_then(|b| serde_json::from_value::<chasi_layers::BlobDesc>(b).ok());
     match (diff_id, blob) {
-        (Some(diff_id), Some(blob))
-            if store.has_layer(&diff_id) && store.has_blob(&blob.digest) =>
-        {
+        (Some(diff_id), Some(blob)) if store.check_layer(&diff_id, &blob.digest).is_ok() => {
             Ok(Some(Some(LayerRef { diff_id, blob })))
         }
         _ => Ok(None),

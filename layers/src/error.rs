@@ -121,6 +121,32 @@ pub enum Error {
         /// Why.
         reason: String,
     },
+    /// A command that only reads found no store at the path (absent, or an empty directory).
+    #[error("no store at {path} (nothing has been built or loaded there yet)")]
+    NoStore {
+        /// The store directory.
+        path: PathBuf,
+    },
+    /// The path is a non-empty directory without `layout.json`, or not a directory: never used as a store.
+    #[error(
+        "{path} is not a chasi store: {reason} (use an empty or new directory for a new store)"
+    )]
+    NotAStore {
+        /// The path given as the store.
+        path: PathBuf,
+        /// Why ("the directory is not empty and has no layout.json", ...).
+        reason: String,
+    },
+    /// `gc` found a document it must follow but cannot read; it stopped before deleting anything.
+    #[error("gc stopped before deleting anything: {origin} reaches {digest}, which cannot be read: {cause}")]
+    GcUnreadable {
+        /// The root the document is reachable from (`ref NAME` or `cache record FILE`).
+        origin: String,
+        /// The document (manifest, config, layer, link).
+        digest: Digest,
+        /// Why it cannot be read.
+        cause: Box<Error>,
+    },
     /// The store location could not be determined.
     #[error("cannot determine the store location: {0}")]
     NoLocation(String),

@@ -183,6 +183,7 @@ impl Layout {
             format: String,
             version: u32,
         }
+        crate::json::check(data, crate::json::MAX_DOC).map_err(bad)?;
         let head: Head =
             serde_json::from_slice(data).map_err(|e| bad(format!("unreadable: {e}")))?;
         if head.format != FORMAT_NAME {

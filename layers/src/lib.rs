@@ -16,6 +16,7 @@ pub mod error;
 pub mod flatten;
 mod fsutil;
 mod ingest;
+pub mod json;
 pub mod layout;
 pub mod location;
 pub mod maint;

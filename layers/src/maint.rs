@@ -3,19 +3,28 @@
 //!
 //! GC roots are the refs and the build-cache records. Marking follows every `sha256:…` string found in a reachable
 //! JSON blob (manifests, indexes, configs, cache records), so it needs no knowledge of OCI media types and keeps
-//! configs, layers (by blob digest or DiffID), subjects and referrers alike. The sweep runs under the exclusive
-//! `locks/gc.lock`, which no open [`Store`] shares, so nothing a concurrent build is writing can be deleted.
+//! configs, layers (by blob digest or DiffID), subjects and referrers alike. A reachable document that cannot be
+//! read or parsed (a JSON-looking blob, a layer index, a link, a ref, a cache record) stops gc before anything is
+//! deleted, naming the root and the digest: its references are unknown, so nothing may be taken for garbage. The
+//! sweep runs under the exclusive `locks/gc.lock`, which no open [`Store`] shares, so nothing a concurrent build is
+//! writing can be deleted.
+//!
+//! `verify` walks every ref to completeness (manifest or nested index, config, every layer's link and index) and
+//! re-hashes every object; see [`Store::verify`].
 
 use crate::digest::{ChunkId, Digest, Hasher};
 use crate::error::{Error, IoCtx, Result};
 use crate::fsutil::{self, TempSession};
+use crate::json;
 use crate::pack::{self, PackEntry, PackIndex, PackWriter};
-use crate::store::{list_hex, parse_json, BlobEncoding, BlobLink, LayerIndex, RefRecord, Store};
+use crate::store::{list_hex, BlobEncoding, CacheRecord, RefRecord, Store};
 use serde::Serialize;
+use serde_json::Value;
 use std::collections::{BTreeMap, HashSet};
 use std::fs;
 use std::io::Read;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+use std::rc::Rc;
 use std::time::{Duration, Instant};
 
 /// Usage of one image (a ref).
@@ -29,6 +38,9 @@ pub struct ImageUsage {
     pub logical_bytes: u64,
     /// Number of layer descriptors.
     pub layers: u64,
+    /// Why the image's size could not be counted (an unreadable manifest, index or config), naming the digest.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub problem: Option<String>,
 }
 
 /// Result of [`Store::du`].
@@ -111,75 +123,162 @@ pub struct GcReport {
     pub bytes_freed: u64,
 }
 
+/// What gc keeps: every reachable digest and the chunks of every reachable layer.
 struct Marks {
     digests: HashSet<Digest>,
+    chunks: HashSet<ChunkId>,
 }
 
-fn collect_digests(v: &serde_json::Value, out: &mut Vec<Digest>) {
+/// A digest to mark and the root it was reached from (`ref NAME`, `cache record FILE`), for error messages.
+type Reached = (Digest, Rc<str>);
+
+fn collect_digests(v: &Value, out: &mut Vec<Digest>) {
     match v {
-        serde_json::Value::String(s) => {
+        Value::String(s) => {
             if let Ok(d) = s.parse::<Digest>() {
                 out.push(d);
             }
         }
-        serde_json::Value::Array(a) => a.iter().for_each(|x| collect_digests(x, out)),
-        serde_json::Value::Object(o) => o.values().for_each(|x| collect_digests(x, out)),
+        Value::Array(a) => a.iter().for_each(|x| collect_digests(x, out)),
+        Value::Object(o) => o.values().for_each(|x| collect_digests(x, out)),
         _ => {}
     }
 }
 
 impl Store {
-    fn mark(&self, roots: Vec<Digest>) -> Marks {
-        let mut digests = HashSet::new();
+    /// Marks everything reachable from `roots`; fails (nothing is deleted yet) on the first reachable document
+    /// that cannot be read.
+    fn mark(&self, roots: Vec<Reached>) -> Result<Marks> {
+        let mut marks = Marks {
+            digests: HashSet::new(),
+            chunks: HashSet::new(),
+        };
         let mut todo = roots;
-        while let Some(d) = todo.pop() {
-            if !digests.insert(d) {
+        while let Some((d, origin)) = todo.pop() {
+            if !marks.digests.insert(d) {
                 continue;
             }
-            // A raw blob that is JSON: follow its digests.
-            let bp = self.blob_path(&d);
-            if let Ok(md) = fs::metadata(&bp) {
-                if md.len() <= 16 << 20 {
-                    if let Ok(data) = fs::read(&bp) {
-                        if let Ok(v) = serde_json::from_slice::<serde_json::Value>(&data) {
-                            collect_digests(&v, &mut todo);
-                        }
-                    }
-                }
-            }
-            // A layer blob digest: keep the layer.
-            if let Ok(data) = fs::read(self.link_path(&d)) {
-                if let Ok(l) = serde_json::from_slice::<BlobLink>(&data) {
-                    todo.push(l.diff_id);
-                }
-            }
-            // A layer: keep all its blobs.
-            if let Ok(idx) = self.layer(&d) {
-                todo.extend(idx.zstd.iter().map(|z| z.digest));
-                todo.extend(idx.gzip.iter().map(|g| g.digest));
-                todo.extend(idx.external.iter().map(|g| g.digest));
-            }
+            let next =
+                self.references_of(&d, &mut marks.chunks)
+                    .map_err(|cause| Error::GcUnreadable {
+                        origin: origin.to_string(),
+                        digest: d,
+                        cause: Box::new(cause),
+                    })?;
+            todo.extend(next.into_iter().map(|n| (n, origin.clone())));
         }
-        Marks { digests }
+        Ok(marks)
     }
 
-    fn roots(&self) -> Result<Vec<Digest>> {
-        let mut roots: Vec<Digest> = self.list_refs()?.into_iter().map(|r| r.digest).collect();
-        let cache = self.root.join("cache");
-        for ent in fs::read_dir(&cache)
-            .ctx("read directory", &cache)?
-            .flatten()
-        {
-            if let Ok(data) = fs::read(ent.path()) {
-                if let Ok(v) = serde_json::from_slice::<serde_json::Value>(&data) {
-                    collect_digests(&v, &mut roots);
-                }
+    /// The digests one object keeps alive: a link's layer, a layer's blobs (and its chunks, into `chunks`), the
+    /// digests inside a JSON document blob.
+    fn references_of(&self, d: &Digest, chunks: &mut HashSet<ChunkId>) -> Result<Vec<Digest>> {
+        let mut out = Vec::new();
+        let link = self.read_link(d)?;
+        if let Some(l) = &link {
+            out.push(l.diff_id);
+        }
+        match self.layer(d) {
+            Ok(idx) => {
+                chunks.extend(idx.chunks.iter().map(|c| c.id));
+                out.extend(
+                    idx.zstd
+                        .iter()
+                        .chain(&idx.gzip)
+                        .chain(&idx.external)
+                        .map(|b| b.digest),
+                );
             }
+            Err(e) if e.is_not_found() => {}
+            Err(e) => return Err(e),
+        }
+        // A blob with a link is a layer blob (tar, gzip, zstd), never a document.
+        if link.is_none() {
+            if let Some(v) = self.blob_document(d)? {
+                collect_digests(&v, &mut out);
+            }
+        }
+        Ok(out)
+    }
+
+    /// A raw blob that is meant as JSON (it starts like JSON), parsed with the store's bounds; `None` when the blob
+    /// is absent or is some other kind of blob.
+    fn blob_document(&self, d: &Digest) -> Result<Option<Value>> {
+        let p = self.blob_path(d);
+        let mut head = [0u8; 256];
+        let n = match fs::File::open(&p) {
+            Ok(mut f) => f.read(&mut head).ctx("read", &p)?,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(Error::io("open", &p, e)),
+        };
+        if !json::looks_like_json(&head[..n]) {
+            return Ok(None);
+        }
+        let data = json::read_bounded(&p, json::MAX_DOC, "json blob")?.unwrap_or_default();
+        json::parse(&data, json::MAX_DOC, "json blob", &p).map(Some)
+    }
+
+    /// The roots: every ref and, unless the cache is being pruned, every build-cache record.
+    fn roots(&self, with_cache: bool) -> Result<Vec<Reached>> {
+        let mut roots: Vec<Reached> = self
+            .list_refs()?
+            .into_iter()
+            .map(|r| (r.digest, Rc::from(format!("ref {}", r.name))))
+            .collect();
+        if !with_cache {
+            return Ok(roots);
+        }
+        let cache = self.root.join("cache");
+        for ent in fs::read_dir(&cache).ctx("read directory", &cache)? {
+            let p = ent.ctx("read directory", &cache)?.path();
+            let v: Value = json::read(
+                &p,
+                json::MAX_DOC,
+                "cache record (gc --prune-cache drops it)",
+            )?
+            .unwrap_or_default();
+            let mut found = Vec::new();
+            collect_digests(&v, &mut found);
+            let origin: Rc<str> = Rc::from(format!("cache record {}", p.display()));
+            roots.extend(found.into_iter().map(|d| (d, origin.clone())));
         }
         Ok(roots)
     }
 
-    /// Logical vs physical usage, per image.
+    /// A manifest, index or config blob as JSON: a raw blob, read with the store's bounds (see [`crate::json`]), its
+    /// digest checked, parsed; errors name the digest's path and `what`. Used by `du` and `verify`.
+    pub fn get_json(&self, d: &Digest, what: &'static str) -> Result<Value> {
+        let p = self.blob_path(d);
+        let size = fs::metadata(&p).map_err(|e| match e.kind() {
+            std::io::ErrorKind::NotFound => self.not_found(*d),
+            _ => Error::io("stat", &p, e),
+        })?;
+        if size.len() > json::MAX_DOC {
+            return Err(Error::Malformed {
+                what,
+                path: p,
+                detail: format!(
+                    "{} bytes, more than the {} allowed",
+                    size.len(),
+                    json::MAX_DOC
+                ),
+            });
+        }
+        let data = self.get_blob(d)?;
+        json::parse(&data, json::MAX_DOC, what, &p)
+    }
+}
+
+/// `(digest, size)` of an OCI descriptor, if it has both.
+fn descriptor(x: &Value) -> Option<(Digest, u64)> {
+    Some((
+        x.get("digest")?.as_str()?.parse().ok()?,
+        x.get("size")?.as_u64()?,
+    ))
+}
+
+impl Store {
+    /// Logical vs physical usage, per image. An image whose documents cannot be read is listed with a `problem`.
     pub fn du(&self) -> Result<DuReport> {
         let refs = self.list_refs()?;
         let mut images = Vec::new();
@@ -188,7 +287,10 @@ impl Store {
         for r in &refs {
             let mut layers = 0;
             let mut seen = Vec::new();
-            let bytes = self.oci_size(&r.digest, &mut layers, &mut seen, 0);
+            let (bytes, problem) = match self.oci_size(&r.digest, &mut layers, &mut seen, 0) {
+                Ok(b) => (b, None),
+                Err(e) => (0, Some(e.to_string())),
+            };
             counted.extend(seen);
             logical += bytes;
             images.push(ImageUsage {
@@ -196,6 +298,7 @@ impl Store {
                 digest: r.digest.to_string(),
                 logical_bytes: bytes,
                 layers,
+                problem,
             });
         }
         let layer_ids = self.list_layers()?;
@@ -248,20 +351,17 @@ impl Store {
     }
 
     /// OCI size of a manifest or index: itself plus every descriptor's `size` (recursing into child manifests).
-    fn oci_size(&self, d: &Digest, layers: &mut u64, seen: &mut Vec<Digest>, depth: u32) -> u64 {
+    fn oci_size(
+        &self,
+        d: &Digest,
+        layers: &mut u64,
+        seen: &mut Vec<Digest>,
+        depth: u32,
+    ) -> Result<u64> {
         seen.push(*d);
-        let Ok(data) = self.get_blob(d) else { return 0 };
-        let mut total = data.len() as u64;
-        let Ok(v) = serde_json::from_slice::<serde_json::Value>(&data) else {
-            return total;
-        };
-        let desc = |x: &serde_json::Value| -> Option<(Digest, u64)> {
-            Some((
-                x.get("digest")?.as_str()?.parse().ok()?,
-                x.get("size")?.as_u64()?,
-            ))
-        };
-        if let Some(c) = v.get("config").and_then(desc) {
+        let v = self.get_json(d, "manifest")?;
+        let mut total = self.blob_size(d)?;
+        if let Some(c) = v.get("config").and_then(descriptor) {
             total += c.1;
             seen.push(c.0);
         }
@@ -270,348 +370,30 @@ impl Store {
             .and_then(|l| l.as_array())
             .into_iter()
             .flatten()
-            .filter_map(desc)
+            .filter_map(descriptor)
         {
             total += l.1;
             *layers += 1;
             seen.push(l.0);
         }
-        if depth < 4 {
+        if depth < MAX_INDEX_DEPTH {
             for m in v
                 .get("manifests")
                 .and_then(|l| l.as_array())
                 .into_iter()
                 .flatten()
-                .filter_map(desc)
+                .filter_map(descriptor)
             {
-                total += self.oci_size(&m.0, layers, seen, depth + 1);
+                total += self.oci_size(&m.0, layers, seen, depth + 1)?;
             }
         }
-        total
-    }
-
-    /// Re-hashes every object: blobs, packs (whole pack digest and every chunk), layers (chunk list, zstd blob
-    /// digest, DiffID), links, refs and cache records. Problems are collected, not fatal.
-    pub fn verify(&self) -> Result<VerifyReport> {
-        let mut rep = VerifyReport::default();
-        let bad = |rep: &mut VerifyReport, object: String, path: PathBuf, detail: String| {
-            rep.problems.push(Problem {
-                object,
-                path: path.display().to_string(),
-                detail,
-            })
-        };
-        // Blobs.
-        let bdir = self.root.join("blobs");
-        for ent in fs::read_dir(&bdir).ctx("read directory", &bdir)?.flatten() {
-            let name = ent.file_name().to_string_lossy().into_owned();
-            let path = ent.path();
-            let Ok(d) = Digest::from_hex(&name) else {
-                bad(&mut rep, name, path, "unexpected file in blobs/".into());
-                continue;
-            };
-            rep.checked += 1;
-            match hash_file(&path) {
-                Ok((got, n)) => {
-                    rep.bytes += n;
-                    if got != d {
-                        bad(
-                            &mut rep,
-                            d.to_string(),
-                            path,
-                            format!("content hashes to {got}"),
-                        );
-                    }
-                }
-                Err(e) => bad(&mut rep, d.to_string(), path, e.to_string()),
-            }
-        }
-        // Packs.
-        let pdir = self.root.join("packs");
-        let mut chunk_ok: HashSet<ChunkId> = HashSet::new();
-        let mut names: Vec<String> = fs::read_dir(&pdir)
-            .ctx("read directory", &pdir)?
-            .flatten()
-            .map(|e| e.file_name().to_string_lossy().into_owned())
-            .collect();
-        names.sort();
-        for name in &names {
-            let path = pdir.join(name);
-            if let Some(hex) = name.strip_suffix(".pack") {
-                if !names.contains(&format!("{hex}.idx")) {
-                    rep.ignored_partial.push(path.display().to_string());
-                }
-                continue;
-            }
-            let Some(hex) = name.strip_suffix(".idx") else {
-                bad(
-                    &mut rep,
-                    name.clone(),
-                    path,
-                    "unexpected file in packs/".into(),
-                );
-                continue;
-            };
-            rep.checked += 1;
-            let idx = match fs::read(&path)
-                .ctx("read", &path)
-                .and_then(|d| PackIndex::decode(&d, &path))
-            {
-                Ok(i) => i,
-                Err(e) => {
-                    bad(&mut rep, name.clone(), path, e.to_string());
-                    continue;
-                }
-            };
-            let pack_path = pdir.join(format!("{hex}.pack"));
-            if idx.pack.hex() != hex {
-                bad(
-                    &mut rep,
-                    name.clone(),
-                    path.clone(),
-                    format!("index describes pack {}", idx.pack),
-                );
-            }
-            // Frames are read one by one (memory: one frame). The pack's name covers its size and entry table;
-            // its bytes are covered by the per-frame chunk digests below, and must be exactly the frames.
-            let len = match fs::metadata(&pack_path) {
-                Ok(m) => m.len(),
-                Err(e) => {
-                    bad(
-                        &mut rep,
-                        idx.pack.to_string(),
-                        pack_path,
-                        format!("pack unreadable: {e}"),
-                    );
-                    continue;
-                }
-            };
-            rep.bytes += len;
-            let table = pack::pack_digest(&idx.entries, idx.pack_size);
-            let frames = idx.frames();
-            let covered: u64 = frames.iter().map(|f| f.1 as u64).sum();
-            if table != idx.pack || len != idx.pack_size || covered != len {
-                bad(
-                    &mut rep,
-                    idx.pack.to_string(),
-                    pack_path.clone(),
-                    format!(
-                        "pack is {len} bytes (index says {}, frames cover {covered}); entry table hashes to {table}",
-                        idx.pack_size
-                    ),
-                );
-            }
-            let file = match fs::File::open(&pack_path) {
-                Ok(f) => f,
-                Err(e) => {
-                    bad(
-                        &mut rep,
-                        idx.pack.to_string(),
-                        pack_path,
-                        format!("pack unreadable: {e}"),
-                    );
-                    continue;
-                }
-            };
-            // One frame in memory at a time; every chunk in it checked against its name.
-            let mut decoded: Option<(u64, std::result::Result<Vec<u8>, String>)> = None;
-            for e in &idx.entries {
-                rep.checked += 1;
-                if decoded.as_ref().is_none_or(|d| d.0 != e.frame_offset) {
-                    let data = pack::load_frame(
-                        &file,
-                        &pack_path,
-                        e.frame_offset,
-                        e.frame_len,
-                        e.frame_raw_len,
-                    )
-                    .map_err(|err| err.to_string());
-                    decoded = Some((e.frame_offset, data));
-                }
-                let data = match decoded.as_ref().map(|d| &d.1) {
-                    Some(Ok(d)) => d,
-                    Some(Err(err)) => {
-                        bad(
-                            &mut rep,
-                            format!("chunk {}", e.chunk),
-                            pack_path.clone(),
-                            err.clone(),
-                        );
-                        continue;
-                    }
-                    None => continue,
-                };
-                match pack::chunk_in_frame(data, &e.chunk, e.offset, e.raw_len, &pack_path) {
-                    Ok(_) => {
-                        chunk_ok.insert(e.chunk);
-                    }
-                    Err(err) => bad(
-                        &mut rep,
-                        format!("chunk {}", e.chunk),
-                        pack_path.clone(),
-                        err.to_string(),
-                    ),
-                }
-            }
-        }
-        // Layers.
-        for l in self.list_layers()? {
-            rep.checked += 1;
-            let path = self.layer_path(&l);
-            let idx: LayerIndex = match self.layer(&l) {
-                Ok(i) => i,
-                Err(e) => {
-                    bad(&mut rep, l.to_string(), path, e.to_string());
-                    continue;
-                }
-            };
-            let missing: Vec<_> = idx
-                .chunks
-                .iter()
-                .filter(|c| !chunk_ok.contains(&c.id))
-                .collect();
-            if let Some(c) = missing.first() {
-                bad(
-                    &mut rep,
-                    l.to_string(),
-                    path.clone(),
-                    format!(
-                        "{} chunk(s) missing or corrupt, first {}",
-                        missing.len(),
-                        c.id
-                    ),
-                );
-                continue;
-            }
-            let mut diff = Hasher::new();
-            let mut failed = None;
-            for c in &idx.chunks {
-                match self.read_chunk(c) {
-                    Ok(raw) => diff.update(&raw),
-                    Err(e) => {
-                        failed = Some(e.to_string());
-                        break;
-                    }
-                }
-            }
-            if let Some(e) = failed {
-                bad(&mut rep, l.to_string(), path, e);
-                continue;
-            }
-            rep.bytes += diff.len();
-            let (dl, dd) = (diff.len(), diff.finish());
-            if dd != l || dl != idx.size {
-                bad(
-                    &mut rep,
-                    l.to_string(),
-                    path.clone(),
-                    format!("chunks reassemble to {dd} ({dl} bytes)"),
-                );
-            }
-            // Recorded blob digests must still be what the chunks reproduce (a different libzstd or zlib would
-            // show up here, not as a wrong blob served to a registry).
-            let recorded = [
-                (idx.zstd.as_ref(), BlobEncoding::Zstd),
-                (idx.gzip.as_ref(), BlobEncoding::Gzip),
-            ];
-            for (b, enc) in recorded.into_iter().filter_map(|(b, e)| Some((b?, e))) {
-                let problem = match self.reproduce(&idx, enc) {
-                    Ok(got) if got.digest == b.digest && got.size == b.size => {
-                        if self.has_blob(&b.digest) {
-                            continue;
-                        }
-                        "has no link, so it cannot be served by digest".to_string()
-                    }
-                    Ok(got) => format!("reproduces as {} ({} bytes)", got.digest, got.size),
-                    Err(e) => e.to_string(),
-                };
-                bad(
-                    &mut rep,
-                    b.digest.to_string(),
-                    path.clone(),
-                    format!("blob of layer {l} {problem}"),
-                );
-            }
-            for e in &idx.external {
-                if !self.blob_path(&e.digest).exists() {
-                    bad(
-                        &mut rep,
-                        e.digest.to_string(),
-                        self.blob_path(&e.digest),
-                        format!("external blob of layer {l} missing"),
-                    );
-                }
-            }
-        }
-        // Links.
-        for d in list_hex(&self.root.join("links"), ".json")? {
-            rep.checked += 1;
-            let p = self.link_path(&d);
-            match fs::read(&p)
-                .ctx("read", &p)
-                .and_then(|x| parse_json::<BlobLink>(&x, "blob link", &p))
-            {
-                // Written just before the layer index that lists the blob: a kill in between leaves this.
-                Ok(_) if !self.has_blob(&d) => rep.ignored_partial.push(p.display().to_string()),
-                Ok(_) => {}
-                Err(e) => bad(&mut rep, d.to_string(), p, e.to_string()),
-            }
-        }
-        // Refs.
-        let rdir = self.root.join("refs");
-        for ent in fs::read_dir(&rdir).ctx("read directory", &rdir)?.flatten() {
-            rep.checked += 1;
-            let p = ent.path();
-            match fs::read(&p)
-                .ctx("read", &p)
-                .and_then(|x| parse_json::<RefRecord>(&x, "ref", &p))
-            {
-                Ok(r) if !self.has_blob(&r.digest) => bad(
-                    &mut rep,
-                    r.name.clone(),
-                    p,
-                    format!("points at missing manifest {}", r.digest),
-                ),
-                Ok(_) => {}
-                Err(e) => bad(
-                    &mut rep,
-                    ent.file_name().to_string_lossy().into_owned(),
-                    p,
-                    e.to_string(),
-                ),
-            }
-        }
-        // Cache records.
-        let cdir = self.root.join("cache");
-        for ent in fs::read_dir(&cdir).ctx("read directory", &cdir)?.flatten() {
-            rep.checked += 1;
-            let p = ent.path();
-            if let Err(e) = fs::read(&p)
-                .ctx("read", &p)
-                .and_then(|x| parse_json::<serde_json::Value>(&x, "cache record", &p))
-            {
-                bad(
-                    &mut rep,
-                    ent.file_name().to_string_lossy().into_owned(),
-                    p,
-                    e.to_string(),
-                );
-            }
-        }
-        // Layout.
-        let lp = self.root.join("layout.json");
-        if let Err(e) = fs::read(&lp)
-            .ctx("read", &lp)
-            .and_then(|d| crate::layout::Layout::parse(&d, &lp))
-        {
-            bad(&mut rep, "layout.json".into(), lp, e.to_string());
-        }
-        Ok(rep)
+        Ok(total)
     }
 
     /// Mark and sweep from refs (and cache records unless pruned). Waits for, or refuses to run beside, any other
     /// open store handle (see [`GcOptions::wait`]). Also removes dead temp sessions and pack leftovers, and
     /// rewrites packs whose chunks are partly dead (frames are copied verbatim, so blob digests never change).
+    /// Fails with [`Error::GcUnreadable`], having deleted nothing, when a reachable document cannot be read.
     pub fn gc(&mut self, opts: &GcOptions) -> Result<GcReport> {
         let lock_path = self.root.join("locks/gc.lock");
         // `Some(None)`: wait forever (the requested duration overflows the clock).
@@ -647,8 +429,10 @@ impl Store {
     }
 
     fn sweep(&mut self, opts: &GcOptions) -> Result<GcReport> {
+        // Everything that must be read is read first: an unreadable document stops gc here, before any deletion.
+        let marks = self.mark(self.roots(!opts.prune_cache)?)?;
         let mut rep = GcReport::default();
-        let remove = |rep: &mut GcReport, p: &std::path::Path| {
+        let remove = |rep: &mut GcReport, p: &Path| {
             if let Ok(md) = fs::symlink_metadata(p) {
                 rep.bytes_freed += fsutil::allocated(&md);
             }
@@ -665,7 +449,6 @@ impl Store {
         if !opts.dry_run {
             rep.bytes_freed += TempSession::clean_dead(&self.root.join("tmp"));
         }
-        let marks = self.mark(self.roots()?);
         for b in list_hex(&self.root.join("blobs"), "")? {
             if !marks.digests.contains(&b) {
                 rep.blobs_removed += 1;
@@ -677,18 +460,29 @@ impl Store {
                 remove(&mut rep, &self.link_path(&d));
             }
         }
-        let mut live_chunks: HashSet<ChunkId> = HashSet::new();
         for l in self.list_layers()? {
-            if marks.digests.contains(&l) {
-                if let Ok(idx) = self.layer(&l) {
-                    live_chunks.extend(idx.chunks.iter().map(|c| c.id));
-                }
-            } else {
+            if !marks.digests.contains(&l) {
                 rep.layers_removed += 1;
                 remove(&mut rep, &self.layer_path(&l));
             }
         }
-        // Packs: drop dead chunks; each chunk is kept once even if it was stored twice.
+        self.sweep_packs(opts, &marks.chunks, &mut rep, &remove)?;
+        if !opts.dry_run {
+            for d in ["blobs", "links", "layers", "packs", "cache"] {
+                fsutil::fsync_dir(&self.root.join(d))?;
+            }
+        }
+        Ok(rep)
+    }
+
+    /// Packs: drops dead chunks; each chunk is kept once even if it was stored twice.
+    fn sweep_packs(
+        &self,
+        opts: &GcOptions,
+        live_chunks: &HashSet<ChunkId>,
+        rep: &mut GcReport,
+        remove: &dyn Fn(&mut GcReport, &Path),
+    ) -> Result<()> {
         let pdir = self.root.join("packs");
         let mut kept: HashSet<ChunkId> = HashSet::new();
         let mut packs: BTreeMap<String, bool> = BTreeMap::new();
@@ -704,7 +498,7 @@ impl Store {
             let pack_path = pdir.join(format!("{hex}.pack"));
             let idx_path = pdir.join(format!("{hex}.idx"));
             if !has_idx {
-                remove(&mut rep, &pack_path);
+                remove(rep, &pack_path);
                 continue;
             }
             let Ok(idx) = fs::read(&idx_path)
@@ -714,6 +508,17 @@ impl Store {
                 // A corrupt index is left for `verify` to report; its chunks are not readable anyway.
                 continue;
             };
+            // A pack that is gone or has the wrong size serves nothing: its chunks must not count as kept (the
+            // layers that need them have them in another pack, or verify reports them). An index without its pack
+            // is removed; a pack of the wrong size is left for verify.
+            match fs::metadata(&pack_path) {
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                    remove(rep, &idx_path);
+                    continue;
+                }
+                Ok(m) if m.len() == idx.pack_size => {}
+                _ => continue,
+            }
             // Live and not kept yet (in an earlier pack, or earlier in this one: a layer's own repeats).
             let live: Vec<_> = idx
                 .entries
@@ -731,15 +536,518 @@ impl Store {
                 rep.bytes_freed = rep.bytes_freed.saturating_sub(written);
             }
             // Index first: a pack without index is an ignored leftover, never a dangling reference.
-            remove(&mut rep, &idx_path);
-            remove(&mut rep, &pack_path);
+            remove(rep, &idx_path);
+            remove(rep, &pack_path);
         }
-        if !opts.dry_run {
-            for d in ["blobs", "links", "layers", "packs", "cache"] {
-                fsutil::fsync_dir(&self.root.join(d))?;
+        Ok(())
+    }
+}
+
+/// Deepest nesting of indexes followed (an index of indexes of manifests is depth 2).
+const MAX_INDEX_DEPTH: u32 = 4;
+
+/// Collects the problems of one `verify` run.
+struct Checker<'a> {
+    store: &'a Store,
+    rep: VerifyReport,
+}
+
+/// Known media types of what a ref may point at.
+const ROOT_MEDIA_TYPES: [&str; 4] = [
+    "application/vnd.oci.image.manifest.v1+json",
+    "application/vnd.oci.image.index.v1+json",
+    "application/vnd.docker.distribution.manifest.v2+json",
+    "application/vnd.docker.distribution.manifest.list.v2+json",
+];
+
+impl Store {
+    /// Re-hashes every object: blobs, packs (whole pack digest and every chunk), layers (chunk list, zstd blob
+    /// digest, DiffID), links, refs, cache records and `layout.json`; and walks every ref to completeness: ref →
+    /// manifest or (nested) index → config blob and every layer (its link, its layer index, the config's DiffIDs).
+    /// Problems are collected, not fatal.
+    pub fn verify(&self) -> Result<VerifyReport> {
+        let mut c = Checker {
+            store: self,
+            rep: VerifyReport::default(),
+        };
+        c.blobs()?;
+        let chunk_ok = c.packs()?;
+        c.layers(&chunk_ok)?;
+        c.links()?;
+        c.refs()?;
+        c.cache()?;
+        c.layout();
+        Ok(c.rep)
+    }
+}
+
+impl Checker<'_> {
+    fn bad(&mut self, object: impl Into<String>, path: &Path, detail: impl Into<String>) {
+        self.rep.problems.push(Problem {
+            object: object.into(),
+            path: path.display().to_string(),
+            detail: detail.into(),
+        })
+    }
+
+    /// Entries of a store subdirectory, sorted by name.
+    fn entries(&self, sub: &str) -> Result<Vec<(String, PathBuf)>> {
+        let dir = self.store.root.join(sub);
+        let mut out: Vec<(String, PathBuf)> = fs::read_dir(&dir)
+            .ctx("read directory", &dir)?
+            .flatten()
+            .map(|e| (e.file_name().to_string_lossy().into_owned(), e.path()))
+            .collect();
+        out.sort();
+        Ok(out)
+    }
+
+    fn blobs(&mut self) -> Result<()> {
+        for (name, path) in self.entries("blobs")? {
+            let Ok(d) = Digest::from_hex(&name) else {
+                self.bad(name, &path, "unexpected file in blobs/");
+                continue;
+            };
+            self.rep.checked += 1;
+            match hash_file(&path) {
+                Ok((got, n)) => {
+                    self.rep.bytes += n;
+                    if got != d {
+                        self.bad(d.to_string(), &path, format!("content hashes to {got}"));
+                    }
+                }
+                Err(e) => self.bad(d.to_string(), &path, e.to_string()),
             }
         }
-        Ok(rep)
+        Ok(())
+    }
+
+    /// Every pack and its index; returns the chunks found sound.
+    fn packs(&mut self) -> Result<HashSet<ChunkId>> {
+        let mut chunk_ok = HashSet::new();
+        let entries = self.entries("packs")?;
+        let names: HashSet<&str> = entries.iter().map(|(n, _)| n.as_str()).collect();
+        for (name, path) in &entries {
+            if let Some(hex) = name.strip_suffix(".pack") {
+                if !names.contains(format!("{hex}.idx").as_str()) {
+                    self.rep.ignored_partial.push(path.display().to_string());
+                }
+            } else if name.ends_with(".idx") {
+                self.pack(name, path, &mut chunk_ok);
+            } else {
+                self.bad(name.clone(), path, "unexpected file in packs/");
+            }
+        }
+        Ok(chunk_ok)
+    }
+
+    /// One pack: its index, its size and entry table, then every chunk.
+    fn pack(&mut self, name: &str, path: &Path, chunk_ok: &mut HashSet<ChunkId>) {
+        self.rep.checked += 1;
+        let idx = match fs::read(path)
+            .ctx("read", path)
+            .and_then(|d| PackIndex::decode(&d, path))
+        {
+            Ok(i) => i,
+            Err(e) => return self.bad(name, path, e.to_string()),
+        };
+        let pack_path = self.store.pack_path(&idx.pack, "pack");
+        if name.strip_suffix(".idx") != Some(idx.pack.hex().as_str()) {
+            self.bad(name, path, format!("index describes pack {}", idx.pack));
+        }
+        // Frames are read one by one (memory: one frame). The pack's name covers its size and entry table;
+        // its bytes are covered by the per-frame chunk digests, and must be exactly the frames.
+        let file = match fs::File::open(&pack_path).and_then(|f| Ok((f.metadata()?.len(), f))) {
+            Ok(x) => x,
+            Err(e) => {
+                return self.bad(
+                    idx.pack.to_string(),
+                    &pack_path,
+                    format!("pack unreadable: {e}"),
+                )
+            }
+        };
+        let (len, file) = file;
+        self.rep.bytes += len;
+        let table = pack::pack_digest(&idx.entries, idx.pack_size);
+        let covered: u64 = idx.frames().iter().map(|f| f.1 as u64).sum();
+        if table != idx.pack || len != idx.pack_size || covered != len {
+            self.bad(
+                idx.pack.to_string(),
+                &pack_path,
+                format!(
+                    "pack is {len} bytes (index says {}, frames cover {covered}); entry table hashes to {table}",
+                    idx.pack_size
+                ),
+            );
+        }
+        self.pack_chunks(&idx, &file, &pack_path, chunk_ok);
+    }
+
+    /// Every chunk of a pack checked against its name, one decoded frame in memory at a time.
+    fn pack_chunks(
+        &mut self,
+        idx: &PackIndex,
+        file: &fs::File,
+        pack_path: &Path,
+        chunk_ok: &mut HashSet<ChunkId>,
+    ) {
+        let mut decoded: Option<(u64, std::result::Result<Vec<u8>, String>)> = None;
+        for e in &idx.entries {
+            self.rep.checked += 1;
+            if decoded.as_ref().is_none_or(|d| d.0 != e.frame_offset) {
+                let data = pack::load_frame(
+                    file,
+                    pack_path,
+                    e.frame_offset,
+                    e.frame_len,
+                    e.frame_raw_len,
+                )
+                .map_err(|err| err.to_string());
+                decoded = Some((e.frame_offset, data));
+            }
+            let res = match decoded.as_ref().map(|d| &d.1) {
+                Some(Ok(data)) => {
+                    pack::chunk_in_frame(data, &e.chunk, e.offset, e.raw_len, pack_path)
+                        .map(|_| ())
+                        .map_err(|err| err.to_string())
+                }
+                Some(Err(err)) => Err(err.clone()),
+                None => continue,
+            };
+            match res {
+                Ok(()) => {
+                    chunk_ok.insert(e.chunk);
+                }
+                Err(err) => self.bad(format!("chunk {}", e.chunk), pack_path, err),
+            }
+        }
+    }
+
+    fn layers(&mut self, chunk_ok: &HashSet<ChunkId>) -> Result<()> {
+        for l in self.store.list_layers()? {
+            self.rep.checked += 1;
+            let path = self.store.layer_path(&l);
+            match self.store.layer(&l) {
+                Ok(idx) => self.layer(&idx, &path, chunk_ok),
+                Err(e) => self.bad(l.to_string(), &path, e.to_string()),
+            }
+        }
+        Ok(())
+    }
+
+    /// One layer: its chunks present and reassembling to the DiffID, its recorded blobs reproducible and linked.
+    fn layer(&mut self, idx: &crate::store::LayerIndex, path: &Path, chunk_ok: &HashSet<ChunkId>) {
+        let l = idx.diff_id;
+        let missing: Vec<_> = idx
+            .chunks
+            .iter()
+            .filter(|c| !chunk_ok.contains(&c.id))
+            .collect();
+        if let Some(c) = missing.first() {
+            let detail = format!(
+                "{} chunk(s) missing or corrupt, first {}",
+                missing.len(),
+                c.id
+            );
+            return self.bad(l.to_string(), path, detail);
+        }
+        let mut diff = Hasher::new();
+        for c in &idx.chunks {
+            match self.store.read_chunk(c) {
+                Ok(raw) => diff.update(&raw),
+                Err(e) => return self.bad(l.to_string(), path, e.to_string()),
+            }
+        }
+        self.rep.bytes += diff.len();
+        let (dl, dd) = (diff.len(), diff.finish());
+        if dd != l || dl != idx.size {
+            self.bad(
+                l.to_string(),
+                path,
+                format!("chunks reassemble to {dd} ({dl} bytes)"),
+            );
+        }
+        self.layer_blobs(idx, path);
+    }
+
+    /// Recorded blob digests must still be what the chunks reproduce (a different libzstd or zlib would show up
+    /// here, not as a wrong blob served to a registry); external blobs must be there.
+    fn layer_blobs(&mut self, idx: &crate::store::LayerIndex, path: &Path) {
+        let l = idx.diff_id;
+        let recorded = [
+            (idx.zstd.as_ref(), BlobEncoding::Zstd),
+            (idx.gzip.as_ref(), BlobEncoding::Gzip),
+        ];
+        for (b, enc) in recorded.into_iter().filter_map(|(b, e)| Some((b?, e))) {
+            let problem = match self.store.reproduce(idx, enc) {
+                Ok(got) if got.digest == b.digest && got.size == b.size => {
+                    if self.store.has_blob(&b.digest) {
+                        continue;
+                    }
+                    "has no link, so it cannot be served by digest".to_string()
+                }
+                Ok(got) => format!("reproduces as {} ({} bytes)", got.digest, got.size),
+                Err(e) => e.to_string(),
+            };
+            self.bad(
+                b.digest.to_string(),
+                path,
+                format!("blob of layer {l} {problem}"),
+            );
+        }
+        for e in &idx.external {
+            let p = self.store.blob_path(&e.digest);
+            if !p.exists() {
+                self.bad(
+                    e.digest.to_string(),
+                    &p,
+                    format!("external blob of layer {l} missing"),
+                );
+            }
+        }
+    }
+
+    fn links(&mut self) -> Result<()> {
+        for d in list_hex(&self.store.root.join("links"), ".json")? {
+            self.rep.checked += 1;
+            let p = self.store.link_path(&d);
+            match self.store.read_link(&d) {
+                // Written just before the layer index that lists the blob: a kill in between leaves this.
+                Ok(_) if !self.store.has_blob(&d) => {
+                    self.rep.ignored_partial.push(p.display().to_string())
+                }
+                Ok(_) => {}
+                Err(e) => self.bad(d.to_string(), &p, e.to_string()),
+            }
+        }
+        Ok(())
+    }
+
+    /// Every ref, walked to completeness.
+    fn refs(&mut self) -> Result<()> {
+        for (name, p) in self.entries("refs")? {
+            self.rep.checked += 1;
+            match json::read::<RefRecord>(&p, json::MAX_DOC, "ref") {
+                Ok(Some(r)) => {
+                    let mut problems = Vec::new();
+                    self.walk_root(&r.digest, "", 0, &mut problems);
+                    for detail in problems {
+                        self.bad(r.name.clone(), &p, detail);
+                    }
+                }
+                Ok(None) => {}
+                Err(e) => self.bad(name, &p, e.to_string()),
+            }
+        }
+        Ok(())
+    }
+
+    /// A manifest or index reached from a ref (`via` says how, for nested indexes); problems go to `out`.
+    fn walk_root(&mut self, d: &Digest, via: &str, depth: u32, out: &mut Vec<String>) {
+        self.rep.checked += 1;
+        let store = self.store;
+        let v = match store.root_document(d) {
+            Ok(v) => v,
+            Err(detail) => return out.push(format!("{via}{d} {detail}")),
+        };
+        let media = v.get("mediaType").and_then(Value::as_str);
+        if let Some(m) = media.filter(|m| !ROOT_MEDIA_TYPES.contains(m)) {
+            return out.push(format!(
+                "{via}{d} has media type {m}, not a manifest or index"
+            ));
+        }
+        if let Some(children) = v.get("manifests").and_then(Value::as_array) {
+            if depth >= MAX_INDEX_DEPTH {
+                return out.push(format!(
+                    "{via}{d}: indexes nested deeper than {MAX_INDEX_DEPTH}"
+                ));
+            }
+            let via = format!("{via}index {d} → ");
+            for m in children {
+                match descriptor(m) {
+                    Some((c, _)) => self.walk_root(&c, &via, depth + 1, out),
+                    None => out.push(format!("{via}entry without digest and size: {m}")),
+                }
+            }
+        } else if v.get("config").is_some_and(Value::is_object)
+            && v.get("layers").is_some_and(Value::is_array)
+        {
+            self.manifest(&v, &format!("{via}manifest {d}: "), out);
+        } else if v.get("rootfs").is_some() {
+            out.push(format!(
+                "{via}{d} is an image config, not a manifest or index"
+            ));
+        } else {
+            out.push(format!("{via}{d} is not a manifest or index"));
+        }
+    }
+
+    /// A manifest's config and layers, and the config's DiffIDs against the layers.
+    fn manifest(&mut self, v: &Value, via: &str, out: &mut Vec<String>) {
+        let store = self.store;
+        let config = v.get("config").and_then(descriptor);
+        let diff_ids = match config {
+            None => {
+                out.push(format!("{via}config has no digest and size"));
+                None
+            }
+            Some((c, size)) => match store.config_diff_ids(&c, size, config_media_type(v)) {
+                Ok(ids) => ids,
+                Err(detail) => {
+                    out.push(format!("{via}config {c} {detail}"));
+                    None
+                }
+            },
+        };
+        let mut layers = Vec::new();
+        for l in v
+            .get("layers")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+        {
+            self.rep.checked += 1;
+            let Some((d, _)) = descriptor(l) else {
+                out.push(format!("{via}layer without digest and size: {l}"));
+                continue;
+            };
+            let media = l.get("mediaType").and_then(Value::as_str).unwrap_or("");
+            if media.contains("nondistributable") || media.contains("foreign") {
+                continue;
+            }
+            match store.layer_for_blob(&d) {
+                Ok(idx) if store.has_blob(&d) => layers.push(idx.diff_id),
+                Ok(idx) => out.push(format!(
+                    "{via}layer {d} (DiffID {}) cannot be served: its layer index does not list it",
+                    idx.diff_id
+                )),
+                Err(e) => out.push(format!("{via}layer {d}: {e}")),
+            }
+        }
+        let n = v
+            .get("layers")
+            .and_then(Value::as_array)
+            .map_or(0, Vec::len);
+        if let Some(ids) = diff_ids.filter(|_| layers.len() == n) {
+            if ids != layers {
+                out.push(format!(
+                    "{via}config DiffIDs [{}] do not match the layers' [{}]",
+                    join(&ids),
+                    join(&layers)
+                ));
+            }
+        }
+    }
+
+    fn cache(&mut self) -> Result<()> {
+        for (name, p) in self.entries("cache")? {
+            self.rep.checked += 1;
+            let key = name
+                .strip_suffix(".json")
+                .and_then(|h| Digest::from_hex(h).ok());
+            match (
+                key,
+                json::read::<CacheRecord>(&p, json::MAX_DOC, "cache record"),
+            ) {
+                (None, _) => self.bad(name, &p, "unexpected file in cache/"),
+                (_, Err(e)) => self.bad(name, &p, e.to_string()),
+                (Some(k), Ok(Some(r))) if r.key != k => self.bad(
+                    name,
+                    &p,
+                    format!(
+                        "written for key {}, not {k} (builds ignore it; gc --prune-cache drops it)",
+                        r.key
+                    ),
+                ),
+                _ => {}
+            }
+        }
+        Ok(())
+    }
+
+    fn layout(&mut self) {
+        let lp = self.store.root.join("layout.json");
+        let res = json::read_bounded(&lp, json::MAX_DOC, "layout").and_then(|d| match d {
+            Some(d) => crate::layout::Layout::parse(&d, &lp).map(|_| ()),
+            None => Err(Error::io(
+                "read",
+                &lp,
+                std::io::Error::from(std::io::ErrorKind::NotFound),
+            )),
+        });
+        if let Err(e) = res {
+            self.bad("layout.json", &lp, e.to_string());
+        }
+    }
+}
+
+fn config_media_type(manifest: &Value) -> &str {
+    manifest
+        .pointer("/config/mediaType")
+        .and_then(Value::as_str)
+        .unwrap_or("")
+}
+
+fn join(ds: &[Digest]) -> String {
+    ds.iter()
+        .map(Digest::to_string)
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+impl Store {
+    /// What a ref points at, as a JSON document; the error says why it is not a manifest or index.
+    fn root_document(&self, d: &Digest) -> std::result::Result<Value, String> {
+        let raw = self.blob_path(d).is_file();
+        match self.read_link(d) {
+            Ok(Some(l)) => {
+                return Err(format!(
+                    "is a layer blob (of layer {}), not a manifest or index",
+                    l.diff_id
+                ))
+            }
+            Ok(None) if !raw && self.has_layer(d) => {
+                return Err("is a layer (DiffID), not a manifest or index".into())
+            }
+            Ok(None) if !raw => return Err("is missing".into()),
+            Ok(None) => {}
+            Err(e) => return Err(e.to_string()),
+        }
+        self.get_json(d, "manifest")
+            .map_err(|e| format!("cannot be read: {e}"))
+    }
+
+    /// A config blob: present, of the size the manifest says, JSON (unless its media type says otherwise, as an
+    /// artifact's may); returns its `rootfs.diff_ids` if it has them.
+    fn config_diff_ids(
+        &self,
+        d: &Digest,
+        size: u64,
+        media_type: &str,
+    ) -> std::result::Result<Option<Vec<Digest>>, String> {
+        if !self.blob_path(d).is_file() {
+            return Err("is missing".into());
+        }
+        match self.blob_size(d) {
+            Ok(n) if n == size => {}
+            Ok(n) => return Err(format!("is {n} bytes, the manifest says {size}")),
+            Err(e) => return Err(e.to_string()),
+        }
+        if !(media_type.is_empty() || media_type.ends_with("json")) {
+            return Ok(None);
+        }
+        let v = self
+            .get_json(d, "config")
+            .map_err(|e| format!("cannot be read: {e}"))?;
+        let Some(ids) = v.pointer("/rootfs/diff_ids").and_then(Value::as_array) else {
+            return Ok(None);
+        };
+        ids.iter()
+            .map(|x| x.as_str().and_then(|s| s.parse().ok()))
+            .collect::<Option<Vec<Digest>>>()
+            .map(Some)
+            .ok_or_else(|| "has an invalid rootfs.diff_ids entry".to_string())
     }
 }
 

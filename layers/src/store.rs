@@ -10,7 +10,7 @@
 //! <store>/layers/<diffid>.json     layer index: DiffID, tar size, chunk list, blob digests once known (LayerIndex)
 //! <store>/links/<blob>.json        compressed-blob digest → DiffID + encoding, to serve layer blobs by digest
 //! <store>/refs/<escaped name>.json name:tag → manifest digest
-//! <store>/cache/<key>.json         build-cache records (key digest → JSON value)
+//! <store>/cache/<key>.json         build-cache records: {key, value}, read back only under their own key
 //! ```
 //! Write order guarantees that whatever a reader can reach is complete: chunks (pack, then its index) before the
 //! layer index, a blob's link before the layer index that lists the blob (a link alone is a partial write, never
@@ -20,6 +20,7 @@
 use crate::digest::{ChunkId, Digest, Hasher, VerifyingReader};
 use crate::error::{Error, IoCtx, Result};
 use crate::fsutil::{self, FileLock, TempSession};
+use crate::json;
 use crate::layout::{ChunkParams, Layout};
 use crate::pack::{self, PackIndex};
 use crate::tarwriter::{self, TarOptions};
@@ -99,6 +100,11 @@ pub struct LayerIndex {
 pub type LayerInfo = LayerIndex;
 
 impl LayerIndex {
+    /// Parses a layer index file's bytes (bounded in size and depth, see [`crate::json`]); never panics.
+    pub fn decode(data: &[u8], path: &Path) -> Result<LayerIndex> {
+        json::parse(data, json::MAX_LAYER_INDEX, "layer index", path)
+    }
+
     /// The blob a manifest should reference, if its digest is known: the first external blob if the layer came
     /// from outside (so the original digest is preserved), else the reproducible zstd blob. [`Store::layer_blob`]
     /// computes it when unknown.
@@ -125,6 +131,16 @@ pub struct RefRecord {
     pub digest: Digest,
 }
 
+/// A build-cache record (`cache/<key>.json`): the value bound to the key it was written for, so that a record
+/// renamed or copied to another key's file reads as a miss instead of answering for a step it was not made by.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct CacheRecord {
+    /// The key the record was written for; must equal the file name.
+    pub(crate) key: Digest,
+    /// What the caller stored.
+    pub(crate) value: serde_json::Value,
+}
+
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct ChunkLoc {
     pub(crate) pack: u32,
@@ -138,17 +154,20 @@ pub(crate) struct ChunkLoc {
 #[derive(Default)]
 pub(crate) struct ChunkMap {
     pub(crate) packs: Vec<Digest>,
+    /// Per pack (same order as `packs`): the pack's size and its index file's size, as the index says.
+    pub(crate) sizes: Vec<(u64, u64)>,
     pub(crate) loaded: HashSet<Digest>,
     pub(crate) map: HashMap<ChunkId, ChunkLoc>,
 }
 
 impl ChunkMap {
-    fn add(&mut self, idx: &PackIndex) {
+    fn add(&mut self, idx: &PackIndex, idx_len: u64) {
         if !self.loaded.insert(idx.pack) {
             return;
         }
         let p = self.packs.len() as u32;
         self.packs.push(idx.pack);
+        self.sizes.push((idx.pack_size, idx_len));
         for e in &idx.entries {
             self.map.entry(e.chunk).or_insert(ChunkLoc {
                 pack: p,
@@ -188,8 +207,81 @@ const DIRS: [&str; 8] = [
     "locks", "tmp", "blobs", "packs", "layers", "links", "refs", "cache",
 ];
 
+/// Prefix of the temp file a new store's `layout.json` is written to (in the store directory itself, since
+/// `tmp/` does not exist yet). Such a leftover does not make a directory "not empty".
+const NEW_LAYOUT_PREFIX: &str = ".chasi-new-layout.";
+
+/// What a path given as a store is.
+enum StoreDir {
+    /// Has `layout.json`.
+    Existing,
+    /// Does not exist, or is an empty directory.
+    Absent,
+    /// Anything else, with the reason it is not a store.
+    Foreign(String),
+}
+
+impl StoreDir {
+    fn classify(root: &Path) -> Result<StoreDir> {
+        match fs::symlink_metadata(root.join("layout.json")) {
+            Ok(_) => return Ok(StoreDir::Existing),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(e) if e.raw_os_error() == Some(20) => {
+                return Ok(StoreDir::Foreign("it is not a directory".into()))
+            }
+            Err(e) => return Err(Error::io("stat", root.join("layout.json"), e)),
+        }
+        let entries = match fs::read_dir(root) {
+            Ok(x) => x,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(StoreDir::Absent),
+            Err(e) if e.raw_os_error() == Some(20) => {
+                return Ok(StoreDir::Foreign("it is not a directory".into()))
+            }
+            Err(e) => return Err(Error::io("read directory", root, e)),
+        };
+        for ent in entries {
+            let name = ent.ctx("read directory", root)?.file_name();
+            if !name.to_string_lossy().starts_with(NEW_LAYOUT_PREFIX) {
+                return Ok(StoreDir::Foreign(
+                    "the directory is not empty and has no layout.json".into(),
+                ));
+            }
+        }
+        Ok(StoreDir::Absent)
+    }
+}
+
+/// Makes `root` a store by writing its `layout.json`, before anything else, so that a crash leaves either an
+/// empty directory or a store. Of two processes creating the same store at once, the first to link its file in
+/// wins and both use that layout.
+fn create_layout(root: &Path, layout: &Layout) -> Result<()> {
+    fsutil::mkdirs(root)?;
+    let dest = root.join("layout.json");
+    let tmp = root.join(format!("{NEW_LAYOUT_PREFIX}{}", fsutil::unique_name()));
+    let data = serde_json::to_vec_pretty(layout)
+        .map_err(|e| Error::io("encode", &dest, io::Error::other(e)))?;
+    let res = (|| {
+        let mut f = File::create_new(&tmp).ctx("create", &tmp)?;
+        f.write_all(&data).ctx("write", &tmp)?;
+        f.sync_all().ctx("fsync", &tmp)?;
+        match fs::hard_link(&tmp, &dest) {
+            Err(e) if e.kind() != io::ErrorKind::AlreadyExists => {
+                return Err(Error::io("link", &dest, e))
+            }
+            _ => {}
+        }
+        fsutil::fsync_dir(root)
+    })();
+    let _ = fs::remove_file(&tmp);
+    res
+}
+
 impl Store {
     /// Opens the store at `root`, creating it with default parameters if it does not exist.
+    ///
+    /// One rule for every command (see [`Store::open_existing`] for the commands that only read): an absent or empty
+    /// directory becomes a new store; a directory with `layout.json` is opened; any other path (a non-empty
+    /// directory without `layout.json`, a file) is refused with [`Error::NotAStore`], and nothing is written to it.
     pub fn open(root: impl AsRef<Path>) -> Result<Store> {
         Self::open_with(root, ChunkParams::default())
     }
@@ -199,13 +291,37 @@ impl Store {
         Self::open_with_layout(root, Layout::new(chunking))
     }
 
+    /// Opens an existing store without ever creating one: an absent or empty directory is [`Error::NoStore`], any
+    /// other path without `layout.json` is [`Error::NotAStore`]. For commands that only read (`verify`, `du`,
+    /// `images`, `gc`, ...).
+    pub fn open_existing(root: impl AsRef<Path>) -> Result<Store> {
+        let root = root.as_ref();
+        match StoreDir::classify(root)? {
+            StoreDir::Existing => Self::open_with_layout(root, Layout::new(ChunkParams::default())),
+            StoreDir::Absent => Err(Error::NoStore { path: root.into() }),
+            StoreDir::Foreign(reason) => Err(Error::NotAStore {
+                path: root.into(),
+                reason,
+            }),
+        }
+    }
+
     /// Opens the store at `root`; a new store is created with `layout` (an existing one keeps its own).
     pub fn open_with_layout(root: impl AsRef<Path>, layout: Layout) -> Result<Store> {
         let root = root.as_ref().to_path_buf();
+        let layout_path = root.join("layout.json");
         layout.validate().map_err(|d| Error::Layout {
-            path: root.join("layout.json"),
+            path: layout_path.clone(),
             detail: d,
         })?;
+        match StoreDir::classify(&root)? {
+            StoreDir::Existing => {}
+            StoreDir::Absent => create_layout(&root, &layout)?,
+            StoreDir::Foreign(reason) => return Err(Error::NotAStore { path: root, reason }),
+        }
+        let data = json::read_bounded(&layout_path, json::MAX_DOC, "layout")?
+            .ok_or_else(|| Error::NoStore { path: root.clone() })?;
+        let layout = Layout::parse(&data, &layout_path)?;
         for d in DIRS {
             fsutil::mkdirs(&root.join(d))?;
         }
@@ -219,21 +335,6 @@ impl Store {
         let tmp_root = root.join("tmp");
         TempSession::clean_dead(&tmp_root);
         let tmp = TempSession::create(&tmp_root)?;
-        let layout_path = root.join("layout.json");
-        let layout = match fs::read(&layout_path) {
-            Ok(data) => Layout::parse(&data, &layout_path)?,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                let data = serde_json::to_vec_pretty(&layout)
-                    .map_err(|e| Error::io("encode", &layout_path, io::Error::other(e)))?;
-                // Two processes creating the store at once write the same content; the rename is atomic.
-                fsutil::atomic_write(&tmp.dir, &layout_path, &data)?;
-                Layout::parse(
-                    &fs::read(&layout_path).ctx("read", &layout_path)?,
-                    &layout_path,
-                )?
-            }
-            Err(e) => return Err(Error::io("read", &layout_path, e)),
-        };
         let store = Store {
             root,
             layout,
@@ -278,6 +379,71 @@ impl Store {
         self.root.join("packs").join(format!("{}.{ext}", d.hex()))
     }
 
+    /// True when the pack file is there with the size its index records.
+    fn pack_file_intact(&self, pack: &Digest, size: u64) -> bool {
+        fs::metadata(self.pack_path(pack, "pack")).is_ok_and(|m| m.is_file() && m.len() == size)
+    }
+
+    /// Proves cheaply, without reading any chunk, that a layer can be served as `blob`: its layer index is there and
+    /// parses, every chunk it lists is in a known pack whose `.pack` and `.idx` are present with the sizes the index
+    /// records, and `blob` is one of its blobs with a link (and, if external, the raw blob) in place. What only
+    /// reading can show (a damaged byte) is left to `verify` and to the digest checks of every read.
+    ///
+    /// The build cache calls this on every hit: an error means "re-execute the step".
+    pub fn check_layer(&self, diff_id: &Digest, blob: &Digest) -> Result<()> {
+        let idx = self.layer(diff_id)?;
+        let missing = |detail: String| Error::Corrupt {
+            digest: *diff_id,
+            path: self.layer_path(diff_id),
+            detail,
+        };
+        let mut packs = HashSet::new();
+        {
+            let map = self.chunks.read().unwrap_or_else(|e| e.into_inner());
+            for c in &idx.chunks {
+                match map.map.get(&c.id) {
+                    Some(l) if l.raw_len == c.len => {
+                        packs.insert(l.pack);
+                    }
+                    _ => return Err(missing(format!("chunk {} is in no pack", c.id))),
+                }
+            }
+            for p in packs {
+                let (d, (size, idx_len)) = (map.packs[p as usize], map.sizes[p as usize]);
+                let idx_ok =
+                    fs::metadata(self.pack_path(&d, "idx")).is_ok_and(|m| m.len() == idx_len);
+                if !idx_ok || !self.pack_file_intact(&d, size) {
+                    return Err(missing(format!(
+                        "pack {d} is missing or has the wrong size"
+                    )));
+                }
+            }
+        }
+        // The uncompressed tar itself (served from the chunks just checked).
+        if *blob == *diff_id {
+            return Ok(());
+        }
+        let listed = [idx.zstd.as_ref(), idx.gzip.as_ref()]
+            .into_iter()
+            .flatten()
+            .chain(&idx.external)
+            .any(|b| b.digest == *blob);
+        if !listed {
+            return Err(missing(format!("blob {blob} is not one of its blobs")));
+        }
+        let link = self.read_link(blob)?.ok_or_else(|| self.not_found(*blob))?;
+        if link.diff_id != *diff_id {
+            return Err(missing(format!(
+                "link of blob {blob} names layer {}",
+                link.diff_id
+            )));
+        }
+        if link.encoding == "external" && !self.blob_path(blob).is_file() {
+            return Err(self.not_found(*blob));
+        }
+        Ok(())
+    }
+
     /// Loads pack indexes written since the last look (by this or another process).
     pub(crate) fn refresh_chunks(&self) -> Result<()> {
         let dir = self.root.join("packs");
@@ -306,17 +472,18 @@ impl Store {
                 Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
                 Err(e) => return Err(Error::io("read", &path, e)),
             };
-            // A corrupt pack index makes its chunks unknown (they will be re-stored); verify reports it.
+            // A corrupt pack index, or one whose pack is gone or has the wrong size, makes its chunks unknown: the
+            // next ingest that needs them stores them again; verify reports the damage.
             let Ok(idx) = PackIndex::decode(&data, &path) else {
                 continue;
             };
-            if idx.pack != d {
+            if idx.pack != d || !self.pack_file_intact(&idx.pack, idx.pack_size) {
                 continue;
             }
             self.chunks
                 .write()
                 .unwrap_or_else(|e| e.into_inner())
-                .add(&idx);
+                .add(&idx, data.len() as u64);
         }
         Ok(())
     }
@@ -591,14 +758,13 @@ impl Store {
         io::copy(&mut r, &mut w).map_err(|e| self.read_err(d, e))
     }
 
+    /// The link of a blob digest, `None` when there is none.
+    pub(crate) fn read_link(&self, d: &Digest) -> Result<Option<BlobLink>> {
+        json::read(&self.link_path(d), json::MAX_DOC, "blob link")
+    }
+
     fn blob_layer(&self, d: &Digest) -> Result<(BlobLink, LayerIndex)> {
-        let lp = self.link_path(d);
-        let data = match fs::read(&lp) {
-            Ok(x) => x,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return Err(self.not_found(*d)),
-            Err(e) => return Err(Error::io("read", &lp, e)),
-        };
-        let link: BlobLink = parse_json(&data, "blob link", &lp)?;
+        let link = self.read_link(d)?.ok_or_else(|| self.not_found(*d))?;
         let layer = self.layer(&link.diff_id)?;
         Ok((link, layer))
     }
@@ -608,12 +774,9 @@ impl Store {
     /// The index of a layer by DiffID.
     pub fn layer(&self, diff_id: &Digest) -> Result<LayerIndex> {
         let p = self.layer_path(diff_id);
-        let data = match fs::read(&p) {
-            Ok(x) => x,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return Err(self.not_found(*diff_id)),
-            Err(e) => return Err(Error::io("read", &p, e)),
-        };
-        let idx: LayerIndex = parse_json(&data, "layer index", &p)?;
+        let data = json::read_bounded(&p, json::MAX_LAYER_INDEX, "layer index")?
+            .ok_or_else(|| self.not_found(*diff_id))?;
+        let idx = LayerIndex::decode(&data, &p)?;
         if idx.diff_id != *diff_id {
             return Err(Error::Corrupt {
                 digest: *diff_id,
@@ -811,10 +974,8 @@ impl Store {
             diff_id: *diff_id,
             encoding: encoding.into(),
         };
-        if let Ok(data) = fs::read(&p) {
-            if serde_json::from_slice::<BlobLink>(&data).ok().as_ref() == Some(&link) {
-                return Ok(());
-            }
+        if self.read_link(blob).ok().flatten().as_ref() == Some(&link) {
+            return Ok(());
         }
         let data =
             serde_json::to_vec(&link).map_err(|e| Error::io("encode", &p, io::Error::other(e)))?;
@@ -914,17 +1075,11 @@ impl Store {
     /// Resolves `name` to its manifest digest.
     pub fn get_ref(&self, name: &str) -> Result<Digest> {
         let p = self.ref_path(name)?;
-        let data = match fs::read(&p) {
-            Ok(x) => x,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                return Err(Error::RefNotFound {
-                    name: name.to_string(),
-                    store: self.root.clone(),
-                })
-            }
-            Err(e) => return Err(Error::io("read", &p, e)),
-        };
-        let rec: RefRecord = parse_json(&data, "ref", &p)?;
+        let rec: RefRecord =
+            json::read(&p, json::MAX_DOC, "ref")?.ok_or_else(|| Error::RefNotFound {
+                name: name.to_string(),
+                store: self.root.clone(),
+            })?;
         Ok(rec.digest)
     }
 
@@ -948,8 +1103,7 @@ impl Store {
         for ent in fs::read_dir(&dir).ctx("read directory", &dir)? {
             let p = ent.ctx("read directory", &dir)?.path();
             if p.extension().is_some_and(|e| e == "json") {
-                let data = fs::read(&p).ctx("read", &p)?;
-                out.push(parse_json::<RefRecord>(&data, "ref", &p)?);
+                out.extend(json::read::<RefRecord>(&p, json::MAX_DOC, "ref")?);
             }
         }
         out.sort_by(|a, b| a.name.cmp(&b.name));
@@ -962,22 +1116,35 @@ impl Store {
         self.root.join("cache").join(format!("{}.json", key.hex()))
     }
 
-    /// Records a build-cache entry. Every `sha256:…` string inside `value` is kept alive by `gc`.
+    /// Records a build-cache entry, bound to its key (see [`Store::get_cache`]). Every `sha256:…` string inside
+    /// `value` is kept alive by `gc`.
     pub fn put_cache(&self, key: &Digest, value: &serde_json::Value) -> Result<()> {
         let p = self.cache_path(key);
+        let rec = CacheRecord {
+            key: *key,
+            value: value.clone(),
+        };
         let data =
-            serde_json::to_vec(value).map_err(|e| Error::io("encode", &p, io::Error::other(e)))?;
+            serde_json::to_vec(&rec).map_err(|e| Error::io("encode", &p, io::Error::other(e)))?;
         fsutil::atomic_write(self.tmp_dir(), &p, &data)
     }
 
-    /// Looks up a build-cache entry. A malformed record reads as a miss (and `verify` reports it).
+    /// Looks up a build-cache entry. A malformed record, or one written for another key (a file renamed or copied
+    /// over this key's), reads as a miss; `verify` reports both.
     pub fn get_cache(&self, key: &Digest) -> Result<Option<serde_json::Value>> {
         let p = self.cache_path(key);
-        match fs::read(&p) {
-            Ok(data) => Ok(serde_json::from_slice(&data).ok()),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
-            Err(e) => Err(Error::io("read", &p, e)),
-        }
+        let data = match json::read_bounded(&p, json::MAX_DOC, "cache record") {
+            Ok(Some(data)) => data,
+            Ok(None) => return Ok(None),
+            Err(Error::Malformed { .. }) => return Ok(None),
+            Err(e) => return Err(e),
+        };
+        Ok(
+            json::parse::<CacheRecord>(&data, json::MAX_DOC, "cache record", &p)
+                .ok()
+                .filter(|r| r.key == *key)
+                .map(|r| r.value),
+        )
     }
 
     /// Removes a cache entry; returns whether it existed.
@@ -989,19 +1156,6 @@ impl Store {
             Err(e) => Err(Error::io("remove", &p, e)),
         }
     }
-}
-
-/// Parses a JSON metadata file, naming it on failure.
-pub(crate) fn parse_json<T: for<'de> Deserialize<'de>>(
-    data: &[u8],
-    what: &'static str,
-    path: &Path,
-) -> Result<T> {
-    serde_json::from_slice(data).map_err(|e| Error::Malformed {
-        what,
-        path: path.to_path_buf(),
-        detail: e.to_string(),
-    })
 }
 
 /// Lists `<hex><suffix>` names in a directory as digests (other names are ignored).

@@ -112,3 +112,32 @@ pub fn pack_bytes(store: &Path) -> u64 {
         .map(|e| e.metadata().unwrap().len())
         .sum()
 }
+
+/// Stores a minimal but complete OCI image (config with the layers' DiffIDs, manifest) and returns the manifest
+/// digest; `verify` walks it to completeness.
+pub fn put_image(
+    s: &chasi_layers::Store,
+    layers: &[(chasi_layers::Digest, &chasi_layers::BlobDesc)],
+) -> chasi_layers::Digest {
+    let ids: Vec<String> = layers.iter().map(|(d, _)| format!("\"{d}\"")).collect();
+    let cfg = format!(
+        r#"{{"architecture":"amd64","os":"linux","rootfs":{{"type":"layers","diff_ids":[{}]}}}}"#,
+        ids.join(",")
+    );
+    let cd = s.put_blob(cfg.as_bytes()).unwrap();
+    let descs: Vec<String> = layers
+        .iter()
+        .map(|(_, b)| {
+            format!(
+                r#"{{"mediaType":"application/vnd.oci.image.layer.v1.tar+zstd","digest":"{}","size":{}}}"#,
+                b.digest, b.size
+            )
+        })
+        .collect();
+    let m = format!(
+        r#"{{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json","config":{{"mediaType":"application/vnd.oci.image.config.v1+json","digest":"{cd}","size":{}}},"layers":[{}]}}"#,
+        cfg.len(),
+        descs.join(",")
+    );
+    s.put_blob(m.as_bytes()).unwrap()
+}

@@ -43,11 +43,7 @@ fn writer_process() {
         fs::write(dir.join("unique"), format!("{pid}-{i}")).unwrap();
         let l = s.ingest_dir(&dir, &TarOptions::default()).unwrap();
         let z = s.layer_blob(&l.diff_id).unwrap();
-        let m = format!(
-            r#"{{"schemaVersion":2,"layers":[{{"digest":"{}","size":{}}}]}}"#,
-            z.digest, z.size
-        );
-        let md = s.put_blob(m.as_bytes()).unwrap();
+        let md = common::put_image(&s, &[(l.diff_id, &z)]);
         let name = format!("img:{pid}-{i}");
         s.set_ref(&name, &md).unwrap();
         s.put_cache(

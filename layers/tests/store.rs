@@ -339,22 +339,8 @@ fn gc_keeps_reachable_data_and_frees_the_rest() {
         s.ensure_zstd(&a.diff_id).unwrap(),
         s.ensure_zstd(&b.diff_id).unwrap(),
     );
-    let mk = |l: &chasi_layers::LayerInfo, z: &chasi_layers::BlobDesc| {
-        let cfg = s
-            .put_blob(
-                format!(
-                    r#"{{"rootfs":{{"type":"layers","diff_ids":["{}"]}}}}"#,
-                    l.diff_id
-                )
-                .as_bytes(),
-            )
-            .unwrap();
-        let m = format!(
-            r#"{{"schemaVersion":2,"config":{{"digest":"{cfg}","size":10}},"layers":[{{"digest":"{}","size":{}}}]}}"#,
-            z.digest, z.size
-        );
-        s.put_blob(m.as_bytes()).unwrap()
-    };
+    let mk =
+        |l: &chasi_layers::LayerInfo, z: &chasi_layers::BlobDesc| put_image(&s, &[(l.diff_id, z)]);
     let (ma, mb) = (mk(&a, &za), mk(&b, &zb));
     s.set_ref("a:1", &ma).unwrap();
     s.set_ref("b:1", &mb).unwrap();
@@ -486,11 +472,7 @@ fn concurrent_writers_in_one_store() {
                     let s = Store::open(&root).unwrap();
                     let l = s.ingest_dir(&dir, &opts()).unwrap();
                     let z = s.layer_blob(&l.diff_id).unwrap();
-                    let m = s
-                        .put_blob(
-                            format!(r#"{{"layers":[{{"digest":"{}"}}]}}"#, z.digest).as_bytes(),
-                        )
-                        .unwrap();
+                    let m = put_image(&s, &[(l.diff_id, &z)]);
                     s.set_ref(&format!("img:{i}"), &m).unwrap();
                     l
                 })
@@ -611,9 +593,7 @@ fn a_layer_repeating_its_own_chunks_still_gets_its_blob_digest_at_ingest() {
     let z = l.zstd.clone().expect("all chunks new");
     let blob = s.get_blob(&z.digest).unwrap();
     assert_eq!(Digest::of(&blob), z.digest);
-    let m = s
-        .put_blob(format!(r#"{{"layers":[{{"digest":"{}"}}]}}"#, z.digest).as_bytes())
-        .unwrap();
+    let m = put_image(&s, &[(l.diff_id, &z)]);
     s.set_ref("dup:1", &m).unwrap();
     // gc keeps one copy of each repeated chunk and the blob stays the same.
     let rep = s.gc(&GcOptions::default()).unwrap();

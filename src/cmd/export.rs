@@ -104,8 +104,9 @@ pub struct ExportArgs {
 }
 
 fn open(store: Option<&Path>) -> anyhow::Result<Store> {
-    let dir = chasi_layers::resolve_store_dir(store)?;
-    Store::open(&dir).with_context(|| format!("opening store {}", dir.display()))
+    Ok(Store::open_existing(chasi_layers::resolve_store_dir(
+        store,
+    )?)?)
 }
 
 /// `chasi export`.

@@ -100,9 +100,11 @@ pub struct LoadArgs {
     path: PathBuf,
 }
 
+/// The store for commands that read it (or change its refs): never created here (`load` creates it).
 fn open(store: Option<&Path>) -> anyhow::Result<Store> {
-    let dir = chasi_layers::resolve_store_dir(store)?;
-    Store::open(&dir).with_context(|| format!("opening store {}", dir.display()))
+    Ok(Store::open_existing(chasi_layers::resolve_store_dir(
+        store,
+    )?)?)
 }
 
 /// `chasi images`.
@@ -198,8 +200,11 @@ pub fn run_save(store: Option<&Path>, args: SaveArgs) -> anyhow::Result<ExitCode
 
 /// `chasi load`.
 pub fn run_load(store: Option<&Path>, args: LoadArgs) -> anyhow::Result<ExitCode> {
-    let loaded = images::load(&open(store)?, &args.path)
-        .with_context(|| format!("loading {}", args.path.display()))?;
+    let loaded = images::load(
+        &Store::open(chasi_layers::resolve_store_dir(store)?)?,
+        &args.path,
+    )
+    .with_context(|| format!("loading {}", args.path.display()))?;
     for (name, digest) in loaded {
         println!("{name} {digest}");
     }

@@ -1,7 +1,6 @@
 //! `chasi store du|verify|gc`: thin wrappers over `chasi_layers::Store` maintenance calls.
 
 use crate::progress::human_bytes;
-use anyhow::{bail, Context};
 use chasi_layers::{GcOptions, Store};
 use clap::{Args, Subcommand, ValueEnum};
 use std::path::Path;
@@ -56,15 +55,11 @@ enum Action {
     },
 }
 
+/// The store commands only maintain a store: an absent one is an error, never created (see `Store::open_existing`).
 fn open(store: Option<&Path>) -> anyhow::Result<Store> {
-    let dir = chasi_layers::resolve_store_dir(store)?;
-    if !dir.join("layout.json").exists() {
-        bail!(
-            "no store at {} (nothing has been built or loaded there yet)",
-            dir.display()
-        );
-    }
-    Store::open(&dir).with_context(|| format!("opening store {}", dir.display()))
+    Ok(Store::open_existing(chasi_layers::resolve_store_dir(
+        store,
+    )?)?)
 }
 
 /// Runs `chasi store ...` against the store given by `--store`/`$CHASI_STORE` or the default location.
