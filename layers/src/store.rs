@@ -257,7 +257,9 @@ impl Store {
         &self.layout
     }
 
-    pub(crate) fn tmp_dir(&self) -> &Path {
+    /// This open store's private temp directory (`<store>/tmp/<session>/`): removed when the store is dropped,
+    /// and by the next open or `gc` if the process was killed. For work files of callers (exports) too.
+    pub fn tmp_dir(&self) -> &Path {
         &self.tmp.dir
     }
 
