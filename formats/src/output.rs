@@ -358,6 +358,7 @@ impl Output {
             since: 0,
             pending: None,
             enabled,
+            failed: None,
         }
     }
 
@@ -557,6 +558,8 @@ pub struct SyncAhead<'a> {
     since: u64,
     pending: Option<JoinHandle<io::Result<()>>>,
     enabled: bool,
+    /// The first write error, for callers whose own error loses it (the store's tar writer).
+    failed: Option<(io::ErrorKind, Option<i32>, String)>,
 }
 
 fn join(h: JoinHandle<io::Result<()>>) -> io::Result<()> {
@@ -578,6 +581,15 @@ impl SyncAhead<'_> {
         Ok(())
     }
 
+    /// The first error a write to the output returned, if any: lets a caller tell "the
+    /// output failed" (`/dev/full`: no space left) from an error of its data source.
+    pub fn write_error(&self) -> Option<io::Error> {
+        self.failed.as_ref().map(|(kind, code, msg)| match code {
+            Some(c) => io::Error::from_raw_os_error(*c),
+            None => io::Error::new(*kind, msg.clone()),
+        })
+    }
+
     /// Waits for a background sync still running.
     pub fn finish(mut self) -> io::Result<()> {
         match self.pending.take() {
@@ -589,7 +601,15 @@ impl SyncAhead<'_> {
 
 impl Write for SyncAhead<'_> {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        let n = self.file.write(buf)?;
+        let n = match self.file.write(buf) {
+            Ok(n) => n,
+            Err(e) => {
+                if self.failed.is_none() && e.kind() != io::ErrorKind::Interrupted {
+                    self.failed = Some((e.kind(), e.raw_os_error(), e.to_string()));
+                }
+                return Err(e);
+            }
+        };
         self.extent.wrote(n);
         self.since += n as u64;
         if self.enabled && self.since >= SYNC_EVERY {

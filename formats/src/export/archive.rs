@@ -39,9 +39,15 @@ impl Exporter for TarExporter {
         {
             let mut sa = o.writer();
             let mut w = BufWriter::with_capacity(1 << 20, &mut sa);
-            view.write_tar(&mut w)?;
-            w.flush().map_err(ExportError::io("write", out))?;
+            let written = view.write_tar(&mut w);
+            let flushed = w.flush();
             drop(w);
+            // The store's error does not name the output: report a failed write as ours.
+            if let Some(e) = sa.write_error() {
+                return Err(ExportError::io("write", out)(e));
+            }
+            written?;
+            flushed.map_err(ExportError::io("write", out))?;
             sa.finish().map_err(ExportError::io("sync", out))?;
         }
         let size = o.commit()?;
