@@ -387,19 +387,26 @@ impl Output {
         self.file.flush().map_err(FormatError::io("write", &path))?;
         let Some(temp) = self.temp.clone() else {
             if self.sync && self.kind() == OutputKind::BlockDevice {
-                self.file.sync_all().map_err(FormatError::io("sync", &path))?;
+                self.file
+                    .sync_all()
+                    .map_err(FormatError::io("sync", &path))?;
             }
             return Ok(self.extent.end);
         };
         let written = if self.external {
             File::open(&temp).map_err(FormatError::io("open", &temp))?
         } else {
-            self.file.try_clone().map_err(FormatError::io("open", &temp))?
+            self.file
+                .try_clone()
+                .map_err(FormatError::io("open", &temp))?
         };
         if self.sync {
             written.sync_all().map_err(FormatError::io("sync", &temp))?;
         }
-        let size = written.metadata().map_err(FormatError::io("stat", &temp))?.len();
+        let size = written
+            .metadata()
+            .map_err(FormatError::io("stat", &temp))?
+            .len();
         let dest = &self.target.resolved;
         // The path was a file or nothing when opened; never rename over anything else.
         if let Ok(m) = fs::symlink_metadata(dest) {
@@ -684,7 +691,10 @@ mod tests {
         let live_path = live.temp_path().unwrap().to_path_buf();
         assert!(!dead.exists(), "a dead writer's partial file was kept");
         let o = Output::create(&dir.path().join("z.tar")).unwrap();
-        assert!(live_path.exists(), "a live writer's partial file was removed");
+        assert!(
+            live_path.exists(),
+            "a live writer's partial file was removed"
+        );
         o.commit().unwrap();
         drop(live);
         assert_eq!(names(dir.path()), ["z.tar"]);
@@ -700,13 +710,19 @@ mod tests {
         let mut o = Output::create(&link).unwrap();
         o.writer().write_all(b"one").unwrap();
         o.commit().unwrap();
-        assert!(fs::symlink_metadata(&link).unwrap().file_type().is_symlink());
+        assert!(fs::symlink_metadata(&link)
+            .unwrap()
+            .file_type()
+            .is_symlink());
         assert_eq!(fs::read(&target).unwrap(), b"one");
         // Existing: the target is replaced.
         let mut o = Output::create(&link).unwrap();
         o.writer().write_all(b"two").unwrap();
         o.commit().unwrap();
-        assert!(fs::symlink_metadata(&link).unwrap().file_type().is_symlink());
+        assert!(fs::symlink_metadata(&link)
+            .unwrap()
+            .file_type()
+            .is_symlink());
         assert_eq!(fs::read(&target).unwrap(), b"two");
     }
 
@@ -742,6 +758,9 @@ mod tests {
         );
         let mut o = Output::create(Path::new("/dev/full")).unwrap();
         let e = o.writer().write_all(&[0; 8192]).unwrap_err();
-        assert_eq!(e.raw_os_error(), Some(rustix::io::Errno::NOSPC.raw_os_error()));
+        assert_eq!(
+            e.raw_os_error(),
+            Some(rustix::io::Errno::NOSPC.raw_os_error())
+        );
     }
 }

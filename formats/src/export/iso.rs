@@ -245,24 +245,24 @@ impl Exporter for IsoExporter {
         }
         set_tree_mtimes(&stage, epoch)?;
         let size = write_built(out, work.path(), "out.iso", |iso| {
-        let mut c = tools::command(tools::XORRISO, epoch)?;
-        c.args([
-            "-as",
-            "mkisofs",
-            "-quiet",
-            "-iso-level",
-            "3",
-            "-R",
-            "-J",
-            "-joliet-long",
-        ])
-        .arg("-V")
-        .arg(&opts.label)
-        .args(&args)
-        .arg("-o")
-        .arg(iso)
-        .arg(&stage);
-        tools::run(&mut c).map(drop)
+            let mut c = tools::command(tools::XORRISO, epoch)?;
+            c.args([
+                "-as",
+                "mkisofs",
+                "-quiet",
+                "-iso-level",
+                "3",
+                "-R",
+                "-J",
+                "-joliet-long",
+            ])
+            .arg("-V")
+            .arg(&opts.label)
+            .args(&args)
+            .arg("-o")
+            .arg(iso)
+            .arg(&stage);
+            tools::run(&mut c).map(drop)
         })?;
         drop(work);
         Ok(ExportReport {
