@@ -221,6 +221,7 @@ pub fn save(
         image_name: name,
         compression,
         platform,
+        work_dir: Some(store.tmp_dir().to_path_buf()),
     };
     Ok(oci::write::save(
         &StoreBlobs::new(store),

@@ -1,8 +1,8 @@
 //! `chasi-formats`: OCI layout I/O and the exporters (disk images, ISO, archives).
 //!
 //! This part of the crate holds the native disk-image writers. They all stream from a
-//! [`disk::DiskSource`] (a virtual disk made of extents; holes read as zeros) and write to a
-//! temporary file renamed into place at the end ([`output::AtomicOutput`]). Identifiers are
+//! [`disk::DiskSource`] (a virtual disk made of extents; holes read as zeros) and write by
+//! the output rules of [`output::Output`] (a file atomically, a pipe or device in place). Identifiers are
 //! derived from a caller-supplied seed ([`ids`]) so output is byte-for-byte reproducible.
 //!
 //! | module | output |

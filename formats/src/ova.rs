@@ -17,17 +17,19 @@
 //!   `vmw:Config firmware=efi` entry;
 //! - ustar, no PAX, fixed owners and mtime ([`crate::ustar`]).
 //!
-//! The VMDK is written to a temporary file next to the output first: its size and digest
-//! must be known before the descriptor, which comes first in the archive.
+//! The VMDK is spooled to a temporary file first ([`OvaOptions::work_dir`], the exporter
+//! passes the store's session `tmp/`): its size and digest must be known before the
+//! descriptor, which comes first in the archive. The archive itself streams, so it can go
+//! to a pipe or a device by the rules of [`crate::output`].
 
 use std::io::{Seek, SeekFrom, Write};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use sha2::{Digest, Sha256, Sha512};
 
 use crate::disk::DiskSource;
 use crate::error::{FormatError, Result};
-use crate::output::AtomicOutput;
+use crate::output::Output;
 use crate::ustar::UstarWriter;
 use crate::vmdk::{write_vmdk_stream, AdapterType, VmdkOptions};
 
@@ -82,6 +84,9 @@ pub struct OvaOptions {
     pub threads: usize,
     /// Make the output durable (`fsync`) before renaming it into place (default true).
     pub sync: bool,
+    /// Where the VMDK is spooled before it is archived (default: the system's temp dir).
+    /// It is copied into the archive either way, so its file system does not matter.
+    pub work_dir: Option<PathBuf>,
 }
 
 impl Default for OvaOptions {
@@ -101,6 +106,7 @@ impl Default for OvaOptions {
             level: 6,
             threads: 2,
             sync: true,
+            work_dir: None,
         }
     }
 }
@@ -210,7 +216,7 @@ fn digest_line(alg: ManifestDigest, name: &str, data_256: &[u8], data_512: &[u8]
     }
 }
 
-/// Writes `src` as an OVA at `out` (atomically).
+/// Writes `src` as an OVA at `out` (by the rules of [`crate::output`]).
 pub fn write_ova(src: &dyn DiskSource, out: &Path, opts: &OvaOptions) -> Result<OvaReport> {
     opts.validate()?;
     let (ovf_name, disk_name, mf_name) = opts.member_names();
@@ -223,13 +229,9 @@ pub fn write_ova(src: &dyn DiskSource, out: &Path, opts: &OvaOptions) -> Result<
         sync: false,
     };
     vmdk_opts.validate()?;
-    let mut o = AtomicOutput::create(out)?;
+    let mut o = Output::create(out)?;
     o.set_sync(opts.sync);
-    let dir = o
-        .temp_path()
-        .parent()
-        .map(Path::to_path_buf)
-        .unwrap_or_else(|| ".".into());
+    let dir = opts.work_dir.clone().unwrap_or_else(std::env::temp_dir);
     let mut vmdk = tempfile::Builder::new()
         .prefix(".chasi-ova-disk.")
         .tempfile_in(&dir)
@@ -258,7 +260,7 @@ pub fn write_ova(src: &dyn DiskSource, out: &Path, opts: &OvaOptions) -> Result<
     let f = vmdk.as_file_mut();
     f.seek(SeekFrom::Start(0))
         .map_err(FormatError::io("seek in", &vmdk_path))?;
-    let tmp = o.temp_path().to_path_buf();
+    let tmp = out.to_path_buf();
     let mut members = vec![ovf_name.clone()];
     let out_file = std::io::BufWriter::with_capacity(1 << 20, o.writer());
     let mut tar = UstarWriter::new(out_file, opts.mtime, &tmp);

@@ -33,7 +33,7 @@ use std::path::Path;
 use crate::compress::{par_compress, pool, Codec};
 use crate::disk::{allocated_cluster_runs, for_each_batch, DiskSource};
 use crate::error::{FormatError, Result};
-use crate::output::AtomicOutput;
+use crate::output::Output;
 
 const COPIED: u64 = 1 << 63;
 const COMPRESSED: u64 = 1 << 62;
@@ -121,7 +121,8 @@ pub struct Qcow2Report {
     pub compressed_clusters: u64,
 }
 
-/// Writes `src` as a QCOW2 v3 image at `out` (atomically).
+/// Writes `src` as a QCOW2 v3 image at `out` (by the rules of [`crate::output`]: a regular
+/// file atomically, a block device in place; a pipe or character device is refused).
 pub fn write_qcow2(src: &dyn DiskSource, out: &Path, opts: &Qcow2Options) -> Result<Qcow2Report> {
     opts.validate()?;
     if src.size() % 512 != 0 {
@@ -133,12 +134,12 @@ pub fn write_qcow2(src: &dyn DiskSource, out: &Path, opts: &Qcow2Options) -> Res
             ),
         ));
     }
-    let mut o = AtomicOutput::create(out)?;
+    // The header is written last, at offset 0: a pipe cannot take it.
+    let mut o = Output::create_seekable(out, "qcow2")?;
     o.set_sync(opts.sync);
-    let tmp = o.temp_path().to_path_buf();
     let mut w = o.writer();
-    let report = Writer::new(src, opts, &tmp)?.run(&mut w)?;
-    w.finish().map_err(FormatError::io("sync", &tmp))?;
+    let report = Writer::new(src, opts, out)?.run(&mut w)?;
+    w.finish().map_err(FormatError::io("sync", out))?;
     o.commit()?;
     Ok(report)
 }

@@ -31,7 +31,7 @@ use md5::{Digest, Md5};
 use crate::disk::{allocated_cluster_runs, is_zero, read_clusters, DiskSource};
 use crate::error::{FormatError, Result};
 use crate::ids::{derive_mac, derive_uuid};
-use crate::output::AtomicOutput;
+use crate::output::Output;
 
 const HEADER_SIZE: usize = 12288;
 const BLOCK: usize = 4096;
@@ -308,14 +308,14 @@ fn header(devices: &[VmaDevice<'_>], opts: &VmaOptions, uuid: &[u8; 16]) -> Resu
     Ok(h)
 }
 
-/// Writes the devices as a VMA archive at `out` (atomically).
+/// Writes the devices as a VMA archive at `out` (by the rules of [`crate::output`]; it
+/// streams, so a pipe or standard output will do).
 pub fn write_vma(devices: &[VmaDevice<'_>], out: &Path, opts: &VmaOptions) -> Result<VmaReport> {
-    let mut o = AtomicOutput::create(out)?;
+    let mut o = Output::create(out)?;
     o.set_sync(opts.sync);
-    let tmp = o.temp_path().to_path_buf();
     let mut w = o.writer();
-    let report = write_vma_stream(devices, &mut w, opts, &tmp)?;
-    w.finish().map_err(FormatError::io("sync", &tmp))?;
+    let report = write_vma_stream(devices, &mut w, opts, out)?;
+    w.finish().map_err(FormatError::io("sync", out))?;
     o.commit()?;
     Ok(report)
 }

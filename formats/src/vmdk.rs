@@ -31,7 +31,7 @@ use crate::compress::{par_compress, pool, Codec};
 use crate::disk::{allocated_cluster_runs, for_each_batch, DiskSource};
 use crate::error::{FormatError, Result};
 use crate::ids::{derive_bytes, derive_u32};
-use crate::output::AtomicOutput;
+use crate::output::Output;
 
 const SECTOR: u64 = 512;
 const GRAIN_BITS: u32 = 16;
@@ -131,16 +131,16 @@ pub struct VmdkReport {
     pub grains: u64,
 }
 
-/// Writes `src` as a streamOptimized VMDK at `out` (atomically).
+/// Writes `src` as a streamOptimized VMDK at `out` (by the rules of [`crate::output`]; it
+/// streams, so a pipe or standard output will do).
 pub fn write_vmdk(src: &dyn DiskSource, out: &Path, opts: &VmdkOptions) -> Result<VmdkReport> {
     opts.validate()?;
     check_size(src.size())?;
-    let mut o = AtomicOutput::create(out)?;
+    let mut o = Output::create(out)?;
     o.set_sync(opts.sync);
-    let tmp = o.temp_path().to_path_buf();
     let mut w = o.writer();
-    let report = write_vmdk_stream(src, &mut w, opts, &tmp)?;
-    w.finish().map_err(FormatError::io("sync", &tmp))?;
+    let report = write_vmdk_stream(src, &mut w, opts, out)?;
+    w.finish().map_err(FormatError::io("sync", out))?;
     o.commit()?;
     Ok(report)
 }

@@ -65,7 +65,8 @@ pub struct ExportArgs {
     /// Output format: tar, squashfs, raw, qcow2, vmdk, ova, vma, iso.
     #[arg(long, value_parser = parsed::<ExportFormat>)]
     format: ExportFormat,
-    /// Output file (written under a temporary name, renamed when complete).
+    /// Output: a file (written under a temporary name, renamed when complete), an existing
+    /// pipe or device (written in place, never replaced), or `-` for standard output.
     #[arg(short, long, value_name = "OUT")]
     output: PathBuf,
     /// Platform of a multi-platform image (os/arch[/variant]); default: the only one, else the host's.
@@ -152,12 +153,18 @@ pub fn run(store: Option<&Path>, args: ExportArgs) -> anyhow::Result<ExitCode> {
     for n in &report.notes {
         eprintln!("{n}");
     }
-    println!(
+    let line = format!(
         "{} {} {} bytes{}",
         report.path.display(),
         report.format,
         report.size,
         if report.bootable { " bootable" } else { "" }
     );
+    // With `-o -` standard output carries the export itself.
+    if chasi_formats::output::is_stdout(&args.output) {
+        eprintln!("{line}");
+    } else {
+        println!("{line}");
+    }
     Ok(ExitCode::SUCCESS)
 }

@@ -79,7 +79,9 @@ pub enum SaveCompressionArg {
 pub struct SaveArgs {
     /// Image name (NAME[:TAG]) or digest.
     image: String,
-    /// Output path (a directory for `oci`, a file otherwise).
+    /// Output path: a directory for `oci`; otherwise a file (written under a temporary name,
+    /// renamed when complete), an existing pipe or device (written in place), or `-` for
+    /// standard output.
     #[arg(short, long, value_name = "PATH")]
     output: PathBuf,
     /// Output format.
@@ -194,7 +196,13 @@ pub fn run_save(store: Option<&Path>, args: SaveArgs) -> anyhow::Result<ExitCode
     for w in &report.warnings {
         eprintln!("warning: {w}");
     }
-    println!("{} {}", args.output.display(), report.root.digest());
+    let line = format!("{} {}", args.output.display(), report.root.digest());
+    // With `-o -` standard output carries the archive itself.
+    if chasi_formats::output::is_stdout(&args.output) {
+        eprintln!("{line}");
+    } else {
+        println!("{line}");
+    }
     Ok(ExitCode::SUCCESS)
 }
 

@@ -6,9 +6,9 @@ use std::io::{BufWriter, Write};
 use std::path::Path;
 
 use super::rootfs;
-use super::{commit_file, tools, work_dir, ExportFormat, ExportInput, ExportOptions};
+use super::{tools, work_dir, write_built, ExportFormat, ExportInput, ExportOptions};
 use super::{ExportError, ExportReport, ExportResult, Exporter};
-use crate::output::AtomicOutput;
+use crate::output::Output;
 
 /// `tar`: the merged rootfs, whiteouts applied, as one reproducible tar.
 #[derive(Debug, Clone, Copy)]
@@ -35,15 +35,22 @@ impl Exporter for TarExporter {
                 image: input.digest.clone(),
             });
         }
-        let mut o = AtomicOutput::create(out)?;
-        let tmp = o.temp_path().to_path_buf();
-        let size = {
-            let mut w = BufWriter::with_capacity(1 << 20, o.file());
-            let n = view.write_tar(&mut w)?;
-            w.flush().map_err(ExportError::io("write", &tmp))?;
-            n
-        };
-        o.commit()?;
+        let mut o = Output::create(out)?;
+        {
+            let mut sa = o.writer();
+            let mut w = BufWriter::with_capacity(1 << 20, &mut sa);
+            let written = view.write_tar(&mut w);
+            let flushed = w.flush();
+            drop(w);
+            // The store's error does not name the output: report a failed write as ours.
+            if let Some(e) = sa.write_error() {
+                return Err(ExportError::io("write", out)(e));
+            }
+            written?;
+            flushed.map_err(ExportError::io("write", out))?;
+            sa.finish().map_err(ExportError::io("sync", out))?;
+        }
+        let size = o.commit()?;
         Ok(ExportReport {
             format: ExportFormat::Tar,
             path: out.to_path_buf(),
@@ -74,12 +81,12 @@ impl Exporter for SquashfsExporter {
         out: &Path,
     ) -> ExportResult<ExportReport> {
         let (_, epoch) = input.scan_rootfs()?;
-        let work = work_dir(out)?;
+        let work = work_dir(input.store)?;
         let tree = work.path().join("rootfs");
         rootfs::unpack(input.store, &input.layers, &tree)?;
-        let img = work.path().join("rootfs.squashfs");
-        rootfs::build_squashfs(&tree, &img, epoch, opts.threads)?;
-        let size = commit_file(&img, out)?;
+        let size = write_built(out, work.path(), "rootfs.squashfs", |img| {
+            rootfs::build_squashfs(&tree, img, epoch, opts.threads)
+        })?;
         Ok(ExportReport {
             format: ExportFormat::Squashfs,
             path: out.to_path_buf(),

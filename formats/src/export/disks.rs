@@ -9,8 +9,9 @@
 //! console=tty0 console=ttyS0`. Without a kernel the disk is a data disk: one root
 //! partition. Sizes: `auto` is the content plus headroom; an explicit `--size` that cannot
 //! hold the content fails before anything is written. The partition contents are built in
-//! a work folder next to the output and the disk is streamed from them
-//! ([`crate::disk::ExtentDisk`]), never materialised.
+//! a work folder in the store's session `tmp/` and the disk is streamed from them
+//! ([`crate::disk::ExtentDisk`]), never materialised, into the output by the rules of
+//! [`crate::output`] (a block device such as `/dev/sdb` is written in place).
 
 use std::path::{Path, PathBuf};
 
@@ -122,7 +123,7 @@ impl Exporter for DiskExporter {
                 }
             }
         }
-        let work = work_dir(out)?;
+        let work = work_dir(input.store)?;
         let tree = work.path().join("rootfs");
         rootfs::unpack(input.store, &input.layers, &tree)?;
         let root_img = work.path().join("root.img");
@@ -219,11 +220,8 @@ impl Exporter for DiskExporter {
             opts.fs.name(),
             root_range.end - root_range.start
         ));
-        self.write(&disk, input, opts, out, epoch)?;
+        let size = self.write(&disk, input, opts, out, epoch, work.path())?;
         drop(work);
-        let size = std::fs::metadata(out)
-            .map_err(ExportError::io("stat", out))?
-            .len();
         Ok(ExportReport {
             format: self.format,
             path: out.to_path_buf(),
@@ -254,11 +252,13 @@ impl DiskExporter {
         opts: &ExportOptions,
         out: &Path,
         epoch: i64,
-    ) -> ExportResult<()> {
+        work: &Path,
+    ) -> ExportResult<u64> {
         let seed = input.seed();
-        match self.format {
+        let size = match self.format {
             ExportFormat::Raw => {
                 write_raw(disk, out)?;
+                crate::disk::DiskSource::size(disk)
             }
             ExportFormat::Qcow2 => {
                 let compression = match opts.compress {
@@ -274,7 +274,8 @@ impl DiskExporter {
                         threads: opts.threads,
                         ..Default::default()
                     },
-                )?;
+                )?
+                .file_size
             }
             ExportFormat::Vmdk => {
                 let file_name = out
@@ -290,7 +291,8 @@ impl DiskExporter {
                         threads: opts.threads,
                         ..Default::default()
                     },
-                )?;
+                )?
+                .file_size
             }
             ExportFormat::Ova => {
                 write_ova(
@@ -304,9 +306,11 @@ impl DiskExporter {
                         seed,
                         mtime: epoch as u64,
                         threads: opts.threads,
+                        work_dir: Some(work.to_path_buf()),
                         ..Default::default()
                     },
-                )?;
+                )?
+                .file_size
             }
             ExportFormat::Vma => {
                 let vm = ProxmoxVm {
@@ -329,7 +333,8 @@ impl DiskExporter {
                         configs: vec![("qemu-server.conf".into(), conf.into_bytes())],
                         ..Default::default()
                     },
-                )?;
+                )?
+                .file_size
             }
             other => {
                 return Err(ExportError::option(
@@ -337,8 +342,8 @@ impl DiskExporter {
                     "not a disk format (internal: wrong exporter)",
                 ))
             }
-        }
-        Ok(())
+        };
+        Ok(size)
     }
 }
 

@@ -24,7 +24,7 @@ use std::path::Path;
 use flate2::write::GzEncoder;
 
 use super::disks::short_id;
-use super::{boot, commit_file, cpio, tools, work_dir, BootMode, ExportFormat};
+use super::{boot, cpio, tools, work_dir, write_built, BootMode, ExportFormat};
 use super::{ExportError, ExportInput, ExportOptions, ExportReport, ExportResult, Exporter};
 use crate::oci::{write_oci_layout, WriteOptions};
 
@@ -103,7 +103,7 @@ impl Exporter for IsoExporter {
                 "a data ISO carries the image as an OCI layout, but no OCI source was given",
             ));
         }
-        let work = work_dir(out)?;
+        let work = work_dir(input.store)?;
         let stage = work.path().join("iso");
         let bootdir = stage.join("boot");
         std::fs::create_dir_all(&bootdir).map_err(ExportError::io("create", &bootdir))?;
@@ -221,6 +221,7 @@ impl Exporter for IsoExporter {
                 &WriteOptions {
                     tag: tag.clone(),
                     image_name: oci.name.clone(),
+                    work_dir: Some(work.path().to_path_buf()),
                     ..Default::default()
                 },
             )?;
@@ -243,26 +244,26 @@ impl Exporter for IsoExporter {
             notes.push("data ISO: OCI layout in oci/ and README.txt".into());
         }
         set_tree_mtimes(&stage, epoch)?;
-        let iso = work.path().join("out.iso");
-        let mut c = tools::command(tools::XORRISO, epoch)?;
-        c.args([
-            "-as",
-            "mkisofs",
-            "-quiet",
-            "-iso-level",
-            "3",
-            "-R",
-            "-J",
-            "-joliet-long",
-        ])
-        .arg("-V")
-        .arg(&opts.label)
-        .args(&args)
-        .arg("-o")
-        .arg(&iso)
-        .arg(&stage);
-        tools::run(&mut c)?;
-        let size = commit_file(&iso, out)?;
+        let size = write_built(out, work.path(), "out.iso", |iso| {
+            let mut c = tools::command(tools::XORRISO, epoch)?;
+            c.args([
+                "-as",
+                "mkisofs",
+                "-quiet",
+                "-iso-level",
+                "3",
+                "-R",
+                "-J",
+                "-joliet-long",
+            ])
+            .arg("-V")
+            .arg(&opts.label)
+            .args(&args)
+            .arg("-o")
+            .arg(iso)
+            .arg(&stage);
+            tools::run(&mut c).map(drop)
+        })?;
         drop(work);
         Ok(ExportReport {
             format: ExportFormat::Iso,

@@ -4,9 +4,10 @@
 //! Why a trait and a closed enum: every format shares the same two phases — an *early check*
 //! of options and external tools (so a bad option or a missing package fails before any
 //! work or output), then a *streaming export* from the layer store's merged view
-//! ([`chasi_layers::Store::flat_view`]) into a temporary file renamed over the final path at
-//! the end ([`crate::output::AtomicOutput`]). [`ExportFormat`] is closed so the CLI can list
-//! the formats and their options in `--help`, and each format lives in its own module:
+//! ([`chasi_layers::Store::flat_view`]) into the output, written by the rules of
+//! [`crate::output`] (a file atomically, a pipe or device in place, `-` to standard output).
+//! [`ExportFormat`] is closed so the CLI can list the formats and their options in `--help`,
+//! and each format lives in its own module:
 //!
 //! | module | formats |
 //! |---|---|
@@ -16,6 +17,16 @@
 //! | [`rootfs`] | root file-system images: ext4 (`mke2fs -d`), squashfs, erofs |
 //! | [`boot`] | ESP (FAT via mtools) and GRUB images for UEFI and BIOS |
 //! | [`cpio`] | the live ISO's initramfs (the rootfs as a newc archive) |
+//!
+//! Work directories (the unpacked rootfs, partition images, the ISO tree) are made by
+//! [`work_dir`] in the store's session `tmp/` ([`chasi_layers::Store::tmp_dir`]): a killed
+//! export leaves them where the next command that opens the store, or `store gc`, removes
+//! them, never next to the output. The intermediate files there are read into the final
+//! output (the disk is assembled from them), so their file system does not matter. An image
+//! an external tool builds whole (squashfs, ISO) is written by the tool straight into the
+//! output's temporary file next to the output ([`write_built`]), so finishing it is a rename
+//! on the output's file system, not a copy of a large file from the store's; that temporary
+//! file is removed by the next output made in that directory if the export is killed.
 //!
 //! Reproducibility: identifiers derive from the image digest ([`crate::ids`]) and every
 //! time is clamped to [`ExportInput::epoch`] (`SOURCE_DATE_EPOCH`, else the newest mtime in
@@ -37,6 +48,7 @@ use chasi_layers::{Digest, Store};
 
 use crate::error::FormatError;
 use crate::oci::{BlobSource, Descriptor, OciError};
+use crate::output::{self, Output};
 
 /// Everything that can stop an export.
 #[derive(Debug, thiserror::Error)]
@@ -195,6 +207,12 @@ impl ExportFormat {
             | ExportFormat::Vma => Box::new(disks::DiskExporter { format: self }),
             ExportFormat::Iso => Box::new(iso::IsoExporter),
         }
+    }
+
+    /// Whether the writer seeks back into its output (qcow2 writes its header last), so the
+    /// output must be a regular file or a block device.
+    pub fn needs_seek(self) -> bool {
+        self == ExportFormat::Qcow2
     }
 
     /// Whether the format is a GPT disk image.
@@ -538,9 +556,9 @@ impl ExportInput<'_> {
 pub struct ExportReport {
     /// The format.
     pub format: ExportFormat,
-    /// The final output path.
+    /// The output path as given.
     pub path: PathBuf,
-    /// Its size in bytes.
+    /// Its size in bytes (written, for a pipe or device).
     pub size: u64,
     /// Whether the output boots (a kernel was found and a boot chain written).
     pub bootable: bool,
@@ -556,8 +574,8 @@ pub trait Exporter {
     /// Checks options and the presence of external tools before any work is done.
     fn check(&self, opts: &ExportOptions) -> ExportResult<()>;
 
-    /// Writes the export to `out` (atomically: nothing appears under `out` unless it
-    /// completes).
+    /// Writes the export to `out` by the rules of [`crate::output`] (a file atomically:
+    /// nothing appears under `out` unless it completes; a pipe or device in place).
     fn export(
         &self,
         input: &ExportInput<'_>,
@@ -566,30 +584,27 @@ pub trait Exporter {
     ) -> ExportResult<ExportReport>;
 }
 
-/// Checks that `out` can be created: its folder exists, is a folder and is writable.
-pub fn check_output(out: &Path) -> ExportResult<()> {
-    let bad = |reason: String| ExportError::Output {
-        path: out.to_path_buf(),
-        reason,
+/// Checks early that `out` can be written by `format`, by the rules of [`crate::output`]:
+/// not a directory; a file to create has a writable folder; a format that seeks is not
+/// given a pipe, a character device or standard output.
+pub fn check_output(out: &Path, format: ExportFormat) -> ExportResult<()> {
+    let target = if format.needs_seek() {
+        output::inspect_seekable(out, format.name())?
+    } else {
+        output::inspect(out)?
     };
-    if out.file_name().is_none() {
-        return Err(bad("the path has no file name".into()));
+    if target.kind.in_place() {
+        return Ok(());
     }
-    if out.is_dir() {
-        return Err(bad("it is a directory".into()));
-    }
-    let dir = match out.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
-        _ => PathBuf::from("."),
-    };
-    if !dir.is_dir() {
-        return Err(bad(format!("the folder {} does not exist", dir.display())));
-    }
+    let dir = output::parent_dir(&target.resolved);
     tempfile::Builder::new()
         .prefix(".chasi-export-probe.")
         .tempfile_in(&dir)
         .map(drop)
-        .map_err(|e| bad(format!("the folder {} is not writable: {e}", dir.display())))
+        .map_err(|e| ExportError::Output {
+            path: out.to_path_buf(),
+            reason: format!("the folder {} is not writable: {e}", dir.display()),
+        })
 }
 
 /// Runs the whole export: option check, tool check, output check, then the exporter.
@@ -602,7 +617,7 @@ pub fn export(
     opts.check(format)?;
     let exporter = format.exporter();
     exporter.check(opts)?;
-    check_output(out)?;
+    check_output(out, format)?;
     if input.layers.is_empty() {
         return Err(ExportError::NoRootfs {
             image: input.digest.clone(),
@@ -611,30 +626,40 @@ pub fn export(
     exporter.export(input, opts, out)
 }
 
-/// A work folder next to the output (same file system, so large intermediate images do not
-/// fill a small `/tmp`), removed when dropped.
-pub(crate) fn work_dir(out: &Path) -> ExportResult<tempfile::TempDir> {
-    let dir = match out.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
-        _ => PathBuf::from("."),
-    };
+/// A work folder in the store's session `tmp/` (removed when dropped; if the process is
+/// killed, by the next command that opens the store).
+pub(crate) fn work_dir(store: &Store) -> ExportResult<tempfile::TempDir> {
+    let dir = store.tmp_dir();
     tempfile::Builder::new()
-        .prefix(".chasi-export-work.")
-        .tempdir_in(&dir)
-        .map_err(ExportError::io("create a work folder in", &dir))
+        .prefix("export-")
+        .tempdir_in(dir)
+        .map_err(ExportError::io("create a work folder in", dir))
 }
 
-/// Moves a finished file from the work folder (same file system) to its final path: mode
-/// 0644, fsync, then an atomic rename. Returns its size.
-pub(crate) fn commit_file(tmp: &Path, out: &Path) -> ExportResult<u64> {
-    use std::os::unix::fs::PermissionsExt;
-    let f = std::fs::File::open(tmp).map_err(ExportError::io("open", tmp))?;
-    f.set_permissions(std::fs::Permissions::from_mode(0o644))
-        .map_err(ExportError::io("set permissions of", tmp))?;
-    f.sync_all().map_err(ExportError::io("sync", tmp))?;
-    let size = f.metadata().map_err(ExportError::io("stat", tmp))?.len();
-    std::fs::rename(tmp, out).map_err(ExportError::io("rename into place", out))?;
-    Ok(size)
+/// Writes an output an external tool builds whole (`build` is given the path to write):
+/// into the output's temporary file when the output is a file (finished by a rename), else
+/// into `work/name`, then copied into the pipe or device. Returns the output's size.
+pub(crate) fn write_built(
+    out: &Path,
+    work: &Path,
+    name: &str,
+    build: impl FnOnce(&Path) -> ExportResult<()>,
+) -> ExportResult<u64> {
+    let target = output::inspect(out)?;
+    if target.kind.in_place() {
+        let staged = work.join(name);
+        build(&staged)?;
+        let mut o = Output::open(target)?;
+        o.copy_from(&staged)?;
+        return Ok(o.commit()?);
+    }
+    let mut o = Output::open(target)?;
+    let path = o.path_for_tool().ok_or_else(|| ExportError::Output {
+        path: out.to_path_buf(),
+        reason: "a file output has no temporary file (internal)".into(),
+    })?;
+    build(&path)?;
+    Ok(o.commit()?)
 }
 
 #[cfg(test)]

@@ -250,8 +250,10 @@ impl DirBlobs {
     ) -> OciResult<(Digest, u64)> {
         let dir = self.root.join("blobs").join("sha256");
         fs::create_dir_all(&dir).map_err(OciError::io("create directory", &dir))?;
+        // Blobs are outputs too: 0644 minus the umask, like every file chasi writes for users.
         let tmp = tempfile::Builder::new()
             .prefix(".tmp-")
+            .permissions(<fs::Permissions as std::os::unix::fs::PermissionsExt>::from_mode(0o644))
             .tempfile_in(&dir)
             .map_err(OciError::io("create a temporary file in", &dir))?;
         let hasher = match expected {

@@ -13,7 +13,7 @@
 //! match the config, and an OCI manifest is synthesized over the blobs as they are.
 
 use std::collections::{BTreeMap, HashMap};
-use std::io::{self, BufRead, BufReader, Read, Write};
+use std::io::{self, BufRead, BufReader, Read};
 use std::path::Path;
 
 use oci_spec::image::{Descriptor, Digest, ImageManifest, MediaType};
@@ -25,7 +25,7 @@ use super::digest::{sha256_digest, HashingReader};
 use super::error::{OciError, OciResult};
 use super::image::{config_platform, diff_ids, plain_descriptor, select_manifest};
 use super::json::to_canonical_json;
-use super::layout::{parent_of, AtomicFile};
+use super::layout::{finish_archive, staging_dir};
 use super::media::{classify, decoder, oci_layer_type, sniff, BlobKind, LayerCodec};
 use super::plan::{BlobData, Planner};
 use super::read::ImageEntry;
@@ -40,7 +40,7 @@ pub fn write_docker_archive(
     opts: &WriteOptions,
 ) -> OciResult<WriteReport> {
     let manifest_desc = select_manifest(source, root, opts.platform.as_ref())?;
-    let plan = Planner::new(source, opts.compression, &parent_of(file))
+    let plan = Planner::new(source, opts.compression, &staging_dir(opts))
         .for_docker_archive()?
         .plan_manifest(&manifest_desc)?;
     let manifest_raw = match plan.blobs.get(&plan.root.digest().to_string()) {
@@ -133,9 +133,10 @@ pub fn write_docker_archive(
             keys.join(", ")
         ));
     }
-    let mut out = AtomicFile::create(file)?;
+    let mut out = crate::output::Output::create(file)?;
     {
-        let mut tar = DeterministicTar::new(out.writer(), file);
+        let w = io::BufWriter::with_capacity(1 << 20, out.writer());
+        let mut tar = DeterministicTar::new(w, file);
         let mut dirs_done = std::collections::BTreeSet::new();
         let mut all: Vec<(String, Option<(Digest, u64)>)> = members
             .iter()
@@ -172,8 +173,7 @@ pub fn write_docker_archive(
                 }
             }
         }
-        let mut w = tar.finish()?;
-        w.flush().map_err(OciError::io("write", file))?;
+        finish_archive(tar.finish()?, file)?;
     }
     out.commit()?;
     Ok(report)

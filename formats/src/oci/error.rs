@@ -207,6 +207,9 @@ pub enum OciError {
         /// Why.
         reason: &'static str,
     },
+    /// The output could not be opened or written by the output rules.
+    #[error(transparent)]
+    Output(#[from] crate::error::FormatError),
     /// An export option does not fit the output format.
     #[error("invalid option for {format}: {message}")]
     BadOption {

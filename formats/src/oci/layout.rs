@@ -5,7 +5,10 @@
 //! image with `org.opencontainers.image.ref.name` (and `io.containerd.image.name` when a
 //! full name is given). A directory that already is a layout gets the image added, replacing
 //! an entry with the same tag, as skopeo does; an archive is always written whole, its
-//! members sorted, through a temporary file renamed into place.
+//! members sorted, by the rules of [`crate::output`] (a file through a temporary file
+//! renamed into place, a pipe or device in place, `-` to standard output). The files of a
+//! layout directory (`index.json`, `oci-layout`) go through the same [`Output`]; staged
+//! layers go to [`WriteOptions::work_dir`], never next to the output.
 //!
 //! Reading: `oci-layout` and `index.json` are parsed, every `index.json` entry becomes an
 //! [`ImageEntry`], and blobs are served verified from the directory or straight out of the
@@ -28,15 +31,14 @@ use super::read::ImageEntry;
 use super::reference::validate_ref_name;
 use super::tarball::{DeterministicTar, TarIndex};
 use super::write::{WriteOptions, WriteReport};
+use crate::output::{self, Output};
 
 const OCI_LAYOUT: &[u8] = br#"{"imageLayoutVersion":"1.0.0"}"#;
 
-/// The parent directory of `path`, for staging files next to the output.
-pub(crate) fn parent_of(path: &Path) -> PathBuf {
-    match path.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
-        _ => PathBuf::from("."),
-    }
+/// Where an export plan stages re-compressed layers: the caller's work dir (the store's
+/// session `tmp/`), else the system's temp dir.
+pub(crate) fn staging_dir(opts: &WriteOptions) -> PathBuf {
+    opts.work_dir.clone().unwrap_or_else(std::env::temp_dir)
 }
 
 fn index_entry(root: &Descriptor, opts: &WriteOptions) -> OciResult<Value> {
@@ -72,7 +74,6 @@ fn plan_for(
     source: &(impl BlobSource + ?Sized),
     root: &Descriptor,
     opts: &WriteOptions,
-    out: &Path,
 ) -> OciResult<ExportPlan> {
     if !matches!(
         classify(root.media_type()),
@@ -83,7 +84,7 @@ fn plan_for(
             digest: root.digest().to_string(),
         });
     }
-    Planner::new(source, opts.compression, &parent_of(out)).plan(root)
+    Planner::new(source, opts.compression, &staging_dir(opts)).plan(root)
 }
 
 /// Writes (or adds to) an OCI image layout directory.
@@ -94,6 +95,12 @@ pub fn write_oci_layout(
     opts: &WriteOptions,
 ) -> OciResult<WriteReport> {
     index_entry(root, opts)?;
+    if output::is_stdout(dir) {
+        return Err(OciError::OutputExists {
+            path: dir.to_path_buf(),
+            reason: "an OCI layout is a directory; write an oci-archive to standard output",
+        });
+    }
     let mut existing: Vec<Value> = Vec::new();
     if dir.exists() {
         if !dir.is_dir() {
@@ -125,7 +132,7 @@ pub fn write_oci_layout(
         }
     }
     fs::create_dir_all(dir).map_err(OciError::io("create directory", dir))?;
-    let plan = plan_for(source, root, opts, dir)?;
+    let plan = plan_for(source, root, opts)?;
     let blobs = DirBlobs::new(dir);
     let mut report = WriteReport::new(plan.root.clone());
     for blob in plan.blobs.values() {
@@ -181,61 +188,12 @@ fn existing_blob_is_intact(path: &Path, digest: &Digest, size: u64) -> bool {
 }
 
 fn write_atomic(path: &Path, bytes: &[u8]) -> OciResult<()> {
-    let parent = parent_of(path);
-    let mut tmp = tempfile::Builder::new()
-        .prefix(".tmp-")
-        .tempfile_in(&parent)
-        .map_err(OciError::io("create a temporary file in", &parent))?;
-    tmp.write_all(bytes)
-        .map_err(OciError::io("write", tmp.path()))?;
-    tmp.as_file()
-        .sync_all()
-        .map_err(OciError::io("sync", tmp.path()))?;
-    tmp.persist(path)
-        .map_err(|e| OciError::io("rename into", path)(e.error))?;
+    let mut o = Output::create(path)?;
+    o.writer()
+        .write_all(bytes)
+        .map_err(OciError::io("write", path))?;
+    o.commit()?;
     Ok(())
-}
-
-/// A file written to a temporary name next to its final path, renamed on commit.
-pub(crate) struct AtomicFile {
-    tmp: tempfile::NamedTempFile,
-    path: PathBuf,
-}
-
-impl AtomicFile {
-    pub(crate) fn create(path: &Path) -> OciResult<Self> {
-        if path.is_dir() {
-            return Err(OciError::OutputExists {
-                path: path.to_path_buf(),
-                reason: "it is a directory",
-            });
-        }
-        let parent = parent_of(path);
-        let tmp = tempfile::Builder::new()
-            .prefix(".chasi-archive-")
-            .suffix(".partial")
-            .tempfile_in(&parent)
-            .map_err(OciError::io("create a temporary file in", &parent))?;
-        Ok(AtomicFile {
-            tmp,
-            path: path.to_path_buf(),
-        })
-    }
-
-    pub(crate) fn writer(&mut self) -> io::BufWriter<&mut fs::File> {
-        io::BufWriter::with_capacity(1 << 20, self.tmp.as_file_mut())
-    }
-
-    pub(crate) fn commit(self) -> OciResult<()> {
-        self.tmp
-            .as_file()
-            .sync_all()
-            .map_err(OciError::io("sync", self.tmp.path()))?;
-        self.tmp
-            .persist(&self.path)
-            .map_err(|e| OciError::io("rename into", &self.path)(e.error))?;
-        Ok(())
-    }
 }
 
 /// Writes an `oci-archive`: a deterministic tar of an OCI layout holding this one image.
@@ -246,11 +204,11 @@ pub fn write_oci_archive(
     opts: &WriteOptions,
 ) -> OciResult<WriteReport> {
     index_entry(root, opts)?;
-    let plan = plan_for(source, root, opts, file)?;
-    let mut out = AtomicFile::create(file)?;
+    let plan = plan_for(source, root, opts)?;
+    let mut out = Output::create(file)?;
     let mut report = WriteReport::new(plan.root.clone());
     {
-        let w = out.writer();
+        let w = io::BufWriter::with_capacity(1 << 20, out.writer());
         let mut tar = DeterministicTar::new(w, file);
         let mut algorithms: Vec<String> = plan
             .blobs
@@ -279,11 +237,21 @@ pub fn write_oci_archive(
         let index = index_json(vec![index_entry(&plan.root, opts)?])?;
         tar.file("index.json", index.len() as u64, &mut &index[..])?;
         tar.file("oci-layout", OCI_LAYOUT.len() as u64, &mut &OCI_LAYOUT[..])?;
-        let mut w = tar.finish()?;
-        w.flush().map_err(OciError::io("write", file))?;
+        finish_archive(tar.finish()?, file)?;
     }
     out.commit()?;
     Ok(report)
+}
+
+/// Flushes an archive's buffer and waits for its background sync.
+pub(crate) fn finish_archive(
+    w: io::BufWriter<output::SyncAhead<'_>>,
+    file: &Path,
+) -> OciResult<()> {
+    w.into_inner()
+        .map_err(|e| OciError::io("write", file)(e.into_error()))?
+        .finish()
+        .map_err(OciError::io("sync", file))
 }
 
 /// Where a layout's files are: a directory or an archive.

@@ -3,7 +3,7 @@
 //! The three writers live with their formats ([`super::layout`], [`super::docker`]); this
 //! module holds what they share so the CLI can pick a format at run time.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::str::FromStr;
 
 use oci_spec::image::Descriptor;
@@ -52,6 +52,10 @@ pub struct WriteOptions {
     /// Platform to write when the image is multi-platform and the format holds one
     /// (docker-archive). Ignored by OCI layouts, which keep the whole index.
     pub platform: Option<PlatformSpec>,
+    /// Where re-compressed layers are staged before they are written (the CLI passes the
+    /// store's session `tmp/`, which a killed run leaves to the next one to clean; default:
+    /// the system's temp dir). Never next to the output.
+    pub work_dir: Option<PathBuf>,
 }
 
 /// What a writer did.
@@ -80,7 +84,8 @@ impl WriteReport {
 }
 
 /// Writes the image rooted at `root` (a manifest or an index in `source`) to `path` in
-/// `format`.
+/// `format`. Archives follow the rules of [`crate::output`] (a file atomically, a pipe or
+/// device in place, `-` to standard output); an OCI layout is a directory.
 pub fn save(
     source: &(impl BlobSource + ?Sized),
     root: &Descriptor,
