@@ -37,7 +37,7 @@ pub struct BuildArgs {
     #[command(flatten)]
     input: InputArgs,
     /// Name the image is stored under, NAME[:TAG] (the tag defaults to `latest`).
-    #[arg(short = 't', long = "tag", value_name = "NAME:TAG", required = true)]
+    #[arg(short = 't', long = "tag", value_name = "NAME:TAG", required = true, value_parser = parse_tag)]
     tag: String,
     /// Label KEY=VALUE added to the image configuration; repeatable.
     #[arg(long = "label", value_name = "KEY=VALUE", value_parser = parse_kv)]
@@ -64,6 +64,19 @@ pub struct BuildArgs {
     /// Progress output: a live display on a terminal, plain lines, or JSON events.
     #[arg(long, value_enum, default_value = "auto")]
     progress: ProgressMode,
+}
+
+/// Checks an image name given on the command line (`-t`, `chasi tag`) before anything runs, so
+/// a bad name is a usage error (exit 2) and not a failure after the build.
+pub fn parse_tag(text: &str) -> Result<String, String> {
+    match text.parse::<chasi_formats::oci::ImageRef>() {
+        Ok(chasi_formats::oci::ImageRef::Store { .. }) => Ok(text.to_string()),
+        Ok(_) => Err(format!(
+            "`{text}` is a transport reference, not a store name NAME[:TAG]"
+        )),
+        Err(chasi_formats::oci::OciError::BadReference { reason, .. }) => Err(reason),
+        Err(e) => Err(e.to_string()),
+    }
 }
 
 fn parse_kv(text: &str) -> Result<(String, String), String> {

@@ -39,6 +39,7 @@ pub struct TagArgs {
     /// Existing image (NAME[:TAG] or digest).
     source: String,
     /// New name (NAME[:TAG]).
+    #[arg(value_parser = crate::cmd::build::parse_tag)]
     target: String,
 }
 
