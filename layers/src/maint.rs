@@ -323,7 +323,7 @@ impl Store {
                         );
                     }
                 }
-                Err(e) => bad(&mut rep, d.to_string(), path, e.to_string()),
+                Err(e) => bad(&mut rep, d.to_string(), path, crate::error::chain(&e)),
             }
         }
         // Packs.
@@ -359,7 +359,7 @@ impl Store {
             {
                 Ok(i) => i,
                 Err(e) => {
-                    bad(&mut rep, name.clone(), path, e.to_string());
+                    bad(&mut rep, name.clone(), path, crate::error::chain(&e));
                     continue;
                 }
             };
@@ -381,7 +381,7 @@ impl Store {
                         &mut rep,
                         idx.pack.to_string(),
                         pack_path,
-                        format!("pack unreadable: {e}"),
+                        format!("pack unreadable: {}", crate::error::chain(&e)),
                     );
                     continue;
                 }
@@ -408,7 +408,7 @@ impl Store {
                         &mut rep,
                         idx.pack.to_string(),
                         pack_path,
-                        format!("pack unreadable: {e}"),
+                        format!("pack unreadable: {}", crate::error::chain(&e)),
                     );
                     continue;
                 }
@@ -425,7 +425,7 @@ impl Store {
                         e.frame_len,
                         e.frame_raw_len,
                     )
-                    .map_err(|err| err.to_string());
+                    .map_err(|err| crate::error::chain(&err));
                     decoded = Some((e.frame_offset, data));
                 }
                 let data = match decoded.as_ref().map(|d| &d.1) {
@@ -449,7 +449,7 @@ impl Store {
                         &mut rep,
                         format!("chunk {}", e.chunk),
                         pack_path.clone(),
-                        err.to_string(),
+                        crate::error::chain(&err),
                     ),
                 }
             }
@@ -461,7 +461,7 @@ impl Store {
             let idx: LayerIndex = match self.layer(&l) {
                 Ok(i) => i,
                 Err(e) => {
-                    bad(&mut rep, l.to_string(), path, e.to_string());
+                    bad(&mut rep, l.to_string(), path, crate::error::chain(&e));
                     continue;
                 }
             };
@@ -489,7 +489,7 @@ impl Store {
                 match self.read_chunk(c) {
                     Ok(raw) => diff.update(&raw),
                     Err(e) => {
-                        failed = Some(e.to_string());
+                        failed = Some(crate::error::chain(&e));
                         break;
                     }
                 }
@@ -523,7 +523,7 @@ impl Store {
                         "has no link, so it cannot be served by digest".to_string()
                     }
                     Ok(got) => format!("reproduces as {} ({} bytes)", got.digest, got.size),
-                    Err(e) => e.to_string(),
+                    Err(e) => crate::error::chain(&e),
                 };
                 bad(
                     &mut rep,
@@ -554,7 +554,7 @@ impl Store {
                 // Written just before the layer index that lists the blob: a kill in between leaves this.
                 Ok(_) if !self.has_blob(&d) => rep.ignored_partial.push(p.display().to_string()),
                 Ok(_) => {}
-                Err(e) => bad(&mut rep, d.to_string(), p, e.to_string()),
+                Err(e) => bad(&mut rep, d.to_string(), p, crate::error::chain(&e)),
             }
         }
         // Refs.
@@ -577,7 +577,7 @@ impl Store {
                     &mut rep,
                     ent.file_name().to_string_lossy().into_owned(),
                     p,
-                    e.to_string(),
+                    crate::error::chain(&e),
                 ),
             }
         }
@@ -594,7 +594,7 @@ impl Store {
                     &mut rep,
                     ent.file_name().to_string_lossy().into_owned(),
                     p,
-                    e.to_string(),
+                    crate::error::chain(&e),
                 );
             }
         }
@@ -604,7 +604,7 @@ impl Store {
             .ctx("read", &lp)
             .and_then(|d| crate::layout::Layout::parse(&d, &lp))
         {
-            bad(&mut rep, "layout.json".into(), lp, e.to_string());
+            bad(&mut rep, "layout.json".into(), lp, crate::error::chain(&e));
         }
         Ok(rep)
     }
