@@ -1,13 +1,15 @@
 //! `chasi build`: compile a Kubefile and execute its plan into an image in the store.
 
 use crate::cmd::check::InputArgs;
+use crate::errors::{self, ErrorReport};
 use crate::progress::{observer, ProgressMode};
 use anyhow::Context as _;
 use chasi_builder::assemble::Compression;
 use chasi_builder::filecache::StoreFileDigests;
 use chasi_builder::sandbox::Network;
 use chasi_builder::{build, BuildOptions};
-use chasi_compiler::render;
+use chasi_compiler::source::SourceFile;
+use chasi_compiler::{render, Compiled};
 use clap::{Args, ValueEnum};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -86,6 +88,28 @@ fn parse_kv(text: &str) -> Result<(String, String), String> {
     }
 }
 
+impl BuildArgs {
+    /// Whether stderr carries JSON events (`--progress json`).
+    pub fn progress_is_json(&self) -> bool {
+        self.progress == ProgressMode::Json
+    }
+}
+
+/// Prints the compiler's diagnostics on stderr: code frames, or one `diagnostics` event.
+fn print_diagnostics(source: &SourceFile, compiled: &Compiled, json: bool) {
+    if !json {
+        eprint!("{}", render::human(source, &compiled.diagnostics));
+        return;
+    }
+    let diagnostics: serde_json::Value =
+        serde_json::from_str(&render::json(source, &compiled.diagnostics)).unwrap_or_default();
+    let line = serde_json::json!({
+        "event": "diagnostics",
+        "diagnostics": diagnostics["diagnostics"],
+    });
+    eprintln!("{line}");
+}
+
 /// Runs `chasi build`: prints `NAME DIGEST` on success.
 pub fn run(store: Option<&Path>, args: BuildArgs) -> anyhow::Result<ExitCode> {
     let Some(context) = args.input.context.clone() else {
@@ -101,23 +125,41 @@ pub fn run(store: Option<&Path>, args: BuildArgs) -> anyhow::Result<ExitCode> {
     // Unchanged files are not read again to compute the plan's content digests.
     let file_digests = StoreFileDigests::load(&store, &context);
     let (source, compiled) = args.input.compile_with(false, Some(&file_digests))?;
+    let json = args.progress_is_json();
+    if !compiled.diagnostics.is_empty() {
+        print_diagnostics(&source, &compiled, json);
+    }
     if compiled.has_errors() {
-        eprint!("{}", render::human(&source, &compiled.diagnostics));
-        eprintln!(
+        let summary = format!(
             "{}: {}",
             source.name(),
             crate::cmd::check::summary(&compiled)
         );
+        if json {
+            let report = ErrorReport::plain(summary, "diagnostics");
+            errors::print(
+                &report,
+                errors::Channels {
+                    stdout_json: false,
+                    stderr_json: true,
+                },
+            );
+        } else {
+            eprintln!("{summary}");
+        }
         return Ok(ExitCode::from(1));
-    }
-    if !compiled.diagnostics.is_empty() {
-        eprint!("{}", render::human(&source, &compiled.diagnostics));
     }
     let (Some(program), Some(plan)) = (&compiled.program, &compiled.plan) else {
         anyhow::bail!("the Kubefile compiled without errors but produced no plan");
     };
     if let Err(e) = file_digests.save(&store) {
-        eprintln!("warning: {e}");
+        let text = chasi_layers::error::chain(&e);
+        if json {
+            let line = serde_json::json!({"event": "warning", "message": text});
+            eprintln!("{line}");
+        } else {
+            eprintln!("warning: {text}");
+        }
     }
     let options = BuildOptions {
         tag: args.tag.clone(),

@@ -56,6 +56,16 @@ enum Action {
     },
 }
 
+impl StoreArgs {
+    /// Whether stdout is JSON.
+    pub fn format_is_json(&self) -> bool {
+        let format = match &self.action {
+            Action::Du { format } | Action::Verify { format } | Action::Gc { format, .. } => format,
+        };
+        matches!(format, Format::Json)
+    }
+}
+
 fn open(store: Option<&Path>) -> anyhow::Result<Store> {
     let dir = chasi_layers::resolve_store_dir(store)?;
     if !dir.join("layout.json").exists() {
