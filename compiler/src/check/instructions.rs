@@ -130,9 +130,7 @@ impl Checker<'_> {
                         .with_help("give the variable a default: `ARG NAME=scratch`"),
                     );
                     Base::Scratch
-                } else if !self.no_nul(&image, image_word, "the image") {
-                    Base::Scratch
-                } else if image == "scratch" {
+                } else if image == "scratch" || !self.no_nul(&image, image_word, "the image") {
                     Base::Scratch
                 } else if let Some(&index) = self.stage_names.get(&image.to_ascii_lowercase()) {
                     Base::Stage { index }
