@@ -752,3 +752,38 @@ fn a_cache_hit_needs_its_layer_present_and_a_record_its_own_key() {
     assert!(executed.is_empty(), "{executed:?}");
     assert_eq!((d, cached.len()), (clean, 2));
 }
+
+#[test]
+fn a_bad_tag_is_a_usage_error_before_any_step_runs() {
+    let tmp = tempfile::tempdir().unwrap();
+    let store = tmp.path().join("store");
+    let ctx = tmp.path().join("ctx");
+    let marker = tmp.path().join("marker");
+    write_files(
+        &ctx,
+        &[(
+            "Kubefile",
+            &format!("FROM scratch\nRUN touch {}\n", marker.display()),
+        )],
+    );
+    let ctx = ctx.to_str().unwrap();
+    for tag in ["a:b:c", "Upper:1", "x:", "oci:/tmp/l:v1", "a/b:c:d"] {
+        let out = run(&store, &["build", "--progress", "json", "-t", tag, ctx]);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "-t {tag}: {stderr}");
+        assert!(stderr.contains(tag), "the error names the tag: {stderr}");
+        assert!(
+            !stderr.contains("step_started") && !marker.exists(),
+            "-t {tag}: no step may run before the tag is checked"
+        );
+    }
+    // The same Kubefile with a good tag does run the step.
+    let (_, executed, _) = build_json(&store, &["-t", "good:1", ctx]);
+    assert_eq!(executed.len(), 1, "{executed:?}");
+    let out = run(&store, &["tag", "good:1", "a:b:c"]);
+    assert_eq!(
+        out.status.code(),
+        Some(2),
+        "chasi tag checks its target too"
+    );
+}

@@ -239,3 +239,25 @@ fn help_describes_every_option() {
     let top = text(&chasi(&["--help"]).stdout);
     assert!(top.contains("check") && top.contains("plan"), "{top}");
 }
+
+#[test]
+fn a_nul_byte_in_a_copy_source_is_a_diagnostic_not_an_io_error() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::write(dir.path().join("a"), "a").expect("write");
+    let ctx = dir.path().display().to_string();
+    for content in [
+        "FROM scratch\nCOPY \"a\0b\" /x\n",
+        "FROM scratch\nARG X=\"a\0b\"\nCOPY ${X} /x\n",
+    ] {
+        kubefile(dir.path(), content);
+        let out = chasi(&["check", "--format", "json", &ctx]);
+        assert_eq!(code(&out), 1, "{}", text(&out.stderr));
+        assert!(out.stderr.is_empty(), "no I/O error: {}", text(&out.stderr));
+        let json: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON");
+        let d = &json["diagnostics"][0];
+        assert_eq!(d["code"], "KF238", "{json}");
+        let line = content.lines().position(|l| l.contains("COPY")).unwrap() + 1;
+        assert_eq!(d["line"].as_u64(), Some(line as u64), "{json}");
+        assert!(d["column"].as_u64().is_some(), "{json}");
+    }
+}

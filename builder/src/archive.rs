@@ -77,7 +77,13 @@ pub fn maybe_extract(store: &Store, path: &Path, dir: &Path) -> Result<Option<So
         &ApplyOptions::default(),
         &path.display().to_string(),
     )
-    .map_err(|e| BuildError::Request(format!("cannot extract {}: {e}", path.display())))?;
+    .map_err(|e| {
+        BuildError::Request(format!(
+            "cannot extract {}: {}",
+            path.display(),
+            chasi_layers::error::chain(&e)
+        ))
+    })?;
     Ok(Some(SourceTree {
         root: dir.to_path_buf(),
         is_dir: true,

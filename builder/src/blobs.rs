@@ -28,7 +28,7 @@ pub fn to_oci_digest(d: &Digest) -> chasi_formats::oci::Digest {
 fn sink_err(digest: impl ToString, e: chasi_layers::Error) -> OciError {
     OciError::Sink {
         digest: digest.to_string(),
-        message: e.to_string(),
+        message: chasi_layers::error::chain(&e),
     }
 }
 

@@ -36,7 +36,7 @@ pub enum BuildError {
         message: String,
     },
     /// A file-system operation on a work or context path failed.
-    #[error("cannot {action} {path}: {source}")]
+    #[error("cannot {action} {path}")]
     Io {
         /// What was being done.
         action: &'static str,
@@ -71,6 +71,9 @@ pub enum BuildError {
     },
 }
 
+/// Longest output line quoted in a [`BuildError::RunFailed`] message, in characters.
+const MAX_LINE: usize = 400;
+
 fn output_tail(output: &str) -> String {
     let lines: Vec<&str> = output.lines().collect();
     if lines.is_empty() {
@@ -80,7 +83,13 @@ fn output_tail(output: &str) -> String {
     let mut text = String::from("; its last output:\n");
     for line in &lines[start..] {
         text.push_str("  | ");
-        text.push_str(line);
+        match line.char_indices().nth(MAX_LINE) {
+            Some((end, _)) => {
+                text.push_str(&line[..end]);
+                text.push('…');
+            }
+            None => text.push_str(line),
+        }
         text.push('\n');
     }
     text.trim_end().to_string()

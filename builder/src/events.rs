@@ -74,6 +74,26 @@ pub enum BuildEvent {
     },
 }
 
+/// A command's output as text for events and messages: valid UTF-8 as is, each byte that
+/// is not as `\xNN`, and control characters other than line breaks and tabs as `\u{NN}`, so
+/// no output can garble a terminal or be lost to replacement characters.
+pub fn printable(output: &[u8]) -> String {
+    let mut text = String::with_capacity(output.len());
+    for chunk in output.utf8_chunks() {
+        for c in chunk.valid().chars() {
+            if c.is_control() && c != '\n' && c != '\t' {
+                text.push_str(&format!("\\u{{{:x}}}", c as u32));
+            } else {
+                text.push(c);
+            }
+        }
+        for b in chunk.invalid() {
+            text.push_str(&format!("\\x{b:02x}"));
+        }
+    }
+    text
+}
+
 /// Receives build events. Implementations must be cheap: the executor calls them inline.
 pub trait BuildObserver: Send + Sync {
     /// Handles one event.

@@ -105,8 +105,8 @@ pub fn build(
         ));
     }
     let name = normalize_tag(&opts.tag)?;
-    let (context, _) =
-        Context::open(&opts.context).map_err(|e| BuildError::Request(e.to_string()))?;
+    let (context, _) = Context::open(&opts.context)
+        .map_err(|e| BuildError::Request(chasi_layers::error::chain(&e)))?;
     let work_parent = opts
         .work_dir
         .clone()
@@ -384,9 +384,9 @@ fn build_stage(
         };
         for s in sources {
             if let Source::Remote { url } = s {
-                let (f, _) = fetcher
-                    .fetch(url)
-                    .map_err(|e| step_err(step.line, &node.label, e.to_string()))?;
+                let (f, _) = fetcher.fetch(url).map_err(|e| {
+                    step_err(step.line, &node.label, chasi_layers::error::chain(&e))
+                })?;
                 extra.push(f.digest.to_string());
                 fetched.insert(url.clone(), f);
             }
@@ -572,7 +572,7 @@ fn execute_step(
                 network: shared.opts.network,
             };
             let result = crate::run::run_step(store, &spec, epoch, progress)?;
-            let text = String::from_utf8_lossy(&result.output).into_owned();
+            let text = crate::events::printable(&result.output);
             for line in text.lines() {
                 shared.observer.event(BuildEvent::StepOutput {
                     id: node.id.clone(),
@@ -649,8 +649,9 @@ fn execute_step(
                     let layers = state.layers.clone();
                     let mut rootfs = || root.sync(store, &layers).map(Path::to_path_buf);
                     Some(
-                        copy::resolve_chown(&ch.user, ch.group.as_deref(), &mut rootfs)
-                            .map_err(|e| step_err(step.line, &node.label, e.to_string()))?,
+                        copy::resolve_chown(&ch.user, ch.group.as_deref(), &mut rootfs).map_err(
+                            |e| step_err(step.line, &node.label, chasi_layers::error::chain(&e)),
+                        )?,
                     )
                 }
             };
@@ -728,7 +729,7 @@ fn map_with_root(
     }
     let path = root
         .sync(store, &state.layers)
-        .map_err(|e| e.to_string())?
+        .map_err(|e| chasi_layers::error::chain(&e))?
         .to_path_buf();
     let is_dir = |p: &str| {
         std::fs::metadata(path.join(p))
@@ -758,7 +759,7 @@ fn context_tree(
         .lock()
         .unwrap_or_else(|e| e.into_inner())
         .walk(rel)
-        .map_err(|e| step_err(line, label, e.to_string()))?;
+        .map_err(|e| step_err(line, label, chasi_layers::error::chain(&e)))?;
     let top = entries.iter().find(|e| e.rel.is_empty()).ok_or_else(|| {
         step_err(
             line,

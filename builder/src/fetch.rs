@@ -126,7 +126,7 @@ impl<'s> Fetcher<'s> {
                     Some(s) => Ok((s, FetchOrigin::Stored)),
                     None => Err(FetchError::Download {
                         url: url.into(),
-                        reason: err.to_string(),
+                        reason: chasi_layers::error::chain(&err),
                     }),
                 }
             }

@@ -117,7 +117,7 @@ pub fn resolve_base(store: &Store, reference: &str, platform: &Platform) -> Resu
     };
     let parsed: ImageRef = reference
         .parse()
-        .map_err(|e: oci::OciError| base_err(e.to_string()))?;
+        .map_err(|e: oci::OciError| base_err(chasi_layers::error::chain(&e)))?;
     let mut blobs = StoreBlobs::new(store);
     let spec = PlatformSpec {
         os: platform.os.clone(),
@@ -132,21 +132,24 @@ pub fn resolve_base(store: &Store, reference: &str, platform: &Platform) -> Resu
                 ))
             })?;
             let root = descriptor_of(store, &digest)?;
-            oci::select_manifest(&blobs, &root, Some(&spec)).map_err(|e| base_err(e.to_string()))?
+            oci::select_manifest(&blobs, &root, Some(&spec))
+                .map_err(|e| base_err(chasi_layers::error::chain(&e)))?
         }
         // Only the chosen platform's manifest, config and layers are imported.
         other => {
             oci::read::import_reference(other, Some(&spec), &mut blobs)
-                .map_err(|e| base_err(format!("import failed: {e}")))?
+                .map_err(|e| {
+                    base_err(format!("import failed: {}", chasi_layers::error::chain(&e)))
+                })?
                 .manifest
         }
     };
-    let (manifest, _) =
-        oci::read_manifest(&blobs, &manifest_desc).map_err(|e| base_err(e.to_string()))?;
-    let (config, _) =
-        oci::read_config(&blobs, manifest.config()).map_err(|e| base_err(e.to_string()))?;
+    let (manifest, _) = oci::read_manifest(&blobs, &manifest_desc)
+        .map_err(|e| base_err(chasi_layers::error::chain(&e)))?;
+    let (config, _) = oci::read_config(&blobs, manifest.config())
+        .map_err(|e| base_err(chasi_layers::error::chain(&e)))?;
     let diff_ids = oci::image::diff_ids(&config, manifest.config().digest())
-        .map_err(|e| base_err(e.to_string()))?;
+        .map_err(|e| base_err(chasi_layers::error::chain(&e)))?;
     if diff_ids.len() != manifest.layers().len() {
         return Err(base_err(format!(
             "its config lists {} layers but its manifest {}",

@@ -166,6 +166,8 @@ codes! {
     DuplicateKey = "KF236", Warning, "the same key is given twice in one instruction; the last value wins";
     /// `COPY` with an `http(s)://` source.
     CopyRemoteSource = "KF237", Error, "`COPY` cannot fetch URLs; use `ADD` or `APP`";
+    /// A path, image reference, owner or command holding a NUL byte (written or expanded).
+    NulByte = "KF238", Error, "a value that becomes a path, an image reference, an owner or a command contains a NUL byte, which none of them can hold";
 
     // --- KF3xx: the build context ---
     /// A local source that does not exist in the context.

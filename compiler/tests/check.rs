@@ -216,6 +216,22 @@ const CONTEXT_CASES: &[ContextCase] = &[
         kubefile: "FROM scratch\nAPP mixed local://mixedcontext\nAPP kube local://yamls\nLAUNCH mixed kube\n",
         expect: &[("KF215", 2, 5)],
     },
+    ContextCase {
+        name: "NUL bytes, written or expanded, in values that become paths, names or commands",
+        files: &[("a", "a")],
+        kubefile: "FROM scratch\nARG X=\"a\0b\"\nCOPY \"a\0b\" /x\nCOPY ${X} d/\nCOPY a d\0/\nCOPY --from=st\0 a d/\nCOPY --chown=ro\0ot a d/\nAPP n local://a\0b\nRUN echo \0\nRUN [\"a\\u0000\"]\nFROM oci:/l\0x\n",
+        expect: &[
+            ("KF238", 3, 8),
+            ("KF238", 4, 6),
+            ("KF238", 5, 9),
+            ("KF238", 6, 15),
+            ("KF238", 7, 16),
+            ("KF238", 8, 16),
+            ("KF238", 9, 10),
+            ("KF238", 10, 6),
+            ("KF238", 11, 12),
+        ],
+    },
 ];
 
 fn make_context(files: &[File]) -> tempfile::TempDir {

@@ -13,7 +13,7 @@ pub type Result<T, E = FormatError> = std::result::Result<T, E>;
 #[derive(Debug, thiserror::Error)]
 pub enum FormatError {
     /// An I/O call on a named file failed.
-    #[error("cannot {action} {path}: {source}")]
+    #[error("cannot {action} {path}")]
     Io {
         /// What was being done ("read", "write", "create", ...).
         action: &'static str,

@@ -257,12 +257,12 @@ pub fn apply_layer(
     let mut dir_times: Vec<(PathBuf, i64)> = Vec::new();
     let entries = archive.entries().map_err(|e| Error::BadTar {
         what: what.into(),
-        detail: e.to_string(),
+        detail: crate::error::chain(&e),
     })?;
     for e in entries {
         let mut e = e.map_err(|e| Error::BadTar {
             what: what.into(),
-            detail: e.to_string(),
+            detail: crate::error::chain(&e),
         })?;
         let Some(meta) = read_meta(&mut e, what)? else {
             continue;
@@ -314,7 +314,7 @@ pub fn apply_layer(
                     .ctx("create", &dest)?;
                 io::copy(&mut e, &mut f).map_err(|err| Error::BadTar {
                     what: what.into(),
-                    detail: format!("{show}: {err}"),
+                    detail: format!("{show}: {}", crate::error::chain(&err)),
                 })?;
             }
             EntryKind::Symlink(t) => {

@@ -2,6 +2,11 @@
 //!
 //! Each variant names the path or digest involved so that a message printed by the CLI is enough to find the
 //! faulty object. Messages are lowercase and never end with a period, so callers can wrap them.
+//!
+//! One rule for every error type of the workspace: a variant's message never repeats its
+//! source; the cause chain is printed once, by whoever shows the error ([`chain`] here and
+//! in the other crates, the binary for what reaches the user). Repeating the source in the
+//! message too is what printed `File exists (os error 17): File exists (os error 17)`.
 
 use crate::digest::{ChunkId, Digest};
 use std::path::PathBuf;
@@ -13,7 +18,7 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     /// An I/O error on a named path.
-    #[error("{op} {path}: {source}")]
+    #[error("{op} {path}")]
     Io {
         /// What was being done ("read", "write", "rename", ...).
         op: &'static str,
@@ -30,7 +35,7 @@ pub enum Error {
         path: PathBuf,
     },
     /// Stored content does not hash to its name, or has the wrong size.
-    #[error("corrupt object {digest} at {path}: {detail}")]
+    #[error("corrupt object {digest} at {path}: {}", excerpt(detail))]
     Corrupt {
         /// The digest the object should have.
         digest: Digest,
@@ -40,7 +45,7 @@ pub enum Error {
         detail: String,
     },
     /// A stored chunk does not hash to its name, has the wrong size, or its frame cannot be decoded.
-    #[error("corrupt chunk {chunk} in {path}: {detail}")]
+    #[error("corrupt chunk {chunk} in {path}: {}", excerpt(detail))]
     CorruptChunk {
         /// The chunk's name.
         chunk: ChunkId,
@@ -74,10 +79,10 @@ pub enum Error {
         store: PathBuf,
     },
     /// A string is not a valid `sha256:<64 hex>` digest.
-    #[error("invalid digest {0:?}: expected sha256:<64 lowercase hex digits>")]
+    #[error("invalid digest {}: expected sha256:<64 lowercase hex digits>", quoted(.0))]
     BadDigest(String),
     /// A reference name is not acceptable.
-    #[error("invalid reference name {0:?}")]
+    #[error("invalid reference name {}", quoted(.0))]
     BadRefName(String),
     /// The store was written by an incompatible version or with other chunking parameters.
     #[error("store {path} has an incompatible layout: {detail}")]
@@ -88,7 +93,7 @@ pub enum Error {
         detail: String,
     },
     /// A metadata file (layer index, ref, cache record, pack index) cannot be parsed.
-    #[error("malformed {what} {path}: {detail}")]
+    #[error("malformed {what} {path}: {}", excerpt(detail))]
     Malformed {
         /// What kind of file.
         what: &'static str,
@@ -98,7 +103,7 @@ pub enum Error {
         detail: String,
     },
     /// A tar archive entry is unsafe or invalid (path escape, link trick, bad header).
-    #[error("unsafe or invalid tar entry {entry:?}: {reason}")]
+    #[error("unsafe or invalid tar entry {}: {}", quoted(entry), excerpt(reason))]
     UnsafeEntry {
         /// The entry name as found in the archive.
         entry: String,
@@ -106,7 +111,7 @@ pub enum Error {
         reason: String,
     },
     /// A tar archive is malformed.
-    #[error("malformed tar archive {what}: {detail}")]
+    #[error("malformed tar archive {}: {}", excerpt(what), excerpt(detail))]
     BadTar {
         /// Which archive (layer diff ID or path).
         what: String,
@@ -114,7 +119,7 @@ pub enum Error {
         detail: String,
     },
     /// A source tree contains something the tar writer cannot represent.
-    #[error("cannot archive {path}: {reason}")]
+    #[error("cannot archive {path}: {}", excerpt(reason))]
     Unsupported {
         /// The offending path.
         path: PathBuf,
@@ -177,6 +182,56 @@ impl Error {
             Error::NotFound { .. } | Error::RefNotFound { .. } | Error::ChunkNotFound { .. }
         ) || matches!(self, Error::Io { source, .. } if source.kind() == std::io::ErrorKind::NotFound)
     }
+}
+
+/// The messages of `err` and of its causes, outermost first: the parts of one chain
+/// `a: b: c`. A cause whose text its parent already ends with is left out, so an error type
+/// of another crate that repeats its source in its message is still shown once.
+pub fn causes(err: &dyn std::error::Error) -> Vec<String> {
+    let mut parts = vec![err.to_string()];
+    let mut next = err.source();
+    while let Some(cause) = next {
+        let text = cause.to_string();
+        let repeated = parts.last().is_some_and(|last| last.ends_with(&text));
+        if !repeated && !text.is_empty() {
+            parts.push(text);
+        }
+        next = cause.source();
+    }
+    parts
+}
+
+/// `err` with all of its causes as one line, `a: b: c` (see [`causes`]); what a message
+/// that embeds another error must use, since messages do not repeat their sources.
+pub fn chain(err: &dyn std::error::Error) -> String {
+    causes(err).join(": ")
+}
+
+/// Longest excerpt of untrusted text in a message, in characters.
+const EXCERPT: usize = 200;
+
+/// Untrusted text quoted in a message (an archive member name, a parser's quote of a
+/// garbage header): at most 200 characters, control characters and replacement characters
+/// (what undecodable bytes became) escaped, so no message dumps a garbage layer.
+pub fn excerpt(text: &str) -> String {
+    let mut out = String::new();
+    for (i, c) in text.chars().enumerate() {
+        if i == EXCERPT {
+            out.push('…');
+            break;
+        }
+        if c.is_control() || c == char::REPLACEMENT_CHARACTER {
+            out.push_str(&format!("\\u{{{:x}}}", c as u32));
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+/// [`excerpt`] in double quotes, for names.
+pub fn quoted(text: &str) -> String {
+    format!("\"{}\"", excerpt(text).replace('"', "\\\""))
 }
 
 /// Extension to attach a path to `std::io::Result`.

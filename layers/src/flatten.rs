@@ -118,7 +118,7 @@ impl Read for FileReader<'_, '_> {
         }
         self.view.readers[layer]
             .read_at(offset + self.done, &mut buf[..n])
-            .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e.to_string()))?;
+            .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, crate::error::chain(&e)))?;
         self.done += n as u64;
         Ok(n)
     }
@@ -214,12 +214,12 @@ impl Store {
             let mut created: HashSet<Key> = HashSet::new();
             let entries = archive.entries().map_err(|e| Error::BadTar {
                 what: what.clone(),
-                detail: e.to_string(),
+                detail: crate::error::chain(&e),
             })?;
             for e in entries {
                 let mut e = e.map_err(|e| Error::BadTar {
                     what: what.clone(),
-                    detail: e.to_string(),
+                    detail: crate::error::chain(&e),
                 })?;
                 let Some(meta) = crate::apply::read_meta(&mut e, &what)? else {
                     continue;

@@ -289,7 +289,7 @@ impl Store {
             let mut seen = Vec::new();
             let (bytes, problem) = match self.oci_size(&r.digest, &mut layers, &mut seen, 0) {
                 Ok(b) => (b, None),
-                Err(e) => (0, Some(e.to_string())),
+                Err(e) => (0, Some(crate::error::chain(&e))),
             };
             counted.extend(seen);
             logical += bytes;
@@ -616,7 +616,7 @@ impl Checker<'_> {
                         self.bad(d.to_string(), &path, format!("content hashes to {got}"));
                     }
                 }
-                Err(e) => self.bad(d.to_string(), &path, e.to_string()),
+                Err(e) => self.bad(d.to_string(), &path, crate::error::chain(&e)),
             }
         }
         Ok(())
@@ -649,7 +649,7 @@ impl Checker<'_> {
             .and_then(|d| PackIndex::decode(&d, path))
         {
             Ok(i) => i,
-            Err(e) => return self.bad(name, path, e.to_string()),
+            Err(e) => return self.bad(name, path, crate::error::chain(&e)),
         };
         let pack_path = self.store.pack_path(&idx.pack, "pack");
         if name.strip_suffix(".idx") != Some(idx.pack.hex().as_str()) {
@@ -703,14 +703,14 @@ impl Checker<'_> {
                     e.frame_len,
                     e.frame_raw_len,
                 )
-                .map_err(|err| err.to_string());
+                .map_err(|err| crate::error::chain(&err));
                 decoded = Some((e.frame_offset, data));
             }
             let res = match decoded.as_ref().map(|d| &d.1) {
                 Some(Ok(data)) => {
                     pack::chunk_in_frame(data, &e.chunk, e.offset, e.raw_len, pack_path)
                         .map(|_| ())
-                        .map_err(|err| err.to_string())
+                        .map_err(|err| crate::error::chain(&err))
                 }
                 Some(Err(err)) => Err(err.clone()),
                 None => continue,
@@ -730,7 +730,7 @@ impl Checker<'_> {
             let path = self.store.layer_path(&l);
             match self.store.layer(&l) {
                 Ok(idx) => self.layer(&idx, &path, chunk_ok),
-                Err(e) => self.bad(l.to_string(), &path, e.to_string()),
+                Err(e) => self.bad(l.to_string(), &path, crate::error::chain(&e)),
             }
         }
         Ok(())
@@ -756,7 +756,7 @@ impl Checker<'_> {
         for c in &idx.chunks {
             match self.store.read_chunk(c) {
                 Ok(raw) => diff.update(&raw),
-                Err(e) => return self.bad(l.to_string(), path, e.to_string()),
+                Err(e) => return self.bad(l.to_string(), path, crate::error::chain(&e)),
             }
         }
         self.rep.bytes += diff.len();
@@ -788,7 +788,7 @@ impl Checker<'_> {
                     "has no link, so it cannot be served by digest".to_string()
                 }
                 Ok(got) => format!("reproduces as {} ({} bytes)", got.digest, got.size),
-                Err(e) => e.to_string(),
+                Err(e) => crate::error::chain(&e),
             };
             self.bad(
                 b.digest.to_string(),
@@ -818,7 +818,7 @@ impl Checker<'_> {
                     self.rep.ignored_partial.push(p.display().to_string())
                 }
                 Ok(_) => {}
-                Err(e) => self.bad(d.to_string(), &p, e.to_string()),
+                Err(e) => self.bad(d.to_string(), &p, crate::error::chain(&e)),
             }
         }
         Ok(())
@@ -837,7 +837,7 @@ impl Checker<'_> {
                     }
                 }
                 Ok(None) => {}
-                Err(e) => self.bad(name, &p, e.to_string()),
+                Err(e) => self.bad(name, &p, crate::error::chain(&e)),
             }
         }
         Ok(())
@@ -951,7 +951,7 @@ impl Checker<'_> {
                 json::read::<CacheRecord>(&p, json::MAX_DOC, "cache record"),
             ) {
                 (None, _) => self.bad(name, &p, "unexpected file in cache/"),
-                (_, Err(e)) => self.bad(name, &p, e.to_string()),
+                (_, Err(e)) => self.bad(name, &p, crate::error::chain(&e)),
                 (Some(k), Ok(Some(r))) if r.key != k => self.bad(
                     name,
                     &p,
@@ -977,7 +977,7 @@ impl Checker<'_> {
             )),
         });
         if let Err(e) = res {
-            self.bad("layout.json", &lp, e.to_string());
+            self.bad("layout.json", &lp, crate::error::chain(&e));
         }
     }
 }
@@ -1012,7 +1012,7 @@ impl Store {
             }
             Ok(None) if !raw => return Err("is missing".into()),
             Ok(None) => {}
-            Err(e) => return Err(e.to_string()),
+            Err(e) => return Err(crate::error::chain(&e)),
         }
         self.get_json(d, "manifest")
             .map_err(|e| format!("cannot be read: {e}"))
@@ -1032,7 +1032,7 @@ impl Store {
         match self.blob_size(d) {
             Ok(n) if n == size => {}
             Ok(n) => return Err(format!("is {n} bytes, the manifest says {size}")),
-            Err(e) => return Err(e.to_string()),
+            Err(e) => return Err(crate::error::chain(&e)),
         }
         if !(media_type.is_empty() || media_type.ends_with("json")) {
             return Ok(None);

@@ -1227,9 +1227,9 @@ impl Read for ChannelReader {
 fn to_io(e: &Error) -> io::Error {
     match e {
         Error::Corrupt { .. } | Error::CorruptChunk { .. } | Error::Malformed { .. } => {
-            io::Error::new(io::ErrorKind::InvalidData, e.to_string())
+            io::Error::new(io::ErrorKind::InvalidData, crate::error::chain(e))
         }
-        other => io::Error::other(other.to_string()),
+        other => io::Error::other(crate::error::chain(other)),
     }
 }
 

@@ -537,7 +537,7 @@ pub(crate) fn write_path<W: Write>(
     }
     tw.append(&entry, None).map_err(|e| Error::Unsupported {
         path: path.to_path_buf(),
-        reason: e.to_string(),
+        reason: crate::error::chain(&e),
     })
 }
 

@@ -1,13 +1,15 @@
 //! `chasi build`: compile a Kubefile and execute its plan into an image in the store.
 
 use crate::cmd::check::InputArgs;
+use crate::errors::{self, ErrorReport};
 use crate::progress::{observer, ProgressMode};
 use anyhow::Context as _;
 use chasi_builder::assemble::Compression;
 use chasi_builder::filecache::StoreFileDigests;
 use chasi_builder::sandbox::Network;
 use chasi_builder::{build, BuildOptions};
-use chasi_compiler::render;
+use chasi_compiler::source::SourceFile;
+use chasi_compiler::{render, Compiled};
 use clap::{Args, ValueEnum};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -37,7 +39,7 @@ pub struct BuildArgs {
     #[command(flatten)]
     input: InputArgs,
     /// Name the image is stored under, NAME[:TAG] (the tag defaults to `latest`).
-    #[arg(short = 't', long = "tag", value_name = "NAME:TAG", required = true)]
+    #[arg(short = 't', long = "tag", value_name = "NAME:TAG", required = true, value_parser = parse_tag)]
     tag: String,
     /// Label KEY=VALUE added to the image configuration; repeatable.
     #[arg(long = "label", value_name = "KEY=VALUE", value_parser = parse_kv)]
@@ -66,11 +68,46 @@ pub struct BuildArgs {
     progress: ProgressMode,
 }
 
+/// Checks an image name given on the command line (`-t`, `chasi tag`) before anything runs, so
+/// a bad name is a usage error (exit 2) and not a failure after the build.
+pub fn parse_tag(text: &str) -> Result<String, String> {
+    match text.parse::<chasi_formats::oci::ImageRef>() {
+        Ok(chasi_formats::oci::ImageRef::Store { .. }) => Ok(text.to_string()),
+        Ok(_) => Err(format!(
+            "`{text}` is a transport reference, not a store name NAME[:TAG]"
+        )),
+        Err(chasi_formats::oci::OciError::BadReference { reason, .. }) => Err(reason),
+        Err(e) => Err(e.to_string()),
+    }
+}
+
 fn parse_kv(text: &str) -> Result<(String, String), String> {
     match text.split_once('=') {
         Some((k, v)) if !k.is_empty() => Ok((k.to_string(), v.to_string())),
         _ => Err(format!("`{text}` is not KEY=VALUE")),
     }
+}
+
+impl BuildArgs {
+    /// Whether stderr carries JSON events (`--progress json`).
+    pub fn progress_is_json(&self) -> bool {
+        self.progress == ProgressMode::Json
+    }
+}
+
+/// Prints the compiler's diagnostics on stderr: code frames, or one `diagnostics` event.
+fn print_diagnostics(source: &SourceFile, compiled: &Compiled, json: bool) {
+    if !json {
+        eprint!("{}", render::human(source, &compiled.diagnostics));
+        return;
+    }
+    let diagnostics: serde_json::Value =
+        serde_json::from_str(&render::json(source, &compiled.diagnostics)).unwrap_or_default();
+    let line = serde_json::json!({
+        "event": "diagnostics",
+        "diagnostics": diagnostics["diagnostics"],
+    });
+    eprintln!("{line}");
 }
 
 /// Runs `chasi build`: prints `NAME DIGEST` on success.
@@ -88,23 +125,41 @@ pub fn run(store: Option<&Path>, args: BuildArgs) -> anyhow::Result<ExitCode> {
     // Unchanged files are not read again to compute the plan's content digests.
     let file_digests = StoreFileDigests::load(&store, &context);
     let (source, compiled) = args.input.compile_with(false, Some(&file_digests))?;
+    let json = args.progress_is_json();
+    if !compiled.diagnostics.is_empty() {
+        print_diagnostics(&source, &compiled, json);
+    }
     if compiled.has_errors() {
-        eprint!("{}", render::human(&source, &compiled.diagnostics));
-        eprintln!(
+        let summary = format!(
             "{}: {}",
             source.name(),
             crate::cmd::check::summary(&compiled)
         );
+        if json {
+            let report = ErrorReport::plain(summary, "diagnostics");
+            errors::print(
+                &report,
+                errors::Channels {
+                    stdout_json: false,
+                    stderr_json: true,
+                },
+            );
+        } else {
+            eprintln!("{summary}");
+        }
         return Ok(ExitCode::from(1));
-    }
-    if !compiled.diagnostics.is_empty() {
-        eprint!("{}", render::human(&source, &compiled.diagnostics));
     }
     let (Some(program), Some(plan)) = (&compiled.program, &compiled.plan) else {
         anyhow::bail!("the Kubefile compiled without errors but produced no plan");
     };
     if let Err(e) = file_digests.save(&store) {
-        eprintln!("warning: {e}");
+        let text = chasi_layers::error::chain(&e);
+        if json {
+            let line = serde_json::json!({"event": "warning", "message": text});
+            eprintln!("{line}");
+        } else {
+            eprintln!("warning: {text}");
+        }
     }
     let options = BuildOptions {
         tag: args.tag.clone(),

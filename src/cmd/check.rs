@@ -121,6 +121,13 @@ pub struct CheckArgs {
     format: CheckFormat,
 }
 
+impl CheckArgs {
+    /// Whether stdout is JSON.
+    pub fn format_is_json(&self) -> bool {
+        matches!(self.format, CheckFormat::Json)
+    }
+}
+
 /// A one-line count of errors and warnings.
 pub fn summary(compiled: &Compiled) -> String {
     let errors = compiled.diagnostics.iter().filter(|d| d.is_error()).count();

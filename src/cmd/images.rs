@@ -26,6 +26,13 @@ pub struct ImagesArgs {
     format: ListFormat,
 }
 
+impl ImagesArgs {
+    /// Whether stdout is JSON.
+    pub fn format_is_json(&self) -> bool {
+        matches!(self.format, ListFormat::Json)
+    }
+}
+
 /// `chasi inspect` options.
 #[derive(Debug, Args)]
 pub struct InspectArgs {
@@ -39,6 +46,7 @@ pub struct TagArgs {
     /// Existing image (NAME[:TAG] or digest).
     source: String,
     /// New name (NAME[:TAG]).
+    #[arg(value_parser = crate::cmd::build::parse_tag)]
     target: String,
 }
 
@@ -155,7 +163,7 @@ pub fn run_rmi(store: Option<&Path>, args: RmiArgs) -> anyhow::Result<ExitCode> 
         match images::remove(&store, image) {
             Ok(()) => println!("untagged {image}"),
             Err(e) => {
-                eprintln!("error: {e}");
+                eprintln!("error: {}", chasi_layers::error::chain(&e));
                 failed = true;
             }
         }

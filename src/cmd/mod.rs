@@ -7,6 +7,7 @@ mod images;
 mod plan;
 mod store;
 
+use crate::errors::Channels;
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -51,6 +52,46 @@ pub enum Command {
     Store(store::StoreArgs),
     /// Export one platform of an image as tar, squashfs, a disk (raw, qcow2, vmdk, ova, vma) or an ISO.
     Export(export::ExportArgs),
+}
+
+impl Cli {
+    /// Which channels of this command carry JSON, so that its failure is reported there as
+    /// JSON too: stdout for `--format json` (and `inspect`, whose output is JSON), stderr for
+    /// `build --progress json`.
+    pub fn error_channels(&self) -> Channels {
+        match &self.command {
+            Command::Build(args) => Channels {
+                stdout_json: false,
+                stderr_json: args.progress_is_json(),
+            },
+            Command::Check(args) => stdout(args.format_is_json()),
+            Command::Plan(args) => stdout(args.format_is_json()),
+            Command::Images(args) => stdout(args.format_is_json()),
+            Command::Inspect(_) => stdout(true),
+            Command::Store(args) => stdout(args.format_is_json()),
+            _ => Channels::default(),
+        }
+    }
+}
+
+fn stdout(json: bool) -> Channels {
+    Channels {
+        stdout_json: json,
+        stderr_json: false,
+    }
+}
+
+/// The JSON channels asked for by a command line clap could not parse (a usage error), from
+/// its words alone: `--format json` and `--progress json`, written either way.
+pub fn channels_from_raw_args(args: &[String]) -> Channels {
+    let asks = |flag: &str| {
+        args.windows(2).any(|w| w[0] == flag && w[1] == "json")
+            || args.iter().any(|a| *a == format!("{flag}=json"))
+    };
+    Channels {
+        stdout_json: asks("--format"),
+        stderr_json: asks("--progress"),
+    }
 }
 
 /// Runs one parsed command line and returns the process exit code.

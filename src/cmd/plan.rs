@@ -29,6 +29,13 @@ pub struct PlanArgs {
     format: PlanFormat,
 }
 
+impl PlanArgs {
+    /// Whether stdout is JSON.
+    pub fn format_is_json(&self) -> bool {
+        matches!(self.format, PlanFormat::Json)
+    }
+}
+
 /// Runs `chasi plan`: exit 0 with the plan on standard output, 1 with errors.
 pub fn run(args: PlanArgs) -> anyhow::Result<ExitCode> {
     let (source, compiled) = args.input.compile()?;

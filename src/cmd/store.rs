@@ -55,6 +55,16 @@ enum Action {
     },
 }
 
+impl StoreArgs {
+    /// Whether stdout is JSON.
+    pub fn format_is_json(&self) -> bool {
+        let format = match &self.action {
+            Action::Du { format } | Action::Verify { format } | Action::Gc { format, .. } => format,
+        };
+        matches!(format, Format::Json)
+    }
+}
+
 /// The store commands only maintain a store: an absent one is an error, never created (see `Store::open_existing`).
 fn open(store: Option<&Path>) -> anyhow::Result<Store> {
     Ok(Store::open_existing(chasi_layers::resolve_store_dir(

@@ -106,7 +106,7 @@ pub enum SandboxError {
         package: &'static str,
     },
     /// Filesystem trouble preparing or cleaning the scratch directory.
-    #[error("{action} {path}: {source}")]
+    #[error("{action} {path}")]
     Io {
         /// What was being done.
         action: &'static str,

@@ -196,6 +196,9 @@ impl Checker<'_> {
         let mut sources = Vec::new();
         for (i, word) in words.iter().enumerate().skip(1) {
             let text = self.word(word, form, true, &mut sink);
+            if !self.no_nul(&text, word, "the source") {
+                continue;
+            }
             if let Some(path) = text.strip_prefix("local://") {
                 if path.is_empty() {
                     self.push(Diagnostic::new(

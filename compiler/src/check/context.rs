@@ -18,7 +18,7 @@ use walkdir::WalkDir;
 #[derive(Debug, thiserror::Error)]
 pub enum ContextError {
     /// The context directory itself cannot be used.
-    #[error("cannot use the build context {}: {source}", path.display())]
+    #[error("cannot use the build context {}", path.display())]
     Root {
         /// The directory given.
         path: PathBuf,
@@ -27,7 +27,7 @@ pub enum ContextError {
         source: io::Error,
     },
     /// A file or directory inside the context cannot be read.
-    #[error("cannot read {} in the build context: {source}", path.display())]
+    #[error("cannot read {} in the build context", path.display())]
     Read {
         /// The path.
         path: PathBuf,

@@ -130,7 +130,7 @@ impl Checker<'_> {
                         .with_help("give the variable a default: `ARG NAME=scratch`"),
                     );
                     Base::Scratch
-                } else if image == "scratch" {
+                } else if image == "scratch" || !self.no_nul(&image, image_word, "the image") {
                     Base::Scratch
                 } else if let Some(&index) = self.stage_names.get(&image.to_ascii_lowercase()) {
                     Base::Stage { index }
@@ -476,6 +476,30 @@ impl Checker<'_> {
         );
     }
 
+    /// Reports a NUL byte in `text` (the processed `word`), which can be neither a path, an
+    /// image reference, an owner nor a program argument. Points at the byte itself when the
+    /// word is written out in the source, else at the word. Returns whether `text` is clean.
+    pub(super) fn no_nul(&mut self, text: &str, word: &Word, what: &str) -> bool {
+        if !text.contains('\0') {
+            return true;
+        }
+        let exact = word.span.end.saturating_sub(word.span.start) == word.text.len();
+        let span = match word.text.find('\0') {
+            Some(i) if exact => Span::new(word.span.start + i, word.span.start + i + 1),
+            _ => word.span,
+        };
+        let shown = text.replace('\0', "\\0");
+        self.push(
+            Diagnostic::new(
+                Code::NulByte,
+                span,
+                format!("{what} `{shown}` contains a NUL byte"),
+            )
+            .with_help("remove the NUL byte (or the variable that brings it in)"),
+        );
+        false
+    }
+
     // ---- COPY / ADD -----------------------------------------------------------------------
 
     pub(super) fn copy(&mut self, ins: &Instruction, keyword: Keyword) -> Result<(), ContextError> {
@@ -504,7 +528,11 @@ impl Checker<'_> {
         let from = match flags.get("from").and_then(|f| f.value.as_ref()) {
             Some(value) => {
                 let text = self.word(value, Form::Decoded, true, &mut sink);
-                self.copy_from(&text, value.span)
+                if self.no_nul(&text, value, "the `--from` value") {
+                    self.copy_from(&text, value.span)
+                } else {
+                    None
+                }
             }
             None => None,
         };
@@ -515,7 +543,9 @@ impl Checker<'_> {
                     Some((u, g)) => (u.to_string(), Some(g.to_string())),
                     None => (text.clone(), None),
                 };
-                if valid_owner(&user) && group.as_deref().is_none_or(valid_owner) {
+                if !self.no_nul(&text, value, "the `--chown` value") {
+                    None
+                } else if valid_owner(&user) && group.as_deref().is_none_or(valid_owner) {
                     Some(Chown { user, group })
                 } else {
                     self.push(
@@ -580,6 +610,7 @@ impl Checker<'_> {
         let (dest_word, source_words) = words.split_last().expect("two words or more");
         let before = sink.diagnostics.len();
         let dest = self.word(dest_word, form, true, &mut sink);
+        self.no_nul(&dest, dest_word, "the destination");
         if dest.is_empty() && sink.diagnostics.len() == before {
             self.push(Diagnostic::new(
                 Code::EmptyValue,
@@ -601,6 +632,9 @@ impl Checker<'_> {
                     word.span,
                     format!("the source `{}` expands to an empty string", word.text),
                 ));
+                continue;
+            }
+            if !self.no_nul(&text, word, "the source") {
                 continue;
             }
             let remote = text.starts_with("http://") || text.starts_with("https://");
@@ -773,6 +807,13 @@ impl Checker<'_> {
 
     pub(super) fn run_step(&mut self, ins: &Instruction) {
         self.flags(ins, Keyword::Run, &[]);
+        let mut clean = true;
+        for word in ins.args.words() {
+            clean &= self.no_nul(&word.text, word, "the command word");
+        }
+        if !clean {
+            return;
+        }
         let command = match &ins.args {
             Arguments::Json { items, span } => {
                 if items.is_empty() {

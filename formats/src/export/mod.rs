@@ -57,10 +57,10 @@ pub enum ExportError {
     #[error(transparent)]
     Format(#[from] FormatError),
     /// The layer store failed (missing or corrupt layer).
-    #[error("layer store: {0}")]
+    #[error("layer store")]
     Store(#[from] chasi_layers::Error),
     /// Writing the OCI layout of a data ISO failed.
-    #[error("oci layout: {0}")]
+    #[error("oci layout")]
     Oci(#[from] OciError),
     /// An option is invalid for the chosen format.
     #[error("invalid option for {format}: {message}")]
@@ -111,7 +111,7 @@ pub enum ExportError {
         stderr: String,
     },
     /// A local file operation failed.
-    #[error("cannot {action} {path}: {source}")]
+    #[error("cannot {action} {path}")]
     Io {
         /// What was being done.
         action: &'static str,

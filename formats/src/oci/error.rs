@@ -5,6 +5,7 @@
 //! variant names the file, archive member or digest involved so a failed `chasi load` says
 //! what was wrong with *which* input, and none of them is ever produced by a panic.
 
+use chasi_layers::error::excerpt;
 use std::io;
 use std::path::PathBuf;
 
@@ -15,7 +16,7 @@ pub type OciResult<T, E = OciError> = std::result::Result<T, E>;
 #[derive(Debug, thiserror::Error)]
 pub enum OciError {
     /// An I/O call on a named file failed.
-    #[error("cannot {action} {path}: {source}")]
+    #[error("cannot {action} {path}")]
     Io {
         /// What was being done ("read", "create", ...).
         action: &'static str,
@@ -26,7 +27,7 @@ pub enum OciError {
         source: io::Error,
     },
     /// Reading or writing a blob failed for a reason other than its content.
-    #[error("cannot {action} blob {digest}: {source}")]
+    #[error("cannot {action} blob {digest}")]
     BlobIo {
         /// What was being done ("read", "write", "import", ...).
         action: &'static str,
@@ -63,7 +64,7 @@ pub enum OciError {
         location: String,
     },
     /// A digest string is malformed or uses an algorithm this module cannot verify.
-    #[error("invalid digest `{digest}`: {reason}")]
+    #[error("invalid digest `{}`: {}", excerpt(digest), excerpt(reason))]
     BadDigest {
         /// The text that was given.
         digest: String,
@@ -71,7 +72,7 @@ pub enum OciError {
         reason: String,
     },
     /// A JSON document (manifest, index, config, `manifest.json`, ...) is malformed.
-    #[error("malformed {what} in {location}: {message}")]
+    #[error("malformed {what} in {}: {}", excerpt(location), excerpt(message))]
     BadJson {
         /// Which document ("image manifest", "index.json", ...).
         what: &'static str,
@@ -93,7 +94,7 @@ pub enum OciError {
         limit: u64,
     },
     /// A tar archive is malformed or truncated.
-    #[error("malformed archive {path}: {message}")]
+    #[error("malformed archive {path}: {}", excerpt(message))]
     BadArchive {
         /// The archive.
         path: PathBuf,
@@ -101,7 +102,7 @@ pub enum OciError {
         message: String,
     },
     /// An archive member name would escape the extraction root (`..`, absolute path).
-    #[error("unsafe member name `{member}` in archive {path}: {reason}")]
+    #[error("unsafe member name `{}` in archive {path}: {reason}", excerpt(member))]
     UnsafePath {
         /// The archive.
         path: PathBuf,
@@ -119,7 +120,11 @@ pub enum OciError {
         reason: String,
     },
     /// A tag or reference names no image in the layout or archive.
-    #[error("no image named `{name}` in {location}; available: {available}")]
+    #[error(
+        "no image named `{}` in {location}; available: {}",
+        excerpt(name),
+        excerpt(available)
+    )]
     NoSuchImage {
         /// The tag or reference asked for.
         name: String,
@@ -129,7 +134,7 @@ pub enum OciError {
         available: String,
     },
     /// No tag was given and the layout or archive holds several images.
-    #[error("{location} holds {count} images; name one of: {available}")]
+    #[error("{location} holds {count} images; name one of: {}", excerpt(available))]
     AmbiguousImage {
         /// The layout or archive.
         location: String,
@@ -157,7 +162,11 @@ pub enum OciError {
         available: String,
     },
     /// A media type this module does not know how to handle.
-    #[error("unsupported media type `{media_type}` for blob {digest}")]
+    #[error(
+        "unsupported media type `{}` for blob {}",
+        excerpt(media_type),
+        excerpt(digest)
+    )]
     UnsupportedMediaType {
         /// The media type.
         media_type: String,
@@ -181,7 +190,7 @@ pub enum OciError {
         reason: String,
     },
     /// An image is internally inconsistent (layer count vs diff_ids, diff_id mismatch, ...).
-    #[error("inconsistent image {digest}: {message}")]
+    #[error("inconsistent image {}: {}", excerpt(digest), excerpt(message))]
     Inconsistent {
         /// The manifest or config digest.
         digest: String,
@@ -189,7 +198,7 @@ pub enum OciError {
         message: String,
     },
     /// Compressing or decompressing a layer failed.
-    #[error("cannot {action} layer {digest}: {source}")]
+    #[error("cannot {action} layer {digest}")]
     Codec {
         /// "decompress" or "compress".
         action: &'static str,
@@ -249,23 +258,24 @@ impl OciError {
         }
     }
 
-    /// Wraps an error of a [`BlobSink`](super::BlobSink) implementation (the store).
-    pub fn sink(digest: impl ToString, err: impl std::fmt::Display) -> Self {
+    /// Wraps an error of a [`BlobSink`](super::BlobSink) implementation (the store), with
+    /// its causes (messages do not repeat their sources, see `chasi_layers::error`).
+    pub fn sink(digest: impl ToString, err: impl std::error::Error) -> Self {
         OciError::Sink {
             digest: digest.to_string(),
-            message: err.to_string(),
+            message: chasi_layers::error::chain(&err),
         }
     }
 
     pub(crate) fn bad_json(
         what: &'static str,
         location: impl ToString,
-        message: impl ToString,
+        message: impl JsonProblem,
     ) -> Self {
         OciError::BadJson {
             what,
             location: location.to_string(),
-            message: message.to_string(),
+            message: message.describe(),
         }
     }
 
@@ -280,6 +290,42 @@ impl OciError {
         OciError::BadArchive {
             path: path.into(),
             message: message.into(),
+        }
+    }
+}
+
+/// What went wrong with a JSON document, as text for [`OciError::BadJson`]: a checker's
+/// message, or a parser's error with its position. `oci-spec`'s own error says only
+/// "serde failed", so its serde cause is shown instead.
+pub(crate) trait JsonProblem {
+    /// The message.
+    fn describe(self) -> String;
+}
+
+impl JsonProblem for &str {
+    fn describe(self) -> String {
+        self.to_string()
+    }
+}
+
+impl JsonProblem for String {
+    fn describe(self) -> String {
+        self
+    }
+}
+
+impl JsonProblem for serde_json::Error {
+    fn describe(self) -> String {
+        self.to_string()
+    }
+}
+
+impl JsonProblem for oci_spec::OciSpecError {
+    fn describe(self) -> String {
+        match self {
+            oci_spec::OciSpecError::SerDe(e) => e.to_string(),
+            oci_spec::OciSpecError::Io(e) => e.to_string(),
+            other => chasi_layers::error::chain(&other),
         }
     }
 }

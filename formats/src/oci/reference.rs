@@ -110,6 +110,31 @@ fn split_path(reference: &str, rest: &str) -> OciResult<(PathBuf, Option<String>
     Ok((PathBuf::from(path), tag))
 }
 
+/// Whether `name` is a repository name: `/`-separated components of lowercase letters,
+/// digits and `-._`; the first of several components may be a registry `host:port`. A `:`
+/// anywhere else would make `a:b:c` ambiguous, so it is refused.
+fn name_ok(name: &str) -> bool {
+    let component = |part: &str| {
+        !part.is_empty()
+            && part
+                .chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || "-._".contains(c))
+    };
+    let mut parts = name.split('/');
+    let first = parts.next().unwrap_or_default();
+    let rest: Vec<&str> = parts.collect();
+    let first_ok = match first.split_once(':') {
+        Some((host, port)) => {
+            !rest.is_empty()
+                && component(host)
+                && !port.is_empty()
+                && port.chars().all(|c| c.is_ascii_digit())
+        }
+        None => component(first),
+    };
+    first_ok && rest.into_iter().all(component)
+}
+
 fn parse_store(reference: &str) -> OciResult<ImageRef> {
     if reference.contains('@') {
         return Err(bad(
@@ -125,17 +150,10 @@ fn parse_store(reference: &str) -> OciResult<ImageRef> {
         ),
         None => (reference, "latest"),
     };
-    let name_ok = !name.is_empty()
-        && name.split('/').all(|part| {
-            !part.is_empty()
-                && part
-                    .chars()
-                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || "-._:".contains(c))
-        });
-    if !name_ok {
+    if !name_ok(name) {
         return Err(bad(
             reference,
-            "a name is lowercase letters, digits and -._ in /-separated components",
+            "a name is lowercase letters, digits and -._ in /-separated components (only a leading registry component may carry a :PORT), followed by at most one :TAG",
         ));
     }
     let tag_ok = !tag.is_empty()
@@ -283,6 +301,11 @@ mod tests {
             "name:",
             "docker://busybox",
             "name@sha256:00",
+            "a:b:c",
+            "a:b:c:d",
+            "host:port/x:1",
+            "x/y:5000/z:1",
+            "a::b",
         ] {
             assert!(s.parse::<ImageRef>().is_err(), "{s} should be rejected");
         }

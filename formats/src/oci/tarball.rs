@@ -34,8 +34,12 @@ impl<W: Write> DeterministicTar<W> {
 
     fn header(&self, name: &str, kind: EntryType, mode: u32, size: u64) -> OciResult<Header> {
         let mut h = Header::new_ustar();
-        h.set_path(name)
-            .map_err(|e| OciError::bad_archive(&self.path, format!("member {name}: {e}")))?;
+        h.set_path(name).map_err(|e| {
+            OciError::bad_archive(
+                &self.path,
+                format!("member {name}: {}", chasi_layers::error::chain(&e)),
+            )
+        })?;
         h.set_entry_type(kind);
         h.set_mode(mode);
         h.set_uid(0);
@@ -147,12 +151,21 @@ impl TarIndex {
         let file_len = file.metadata().map_err(OciError::io("stat", path))?.len();
         let mut archive = tar::Archive::new(BufReader::new(file));
         let mut members = BTreeMap::new();
-        let entries = archive
-            .entries_with_seek()
-            .map_err(|e| OciError::bad_archive(path, format!("cannot list members: {e}")))?;
+        let entries = archive.entries_with_seek().map_err(|e| {
+            OciError::bad_archive(
+                path,
+                format!("cannot list members: {}", chasi_layers::error::chain(&e)),
+            )
+        })?;
         for entry in entries {
             let entry = entry.map_err(|e| {
-                OciError::bad_archive(path, format!("truncated or corrupt tar header: {e}"))
+                OciError::bad_archive(
+                    path,
+                    format!(
+                        "truncated or corrupt tar header: {}",
+                        chasi_layers::error::chain(&e)
+                    ),
+                )
             })?;
             let raw_name = String::from_utf8(entry.path_bytes().into_owned())
                 .map_err(|_| OciError::bad_archive(path, "a member name is not valid UTF-8"))?;

@@ -1,0 +1,209 @@
+//! How a failed command is reported: one cause chain, bounded and escaped, in the format the
+//! user chose for the channel it goes to.
+//!
+//! Library errors never repeat their source in their message (see `chasi_layers::error`); the
+//! chain is put together here, once. A tool that asked for JSON must be able to parse every
+//! line it reads: with `--format json` the failure is a JSON object on stdout (and nothing else
+//! is printed), with `--progress json` a JSON event on stderr; otherwise one `error: …` line
+//! (more with a `RUN` step's output) goes to stderr.
+
+use serde::Serialize;
+use std::io::Write;
+
+/// Longest cause printed, in characters; longer ones are cut with `…`.
+const MAX_PART: usize = 2048;
+/// Longest whole message printed, in characters.
+const MAX_TOTAL: usize = 8192;
+
+/// Which channels carry JSON for the running command.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Channels {
+    /// Stdout is a JSON document (`--format json`, `inspect`).
+    pub stdout_json: bool,
+    /// Stderr is JSON lines (`--progress json`).
+    pub stderr_json: bool,
+}
+
+/// A failure as tools see it.
+#[derive(Debug, Serialize)]
+pub struct ErrorReport {
+    /// What failed (the outermost message).
+    pub message: String,
+    /// Why, outermost first, each cause once.
+    pub causes: Vec<String>,
+    /// A stable class: `usage`, `not_found`, `corrupt`, `invalid_input`, `run_failed`,
+    /// `disk_full`, `busy`, `io`, `diagnostics` or `error`.
+    pub kind: &'static str,
+}
+
+impl ErrorReport {
+    /// The report of an error and its causes.
+    pub fn of(err: &anyhow::Error) -> Self {
+        let mut parts = chasi_layers::error::causes(err.as_ref())
+            .into_iter()
+            .map(|p| bounded(&escape_controls(&p), MAX_PART));
+        let message = parts.next().unwrap_or_default();
+        let mut causes = Vec::new();
+        let mut total = message.chars().count();
+        for part in parts {
+            total += part.chars().count() + 2;
+            if total > MAX_TOTAL {
+                causes.push("…".to_string());
+                break;
+            }
+            causes.push(part);
+        }
+        ErrorReport {
+            message,
+            causes,
+            kind: kind(err),
+        }
+    }
+
+    /// A report with no underlying error value (a summary of diagnostics).
+    pub fn plain(message: String, kind: &'static str) -> Self {
+        ErrorReport {
+            message,
+            causes: Vec::new(),
+            kind,
+        }
+    }
+
+    /// The chain as one human line, `message: cause: cause`.
+    pub fn human(&self) -> String {
+        let mut text = self.message.clone();
+        for c in &self.causes {
+            text.push_str(": ");
+            text.push_str(c);
+        }
+        text
+    }
+}
+
+#[derive(Serialize)]
+struct Document<'a> {
+    error: &'a ErrorReport,
+}
+
+#[derive(Serialize)]
+struct Event<'a> {
+    event: &'static str,
+    error: &'a ErrorReport,
+}
+
+/// Prints a failure on the channels of `channels`: a JSON document on stdout, a JSON event
+/// on stderr, or a plain `error:` line on stderr when neither is JSON.
+pub fn print(report: &ErrorReport, channels: Channels) {
+    if channels.stdout_json {
+        if let Ok(text) = serde_json::to_string_pretty(&Document { error: report }) {
+            let _ = writeln!(std::io::stdout().lock(), "{text}");
+        }
+    }
+    if channels.stderr_json {
+        if let Ok(text) = serde_json::to_string(&Event {
+            event: "error",
+            error: report,
+        }) {
+            let _ = writeln!(std::io::stderr().lock(), "{text}");
+        }
+    }
+    if !channels.stdout_json && !channels.stderr_json {
+        let _ = writeln!(std::io::stderr().lock(), "error: {}", report.human());
+    }
+}
+
+/// The class of the first error in the chain that has one.
+fn kind(err: &anyhow::Error) -> &'static str {
+    err.chain().find_map(kind_of).unwrap_or("error")
+}
+
+fn kind_of(e: &(dyn std::error::Error + 'static)) -> Option<&'static str> {
+    use chasi_builder::BuildError;
+    use chasi_formats::oci::OciError;
+    use chasi_layers::Error as StoreError;
+    if let Some(e) = e.downcast_ref::<BuildError>() {
+        return match e {
+            BuildError::RunFailed { .. } => Some("run_failed"),
+            _ => None,
+        };
+    }
+    if let Some(e) = e.downcast_ref::<StoreError>() {
+        return match e {
+            StoreError::NotFound { .. }
+            | StoreError::RefNotFound { .. }
+            | StoreError::ChunkNotFound { .. } => Some("not_found"),
+            StoreError::Corrupt { .. }
+            | StoreError::CorruptChunk { .. }
+            | StoreError::Malformed { .. }
+            | StoreError::Layout { .. } => Some("corrupt"),
+            StoreError::DiskFull { .. } => Some("disk_full"),
+            StoreError::Busy { .. } => Some("busy"),
+            StoreError::UnsafeEntry { .. }
+            | StoreError::BadTar { .. }
+            | StoreError::BadDigest(_)
+            | StoreError::BadRefName(_) => Some("invalid_input"),
+            _ => None,
+        };
+    }
+    if let Some(e) = e.downcast_ref::<OciError>() {
+        return match e {
+            OciError::MissingBlob { .. }
+            | OciError::NoSuchImage { .. }
+            | OciError::NoSuchPlatform { .. } => Some("not_found"),
+            OciError::BadReference { .. } | OciError::BadPlatform { .. } => Some("usage"),
+            OciError::Io { .. } | OciError::BlobIo { .. } => None,
+            _ => Some("invalid_input"),
+        };
+    }
+    if let Some(e) = e.downcast_ref::<std::io::Error>() {
+        return Some(match e.kind() {
+            std::io::ErrorKind::NotFound => "not_found",
+            _ => "io",
+        });
+    }
+    None
+}
+
+/// `text` with control characters other than line breaks and tabs written as `\u{…}`, so a
+/// message quoting garbage (a layer's bytes, a command's output) cannot drive the terminal.
+pub fn escape_controls(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        if c.is_control() && c != '\n' && c != '\t' {
+            out.push_str(&format!("\\u{{{:x}}}", c as u32));
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+/// `text` cut to at most `max` characters, marked with `…` when cut.
+pub fn bounded(text: &str, max: usize) -> String {
+    match text.char_indices().nth(max) {
+        Some((end, _)) => format!("{}…", &text[..end]),
+        None => text.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn controls_are_escaped_and_length_is_bounded() {
+        assert_eq!(escape_controls("a\u{1b}[2Jb\nc"), "a\\u{1b}[2Jb\nc");
+        assert_eq!(bounded("abcdef", 3), "abc…");
+        assert_eq!(bounded("abc", 3), "abc");
+    }
+
+    #[test]
+    fn a_cause_repeated_by_its_parent_is_printed_once() {
+        let io = std::io::Error::from_raw_os_error(17);
+        let text = io.to_string();
+        let err = anyhow::Error::new(io).context(format!("create /x: {text}"));
+        let report = ErrorReport::of(&err);
+        assert_eq!(report.human(), format!("create /x: {text}"));
+        assert_eq!(report.kind, "io");
+    }
+}
