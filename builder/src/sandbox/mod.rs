@@ -185,11 +185,12 @@ pub fn has_shell(rootfs: &Path) -> bool {
 }
 
 /// The set-up script, run by the host's `/bin/sh` as pid 1 of the new namespaces.
-/// Positional parameters: lower upper work merged runtime state bundle log id rootless.
+/// Positional parameters: lower upper work merged runtime state bundle log id, then
+/// rootless (`true`/`false`) and the overlay options that depend on it.
 const SETUP: &str = r#"set -e
 lower=$1 upper=$2 work=$3 merged=$4 runtime=$5 state=$6 bundle=$7 log=$8 id=$9
 shift 9
-mount -t overlay overlay -o "nodev,lowerdir=$lower,upperdir=$upper,workdir=$work,redirect_dir=off,metacopy=off" "$merged"
+mount -t overlay overlay -o "nodev,lowerdir=$lower,upperdir=$upper,workdir=$work,$2" "$merged"
 printf '%s' "$READY" >&2
 exec "$runtime" --root "$state" --log "$log" --log-format json --rootless "$1" run --bundle "$bundle" "$id"
 "#;
@@ -304,6 +305,14 @@ pub fn run(spec: &RunSpec) -> Result<RunOutcome, SandboxError> {
     .arg(&log)
     .arg(&id)
     .arg(if rootless { "true" } else { "false" })
+    // Renamed directories are copied up, never redirected, so the upper directory holds whole
+    // trees. In a user namespace overlayfs keeps its markers in `user.` xattrs (`userxattr`),
+    // where redirects are off already and may not be named.
+    .arg(if rootless {
+        "userxattr,metacopy=off"
+    } else {
+        "redirect_dir=off,metacopy=off"
+    })
     .env_clear()
     .env("PATH", DEFAULT_PATH)
     .stdin(Stdio::null());
