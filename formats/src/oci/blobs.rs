@@ -15,8 +15,9 @@ use oci_spec::image::{Descriptor, Digest, MediaType};
 use super::digest::{Hasher, HashingWriter, VerifyingReader};
 use super::error::{OciError, OciResult};
 
-/// Largest manifest, index or config accepted (they are read into memory).
-pub const MAX_JSON_BLOB: u64 = 64 << 20;
+/// Largest manifest, index or config accepted (they are read into memory): the bound of
+/// every JSON document read from outside, [`super::json::MAX_JSON_BYTES`].
+pub const MAX_JSON_BLOB: u64 = super::json::MAX_JSON_BYTES;
 
 /// Read access to content-addressed blobs.
 pub trait BlobSource {

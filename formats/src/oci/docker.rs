@@ -24,7 +24,7 @@ use super::blobs::{read_blob, BlobSource, MemoryBlobs, MAX_JSON_BLOB};
 use super::digest::{sha256_digest, HashingReader};
 use super::error::{OciError, OciResult};
 use super::image::{config_platform, diff_ids, plain_descriptor, select_manifest};
-use super::json::to_canonical_json;
+use super::json::{parse_document, to_canonical_json};
 use super::layout::{parent_of, AtomicFile};
 use super::media::{classify, decoder, oci_layer_type, sniff, BlobKind, LayerCodec};
 use super::plan::{BlobData, Planner};
@@ -50,11 +50,10 @@ pub fn write_docker_archive(
         },
         None => read_blob(source, &plan.root, "image manifest")?,
     };
-    let manifest = ImageManifest::from_reader(&manifest_raw[..])
-        .map_err(|e| OciError::bad_json("image manifest", plan.root.digest(), e))?;
+    let manifest: ImageManifest =
+        parse_document(&manifest_raw, "image manifest", plan.root.digest())?;
     let config_raw = read_blob(source, manifest.config(), "image config")?;
-    let config: Value = serde_json::from_slice(&config_raw)
-        .map_err(|e| OciError::bad_json("image config", manifest.config().digest(), e))?;
+    let config: Value = parse_document(&config_raw, "image config", manifest.config().digest())?;
     if let (Some(want), Some(have)) = (&opts.platform, config_platform(&config)) {
         if !want.matches(&have.to_oci()?) {
             return Err(OciError::NoSuchPlatform {
@@ -219,8 +218,7 @@ impl DockerArchiveReader {
                 reason: reason.to_string(),
             });
         };
-        let list: Vec<DockerManifestEntry> = serde_json::from_slice(&raw)
-            .map_err(|e| OciError::bad_json("manifest.json", &location, e))?;
+        let list: Vec<DockerManifestEntry> = parse_document(&raw, "manifest.json", &location)?;
         let mut reader = DockerArchiveReader {
             tar,
             location,
@@ -262,13 +260,11 @@ impl DockerArchiveReader {
             .unwrap_or_default();
         let config_digest = sha256_digest(&config_raw);
         check_named_digest(&config_name, &config_digest, &self.location)?;
-        let config: Value = serde_json::from_slice(&config_raw).map_err(|e| {
-            OciError::bad_json(
-                "image config",
-                format!("{config_name} in {}", self.location),
-                e,
-            )
-        })?;
+        let config: Value = parse_document(
+            &config_raw,
+            "image config",
+            format!("{config_name} in {}", self.location),
+        )?;
         let ids = diff_ids(&config, &config_digest)?;
         if ids.len() != entry.layers.len() {
             return Err(OciError::inconsistent(

@@ -21,7 +21,7 @@ use serde_json::{json, Value};
 use super::blobs::{BlobSource, DirBlobs, MemoryBlobs, MAX_JSON_BLOB};
 use super::error::{OciError, OciResult};
 use super::image::{plain_descriptor, ANNOTATION_CONTAINERD_NAME, ANNOTATION_REF_NAME};
-use super::json::to_canonical_json;
+use super::json::{parse_document, to_canonical_json};
 use super::media::{classify, BlobKind};
 use super::plan::{BlobData, ExportPlan, Planner};
 use super::read::ImageEntry;
@@ -105,9 +105,7 @@ pub fn write_oci_layout(
         if dir.join("oci-layout").is_file() {
             let raw = fs::read(dir.join("index.json"))
                 .map_err(OciError::io("read", dir.join("index.json")))?;
-            let v: Value = serde_json::from_slice(&raw).map_err(|e| {
-                OciError::bad_json("index.json", dir.join("index.json").display(), e)
-            })?;
+            let v: Value = parse_document(&raw, "index.json", dir.join("index.json").display())?;
             existing = v
                 .get("manifests")
                 .and_then(Value::as_array)
@@ -349,8 +347,7 @@ impl OciLayoutReader {
             path: path.to_path_buf(),
             reason: "no oci-layout file".to_string(),
         })?;
-        let v: Value = serde_json::from_slice(&layout)
-            .map_err(|e| OciError::bad_json("oci-layout", &location, e))?;
+        let v: Value = parse_document(&layout, "oci-layout", &location)?;
         match v.get("imageLayoutVersion").and_then(Value::as_str) {
             Some(ver) if ver.starts_with("1.") => {}
             other => {
@@ -363,8 +360,7 @@ impl OciLayoutReader {
         }
         let index_raw =
             index.ok_or_else(|| OciError::bad_json("index.json", &location, "missing"))?;
-        let index = ImageIndex::from_reader(&index_raw[..])
-            .map_err(|e| OciError::bad_json("index.json", &location, e))?;
+        let index: ImageIndex = parse_document(&index_raw, "index.json", &location)?;
         let mut overlay = MemoryBlobs::new();
         let mut entries: Vec<ImageEntry> = index
             .manifests()
