@@ -29,6 +29,13 @@ pub trait BlobSource {
     fn location(&self) -> String {
         "blob source".to_string()
     }
+    /// The DiffID of a layer blob when the source has already decoded it (a
+    /// docker-archive hashes every layer when opened), so an import need not decode it
+    /// again; `None` by default.
+    fn layer_diff_id(&self, digest: &Digest) -> Option<Digest> {
+        let _ = digest;
+        None
+    }
 }
 
 /// Write access to a content-addressed blob store.
@@ -59,6 +66,9 @@ impl<T: BlobSource + ?Sized> BlobSource for &T {
     fn location(&self) -> String {
         (**self).location()
     }
+    fn layer_diff_id(&self, digest: &Digest) -> Option<Digest> {
+        (**self).layer_diff_id(digest)
+    }
 }
 
 impl<T: BlobSource + ?Sized> BlobSource for Box<T> {
@@ -70,6 +80,9 @@ impl<T: BlobSource + ?Sized> BlobSource for Box<T> {
     }
     fn location(&self) -> String {
         (**self).location()
+    }
+    fn layer_diff_id(&self, digest: &Digest) -> Option<Digest> {
+        (**self).layer_diff_id(digest)
     }
 }
 

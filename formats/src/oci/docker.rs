@@ -25,7 +25,7 @@ use super::digest::{sha256_digest, HashingReader};
 use super::error::{OciError, OciResult};
 use super::image::{config_platform, diff_ids, plain_descriptor, select_manifest};
 use super::json::{parse_document, to_canonical_json};
-use super::layout::{parent_of, AtomicFile};
+use super::layout::{check_image_name, parent_of, AtomicFile};
 use super::media::{classify, decoder, oci_layer_type, sniff, BlobKind, LayerCodec};
 use super::plan::{BlobData, Planner};
 use super::read::ImageEntry;
@@ -194,6 +194,8 @@ pub struct DockerArchiveReader {
     location: String,
     overlay: MemoryBlobs,
     blob_members: HashMap<Digest, Member>,
+    /// The DiffID of every layer, computed when the archive was opened.
+    diff_ids: HashMap<Digest, Digest>,
     entries: Vec<ImageEntry>,
 }
 
@@ -224,10 +226,26 @@ impl DockerArchiveReader {
             location,
             overlay: MemoryBlobs::new(),
             blob_members: HashMap::new(),
+            diff_ids: HashMap::new(),
             entries: Vec::new(),
         };
+        if list.is_empty() {
+            return Err(OciError::bad_json(
+                "manifest.json",
+                &reader.location,
+                "it lists no images",
+            ));
+        }
         let mut layer_cache: HashMap<String, (Descriptor, Digest)> = HashMap::new();
-        for entry in &list {
+        for (i, entry) in list.iter().enumerate() {
+            for name in entry.repo_tags.iter().flatten() {
+                check_image_name(
+                    name,
+                    "manifest.json",
+                    &reader.location,
+                    &format!("image {i}"),
+                )?;
+            }
             let root = reader.synthesize(entry, &mut layer_cache)?;
             reader.entries.push(ImageEntry {
                 names: entry.repo_tags.clone().unwrap_or_default(),
@@ -297,6 +315,7 @@ impl DockerArchiveReader {
                 ));
             }
             self.blob_members.insert(desc.digest().clone(), member);
+            self.diff_ids.insert(desc.digest().clone(), diff_id);
             layers.push(plain_descriptor(&desc));
         }
         let config_desc = Descriptor::new(
@@ -381,6 +400,10 @@ impl BlobSource for DockerArchiveReader {
 
     fn location(&self) -> String {
         self.location.clone()
+    }
+
+    fn layer_diff_id(&self, digest: &Digest) -> Option<Digest> {
+        self.diff_ids.get(digest).cloned()
     }
 }
 

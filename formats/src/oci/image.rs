@@ -317,7 +317,7 @@ fn select_inner(
 }
 
 /// BuildKit attestation manifests sit in indexes with platform `unknown/unknown`.
-fn is_attestation(d: &Descriptor) -> bool {
+pub(crate) fn is_attestation(d: &Descriptor) -> bool {
     d.annotations()
         .as_ref()
         .is_some_and(|a| a.contains_key("vnd.docker.reference.type"))

@@ -6,18 +6,21 @@
 //! (layers and config, then manifests, then the index), so a sink never holds a manifest
 //! whose blobs are missing, and a blob the sink already has is skipped with its subtree.
 
-use std::collections::HashSet;
-use std::io::Read;
+use std::collections::{HashMap, HashSet};
+use std::io::{self, Read};
 use std::path::{Path, PathBuf};
 
-use oci_spec::image::{Descriptor, Digest};
+use oci_spec::image::{Descriptor, Digest, ImageManifest};
 
 use super::blobs::{open_verified, BlobSink, BlobSource};
+use super::digest::HashingReader;
 use super::docker::{normalize_docker_name, DockerArchiveReader};
 use super::error::{OciError, OciResult};
-use super::image::{read_index, read_manifest, select_manifest};
+use super::image::{
+    diff_ids, is_attestation, read_config, read_index, read_manifest, select_manifest,
+};
 use super::layout::{tar_is_oci, OciLayoutReader};
-use super::media::{classify, BlobKind};
+use super::media::{classify, decoder, BlobKind, LayerCodec};
 use super::platform::PlatformSpec;
 use super::reference::{DockerSelector, ImageRef};
 use super::tarball::TarIndex;
@@ -229,6 +232,12 @@ impl BlobSource for OpenedImages {
             Reader::Docker(r) => r.location(),
         }
     }
+    fn layer_diff_id(&self, digest: &Digest) -> Option<Digest> {
+        match &self.reader {
+            Reader::Oci(r) => r.layer_diff_id(digest),
+            Reader::Docker(r) => r.layer_diff_id(digest),
+        }
+    }
 }
 
 /// Opens the layout or archive a transport reference names and resolves its image.
@@ -279,60 +288,281 @@ pub struct ImportReport {
     pub bytes_imported: u64,
 }
 
+/// Deepest nesting of image indexes followed (an index listing an index listing ...).
+const MAX_INDEX_DEPTH: usize = 4;
+
 /// Copies the image rooted at `root` from `source` into `sink`, verifying every blob.
+///
+/// The whole image is checked before anything is written: every index and manifest is read
+/// (bounded, see [`super::json`]), indexes list only manifests and indexes, no deeper than
+/// [`MAX_INDEX_DEPTH`]; a manifest's config and layers are never manifests or indexes, an
+/// image's layers have layer media types and its config's `diff_ids` match them in number
+/// and content; every blob is present with its size. Only then are the blobs written,
+/// children first, each verified again as it streams.
 pub fn import_image(
     source: &(impl BlobSource + ?Sized),
     root: &Descriptor,
     sink: &mut (impl BlobSink + ?Sized),
 ) -> OciResult<ImportReport> {
+    if !matches!(
+        classify(root.media_type()),
+        BlobKind::Manifest | BlobKind::Index
+    ) {
+        return Err(OciError::UnsupportedMediaType {
+            media_type: root.media_type().to_string(),
+            digest: root.digest().to_string(),
+        });
+    }
+    let mut plan = ImportPlan {
+        source,
+        sink: &*sink,
+        order: Vec::new(),
+        seen: HashSet::new(),
+        diff_ids: HashMap::new(),
+        present: 0,
+    };
+    plan.node(root, 0)?;
+    let (order, present) = (plan.order, plan.present);
     let mut report = ImportReport {
         root: root.clone(),
         blobs_imported: 0,
-        blobs_present: 0,
+        blobs_present: present,
         bytes_imported: 0,
     };
-    let mut done = HashSet::new();
-    import_node(source, root, sink, &mut report, &mut done, 0)?;
+    for d in &order {
+        copy_blob(source, d, sink)?;
+        report.blobs_imported += 1;
+        report.bytes_imported += d.size();
+    }
     Ok(report)
 }
 
-fn import_node(
+/// The checking walk of [`import_image`]: what to write, in order, and nothing written yet.
+struct ImportPlan<'a, S: ?Sized, K: ?Sized> {
+    source: &'a S,
+    sink: &'a K,
+    /// Blobs to write, children before parents.
+    order: Vec<Descriptor>,
+    seen: HashSet<Digest>,
+    /// The DiffID of every layer decoded so far.
+    diff_ids: HashMap<Digest, Digest>,
+    /// Blobs (with their subtrees) the sink already has.
+    present: usize,
+}
+
+impl<S: BlobSource + ?Sized, K: BlobSink + ?Sized> ImportPlan<'_, S, K> {
+    /// Whether `d` still needs a look: not seen in this import, not already in the sink.
+    fn is_new(&mut self, d: &Descriptor) -> OciResult<bool> {
+        if !self.seen.insert(d.digest().clone()) {
+            return Ok(false);
+        }
+        if self.sink.has_blob(d.digest())? {
+            self.present += 1;
+            return Ok(false);
+        }
+        Ok(true)
+    }
+
+    fn node(&mut self, d: &Descriptor, depth: usize) -> OciResult<()> {
+        if !self.is_new(d)? {
+            return Ok(());
+        }
+        match classify(d.media_type()) {
+            BlobKind::Index => self.index(d, depth)?,
+            BlobKind::Manifest => self.manifest(d)?,
+            _ => self.leaf(d)?,
+        }
+        self.order.push(d.clone());
+        Ok(())
+    }
+
+    fn index(&mut self, d: &Descriptor, depth: usize) -> OciResult<()> {
+        if depth >= MAX_INDEX_DEPTH {
+            return Err(OciError::inconsistent(
+                d.digest(),
+                format!("image indexes nested more than {MAX_INDEX_DEPTH} deep"),
+            ));
+        }
+        let (index, _) = read_index(self.source, d)?;
+        if index.manifests().is_empty() {
+            return Err(OciError::inconsistent(
+                d.digest(),
+                "the index lists no manifests",
+            ));
+        }
+        for child in index.manifests() {
+            if !matches!(
+                classify(child.media_type()),
+                BlobKind::Manifest | BlobKind::Index
+            ) {
+                return Err(OciError::inconsistent(
+                    d.digest(),
+                    format!(
+                        "the index lists {} of media type {}, neither an image manifest nor an index",
+                        child.digest(),
+                        child.media_type()
+                    ),
+                ));
+            }
+            self.node(child, depth + 1)?;
+        }
+        Ok(())
+    }
+
+    fn manifest(&mut self, d: &Descriptor) -> OciResult<()> {
+        let (manifest, _) = read_manifest(self.source, d)?;
+        let children = std::iter::once(("config", manifest.config()))
+            .chain(manifest.layers().iter().map(|l| ("layer", l)));
+        for (role, child) in children {
+            if matches!(
+                classify(child.media_type()),
+                BlobKind::Manifest | BlobKind::Index
+            ) {
+                return Err(OciError::inconsistent(
+                    d.digest(),
+                    format!(
+                        "its {role} {} has media type {}: a manifest or index cannot be a {role}",
+                        child.digest(),
+                        child.media_type()
+                    ),
+                ));
+            }
+        }
+        if is_attestation(d) {
+            // Build attestations (in-toto statements) travel as they are.
+            for child in manifest.layers() {
+                if self.is_new(child)? {
+                    self.leaf(child)?;
+                    self.order.push(child.clone());
+                }
+            }
+            return self.node(manifest.config(), 0);
+        }
+        self.image(d, &manifest)
+    }
+
+    /// An image manifest: a config, layers of layer media types, one DiffID per layer.
+    fn image(&mut self, d: &Descriptor, manifest: &ImageManifest) -> OciResult<()> {
+        let config = manifest.config();
+        if classify(config.media_type()) != BlobKind::Config {
+            return Err(OciError::inconsistent(
+                d.digest(),
+                format!(
+                    "its config {} has media type {}, not an image config",
+                    config.digest(),
+                    config.media_type()
+                ),
+            ));
+        }
+        let mut codecs = Vec::new();
+        for layer in manifest.layers() {
+            match classify(layer.media_type()) {
+                BlobKind::Layer(codec) => codecs.push(codec),
+                _ => {
+                    return Err(OciError::UnsupportedMediaType {
+                        media_type: layer.media_type().to_string(),
+                        digest: layer.digest().to_string(),
+                    })
+                }
+            }
+        }
+        let (config_value, _) = read_config(self.source, config)?;
+        let ids = diff_ids(&config_value, config.digest())?;
+        if ids.len() != manifest.layers().len() {
+            return Err(OciError::inconsistent(
+                d.digest(),
+                format!(
+                    "{} layers but {} diff_ids in config {}",
+                    manifest.layers().len(),
+                    ids.len(),
+                    config.digest()
+                ),
+            ));
+        }
+        for ((layer, codec), id) in manifest.layers().iter().zip(codecs).zip(&ids) {
+            let new = self.is_new(layer)?;
+            let actual = self.diff_id(layer, codec)?;
+            if actual != *id {
+                return Err(OciError::inconsistent(
+                    d.digest(),
+                    format!(
+                        "layer {} decompresses to {actual} but config {} says {id}",
+                        layer.digest(),
+                        config.digest()
+                    ),
+                ));
+            }
+            if new {
+                self.order.push(layer.clone());
+            }
+        }
+        self.node(config, 0)
+    }
+
+    /// A blob that is not walked into: it must be in the source with its size.
+    fn leaf(&self, d: &Descriptor) -> OciResult<()> {
+        let size = self.source.blob_size(d.digest())?;
+        if size != d.size() {
+            return Err(OciError::SizeMismatch {
+                digest: d.digest().to_string(),
+                expected: d.size(),
+                actual: size,
+            });
+        }
+        Ok(())
+    }
+
+    /// The DiffID of a layer (its uncompressed tar's digest), decoding it once per import.
+    fn diff_id(&mut self, layer: &Descriptor, codec: LayerCodec) -> OciResult<Digest> {
+        if let Some(id) = self.diff_ids.get(layer.digest()) {
+            return Ok(id.clone());
+        }
+        self.leaf(layer)?;
+        let sha256 = layer.digest().algorithm().to_string() == "sha256";
+        let id = if codec == LayerCodec::Uncompressed && sha256 {
+            layer.digest().clone()
+        } else if let Some(known) = self.source.layer_diff_id(layer.digest()) {
+            known
+        } else {
+            decode_diff_id(self.source, layer, codec)?
+        };
+        self.diff_ids.insert(layer.digest().clone(), id.clone());
+        Ok(id)
+    }
+}
+
+/// Decodes a layer, verified, and returns the digest of its uncompressed content. A blob
+/// that does not match its digest is reported as such, before any codec error it causes.
+fn decode_diff_id(
+    source: &(impl BlobSource + ?Sized),
+    layer: &Descriptor,
+    codec: LayerCodec,
+) -> OciResult<Digest> {
+    let mut reader = open_verified(source, layer)?;
+    let decoded = (|| {
+        let mut plain = HashingReader::new(decoder(codec, &mut reader)?);
+        io::copy(&mut plain, &mut io::sink())?;
+        Ok::<_, io::Error>(plain.finish().0)
+    })();
+    match decoded {
+        Ok(id) => {
+            reader.finish()?;
+            Ok(id)
+        }
+        Err(e) => Err(reader.finish().err().unwrap_or(OciError::Codec {
+            action: "decompress",
+            digest: layer.digest().to_string(),
+            source: e,
+        })),
+    }
+}
+
+/// Writes one blob to the sink, verified as it streams.
+fn copy_blob(
     source: &(impl BlobSource + ?Sized),
     d: &Descriptor,
     sink: &mut (impl BlobSink + ?Sized),
-    report: &mut ImportReport,
-    done: &mut HashSet<Digest>,
-    depth: usize,
 ) -> OciResult<()> {
-    if !done.insert(d.digest().clone()) {
-        return Ok(());
-    }
-    if sink.has_blob(d.digest())? {
-        report.blobs_present += 1;
-        return Ok(());
-    }
-    match classify(d.media_type()) {
-        BlobKind::Index => {
-            if depth >= 4 {
-                return Err(OciError::inconsistent(
-                    d.digest(),
-                    "image indexes nested more than 4 deep",
-                ));
-            }
-            let (index, _) = read_index(source, d)?;
-            for child in index.manifests() {
-                import_node(source, child, sink, report, done, depth + 1)?;
-            }
-        }
-        BlobKind::Manifest => {
-            let (manifest, _) = read_manifest(source, d)?;
-            for layer in manifest.layers() {
-                import_node(source, layer, sink, report, done, depth + 1)?;
-            }
-            import_node(source, manifest.config(), sink, report, done, depth + 1)?;
-        }
-        _ => {}
-    }
     let mut reader = open_verified(source, d)?;
     let stored = match sink.put_blob(Some(d.digest()), d.media_type(), &mut reader) {
         Ok(desc) => desc,
@@ -350,8 +580,6 @@ fn import_node(
             ),
         });
     }
-    report.blobs_imported += 1;
-    report.bytes_imported += d.size();
     Ok(())
 }
 
