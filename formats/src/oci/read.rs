@@ -304,50 +304,90 @@ pub fn import_image(
     root: &Descriptor,
     sink: &mut (impl BlobSink + ?Sized),
 ) -> OciResult<ImportReport> {
-    if !matches!(
-        classify(root.media_type()),
-        BlobKind::Manifest | BlobKind::Index
-    ) {
-        return Err(OciError::UnsupportedMediaType {
-            media_type: root.media_type().to_string(),
-            digest: root.digest().to_string(),
-        });
-    }
-    let mut plan = ImportPlan {
-        source,
-        sink: &*sink,
-        order: Vec::new(),
-        seen: HashSet::new(),
-        diff_ids: HashMap::new(),
-        present: 0,
-    };
-    plan.node(root, 0)?;
-    let (order, present) = (plan.order, plan.present);
-    let mut report = ImportReport {
-        root: root.clone(),
-        blobs_imported: 0,
-        blobs_present: present,
-        bytes_imported: 0,
-    };
-    for d in &order {
-        copy_blob(source, d, sink)?;
-        report.blobs_imported += 1;
-        report.bytes_imported += d.size();
-    }
-    Ok(report)
+    let checked = ImportPlan::new(source, &*sink).check(root)?;
+    checked.write(source, sink)
 }
 
-/// The checking walk of [`import_image`]: what to write, in order, and nothing written yet.
+/// An image that passed [`ImportPlan::check`]: its blobs to write, children first.
+struct CheckedImage {
+    root: Descriptor,
+    order: Vec<Descriptor>,
+    present: usize,
+}
+
+impl CheckedImage {
+    /// Writes the blobs the sink does not have yet (an earlier image of the same load may
+    /// have written some), each verified as it streams.
+    fn write(
+        self,
+        source: &(impl BlobSource + ?Sized),
+        sink: &mut (impl BlobSink + ?Sized),
+    ) -> OciResult<ImportReport> {
+        let mut report = ImportReport {
+            root: self.root,
+            blobs_imported: 0,
+            blobs_present: self.present,
+            bytes_imported: 0,
+        };
+        for d in &self.order {
+            if sink.has_blob(d.digest())? {
+                report.blobs_present += 1;
+                continue;
+            }
+            copy_blob(source, d, sink)?;
+            report.blobs_imported += 1;
+            report.bytes_imported += d.size();
+        }
+        Ok(report)
+    }
+}
+
+/// The checking walk of [`import_image`] and [`load`]: what to write, in order, with
+/// nothing written yet.
 struct ImportPlan<'a, S: ?Sized, K: ?Sized> {
     source: &'a S,
     sink: &'a K,
     /// Blobs to write, children before parents.
     order: Vec<Descriptor>,
     seen: HashSet<Digest>,
-    /// The DiffID of every layer decoded so far.
+    /// The DiffID of every layer decoded so far (kept across the images of a load).
     diff_ids: HashMap<Digest, Digest>,
     /// Blobs (with their subtrees) the sink already has.
     present: usize,
+}
+
+impl<'a, S: BlobSource + ?Sized, K: BlobSink + ?Sized> ImportPlan<'a, S, K> {
+    fn new(source: &'a S, sink: &'a K) -> Self {
+        ImportPlan {
+            source,
+            sink,
+            order: Vec::new(),
+            seen: HashSet::new(),
+            diff_ids: HashMap::new(),
+            present: 0,
+        }
+    }
+
+    /// Checks the image rooted at `root` (a manifest or an index).
+    fn check(&mut self, root: &Descriptor) -> OciResult<CheckedImage> {
+        if !matches!(
+            classify(root.media_type()),
+            BlobKind::Manifest | BlobKind::Index
+        ) {
+            return Err(OciError::UnsupportedMediaType {
+                media_type: root.media_type().to_string(),
+                digest: root.digest().to_string(),
+            });
+        }
+        self.seen.clear();
+        self.present = 0;
+        self.node(root, 0)?;
+        Ok(CheckedImage {
+            root: root.clone(),
+            order: std::mem::take(&mut self.order),
+            present: self.present,
+        })
+    }
 }
 
 impl<S: BlobSource + ?Sized, K: BlobSink + ?Sized> ImportPlan<'_, S, K> {
@@ -611,17 +651,25 @@ pub fn import_reference(
     })
 }
 
-/// Imports every image of a layout or archive into `sink`; returns each entry with its
-/// report (`chasi load`).
+/// Imports every image of a layout or archive into `sink`, all of them checked before any
+/// blob is written; returns each entry with its report (`chasi load`).
 pub fn load(
     path: &Path,
     sink: &mut (impl BlobSink + ?Sized),
 ) -> OciResult<Vec<(ImageEntry, ImportReport)>> {
     let opened = OpenedImages::open(path, None)?;
+    // Every image is checked before the first blob is written: one bad image leaves the
+    // sink as it was.
+    let mut checked = Vec::new();
+    {
+        let mut plan = ImportPlan::new(&opened, &*sink);
+        for entry in opened.entries() {
+            checked.push((entry, plan.check(&entry.root)?));
+        }
+    }
     let mut out = Vec::new();
-    for entry in opened.entries() {
-        let report = import_image(&opened, &entry.root, sink)?;
-        out.push((entry.clone(), report));
+    for (entry, image) in checked {
+        out.push((entry.clone(), image.write(&opened, sink)?));
     }
     Ok(out)
 }
