@@ -1580,3 +1580,157 @@ fn invalid_image_names_and_empty_indexes_are_refused() {
     let empty = rewrite(b"[]");
     assert!(load_fails(&empty).to_string().contains("lists no images"));
 }
+
+/// splitmix64: a deterministic stream for the mutation test.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    }
+    fn below(&mut self, n: usize) -> usize {
+        (self.next() % n.max(1) as u64) as usize
+    }
+}
+
+/// The regular members of a tar, in order.
+fn tar_members(bytes: &[u8]) -> Vec<(String, Vec<u8>)> {
+    let mut out = Vec::new();
+    let mut ar = tar::Archive::new(bytes);
+    for e in ar.entries().expect("entries") {
+        let mut e = e.expect("entry");
+        if e.header().entry_type() != tar::EntryType::Regular {
+            continue;
+        }
+        let name = e.path().expect("path").to_string_lossy().into_owned();
+        let mut data = Vec::new();
+        e.read_to_end(&mut data).expect("read");
+        out.push((name, data));
+    }
+    out
+}
+
+/// One random change: to the raw bytes of the archive, or (rebuilt as a valid tar) to one
+/// of its JSON members, which is what reaches the document readers.
+fn mutate(rng: &mut Rng, good: &[u8], members: &[(String, Vec<u8>)]) -> Vec<u8> {
+    let mut bytes = good.to_vec();
+    let at = rng.below(bytes.len());
+    match rng.below(6) {
+        0 => bytes[at] ^= 1 << rng.below(8),
+        1 => bytes[at] = rng.next() as u8,
+        2 => bytes.truncate(at),
+        3 => {
+            let n = 1 + rng.below(16);
+            let junk: Vec<u8> = (0..n).map(|_| rng.next() as u8).collect();
+            bytes.splice(at..at, junk);
+        }
+        _ => {
+            let json: Vec<usize> = (0..members.len())
+                .filter(|&i| members[i].0.ends_with(".json") || !members[i].0.contains('/'))
+                .collect();
+            let pick = json[rng.below(json.len())];
+            let mut b = tar::Builder::new(Vec::new());
+            for (i, (name, data)) in members.iter().enumerate() {
+                let mut data = data.clone();
+                if i == pick {
+                    let at = rng.below(data.len());
+                    let tokens: [&[u8]; 12] = [
+                        b"{",
+                        b"}",
+                        b"[",
+                        b"]",
+                        b"\"",
+                        b":",
+                        b",",
+                        b"\\",
+                        b"0",
+                        b"-1e999",
+                        b"null",
+                        b"\"sha256:00\"",
+                    ];
+                    match rng.below(3) {
+                        0 => {
+                            let t = tokens[rng.below(tokens.len())];
+                            data.splice(at..at, t.iter().copied());
+                        }
+                        1 => {
+                            let end = (at + 1 + rng.below(8)).min(data.len());
+                            data.drain(at..end);
+                        }
+                        _ => {
+                            let end = (at + rng.below(64)).min(data.len());
+                            let copy = data[at..end].to_vec();
+                            data.splice(at..at, copy);
+                        }
+                    }
+                }
+                add_member(&mut b, name, &data);
+            }
+            bytes = b.into_inner().expect("tar");
+        }
+    }
+    bytes
+}
+
+#[test]
+fn thousands_of_random_mutations_of_small_archives_load_without_panicking() {
+    let t = tmp();
+    let mut blobs = MemoryBlobs::new();
+    let root = build_image(&mut blobs, LayerCodec::Gzip, "amd64");
+    let started = Instant::now();
+    let mut rng = Rng(0x0c1_a5e5);
+    for format in [SaveFormat::OciArchive, SaveFormat::DockerArchive] {
+        let good_path = t.path().join(format!("{format:?}.tar"));
+        save(&blobs, &root, format, &good_path, &opts("x:1", None)).expect("save");
+        let good = fs::read(&good_path).expect("read");
+        let members = tar_members(&good);
+        let (mut loaded, mut refused) = (0, 0);
+        for i in 0..1500 {
+            let bytes = mutate(&mut rng, &good, &members);
+            let p = t.path().join("mutated.tar");
+            fs::write(&p, &bytes).expect("write");
+            let layout = t.path().join("layout");
+            let _ = fs::remove_dir_all(&layout);
+            let outcome = std::panic::catch_unwind(|| {
+                let mut sink = MemoryBlobs::new();
+                let result = load(&p, &mut sink);
+                if i % 10 == 0 {
+                    let mut dir = chasi_formats::oci::DirBlobs::new(&layout);
+                    let again = load(&p, &mut dir);
+                    assert_eq!(result.is_ok(), again.is_ok(), "same verdict for any sink");
+                }
+                result.map(|r| r.len())
+            });
+            match outcome {
+                Ok(Ok(_)) => loaded += 1,
+                Ok(Err(e)) => {
+                    refused += 1;
+                    let text = e.to_string();
+                    assert!(!text.is_empty() && text.len() < 2000, "{text}");
+                }
+                Err(_) => {
+                    let keep =
+                        std::env::temp_dir().join(format!("chasi-oci-panic-{format:?}-{i}.tar"));
+                    fs::write(&keep, &bytes).expect("keep");
+                    panic!(
+                        "load panicked on mutation {i}; input kept at {}",
+                        keep.display()
+                    );
+                }
+            }
+        }
+        assert!(
+            loaded > 0 && refused > 0,
+            "{format:?}: {loaded} loaded, {refused} refused"
+        );
+    }
+    assert!(
+        started.elapsed() < Duration::from_secs(20),
+        "{:?}",
+        started.elapsed()
+    );
+}
