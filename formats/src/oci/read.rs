@@ -1,10 +1,15 @@
 //! The load side: recognizing a layout or archive, finding an image in it by tag, and
 //! importing that image's blobs into a [`BlobSink`] (the store), every blob verified.
 //!
-//! `chasi load PATH` calls [`OpenedImages::open`] then [`import_image`] for each entry;
-//! `FROM oci:…` resolves through [`open_image`]. Imports write children before parents
-//! (layers and config, then manifests, then the index), so a sink never holds a manifest
-//! whose blobs are missing, and a blob the sink already has is skipped with its subtree.
+//! `chasi load PATH` calls [`load`]; `FROM oci:…` resolves through [`import_reference`];
+//! both go through [`import_image`]'s two phases. First every document of the image is read
+//! and checked, with nothing written: bounded JSON, index nesting, what may point at what
+//! (a manifest is never a layer or a config), known layer media types, DiffIDs against the
+//! layers. The walk is bounded by construction (indexes nest at most four deep, a manifest's
+//! children are leaves), so no input can make it recurse further. Then the blobs are
+//! written children before parents (layers and config, then manifests, then the index), so
+//! a sink never holds a manifest whose blobs are missing, and a blob the sink already has
+//! is skipped with its subtree.
 
 use std::collections::{HashMap, HashSet};
 use std::io::{self, Read};
