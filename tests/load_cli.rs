@@ -23,18 +23,36 @@ fn desc_json(d: &Descriptor) -> Value {
     json!({"mediaType": d.media_type().to_string(), "digest": d.digest().to_string(), "size": d.size()})
 }
 
-/// A one-layer image (uncompressed layer, so its digest is its DiffID).
-fn image(blobs: &mut MemoryBlobs) -> Descriptor {
+fn layer_tar(name: &str) -> Vec<u8> {
     let mut b = tar::Builder::new(Vec::new());
     let mut h = tar::Header::new_ustar();
     h.set_size(6);
     h.set_mode(0o644);
-    b.append_data(&mut h, "hello", &b"hello\n"[..])
+    b.append_data(&mut h, name, &b"hello\n"[..])
         .expect("append");
-    let layer = blobs.insert(MediaType::ImageLayer, b.into_inner().expect("tar"));
+    b.into_inner().expect("tar")
+}
+
+/// A one-layer image (uncompressed layer, so its digest is its DiffID).
+fn image(blobs: &mut MemoryBlobs) -> Descriptor {
+    let layer = blobs.insert(MediaType::ImageLayer, layer_tar("hello"));
     let config = json!({
         "architecture": "amd64", "os": "linux",
         "rootfs": {"type": "layers", "diff_ids": [layer.digest().to_string()]},
+    });
+    build_manifest(blobs, &config, &[layer], &BTreeMap::new()).expect("manifest")
+}
+
+/// A one-layer image whose gzip layer is not what its config's DiffID says.
+fn lying_image(blobs: &mut MemoryBlobs) -> Descriptor {
+    use std::io::Write as _;
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    gz.write_all(&layer_tar("other")).expect("gzip");
+    let layer = blobs.insert(MediaType::ImageLayerGzip, gz.finish().expect("gzip"));
+    let wrong = chasi_formats::oci::digest::sha256_digest(&layer_tar("hello"));
+    let config = json!({
+        "architecture": "amd64", "os": "linux",
+        "rootfs": {"type": "layers", "diff_ids": [wrong.to_string()]},
     });
     build_manifest(blobs, &config, &[layer], &BTreeMap::new()).expect("manifest")
 }
@@ -112,9 +130,11 @@ fn refused_archives_tag_nothing_and_leave_the_store_readable() {
             serde_json::to_vec(&doc).expect("json"),
         );
     }
+    let lying = lying_image(&mut blobs);
     for (name, bad, reason) in [
         ("deep", &deep, "nested more than 64 deep"),
         ("chain", &chain, "a manifest or index cannot be a layer"),
+        ("diff_id", &lying, "decompresses to"),
     ] {
         let p = t.path().join(format!("{name}.tar"));
         archive(&p, &blobs, &[(&good, "good"), (bad, "bad")]);
@@ -126,7 +146,7 @@ fn refused_archives_tag_nothing_and_leave_the_store_readable() {
             stderr.contains(&bad.digest().to_string()),
             "{name}: {stderr}"
         );
-        // Not even the good image of the same archive was loaded.
+        // Not even the good image of the same archive was tagged.
         assert!(!images(&store).contains("load-test"), "{name}");
         let o = chasi(&store, &["store", "verify"]);
         assert!(o.status.success(), "{name}: verify: {:?}", o);

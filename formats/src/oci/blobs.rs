@@ -54,6 +54,18 @@ pub trait BlobSink {
         media_type: &MediaType,
         reader: &mut dyn Read,
     ) -> OciResult<Descriptor>;
+    /// Whether the sink computes the DiffID of every layer blob it stores and tells it
+    /// through [`BlobSink::layer_diff_id`] (the store does, as it ingests a layer). An
+    /// import then checks a new layer's DiffID right after writing it instead of decoding
+    /// the layer an extra time beforehand. `false` by default.
+    fn records_diff_ids(&self) -> bool {
+        false
+    }
+    /// The DiffID of a layer blob the sink holds, when it knows it; `None` by default.
+    fn layer_diff_id(&self, digest: &Digest) -> OciResult<Option<Digest>> {
+        let _ = digest;
+        Ok(None)
+    }
 }
 
 impl<T: BlobSource + ?Sized> BlobSource for &T {

@@ -5,7 +5,7 @@
 //! both go through [`import_image`]'s two phases. First every document of the image is read
 //! and checked, with nothing written: bounded JSON, index nesting, what may point at what
 //! (a manifest is never a layer or a config), known layer media types, DiffIDs against the
-//! layers. The walk is bounded by construction (indexes nest at most four deep, a manifest's
+//! layers (those only the sink will compute are compared as each layer is written). The walk is bounded by construction (indexes nest at most four deep, a manifest's
 //! children are leaves), so no input can make it recurse further. Then the blobs are
 //! written children before parents (layers and config, then manifests, then the index), so
 //! a sink never holds a manifest whose blobs are missing, and a blob the sink already has
@@ -316,8 +316,54 @@ pub fn import_image(
 /// An image that passed [`ImportPlan::check`]: its blobs to write, children first.
 struct CheckedImage {
     root: Descriptor,
-    order: Vec<Descriptor>,
+    order: Vec<Pending>,
     present: usize,
+}
+
+/// A blob to write, and the DiffID to check once the sink has ingested it (for a layer
+/// whose DiffID the sink computes anyway, see [`BlobSink::records_diff_ids`]).
+struct Pending {
+    desc: Descriptor,
+    check: Option<DiffIdCheck>,
+}
+
+/// What the config of `manifest` says a layer's DiffID is.
+struct DiffIdCheck {
+    expected: Digest,
+    manifest: Digest,
+    config: Digest,
+}
+
+impl DiffIdCheck {
+    fn verify(&self, layer: &Digest, sink: &(impl BlobSink + ?Sized)) -> OciResult<()> {
+        match sink.layer_diff_id(layer)? {
+            Some(actual) if actual == self.expected => Ok(()),
+            Some(actual) => Err(diff_id_mismatch(
+                &self.manifest,
+                layer,
+                &actual,
+                &self.config,
+                &self.expected,
+            )),
+            None => Err(OciError::sink(
+                layer,
+                "the layer was stored but its DiffID is unknown",
+            )),
+        }
+    }
+}
+
+fn diff_id_mismatch(
+    manifest: &Digest,
+    layer: &Digest,
+    actual: &Digest,
+    config: &Digest,
+    expected: &Digest,
+) -> OciError {
+    OciError::inconsistent(
+        manifest,
+        format!("layer {layer} decompresses to {actual} but config {config} says {expected}"),
+    )
 }
 
 impl CheckedImage {
@@ -334,14 +380,18 @@ impl CheckedImage {
             blobs_present: self.present,
             bytes_imported: 0,
         };
-        for d in &self.order {
-            if sink.has_blob(d.digest())? {
+        for Pending { desc, check } in &self.order {
+            if sink.has_blob(desc.digest())? {
                 report.blobs_present += 1;
-                continue;
+            } else {
+                copy_blob(source, desc, sink)?;
+                report.blobs_imported += 1;
+                report.bytes_imported += desc.size();
             }
-            copy_blob(source, d, sink)?;
-            report.blobs_imported += 1;
-            report.bytes_imported += d.size();
+            // Before the config and manifest that would make the layer part of an image.
+            if let Some(check) = check {
+                check.verify(desc.digest(), &*sink)?;
+            }
         }
         Ok(report)
     }
@@ -353,7 +403,7 @@ struct ImportPlan<'a, S: ?Sized, K: ?Sized> {
     source: &'a S,
     sink: &'a K,
     /// Blobs to write, children before parents.
-    order: Vec<Descriptor>,
+    order: Vec<Pending>,
     seen: HashSet<Digest>,
     /// The DiffID of every layer decoded so far (kept across the images of a load).
     diff_ids: HashMap<Digest, Digest>,
@@ -417,7 +467,7 @@ impl<S: BlobSource + ?Sized, K: BlobSink + ?Sized> ImportPlan<'_, S, K> {
             BlobKind::Manifest => self.manifest(d)?,
             _ => self.leaf(d)?,
         }
-        self.order.push(d.clone());
+        self.push(d, None);
         Ok(())
     }
 
@@ -478,7 +528,7 @@ impl<S: BlobSource + ?Sized, K: BlobSink + ?Sized> ImportPlan<'_, S, K> {
             for child in manifest.layers() {
                 if self.is_new(child)? {
                     self.leaf(child)?;
-                    self.order.push(child.clone());
+                    self.push(child, None);
                 }
             }
             return self.node(manifest.config(), 0);
@@ -526,22 +576,35 @@ impl<S: BlobSource + ?Sized, K: BlobSink + ?Sized> ImportPlan<'_, S, K> {
         }
         for ((layer, codec), id) in manifest.layers().iter().zip(codecs).zip(&ids) {
             let new = self.is_new(layer)?;
-            let actual = self.diff_id(layer, codec)?;
-            if actual != *id {
-                return Err(OciError::inconsistent(
-                    d.digest(),
-                    format!(
-                        "layer {} decompresses to {actual} but config {} says {id}",
+            let check = match self.diff_id(layer, codec, new)? {
+                Some(actual) if actual == *id => None,
+                Some(actual) => {
+                    return Err(diff_id_mismatch(
+                        d.digest(),
                         layer.digest(),
-                        config.digest()
-                    ),
-                ));
-            }
+                        &actual,
+                        config.digest(),
+                        id,
+                    ))
+                }
+                None => Some(DiffIdCheck {
+                    expected: id.clone(),
+                    manifest: d.digest().clone(),
+                    config: config.digest().clone(),
+                }),
+            };
             if new {
-                self.order.push(layer.clone());
+                self.push(layer, check);
             }
         }
         self.node(config, 0)
+    }
+
+    fn push(&mut self, d: &Descriptor, check: Option<DiffIdCheck>) {
+        self.order.push(Pending {
+            desc: d.clone(),
+            check,
+        });
     }
 
     /// A blob that is not walked into: it must be in the source with its size.
@@ -557,22 +620,36 @@ impl<S: BlobSource + ?Sized, K: BlobSink + ?Sized> ImportPlan<'_, S, K> {
         Ok(())
     }
 
-    /// The DiffID of a layer (its uncompressed tar's digest), decoding it once per import.
-    fn diff_id(&mut self, layer: &Descriptor, codec: LayerCodec) -> OciResult<Digest> {
-        if let Some(id) = self.diff_ids.get(layer.digest()) {
-            return Ok(id.clone());
+    /// The DiffID of a layer (its uncompressed tar's digest): known already (an
+    /// uncompressed layer, a docker-archive, a layer the sink holds), or decoded here once
+    /// per import. `None` for a `new` layer the sink will hash itself as it ingests it: it
+    /// is checked right after it is written.
+    fn diff_id(
+        &mut self,
+        layer: &Descriptor,
+        codec: LayerCodec,
+        new: bool,
+    ) -> OciResult<Option<Digest>> {
+        if new {
+            self.leaf(layer)?;
         }
-        self.leaf(layer)?;
+        if let Some(id) = self.diff_ids.get(layer.digest()) {
+            return Ok(Some(id.clone()));
+        }
         let sha256 = layer.digest().algorithm().to_string() == "sha256";
         let id = if codec == LayerCodec::Uncompressed && sha256 {
             layer.digest().clone()
         } else if let Some(known) = self.source.layer_diff_id(layer.digest()) {
             known
+        } else if let (false, Ok(Some(held))) = (new, self.sink.layer_diff_id(layer.digest())) {
+            held
+        } else if new && self.sink.records_diff_ids() {
+            return Ok(None);
         } else {
             decode_diff_id(self.source, layer, codec)?
         };
         self.diff_ids.insert(layer.digest().clone(), id.clone());
-        Ok(id)
+        Ok(Some(id))
     }
 }
 
