@@ -45,8 +45,10 @@ fn open(path: &Path, wrapping: Wrapping) -> Result<Box<dyn Read>> {
         Wrapping::Gzip => Box::new(flate2::read::MultiGzDecoder::new(file)),
         Wrapping::Bzip2 => Box::new(bzip2::read::MultiBzDecoder::new(file)),
         Wrapping::Xz => Box::new(liblzma::read::XzDecoder::new_multi_decoder(file)),
+        // The layer decoder: frames over the store's 128 MiB window are refused by name.
         Wrapping::Zstd => {
-            Box::new(zstd::stream::read::Decoder::new(file).map_err(io("read", path))?)
+            chasi_formats::oci::media::decoder(chasi_formats::oci::LayerCodec::Zstd, file)
+                .map_err(io("read", path))?
         }
     })
 }

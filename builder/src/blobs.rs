@@ -132,4 +132,21 @@ impl BlobSink for StoreBlobs<'_> {
             to_oci_digest(&digest),
         ))
     }
+
+    /// Every layer blob is ingested as a layer, indexed by the DiffID computed on the way.
+    fn records_diff_ids(&self) -> bool {
+        true
+    }
+
+    fn layer_diff_id(
+        &self,
+        digest: &chasi_formats::oci::Digest,
+    ) -> OciResult<Option<chasi_formats::oci::Digest>> {
+        let d = to_store_digest(digest)?;
+        match self.store.layer_for_blob(&d) {
+            Ok(layer) => Ok(Some(to_oci_digest(&layer.diff_id))),
+            Err(e) if e.is_not_found() => Ok(None),
+            Err(e) => Err(sink_err(digest, e)),
+        }
+    }
 }

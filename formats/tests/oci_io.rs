@@ -1159,3 +1159,578 @@ fn mutated_archives_never_panic_and_never_import_wrong_content() {
         assert!(import_image(&junk, &d, &mut MemoryBlobs::new()).is_err());
     }
 }
+
+// ---------------------------------------------------------------------------------------
+// crafted layouts: every refusal happens at load, names the digest, and writes nothing
+
+/// `{mediaType, digest, size}` of a descriptor.
+fn desc_json(d: &Descriptor) -> Value {
+    json!({"mediaType": d.media_type().to_string(), "digest": d.digest().to_string(), "size": d.size()})
+}
+
+/// An `index.json` listing `entries`, each with an optional ref name.
+fn index_json(entries: &[(&Descriptor, Option<&str>)]) -> Vec<u8> {
+    let manifests: Vec<Value> = entries
+        .iter()
+        .map(|(d, name)| {
+            let mut v = desc_json(d);
+            if let Some(n) = name {
+                v["annotations"] = json!({"org.opencontainers.image.ref.name": n});
+            }
+            v
+        })
+        .collect();
+    serde_json::to_vec(&json!({"schemaVersion": 2, "manifests": manifests})).expect("json")
+}
+
+fn add_member(b: &mut tar::Builder<Vec<u8>>, name: &str, data: &[u8]) {
+    let mut h = tar::Header::new_ustar();
+    h.set_size(data.len() as u64);
+    h.set_mode(0o644);
+    h.set_entry_type(tar::EntryType::Regular);
+    b.append_data(&mut h, name, data).expect("append");
+}
+
+/// Writes an oci-archive of every blob in `blobs` with `index` as its `index.json`.
+fn oci_archive_of(path: &Path, blobs: &MemoryBlobs, index: &[u8]) {
+    let mut b = tar::Builder::new(Vec::new());
+    add_member(&mut b, "oci-layout", br#"{"imageLayoutVersion":"1.0.0"}"#);
+    add_member(&mut b, "index.json", index);
+    for d in blobs.digests() {
+        let data = blobs.get(d).expect("blob");
+        add_member(&mut b, &format!("blobs/sha256/{}", d.digest()), data);
+    }
+    fs::write(path, b.into_inner().expect("tar")).expect("write");
+}
+
+/// Stores a manifest over `config` and `layers` and returns its descriptor.
+fn put_manifest(
+    blobs: &mut MemoryBlobs,
+    config: &Descriptor,
+    layers: &[&Descriptor],
+) -> Descriptor {
+    let doc = json!({
+        "schemaVersion": 2,
+        "mediaType": MediaType::ImageManifest.to_string(),
+        "config": desc_json(config),
+        "layers": layers.iter().map(|l| desc_json(l)).collect::<Vec<_>>(),
+    });
+    blobs.insert(
+        MediaType::ImageManifest,
+        serde_json::to_vec(&doc).expect("json"),
+    )
+}
+
+/// Loads `path` into a fresh sink; asserts it fails and that nothing was written.
+fn load_fails(path: &Path) -> OciError {
+    let mut sink = MemoryBlobs::new();
+    let err = match load(path, &mut sink) {
+        Ok(r) => panic!("{} loaded: {r:?}", path.display()),
+        Err(e) => e,
+    };
+    assert!(sink.is_empty(), "{err}: {} blobs were written", sink.len());
+    err
+}
+
+#[test]
+fn a_manifest_nested_200000_deep_is_refused_at_load_and_nothing_is_stored() {
+    let t = tmp();
+    let mut blobs = MemoryBlobs::new();
+    let root = build_image(&mut blobs, LayerCodec::Gzip, "amd64");
+    let (m, _) = read_manifest(&blobs, &root).expect("manifest");
+    // An unknown field serde skips without a recursion limit.
+    let deep = format!(
+        r#"{{"schemaVersion":2,"mediaType":"{}","config":{},"layers":[],"x":{}{}}}"#,
+        MediaType::ImageManifest,
+        desc_json(m.config()),
+        "[".repeat(200_000),
+        "]".repeat(200_000)
+    );
+    let bad = blobs.insert(MediaType::ImageManifest, deep.into_bytes());
+    let p = t.path().join("deep.tar");
+    oci_archive_of(
+        &p,
+        &blobs,
+        &index_json(&[(&root, Some("good")), (&bad, Some("deep"))]),
+    );
+    let err = load_fails(&p);
+    let text = err.to_string();
+    assert!(
+        matches!(err, OciError::BadJson { .. }) && text.contains("nested more than 64 deep"),
+        "{text}"
+    );
+    assert!(text.contains(&bad.digest().to_string()), "{text}");
+    // The same through `FROM oci-archive:…:deep`.
+    let r: ImageRef = format!("oci-archive:{}:deep", p.display())
+        .parse()
+        .expect("ref");
+    let mut sink = MemoryBlobs::new();
+    assert!(import_reference(&r, None, &mut sink).is_err());
+    assert!(sink.is_empty());
+    // An index.json nested as deep is refused when the archive is opened.
+    let deep_index = format!(
+        r#"{{"schemaVersion":2,"manifests":[],"x":{}{}}}"#,
+        "{\"a\":".repeat(100_000),
+        "}".repeat(100_000)
+    );
+    oci_archive_of(&p, &blobs, deep_index.as_bytes());
+    match OpenedImages::open(&p, None) {
+        Err(e @ OciError::BadJson { .. }) => assert!(e.to_string().contains("index.json"), "{e}"),
+        other => panic!("expected BadJson, got {:?}", other.err()),
+    }
+}
+
+#[test]
+fn manifests_chained_5000_deep_as_layers_or_config_are_refused_without_recursion() {
+    let t = tmp();
+    let mut blobs = MemoryBlobs::new();
+    let root = build_image(&mut blobs, LayerCodec::Gzip, "amd64");
+    let (m, _) = read_manifest(&blobs, &root).expect("manifest");
+    let config = m.config().clone();
+    let (mut as_layer, mut as_config) = (root.clone(), root.clone());
+    for _ in 0..5000 {
+        as_layer = put_manifest(&mut blobs, &config, &[&as_layer]);
+        as_config = put_manifest(&mut blobs, &as_config, &[]);
+    }
+    for (top, role) in [(&as_layer, "layer"), (&as_config, "config")] {
+        let p = t.path().join(format!("chain-{role}.tar"));
+        oci_archive_of(&p, &blobs, &index_json(&[(top, Some("v1"))]));
+        let err = load_fails(&p);
+        let text = err.to_string();
+        assert!(text.contains(&top.digest().to_string()), "{text}");
+        assert!(text.contains(&format!("cannot be a {role}")), "{text}");
+        // `FROM oci-archive:` goes through the same reader.
+        let r: ImageRef = format!("oci-archive:{}:v1", p.display())
+            .parse()
+            .expect("ref");
+        let mut sink = MemoryBlobs::new();
+        match import_reference(&r, None, &mut sink) {
+            Err(e) => assert!(
+                e.to_string().contains(&format!("cannot be a {role}")),
+                "{e}"
+            ),
+            Ok(i) => panic!("imported {i:?}"),
+        }
+        assert!(sink.is_empty());
+    }
+    // An index typed as a layer is refused the same way.
+    let index = blobs.insert(MediaType::ImageIndex, index_json(&[(&root, None)]));
+    let top = put_manifest(&mut blobs, &config, &[&index]);
+    let p = t.path().join("index-as-layer.tar");
+    oci_archive_of(&p, &blobs, &index_json(&[(&top, Some("v1"))]));
+    assert!(load_fails(&p).to_string().contains("cannot be a layer"));
+}
+
+/// A zstd frame whose header declares a 2 GiB window, holding `payload` in a raw block.
+fn zstd_2gib_window(payload: &[u8]) -> Vec<u8> {
+    let mut f = vec![0x28, 0xb5, 0x2f, 0xfd, 0x00, 21 << 3];
+    let header = 1 | ((payload.len() as u32) << 3);
+    f.extend_from_slice(&header.to_le_bytes()[..3]);
+    f.extend_from_slice(payload);
+    f
+}
+
+#[test]
+fn zstd_layers_declaring_a_2_gib_window_are_refused_by_name() {
+    let t = tmp();
+    let payload = layer_tar(&[Entry::File("x", b"x", 0o644)]);
+    let layer_bytes = zstd_2gib_window(&payload);
+    let diff_id = chasi_formats::oci::digest::sha256_digest(&payload);
+    let want = "zstd frame needs a window of 2048 MiB, more than the 128 MiB accepted";
+
+    // docker-archive: the layer is decoded to hash it when the archive is opened.
+    let config = serde_json::to_vec(&json!({
+        "architecture": "amd64", "os": "linux",
+        "rootfs": {"type": "layers", "diff_ids": [diff_id.to_string()]},
+    }))
+    .expect("json");
+    let config_name = format!(
+        "{}.json",
+        chasi_formats::oci::digest::sha256_digest(&config).digest()
+    );
+    let manifest = serde_json::to_vec(&json!([{
+        "Config": config_name, "RepoTags": ["zst:1"], "Layers": ["l/layer.tar"],
+    }]))
+    .expect("json");
+    let mut b = tar::Builder::new(Vec::new());
+    add_member(&mut b, "manifest.json", &manifest);
+    add_member(&mut b, &config_name, &config);
+    add_member(&mut b, "l/layer.tar", &layer_bytes);
+    let d = t.path().join("zst-docker.tar");
+    fs::write(&d, b.into_inner().expect("tar")).expect("write");
+    let err = load_fails(&d);
+    assert!(err.to_string().contains(want), "{err}");
+    assert!(err.to_string().contains("l/layer.tar"), "{err}");
+
+    // oci-archive: the layer is decoded at load to check its DiffID.
+    let mut blobs = MemoryBlobs::new();
+    let layer = blobs.insert(MediaType::ImageLayerZstd, layer_bytes);
+    let config = blobs.insert(MediaType::ImageConfig, config);
+    let m = put_manifest(&mut blobs, &config, &[&layer]);
+    let p = t.path().join("zst-oci.tar");
+    oci_archive_of(&p, &blobs, &index_json(&[(&m, Some("v1"))]));
+    let err = load_fails(&p);
+    assert!(err.to_string().contains(want), "{err}");
+    assert!(
+        err.to_string().contains(&layer.digest().to_string()),
+        "{err}"
+    );
+}
+
+#[test]
+fn diff_ids_layer_types_and_nested_indexes_are_checked_at_load() {
+    let t = tmp();
+    let mut blobs = MemoryBlobs::new();
+    let root = build_image(&mut blobs, LayerCodec::Gzip, "amd64");
+    let (m, _) = read_manifest(&blobs, &root).expect("manifest");
+    let layers: Vec<&Descriptor> = m.layers().iter().collect();
+    let (config, _) = chasi_formats::oci::read_config(&blobs, m.config()).expect("config");
+    let with_ids = |blobs: &mut MemoryBlobs, ids: Vec<String>| {
+        let mut c = config.clone();
+        c["rootfs"]["diff_ids"] = json!(ids);
+        blobs.insert(
+            MediaType::ImageConfig,
+            serde_json::to_vec(&c).expect("json"),
+        )
+    };
+    let ids: Vec<String> = config["rootfs"]["diff_ids"]
+        .as_array()
+        .expect("ids")
+        .iter()
+        .map(|v| v.as_str().expect("str").to_string())
+        .collect();
+    let mut cases: Vec<(&str, Descriptor, String)> = Vec::new();
+
+    // One diff_id short.
+    let c = with_ids(&mut blobs, ids[..1].to_vec());
+    let man = put_manifest(&mut blobs, &c, &layers);
+    cases.push((
+        "count",
+        man.clone(),
+        format!("2 layers but 1 diff_ids in config {}", c.digest()),
+    ));
+    // The diff_ids swapped: each layer decompresses to the other's.
+    let c = with_ids(&mut blobs, vec![ids[1].clone(), ids[0].clone()]);
+    let man = put_manifest(&mut blobs, &c, &layers);
+    cases.push((
+        "values",
+        man.clone(),
+        format!("layer {} decompresses to {}", layers[0].digest(), ids[0]),
+    ));
+    // A layer of a media type this store cannot read.
+    let mut odd = layers[0].clone();
+    odd.set_media_type(MediaType::Other(
+        "application/vnd.oci.image.layer.v1.tar+encrypted".into(),
+    ));
+    let man = put_manifest(&mut blobs, m.config(), &[&odd, layers[1]]);
+    cases.push((
+        "media type",
+        man,
+        format!(
+            "unsupported media type `application/vnd.oci.image.layer.v1.tar+encrypted` for blob {}",
+            odd.digest()
+        ),
+    ));
+    // A nested index listing a layer as if it were a manifest entry.
+    let nested = blobs.insert(
+        MediaType::ImageIndex,
+        index_json(&[(&root, None), (layers[0], None)]),
+    );
+    let outer = blobs.insert(MediaType::ImageIndex, index_json(&[(&nested, None)]));
+    cases.push((
+        "nested entry",
+        outer,
+        format!(
+            "inconsistent image {}: the index lists {}",
+            nested.digest(),
+            layers[0].digest()
+        ),
+    ));
+    // A nested index whose manifest is not in the archive.
+    let mut missing = root.clone();
+    missing.set_digest(chasi_formats::oci::digest::sha256_digest(b"absent"));
+    let nested = blobs.insert(MediaType::ImageIndex, index_json(&[(&missing, None)]));
+    let outer = blobs.insert(MediaType::ImageIndex, index_json(&[(&nested, None)]));
+    cases.push((
+        "nested missing",
+        outer,
+        format!("blob {} is missing", missing.digest()),
+    ));
+    // A nested index listing nothing.
+    let empty = blobs.insert(MediaType::ImageIndex, index_json(&[]));
+    let outer = blobs.insert(
+        MediaType::ImageIndex,
+        index_json(&[(&root, None), (&empty, None)]),
+    );
+    cases.push((
+        "nested empty",
+        outer,
+        format!(
+            "inconsistent image {}: the index lists no manifests",
+            empty.digest()
+        ),
+    ));
+    // Indexes nested five deep.
+    let mut deep = root.clone();
+    for _ in 0..5 {
+        deep = blobs.insert(MediaType::ImageIndex, index_json(&[(&deep, None)]));
+    }
+    cases.push((
+        "index depth",
+        deep,
+        "image indexes nested more than 4 deep".to_string(),
+    ));
+
+    for (name, top, want) in cases {
+        // A good image first: the bad one must not leave it half-imported either.
+        let p = t.path().join("case.tar");
+        oci_archive_of(&p, &blobs, &index_json(&[(&top, Some("bad"))]));
+        let err = load_fails(&p);
+        assert!(
+            err.to_string().contains(&want),
+            "{name}: {err}\nwanted: {want}"
+        );
+    }
+    // The untouched image still loads from the same blobs.
+    let p = t.path().join("good.tar");
+    oci_archive_of(&p, &blobs, &index_json(&[(&root, Some("good"))]));
+    let mut sink = MemoryBlobs::new();
+    load(&p, &mut sink).expect("the good image loads");
+}
+
+#[test]
+fn invalid_image_names_and_empty_indexes_are_refused() {
+    let t = tmp();
+    let mut blobs = MemoryBlobs::new();
+    let root = build_image(&mut blobs, LayerCodec::Gzip, "amd64");
+    let long = "a".repeat(300);
+    for name in [
+        "../..",
+        "a/../../b",
+        "x\ny",
+        "tab\there",
+        "bell\u{7}",
+        "",
+        long.as_str(),
+    ] {
+        let p = t.path().join("names.tar");
+        oci_archive_of(&p, &blobs, &index_json(&[(&root, Some(name))]));
+        match OpenedImages::open(&p, None) {
+            Err(e @ OciError::BadJson { .. }) => {
+                let text = e.to_string();
+                assert!(text.contains("index.json"), "{text}");
+                assert!(text.contains(&root.digest().to_string()), "{text}");
+                assert!(!text.contains('\n') && !text.contains('\u{7}'), "{text:?}");
+                assert!(text.len() < 500, "{text}");
+            }
+            other => panic!("{name:?}: expected BadJson, got {:?}", other.err()),
+        }
+        assert!(load_fails(&p).to_string().contains("named"));
+    }
+    let p = t.path().join("empty.tar");
+    oci_archive_of(&p, &blobs, &index_json(&[]));
+    match OpenedImages::open(&p, None) {
+        Err(e) => assert!(
+            e.to_string().contains("the index lists no manifests"),
+            "{e}"
+        ),
+        Ok(_) => panic!("an empty index opened"),
+    }
+    // A docker-archive: RepoTags are checked the same way, and an empty list is refused.
+    let d = t.path().join("d.tar");
+    save(
+        &blobs,
+        &root,
+        SaveFormat::DockerArchive,
+        &d,
+        &opts("x:1", None),
+    )
+    .expect("save");
+    let rewrite = |manifest: &[u8]| {
+        let mut ar = tar::Archive::new(fs::File::open(&d).expect("open"));
+        let mut b = tar::Builder::new(Vec::new());
+        for e in ar.entries().expect("entries") {
+            let mut e = e.expect("entry");
+            let name = e.path().expect("path").to_string_lossy().into_owned();
+            let mut data = Vec::new();
+            e.read_to_end(&mut data).expect("read");
+            if name == "manifest.json" {
+                data = manifest.to_vec();
+            }
+            if e.header().entry_type() == tar::EntryType::Regular {
+                add_member(&mut b, &name, &data);
+            }
+        }
+        let out = t.path().join("d2.tar");
+        fs::write(&out, b.into_inner().expect("tar")).expect("write");
+        out
+    };
+    let mut ar = tar::Archive::new(fs::File::open(&d).expect("open"));
+    let mut list: Value = Value::Null;
+    for e in ar.entries().expect("entries") {
+        let mut e = e.expect("entry");
+        if e.path().expect("path").to_string_lossy() == "manifest.json" {
+            list = serde_json::from_reader(&mut e).expect("manifest.json");
+        }
+    }
+    list[0]["RepoTags"] = json!(["../../etc:x"]);
+    let bad = rewrite(&serde_json::to_vec(&list).expect("json"));
+    let err = load_fails(&bad);
+    assert!(err.to_string().contains("\"../../etc:x\""), "{err}");
+    let empty = rewrite(b"[]");
+    assert!(load_fails(&empty).to_string().contains("lists no images"));
+}
+
+/// splitmix64: a deterministic stream for the mutation test.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    }
+    fn below(&mut self, n: usize) -> usize {
+        (self.next() % n.max(1) as u64) as usize
+    }
+}
+
+/// The regular members of a tar, in order.
+fn tar_members(bytes: &[u8]) -> Vec<(String, Vec<u8>)> {
+    let mut out = Vec::new();
+    let mut ar = tar::Archive::new(bytes);
+    for e in ar.entries().expect("entries") {
+        let mut e = e.expect("entry");
+        if e.header().entry_type() != tar::EntryType::Regular {
+            continue;
+        }
+        let name = e.path().expect("path").to_string_lossy().into_owned();
+        let mut data = Vec::new();
+        e.read_to_end(&mut data).expect("read");
+        out.push((name, data));
+    }
+    out
+}
+
+/// One random change: to the raw bytes of the archive, or (rebuilt as a valid tar) to one
+/// of its JSON members, which is what reaches the document readers.
+fn mutate(rng: &mut Rng, good: &[u8], members: &[(String, Vec<u8>)]) -> Vec<u8> {
+    let mut bytes = good.to_vec();
+    let at = rng.below(bytes.len());
+    match rng.below(6) {
+        0 => bytes[at] ^= 1 << rng.below(8),
+        1 => bytes[at] = rng.next() as u8,
+        2 => bytes.truncate(at),
+        3 => {
+            let n = 1 + rng.below(16);
+            let junk: Vec<u8> = (0..n).map(|_| rng.next() as u8).collect();
+            bytes.splice(at..at, junk);
+        }
+        _ => {
+            let json: Vec<usize> = (0..members.len())
+                .filter(|&i| members[i].0.ends_with(".json") || !members[i].0.contains('/'))
+                .collect();
+            let pick = json[rng.below(json.len())];
+            let mut b = tar::Builder::new(Vec::new());
+            for (i, (name, data)) in members.iter().enumerate() {
+                let mut data = data.clone();
+                if i == pick {
+                    let at = rng.below(data.len());
+                    let tokens: [&[u8]; 12] = [
+                        b"{",
+                        b"}",
+                        b"[",
+                        b"]",
+                        b"\"",
+                        b":",
+                        b",",
+                        b"\\",
+                        b"0",
+                        b"-1e999",
+                        b"null",
+                        b"\"sha256:00\"",
+                    ];
+                    match rng.below(3) {
+                        0 => {
+                            let t = tokens[rng.below(tokens.len())];
+                            data.splice(at..at, t.iter().copied());
+                        }
+                        1 => {
+                            let end = (at + 1 + rng.below(8)).min(data.len());
+                            data.drain(at..end);
+                        }
+                        _ => {
+                            let end = (at + rng.below(64)).min(data.len());
+                            let copy = data[at..end].to_vec();
+                            data.splice(at..at, copy);
+                        }
+                    }
+                }
+                add_member(&mut b, name, &data);
+            }
+            bytes = b.into_inner().expect("tar");
+        }
+    }
+    bytes
+}
+
+#[test]
+fn thousands_of_random_mutations_of_small_archives_load_without_panicking() {
+    let t = tmp();
+    let mut blobs = MemoryBlobs::new();
+    let root = build_image(&mut blobs, LayerCodec::Gzip, "amd64");
+    let started = Instant::now();
+    let mut rng = Rng(0x0c1_a5e5);
+    for format in [SaveFormat::OciArchive, SaveFormat::DockerArchive] {
+        let good_path = t.path().join(format!("{format:?}.tar"));
+        save(&blobs, &root, format, &good_path, &opts("x:1", None)).expect("save");
+        let good = fs::read(&good_path).expect("read");
+        let members = tar_members(&good);
+        let (mut loaded, mut refused) = (0, 0);
+        for i in 0..1500 {
+            let bytes = mutate(&mut rng, &good, &members);
+            let p = t.path().join("mutated.tar");
+            fs::write(&p, &bytes).expect("write");
+            let layout = t.path().join("layout");
+            let _ = fs::remove_dir_all(&layout);
+            let outcome = std::panic::catch_unwind(|| {
+                let mut sink = MemoryBlobs::new();
+                let result = load(&p, &mut sink);
+                if i % 10 == 0 {
+                    let mut dir = chasi_formats::oci::DirBlobs::new(&layout);
+                    let again = load(&p, &mut dir);
+                    assert_eq!(result.is_ok(), again.is_ok(), "same verdict for any sink");
+                }
+                result.map(|r| r.len())
+            });
+            match outcome {
+                Ok(Ok(_)) => loaded += 1,
+                Ok(Err(e)) => {
+                    refused += 1;
+                    let text = e.to_string();
+                    assert!(!text.is_empty() && text.len() < 2000, "{text}");
+                }
+                Err(_) => {
+                    let keep =
+                        std::env::temp_dir().join(format!("chasi-oci-panic-{format:?}-{i}.tar"));
+                    fs::write(&keep, &bytes).expect("keep");
+                    panic!(
+                        "load panicked on mutation {i}; input kept at {}",
+                        keep.display()
+                    );
+                }
+            }
+        }
+        assert!(
+            loaded > 0 && refused > 0,
+            "{format:?}: {loaded} loaded, {refused} refused"
+        );
+    }
+    assert!(
+        started.elapsed() < Duration::from_secs(20),
+        "{:?}",
+        started.elapsed()
+    );
+}

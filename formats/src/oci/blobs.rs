@@ -15,8 +15,9 @@ use oci_spec::image::{Descriptor, Digest, MediaType};
 use super::digest::{Hasher, HashingWriter, VerifyingReader};
 use super::error::{OciError, OciResult};
 
-/// Largest manifest, index or config accepted (they are read into memory).
-pub const MAX_JSON_BLOB: u64 = 64 << 20;
+/// Largest manifest, index or config accepted (they are read into memory): the bound of
+/// every JSON document read from outside, [`super::json::MAX_JSON_BYTES`].
+pub const MAX_JSON_BLOB: u64 = super::json::MAX_JSON_BYTES;
 
 /// Read access to content-addressed blobs.
 pub trait BlobSource {
@@ -27,6 +28,13 @@ pub trait BlobSource {
     /// A short description for error messages ("OCI layout /tmp/x", "store").
     fn location(&self) -> String {
         "blob source".to_string()
+    }
+    /// The DiffID of a layer blob when the source has already decoded it (a
+    /// docker-archive hashes every layer when opened), so an import need not decode it
+    /// again; `None` by default.
+    fn layer_diff_id(&self, digest: &Digest) -> Option<Digest> {
+        let _ = digest;
+        None
     }
 }
 
@@ -46,6 +54,18 @@ pub trait BlobSink {
         media_type: &MediaType,
         reader: &mut dyn Read,
     ) -> OciResult<Descriptor>;
+    /// Whether the sink computes the DiffID of every layer blob it stores and tells it
+    /// through [`BlobSink::layer_diff_id`] (the store does, as it ingests a layer). An
+    /// import then checks a new layer's DiffID right after writing it instead of decoding
+    /// the layer an extra time beforehand. `false` by default.
+    fn records_diff_ids(&self) -> bool {
+        false
+    }
+    /// The DiffID of a layer blob the sink holds, when it knows it; `None` by default.
+    fn layer_diff_id(&self, digest: &Digest) -> OciResult<Option<Digest>> {
+        let _ = digest;
+        Ok(None)
+    }
 }
 
 impl<T: BlobSource + ?Sized> BlobSource for &T {
@@ -58,6 +78,9 @@ impl<T: BlobSource + ?Sized> BlobSource for &T {
     fn location(&self) -> String {
         (**self).location()
     }
+    fn layer_diff_id(&self, digest: &Digest) -> Option<Digest> {
+        (**self).layer_diff_id(digest)
+    }
 }
 
 impl<T: BlobSource + ?Sized> BlobSource for Box<T> {
@@ -69,6 +92,9 @@ impl<T: BlobSource + ?Sized> BlobSource for Box<T> {
     }
     fn location(&self) -> String {
         (**self).location()
+    }
+    fn layer_diff_id(&self, digest: &Digest) -> Option<Digest> {
+        (**self).layer_diff_id(digest)
     }
 }
 

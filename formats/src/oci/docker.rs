@@ -24,8 +24,8 @@ use super::blobs::{read_blob, BlobSource, MemoryBlobs, MAX_JSON_BLOB};
 use super::digest::{sha256_digest, HashingReader};
 use super::error::{OciError, OciResult};
 use super::image::{config_platform, diff_ids, plain_descriptor, select_manifest};
-use super::json::to_canonical_json;
-use super::layout::{finish_archive, staging_dir};
+use super::json::{parse_document, to_canonical_json};
+use super::layout::{check_image_name, finish_archive, staging_dir};
 use super::media::{classify, decoder, oci_layer_type, sniff, BlobKind, LayerCodec};
 use super::plan::{BlobData, Planner};
 use super::read::ImageEntry;
@@ -50,11 +50,10 @@ pub fn write_docker_archive(
         },
         None => read_blob(source, &plan.root, "image manifest")?,
     };
-    let manifest = ImageManifest::from_reader(&manifest_raw[..])
-        .map_err(|e| OciError::bad_json("image manifest", plan.root.digest(), e))?;
+    let manifest: ImageManifest =
+        parse_document(&manifest_raw, "image manifest", plan.root.digest())?;
     let config_raw = read_blob(source, manifest.config(), "image config")?;
-    let config: Value = serde_json::from_slice(&config_raw)
-        .map_err(|e| OciError::bad_json("image config", manifest.config().digest(), e))?;
+    let config: Value = parse_document(&config_raw, "image config", manifest.config().digest())?;
     if let (Some(want), Some(have)) = (&opts.platform, config_platform(&config)) {
         if !want.matches(&have.to_oci()?) {
             return Err(OciError::NoSuchPlatform {
@@ -195,6 +194,8 @@ pub struct DockerArchiveReader {
     location: String,
     overlay: MemoryBlobs,
     blob_members: HashMap<Digest, Member>,
+    /// The DiffID of every layer, computed when the archive was opened.
+    diff_ids: HashMap<Digest, Digest>,
     entries: Vec<ImageEntry>,
 }
 
@@ -219,17 +220,32 @@ impl DockerArchiveReader {
                 reason: reason.to_string(),
             });
         };
-        let list: Vec<DockerManifestEntry> = serde_json::from_slice(&raw)
-            .map_err(|e| OciError::bad_json("manifest.json", &location, e))?;
+        let list: Vec<DockerManifestEntry> = parse_document(&raw, "manifest.json", &location)?;
         let mut reader = DockerArchiveReader {
             tar,
             location,
             overlay: MemoryBlobs::new(),
             blob_members: HashMap::new(),
+            diff_ids: HashMap::new(),
             entries: Vec::new(),
         };
+        if list.is_empty() {
+            return Err(OciError::bad_json(
+                "manifest.json",
+                &reader.location,
+                "it lists no images",
+            ));
+        }
         let mut layer_cache: HashMap<String, (Descriptor, Digest)> = HashMap::new();
-        for entry in &list {
+        for (i, entry) in list.iter().enumerate() {
+            for name in entry.repo_tags.iter().flatten() {
+                check_image_name(
+                    name,
+                    "manifest.json",
+                    &reader.location,
+                    &format!("image {i}"),
+                )?;
+            }
             let root = reader.synthesize(entry, &mut layer_cache)?;
             reader.entries.push(ImageEntry {
                 names: entry.repo_tags.clone().unwrap_or_default(),
@@ -262,13 +278,11 @@ impl DockerArchiveReader {
             .unwrap_or_default();
         let config_digest = sha256_digest(&config_raw);
         check_named_digest(&config_name, &config_digest, &self.location)?;
-        let config: Value = serde_json::from_slice(&config_raw).map_err(|e| {
-            OciError::bad_json(
-                "image config",
-                format!("{config_name} in {}", self.location),
-                e,
-            )
-        })?;
+        let config: Value = parse_document(
+            &config_raw,
+            "image config",
+            format!("{config_name} in {}", self.location),
+        )?;
         let ids = diff_ids(&config, &config_digest)?;
         if ids.len() != entry.layers.len() {
             return Err(OciError::inconsistent(
@@ -301,6 +315,7 @@ impl DockerArchiveReader {
                 ));
             }
             self.blob_members.insert(desc.digest().clone(), member);
+            self.diff_ids.insert(desc.digest().clone(), diff_id);
             layers.push(plain_descriptor(&desc));
         }
         let config_desc = Descriptor::new(
@@ -385,6 +400,10 @@ impl BlobSource for DockerArchiveReader {
 
     fn location(&self) -> String {
         self.location.clone()
+    }
+
+    fn layer_diff_id(&self, digest: &Digest) -> Option<Digest> {
+        self.diff_ids.get(digest).cloned()
     }
 }
 

@@ -16,7 +16,7 @@ use serde_json::{json, Value};
 use super::blobs::{read_blob, BlobSink, BlobSource};
 use super::digest::parse_digest;
 use super::error::{OciError, OciResult};
-use super::json::to_canonical_json;
+use super::json::{parse_document, to_canonical_json};
 use super::media::{classify, BlobKind};
 use super::platform::PlatformSpec;
 
@@ -33,8 +33,7 @@ pub fn read_manifest(
     descriptor: &Descriptor,
 ) -> OciResult<(ImageManifest, Vec<u8>)> {
     let raw = read_blob(source, descriptor, "image manifest")?;
-    let manifest = ImageManifest::from_reader(&raw[..])
-        .map_err(|e| OciError::bad_json("image manifest", descriptor.digest(), e))?;
+    let manifest: ImageManifest = parse_document(&raw, "image manifest", descriptor.digest())?;
     if manifest.schema_version() != 2 {
         return Err(OciError::bad_json(
             "image manifest",
@@ -54,8 +53,7 @@ pub fn read_index(
     descriptor: &Descriptor,
 ) -> OciResult<(ImageIndex, Vec<u8>)> {
     let raw = read_blob(source, descriptor, "image index")?;
-    let index = ImageIndex::from_reader(&raw[..])
-        .map_err(|e| OciError::bad_json("image index", descriptor.digest(), e))?;
+    let index: ImageIndex = parse_document(&raw, "image index", descriptor.digest())?;
     Ok((index, raw))
 }
 
@@ -65,8 +63,7 @@ pub fn read_config(
     descriptor: &Descriptor,
 ) -> OciResult<(Value, Vec<u8>)> {
     let raw = read_blob(source, descriptor, "image config")?;
-    let value: Value = serde_json::from_slice(&raw)
-        .map_err(|e| OciError::bad_json("image config", descriptor.digest(), e))?;
+    let value: Value = parse_document(&raw, "image config", descriptor.digest())?;
     if !value.is_object() {
         return Err(OciError::bad_json(
             "image config",
@@ -320,7 +317,7 @@ fn select_inner(
 }
 
 /// BuildKit attestation manifests sit in indexes with platform `unknown/unknown`.
-fn is_attestation(d: &Descriptor) -> bool {
+pub(crate) fn is_attestation(d: &Descriptor) -> bool {
     d.annotations()
         .as_ref()
         .is_some_and(|a| a.contains_key("vnd.docker.reference.type"))

@@ -24,11 +24,11 @@ use serde_json::{json, Value};
 use super::blobs::{BlobSource, DirBlobs, MemoryBlobs, MAX_JSON_BLOB};
 use super::error::{OciError, OciResult};
 use super::image::{plain_descriptor, ANNOTATION_CONTAINERD_NAME, ANNOTATION_REF_NAME};
-use super::json::to_canonical_json;
+use super::json::{parse_document, to_canonical_json};
 use super::media::{classify, BlobKind};
 use super::plan::{BlobData, ExportPlan, Planner};
 use super::read::ImageEntry;
-use super::reference::validate_ref_name;
+use super::reference::{ref_name_problem, validate_ref_name};
 use super::tarball::{DeterministicTar, TarIndex};
 use super::write::{WriteOptions, WriteReport};
 use crate::output::{self, Output};
@@ -112,9 +112,7 @@ pub fn write_oci_layout(
         if dir.join("oci-layout").is_file() {
             let raw = fs::read(dir.join("index.json"))
                 .map_err(OciError::io("read", dir.join("index.json")))?;
-            let v: Value = serde_json::from_slice(&raw).map_err(|e| {
-                OciError::bad_json("index.json", dir.join("index.json").display(), e)
-            })?;
+            let v: Value = parse_document(&raw, "index.json", dir.join("index.json").display())?;
             existing = v
                 .get("manifests")
                 .and_then(Value::as_array)
@@ -254,6 +252,55 @@ pub(crate) fn finish_archive(
         .map_err(OciError::io("sync", file))
 }
 
+/// The names an `index.json` entry carries (`org.opencontainers.image.ref.name`, then
+/// `io.containerd.image.name`), each checked: a name that could not be a tag (`../..`, a
+/// newline, 300 characters) is refused, naming the entry.
+fn entry_names(d: &Descriptor, location: &str) -> OciResult<Vec<String>> {
+    let mut names: Vec<String> = Vec::new();
+    let Some(annotations) = d.annotations() else {
+        return Ok(names);
+    };
+    for key in [ANNOTATION_REF_NAME, ANNOTATION_CONTAINERD_NAME] {
+        let Some(name) = annotations.get(key) else {
+            continue;
+        };
+        check_image_name(
+            name,
+            "index.json",
+            location,
+            &format!("entry {}", d.digest()),
+        )?;
+        if !names.contains(name) {
+            names.push(name.clone());
+        }
+    }
+    Ok(names)
+}
+
+/// Refuses an image name read from a layout or archive that [`ref_name_problem`] rejects;
+/// the error quotes the name escaped and shortened.
+pub(crate) fn check_image_name(
+    name: &str,
+    what: &'static str,
+    location: &str,
+    owner: &str,
+) -> OciResult<()> {
+    let Some(reason) = ref_name_problem(name) else {
+        return Ok(());
+    };
+    let shown: String = name.chars().take(80).collect();
+    let more = if shown.len() < name.len() {
+        format!("… ({} bytes)", name.len())
+    } else {
+        String::new()
+    };
+    Err(OciError::bad_json(
+        what,
+        location,
+        format!("{owner} is named {shown:?}{more}: {reason}"),
+    ))
+}
+
 /// Where a layout's files are: a directory or an archive.
 enum Storage {
     Dir(DirBlobs),
@@ -317,8 +364,7 @@ impl OciLayoutReader {
             path: path.to_path_buf(),
             reason: "no oci-layout file".to_string(),
         })?;
-        let v: Value = serde_json::from_slice(&layout)
-            .map_err(|e| OciError::bad_json("oci-layout", &location, e))?;
+        let v: Value = parse_document(&layout, "oci-layout", &location)?;
         match v.get("imageLayoutVersion").and_then(Value::as_str) {
             Some(ver) if ver.starts_with("1.") => {}
             other => {
@@ -331,30 +377,22 @@ impl OciLayoutReader {
         }
         let index_raw =
             index.ok_or_else(|| OciError::bad_json("index.json", &location, "missing"))?;
-        let index = ImageIndex::from_reader(&index_raw[..])
-            .map_err(|e| OciError::bad_json("index.json", &location, e))?;
+        let index: ImageIndex = parse_document(&index_raw, "index.json", &location)?;
+        if index.manifests().is_empty() {
+            return Err(OciError::bad_json(
+                "index.json",
+                &location,
+                "the index lists no manifests",
+            ));
+        }
         let mut overlay = MemoryBlobs::new();
-        let mut entries: Vec<ImageEntry> = index
-            .manifests()
-            .iter()
-            .map(|d| {
-                let mut names = Vec::new();
-                if let Some(a) = d.annotations() {
-                    if let Some(n) = a.get(ANNOTATION_REF_NAME) {
-                        names.push(n.clone());
-                    }
-                    if let Some(n) = a.get(ANNOTATION_CONTAINERD_NAME) {
-                        if !names.contains(n) {
-                            names.push(n.clone());
-                        }
-                    }
-                }
-                ImageEntry {
-                    names,
-                    root: d.clone(),
-                }
-            })
-            .collect();
+        let mut entries = Vec::new();
+        for d in index.manifests() {
+            entries.push(ImageEntry {
+                names: entry_names(d, &location)?,
+                root: d.clone(),
+            });
+        }
         // A layout whose index.json *is* the multi-platform index (one unnamed entry per
         // platform, as some tools write) is one image: serve index.json as its root blob.
         let all_unnamed_platforms = entries.len() > 1

@@ -5,7 +5,8 @@
 //! `skopeo copy docker://…` keep Docker types. Re-compression uses pinned parameters
 //! (gzip level [`GZIP_LEVEL`], mtime 0, OS byte 255, no file name; zstd level
 //! [`ZSTD_LEVEL`], single-threaded, no checksum) so the same layer always gives the same
-//! compressed digest with the crate versions locked in `Cargo.lock`.
+//! compressed digest with the crate versions locked in `Cargo.lock`. Decoding is for
+//! foreign input: zstd frames are held to [`ZSTD_WINDOW_LOG_MAX`], what the store accepts.
 
 use std::io::{self, Read, Write};
 
@@ -166,12 +167,167 @@ pub fn decoder<'a>(codec: LayerCodec, reader: impl Read + 'a) -> io::Result<Box<
         LayerCodec::Gzip => Box::new(flate2::read::MultiGzDecoder::new(io::BufReader::new(
             reader,
         ))),
-        LayerCodec::Zstd => {
-            let mut d = zstd::stream::read::Decoder::new(reader)?;
-            d.window_log_max(31)?;
-            Box::new(d)
-        }
+        LayerCodec::Zstd => Box::new(ZstdFrames::new(reader)?),
     })
+}
+
+/// log2 of the largest zstd window accepted when decoding a layer: 27 (128 MiB), zstd's
+/// own default decoder limit, which the store's layer ingest and `ADD` of a `.tar.zst` also
+/// apply. A frame may declare a window of up to 2 GiB (or 3.75 TiB), and the decoder
+/// allocates it before decoding anything, so a tiny foreign layer could otherwise cost
+/// gigabytes of memory.
+pub const ZSTD_WINDOW_LOG_MAX: u32 = 27;
+
+/// [`ZSTD_WINDOW_LOG_MAX`] in bytes.
+pub const ZSTD_WINDOW_MAX: u64 = 1 << ZSTD_WINDOW_LOG_MAX;
+
+/// The window a zstd frame header (RFC 8878 §3.1.1.1) declares, when `head` starts a
+/// regular frame and is long enough to say (skippable frames have none).
+pub fn zstd_frame_window(head: &[u8]) -> Option<u64> {
+    if head.get(..4)? != [0x28, 0xb5, 0x2f, 0xfd] {
+        return None;
+    }
+    let descriptor = *head.get(4)?;
+    let single_segment = descriptor & 0x20 != 0;
+    if !single_segment {
+        let w = *head.get(5)?;
+        let base = 1u64 << (10 + u32::from(w >> 3));
+        return Some(base + (base / 8) * u64::from(w & 7));
+    }
+    // A single-segment frame's window is its content size.
+    let dict_len = [0, 1, 2, 4][usize::from(descriptor & 3)];
+    let fcs_len = [1, 2, 4, 8][usize::from(descriptor >> 6)];
+    let at = 5 + dict_len;
+    let field = head.get(at..at + fcs_len)?;
+    let mut bytes = [0u8; 8];
+    bytes[..fcs_len].copy_from_slice(field);
+    let size = u64::from_le_bytes(bytes);
+    Some(if fcs_len == 2 { size + 256 } else { size })
+}
+
+/// The longest frame header: magic, descriptor, window, dictionary id, content size.
+const ZSTD_MAX_HEADER: usize = 4 + 1 + 1 + 4 + 8;
+
+/// A zstd decoder over concatenated frames that reads each frame's header before decoding
+/// it and refuses one whose window exceeds [`ZSTD_WINDOW_MAX`], saying how much it wanted.
+struct ZstdFrames<R> {
+    input: Lookahead<R>,
+    decoder: zstd::stream::raw::Decoder<'static>,
+    at_frame_start: bool,
+}
+
+impl<R: Read> ZstdFrames<R> {
+    fn new(reader: R) -> io::Result<Self> {
+        let mut decoder = zstd::stream::raw::Decoder::new()?;
+        decoder.set_parameter(zstd::stream::raw::DParameter::WindowLogMax(
+            ZSTD_WINDOW_LOG_MAX,
+        ))?;
+        Ok(ZstdFrames {
+            input: Lookahead::new(reader),
+            decoder,
+            at_frame_start: true,
+        })
+    }
+
+    /// Checks the next frame's header; `false` at the clean end of the input.
+    fn start_frame(&mut self) -> io::Result<bool> {
+        let head = self.input.peek(ZSTD_MAX_HEADER)?;
+        if head.is_empty() {
+            return Ok(false);
+        }
+        if let Some(window) = zstd_frame_window(head) {
+            if window > ZSTD_WINDOW_MAX {
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    format!(
+                        "zstd frame needs a window of {} MiB, more than the {} MiB accepted",
+                        window.div_ceil(1 << 20),
+                        ZSTD_WINDOW_MAX >> 20
+                    ),
+                ));
+            }
+        }
+        zstd::stream::raw::Operation::reinit(&mut self.decoder)?;
+        self.at_frame_start = false;
+        Ok(true)
+    }
+}
+
+impl<R: Read> Read for ZstdFrames<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        use zstd::stream::raw::{InBuffer, Operation, OutBuffer};
+        if buf.is_empty() {
+            return Ok(0);
+        }
+        loop {
+            if self.at_frame_start && !self.start_frame()? {
+                return Ok(0);
+            }
+            let input = self.input.fill_buf()?;
+            let ended = input.is_empty();
+            let mut src = InBuffer::around(input);
+            let mut dst = OutBuffer::around(&mut *buf);
+            let hint = self.decoder.run(&mut src, &mut dst)?;
+            let (used, produced) = (src.pos(), dst.pos());
+            self.input.consume(used);
+            if hint == 0 {
+                self.at_frame_start = true;
+            } else if ended && produced == 0 {
+                return Err(io::Error::new(
+                    io::ErrorKind::UnexpectedEof,
+                    "the zstd stream ends inside a frame",
+                ));
+            }
+            if produced > 0 {
+                return Ok(produced);
+            }
+        }
+    }
+}
+
+/// A buffered reader that can look a few bytes ahead without consuming them.
+struct Lookahead<R> {
+    inner: R,
+    buf: Vec<u8>,
+    start: usize,
+    end: usize,
+}
+
+impl<R: Read> Lookahead<R> {
+    fn new(inner: R) -> Self {
+        Lookahead {
+            inner,
+            buf: vec![0; 128 << 10],
+            start: 0,
+            end: 0,
+        }
+    }
+
+    /// At least `n` buffered bytes, or fewer at the end of the input.
+    fn peek(&mut self, n: usize) -> io::Result<&[u8]> {
+        if self.end - self.start < n {
+            self.buf.copy_within(self.start..self.end, 0);
+            self.end -= self.start;
+            self.start = 0;
+            while self.end < n {
+                match self.inner.read(&mut self.buf[self.end..]) {
+                    Ok(0) => break,
+                    Ok(k) => self.end += k,
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                    Err(e) => return Err(e),
+                }
+            }
+        }
+        Ok(&self.buf[self.start..self.end])
+    }
+
+    fn fill_buf(&mut self) -> io::Result<&[u8]> {
+        self.peek(1)
+    }
+
+    fn consume(&mut self, n: usize) {
+        self.start = (self.start + n).min(self.end);
+    }
 }
 
 /// Decompresses `reader` (codec `from`) and re-compresses into `out` (codec `to`).
@@ -270,5 +426,61 @@ mod tests {
             BlobKind::Manifest
         );
         assert_eq!(classify(&MediaType::from("text/plain")), BlobKind::Other);
+    }
+
+    /// A zstd frame header declaring `window_byte` as its window descriptor, then a raw
+    /// block of `payload`.
+    fn frame_with_window(window_byte: u8, payload: &[u8]) -> Vec<u8> {
+        let mut f = vec![0x28, 0xb5, 0x2f, 0xfd, 0x00, window_byte];
+        // Last block, raw, of payload.len() bytes (3-byte little-endian block header).
+        let header = 1 | ((payload.len() as u32) << 3);
+        f.extend_from_slice(&header.to_le_bytes()[..3]);
+        f.extend_from_slice(payload);
+        f
+    }
+
+    #[test]
+    fn zstd_frames_over_the_window_cap_are_refused_with_their_size() {
+        // Exponent 21: 2^31 = 2 GiB.
+        let huge = frame_with_window(21 << 3, b"hello");
+        assert_eq!(zstd_frame_window(&huge), Some(2 << 30));
+        let mut out = Vec::new();
+        let err = decoder(LayerCodec::Zstd, &huge[..])
+            .and_then(|mut d| d.read_to_end(&mut out))
+            .expect_err("a 2 GiB window is refused");
+        assert_eq!(
+            err.to_string(),
+            "zstd frame needs a window of 2048 MiB, more than the 128 MiB accepted"
+        );
+        // 128 MiB (exponent 17) is accepted, and frames concatenate.
+        let mut two = frame_with_window(17 << 3, b"hello ");
+        two.extend(zstd::stream::encode_all(&b"world"[..], 3).expect("encode"));
+        let mut out = Vec::new();
+        decoder(LayerCodec::Zstd, &two[..])
+            .and_then(|mut d| d.read_to_end(&mut out))
+            .expect("two frames");
+        assert_eq!(out, b"hello world");
+        // A second frame over the cap is refused too.
+        two.extend(frame_with_window((17 << 3) | 1, b"!"));
+        let mut d = decoder(LayerCodec::Zstd, &two[..]).expect("decoder");
+        assert!(d.read_to_end(&mut Vec::new()).is_err());
+        // Single-segment frames: the content size is the window.
+        let mut single = vec![0x28, 0xb5, 0x2f, 0xfd, 0xa0];
+        single.extend_from_slice(&(3u32 << 30).to_le_bytes());
+        assert_eq!(zstd_frame_window(&single), Some(3 << 30));
+        assert!(decoder(LayerCodec::Zstd, &single[..])
+            .and_then(|mut d| d.read_to_end(&mut Vec::new()))
+            .is_err());
+        // A stream cut inside a frame is an error, an empty one is empty.
+        let whole = zstd::stream::encode_all(&[7u8; 10_000][..], 3).expect("encode");
+        let cut = &whole[..whole.len() - 3];
+        assert!(decoder(LayerCodec::Zstd, cut)
+            .and_then(|mut d| d.read_to_end(&mut Vec::new()))
+            .is_err());
+        let mut none = Vec::new();
+        decoder(LayerCodec::Zstd, &b""[..])
+            .and_then(|mut d| d.read_to_end(&mut none))
+            .expect("empty");
+        assert!(none.is_empty());
     }
 }

@@ -19,7 +19,7 @@ use super::blobs::{open_verified, BlobSource};
 use super::digest::HashingWriter;
 use super::error::{OciError, OciResult};
 use super::image::{diff_ids, read_config, read_index, read_manifest};
-use super::json::to_canonical_json;
+use super::json::{parse_document, to_canonical_json};
 use super::media::{
     classify, is_docker, oci_layer_type, transcode, BlobKind, LayerCodec, LayerCompression,
     DOCKER_LAYER_GZIP,
@@ -193,8 +193,7 @@ impl<'a, S: BlobSource + ?Sized> Planner<'a, S> {
             self.add(d.digest(), d.size(), BlobData::Memory(raw));
             return Ok(d.clone());
         }
-        let mut value: Value = serde_json::from_slice(&raw)
-            .map_err(|e| OciError::bad_json("image index", d.digest(), e))?;
+        let mut value: Value = parse_document(&raw, "image index", d.digest())?;
         for (i, new) in changed {
             let entry = value
                 .get_mut("manifests")
@@ -268,8 +267,7 @@ impl<'a, S: BlobSource + ?Sized> Planner<'a, S> {
             self.add(d.digest(), d.size(), BlobData::Memory(raw));
             return Ok(d.clone());
         }
-        let mut value: Value = serde_json::from_slice(&raw)
-            .map_err(|e| OciError::bad_json("image manifest", d.digest(), e))?;
+        let mut value: Value = parse_document(&raw, "image manifest", d.digest())?;
         let mut leaves_docker = false;
         for (i, new) in changes {
             let entry = value

@@ -69,28 +69,40 @@ fn bad(reference: &str, reason: impl Into<String>) -> OciError {
     }
 }
 
-/// Checks an OCI `org.opencontainers.image.ref.name` value: alphanumeric components joined
-/// by `-._:@+/`, no empty component.
+/// The longest image name accepted in `org.opencontainers.image.ref.name`,
+/// `io.containerd.image.name` or a docker-archive's `RepoTags`.
+pub const MAX_REF_NAME_LEN: usize = 255;
+
+/// Checks an OCI `org.opencontainers.image.ref.name` value (also used for the other image
+/// names a layout or archive carries): at most [`MAX_REF_NAME_LEN`] characters, `/`-separated
+/// components of letters, digits and `-._:@+`, each starting and ending with a letter or
+/// digit (so no empty, `.` or `..` component, no control character).
 pub fn validate_ref_name(name: &str) -> OciResult<()> {
-    let ok = !name.is_empty()
-        && name
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || "-._:@+/".contains(c))
-        && name
-            .chars()
-            .next()
-            .is_some_and(|c| c.is_ascii_alphanumeric())
-        && name
-            .chars()
-            .last()
-            .is_some_and(|c| c.is_ascii_alphanumeric());
-    if ok {
-        Ok(())
+    match ref_name_problem(name) {
+        None => Ok(()),
+        Some(reason) => Err(bad(name, reason)),
+    }
+}
+
+/// What is wrong with an image name, if anything (see [`validate_ref_name`]).
+pub fn ref_name_problem(name: &str) -> Option<&'static str> {
+    let alnum_ends = |part: &str| {
+        part.starts_with(|c: char| c.is_ascii_alphanumeric())
+            && part.ends_with(|c: char| c.is_ascii_alphanumeric())
+    };
+    if name.is_empty() {
+        Some("the name is empty")
+    } else if name.len() > MAX_REF_NAME_LEN {
+        Some("the name is longer than 255 characters")
+    } else if !name
+        .chars()
+        .all(|c| c.is_ascii_alphanumeric() || "-._:@+/".contains(c))
+    {
+        Some("a name contains only letters, digits and -._:@+/")
+    } else if !name.split('/').all(alnum_ends) {
+        Some("each /-separated part of a name must start and end with a letter or digit")
     } else {
-        Err(bad(
-            name,
-            "a tag must start and end with a letter or digit and contain only letters, digits and -._:@+/",
-        ))
+        None
     }
 }
 
@@ -246,6 +258,20 @@ impl fmt::Display for ImageRef {
 mod tests {
     use super::*;
 
+    #[test]
+    fn ref_names_are_checked_component_by_component() {
+        for ok in ["v1", "registry.local:5000/k8s/base:v1.30", "a-b_c+d@e", "x"] {
+            assert_eq!(ref_name_problem(ok), None, "{ok}");
+        }
+        let long = "a".repeat(MAX_REF_NAME_LEN + 1);
+        for bad in [
+            "", "../..", "a/../b", "a/./b", "a//b", "/a", "a/", "-a", "a\nb", "a\u{7}", "é", &long,
+        ] {
+            assert!(ref_name_problem(bad).is_some(), "{bad:?}");
+        }
+        assert!(ref_name_problem(&long[1..]).is_none());
+    }
+
     fn p(s: &str) -> ImageRef {
         s.parse().unwrap_or_else(|e| panic!("{s}: {e}"))
     }
@@ -297,6 +323,8 @@ mod tests {
             "oci:/x:",
             "oci:/x:-bad",
             "docker-archive:d.tar:@x",
+            "oci:/x:a/../b",
+            "oci:/x:a//b",
             "Upper:tag",
             "name:",
             "docker://busybox",
