@@ -186,7 +186,9 @@ fn one_rule_for_a_directory_without_layout_json() {
     ] {
         let o = chasi(&absent, args);
         assert_eq!(o.status.code(), Some(1), "{args:?}");
-        let err = String::from_utf8_lossy(&o.stderr);
+        // `inspect` prints JSON, its error too (on stdout); the others a line on stderr.
+        let err =
+            String::from_utf8_lossy(&o.stderr).into_owned() + &String::from_utf8_lossy(&o.stdout);
         assert!(
             err.contains(&format!("no store at {}", absent.display())),
             "{args:?}: {err}"
