@@ -224,3 +224,62 @@ fn one_rule_for_a_directory_without_layout_json() {
     assert!(absent.join("layout.json").is_file());
     assert!(chasi(&absent, &["store", "verify"]).status.success());
 }
+
+#[test]
+fn a_poisoned_manifest_neither_hides_the_other_images_nor_makes_gc_delete_them() {
+    let t = tempfile::tempdir().unwrap();
+    let root = t.path().join("store");
+    let ctx = t.path().join("ctx");
+    fs::create_dir(&ctx).unwrap();
+    fs::write(ctx.join("Kubefile"), "FROM scratch\nCOPY a /a\n").unwrap();
+    fs::write(ctx.join("a"), "payload").unwrap();
+    let o = chasi(&root, &["build", "-t", "good:1", ctx.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    {
+        // A manifest nested 200,000 deep, tagged, as a hostile archive would have left it.
+        let s = chasi_layers::Store::open(&root).unwrap();
+        let deep = format!("{}{}", "[".repeat(200_000), "]".repeat(200_000));
+        let doc = format!(r#"{{"schemaVersion":2,"x":{deep}}}"#);
+        let d = s.put_blob(doc.as_bytes()).unwrap();
+        s.set_ref("bad:1", &d).unwrap();
+    }
+    let blobs_before = fs::read_dir(root.join("blobs")).unwrap().count();
+    let o = chasi(&root, &["images", "--format", "json"]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let list: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let good = list
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|i| i["name"] == "good:1")
+        .unwrap();
+    assert!(good.get("problem").is_none() && good["size"].as_u64().unwrap() > 0);
+    let bad = list
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|i| i["name"] == "bad:1")
+        .unwrap();
+    assert!(bad["problem"].as_str().unwrap().contains("nest"), "{bad}");
+    // gc cannot read what the bad ref reaches: it fails and deletes nothing.
+    let o = chasi(&root, &["store", "gc"]);
+    assert_eq!(o.status.code(), Some(1));
+    assert_eq!(
+        fs::read_dir(root.join("blobs")).unwrap().count(),
+        blobs_before
+    );
+    let o = chasi(&root, &["rmi", "bad:1"]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    for args in [
+        &["store", "gc"][..],
+        &["store", "verify"],
+        &["export", "good:1", "--format", "tar", "-o", "/dev/null"],
+    ] {
+        let o = chasi(&root, args);
+        assert!(
+            o.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+    }
+}

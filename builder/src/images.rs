@@ -28,6 +28,9 @@ pub struct ImageSummary {
     pub platforms: Vec<String>,
     /// Size as OCI counts it: manifests, configs and layer blobs.
     pub size: u64,
+    /// Why the image cannot be read, when it cannot (the other images are still listed).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub problem: Option<String>,
 }
 
 /// Resolves a store name (`name[:tag]`) or a digest (`sha256:…`) to a root digest.
@@ -45,8 +48,8 @@ pub fn resolve(store: &Store, image: &str) -> Result<Digest> {
 
 /// The per-platform manifests of a root (itself, for a single manifest).
 fn manifests(store: &Store, root: &Digest) -> Result<Vec<(String, Digest, Value)>> {
-    let value: Value = serde_json::from_slice(&store.get_blob(root)?)
-        .map_err(|e| BuildError::Request(format!("{root} is not JSON: {e}")))?;
+    // Bounded in size and depth: a hostile document is an error, never a stack overflow.
+    let value: Value = store.get_json(root, "image manifest or index")?;
     if let Some(list) = value.get("manifests").and_then(Value::as_array) {
         let mut out = Vec::new();
         for m in list {
@@ -58,8 +61,7 @@ fn manifests(store: &Store, root: &Digest) -> Result<Vec<(String, Digest, Value)
                 continue;
             };
             let p = m.get("platform").map(platform_text).unwrap_or_default();
-            let manifest: Value = serde_json::from_slice(&store.get_blob(&d)?)
-                .map_err(|e| BuildError::Request(format!("{d} is not JSON: {e}")))?;
+            let manifest: Value = store.get_json(&d, "image manifest")?;
             out.push((p, d, manifest));
         }
         Ok(out)
@@ -85,8 +87,7 @@ fn config_of(store: &Store, manifest: &Value) -> Result<Value> {
         .and_then(Value::as_str)
         .and_then(|d| d.parse().ok())
         .ok_or_else(|| BuildError::Request("the manifest has no config".into()))?;
-    serde_json::from_slice(&store.get_blob(&d)?)
-        .map_err(|e| BuildError::Request(format!("config {d} is not JSON: {e}")))
+    Ok(store.get_json(&d, "image config")?)
 }
 
 fn oci_size(root_size: u64, manifests: &[(String, Digest, Value)], store: &Store) -> u64 {
@@ -110,17 +111,28 @@ fn oci_size(root_size: u64, manifests: &[(String, Digest, Value)], store: &Store
     total
 }
 
-/// Every tagged image, sorted by name.
+/// Every tagged image, sorted by name. An image whose documents cannot be read is listed
+/// with its problem, so one damaged image never hides the others.
 pub fn list(store: &Store) -> Result<Vec<ImageSummary>> {
     let mut out = Vec::new();
     for r in store.list_refs()? {
-        let ms = manifests(store, &r.digest)?;
-        out.push(ImageSummary {
-            name: r.name.clone(),
-            digest: r.digest.to_string(),
-            platforms: ms.iter().map(|(p, _, _)| p.clone()).collect(),
-            size: oci_size(store.blob_size(&r.digest).unwrap_or(0), &ms, store),
-        });
+        let summary = match manifests(store, &r.digest) {
+            Ok(ms) => ImageSummary {
+                name: r.name.clone(),
+                digest: r.digest.to_string(),
+                platforms: ms.iter().map(|(p, _, _)| p.clone()).collect(),
+                size: oci_size(store.blob_size(&r.digest).unwrap_or(0), &ms, store),
+                problem: None,
+            },
+            Err(e) => ImageSummary {
+                name: r.name.clone(),
+                digest: r.digest.to_string(),
+                platforms: Vec::new(),
+                size: 0,
+                problem: Some(chasi_layers::error::chain(&e)),
+            },
+        };
+        out.push(summary);
     }
     out.sort_by(|a, b| a.name.cmp(&b.name));
     Ok(out)

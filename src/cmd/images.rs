@@ -128,13 +128,20 @@ pub fn run_images(store: Option<&Path>, args: ImagesArgs) -> anyhow::Result<Exit
                 "NAME", "DIGEST", "PLATFORMS", "SIZE"
             );
             for i in list {
-                println!(
-                    "{:<40} {:<20} {:<24} {:>10}",
-                    i.name,
-                    &i.digest[..i.digest.len().min(19)],
-                    i.platforms.join(","),
-                    human_bytes(i.size)
-                );
+                let digest = &i.digest[..i.digest.len().min(19)];
+                match &i.problem {
+                    None => println!(
+                        "{:<40} {:<20} {:<24} {:>10}",
+                        i.name,
+                        digest,
+                        i.platforms.join(","),
+                        human_bytes(i.size)
+                    ),
+                    Some(problem) => {
+                        println!("{:<40} {:<20} {:<24} {:>10}", i.name, digest, "-", "-");
+                        eprintln!("warning: image {}: {problem}", i.name);
+                    }
+                }
             }
         }
     }
