@@ -440,3 +440,194 @@ fn special_files_round_trip() {
     let st = s.unpack(&[l.diff_id], &out2, &opts()).unwrap();
     assert_eq!(st.skipped_devices, u64::from(root));
 }
+
+/// A directory beside the target root with a known old mtime, to prove nothing reached it.
+struct Canary {
+    path: std::path::PathBuf,
+}
+
+const CANARY_MTIME: i64 = 1_000_000;
+
+impl Canary {
+    fn new(path: std::path::PathBuf) -> Canary {
+        fs::create_dir_all(&path).unwrap();
+        fs::write(path.join("keep"), b"keep").unwrap();
+        set_mtime(&path, CANARY_MTIME);
+        Canary { path }
+    }
+
+    fn assert_untouched(&self) {
+        use std::os::unix::fs::MetadataExt;
+        let md = fs::metadata(&self.path).unwrap();
+        assert_eq!(md.mtime(), CANARY_MTIME, "the canary's mtime was changed");
+        let names: Vec<_> = fs::read_dir(&self.path)
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(names, ["keep"], "something was written into the canary");
+        assert_eq!(fs::read(self.path.join("keep")).unwrap(), b"keep");
+    }
+}
+
+fn set_mtime(p: &Path, t: i64) {
+    let ts = rustix::fs::Timespec {
+        tv_sec: t,
+        tv_nsec: 0,
+    };
+    rustix::fs::utimensat(
+        rustix::fs::CWD,
+        p,
+        &rustix::fs::Timestamps {
+            last_access: ts,
+            last_modification: ts,
+        },
+        rustix::fs::AtFlags::empty(),
+    )
+    .unwrap();
+}
+
+#[test]
+fn deferred_directory_times_do_not_follow_a_parent_replaced_by_a_relative_symlink() {
+    // `x/`, `x/victim/`, then `x -> ..`: setting the time of `x/victim` by path at the end would reach
+    // `<root>/../victim`, a directory beside the root.
+    let t = tempfile::tempdir().unwrap();
+    let root = t.path().join("root");
+    fs::create_dir_all(&root).unwrap();
+    let canary = Canary::new(t.path().join("victim"));
+    let tar = layer_tar(|t| {
+        raw_entry(t, "x/", b'5', "", b"");
+        raw_entry(t, "x/victim/", b'5', "", b"");
+        raw_entry(t, "x", b'2', "..", b"");
+    });
+    apply_layer(&tar[..], &root, &opts(), "test").unwrap();
+    canary.assert_untouched();
+    assert!(fs::symlink_metadata(root.join("x"))
+        .unwrap()
+        .file_type()
+        .is_symlink());
+}
+
+#[test]
+fn deferred_directory_times_do_not_follow_a_parent_replaced_by_an_absolute_symlink() {
+    // `x/`, `x/<absolute path of the canary>/`, then `x -> /`: by path, the deferred time would land on the
+    // host's directory of that name.
+    let t = tempfile::tempdir().unwrap();
+    let root = t.path().join("root");
+    fs::create_dir_all(&root).unwrap();
+    let canary = Canary::new(t.path().join("canary"));
+    let inside = format!("x{}/", canary.path.display());
+    let tar = layer_tar(|t| {
+        raw_entry(t, "x/", b'5', "", b"");
+        pax_entry(t, &inside);
+        raw_entry(t, "placeholder/", b'5', "", b"");
+        raw_entry(t, "x", b'2', "/", b"");
+    });
+    apply_layer(&tar[..], &root, &opts(), "test").unwrap();
+    canary.assert_untouched();
+    // The other order resolves `x/...` inside the root (an absolute link restarts at the root).
+    let root2 = t.path().join("root2");
+    fs::create_dir_all(&root2).unwrap();
+    let tar = layer_tar(|t| {
+        raw_entry(t, "x", b'2', "/", b"");
+        pax_entry(t, &inside);
+        raw_entry(t, "placeholder/", b'5', "", b"");
+    });
+    apply_layer(&tar[..], &root2, &opts(), "test").unwrap();
+    canary.assert_untouched();
+    let rel = canary.path.strip_prefix("/").unwrap();
+    assert!(root2.join(rel).is_dir(), "created inside the root");
+}
+
+#[test]
+fn deferred_times_of_a_replaced_directory_do_not_land_on_the_link_target_inside_the_root() {
+    let t = tempfile::tempdir().unwrap();
+    let root = t.path().join("root");
+    fs::create_dir_all(root.join("real/sub")).unwrap();
+    set_mtime(&root.join("real/sub"), CANARY_MTIME);
+    let tar = layer_tar(|t| {
+        raw_entry(t, "x/", b'5', "", b"");
+        raw_entry(t, "x/sub/", b'5', "", b"");
+        raw_entry(t, "x", b'2', "real", b"");
+    });
+    apply_layer(&tar[..], &root, &opts(), "test").unwrap();
+    use std::os::unix::fs::MetadataExt;
+    assert_eq!(
+        fs::metadata(root.join("real/sub")).unwrap().mtime(),
+        CANARY_MTIME
+    );
+}
+
+#[test]
+fn errors_name_paths_inside_the_layer_not_host_paths() {
+    let t = tempfile::tempdir().unwrap();
+    let host = t.path().display().to_string();
+    type Build<'a> = &'a dyn Fn(&mut Vec<u8>);
+    let cases: [(Build<'_>, &str); 3] = [
+        (
+            &|t| raw_entry(t, "h", b'1', "no/such/file", b""),
+            "/no does not exist",
+        ),
+        (
+            &|t| {
+                raw_entry(t, "f", b'0', "", b"x");
+                raw_entry(t, "f/g", b'0', "", b"x");
+            },
+            "parent /f is not a directory",
+        ),
+        (
+            &|t| {
+                raw_entry(t, "d/", b'5', "", b"");
+                raw_entry(t, "d/up", b'2', "../..", b"");
+                raw_entry(t, "d/up/x", b'0', "", b"x");
+            },
+            "/d/up -> ../..",
+        ),
+    ];
+    for (build, needle) in cases {
+        let err = attack(build);
+        is_unsafe(&err, needle);
+        assert!(!err.to_string().contains(&host), "{err} names a host path");
+    }
+}
+
+#[test]
+fn owner_ids_the_kernel_would_ignore_are_refused_not_a_panic() {
+    if !rustix::process::geteuid().is_root() {
+        return;
+    }
+    let t = tempfile::tempdir().unwrap();
+    let mut h = tar::Header::new_gnu();
+    h.set_size(1);
+    h.set_mode(0o644);
+    h.set_uid(u32::MAX as u64);
+    h.set_cksum();
+    let mut b = tar::Builder::new(Vec::new());
+    b.append_data(&mut h, "f", &b"x"[..]).unwrap();
+    let tar = b.into_inner().unwrap();
+    let chown = ApplyOptions {
+        chown: true,
+        ..opts()
+    };
+    let err = apply_layer(&finish(tar)[..], t.path(), &chown, "test").unwrap_err();
+    is_unsafe(&err, "uid 4294967295 is out of range");
+}
+
+#[test]
+fn deep_trees_are_removed_without_recursion() {
+    // A long name makes a deep tree; replacing its top removes it through handles, one level at a time.
+    let t = tempfile::tempdir().unwrap();
+    let deep = "a/".repeat(1200);
+    let tar = layer_tar(|t| {
+        pax_entry(t, &format!("{deep}f"));
+        raw_entry(t, "placeholder", b'0', "", b"x");
+        raw_entry(t, "a", b'0', "", b"file now");
+    });
+    apply_layer(&tar[..], t.path(), &opts(), "test").unwrap();
+    assert_eq!(fs::read(t.path().join("a")).unwrap(), b"file now");
+    let long = "b/".repeat(2100);
+    let err = attack(|t| {
+        pax_entry(t, &long);
+        raw_entry(t, "placeholder", b'0', "", b"x");
+    });
+    is_unsafe(&err, "longer than 4096 bytes");
+}
