@@ -2,6 +2,7 @@
 //! opaque directories, flatten and tree diff agree with each other.
 
 mod common;
+mod hostile;
 
 use chasi_layers::apply::apply_layer;
 use chasi_layers::diff::diff_trees;
@@ -630,4 +631,140 @@ fn deep_trees_are_removed_without_recursion() {
         raw_entry(t, "placeholder", b'0', "", b"x");
     });
     is_unsafe(&err, "longer than 4096 bytes");
+}
+
+/// A scratch directory on tmpfs when there is one (thousands of tiny trees), else the default.
+fn fast_tempdir() -> tempfile::TempDir {
+    tempfile::tempdir_in("/dev/shm").unwrap_or_else(|_| tempfile::tempdir().unwrap())
+}
+
+/// Changes one byte of a header's name, type or link and fixes its checksum, so the parser
+/// accepts what the applier must then judge.
+fn mutate(tar: &mut [u8], r: u64) {
+    let blocks = tar.len() / 512;
+    let b = (r as usize % blocks.max(1)) * 512;
+    let h = &mut tar[b..b + 512];
+    if &h[257..262] != b"ustar" {
+        return;
+    }
+    let at = [
+        (r >> 16) as usize % 100,
+        156,
+        157 + (r >> 24) as usize % 100,
+    ][(r >> 8) as usize % 3];
+    h[at] = [b'/', b'.', b'x', 0, b'2', b'1', b'5', (r >> 40) as u8][(r >> 32) as usize % 8];
+    h[148..156].copy_from_slice(b"        ");
+    let sum: u32 = h.iter().map(|&b| b as u32).sum();
+    h[148..156].copy_from_slice(format!("{sum:06o}\0 ").as_bytes());
+}
+
+#[test]
+fn thousands_of_hostile_tars_change_nothing_outside_the_root() {
+    let t = fast_tempdir();
+    let canaries = [
+        Canary::new(t.path().join("canary")),
+        Canary::new(t.path().join("victim")),
+    ];
+    let abs = canaries[0].path.display().to_string();
+    let s = Store::open_with_layout(t.path().join("store"), small_layout()).unwrap();
+    let root = t.path().join("root");
+    let mut seed = 0x9e37_79b9_7f4a_7c15u64;
+    let mut next = move || {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        seed
+    };
+    let (mut applied, mut flattened) = (0, 0);
+    let mut below: Option<chasi_layers::Digest> = None;
+    for i in 0..3000 {
+        let len = 1 + next() as usize % 12;
+        let script: Vec<u8> = (0..len * 4).map(|_| next() as u8).collect();
+        let mut tar = hostile::tar_from_script(&script, &abs);
+        if i % 3 == 2 {
+            mutate(&mut tar, next());
+        }
+        fs::create_dir_all(&root).unwrap();
+        let res = apply_layer(&tar[..], &root, &opts(), "hostile");
+        applied += u32::from(res.is_ok());
+        for c in &canaries {
+            c.assert_untouched();
+        }
+        let mut names: Vec<_> = fs::read_dir(t.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        names.sort();
+        assert_eq!(names, ["canary", "root", "store", "victim"], "case {i}");
+        fs::remove_dir_all(&root).unwrap();
+        // Flatten (alone and over the previous layer) must not panic, and agree with unpack.
+        if i % 10 == 0 && res.is_ok() {
+            let l = s.ingest_tar(&tar[..]).unwrap();
+            for layers in [
+                vec![l.diff_id],
+                below.iter().copied().chain([l.diff_id]).collect(),
+            ] {
+                flattened += u32::from(flatten_agrees(&s, &layers, t.path()));
+            }
+            below = Some(l.diff_id);
+        }
+    }
+    for c in &canaries {
+        c.assert_untouched();
+    }
+    assert!(
+        applied > 300 && flattened > 50,
+        "{applied} applied, {flattened} flattened"
+    );
+}
+
+/// Unpacks `layers` and applies their flattened tar; both trees must be equal. False when the
+/// stack itself is refused (both ways).
+fn flatten_agrees(s: &Store, layers: &[chasi_layers::Digest], tmp: &Path) -> bool {
+    let (a, b) = (tmp.join("root"), tmp.join("root"));
+    let unpacked = s.unpack(layers, &a, &opts()).map(|_| tree_of(&a));
+    let _ = fs::remove_dir_all(&a);
+    let mut flat = Vec::new();
+    let flattened = s.flatten(layers, &mut flat);
+    match (&unpacked, &flattened) {
+        (Ok(tree), Ok(_)) => {
+            fs::create_dir_all(&b).unwrap();
+            apply_layer(&flat[..], &b, &opts(), "flat").unwrap();
+            let again = tree_of(&b);
+            fs::remove_dir_all(&b).unwrap();
+            assert_eq!(&again, tree, "flatten and unpack disagree on {layers:?}");
+            true
+        }
+        (Err(_), Err(_)) => false,
+        _ => panic!(
+            "unpack {:?} but flatten {:?} for {layers:?}",
+            unpacked.as_ref().map(|_| ()),
+            flattened.as_ref().map(|_| ())
+        ),
+    }
+}
+
+/// Like `common::snapshot`, but FIFOs are described, not read (reading one would block).
+fn tree_of(root: &Path) -> std::collections::BTreeMap<String, (char, u32, Vec<u8>)> {
+    use std::os::unix::fs::{FileTypeExt, MetadataExt};
+    let mut out = std::collections::BTreeMap::new();
+    for e in walkdir::WalkDir::new(root).min_depth(1) {
+        let e = e.unwrap();
+        let rel = e.path().strip_prefix(root).unwrap().display().to_string();
+        let md = fs::symlink_metadata(e.path()).unwrap();
+        let mode = md.mode() & 0o7777;
+        let ft = md.file_type();
+        let v = if ft.is_symlink() {
+            let t = fs::read_link(e.path()).unwrap();
+            ('l', 0, t.into_os_string().into_encoded_bytes())
+        } else if ft.is_dir() {
+            ('d', mode, Vec::new())
+        } else if ft.is_fifo() {
+            ('p', mode, Vec::new())
+        } else {
+            ('f', mode, fs::read(e.path()).unwrap())
+        };
+        out.insert(rel, v);
+    }
+    out
 }
