@@ -304,3 +304,88 @@ fn app_image_example_fills_the_extension() {
     assert!(e.contains_key("application/apps/nginx/templates/deployment.yaml"));
     assert!(e.contains_key("application/apps/backup/install-backup.sh"));
 }
+
+/// A plain tar holding one symlink.
+fn tar_with_symlink(name: &str, target: &str) -> Vec<u8> {
+    let mut b = tar::Builder::new(Vec::new());
+    let mut h = tar::Header::new_gnu();
+    h.set_entry_type(tar::EntryType::Symlink);
+    h.set_size(0);
+    h.set_mode(0o777);
+    b.append_link(&mut h, name, target).unwrap();
+    b.into_inner().unwrap()
+}
+
+#[test]
+fn copy_through_a_symlink_that_leaves_the_root_is_refused_at_its_step() {
+    let tmp = tempfile::tempdir().unwrap();
+    let store = tmp.path().join("store");
+    let ctx = tmp.path().join("ctx");
+    write_files(
+        &ctx,
+        &[
+            (
+                "Kubefile",
+                "FROM scratch\nADD escape.tar /\nCOPY f.txt /opt/\nCOPY f.txt /x/victim/f.txt\nCOPY f.txt /opt/g.txt\n",
+            ),
+            ("f.txt", "data\n"),
+        ],
+    );
+    fs::write(ctx.join("escape.tar"), tar_with_symlink("x", "../../..")).unwrap();
+    let err = fails(&store, &["build", "-t", "esc:1", ctx.to_str().unwrap()]);
+    assert!(err.contains("line 4"), "names the COPY's line: {err}");
+    assert!(
+        err.contains("/x/victim/f.txt") && err.contains("/x -> ../../.."),
+        "names the destination and the symlink: {err}"
+    );
+    assert!(!err.contains("line 5"), "{err}");
+}
+
+#[test]
+fn copy_through_an_absolute_symlink_stays_in_the_image_and_exports() {
+    let tmp = tempfile::tempdir().unwrap();
+    let store = tmp.path().join("store");
+    let ctx = tmp.path().join("ctx");
+    write_files(
+        &ctx,
+        &[
+            (
+                "Kubefile",
+                "FROM scratch\nADD etc.tar /\nCOPY f.txt /etc/f.txt\nCOPY f.txt /etc/sub/\n",
+            ),
+            ("f.txt", "data\n"),
+        ],
+    );
+    fs::write(ctx.join("etc.tar"), tar_with_symlink("etc", "/host/etc")).unwrap();
+    ok(&store, &["build", "-t", "abs:1", ctx.to_str().unwrap()]);
+    let out = tmp.path().join("abs.tar");
+    ok(
+        &store,
+        &[
+            "export",
+            "abs:1",
+            "--format",
+            "tar",
+            "-o",
+            out.to_str().unwrap(),
+        ],
+    );
+    let mut names = Vec::new();
+    let mut archive = tar::Archive::new(fs::File::open(&out).unwrap());
+    for e in archive.entries().unwrap() {
+        let e = e.unwrap();
+        names.push(
+            e.path()
+                .unwrap()
+                .to_string_lossy()
+                .trim_end_matches('/')
+                .to_string(),
+        );
+    }
+    for want in ["etc", "host/etc/f.txt", "host/etc/sub/f.txt"] {
+        assert!(
+            names.iter().any(|n| n == want),
+            "{want} missing from {names:?}"
+        );
+    }
+}

@@ -5,14 +5,26 @@
 //! applied by [`map_sources`]); [`write_layer`] then emits them as one reproducible tar in
 //! path order (directories before their contents, siblings by name), with `--chown` and
 //! `--chmod` applied and parent directories the image lacks created as `0755`.
+//!
+//! Destinations and symlinks. The image a COPY writes onto may hold symlinks (an earlier `ADD`
+//! of a tar can make `etc -> /host/etc` or `x -> ../../..`). [`ImageView`] answers Docker's
+//! questions ("is the destination a directory?") and checks every destination the way the
+//! layer applier will later resolve it: through symlinks *inside the image*, an absolute target
+//! starting again at the image root — so `COPY f /etc/` with `etc -> /host/etc` writes
+//! `/host/etc/f` in the image, as Docker does — and never through the build host's file system.
+//! Where Docker would clamp a `..` that climbs above the root, chasi refuses the step: such a
+//! layer could not be applied or exported (the applier refuses it too), so the error names the
+//! COPY's line, the destination and the symlink instead of failing at a later step or export. A
+//! destination whose parent is a file is refused the same way. The new layer's own entries
+//! count (two sources can make `a -> ../..` and `a/f`), in the order the applier meets them.
 
 use crate::error::{io, BuildError, Result};
 use chasi_layers::tarwriter::entry_from_fs;
 use chasi_layers::{EntryKind, LayerInfo, OwnerPolicy, Store, TarEntry, TarOptions, TarWriter};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::fs;
 use std::io::Read;
-use std::os::unix::ffi::OsStrExt;
+use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::path::{Path, PathBuf};
 
 /// One path of the new layer.
@@ -140,6 +152,222 @@ pub fn map_sources(
         .into_iter()
         .map(|(dest, origin)| Mapping { dest, origin })
         .collect())
+}
+
+/// What one image path is, as far as resolving a destination needs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Node {
+    Dir,
+    Link(Vec<u8>),
+    Other,
+    Missing,
+}
+
+fn node_of(path: &Path) -> Node {
+    match fs::symlink_metadata(path) {
+        Ok(m) if m.is_dir() => Node::Dir,
+        Ok(m) if m.file_type().is_symlink() => fs::read_link(path)
+            .map(|t| Node::Link(t.into_os_string().into_vec()))
+            .unwrap_or(Node::Other),
+        Ok(_) => Node::Other,
+        Err(_) => Node::Missing,
+    }
+}
+
+/// Why a destination cannot be written as the applier will resolve it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Refusal {
+    /// A symlink (shown as `/path -> target`) climbs above the image root.
+    Escapes(String),
+    /// A component that must be a directory is a file.
+    NotDir(String),
+    /// More than 40 symlinks.
+    Loop,
+}
+
+/// `/a/b` for messages.
+fn shown(key: &[Vec<u8>]) -> String {
+    if key.is_empty() {
+        return "/".into();
+    }
+    key.iter()
+        .map(|c| format!("/{}", String::from_utf8_lossy(c)))
+        .collect()
+}
+
+fn components(path: &[u8]) -> Vec<Vec<u8>> {
+    path.split(|&b| b == b'/')
+        .filter(|c| !c.is_empty() && *c != b".")
+        .map(<[u8]>::to_vec)
+        .collect()
+}
+
+/// The image a COPY writes onto — the stage's materialised root file system (if it has layers)
+/// under the new layer's own entries — resolved as the layer applier resolves entry parents.
+/// The root file system is only ever examined below directories that are real directories in
+/// it, so no lookup follows a symlink on the build host.
+pub struct ImageView<'a> {
+    rootfs: Option<&'a Path>,
+    layer: HashMap<&'a [u8], &'a Origin>,
+}
+
+impl<'a> ImageView<'a> {
+    /// The image as it is before the COPY.
+    pub fn new(rootfs: Option<&'a Path>) -> Self {
+        ImageView {
+            rootfs,
+            layer: HashMap::new(),
+        }
+    }
+
+    /// The image with the COPY's entries on top.
+    pub fn with_layer(rootfs: Option<&'a Path>, mappings: &'a [Mapping]) -> Self {
+        ImageView {
+            rootfs,
+            layer: mappings
+                .iter()
+                .map(|m| (m.dest.as_bytes(), &m.origin))
+                .collect(),
+        }
+    }
+
+    /// The node at a physical path; `real` says whether its parent is a real directory of the
+    /// root file system (else the root file system is not looked at). Returns the merged node
+    /// and the root file system's own.
+    fn node(&self, key: &[Vec<u8>], real: bool) -> (Node, Node) {
+        let below = match (real, self.rootfs) {
+            (true, Some(root)) => {
+                let mut p = root.to_path_buf();
+                p.extend(key.iter().map(|c| std::ffi::OsStr::from_bytes(c)));
+                node_of(&p)
+            }
+            _ => Node::Missing,
+        };
+        let merged = match self.layer.get(&key.join(&b'/')[..]) {
+            Some(Origin::NewDir) => Node::Dir,
+            Some(Origin::Host(p)) => node_of(p),
+            None => below.clone(),
+        };
+        (merged, below)
+    }
+
+    /// Resolves `path` through the image's symlinks (the last component too when `follow_last`).
+    /// A missing directory is taken as one the applier will create.
+    fn resolve(&self, path: &[u8], follow_last: bool) -> Result<(Vec<Vec<u8>>, Node), Refusal> {
+        let mut key: Vec<Vec<u8>> = Vec::new();
+        // real[i]: key[..=i] is a real directory of the root file system.
+        let mut real: Vec<bool> = Vec::new();
+        let mut queue: VecDeque<Vec<u8>> = components(path).into();
+        let mut hops = 0;
+        let mut via = String::new();
+        while let Some(c) = queue.pop_front() {
+            if c == b".." {
+                if key.pop().is_none() {
+                    return Err(Refusal::Escapes(via));
+                }
+                real.pop();
+                continue;
+            }
+            let here = [&key[..], &[c]].concat();
+            let (node, below) = self.node(&here, real.last().copied().unwrap_or(true));
+            let last = queue.is_empty();
+            match node {
+                Node::Link(t) if !last || follow_last => {
+                    hops += 1;
+                    if hops > 40 {
+                        return Err(Refusal::Loop);
+                    }
+                    via = format!("{} -> {}", shown(&here), String::from_utf8_lossy(&t));
+                    if t.first() == Some(&b'/') {
+                        key.clear();
+                        real.clear();
+                    }
+                    let mut rest: VecDeque<Vec<u8>> = t
+                        .split(|&b| b == b'/')
+                        .filter(|c| !c.is_empty() && *c != b".")
+                        .map(<[u8]>::to_vec)
+                        .collect();
+                    rest.extend(queue.drain(..));
+                    queue = rest;
+                }
+                node if last => return Ok((here, node)),
+                Node::Dir | Node::Missing => {
+                    real.push(real.last().copied().unwrap_or(true) && below == Node::Dir);
+                    key = here;
+                }
+                Node::Link(_) | Node::Other => return Err(Refusal::NotDir(shown(&here))),
+            }
+        }
+        Ok((key, Node::Dir))
+    }
+
+    /// Whether an image path is a directory (following symlinks inside the image).
+    pub fn is_dir(&self, path: &str) -> bool {
+        matches!(self.resolve(path.as_bytes(), true), Ok((_, Node::Dir)))
+    }
+
+    /// Whether something is at an image path (a symlink there counts, unfollowed).
+    pub fn exists(&self, path: &str) -> bool {
+        matches!(self.resolve(path.as_bytes(), false), Ok((_, n)) if n != Node::Missing)
+    }
+
+    /// The host path of a regular file of the root file system named by an image path, reached
+    /// through real directories only (for reading `/etc/passwd`, even when `etc` is a symlink).
+    pub fn host_file(&self, path: &str) -> Option<PathBuf> {
+        let root = self.rootfs?;
+        let (key, node) = self.resolve(path.as_bytes(), true).ok()?;
+        let mut p = root.to_path_buf();
+        p.extend(key.iter().map(|c| std::ffi::OsStr::from_bytes(c)));
+        // `node_of` on the full path is an lstat: it follows nothing when every parent is real.
+        (node == Node::Other && node_of(&p) == Node::Other && self.all_real(&key)).then_some(p)
+    }
+
+    fn all_real(&self, key: &[Vec<u8>]) -> bool {
+        (1..key.len()).all(|i| self.node(&key[..i], true).1 == Node::Dir)
+    }
+
+    /// Checks that every mapping's parent resolves inside the image to a directory (or to one
+    /// the applier will create); the message names the destination and the symlink.
+    pub fn check(&self, mappings: &[Mapping]) -> Result<(), String> {
+        let mut seen: HashMap<&str, ()> = HashMap::new();
+        for m in mappings {
+            let parent = m.dest.rsplit_once('/').map_or("", |(p, _)| p);
+            if parent.is_empty() || seen.insert(parent, ()).is_some() {
+                continue;
+            }
+            let refusal = match self.resolve(parent.as_bytes(), true) {
+                Ok((_, Node::Dir | Node::Missing)) => continue,
+                Ok((key, _)) => Refusal::NotDir(shown(&key)),
+                Err(r) => r,
+            };
+            let dest = format!("/{}", m.dest);
+            return Err(match refusal {
+                Refusal::Escapes(via) => format!(
+                    "cannot write {dest}: it goes through the symbolic link {via}, which points outside the image root"
+                ),
+                Refusal::NotDir(p) => {
+                    format!("cannot write {dest}: {p} is not a directory in the image")
+                }
+                Refusal::Loop => {
+                    format!("cannot write {dest}: too many levels of symbolic links")
+                }
+            });
+        }
+        Ok(())
+    }
+}
+
+/// Docker's destination rules against the image (its root file system when it has layers),
+/// then [`ImageView::check`] of the result.
+pub fn map_into_image(
+    sources: &[SourceTree],
+    dest: &str,
+    rootfs: Option<&Path>,
+) -> Result<Vec<Mapping>, String> {
+    let view = ImageView::new(rootfs);
+    let mappings = map_sources(sources, dest, &|p| view.is_dir(p), &|p| view.exists(p))?;
+    ImageView::with_layer(rootfs, &mappings).check(&mappings)?;
+    Ok(mappings)
 }
 
 /// Sort key: by components, so a directory comes right before its contents.
@@ -273,7 +501,9 @@ pub fn resolve_chown(
     group: Option<&str>,
     rootfs: &mut dyn FnMut() -> Result<PathBuf>,
 ) -> Result<(u64, u64), BuildError> {
-    fn lookup(file: &Path, name: &str, field: usize) -> Option<u64> {
+    // The file is found through the image's own symlinks, never the build host's.
+    fn lookup(root: &Path, file: &str, name: &str, field: usize) -> Option<u64> {
+        let file = ImageView::new(Some(root)).host_file(file)?;
         let text = fs::read_to_string(file).ok()?;
         text.lines()
             .filter(|l| !l.starts_with('#'))
@@ -286,10 +516,9 @@ pub fn resolve_chown(
         Ok(uid) => (uid, uid),
         Err(_) => {
             let root = rootfs()?;
-            let passwd = root.join("etc/passwd");
-            let uid = lookup(&passwd, user, 2)
+            let uid = lookup(&root, "etc/passwd", user, 2)
                 .ok_or_else(|| step(format!("user `{user}` is not in the image's /etc/passwd")))?;
-            let gid = lookup(&passwd, user, 3).unwrap_or(uid);
+            let gid = lookup(&root, "etc/passwd", user, 3).unwrap_or(uid);
             (uid, gid)
         }
     };
@@ -299,7 +528,7 @@ pub fn resolve_chown(
             Ok(gid) => gid,
             Err(_) => {
                 let root = rootfs()?;
-                lookup(&root.join("etc/group"), g, 2)
+                lookup(&root, "etc/group", g, 2)
                     .ok_or_else(|| step(format!("group `{g}` is not in the image's /etc/group")))?
             }
         },
@@ -347,5 +576,99 @@ mod tests {
             (vec!["x".into(), "y".into()], true)
         );
         assert_eq!(normalize_dest("."), (vec![], true));
+    }
+
+    fn mapping(dest: &str, origin: Origin) -> Mapping {
+        Mapping {
+            dest: dest.into(),
+            origin,
+        }
+    }
+
+    #[test]
+    fn destinations_resolve_inside_the_image_never_on_the_host() {
+        let t = tempfile::tempdir().unwrap();
+        let root = t.path().join("root");
+        fs::create_dir_all(root.join("host/etc")).unwrap();
+        fs::create_dir_all(root.join("usr/lib")).unwrap();
+        fs::write(root.join("file"), b"x").unwrap();
+        let link = |target: &str, name: &str| {
+            std::os::unix::fs::symlink(target, root.join(name)).unwrap();
+        };
+        link("/host/etc", "etc");
+        link("../../../../../../..", "up");
+        link("/", "slash");
+        link("usr/lib", "lib");
+        let view = ImageView::new(Some(&root));
+        // Absolute links start again at the image root: `/etc` is the image's `/host/etc`.
+        assert!(view.is_dir("etc") && view.is_dir("slash/usr") && view.is_dir("lib"));
+        // The host's `/` is a directory, but the image's `up` points nowhere inside it.
+        assert!(!view.is_dir("up") && view.exists("up"));
+        assert!(
+            !view.is_dir("slash/tmp"),
+            "the host's /tmp is not looked at"
+        );
+        let refuse = |dest: &str| {
+            let m = [mapping(dest, Origin::NewDir)];
+            ImageView::with_layer(Some(&root), &m)
+                .check(&m)
+                .unwrap_err()
+        };
+        let e = refuse("up/victim/f");
+        assert!(
+            e.contains("/up/victim/f") && e.contains("/up -> ../../../../../../.."),
+            "{e}"
+        );
+        let e = refuse("file/f");
+        assert!(e.contains("/file is not a directory"), "{e}");
+        let ok = [
+            mapping("etc/f", Origin::NewDir),
+            mapping("lib/x/y", Origin::NewDir),
+        ];
+        ImageView::with_layer(Some(&root), &ok).check(&ok).unwrap();
+    }
+
+    #[test]
+    fn the_layers_own_symlinks_count() {
+        // Two sources: one makes `a -> ../..`, the other `a/f`: the applier would refuse the layer.
+        let t = tempfile::tempdir().unwrap();
+        std::os::unix::fs::symlink("../..", t.path().join("a")).unwrap();
+        fs::write(t.path().join("f"), b"x").unwrap();
+        let m = [
+            mapping("a", Origin::Host(t.path().join("a"))),
+            mapping("a/f", Origin::Host(t.path().join("f"))),
+        ];
+        let e = ImageView::with_layer(None, &m).check(&m).unwrap_err();
+        assert!(e.contains("/a -> ../.."), "{e}");
+        // A directory of the layer over a root file system's symlink hides what the link points at.
+        let root = t.path().join("root");
+        fs::create_dir_all(root.join("real")).unwrap();
+        fs::write(root.join("real/file"), b"x").unwrap();
+        std::os::unix::fs::symlink("real", root.join("d")).unwrap();
+        let m = [
+            mapping("d", Origin::NewDir),
+            mapping("d/file/x", Origin::NewDir),
+        ];
+        ImageView::with_layer(Some(&root), &m).check(&m).unwrap();
+    }
+
+    #[test]
+    fn chown_names_are_read_from_the_image_through_its_own_links() {
+        let t = tempfile::tempdir().unwrap();
+        let root = t.path().join("root");
+        fs::create_dir_all(root.join("host/etc")).unwrap();
+        fs::write(root.join("host/etc/passwd"), "app:x:1234:4321::/:/bin/sh\n").unwrap();
+        std::os::unix::fs::symlink("/host/etc", root.join("etc")).unwrap();
+        let mut rootfs = || Ok(root.clone());
+        assert_eq!(
+            resolve_chown("app", None, &mut rootfs).unwrap(),
+            (1234, 4321)
+        );
+        // `etc -> /etc` must not read the build host's /etc/passwd (which has `root`).
+        let root2 = t.path().join("root2");
+        fs::create_dir_all(&root2).unwrap();
+        std::os::unix::fs::symlink("/etc", root2.join("etc")).unwrap();
+        let mut rootfs = || Ok(root2.clone());
+        assert!(resolve_chown("root", None, &mut rootfs).is_err());
     }
 }

@@ -724,20 +724,13 @@ fn map_with_root(
     dest: &str,
 ) -> std::result::Result<Vec<Mapping>, String> {
     if state.layers.is_empty() {
-        let none = |_: &str| false;
-        return copy::map_sources(trees, dest, &none, &none);
+        return copy::map_into_image(trees, dest, None);
     }
     let path = root
         .sync(store, &state.layers)
         .map_err(|e| chasi_layers::error::chain(&e))?
         .to_path_buf();
-    let is_dir = |p: &str| {
-        std::fs::metadata(path.join(p))
-            .map(|m| m.is_dir())
-            .unwrap_or(false)
-    };
-    let exists = |p: &str| std::fs::symlink_metadata(path.join(p)).is_ok();
-    copy::map_sources(trees, dest, &is_dir, &exists)
+    copy::map_into_image(trees, dest, Some(&path))
 }
 
 fn base_name(path: &str) -> String {

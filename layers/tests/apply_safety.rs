@@ -2,6 +2,7 @@
 //! opaque directories, flatten and tree diff agree with each other.
 
 mod common;
+mod hostile;
 
 use chasi_layers::apply::apply_layer;
 use chasi_layers::diff::diff_trees;
@@ -439,4 +440,331 @@ fn special_files_round_trip() {
     let out2 = t.path().join("out2");
     let st = s.unpack(&[l.diff_id], &out2, &opts()).unwrap();
     assert_eq!(st.skipped_devices, u64::from(root));
+}
+
+/// A directory beside the target root with a known old mtime, to prove nothing reached it.
+struct Canary {
+    path: std::path::PathBuf,
+}
+
+const CANARY_MTIME: i64 = 1_000_000;
+
+impl Canary {
+    fn new(path: std::path::PathBuf) -> Canary {
+        fs::create_dir_all(&path).unwrap();
+        fs::write(path.join("keep"), b"keep").unwrap();
+        set_mtime(&path, CANARY_MTIME);
+        Canary { path }
+    }
+
+    fn assert_untouched(&self) {
+        use std::os::unix::fs::MetadataExt;
+        let md = fs::metadata(&self.path).unwrap();
+        assert_eq!(md.mtime(), CANARY_MTIME, "the canary's mtime was changed");
+        let names: Vec<_> = fs::read_dir(&self.path)
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(names, ["keep"], "something was written into the canary");
+        assert_eq!(fs::read(self.path.join("keep")).unwrap(), b"keep");
+    }
+}
+
+fn set_mtime(p: &Path, t: i64) {
+    let ts = rustix::fs::Timespec {
+        tv_sec: t,
+        tv_nsec: 0,
+    };
+    rustix::fs::utimensat(
+        rustix::fs::CWD,
+        p,
+        &rustix::fs::Timestamps {
+            last_access: ts,
+            last_modification: ts,
+        },
+        rustix::fs::AtFlags::empty(),
+    )
+    .unwrap();
+}
+
+#[test]
+fn deferred_directory_times_do_not_follow_a_parent_replaced_by_a_relative_symlink() {
+    // `x/`, `x/victim/`, then `x -> ..`: setting the time of `x/victim` by path at the end would reach
+    // `<root>/../victim`, a directory beside the root.
+    let t = tempfile::tempdir().unwrap();
+    let root = t.path().join("root");
+    fs::create_dir_all(&root).unwrap();
+    let canary = Canary::new(t.path().join("victim"));
+    let tar = layer_tar(|t| {
+        raw_entry(t, "x/", b'5', "", b"");
+        raw_entry(t, "x/victim/", b'5', "", b"");
+        raw_entry(t, "x", b'2', "..", b"");
+    });
+    apply_layer(&tar[..], &root, &opts(), "test").unwrap();
+    canary.assert_untouched();
+    assert!(fs::symlink_metadata(root.join("x"))
+        .unwrap()
+        .file_type()
+        .is_symlink());
+}
+
+#[test]
+fn deferred_directory_times_do_not_follow_a_parent_replaced_by_an_absolute_symlink() {
+    // `x/`, `x/<absolute path of the canary>/`, then `x -> /`: by path, the deferred time would land on the
+    // host's directory of that name.
+    let t = tempfile::tempdir().unwrap();
+    let root = t.path().join("root");
+    fs::create_dir_all(&root).unwrap();
+    let canary = Canary::new(t.path().join("canary"));
+    let inside = format!("x{}/", canary.path.display());
+    let tar = layer_tar(|t| {
+        raw_entry(t, "x/", b'5', "", b"");
+        pax_entry(t, &inside);
+        raw_entry(t, "placeholder/", b'5', "", b"");
+        raw_entry(t, "x", b'2', "/", b"");
+    });
+    apply_layer(&tar[..], &root, &opts(), "test").unwrap();
+    canary.assert_untouched();
+    // The other order resolves `x/...` inside the root (an absolute link restarts at the root).
+    let root2 = t.path().join("root2");
+    fs::create_dir_all(&root2).unwrap();
+    let tar = layer_tar(|t| {
+        raw_entry(t, "x", b'2', "/", b"");
+        pax_entry(t, &inside);
+        raw_entry(t, "placeholder/", b'5', "", b"");
+    });
+    apply_layer(&tar[..], &root2, &opts(), "test").unwrap();
+    canary.assert_untouched();
+    let rel = canary.path.strip_prefix("/").unwrap();
+    assert!(root2.join(rel).is_dir(), "created inside the root");
+}
+
+#[test]
+fn deferred_times_of_a_replaced_directory_do_not_land_on_the_link_target_inside_the_root() {
+    let t = tempfile::tempdir().unwrap();
+    let root = t.path().join("root");
+    fs::create_dir_all(root.join("real/sub")).unwrap();
+    set_mtime(&root.join("real/sub"), CANARY_MTIME);
+    let tar = layer_tar(|t| {
+        raw_entry(t, "x/", b'5', "", b"");
+        raw_entry(t, "x/sub/", b'5', "", b"");
+        raw_entry(t, "x", b'2', "real", b"");
+    });
+    apply_layer(&tar[..], &root, &opts(), "test").unwrap();
+    use std::os::unix::fs::MetadataExt;
+    assert_eq!(
+        fs::metadata(root.join("real/sub")).unwrap().mtime(),
+        CANARY_MTIME
+    );
+}
+
+#[test]
+fn errors_name_paths_inside_the_layer_not_host_paths() {
+    let t = tempfile::tempdir().unwrap();
+    let host = t.path().display().to_string();
+    type Build<'a> = &'a dyn Fn(&mut Vec<u8>);
+    let cases: [(Build<'_>, &str); 3] = [
+        (
+            &|t| raw_entry(t, "h", b'1', "no/such/file", b""),
+            "/no does not exist",
+        ),
+        (
+            &|t| {
+                raw_entry(t, "f", b'0', "", b"x");
+                raw_entry(t, "f/g", b'0', "", b"x");
+            },
+            "parent /f is not a directory",
+        ),
+        (
+            &|t| {
+                raw_entry(t, "d/", b'5', "", b"");
+                raw_entry(t, "d/up", b'2', "../..", b"");
+                raw_entry(t, "d/up/x", b'0', "", b"x");
+            },
+            "/d/up -> ../..",
+        ),
+    ];
+    for (build, needle) in cases {
+        let err = attack(build);
+        is_unsafe(&err, needle);
+        assert!(!err.to_string().contains(&host), "{err} names a host path");
+    }
+}
+
+#[test]
+fn owner_ids_the_kernel_would_ignore_are_refused_not_a_panic() {
+    if !rustix::process::geteuid().is_root() {
+        return;
+    }
+    let t = tempfile::tempdir().unwrap();
+    let mut h = tar::Header::new_gnu();
+    h.set_size(1);
+    h.set_mode(0o644);
+    h.set_uid(u32::MAX as u64);
+    h.set_cksum();
+    let mut b = tar::Builder::new(Vec::new());
+    b.append_data(&mut h, "f", &b"x"[..]).unwrap();
+    let tar = b.into_inner().unwrap();
+    let chown = ApplyOptions {
+        chown: true,
+        ..opts()
+    };
+    let err = apply_layer(&finish(tar)[..], t.path(), &chown, "test").unwrap_err();
+    is_unsafe(&err, "uid 4294967295 is out of range");
+}
+
+#[test]
+fn deep_trees_are_removed_without_recursion() {
+    // A long name makes a deep tree; replacing its top removes it through handles, one level at a time.
+    let t = tempfile::tempdir().unwrap();
+    let deep = "a/".repeat(1200);
+    let tar = layer_tar(|t| {
+        pax_entry(t, &format!("{deep}f"));
+        raw_entry(t, "placeholder", b'0', "", b"x");
+        raw_entry(t, "a", b'0', "", b"file now");
+    });
+    apply_layer(&tar[..], t.path(), &opts(), "test").unwrap();
+    assert_eq!(fs::read(t.path().join("a")).unwrap(), b"file now");
+    let long = "b/".repeat(2100);
+    let err = attack(|t| {
+        pax_entry(t, &long);
+        raw_entry(t, "placeholder", b'0', "", b"x");
+    });
+    is_unsafe(&err, "longer than 4096 bytes");
+}
+
+/// A scratch directory on tmpfs when there is one (thousands of tiny trees), else the default.
+fn fast_tempdir() -> tempfile::TempDir {
+    tempfile::tempdir_in("/dev/shm").unwrap_or_else(|_| tempfile::tempdir().unwrap())
+}
+
+/// Changes one byte of a header's name, type or link and fixes its checksum, so the parser
+/// accepts what the applier must then judge.
+fn mutate(tar: &mut [u8], r: u64) {
+    let blocks = tar.len() / 512;
+    let b = (r as usize % blocks.max(1)) * 512;
+    let h = &mut tar[b..b + 512];
+    if &h[257..262] != b"ustar" {
+        return;
+    }
+    let at = [
+        (r >> 16) as usize % 100,
+        156,
+        157 + (r >> 24) as usize % 100,
+    ][(r >> 8) as usize % 3];
+    h[at] = [b'/', b'.', b'x', 0, b'2', b'1', b'5', (r >> 40) as u8][(r >> 32) as usize % 8];
+    h[148..156].copy_from_slice(b"        ");
+    let sum: u32 = h.iter().map(|&b| b as u32).sum();
+    h[148..156].copy_from_slice(format!("{sum:06o}\0 ").as_bytes());
+}
+
+#[test]
+fn thousands_of_hostile_tars_change_nothing_outside_the_root() {
+    let t = fast_tempdir();
+    let canaries = [
+        Canary::new(t.path().join("canary")),
+        Canary::new(t.path().join("victim")),
+    ];
+    let abs = canaries[0].path.display().to_string();
+    let s = Store::open_with_layout(t.path().join("store"), small_layout()).unwrap();
+    let root = t.path().join("root");
+    let mut seed = 0x9e37_79b9_7f4a_7c15u64;
+    let mut next = move || {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        seed
+    };
+    let (mut applied, mut flattened) = (0, 0);
+    let mut below: Option<chasi_layers::Digest> = None;
+    for i in 0..3000 {
+        let len = 1 + next() as usize % 12;
+        let script: Vec<u8> = (0..len * 4).map(|_| next() as u8).collect();
+        let mut tar = hostile::tar_from_script(&script, &abs);
+        if i % 3 == 2 {
+            mutate(&mut tar, next());
+        }
+        fs::create_dir_all(&root).unwrap();
+        let res = apply_layer(&tar[..], &root, &opts(), "hostile");
+        applied += u32::from(res.is_ok());
+        for c in &canaries {
+            c.assert_untouched();
+        }
+        let mut names: Vec<_> = fs::read_dir(t.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        names.sort();
+        assert_eq!(names, ["canary", "root", "store", "victim"], "case {i}");
+        fs::remove_dir_all(&root).unwrap();
+        // Flatten (alone and over the previous layer) must not panic, and agree with unpack.
+        if i % 10 == 0 && res.is_ok() {
+            let l = s.ingest_tar(&tar[..]).unwrap();
+            for layers in [
+                vec![l.diff_id],
+                below.iter().copied().chain([l.diff_id]).collect(),
+            ] {
+                flattened += u32::from(flatten_agrees(&s, &layers, t.path()));
+            }
+            below = Some(l.diff_id);
+        }
+    }
+    for c in &canaries {
+        c.assert_untouched();
+    }
+    assert!(
+        applied > 300 && flattened > 50,
+        "{applied} applied, {flattened} flattened"
+    );
+}
+
+/// Unpacks `layers` and applies their flattened tar; both trees must be equal. False when the
+/// stack itself is refused (both ways).
+fn flatten_agrees(s: &Store, layers: &[chasi_layers::Digest], tmp: &Path) -> bool {
+    let (a, b) = (tmp.join("root"), tmp.join("root"));
+    let unpacked = s.unpack(layers, &a, &opts()).map(|_| tree_of(&a));
+    let _ = fs::remove_dir_all(&a);
+    let mut flat = Vec::new();
+    let flattened = s.flatten(layers, &mut flat);
+    match (&unpacked, &flattened) {
+        (Ok(tree), Ok(_)) => {
+            fs::create_dir_all(&b).unwrap();
+            apply_layer(&flat[..], &b, &opts(), "flat").unwrap();
+            let again = tree_of(&b);
+            fs::remove_dir_all(&b).unwrap();
+            assert_eq!(&again, tree, "flatten and unpack disagree on {layers:?}");
+            true
+        }
+        (Err(_), Err(_)) => false,
+        _ => panic!(
+            "unpack {:?} but flatten {:?} for {layers:?}",
+            unpacked.as_ref().map(|_| ()),
+            flattened.as_ref().map(|_| ())
+        ),
+    }
+}
+
+/// Like `common::snapshot`, but FIFOs are described, not read (reading one would block).
+fn tree_of(root: &Path) -> std::collections::BTreeMap<String, (char, u32, Vec<u8>)> {
+    use std::os::unix::fs::{FileTypeExt, MetadataExt};
+    let mut out = std::collections::BTreeMap::new();
+    for e in walkdir::WalkDir::new(root).min_depth(1) {
+        let e = e.unwrap();
+        let rel = e.path().strip_prefix(root).unwrap().display().to_string();
+        let md = fs::symlink_metadata(e.path()).unwrap();
+        let mode = md.mode() & 0o7777;
+        let ft = md.file_type();
+        let v = if ft.is_symlink() {
+            let t = fs::read_link(e.path()).unwrap();
+            ('l', 0, t.into_os_string().into_encoded_bytes())
+        } else if ft.is_dir() {
+            ('d', mode, Vec::new())
+        } else if ft.is_fifo() {
+            ('p', mode, Vec::new())
+        } else {
+            ('f', mode, fs::read(e.path()).unwrap())
+        };
+        out.insert(rel, v);
+    }
+    out
 }
