@@ -1359,8 +1359,16 @@ fn zstd_layers_declaring_a_2_gib_window_are_refused_by_name() {
     let d = t.path().join("zst-docker.tar");
     fs::write(&d, b.into_inner().expect("tar")).expect("write");
     let err = load_fails(&d);
-    assert!(err.to_string().contains(want), "{err}");
-    assert!(err.to_string().contains("l/layer.tar"), "{err}");
+    assert!(
+        chasi_layers::error::chain(&err).contains(want),
+        "{}",
+        chasi_layers::error::chain(&err)
+    );
+    assert!(
+        chasi_layers::error::chain(&err).contains("l/layer.tar"),
+        "{}",
+        chasi_layers::error::chain(&err)
+    );
 
     // oci-archive: the layer is decoded at load to check its DiffID.
     let mut blobs = MemoryBlobs::new();
@@ -1370,10 +1378,15 @@ fn zstd_layers_declaring_a_2_gib_window_are_refused_by_name() {
     let p = t.path().join("zst-oci.tar");
     oci_archive_of(&p, &blobs, &index_json(&[(&m, Some("v1"))]));
     let err = load_fails(&p);
-    assert!(err.to_string().contains(want), "{err}");
     assert!(
-        err.to_string().contains(&layer.digest().to_string()),
-        "{err}"
+        chasi_layers::error::chain(&err).contains(want),
+        "{}",
+        chasi_layers::error::chain(&err)
+    );
+    assert!(
+        chasi_layers::error::chain(&err).contains(&layer.digest().to_string()),
+        "{}",
+        chasi_layers::error::chain(&err)
     );
 }
 
