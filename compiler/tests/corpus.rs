@@ -4,13 +4,12 @@
 //! The corpus lives outside the repository (`shared/corpus/sealer`, see its README for the
 //! odd files); it is read in place, never copied.
 
+mod shared;
+
 use chasi_compiler::check::Platform;
 use chasi_compiler::source::SourceFile;
 use chasi_compiler::{compile, plan, CompileOptions};
 use std::fmt::Write;
-use std::path::Path;
-
-const CORPUS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../shared/corpus/sealer");
 
 fn report(name: &str, text: &str) -> String {
     let source = SourceFile::new(name, text);
@@ -56,12 +55,10 @@ fn report(name: &str, text: &str) -> String {
 
 #[test]
 fn corpus_snapshots() {
-    let dir = Path::new(CORPUS);
-    assert!(
-        dir.is_dir(),
-        "the sealer corpus is missing at {CORPUS} (it lives in shared/, next to the repository)"
-    );
-    let mut files: Vec<_> = std::fs::read_dir(dir)
+    let Some(dir) = shared::corpus() else {
+        return;
+    };
+    let mut files: Vec<_> = std::fs::read_dir(&dir)
         .expect("read corpus")
         .map(|e| e.expect("entry").path())
         .filter(|p| p.extension().is_some_and(|e| e == "Kubefile"))
