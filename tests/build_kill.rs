@@ -4,30 +4,22 @@
 
 mod common;
 
-use common::{need, ok, write_files};
+use common::{busybox_context, need, ok};
 use std::fs;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
 /// A context whose RUN step (busybox) writes files for a while; `token` marks its processes.
 fn context(dir: &Path, token: &str) {
-    write_files(
+    busybox_context(
         dir,
-        &[(
-            "Kubefile",
-            &format!(
+        &format!(
                 "FROM scratch\nCOPY rootfs/ /\nRUN for i in 1 2 3 4 5 6 7 8 9 10; do mkdir -p /out/$i; \
                  for j in 1 2 3 4 5 6 7 8 9 10; do echo $i$j > /out/$i/$j; done; sleep 0.1; done; \
                  echo {token} > /out/token\n"
-            ),
-        )],
+        ),
+        &["mkdir", "echo", "sleep"],
     );
-    let bin = dir.join("rootfs/bin");
-    fs::create_dir_all(&bin).unwrap();
-    fs::copy("/bin/busybox", bin.join("busybox")).unwrap();
-    for applet in ["sh", "mkdir", "echo", "sleep"] {
-        std::os::unix::fs::symlink("busybox", bin.join(applet)).unwrap();
-    }
 }
 
 fn mounts_mentioning(path: &Path) -> Vec<String> {

@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::{need, sh, write_files};
+use common::{busybox_context, need, sh};
 use std::fs;
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
@@ -28,19 +28,11 @@ fn a_build_without_root_runs_its_step_in_a_user_namespace() {
     }
     let tmp = tempfile::tempdir().unwrap();
     let ctx = tmp.path().join("ctx");
-    write_files(
+    busybox_context(
         &ctx,
-        &[(
-            "Kubefile",
-            "FROM scratch\nCOPY rootfs/ /\nRUN grep CapEff /proc/self/status > /caps && cat /proc/self/uid_map > /uid_map && mkdir -p /out && echo made > /out/file\n",
-        )],
+        "FROM scratch\nCOPY rootfs/ /\nRUN grep CapEff /proc/self/status > /caps && cat /proc/self/uid_map > /uid_map && mkdir -p /out && echo made > /out/file\n",
+        &["grep", "cat", "mkdir", "echo"],
     );
-    let bin = ctx.join("rootfs/bin");
-    fs::create_dir_all(&bin).unwrap();
-    fs::copy("/bin/busybox", bin.join("busybox")).unwrap();
-    for applet in ["sh", "grep", "cat", "mkdir", "echo"] {
-        std::os::unix::fs::symlink("busybox", bin.join(applet)).unwrap();
-    }
     chown_tree(tmp.path());
     let store = tmp.path().join("store");
     let out = Command::new("setpriv")

@@ -6,7 +6,6 @@ mod common;
 use common::*;
 use serde_json::Value;
 use std::fs;
-use std::path::Path;
 use std::process::Output;
 
 /// Longest error output accepted from a plain failure.
@@ -68,17 +67,6 @@ fn assert_no_repeats(message: &str) {
     }
 }
 
-/// A context whose rootfs has a busybox `/bin/sh`, so RUN runs inside the image.
-fn busybox_context(dir: &Path, kubefile: &str) {
-    write_files(dir, &[("Kubefile", kubefile)]);
-    let bin = dir.join("rootfs/bin");
-    fs::create_dir_all(&bin).unwrap();
-    fs::copy("/bin/busybox", bin.join("busybox")).unwrap();
-    for applet in ["sh", "printf", "echo"] {
-        std::os::unix::fs::symlink("busybox", bin.join(applet)).unwrap();
-    }
-}
-
 #[test]
 fn a_failing_build_with_json_progress_writes_only_json_lines() {
     need("busybox", "busybox-static");
@@ -88,6 +76,7 @@ fn a_failing_build_with_json_progress_writes_only_json_lines() {
     busybox_context(
         &ctx,
         "FROM scratch\nCOPY rootfs/ /\nRUN printf 'a\\377\\376b\\033[2J\\n'; echo second; exit 1\n",
+        &["printf", "echo"],
     );
     let out = run(
         &store,

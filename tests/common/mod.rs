@@ -99,3 +99,20 @@ pub fn sh(cmd: &mut Command) -> String {
 pub fn inspect(store: &Path, image: &str) -> serde_json::Value {
     serde_json::from_str(&ok(store, &["inspect", image])).expect("inspect prints JSON")
 }
+
+/// A build context: `Kubefile` and a `rootfs/` whose `/bin` holds a static busybox (Debian
+/// package busybox-static) with the given applets linked, so `COPY rootfs/ /` gives an image
+/// with `/bin/sh` and RUN runs inside it.
+pub fn busybox_context(dir: &Path, kubefile: &str, applets: &[&str]) {
+    need("busybox", "busybox-static");
+    write_files(dir, &[("Kubefile", kubefile)]);
+    let bin = dir.join("rootfs/bin");
+    std::fs::create_dir_all(&bin).unwrap();
+    std::fs::copy("/bin/busybox", bin.join("busybox")).unwrap();
+    for applet in applets.iter().chain(&["sh"]) {
+        let link = bin.join(applet);
+        if !link.exists() {
+            std::os::unix::fs::symlink("busybox", link).unwrap();
+        }
+    }
+}
