@@ -110,7 +110,7 @@ impl GptLayout {
 
     /// Lays out `parts` on a `disk_size`-byte disk with GUIDs derived from `seed`.
     pub fn new(disk_size: u64, seed: &[u8], parts: &[PartitionSpec]) -> Result<Self> {
-        if disk_size % SECTOR != 0 {
+        if !disk_size.is_multiple_of(SECTOR) {
             return Err(FormatError::option(
                 "gpt",
                 format!("disk size {disk_size} is not a multiple of {SECTOR} bytes"),

@@ -136,7 +136,7 @@ impl OvaOptions {
                 format!("{} cpus is outside 1..=768", self.cpus),
             ));
         }
-        if self.memory_mib < 4 || self.memory_mib % 4 != 0 {
+        if self.memory_mib < 4 || !self.memory_mib.is_multiple_of(4) {
             return Err(FormatError::option(
                 "ova",
                 format!(

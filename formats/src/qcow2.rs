@@ -125,7 +125,7 @@ pub struct Qcow2Report {
 /// file atomically, a block device in place; a pipe or character device is refused).
 pub fn write_qcow2(src: &dyn DiskSource, out: &Path, opts: &Qcow2Options) -> Result<Qcow2Report> {
     opts.validate()?;
-    if src.size() % 512 != 0 {
+    if !src.size().is_multiple_of(512) {
         return Err(FormatError::option(
             "qcow2",
             format!(

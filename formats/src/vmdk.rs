@@ -146,7 +146,7 @@ pub fn write_vmdk(src: &dyn DiskSource, out: &Path, opts: &VmdkOptions) -> Resul
 }
 
 fn check_size(size: u64) -> Result<()> {
-    if size % SECTOR != 0 {
+    if !size.is_multiple_of(SECTOR) {
         return Err(FormatError::option(
             "vmdk",
             format!("disk size {size} is not a multiple of 512 bytes"),

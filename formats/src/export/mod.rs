@@ -468,7 +468,7 @@ impl ExportOptions {
                     format!("--cpus {} is outside 1..=768", self.cpus),
                 ));
             }
-            if self.memory_mib < 16 || self.memory_mib % 4 != 0 {
+            if self.memory_mib < 16 || !self.memory_mib.is_multiple_of(4) {
                 return Err(ExportError::option(
                     f,
                     format!(
