@@ -24,6 +24,7 @@
 //! the writes are not raced by another writer; the attacker model is the tar content.
 
 use crate::digest::Digest;
+use crate::entry::{self, EntryOp, LinkTarget};
 use crate::error::{Error, IoCtx, Result};
 use crate::store::Store;
 use crate::tarwriter::{EntryKind, TarEntry};
@@ -441,14 +442,20 @@ struct Applier<'a> {
 impl Applier<'_> {
     fn entry(&mut self, meta: &TarEntry, data: &mut dyn Read) -> Result<()> {
         let show = String::from_utf8_lossy(&meta.path).into_owned();
-        let comps = normalize(&meta.path)?;
-        let Some((name, parent)) = comps.split_last() else {
-            return Ok(());
+        let (parent, name) = match entry::classify(&meta.path, &show)? {
+            EntryOp::Root => return Ok(()),
+            EntryOp::Opaque { parent } => {
+                let dir = self.tree.parent(&parent, &show)?;
+                return self.opaque(&dir);
+            }
+            EntryOp::Whiteout { parent, name } => {
+                let dir = self.tree.parent(&parent, &show)?;
+                return self.whiteout(&dir, &name);
+            }
+            EntryOp::Put { parent, name } => (parent, name),
         };
-        let dir = self.tree.parent(parent, &show)?;
-        if let Some(target) = name.strip_prefix(b".wh.") {
-            return self.whiteout(&dir, target, &show);
-        }
+        let name = &name[..];
+        let dir = self.tree.parent(&parent, &show)?;
         let key = child(&dir.key, name);
         let keep_dir = self.clear_way(&dir, name, &key, meta.kind == EntryKind::Dir)?;
         let made = match &meta.kind {
@@ -482,28 +489,24 @@ impl Applier<'_> {
         Ok(())
     }
 
-    /// Honours a whiteout (`.wh.<name>`) or an opaque marker (`.wh..wh..opq`) in `dir`.
-    fn whiteout(&mut self, dir: &Located, target: &[u8], show: &str) -> Result<()> {
+    /// Honours an opaque marker (`.wh..wh..opq`) in `dir`: what lower layers put there goes.
+    fn opaque(&mut self, dir: &Located) -> Result<()> {
         self.stats.whiteouts += 1;
         self.tree.forget();
-        if target == b".wh..opq" {
-            let names =
-                list_names(&dir.fd).map_err(|e| self.tree.io("read directory", &dir.key, e))?;
-            for name in names {
-                let key = child(&dir.key, &name);
-                if !self.created.contains(&key) {
-                    remove_at(dir.fd.as_fd(), &name)
-                        .map_err(|e| self.tree.io("remove", &key, e))?;
-                }
+        let names = list_names(&dir.fd).map_err(|e| self.tree.io("read directory", &dir.key, e))?;
+        for name in names {
+            let key = child(&dir.key, &name);
+            if !self.created.contains(&key) {
+                remove_at(dir.fd.as_fd(), &name).map_err(|e| self.tree.io("remove", &key, e))?;
             }
-            return Ok(());
         }
-        if target.is_empty() || target == b"." || target == b".." {
-            return Err(Error::UnsafeEntry {
-                entry: show.to_string(),
-                reason: "invalid whiteout name".into(),
-            });
-        }
+        Ok(())
+    }
+
+    /// Honours a whiteout (`.wh.<name>`, the name checked by [`entry::classify`]) in `dir`.
+    fn whiteout(&mut self, dir: &Located, target: &[u8]) -> Result<()> {
+        self.stats.whiteouts += 1;
+        self.tree.forget();
         remove_at(dir.fd.as_fd(), target)
             .map_err(|e| self.tree.io("remove", &child(&dir.key, target), e))
     }
@@ -562,24 +565,15 @@ impl Applier<'_> {
 
     /// Links `name` to an entry already in the tree (the entry itself: a symlink target is linked, not followed).
     fn hard_link(&self, dir: &Located, name: &[u8], key: &Key, t: &[u8], show: &str) -> Result<()> {
-        let unsafe_entry = |reason: String| Error::UnsafeEntry {
-            entry: show.to_string(),
-            reason,
+        let (tparent, tname) = entry::hard_link_target(t, show)?;
+        let tdir = self.tree.resolve(&tparent, false, show)?;
+        let found = match statat(&tdir.fd, &tname[..], AtFlags::SYMLINK_NOFOLLOW) {
+            Ok(st) if is_dir(&st) => LinkTarget::Directory,
+            Ok(_) => LinkTarget::Other,
+            Err(_) => LinkTarget::Missing,
         };
-        let tc = normalize(t)?;
-        let Some((tname, tparent)) = tc.split_last() else {
-            return Err(unsafe_entry("hard link to the root".into()));
-        };
-        let tdir = self.tree.resolve(tparent, false, show)?;
-        match statat(&tdir.fd, &tname[..], AtFlags::SYMLINK_NOFOLLOW) {
-            Ok(st) if is_dir(&st) => return Err(unsafe_entry("hard link to a directory".into())),
-            Ok(_) => {}
-            Err(_) => {
-                return Err(unsafe_entry(format!(
-                    "hard link target {} does not exist",
-                    shown(&tc)
-                )))
-            }
+        if let Some(refused) = entry::hard_link_refusal(found, t, show) {
+            return Err(refused);
         }
         linkat(&tdir.fd, &tname[..], &dir.fd, name, AtFlags::empty())
             .map_err(|e| self.tree.io("create hard link", key, e))

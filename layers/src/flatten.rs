@@ -10,8 +10,8 @@
 //! original target was deleted or replaced becomes a regular file. Memory is proportional to the number of
 //! entries, not to data size.
 
-use crate::apply::normalize;
 use crate::digest::Digest;
+use crate::entry::{self, EntryOp, LinkTarget};
 use crate::error::{Error, Result};
 use crate::store::{LayerReader, Store};
 use crate::tarwriter::{EntryKind, TarEntry, TarWriter};
@@ -226,13 +226,10 @@ impl Store {
                 };
                 let offset = e.raw_file_position();
                 let show = String::from_utf8_lossy(&meta.path).into_owned();
-                let comps = normalize(&meta.path)?;
-                let Some((name, parent)) = comps.split_last() else {
-                    continue;
-                };
-                let dir = resolve(&mut tree, parent, Some(meta.mtime), &show)?;
-                if let Some(target) = name.strip_prefix(b".wh.") {
-                    if target == b".wh..opq" {
+                let (parent, name) = match entry::classify(&meta.path, &show)? {
+                    EntryOp::Root => continue,
+                    EntryOp::Opaque { parent } => {
+                        let dir = resolve(&mut tree, &parent, Some(meta.mtime), &show)?;
                         let doomed: Vec<Key> = tree
                             .range(dir.clone()..)
                             .take_while(|(k, _)| k.starts_with(&dir))
@@ -244,19 +241,17 @@ impl Store {
                         for k in doomed {
                             tree.remove(&k);
                         }
-                    } else {
-                        if target.is_empty() || target == b"." || target == b".." {
-                            return Err(Error::UnsafeEntry {
-                                entry: show,
-                                reason: "invalid whiteout name".into(),
-                            });
-                        }
-                        let mut k = dir.clone();
-                        k.push(target.to_vec());
-                        remove_subtree(&mut tree, &k);
+                        continue;
                     }
-                    continue;
-                }
+                    EntryOp::Whiteout { parent, name } => {
+                        let mut k = resolve(&mut tree, &parent, Some(meta.mtime), &show)?;
+                        k.push(name);
+                        remove_subtree(&mut tree, &k);
+                        continue;
+                    }
+                    EntryOp::Put { parent, name } => (parent, name),
+                };
+                let dir = resolve(&mut tree, &parent, Some(meta.mtime), &show)?;
                 let mut key = dir.clone();
                 key.push(name.clone());
                 let mut node = Node {
@@ -269,28 +264,20 @@ impl Store {
                 match node.meta.kind.clone() {
                     EntryKind::File => node.source = Some((li, offset)),
                     EntryKind::Hardlink(t) => {
-                        let tc = normalize(&t)?;
-                        let Some((tname, tparent)) = tc.split_last() else {
-                            return Err(Error::UnsafeEntry {
-                                entry: show,
-                                reason: "hard link to the root".into(),
-                            });
+                        let (tparent, tname) = entry::hard_link_target(&t, &show)?;
+                        let mut tk = resolve(&mut tree, &tparent, None, &show)?;
+                        tk.push(tname);
+                        let found = match tree.get(&tk) {
+                            None => LinkTarget::Missing,
+                            Some(n) if n.meta.kind == EntryKind::Dir => LinkTarget::Directory,
+                            Some(_) => LinkTarget::Other,
                         };
-                        let mut tk = resolve(&mut tree, tparent, None, &show)?;
-                        tk.push(tname.clone());
-                        let target = tree.get(&tk).cloned().ok_or_else(|| Error::UnsafeEntry {
-                            entry: show.clone(),
-                            reason: format!(
-                                "hard link target {} does not exist",
-                                String::from_utf8_lossy(&t)
-                            ),
-                        })?;
-                        if target.meta.kind == EntryKind::Dir {
-                            return Err(Error::UnsafeEntry {
-                                entry: show,
-                                reason: "hard link to a directory".into(),
-                            });
+                        if let Some(refused) = entry::hard_link_refusal(found, &t, &show) {
+                            return Err(refused);
                         }
+                        let Some(target) = tree.get(&tk).cloned() else {
+                            continue;
+                        };
                         node = Node {
                             meta: TarEntry {
                                 path: key.join(&b'/'),

@@ -12,6 +12,7 @@
 pub mod apply;
 pub mod diff;
 pub mod digest;
+pub mod entry;
 pub mod error;
 pub mod flatten;
 mod fsutil;
