@@ -462,7 +462,7 @@ impl Applier<'_> {
             EntryKind::Dir => self.make_dir(&dir, name, &key, keep_dir)?,
             EntryKind::File => self.make_file(&dir, name, &key, data, &show)?,
             EntryKind::Symlink(t) => {
-                symlinkat(&t[..], &dir.fd, &name[..])
+                symlinkat(&t[..], &dir.fd, name)
                     .map_err(|e| self.tree.io("create symlink", &key, e))?;
                 Made::Named
             }
