@@ -115,6 +115,16 @@ fn mount(dest: &str, typ: &str, source: &str, options: &[&str]) -> Result<Mount,
         .map_err(err)
 }
 
+/// The options of the step's own pts instance.
+const PTS: [&str; 6] = [
+    "nosuid",
+    "noexec",
+    "newinstance",
+    "ptmxmode=0666",
+    "mode=0620",
+    "gid=5",
+];
+
 fn mounts(c: &StepConfig<'_>) -> Result<Vec<Mount>, SandboxError> {
     let mut out = vec![
         mount("/proc", "proc", "proc", &["nosuid", "noexec", "nodev"])?,
@@ -124,34 +134,13 @@ fn mounts(c: &StepConfig<'_>) -> Result<Vec<Mount>, SandboxError> {
             "tmpfs",
             &["nosuid", "strictatime", "mode=755", "size=65536k"],
         )?,
-        if c.rootless {
-            mount(
-                "/dev/pts",
-                "devpts",
-                "devpts",
-                &[
-                    "nosuid",
-                    "noexec",
-                    "newinstance",
-                    "ptmxmode=0666",
-                    "mode=0620",
-                ],
-            )?
-        } else {
-            mount(
-                "/dev/pts",
-                "devpts",
-                "devpts",
-                &[
-                    "nosuid",
-                    "noexec",
-                    "newinstance",
-                    "ptmxmode=0666",
-                    "mode=0620",
-                    "gid=5",
-                ],
-            )?
-        },
+        // The tty group (gid 5) exists only outside a user namespace.
+        mount(
+            "/dev/pts",
+            "devpts",
+            "devpts",
+            if c.rootless { &PTS[..5] } else { &PTS },
+        )?,
         mount(
             "/dev/shm",
             "tmpfs",
