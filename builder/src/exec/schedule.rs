@@ -98,13 +98,18 @@ fn build_stages(
     tplan: &TargetPlan,
 ) -> Result<Arc<StageDone>> {
     let mut inputs = Vec::with_capacity(tplan.stages.len());
+    let mut next = 0;
     for (si, stage) in tplan.stages.iter().enumerate() {
-        if stage.index != si {
+        if stage.index != si || stage.nodes.start != next {
             return Err(malformed(
                 tplan,
-                format!("stage #{si} says it is stage {}", stage.index),
+                format!(
+                    "stage #{si} (index {}, nodes {:?}) does not follow node #{next}",
+                    stage.index, stage.nodes
+                ),
             ));
         }
+        next = stage.nodes.end;
         let nodes = tplan.nodes.get(stage.nodes.clone()).ok_or_else(|| {
             malformed(
                 tplan,
@@ -123,6 +128,15 @@ fn build_stages(
     let Some(last) = inputs.len().checked_sub(1) else {
         return Err(malformed(tplan, "it has no stage".into()));
     };
+    if next != tplan.image {
+        return Err(malformed(
+            tplan,
+            format!(
+                "its stages end at node #{next}, not at the image node #{}",
+                tplan.image
+            ),
+        ));
+    }
     let slots: Vec<StageSlot> = inputs.iter().map(|_| OnceLock::new()).collect();
     std::thread::scope(|scope| {
         let handles: Vec<_> = inputs
