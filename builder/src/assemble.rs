@@ -110,18 +110,37 @@ fn layer_descriptors(
         .collect()
 }
 
+/// What one platform's manifest is made of, besides the image state.
+#[derive(Debug, Clone, Copy)]
+pub struct ManifestSpec<'a> {
+    /// The platform the config names.
+    pub platform: &'a Platform,
+    /// The sealer extension (see [`extension_json`]).
+    pub extension: &'a Value,
+    /// `--label`s added to the configuration.
+    pub labels: &'a BTreeMap<String, String>,
+    /// `--annotation`s added to the manifest.
+    pub annotations: &'a BTreeMap<String, String>,
+    /// The config's `created` time (`SOURCE_DATE_EPOCH`).
+    pub epoch: i64,
+    /// The layer compression the manifest references.
+    pub compression: Compression,
+}
+
 /// Writes config and manifest for one platform; returns the manifest descriptor (with platform).
-#[allow(clippy::too_many_arguments)]
 pub fn write_manifest(
     store: &Store,
     state: &ImageState,
-    platform: &Platform,
-    extension: &Value,
-    labels: &BTreeMap<String, String>,
-    annotations: &BTreeMap<String, String>,
-    epoch: i64,
-    compression: Compression,
+    spec: &ManifestSpec<'_>,
 ) -> Result<Descriptor> {
+    let ManifestSpec {
+        platform,
+        extension,
+        labels,
+        annotations,
+        epoch,
+        compression,
+    } = *spec;
     let mut inner = state.config.clone();
     if !labels.is_empty() {
         let mut st = state.clone();

@@ -61,6 +61,15 @@ pub enum BuildError {
     /// The request itself is unusable (no plan, a bad tag, …).
     #[error("{0}")]
     Request(String),
+    /// A plan whose structure is inconsistent (a stage's node range, a node's step), as a
+    /// plan built by hand can be; [`chasi_compiler::plan::plan`] never makes one.
+    #[error("the plan for {platform} is malformed: {problem}")]
+    MalformedPlan {
+        /// The target platform.
+        platform: String,
+        /// What is inconsistent.
+        problem: String,
+    },
     /// A stage this one needs failed.
     #[error("stage {stage} cannot be built because stage {dependency} failed")]
     DependencyFailed {

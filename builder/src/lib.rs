@@ -4,6 +4,8 @@
 //! and the store: each layer-producing step is executed here, cached by its plan identity,
 //! and the final OCI image (config, manifest, index, sealer extension) is assembled here.
 //!
+//! - [`exec`] executes a [`chasi_compiler::plan::Plan`], which carries every step it needs;
+//!   [`kubefile`] is the whole Kubefile → image sequence in one call.
 //! - [`sandbox`] runs `RUN` commands in namespaces over an overlay; the upper dir is the diff.
 //! - [`fetch`] brings remote `APP`/`ADD` sources into the store, revalidated by `ETag`.
 //! - [`events`] is how the executor reports progress; it never prints.
@@ -18,6 +20,7 @@ pub mod exec;
 pub mod fetch;
 pub mod filecache;
 pub mod images;
+pub mod kubefile;
 pub mod rootfs;
 pub mod run;
 pub mod sandbox;
@@ -25,3 +28,4 @@ pub mod state;
 
 pub use error::{BuildError, Result};
 pub use exec::{build, BuildOptions, BuildOutput};
+pub use kubefile::{build_kubefile, CompileObserver, KubefileBuild, KubefileError, KubefileInput};

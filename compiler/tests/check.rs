@@ -723,3 +723,65 @@ fn dot_output_renders_with_graphviz() {
         "{svg}"
     );
 }
+
+/// A plan is self-sufficient: each stage's node range starts with its `FROM` node and holds
+/// one node per step, each carrying its checked op (the very op its hashed `definition` is
+/// made of), and the image node carries the image. The carried step stays out of the JSON view.
+#[test]
+fn plan_nodes_carry_their_steps_and_stages_their_ranges() {
+    use chasi_compiler::check::Base;
+    use chasi_compiler::plan::NodeStep;
+    let text = "FROM scratch AS build\nCOPY a.txt /a\nRUN make\nFROM build\nENV K=v\nCOPY --from=build /a /b\n";
+    let dir = plan_context();
+    let (source, compiled) = compile_text(text, Some(dir.path()), &[]);
+    let why = describe(&source, &compiled);
+    let (Some(program), Some(plan)) = (&compiled.program, &compiled.plan) else {
+        panic!("{why}");
+    };
+    let (target, tplan) = (&program.targets[0], &plan.targets[0]);
+    assert_eq!(tplan.stages.len(), target.stages.len());
+    let mut covered = 0;
+    for (stage, splan) in target.stages.iter().zip(&tplan.stages) {
+        assert_eq!(splan.index, stage.index);
+        assert_eq!(splan.nodes.start, covered, "ranges are contiguous");
+        covered = splan.nodes.end;
+        let nodes = &tplan.nodes[splan.nodes.clone()];
+        let NodeStep::From {
+            base,
+            platform,
+            span,
+        } = &nodes[0].step
+        else {
+            panic!("stage {} does not start with its FROM", stage.index);
+        };
+        assert_eq!(
+            (base, platform, *span),
+            (&stage.base, &stage.platform, stage.span)
+        );
+        assert_eq!(nodes.len(), 1 + stage.steps.len());
+        for (i, (node, step)) in nodes[1..].iter().zip(&stage.steps).enumerate() {
+            let NodeStep::Step { index, op, span } = &node.step else {
+                panic!("node {} is not a step", node.id);
+            };
+            assert_eq!((*index, *span, node.line), (i, step.span, Some(step.line)));
+            assert_eq!(serde_json::to_value(op).unwrap(), node.definition);
+        }
+    }
+    assert_eq!(
+        covered, tplan.image,
+        "the image node follows the last stage"
+    );
+    assert!(matches!(tplan.stages[1..], [_] if matches!(
+        tplan.nodes[tplan.stages[1].nodes.start].step,
+        NodeStep::From { base: Base::Stage { index: 0 }, .. }
+    )));
+    let NodeStep::Image(image) = &tplan.nodes[tplan.image].step else {
+        panic!("the last node is not the image");
+    };
+    assert_eq!(image.env, target.image.env);
+    let json = render::json(plan);
+    assert!(
+        !json.contains("\"step\"") && !json.contains("\"stages\""),
+        "{json}"
+    );
+}

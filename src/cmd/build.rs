@@ -1,18 +1,20 @@
-//! `chasi build`: compile a Kubefile and execute its plan into an image in the store.
+//! `chasi build`: the options of a build, handed to [`chasi_builder::build_kubefile`], and
+//! what it prints (diagnostics, warnings, `NAME DIGEST`).
 
 use crate::cmd::check::InputArgs;
 use crate::errors::{self, ErrorReport};
 use crate::progress::{observer, ProgressMode};
 use anyhow::Context as _;
 use chasi_builder::assemble::Compression;
-use chasi_builder::filecache::StoreFileDigests;
 use chasi_builder::sandbox::Network;
-use chasi_builder::{build, BuildOptions};
+use chasi_builder::{
+    build_kubefile, BuildOptions, CompileObserver, KubefileBuild, KubefileError, KubefileInput,
+};
 use chasi_compiler::source::SourceFile;
 use chasi_compiler::{render, Compiled};
 use clap::{Args, ValueEnum};
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::ExitCode;
 
 /// `--network` of RUN steps.
@@ -95,19 +97,83 @@ impl BuildArgs {
     }
 }
 
-/// Prints the compiler's diagnostics on stderr: code frames, or one `diagnostics` event.
-fn print_diagnostics(source: &SourceFile, compiled: &Compiled, json: bool) {
-    if !json {
-        eprint!("{}", render::human(source, &compiled.diagnostics));
-        return;
+/// Prints what happens before the build: the compiler's diagnostics (code frames, or one
+/// `diagnostics` event) and warnings.
+struct CompileReport {
+    json: bool,
+}
+
+impl CompileObserver for CompileReport {
+    fn compiled(&self, source: &SourceFile, compiled: &Compiled) {
+        if compiled.diagnostics.is_empty() {
+            return;
+        }
+        if !self.json {
+            eprint!("{}", render::human(source, &compiled.diagnostics));
+            return;
+        }
+        let diagnostics: serde_json::Value =
+            serde_json::from_str(&render::json(source, &compiled.diagnostics)).unwrap_or_default();
+        let line = serde_json::json!({
+            "event": "diagnostics",
+            "diagnostics": diagnostics["diagnostics"],
+        });
+        eprintln!("{line}");
     }
-    let diagnostics: serde_json::Value =
-        serde_json::from_str(&render::json(source, &compiled.diagnostics)).unwrap_or_default();
-    let line = serde_json::json!({
-        "event": "diagnostics",
-        "diagnostics": diagnostics["diagnostics"],
-    });
-    eprintln!("{line}");
+
+    fn warning(&self, message: &str) {
+        if self.json {
+            let line = serde_json::json!({"event": "warning", "message": message});
+            eprintln!("{line}");
+        } else {
+            eprintln!("warning: {message}");
+        }
+    }
+}
+
+/// Prints the summary of a Kubefile with errors; the exit code is 1.
+fn rejected(source: &SourceFile, compiled: &Compiled, json: bool) -> ExitCode {
+    let summary = format!(
+        "{}: {}",
+        source.name(),
+        crate::cmd::check::summary(compiled)
+    );
+    if json {
+        let report = ErrorReport::plain(summary, "diagnostics");
+        errors::print(
+            &report,
+            errors::Channels {
+                stdout_json: false,
+                stderr_json: true,
+            },
+        );
+    } else {
+        eprintln!("{summary}");
+    }
+    ExitCode::from(1)
+}
+
+impl BuildArgs {
+    fn options(&self, context: &Path) -> BuildOptions {
+        BuildOptions {
+            tag: self.tag.clone(),
+            context: context.to_path_buf(),
+            labels: self.labels.iter().cloned().collect::<BTreeMap<_, _>>(),
+            annotations: self.annotations.iter().cloned().collect::<BTreeMap<_, _>>(),
+            no_cache: self.no_cache,
+            network: match self.network {
+                NetworkArg::Host => Network::Host,
+                NetworkArg::None => Network::None,
+            },
+            source_date_epoch: self.source_date_epoch.unwrap_or(0),
+            offline: self.offline,
+            compression: match self.compression {
+                CompressionArg::Zstd => Compression::Zstd,
+                CompressionArg::Gzip => Compression::Gzip,
+            },
+            work_dir: None,
+        }
+    }
 }
 
 /// Runs `chasi build`: prints `NAME DIGEST` on success.
@@ -122,66 +188,31 @@ pub fn run(store: Option<&Path>, args: BuildArgs) -> anyhow::Result<ExitCode> {
     let dir = chasi_layers::resolve_store_dir(store)?;
     let store = chasi_layers::Store::open(&dir)
         .with_context(|| format!("opening store {}", dir.display()))?;
-    // Unchanged files are not read again to compute the plan's content digests.
-    let file_digests = StoreFileDigests::load(&store, &context);
-    let (source, compiled) = args.input.compile_with(false, Some(&file_digests))?;
+    let (name, bytes) = args.input.read_kubefile()?;
+    let input = KubefileInput {
+        name,
+        bytes: &bytes,
+        build_args: args.input.build_arg_values(),
+        platforms: args.input.platforms.clone(),
+    };
     let json = args.progress_is_json();
-    if !compiled.diagnostics.is_empty() {
-        print_diagnostics(&source, &compiled, json);
-    }
-    if compiled.has_errors() {
-        let summary = format!(
-            "{}: {}",
-            source.name(),
-            crate::cmd::check::summary(&compiled)
-        );
-        if json {
-            let report = ErrorReport::plain(summary, "diagnostics");
-            errors::print(
-                &report,
-                errors::Channels {
-                    stdout_json: false,
-                    stderr_json: true,
-                },
-            );
-        } else {
-            eprintln!("{summary}");
-        }
-        return Ok(ExitCode::from(1));
-    }
-    let (Some(program), Some(plan)) = (&compiled.program, &compiled.plan) else {
-        anyhow::bail!("the Kubefile compiled without errors but produced no plan");
-    };
-    if let Err(e) = file_digests.save(&store) {
-        let text = chasi_layers::error::chain(&e);
-        if json {
-            let line = serde_json::json!({"event": "warning", "message": text});
-            eprintln!("{line}");
-        } else {
-            eprintln!("warning: {text}");
-        }
-    }
-    let options = BuildOptions {
-        tag: args.tag.clone(),
-        context: PathBuf::from(&context),
-        labels: args.labels.into_iter().collect::<BTreeMap<_, _>>(),
-        annotations: args.annotations.into_iter().collect::<BTreeMap<_, _>>(),
-        no_cache: args.no_cache,
-        network: match args.network {
-            NetworkArg::Host => Network::Host,
-            NetworkArg::None => Network::None,
-        },
-        source_date_epoch: args.source_date_epoch.unwrap_or(0),
-        offline: args.offline,
-        compression: match args.compression {
-            CompressionArg::Zstd => Compression::Zstd,
-            CompressionArg::Gzip => Compression::Gzip,
-        },
-        work_dir: None,
-    };
     let progress = observer(args.progress);
-    let output = build(&store, program, plan, &options, progress.as_ref())
-        .with_context(|| format!("building {} failed", args.tag))?;
-    println!("{} {}", output.name, output.digest);
-    Ok(ExitCode::SUCCESS)
+    let result = build_kubefile(
+        &store,
+        &input,
+        &args.options(&context),
+        &CompileReport { json },
+        progress.as_ref(),
+    );
+    match result {
+        Ok(KubefileBuild::Built(output)) => {
+            println!("{} {}", output.name, output.digest);
+            Ok(ExitCode::SUCCESS)
+        }
+        Ok(KubefileBuild::Rejected { source, compiled }) => Ok(rejected(&source, &compiled, json)),
+        Err(KubefileError::Build(e)) => {
+            Err(anyhow::Error::new(e).context(format!("building {} failed", args.tag)))
+        }
+        Err(e) => Err(e.into()),
+    }
 }

@@ -66,31 +66,8 @@ impl InputArgs {
         skip_plan: bool,
         file_digests: Option<&dyn FileDigests>,
     ) -> anyhow::Result<(SourceFile, Compiled)> {
-        let path = match (&self.file, &self.context) {
-            (Some(file), _) => file.clone(),
-            (None, Some(context)) => context.join("Kubefile"),
-            (None, None) => PathBuf::from("Kubefile"),
-        };
-        let (name, bytes) = if path.as_os_str() == "-" {
-            let mut bytes = Vec::new();
-            std::io::stdin()
-                .read_to_end(&mut bytes)
-                .context("cannot read the Kubefile from standard input")?;
-            ("-".to_string(), bytes)
-        } else {
-            let bytes = std::fs::read(&path)
-                .with_context(|| format!("cannot read the Kubefile {}", path.display()))?;
-            (path.display().to_string(), bytes)
-        };
-        let build_args: BTreeMap<String, String> = self
-            .build_args
-            .iter()
-            .filter_map(|(k, v)| {
-                v.clone()
-                    .or_else(|| std::env::var(k).ok())
-                    .map(|v| (k.clone(), v))
-            })
-            .collect();
+        let (name, bytes) = self.read_kubefile()?;
+        let build_args = self.build_arg_values();
         let options = CompileOptions {
             context: self.context.as_deref(),
             build_args,
@@ -99,6 +76,40 @@ impl InputArgs {
             file_digests,
         };
         Ok(compile_bytes(name, &bytes, &options)?)
+    }
+
+    /// Reads the Kubefile (`-f`, else CONTEXT/Kubefile, else ./Kubefile; `-` is standard
+    /// input); returns the name diagnostics give it and its bytes.
+    pub fn read_kubefile(&self) -> anyhow::Result<(String, Vec<u8>)> {
+        let path = match (&self.file, &self.context) {
+            (Some(file), _) => file.clone(),
+            (None, Some(context)) => context.join("Kubefile"),
+            (None, None) => PathBuf::from("Kubefile"),
+        };
+        if path.as_os_str() == "-" {
+            let mut bytes = Vec::new();
+            std::io::stdin()
+                .read_to_end(&mut bytes)
+                .context("cannot read the Kubefile from standard input")?;
+            Ok(("-".to_string(), bytes))
+        } else {
+            let bytes = std::fs::read(&path)
+                .with_context(|| format!("cannot read the Kubefile {}", path.display()))?;
+            Ok((path.display().to_string(), bytes))
+        }
+    }
+
+    /// The `--build-arg` values (a KEY without a value takes it from the environment, and is
+    /// left out when the environment has none).
+    pub fn build_arg_values(&self) -> BTreeMap<String, String> {
+        self.build_args
+            .iter()
+            .filter_map(|(k, v)| {
+                v.clone()
+                    .or_else(|| std::env::var(k).ok())
+                    .map(|v| (k.clone(), v))
+            })
+            .collect()
     }
 }
 

@@ -6,19 +6,24 @@
 //! plus the sealer extension). Edges are the parent chain inside a stage (a `FROM <stage>`
 //! continues from that stage's last node) and `COPY --from=<stage>` dependencies.
 //!
-//! Every node carries an identity, [`Node::id`], that the builder uses as its cache key.
-//! Rendering (text, JSON, Graphviz DOT) is in [`render`].
+//! Every node carries an identity, [`Node::id`], that the builder uses as its cache key,
+//! and the checked step it stands for, [`Node::step`], so the plan is all the builder needs:
+//! a stage's nodes are [`StagePlan::nodes`], its base node first. The carried step is neither
+//! hashed (the id is computed from `definition` alone) nor serialized (the JSON view shows
+//! `definition`). Rendering (text, JSON, Graphviz DOT) is in [`render`].
 
 pub mod digest;
 pub mod files;
 pub mod render;
 
 use crate::check::context::{Context, ContextError};
-use crate::check::{Base, CopyFrom, Op, Platform, Program, Source, Step};
+use crate::check::{Base, CopyFrom, Image, Op, Platform, Program, Source, Step};
+use crate::source::Span;
 use digest::{canonical_json, sha256_digest, ContentHasher, NODE_DIGEST_VERSION};
 use serde::Serialize;
 use serde_json::{json, Value};
 use std::collections::BTreeMap;
+use std::ops::Range;
 
 /// The build plan: one DAG per target platform.
 #[derive(Debug, Clone, Serialize)]
@@ -37,6 +42,44 @@ pub struct TargetPlan {
     pub nodes: Vec<Node>,
     /// Index of the final image node (the last node).
     pub image: usize,
+    /// The stages in file order, each with its range of nodes (not in the JSON view, which
+    /// shows each node's `stage`).
+    #[serde(skip)]
+    pub stages: Vec<StagePlan>,
+}
+
+/// One stage of a [`TargetPlan`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StagePlan {
+    /// 0-based position among the stages.
+    pub index: usize,
+    /// Its nodes in [`TargetPlan::nodes`]: the base node (`FROM`), then one node per step.
+    pub nodes: Range<usize>,
+}
+
+/// The checked step a node stands for: what the builder executes.
+#[derive(Debug, Clone)]
+pub enum NodeStep {
+    /// A stage's `FROM`.
+    From {
+        /// What the stage starts from.
+        base: Base,
+        /// The platform of the stage (`FROM --platform`, else the target's).
+        platform: Platform,
+        /// The `FROM` instruction.
+        span: Span,
+    },
+    /// A step of a stage.
+    Step {
+        /// 0-based position among the stage's steps.
+        index: usize,
+        /// What the step does.
+        op: Op,
+        /// The instruction.
+        span: Span,
+    },
+    /// The final image: its configuration and sealer extension.
+    Image(Image),
 }
 
 /// What a node produces.
@@ -110,6 +153,10 @@ pub struct Node {
     /// The content digest of local sources, when known.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub content: Option<String>,
+    /// The checked step, for the builder. Not part of [`Node::id`] (which hashes `definition`)
+    /// and not serialized.
+    #[serde(skip)]
+    pub step: NodeStep,
 }
 
 fn node_id(
@@ -252,6 +299,7 @@ pub fn plan(
     for target in &program.targets {
         let mut nodes: Vec<Node> = Vec::new();
         let mut stage_last: Vec<usize> = Vec::new();
+        let mut stages: Vec<StagePlan> = Vec::new();
         let stage_names: Vec<Option<String>> =
             target.stages.iter().map(|s| s.name.clone()).collect();
         for stage in &target.stages {
@@ -296,9 +344,15 @@ pub fn plan(
                 definition,
                 build_args: stage.build_args.clone(),
                 content: None,
+                step: NodeStep::From {
+                    base: stage.base.clone(),
+                    platform: stage.platform.clone(),
+                    span: stage.span,
+                },
             });
-            let mut previous = nodes.len() - 1;
-            for step in &stage.steps {
+            let first = nodes.len() - 1;
+            let mut previous = first;
+            for (index, step) in stage.steps.iter().enumerate() {
                 let deps: Vec<usize> = match &step.op {
                     Op::Copy(c) => match c.from {
                         Some(CopyFrom::Stage { index }) => {
@@ -337,10 +391,19 @@ pub fn plan(
                     definition,
                     build_args: step.build_args.clone(),
                     content,
+                    step: NodeStep::Step {
+                        index,
+                        op: step.op.clone(),
+                        span: step.span,
+                    },
                 });
                 previous = nodes.len() - 1;
             }
             stage_last.push(previous);
+            stages.push(StagePlan {
+                index: stage.index,
+                nodes: first..previous + 1,
+            });
         }
         let parent = stage_last.last().copied();
         let definition = json!({
@@ -365,11 +428,13 @@ pub fn plan(
             definition,
             build_args: BTreeMap::new(),
             content: None,
+            step: NodeStep::Image(target.image.clone()),
         });
         targets.push(TargetPlan {
             platform: target.platform.clone(),
             image: nodes.len() - 1,
             nodes,
+            stages,
         });
     }
     Ok(Plan { targets })

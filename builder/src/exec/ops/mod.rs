@@ -1,0 +1,86 @@
+//! Per-op executors: what one step does to the stage's image state and filesystem.
+//!
+//! [`execute`] dispatches a layer step to [`run`] (`RUN`) or [`copy`] (`COPY`, `ADD`, `APP`),
+//! which return the layer they wrote (or none when a `RUN` changed nothing); [`config`]
+//! applies the steps that only change the configuration. Keying and caching are the
+//! caller's ([`super::stage`]); these modules only execute.
+
+pub(super) mod config;
+mod copy;
+mod run;
+
+use super::stage::StageDone;
+use super::Session;
+use crate::error::{BuildError, Result};
+use crate::fetch::Fetched;
+use crate::rootfs::WorkRoot;
+use crate::state::ImageState;
+use chasi_compiler::check::Op;
+use chasi_compiler::plan::Node;
+use chasi_layers::LayerInfo;
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+/// One layer step to execute, with what was resolved for it.
+pub(super) struct StepInput<'s, 'a> {
+    pub(super) session: &'s Session<'a>,
+    /// Its plan node (identity, label, line).
+    pub(super) node: &'s Node,
+    /// What it does.
+    pub(super) op: &'s Op,
+    /// Its remote sources, by URL.
+    pub(super) fetched: &'s BTreeMap<String, Fetched>,
+    /// The stage a `COPY --from` reads.
+    pub(super) from_stage: Option<&'s StageDone>,
+}
+
+impl StepInput<'_, '_> {
+    /// The step's private scratch directory under the build's work directory.
+    fn scratch(&self) -> PathBuf {
+        let id = &self.node.id;
+        let short = id.get(7..23).unwrap_or(id);
+        self.session.work.join(format!("step-{short}"))
+    }
+
+    /// Reports bytes processed by the step.
+    fn report(&self, bytes: u64) {
+        self.session
+            .observer
+            .event(crate::events::BuildEvent::StepBytes {
+                id: self.node.id.clone(),
+                bytes,
+            })
+    }
+
+    fn err(&self, message: String) -> BuildError {
+        step_err(line_of(self.node), &self.node.label, message)
+    }
+}
+
+/// Executes a layer step; returns its layer, or `None` when it changed nothing.
+pub(super) fn execute(
+    input: &StepInput<'_, '_>,
+    state: &mut ImageState,
+    root: &mut WorkRoot,
+) -> Result<Option<LayerInfo>> {
+    match input.op {
+        Op::Run(r) => run::execute(input, r, state, root),
+        Op::Copy(c) | Op::Add(c) => copy::copy(input, c, state, root).map(Some),
+        Op::App(app) => copy::app(input, app, state, root).map(Some),
+        Op::Env { .. } | Op::Label { .. } | Op::Arg { .. } | Op::Maintainer { .. } => Ok(None),
+    }
+}
+
+/// A step node's 1-based Kubefile line.
+pub(super) fn line_of(node: &Node) -> usize {
+    node.line.unwrap_or_default()
+}
+
+/// A step failure naming its line and label.
+pub(super) fn step_err(line: usize, label: &str, message: String) -> BuildError {
+    BuildError::Step {
+        line,
+        label: label.to_string(),
+        message,
+    }
+}

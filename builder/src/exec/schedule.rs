@@ -1,0 +1,210 @@
+//! Scheduling: each target platform on its own thread, and inside a platform each stage on
+//! its own thread, waiting only for the stages it reads (`FROM <stage>`, `COPY --from`).
+//!
+//! So independent stages and platforms build concurrently, and the store's chunk compression
+//! spreads over the cores within each step. A stage publishes its result (or its failure) in
+//! a [`StageSlot`] that the stages reading it wait on; the first failure that is not just
+//! "a dependency failed" is the one reported.
+
+use super::stage::{build_stage, StageDone, StageInput};
+use super::Session;
+use crate::assemble::{self, ManifestSpec};
+use crate::error::{BuildError, Result};
+use crate::events::BuildEvent;
+use chasi_compiler::plan::{NodeStep, Plan, TargetPlan};
+use chasi_formats::oci::Descriptor;
+use std::sync::{Arc, OnceLock};
+use std::time::Instant;
+
+/// Where a stage's thread leaves its result: the finished stage, or its index on failure.
+pub(super) type StageSlot = OnceLock<std::result::Result<Arc<StageDone>, usize>>;
+
+/// Builds every target on its own thread; returns, in plan order, each platform's manifest.
+pub(super) fn build_targets(
+    session: &Session<'_>,
+    plan: &Plan,
+) -> Result<Vec<(String, Descriptor)>> {
+    let results: Vec<Result<(String, Descriptor)>> = std::thread::scope(|scope| {
+        let handles: Vec<_> = plan
+            .targets
+            .iter()
+            .enumerate()
+            .map(|(i, tplan)| scope.spawn(move || build_target(session, i, tplan)))
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| {
+                h.join()
+                    .unwrap_or_else(|_| Err(BuildError::Request("a build thread panicked".into())))
+            })
+            .collect()
+    });
+    results.into_iter().collect()
+}
+
+fn malformed(tplan: &TargetPlan, problem: String) -> BuildError {
+    BuildError::MalformedPlan {
+        platform: tplan.platform.to_string(),
+        problem,
+    }
+}
+
+/// Builds one platform: its stages on threads, then its config and manifest.
+fn build_target(
+    session: &Session<'_>,
+    target_index: usize,
+    tplan: &TargetPlan,
+) -> Result<(String, Descriptor)> {
+    let done = build_stages(session, target_index, tplan)?;
+    let image_node = tplan
+        .nodes
+        .get(tplan.image)
+        .ok_or_else(|| malformed(tplan, format!("no image node #{}", tplan.image)))?;
+    let NodeStep::Image(image) = &image_node.step else {
+        return Err(malformed(
+            tplan,
+            format!("node #{} is not the image node", tplan.image),
+        ));
+    };
+    let extension = assemble::extension_json(&image.extension, &done.state.inherited_apps);
+    let started = Instant::now();
+    let opts = session.opts;
+    let desc = assemble::write_manifest(
+        session.store,
+        &done.state,
+        &ManifestSpec {
+            platform: &tplan.platform,
+            extension: &extension,
+            labels: &opts.labels,
+            annotations: &opts.annotations,
+            epoch: opts.source_date_epoch,
+            compression: opts.compression,
+        },
+    )?;
+    session.observer.event(BuildEvent::StepDone {
+        id: image_node.id.clone(),
+        platform: tplan.platform.to_string(),
+        label: image_node.label.clone(),
+        layer_bytes: 0,
+        seconds: started.elapsed().as_secs_f64(),
+    });
+    Ok((tplan.platform.to_string(), desc))
+}
+
+/// Runs each stage of a platform on its own thread; returns the last stage.
+fn build_stages(
+    session: &Session<'_>,
+    target_index: usize,
+    tplan: &TargetPlan,
+) -> Result<Arc<StageDone>> {
+    let mut inputs = Vec::with_capacity(tplan.stages.len());
+    let mut next = 0;
+    for (si, stage) in tplan.stages.iter().enumerate() {
+        if stage.index != si || stage.nodes.start != next {
+            return Err(malformed(
+                tplan,
+                format!(
+                    "stage #{si} (index {}, nodes {:?}) does not follow node #{next}",
+                    stage.index, stage.nodes
+                ),
+            ));
+        }
+        next = stage.nodes.end;
+        let nodes = tplan.nodes.get(stage.nodes.clone()).ok_or_else(|| {
+            malformed(
+                tplan,
+                format!("stage {si} has nodes {:?} out of range", stage.nodes),
+            )
+        })?;
+        let problem = |what: &str| malformed(tplan, format!("stage {si}: {what}"));
+        inputs.push(StageInput::new(
+            target_index,
+            si,
+            &tplan.platform,
+            nodes,
+            problem,
+        )?);
+    }
+    let Some(last) = inputs.len().checked_sub(1) else {
+        return Err(malformed(tplan, "it has no stage".into()));
+    };
+    if next != tplan.image {
+        return Err(malformed(
+            tplan,
+            format!(
+                "its stages end at node #{next}, not at the image node #{}",
+                tplan.image
+            ),
+        ));
+    }
+    let slots: Vec<StageSlot> = inputs.iter().map(|_| OnceLock::new()).collect();
+    std::thread::scope(|scope| {
+        let handles: Vec<_> = inputs
+            .iter()
+            .enumerate()
+            .map(|(si, input)| {
+                let slots = &slots;
+                scope.spawn(move || {
+                    let res = build_stage(session, input, slots);
+                    let stored = match &res {
+                        Ok(done) => Ok(done.clone()),
+                        Err(_) => Err(si),
+                    };
+                    let _ = slots[si].set(stored);
+                    res
+                })
+            })
+            .collect();
+        let results = handles.into_iter().map(|h| {
+            h.join()
+                .unwrap_or_else(|_| Err(BuildError::Request("a stage thread panicked".into())))
+        });
+        last_or_root_cause(results, last)
+    })
+}
+
+/// The last stage's result, unless a stage failed: then the first failure that is not just
+/// "a dependency failed" (the root cause).
+fn last_or_root_cause(
+    results: impl Iterator<Item = Result<Arc<StageDone>>>,
+    last: usize,
+) -> Result<Arc<StageDone>> {
+    let mut final_result = None;
+    let mut first_error: Option<(bool, BuildError)> = None;
+    for (si, r) in results.enumerate() {
+        match r {
+            Ok(done) if si == last => final_result = Some(done),
+            Ok(_) => {}
+            Err(e) => {
+                let is_dependency = matches!(e, BuildError::DependencyFailed { .. });
+                if first_error
+                    .as_ref()
+                    .is_none_or(|(dep, _)| *dep && !is_dependency)
+                {
+                    first_error = Some((is_dependency, e));
+                }
+            }
+        }
+    }
+    match (first_error, final_result) {
+        (Some((_, e)), _) => Err(e),
+        (None, Some(done)) => Ok(done),
+        (None, None) => Err(BuildError::Request(
+            "the last stage produced nothing".into(),
+        )),
+    }
+}
+
+/// Waits for stage `index` (read by stage `me`).
+pub(super) fn wait_stage(slots: &[StageSlot], me: usize, index: usize) -> Result<Arc<StageDone>> {
+    let slot = slots
+        .get(index)
+        .ok_or_else(|| BuildError::Request(format!("stage {index} does not exist")))?;
+    match slot.wait() {
+        Ok(done) => Ok(done.clone()),
+        Err(_) => Err(BuildError::DependencyFailed {
+            stage: me,
+            dependency: index,
+        }),
+    }
+}

@@ -1,0 +1,288 @@
+//! One stage: its base (`FROM`), then its steps in order, each keyed and looked up in the cache.
+//!
+//! Configuration steps change the image state and the running key only; layer steps are
+//! keyed with what the plan cannot know (remote source digests, the key of a `COPY --from`
+//! stage), served from the cache when [`cache::lookup`] finds their layer, and executed by
+//! [`ops::execute`] otherwise.
+
+use super::cache::{self, CacheRecord};
+use super::ops::{self, StepInput};
+use super::schedule::{wait_stage, StageSlot};
+use super::Session;
+use crate::assemble;
+use crate::error::{BuildError, Result};
+use crate::events::BuildEvent;
+use crate::fetch::{Fetched, Fetcher};
+use crate::rootfs::WorkRoot;
+use crate::state::{resolve_base, ImageState, LayerRef};
+use chasi_compiler::check::{Base, CopyFrom, Op, Platform, Source};
+use chasi_compiler::plan::{Node, NodeStep};
+use chasi_layers::Digest;
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+/// The finished state of one stage.
+pub(super) struct StageDone {
+    pub(super) state: ImageState,
+    pub(super) key: Digest,
+    pub(super) root: Mutex<WorkRoot>,
+}
+
+/// One stage's part of the plan, checked for shape once.
+pub(super) struct StageInput<'a> {
+    target_index: usize,
+    index: usize,
+    /// The target platform (the one events name).
+    platform: &'a Platform,
+    base_node: &'a Node,
+    base: &'a Base,
+    /// The stage's own platform (`FROM --platform`), which picks the base image's manifest.
+    base_platform: &'a Platform,
+    steps: Vec<(&'a Node, &'a Op)>,
+}
+
+impl<'a> StageInput<'a> {
+    /// Takes a stage's nodes: the `FROM` node, then one node per step.
+    pub(super) fn new(
+        target_index: usize,
+        index: usize,
+        platform: &'a Platform,
+        nodes: &'a [Node],
+        problem: impl Fn(&str) -> BuildError,
+    ) -> Result<Self> {
+        let Some((
+            base_node @ Node {
+                step:
+                    NodeStep::From {
+                        base,
+                        platform: base_platform,
+                        ..
+                    },
+                ..
+            },
+            rest,
+        )) = nodes.split_first()
+        else {
+            return Err(problem("it does not start with a FROM node"));
+        };
+        let steps = rest
+            .iter()
+            .map(|node| match &node.step {
+                NodeStep::Step { op, .. } => Ok((node, op)),
+                _ => Err(problem(&format!("node {} is not a step", node.id))),
+            })
+            .collect::<Result<_>>()?;
+        Ok(StageInput {
+            target_index,
+            index,
+            platform,
+            base_node,
+            base,
+            base_platform,
+            steps,
+        })
+    }
+}
+
+/// What every step of a stage shares.
+struct StageCx<'s, 'a> {
+    session: &'s Session<'a>,
+    slots: &'s [StageSlot],
+    /// The target platform, as events name it.
+    platform: String,
+    /// The history entries' `created`.
+    created: String,
+    fetcher: Fetcher<'s>,
+    stage: usize,
+}
+
+/// Builds one stage: its base, then each step.
+pub(super) fn build_stage(
+    session: &Session<'_>,
+    input: &StageInput<'_>,
+    slots: &[StageSlot],
+) -> Result<Arc<StageDone>> {
+    let epoch = session.opts.source_date_epoch;
+    let cx = StageCx {
+        session,
+        slots,
+        platform: input.platform.to_string(),
+        created: assemble::rfc3339(epoch),
+        fetcher: Fetcher::new(session.store, session.opts.offline),
+        stage: input.index,
+    };
+    let (mut state, mut key) = start(&cx, input)?;
+    let root_dir = session
+        .work
+        .join(format!("t{}-s{}", input.target_index, input.index));
+    let mut root = WorkRoot::new(root_dir);
+    let count = input.steps.len();
+    for (n, (node, op)) in input.steps.iter().enumerate() {
+        if ops::config::apply(&mut state, op, &cx.created, &node.label) {
+            key = cache::key_of(&[&key.to_string(), &node.id]);
+            continue;
+        }
+        let label = format!("[{}/{}] {}", n + 1, count, node.label);
+        key = layer_step(&cx, &mut state, &mut root, node, op, &key, label)?;
+    }
+    Ok(Arc::new(StageDone {
+        state,
+        key,
+        root: Mutex::new(root),
+    }))
+}
+
+/// The stage's starting state and key.
+fn start(cx: &StageCx<'_, '_>, input: &StageInput<'_>) -> Result<(ImageState, Digest)> {
+    // File times are clamped to the epoch, so layers made with another epoch differ.
+    let version = format!("chasi.build/v1 epoch={}", cx.session.opts.source_date_epoch);
+    let id = &input.base_node.id;
+    Ok(match input.base {
+        Base::Scratch => (ImageState::scratch(), cache::key_of(&[&version, id])),
+        Base::Image { reference } => {
+            let state = resolve_base(cx.session.store, reference, input.base_platform)?;
+            let base = state.base_digest.map(|d| d.to_string()).unwrap_or_default();
+            (state, cache::key_of(&[&version, id, &base]))
+        }
+        Base::Stage { index } => {
+            let done = wait_stage(cx.slots, input.index, *index)?;
+            let key = cache::key_of(&[&version, id, &done.key.to_string()]);
+            (done.state.clone(), key)
+        }
+    })
+}
+
+/// What a layer step resolved before it can be keyed.
+struct Resolved {
+    /// Digests entering the key: remote sources, then the `COPY --from` stage's key.
+    extra: Vec<String>,
+    fetched: BTreeMap<String, Fetched>,
+    from_stage: Option<Arc<StageDone>>,
+}
+
+/// Fetches remote sources and waits for a `COPY --from` stage.
+fn resolve(cx: &StageCx<'_, '_>, node: &Node, op: &Op) -> Result<Resolved> {
+    let line = ops::line_of(node);
+    let mut extra: Vec<String> = Vec::new();
+    let mut fetched = BTreeMap::new();
+    let sources: &[Source] = match op {
+        Op::Copy(c) | Op::Add(c) => &c.sources,
+        Op::App(a) => &a.sources,
+        _ => &[],
+    };
+    for s in sources {
+        if let Source::Remote { url } = s {
+            let (f, _) = cx
+                .fetcher
+                .fetch(url)
+                .map_err(|e| ops::step_err(line, &node.label, chasi_layers::error::chain(&e)))?;
+            extra.push(f.digest.to_string());
+            fetched.insert(url.clone(), f);
+        }
+    }
+    let mut from_stage = None;
+    if let Op::Copy(c) | Op::Add(c) = op {
+        match &c.from {
+            Some(CopyFrom::Stage { index }) => {
+                let done = wait_stage(cx.slots, cx.stage, *index)?;
+                extra.push(done.key.to_string());
+                from_stage = Some(done);
+            }
+            Some(CopyFrom::Image { reference }) => {
+                return Err(ops::step_err(
+                    line,
+                    &node.label,
+                    format!("COPY --from an image ({reference}) is not supported yet: add a stage `FROM {reference} AS src` and copy from it"),
+                ));
+            }
+            None => {}
+        }
+    }
+    Ok(Resolved {
+        extra,
+        fetched,
+        from_stage,
+    })
+}
+
+/// Keys a layer step, serves it from the cache or executes and records it; returns its key.
+fn layer_step(
+    cx: &StageCx<'_, '_>,
+    state: &mut ImageState,
+    root: &mut WorkRoot,
+    node: &Node,
+    op: &Op,
+    parent_key: &Digest,
+    label: String,
+) -> Result<Digest> {
+    let session = cx.session;
+    let resolved = resolve(cx, node, op)?;
+    let mut parts = vec![parent_key.to_string(), node.id.clone()];
+    parts.extend(resolved.extra);
+    let key = cache::key_of(&parts.iter().map(String::as_str).collect::<Vec<_>>());
+    let cached = if session.opts.no_cache {
+        None
+    } else {
+        cache::lookup(session.store, &key)?
+    };
+    if let Some(hit) = cached {
+        session.observer.event(BuildEvent::StepCached {
+            id: node.id.clone(),
+            platform: cx.platform.clone(),
+            label,
+        });
+        let empty = hit.is_none();
+        if let Some(layer) = hit {
+            state.layers.push(layer);
+        }
+        state.push_history(&cx.created, &node.label, empty);
+        session.count(true);
+        return Ok(key);
+    }
+    session.observer.event(BuildEvent::StepStarted {
+        id: node.id.clone(),
+        platform: cx.platform.clone(),
+        label: label.clone(),
+    });
+    let t0 = Instant::now();
+    let input = StepInput {
+        session,
+        node,
+        op,
+        fetched: &resolved.fetched,
+        from_stage: resolved.from_stage.as_deref(),
+    };
+    let layer = ops::execute(&input, state, root)?;
+    // The manifest needs the compressed blob's digest; the store computes it from the chunks once.
+    let layer = match layer {
+        Some(info) => {
+            let blob = session.store.layer_blob(&info.diff_id)?;
+            Some((info, blob))
+        }
+        None => None,
+    };
+    let record = match &layer {
+        Some((info, blob)) => CacheRecord::layer(info, blob),
+        None => CacheRecord::Unchanged,
+    };
+    cache::record(session.store, &key, &record)?;
+    let layer_bytes = layer.as_ref().map(|(l, _)| l.size).unwrap_or(0);
+    let empty = layer.is_none();
+    if let Some((info, blob)) = layer {
+        state.layers.push(LayerRef {
+            diff_id: info.diff_id,
+            blob,
+        });
+    }
+    state.push_history(&cx.created, &node.label, empty);
+    session.count(false);
+    session.observer.event(BuildEvent::StepDone {
+        id: node.id.clone(),
+        platform: cx.platform.clone(),
+        label,
+        layer_bytes,
+        seconds: t0.elapsed().as_secs_f64(),
+    });
+    Ok(key)
+}
