@@ -132,27 +132,25 @@ pub fn build(
             .collect(),
         steps: plan.targets.iter().map(|t| t.nodes.len()).sum(),
     });
-    let results: Vec<Result<(String, chasi_formats::oci::Descriptor)>> =
-        std::thread::scope(|scope| {
-            let handles: Vec<_> = program
-                .targets
-                .iter()
-                .zip(&plan.targets)
-                .enumerate()
-                .map(|(i, (target, tplan))| {
-                    let shared = &shared;
-                    scope.spawn(move || build_target(shared, i, target, tplan))
-                })
-                .collect();
-            handles
-                .into_iter()
-                .map(|h| {
-                    h.join().unwrap_or_else(|_| {
-                        Err(BuildError::Request("a build thread panicked".into()))
-                    })
-                })
-                .collect()
-        });
+    let results: Vec<Result<(String, chasi_oci::Descriptor)>> = std::thread::scope(|scope| {
+        let handles: Vec<_> = program
+            .targets
+            .iter()
+            .zip(&plan.targets)
+            .enumerate()
+            .map(|(i, (target, tplan))| {
+                let shared = &shared;
+                scope.spawn(move || build_target(shared, i, target, tplan))
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| {
+                h.join()
+                    .unwrap_or_else(|_| Err(BuildError::Request("a build thread panicked".into())))
+            })
+            .collect()
+    });
     let mut manifests = Vec::new();
     for r in results {
         manifests.push(r?);
@@ -184,8 +182,8 @@ pub fn build(
 
 /// `name` → `name:latest`; validates the name.
 pub fn normalize_tag(tag: &str) -> Result<String> {
-    match tag.parse::<chasi_formats::oci::ImageRef>() {
-        Ok(chasi_formats::oci::ImageRef::Store { name, tag }) => Ok(format!("{name}:{tag}")),
+    match tag.parse::<chasi_oci::ImageRef>() {
+        Ok(chasi_oci::ImageRef::Store { name, tag }) => Ok(format!("{name}:{tag}")),
         _ => Err(BuildError::Request(format!(
             "`{tag}` is not a valid image name (expected NAME[:TAG])"
         ))),
@@ -197,7 +195,7 @@ fn build_target(
     target_index: usize,
     target: &Target,
     tplan: &TargetPlan,
-) -> Result<(String, chasi_formats::oci::Descriptor)> {
+) -> Result<(String, chasi_oci::Descriptor)> {
     // Pair each stage with its plan nodes: the planner emits, per stage, the base node and
     // then one node per step, in order; the image node comes last.
     let mut nodes_of: Vec<(&Node, Vec<&Node>)> = Vec::new();
