@@ -12,7 +12,7 @@
 //!
 //! | module | role |
 //! |---|---|
-//! | [`reference`] | `oci:PATH[:TAG]`, `oci-archive:`, `docker-archive:`, store names |
+//! | [`reference`](mod@reference) | `oci:PATH[:TAG]`, `oci-archive:`, `docker-archive:`, store names |
 //! | [`blobs`] | the source/sink traits; in-memory and `blobs/<alg>/<hex>` implementations |
 //! | [`digest`] | hashing, and verification of every blob while it streams |
 //! | [`json`] | canonical JSON (sorted keys, compact) for reproducible digests |
@@ -22,7 +22,7 @@
 //! | [`layout`] | OCI layout directory and `oci-archive`, both ways |
 //! | [`docker`] | `docker-archive`, both ways |
 //! | [`read`] | format detection, tag resolution, verified import into a sink |
-//! | [`write`] | save options, report, [`save`] |
+//! | [`write`](mod@write) | save options, report, [`save`] |
 //! | [`output`] | the output rules of `-o PATH`: a file atomically, a pipe or device in place |
 //! | [`error`] | [`OciError`], and the text rules of every error message ([`error::chain`]) |
 //!
