@@ -119,8 +119,8 @@ fn kind(err: &anyhow::Error) -> &'static str {
 
 fn kind_of(e: &(dyn std::error::Error + 'static)) -> Option<&'static str> {
     use chasi_builder::BuildError;
-    use chasi_formats::oci::OciError;
     use chasi_layers::Error as StoreError;
+    use chasi_oci::OciError;
     if let Some(e) = e.downcast_ref::<BuildError>() {
         return match e {
             BuildError::RunFailed { .. } => Some("run_failed"),

@@ -6,7 +6,7 @@ use std::fs;
 use std::path::Path;
 use std::process::{Command, Output};
 
-use chasi_formats::oci::{build_manifest, Descriptor, MediaType, MemoryBlobs};
+use chasi_oci::{build_manifest, Descriptor, MediaType, MemoryBlobs};
 use serde_json::{json, Value};
 
 fn chasi(store: &Path, args: &[&str]) -> Output {
@@ -49,7 +49,7 @@ fn lying_image(blobs: &mut MemoryBlobs) -> Descriptor {
     let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
     gz.write_all(&layer_tar("other")).expect("gzip");
     let layer = blobs.insert(MediaType::ImageLayerGzip, gz.finish().expect("gzip"));
-    let wrong = chasi_formats::oci::digest::sha256_digest(&layer_tar("hello"));
+    let wrong = chasi_oci::digest::sha256_digest(&layer_tar("hello"));
     let config = json!({
         "architecture": "amd64", "os": "linux",
         "rootfs": {"type": "layers", "diff_ids": [wrong.to_string()]},

@@ -1,4 +1,4 @@
-//! The output rules of `chasi export -o` and `chasi save -o` (formats/src/output.rs), end
+//! The output rules of `chasi export -o` and `chasi save -o` (oci/src/output.rs), end
 //! to end and as root: a regular file is replaced atomically, anything else that exists
 //! (`/dev/null`, `/dev/full`, a FIFO, a loop device) is written in place and never
 //! unlinked, `-` is standard output, symlinks are followed, modes follow the umask, and a

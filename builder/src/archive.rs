@@ -46,10 +46,8 @@ fn open(path: &Path, wrapping: Wrapping) -> Result<Box<dyn Read>> {
         Wrapping::Bzip2 => Box::new(bzip2::read::MultiBzDecoder::new(file)),
         Wrapping::Xz => Box::new(liblzma::read::XzDecoder::new_multi_decoder(file)),
         // The layer decoder: frames over the store's 128 MiB window are refused by name.
-        Wrapping::Zstd => {
-            chasi_formats::oci::media::decoder(chasi_formats::oci::LayerCodec::Zstd, file)
-                .map_err(io("read", path))?
-        }
+        Wrapping::Zstd => chasi_oci::media::decoder(chasi_oci::LayerCodec::Zstd, file)
+            .map_err(io("read", path))?,
     })
 }
 

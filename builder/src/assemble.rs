@@ -8,8 +8,8 @@ use crate::blobs::{to_store_digest, StoreBlobs};
 use crate::error::Result;
 use crate::state::{ImageState, LayerRef};
 use chasi_compiler::check::{ImageExtension, Platform};
-use chasi_formats::oci::{self, Descriptor, MediaType};
 use chasi_layers::{Digest, Store};
+use chasi_oci::{self as oci, Descriptor, MediaType};
 use serde_json::{json, Map, Value};
 use std::collections::BTreeMap;
 

@@ -1,16 +1,16 @@
 //! The layer store seen as an OCI blob source and sink.
 //!
-//! `chasi-formats` reads and writes OCI layouts and archives through two small traits so it
+//! `chasi-oci` reads and writes OCI layouts and archives through two small traits so it
 //! stays independent of the store; this adapter is the one place where the two meet. Layer
 //! blobs that come in are ingested as layers (chunked, deduplicated, DiffID-indexed), every
 //! other blob is stored as is; every blob that goes out is verified by the store as it streams.
 
-use chasi_formats::oci::{BlobSink, BlobSource, Descriptor, MediaType, OciError, OciResult};
 use chasi_layers::{Digest, Store};
+use chasi_oci::{BlobSink, BlobSource, Descriptor, MediaType, OciError, OciResult};
 use std::io::Read;
 
 /// Converts an OCI digest into a store digest (only SHA-256 is supported).
-pub fn to_store_digest(d: &chasi_formats::oci::Digest) -> OciResult<Digest> {
+pub fn to_store_digest(d: &chasi_oci::Digest) -> OciResult<Digest> {
     d.to_string().parse().map_err(|_| OciError::Sink {
         digest: d.to_string(),
         message: "only sha256 digests are supported".into(),
@@ -18,7 +18,7 @@ pub fn to_store_digest(d: &chasi_formats::oci::Digest) -> OciResult<Digest> {
 }
 
 /// Converts a store digest into an OCI digest.
-pub fn to_oci_digest(d: &Digest) -> chasi_formats::oci::Digest {
+pub fn to_oci_digest(d: &Digest) -> chasi_oci::Digest {
     // A store digest is always `sha256:` + 64 lower-case hex digits, which oci-spec accepts.
     d.to_string()
         .parse()
@@ -45,12 +45,12 @@ impl<'s> StoreBlobs<'s> {
 }
 
 impl BlobSource for StoreBlobs<'_> {
-    fn blob_size(&self, digest: &chasi_formats::oci::Digest) -> OciResult<u64> {
+    fn blob_size(&self, digest: &chasi_oci::Digest) -> OciResult<u64> {
         let d = to_store_digest(digest)?;
         self.store.blob_size(&d).map_err(|e| sink_err(digest, e))
     }
 
-    fn open_blob(&self, digest: &chasi_formats::oci::Digest) -> OciResult<Box<dyn Read + '_>> {
+    fn open_blob(&self, digest: &chasi_oci::Digest) -> OciResult<Box<dyn Read + '_>> {
         let d = to_store_digest(digest)?;
         let reader = self.store.open_blob(&d).map_err(|e| sink_err(digest, e))?;
         Ok(reader)
@@ -67,7 +67,7 @@ fn is_layer(media_type: &MediaType) -> bool {
 }
 
 impl BlobSink for StoreBlobs<'_> {
-    fn has_blob(&self, digest: &chasi_formats::oci::Digest) -> OciResult<bool> {
+    fn has_blob(&self, digest: &chasi_oci::Digest) -> OciResult<bool> {
         Ok(to_store_digest(digest)
             .map(|d| self.store.has_blob(&d))
             .unwrap_or(false))
@@ -75,7 +75,7 @@ impl BlobSink for StoreBlobs<'_> {
 
     fn put_blob(
         &mut self,
-        expected: Option<&chasi_formats::oci::Digest>,
+        expected: Option<&chasi_oci::Digest>,
         media_type: &MediaType,
         reader: &mut dyn Read,
     ) -> OciResult<Descriptor> {
@@ -138,10 +138,7 @@ impl BlobSink for StoreBlobs<'_> {
         true
     }
 
-    fn layer_diff_id(
-        &self,
-        digest: &chasi_formats::oci::Digest,
-    ) -> OciResult<Option<chasi_formats::oci::Digest>> {
+    fn layer_diff_id(&self, digest: &chasi_oci::Digest) -> OciResult<Option<chasi_oci::Digest>> {
         let d = to_store_digest(digest)?;
         match self.store.layer_for_blob(&d) {
             Ok(layer) => Ok(Some(to_oci_digest(&layer.diff_id))),

@@ -51,7 +51,7 @@ pub enum BuildError {
     Store(#[from] chasi_layers::Error),
     /// Reading or writing OCI documents failed.
     #[error(transparent)]
-    Oci(#[from] chasi_formats::oci::OciError),
+    Oci(#[from] chasi_oci::OciError),
     /// A remote source could not be fetched.
     #[error(transparent)]
     Fetch(#[from] crate::fetch::FetchError),

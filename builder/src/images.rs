@@ -2,17 +2,17 @@
 //!
 //! An image is a ref (`name:tag`) to a manifest or an index; its blobs live in the store and
 //! are shared. Removing an image removes the ref only: `chasi store gc` reclaims what no ref
-//! reaches any more. Save and load go through `chasi-formats` with the store as blob source
+//! reaches any more. Save and load go through `chasi-oci` with the store as blob source
 //! and sink, so every blob is verified on the way out and deduplicated on the way in.
 
 use crate::blobs::{to_oci_digest, to_store_digest, StoreBlobs};
 use crate::error::{BuildError, Result};
 use crate::exec::normalize_tag;
 use crate::state::descriptor_of;
-use chasi_formats::oci::{
-    self, write::SaveFormat, write::WriteOptions, LayerCompression, PlatformSpec,
-};
 use chasi_layers::{Digest, Store};
+use chasi_oci::{
+    self as oci, write::SaveFormat, write::WriteOptions, LayerCompression, PlatformSpec,
+};
 use serde::Serialize;
 use serde_json::{json, Value};
 use std::path::Path;

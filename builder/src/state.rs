@@ -8,8 +8,8 @@
 use crate::blobs::{to_oci_digest, to_store_digest, StoreBlobs};
 use crate::error::{BuildError, Result};
 use chasi_compiler::check::Platform;
-use chasi_formats::oci::{self, ImageRef, PlatformSpec};
 use chasi_layers::{BlobDesc, Digest, Store};
+use chasi_oci::{self as oci, ImageRef, PlatformSpec};
 use serde_json::{json, Map, Value};
 
 /// One layer of an image: its DiffID and the blob a manifest references.

@@ -77,24 +77,9 @@ pub enum FormatError {
         /// Compressor message.
         message: String,
     },
-    /// The output path cannot be written by the output rules ([`crate::output`]).
-    #[error("cannot write the output {path}: {reason}")]
-    Output {
-        /// The output path as given.
-        path: PathBuf,
-        /// Why.
-        reason: String,
-    },
-    /// A writer that seeks was given a pipe, a character device or standard output.
-    #[error("{format} output needs a seekable file (a regular file or a block device); {path} is {what}")]
-    NotSeekable {
-        /// The output format.
-        format: &'static str,
-        /// The output path as given.
-        path: PathBuf,
-        /// What it is ("a pipe", ...).
-        what: &'static str,
-    },
+    /// The output path cannot be written by the output rules ([`chasi_oci::output`]).
+    #[error(transparent)]
+    Output(#[from] chasi_oci::output::OutputError),
     /// An external program is not installed.
     #[error("`{tool}` not found in PATH: install the Debian package `{package}`")]
     ToolMissing {

@@ -1,9 +1,10 @@
-//! `chasi-formats`: OCI layout I/O and the exporters (disk images, ISO, archives).
+//! `chasi-formats`: the exporters (disk images, ISO, archives); OCI I/O is `chasi-oci`.
 //!
 //! This part of the crate holds the native disk-image writers. They all stream from a
 //! [`disk::DiskSource`] (a virtual disk made of extents; holes read as zeros) and write by
-//! the output rules of [`output::Output`] (a file atomically, a pipe or device in place). Identifiers are
-//! derived from a caller-supplied seed ([`ids`]) so output is byte-for-byte reproducible.
+//! the output rules of [`chasi_oci::output::Output`] (a file atomically, a pipe or device in
+//! place). Identifiers are derived from a caller-supplied seed ([`ids`]) so output is
+//! byte-for-byte reproducible.
 //!
 //! | module | output |
 //! |---|---|
@@ -20,8 +21,6 @@ pub mod error;
 pub mod export;
 pub mod gpt;
 pub mod ids;
-pub mod oci;
-pub mod output;
 pub mod ova;
 pub mod qcow2;
 pub mod raw;

@@ -20,7 +20,7 @@
 //! The VMDK is spooled to a temporary file first ([`OvaOptions::work_dir`], the exporter
 //! passes the store's session `tmp/`): its size and digest must be known before the
 //! descriptor, which comes first in the archive. The archive itself streams, so it can go
-//! to a pipe or a device by the rules of [`crate::output`].
+//! to a pipe or a device by the rules of [`chasi_oci::output`].
 
 use std::io::{Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
@@ -29,9 +29,9 @@ use sha2::{Digest, Sha256, Sha512};
 
 use crate::disk::DiskSource;
 use crate::error::{FormatError, Result};
-use crate::output::Output;
 use crate::ustar::UstarWriter;
 use crate::vmdk::{write_vmdk_stream, AdapterType, VmdkOptions};
+use chasi_oci::output::Output;
 
 /// Where the manifest goes in the archive (both are allowed by DSP0243).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -216,7 +216,7 @@ fn digest_line(alg: ManifestDigest, name: &str, data_256: &[u8], data_512: &[u8]
     }
 }
 
-/// Writes `src` as an OVA at `out` (by the rules of [`crate::output`]).
+/// Writes `src` as an OVA at `out` (by the rules of [`chasi_oci::output`]).
 pub fn write_ova(src: &dyn DiskSource, out: &Path, opts: &OvaOptions) -> Result<OvaReport> {
     opts.validate()?;
     let (ovf_name, disk_name, mf_name) = opts.member_names();

@@ -24,7 +24,7 @@
 //! Layout written: cluster 0 header | data clusters in guest order (compressed ones packed
 //! byte-wise) | L2 tables | L1 table | refcount table | refcount blocks. The header is
 //! rewritten last, so an interrupted write is never a valid image (and the file only gets
-//! its final name once complete, see [`crate::output`]).
+//! its final name once complete, see [`chasi_oci::output`]).
 
 use std::collections::BTreeMap;
 use std::io::{BufWriter, Seek, SeekFrom, Write};
@@ -33,7 +33,7 @@ use std::path::Path;
 use crate::compress::{par_compress, pool, Codec};
 use crate::disk::{allocated_cluster_runs, for_each_batch, DiskSource};
 use crate::error::{FormatError, Result};
-use crate::output::Output;
+use chasi_oci::output::Output;
 
 const COPIED: u64 = 1 << 63;
 const COMPRESSED: u64 = 1 << 62;
@@ -121,7 +121,7 @@ pub struct Qcow2Report {
     pub compressed_clusters: u64,
 }
 
-/// Writes `src` as a QCOW2 v3 image at `out` (by the rules of [`crate::output`]: a regular
+/// Writes `src` as a QCOW2 v3 image at `out` (by the rules of [`chasi_oci::output`]: a regular
 /// file atomically, a block device in place; a pipe or character device is refused).
 pub fn write_qcow2(src: &dyn DiskSource, out: &Path, opts: &Qcow2Options) -> Result<Qcow2Report> {
     opts.validate()?;

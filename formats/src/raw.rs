@@ -1,6 +1,6 @@
 //! Raw disk export: the virtual disk byte for byte. A regular file is written sparse (holes
 //! where the source has no data or a cluster is all zeros) and renamed into place; an
-//! in-place output ([`crate::output`]: a block device, a pipe, standard output) gets every
+//! in-place output ([`chasi_oci::output`]: a block device, a pipe, standard output) gets every
 //! byte in order, zeros included, so a pipe receives the whole image and a reused disk keeps
 //! no stale data. This is also the reference every other writer is compared against in the
 //! tests (`qemu-img compare -f raw`, formats.md §1.1 "Validation with qemu-img").
@@ -10,7 +10,7 @@ use std::path::Path;
 
 use crate::disk::{allocated_cluster_runs, for_each_batch, DiskSource};
 use crate::error::{FormatError, Result};
-use crate::output::{Output, OutputKind};
+use chasi_oci::output::{Output, OutputError, OutputKind};
 
 const BITS: u32 = 16;
 
@@ -35,10 +35,10 @@ pub fn write_raw_to(src: &dyn DiskSource, o: &mut Output) -> Result<u64> {
     let size = src.size();
     if let Some(cap) = o.capacity()? {
         if cap < size {
-            return Err(FormatError::Output {
+            return Err(FormatError::Output(OutputError::Refused {
                 path,
                 reason: format!("the block device holds {cap} bytes, the disk needs {size}"),
-            });
+            }));
         }
     }
     let sparse = o.kind() == OutputKind::File;

@@ -31,7 +31,7 @@ use md5::{Digest, Md5};
 use crate::disk::{allocated_cluster_runs, is_zero, read_clusters, DiskSource};
 use crate::error::{FormatError, Result};
 use crate::ids::{derive_mac, derive_uuid};
-use crate::output::Output;
+use chasi_oci::output::Output;
 
 const HEADER_SIZE: usize = 12288;
 const BLOCK: usize = 4096;
@@ -308,7 +308,7 @@ fn header(devices: &[VmaDevice<'_>], opts: &VmaOptions, uuid: &[u8; 16]) -> Resu
     Ok(h)
 }
 
-/// Writes the devices as a VMA archive at `out` (by the rules of [`crate::output`]; it
+/// Writes the devices as a VMA archive at `out` (by the rules of [`chasi_oci::output`]; it
 /// streams, so a pipe or standard output will do).
 pub fn write_vma(devices: &[VmaDevice<'_>], out: &Path, opts: &VmaOptions) -> Result<VmaReport> {
     let mut o = Output::create(out)?;

@@ -31,7 +31,7 @@ use crate::compress::{par_compress, pool, Codec};
 use crate::disk::{allocated_cluster_runs, for_each_batch, DiskSource};
 use crate::error::{FormatError, Result};
 use crate::ids::{derive_bytes, derive_u32};
-use crate::output::Output;
+use chasi_oci::output::Output;
 
 const SECTOR: u64 = 512;
 const GRAIN_BITS: u32 = 16;
@@ -131,7 +131,7 @@ pub struct VmdkReport {
     pub grains: u64,
 }
 
-/// Writes `src` as a streamOptimized VMDK at `out` (by the rules of [`crate::output`]; it
+/// Writes `src` as a streamOptimized VMDK at `out` (by the rules of [`chasi_oci::output`]; it
 /// streams, so a pipe or standard output will do).
 pub fn write_vmdk(src: &dyn DiskSource, out: &Path, opts: &VmdkOptions) -> Result<VmdkReport> {
     opts.validate()?;

@@ -2,7 +2,7 @@
 //! it the way `chasi load` does (format detected from the content), into a fresh store and
 //! into a fresh OCI layout directory. Errors are expected; panics are the bugs.
 
-use chasi_formats::oci::{self, DirBlobs};
+use chasi_oci::{self as oci, DirBlobs};
 
 pub fn load_all(data: &[u8], name: &str) {
     let Ok(dir) = tempfile::tempdir() else {

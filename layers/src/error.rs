@@ -11,6 +11,10 @@
 use crate::digest::{ChunkId, Digest};
 use std::path::PathBuf;
 
+/// The text rules of every message (`chasi-oci` is the crate below all others, so they live
+/// there); re-exported because every message here is built with them.
+pub use chasi_oci::error::{causes, chain, excerpt, quoted};
+
 /// Result alias used across the crate.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
@@ -182,56 +186,6 @@ impl Error {
             Error::NotFound { .. } | Error::RefNotFound { .. } | Error::ChunkNotFound { .. }
         ) || matches!(self, Error::Io { source, .. } if source.kind() == std::io::ErrorKind::NotFound)
     }
-}
-
-/// The messages of `err` and of its causes, outermost first: the parts of one chain
-/// `a: b: c`. A cause whose text its parent already ends with is left out, so an error type
-/// of another crate that repeats its source in its message is still shown once.
-pub fn causes(err: &dyn std::error::Error) -> Vec<String> {
-    let mut parts = vec![err.to_string()];
-    let mut next = err.source();
-    while let Some(cause) = next {
-        let text = cause.to_string();
-        let repeated = parts.last().is_some_and(|last| last.ends_with(&text));
-        if !repeated && !text.is_empty() {
-            parts.push(text);
-        }
-        next = cause.source();
-    }
-    parts
-}
-
-/// `err` with all of its causes as one line, `a: b: c` (see [`causes`]); what a message
-/// that embeds another error must use, since messages do not repeat their sources.
-pub fn chain(err: &dyn std::error::Error) -> String {
-    causes(err).join(": ")
-}
-
-/// Longest excerpt of untrusted text in a message, in characters.
-const EXCERPT: usize = 200;
-
-/// Untrusted text quoted in a message (an archive member name, a parser's quote of a
-/// garbage header): at most 200 characters, control characters and replacement characters
-/// (what undecodable bytes became) escaped, so no message dumps a garbage layer.
-pub fn excerpt(text: &str) -> String {
-    let mut out = String::new();
-    for (i, c) in text.chars().enumerate() {
-        if i == EXCERPT {
-            out.push('…');
-            break;
-        }
-        if c.is_control() || c == char::REPLACEMENT_CHARACTER {
-            out.push_str(&format!("\\u{{{:x}}}", c as u32));
-        } else {
-            out.push(c);
-        }
-    }
-    out
-}
-
-/// [`excerpt`] in double quotes, for names.
-pub fn quoted(text: &str) -> String {
-    format!("\"{}\"", excerpt(text).replace('"', "\\\""))
 }
 
 /// Extension to attach a path to `std::io::Result`.

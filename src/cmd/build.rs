@@ -73,12 +73,12 @@ pub struct BuildArgs {
 /// Checks an image name given on the command line (`-t`, `chasi tag`) before anything runs, so
 /// a bad name is a usage error (exit 2) and not a failure after the build.
 pub fn parse_tag(text: &str) -> Result<String, String> {
-    match text.parse::<chasi_formats::oci::ImageRef>() {
-        Ok(chasi_formats::oci::ImageRef::Store { .. }) => Ok(text.to_string()),
+    match text.parse::<chasi_oci::ImageRef>() {
+        Ok(chasi_oci::ImageRef::Store { .. }) => Ok(text.to_string()),
         Ok(_) => Err(format!(
             "`{text}` is a transport reference, not a store name NAME[:TAG]"
         )),
-        Err(chasi_formats::oci::OciError::BadReference { reason, .. }) => Err(reason),
+        Err(chasi_oci::OciError::BadReference { reason, .. }) => Err(reason),
         Err(e) => Err(e.to_string()),
     }
 }

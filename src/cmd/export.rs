@@ -161,7 +161,7 @@ pub fn run(store: Option<&Path>, args: ExportArgs) -> anyhow::Result<ExitCode> {
         if report.bootable { " bootable" } else { "" }
     );
     // With `-o -` standard output carries the export itself.
-    if chasi_formats::output::is_stdout(&args.output) {
+    if chasi_oci::output::is_stdout(&args.output) {
         eprintln!("{line}");
     } else {
         println!("{line}");

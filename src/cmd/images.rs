@@ -3,8 +3,8 @@
 use crate::progress::human_bytes;
 use anyhow::Context as _;
 use chasi_builder::images;
-use chasi_formats::oci::{write::SaveFormat, LayerCompression, PlatformSpec};
 use chasi_layers::Store;
+use chasi_oci::{write::SaveFormat, LayerCompression, PlatformSpec};
 use clap::{Args, ValueEnum};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -213,7 +213,7 @@ pub fn run_save(store: Option<&Path>, args: SaveArgs) -> anyhow::Result<ExitCode
     }
     let line = format!("{} {}", args.output.display(), report.root.digest());
     // With `-o -` standard output carries the archive itself.
-    if chasi_formats::output::is_stdout(&args.output) {
+    if chasi_oci::output::is_stdout(&args.output) {
         eprintln!("{line}");
     } else {
         println!("{line}");

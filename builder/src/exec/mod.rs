@@ -154,8 +154,8 @@ pub fn build(
 
 /// `name` → `name:latest`; validates the name.
 pub fn normalize_tag(tag: &str) -> Result<String> {
-    match tag.parse::<chasi_formats::oci::ImageRef>() {
-        Ok(chasi_formats::oci::ImageRef::Store { name, tag }) => Ok(format!("{name}:{tag}")),
+    match tag.parse::<chasi_oci::ImageRef>() {
+        Ok(chasi_oci::ImageRef::Store { name, tag }) => Ok(format!("{name}:{tag}")),
         _ => Err(BuildError::Request(format!(
             "`{tag}` is not a valid image name (expected NAME[:TAG])"
         ))),

@@ -12,7 +12,7 @@ use crate::assemble::{self, ManifestSpec};
 use crate::error::{BuildError, Result};
 use crate::events::BuildEvent;
 use chasi_compiler::plan::{NodeStep, Plan, TargetPlan};
-use chasi_formats::oci::Descriptor;
+use chasi_oci::Descriptor;
 use std::sync::{Arc, OnceLock};
 use std::time::Instant;
 

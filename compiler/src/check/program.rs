@@ -34,20 +34,14 @@ impl Platform {
         }
     }
 
-    /// The platform this program runs on (Linux with the host's CPU architecture).
+    /// The platform this program runs on (Linux with the host's CPU architecture), as
+    /// [`chasi_oci::PlatformSpec::host`] maps it.
     pub fn host() -> Platform {
-        let arch = match std::env::consts::ARCH {
-            "x86_64" => "amd64",
-            "aarch64" => "arm64",
-            "x86" => "386",
-            "powerpc64" => "ppc64le",
-            "loongarch64" => "loong64",
-            other => other,
-        };
+        let host = chasi_oci::PlatformSpec::host();
         Platform {
-            os: "linux".into(),
-            arch: arch.into(),
-            variant: None,
+            os: host.os,
+            arch: host.architecture,
+            variant: host.variant,
         }
     }
 

@@ -8,7 +8,7 @@ use std::path::Path;
 use super::rootfs;
 use super::{tools, work_dir, write_built, ExportFormat, ExportInput, ExportOptions};
 use super::{ExportError, ExportReport, ExportResult, Exporter};
-use crate::output::Output;
+use chasi_oci::output::Output;
 
 /// `tar`: the merged rootfs, whiteouts applied, as one reproducible tar.
 #[derive(Debug, Clone, Copy)]

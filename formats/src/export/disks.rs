@@ -11,7 +11,7 @@
 //! hold the content fails before anything is written. The partition contents are built in
 //! a work folder in the store's session `tmp/` and the disk is streamed from them
 //! ([`crate::disk::ExtentDisk`]), never materialised, into the output by the rules of
-//! [`crate::output`] (a block device such as `/dev/sdb` is written in place).
+//! [`chasi_oci::output`] (a block device such as `/dev/sdb` is written in place).
 
 use std::path::{Path, PathBuf};
 

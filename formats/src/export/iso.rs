@@ -26,7 +26,7 @@ use flate2::write::GzEncoder;
 use super::disks::short_id;
 use super::{boot, cpio, tools, work_dir, write_built, BootMode, ExportFormat};
 use super::{ExportError, ExportInput, ExportOptions, ExportReport, ExportResult, Exporter};
-use crate::oci::{write_oci_layout, WriteOptions};
+use chasi_oci::{write_oci_layout, WriteOptions};
 
 /// The ISO exporter.
 #[derive(Debug, Clone, Copy)]

@@ -5,7 +5,7 @@
 //! of options and external tools (so a bad option or a missing package fails before any
 //! work or output), then a *streaming export* from the layer store's merged view
 //! ([`chasi_layers::Store::flat_view`]) into the output, written by the rules of
-//! [`crate::output`] (a file atomically, a pipe or device in place, `-` to standard output).
+//! [`chasi_oci::output`] (a file atomically, a pipe or device in place, `-` to standard output).
 //! [`ExportFormat`] is closed so the CLI can list the formats and their options in `--help`,
 //! and each format lives in its own module:
 //!
@@ -47,8 +47,8 @@ use std::str::FromStr;
 use chasi_layers::{Digest, Store};
 
 use crate::error::FormatError;
-use crate::oci::{BlobSource, Descriptor, OciError};
-use crate::output::{self, Output};
+use chasi_oci::output::{self, Output, OutputError};
+use chasi_oci::{BlobSource, Descriptor, OciError};
 
 /// Everything that can stop an export.
 #[derive(Debug, thiserror::Error)]
@@ -121,6 +121,13 @@ pub enum ExportError {
         #[source]
         source: std::io::Error,
     },
+}
+
+/// The output rules fail as the writers of this crate do: as [`FormatError::Output`].
+impl From<OutputError> for ExportError {
+    fn from(e: OutputError) -> Self {
+        ExportError::Format(e.into())
+    }
 }
 
 impl ExportError {
@@ -574,7 +581,7 @@ pub trait Exporter {
     /// Checks options and the presence of external tools before any work is done.
     fn check(&self, opts: &ExportOptions) -> ExportResult<()>;
 
-    /// Writes the export to `out` by the rules of [`crate::output`] (a file atomically:
+    /// Writes the export to `out` by the rules of [`chasi_oci::output`] (a file atomically:
     /// nothing appears under `out` unless it completes; a pipe or device in place).
     fn export(
         &self,
@@ -584,7 +591,7 @@ pub trait Exporter {
     ) -> ExportResult<ExportReport>;
 }
 
-/// Checks early that `out` can be written by `format`, by the rules of [`crate::output`]:
+/// Checks early that `out` can be written by `format`, by the rules of [`chasi_oci::output`]:
 /// not a directory; a file to create has a writable folder; a format that seeks is not
 /// given a pipe, a character device or standard output.
 pub fn check_output(out: &Path, format: ExportFormat) -> ExportResult<()> {

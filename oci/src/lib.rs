@@ -1,5 +1,9 @@
-//! OCI image I/O: reading and writing images as OCI layouts, `oci-archive`s and
-//! `docker-archive`s, and moving them in and out of a blob store.
+//! `chasi-oci`: the crate that knows OCI documents. It reads and writes images as OCI
+//! layouts, `oci-archive`s and `docker-archive`s, moves them in and out of a blob store, and
+//! holds the atomic output writer every user-named output goes through.
+//!
+//! Invariant: it depends on no other chasi crate (the store, the builder, the exporters and
+//! the compiler depend on it), so anything that needs "an OCI image" can use it alone.
 //!
 //! It exists so that `chasi save` / `chasi load` and `FROM oci:… / oci-archive:… /
 //! docker-archive:…` exchange images with skopeo, umoci, containerd and docker, while
@@ -8,7 +12,7 @@
 //!
 //! | module | role |
 //! |---|---|
-//! | [`reference`] | `oci:PATH[:TAG]`, `oci-archive:`, `docker-archive:`, store names |
+//! | [`reference`](mod@reference) | `oci:PATH[:TAG]`, `oci-archive:`, `docker-archive:`, store names |
 //! | [`blobs`] | the source/sink traits; in-memory and `blobs/<alg>/<hex>` implementations |
 //! | [`digest`] | hashing, and verification of every blob while it streams |
 //! | [`json`] | canonical JSON (sorted keys, compact) for reproducible digests |
@@ -18,10 +22,12 @@
 //! | [`layout`] | OCI layout directory and `oci-archive`, both ways |
 //! | [`docker`] | `docker-archive`, both ways |
 //! | [`read`] | format detection, tag resolution, verified import into a sink |
-//! | [`write`] | save options, report, [`save`] |
+//! | [`write`](mod@write) | save options, report, [`save`] |
+//! | [`output`] | the output rules of `-o PATH`: a file atomically, a pipe or device in place |
+//! | [`error`] | [`OciError`], and the text rules of every error message ([`error::chain`]) |
 //!
 //! Types from the `oci-spec` crate ([`Descriptor`], [`Digest`], [`MediaType`], ...) are
-//! re-exported; documents this module writes are serialized with [`json`] rather than
+//! re-exported; documents this crate writes are serialized with [`json`] rather than
 //! `oci-spec`'s own serializer, whose annotation maps have random order.
 
 pub mod blobs;
@@ -32,6 +38,7 @@ pub mod image;
 pub mod json;
 pub mod layout;
 pub mod media;
+pub mod output;
 pub(crate) mod plan;
 pub mod platform;
 pub mod read;

@@ -16,7 +16,7 @@
 //! `O_EXCL`, which the kernel refuses while the device is mounted or claimed, so `-o /dev/sda`
 //! with a mounted root fails instead of overwriting it.
 //!
-//! Seeking: most writers stream. Those that seek back ([`crate::qcow2`]) ask for
+//! Seeking: most writers stream. Those that seek back (`chasi_formats::qcow2`) ask for
 //! [`Output::create_seekable`], which accepts regular files and block devices and refuses a
 //! pipe, a character device or standard output, naming it, before anything is written. The
 //! raw writer writes sparse files by seeking over holes but writes the zeros of an in-place
@@ -47,7 +47,54 @@ use std::thread::JoinHandle;
 
 use rustix::fs::FlockOperation;
 
-use crate::error::{FormatError, Result};
+/// Result alias of the output rules.
+pub type Result<T, E = OutputError> = std::result::Result<T, E>;
+
+/// Why an output path cannot be written by these rules.
+#[derive(Debug, thiserror::Error)]
+pub enum OutputError {
+    /// An I/O call on a named file failed.
+    #[error("cannot {action} {path}")]
+    Io {
+        /// What was being done ("create", "sync", "rename into place", ...).
+        action: &'static str,
+        /// The file involved.
+        path: PathBuf,
+        /// The underlying error.
+        #[source]
+        source: io::Error,
+    },
+    /// The path is something these rules refuse (a directory, a socket, a terminal, ...).
+    #[error("cannot write the output {path}: {reason}")]
+    Refused {
+        /// The output path as given.
+        path: PathBuf,
+        /// Why.
+        reason: String,
+    },
+    /// A writer that seeks was given a pipe, a character device or standard output.
+    #[error("{format} output needs a seekable file (a regular file or a block device); {path} is {what}")]
+    NotSeekable {
+        /// The output format.
+        format: &'static str,
+        /// The output path as given.
+        path: PathBuf,
+        /// What it is ("a pipe", ...).
+        what: &'static str,
+    },
+}
+
+impl OutputError {
+    /// Builds a closure that wraps an `io::Error` with an action and a path.
+    pub fn io(action: &'static str, path: impl Into<PathBuf>) -> impl FnOnce(io::Error) -> Self {
+        let path = path.into();
+        move |source| OutputError::Io {
+            action,
+            path,
+            source,
+        }
+    }
+}
 
 /// The marker in the names of temporary output files.
 const PARTIAL: &str = ".chasi-partial.";
@@ -115,8 +162,8 @@ pub fn is_stdout(path: &Path) -> bool {
         .any(|s| path.as_os_str() == *s)
 }
 
-fn refuse(path: &Path, reason: impl Into<String>) -> FormatError {
-    FormatError::Output {
+fn refuse(path: &Path, reason: impl Into<String>) -> OutputError {
+    OutputError::Refused {
         path: path.to_path_buf(),
         reason: reason.into(),
     }
@@ -143,7 +190,7 @@ pub fn inspect(path: &Path) -> Result<Target> {
     match fs::metadata(path) {
         Ok(m) => classify(path, path, &m),
         Err(e) if e.kind() == io::ErrorKind::NotFound => missing(path),
-        Err(e) => Err(FormatError::io("inspect the output", path)(e)),
+        Err(e) => Err(OutputError::io("inspect the output", path)(e)),
     }
 }
 
@@ -170,7 +217,7 @@ fn kind_of(path: &Path, m: &fs::Metadata) -> Result<OutputKind> {
 fn classify(path: &Path, at: &Path, m: &fs::Metadata) -> Result<Target> {
     let kind = kind_of(path, m)?;
     let resolved = if kind == OutputKind::File {
-        fs::canonicalize(at).map_err(FormatError::io("resolve", at))?
+        fs::canonicalize(at).map_err(OutputError::io("resolve", at))?
     } else {
         at.to_path_buf()
     };
@@ -187,7 +234,7 @@ fn missing(path: &Path) -> Result<Target> {
     for _ in 0..MAX_LINKS {
         match fs::symlink_metadata(&p) {
             Ok(m) if m.file_type().is_symlink() => {
-                let link = fs::read_link(&p).map_err(FormatError::io("read the link", &p))?;
+                let link = fs::read_link(&p).map_err(OutputError::io("read the link", &p))?;
                 p = parent_dir(&p).join(link);
             }
             // Appeared meanwhile.
@@ -209,7 +256,7 @@ fn missing(path: &Path) -> Result<Target> {
                     resolved: p,
                 });
             }
-            Err(e) => return Err(FormatError::io("inspect the output", &p)(e)),
+            Err(e) => return Err(OutputError::io("inspect the output", &p)(e)),
         }
     }
     Err(refuse(path, "too many levels of symbolic links"))
@@ -219,7 +266,7 @@ fn missing(path: &Path) -> Result<Target> {
 pub fn inspect_seekable(path: &Path, format: &'static str) -> Result<Target> {
     let t = inspect(path)?;
     if !t.kind.is_seekable() {
-        return Err(FormatError::NotSeekable {
+        return Err(OutputError::NotSeekable {
             format,
             path: path.to_path_buf(),
             what: match t.kind {
@@ -341,10 +388,10 @@ impl Output {
         let size = self
             .file
             .seek(SeekFrom::End(0))
-            .map_err(FormatError::io("measure", &path))?;
+            .map_err(OutputError::io("measure", &path))?;
         self.file
             .seek(SeekFrom::Start(self.extent.pos))
-            .map_err(FormatError::io("seek in", &path))?;
+            .map_err(OutputError::io("seek in", &path))?;
         Ok(Some(size))
     }
 
@@ -372,9 +419,9 @@ impl Output {
 
     /// Copies a finished file into the output; returns the bytes copied.
     pub fn copy_from(&mut self, src: &Path) -> Result<u64> {
-        let mut f = File::open(src).map_err(FormatError::io("open", src))?;
+        let mut f = File::open(src).map_err(OutputError::io("open", src))?;
         let n = io::copy(&mut f, &mut self.file)
-            .map_err(FormatError::io("write", &self.target.path))?;
+            .map_err(OutputError::io("write", &self.target.path))?;
         self.extent.pos += n;
         self.extent.end = self.extent.end.max(self.extent.pos);
         Ok(n)
@@ -384,28 +431,28 @@ impl Output {
     /// directory synced); an in-place block device is synced. Returns the output's size.
     pub fn commit(mut self) -> Result<u64> {
         let path = self.target.path.clone();
-        self.file.flush().map_err(FormatError::io("write", &path))?;
+        self.file.flush().map_err(OutputError::io("write", &path))?;
         let Some(temp) = self.temp.clone() else {
             if self.sync && self.kind() == OutputKind::BlockDevice {
                 self.file
                     .sync_all()
-                    .map_err(FormatError::io("sync", &path))?;
+                    .map_err(OutputError::io("sync", &path))?;
             }
             return Ok(self.extent.end);
         };
         let written = if self.external {
-            File::open(&temp).map_err(FormatError::io("open", &temp))?
+            File::open(&temp).map_err(OutputError::io("open", &temp))?
         } else {
             self.file
                 .try_clone()
-                .map_err(FormatError::io("open", &temp))?
+                .map_err(OutputError::io("open", &temp))?
         };
         if self.sync {
-            written.sync_all().map_err(FormatError::io("sync", &temp))?;
+            written.sync_all().map_err(OutputError::io("sync", &temp))?;
         }
         let size = written
             .metadata()
-            .map_err(FormatError::io("stat", &temp))?
+            .map_err(OutputError::io("stat", &temp))?
             .len();
         let dest = &self.target.resolved;
         // The path was a file or nothing when opened; never rename over anything else.
@@ -417,13 +464,13 @@ impl Output {
                 ));
             }
         }
-        fs::rename(&temp, dest).map_err(FormatError::io("rename into place", dest))?;
+        fs::rename(&temp, dest).map_err(OutputError::io("rename into place", dest))?;
         self.temp = None;
         if self.sync {
             let dir = parent_dir(dest);
             File::open(&dir)
                 .and_then(|d| d.sync_all())
-                .map_err(FormatError::io("sync the folder", &dir))?;
+                .map_err(OutputError::io("sync the folder", &dir))?;
         }
         Ok(size)
     }
@@ -460,8 +507,8 @@ fn create_partial(dest: &Path) -> Result<(File, PathBuf)> {
             .prefix(&format!(".{name}{PARTIAL}"))
             .permissions(fs::Permissions::from_mode(0o644))
             .tempfile_in(&dir)
-            .map_err(FormatError::io("create a temporary file in", &dir))?;
-        let (file, path) = tmp.keep().map_err(|e| FormatError::Io {
+            .map_err(OutputError::io("create a temporary file in", &dir))?;
+        let (file, path) = tmp.keep().map_err(|e| OutputError::Io {
             action: "create a temporary file in",
             path: dir.clone(),
             source: e.error,
@@ -521,7 +568,7 @@ fn dup_stdout(path: &Path) -> Result<File> {
     let fd = out
         .as_fd()
         .try_clone_to_owned()
-        .map_err(FormatError::io("duplicate", path))?;
+        .map_err(OutputError::io("duplicate", path))?;
     Ok(File::from(fd))
 }
 
@@ -543,10 +590,10 @@ fn open_in_place(target: &Target) -> Result<File> {
                     "the block device is in use (mounted, or held by another program)",
                 )
             } else {
-                FormatError::io("open", path)(e)
+                OutputError::io("open", path)(e)
             }
         })?;
-    let m = file.metadata().map_err(FormatError::io("stat", path))?;
+    let m = file.metadata().map_err(OutputError::io("stat", path))?;
     if kind_of(path, &m)? != target.kind {
         return Err(refuse(path, "it changed while it was being opened"));
     }

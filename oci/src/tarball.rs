@@ -37,7 +37,7 @@ impl<W: Write> DeterministicTar<W> {
         h.set_path(name).map_err(|e| {
             OciError::bad_archive(
                 &self.path,
-                format!("member {name}: {}", chasi_layers::error::chain(&e)),
+                format!("member {name}: {}", crate::error::chain(&e)),
             )
         })?;
         h.set_entry_type(kind);
@@ -154,7 +154,7 @@ impl TarIndex {
         let entries = archive.entries_with_seek().map_err(|e| {
             OciError::bad_archive(
                 path,
-                format!("cannot list members: {}", chasi_layers::error::chain(&e)),
+                format!("cannot list members: {}", crate::error::chain(&e)),
             )
         })?;
         for entry in entries {
@@ -163,7 +163,7 @@ impl TarIndex {
                     path,
                     format!(
                         "truncated or corrupt tar header: {}",
-                        chasi_layers::error::chain(&e)
+                        crate::error::chain(&e)
                     ),
                 )
             })?;

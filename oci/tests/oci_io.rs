@@ -1,7 +1,7 @@
 //! OCI image I/O against the real consumers: skopeo, umoci and containerd.
 //!
 //! Each test builds a small image in memory (layer tars made with the `tar` crate, zstd and
-//! gzip variants), writes it with `chasi_formats::oci`, and has the external tools read it;
+//! gzip variants), writes it with `chasi_oci`, and has the external tools read it;
 //! round trips and reproducibility are checked byte for byte, and malicious or broken
 //! inputs must give typed errors. Tests that need a tool fail (they do not skip) with the
 //! Debian package to install when it is missing.
@@ -13,8 +13,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use chasi_formats::oci::media::{oci_layer_type, transcode};
-use chasi_formats::oci::{
+use chasi_oci::media::{oci_layer_type, transcode};
+use chasi_oci::{
     build_index, build_manifest, import_image, import_reference, load, open_image, read_index,
     read_manifest, save, select_manifest, ArchiveFormat, Descriptor, ImageRef, LayerCodec,
     LayerCompression, MediaType, MemoryBlobs, OciError, OpenedImages, PlatformSpec, SaveFormat,
@@ -854,7 +854,7 @@ fn skopeo_inspects_and_copies_our_output_and_we_read_its_layouts() {
         .args(["inspect", "--config"])
         .arg(format!("docker-archive:{}", da.display())));
     let cfg: Value = serde_json::from_str(&out).expect("json");
-    let (orig_cfg, _) = chasi_formats::oci::read_config(&blobs, m.config()).expect("config");
+    let (orig_cfg, _) = chasi_oci::read_config(&blobs, m.config()).expect("config");
     assert_eq!(
         cfg["rootfs"], orig_cfg["rootfs"],
         "diff_ids survive the docker-archive"
@@ -1335,7 +1335,7 @@ fn zstd_layers_declaring_a_2_gib_window_are_refused_by_name() {
     let t = tmp();
     let payload = layer_tar(&[Entry::File("x", b"x", 0o644)]);
     let layer_bytes = zstd_2gib_window(&payload);
-    let diff_id = chasi_formats::oci::digest::sha256_digest(&payload);
+    let diff_id = chasi_oci::digest::sha256_digest(&payload);
     let want = "zstd frame needs a window of 2048 MiB, more than the 128 MiB accepted";
 
     // docker-archive: the layer is decoded to hash it when the archive is opened.
@@ -1346,7 +1346,7 @@ fn zstd_layers_declaring_a_2_gib_window_are_refused_by_name() {
     .expect("json");
     let config_name = format!(
         "{}.json",
-        chasi_formats::oci::digest::sha256_digest(&config).digest()
+        chasi_oci::digest::sha256_digest(&config).digest()
     );
     let manifest = serde_json::to_vec(&json!([{
         "Config": config_name, "RepoTags": ["zst:1"], "Layers": ["l/layer.tar"],
@@ -1360,14 +1360,14 @@ fn zstd_layers_declaring_a_2_gib_window_are_refused_by_name() {
     fs::write(&d, b.into_inner().expect("tar")).expect("write");
     let err = load_fails(&d);
     assert!(
-        chasi_layers::error::chain(&err).contains(want),
+        chasi_oci::error::chain(&err).contains(want),
         "{}",
-        chasi_layers::error::chain(&err)
+        chasi_oci::error::chain(&err)
     );
     assert!(
-        chasi_layers::error::chain(&err).contains("l/layer.tar"),
+        chasi_oci::error::chain(&err).contains("l/layer.tar"),
         "{}",
-        chasi_layers::error::chain(&err)
+        chasi_oci::error::chain(&err)
     );
 
     // oci-archive: the layer is decoded at load to check its DiffID.
@@ -1379,14 +1379,14 @@ fn zstd_layers_declaring_a_2_gib_window_are_refused_by_name() {
     oci_archive_of(&p, &blobs, &index_json(&[(&m, Some("v1"))]));
     let err = load_fails(&p);
     assert!(
-        chasi_layers::error::chain(&err).contains(want),
+        chasi_oci::error::chain(&err).contains(want),
         "{}",
-        chasi_layers::error::chain(&err)
+        chasi_oci::error::chain(&err)
     );
     assert!(
-        chasi_layers::error::chain(&err).contains(&layer.digest().to_string()),
+        chasi_oci::error::chain(&err).contains(&layer.digest().to_string()),
         "{}",
-        chasi_layers::error::chain(&err)
+        chasi_oci::error::chain(&err)
     );
 }
 
@@ -1397,7 +1397,7 @@ fn diff_ids_layer_types_and_nested_indexes_are_checked_at_load() {
     let root = build_image(&mut blobs, LayerCodec::Gzip, "amd64");
     let (m, _) = read_manifest(&blobs, &root).expect("manifest");
     let layers: Vec<&Descriptor> = m.layers().iter().collect();
-    let (config, _) = chasi_formats::oci::read_config(&blobs, m.config()).expect("config");
+    let (config, _) = chasi_oci::read_config(&blobs, m.config()).expect("config");
     let with_ids = |blobs: &mut MemoryBlobs, ids: Vec<String>| {
         let mut c = config.clone();
         c["rootfs"]["diff_ids"] = json!(ids);
@@ -1461,7 +1461,7 @@ fn diff_ids_layer_types_and_nested_indexes_are_checked_at_load() {
     ));
     // A nested index whose manifest is not in the archive.
     let mut missing = root.clone();
-    missing.set_digest(chasi_formats::oci::digest::sha256_digest(b"absent"));
+    missing.set_digest(chasi_oci::digest::sha256_digest(b"absent"));
     let nested = blobs.insert(MediaType::ImageIndex, index_json(&[(&missing, None)]));
     let outer = blobs.insert(MediaType::ImageIndex, index_json(&[(&nested, None)]));
     cases.push((
@@ -1712,7 +1712,7 @@ fn thousands_of_random_mutations_of_small_archives_load_without_panicking() {
                 let mut sink = MemoryBlobs::new();
                 let result = load(&p, &mut sink);
                 if i % 10 == 0 {
-                    let mut dir = chasi_formats::oci::DirBlobs::new(&layout);
+                    let mut dir = chasi_oci::DirBlobs::new(&layout);
                     let again = load(&p, &mut dir);
                     assert_eq!(result.is_ok(), again.is_ok(), "same verdict for any sink");
                 }

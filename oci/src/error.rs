@@ -4,12 +4,15 @@
 //! are of a different kind: untrusted archives and layouts written by other tools. Every
 //! variant names the file, archive member or digest involved so a failed `chasi load` says
 //! what was wrong with *which* input, and none of them is ever produced by a panic.
+//!
+//! It also holds the text rules every error message of the workspace follows ([`chain`],
+//! [`excerpt`], [`quoted`]): this crate is the one below all others, so the layer store
+//! and the rest use them from here.
 
-use chasi_layers::error::excerpt;
 use std::io;
 use std::path::PathBuf;
 
-/// Result alias of the `oci` module.
+/// Result alias of this crate.
 pub type OciResult<T, E = OciError> = std::result::Result<T, E>;
 
 /// Everything that can go wrong while reading, writing or importing OCI / docker images.
@@ -218,7 +221,7 @@ pub enum OciError {
     },
     /// The output could not be opened or written by the output rules.
     #[error(transparent)]
-    Output(#[from] crate::error::FormatError),
+    Output(#[from] crate::output::OutputError),
     /// An export option does not fit the output format.
     #[error("invalid option for {format}: {message}")]
     BadOption {
@@ -259,11 +262,11 @@ impl OciError {
     }
 
     /// Wraps an error of a [`BlobSink`](super::BlobSink) implementation (the store), with
-    /// its causes (messages do not repeat their sources, see `chasi_layers::error`).
+    /// its causes (messages do not repeat their sources, see [`chain`]).
     pub fn sink(digest: impl ToString, err: impl std::error::Error) -> Self {
         OciError::Sink {
             digest: digest.to_string(),
-            message: chasi_layers::error::chain(&err),
+            message: chain(&err),
         }
     }
 
@@ -325,7 +328,57 @@ impl JsonProblem for oci_spec::OciSpecError {
         match self {
             oci_spec::OciSpecError::SerDe(e) => e.to_string(),
             oci_spec::OciSpecError::Io(e) => e.to_string(),
-            other => chasi_layers::error::chain(&other),
+            other => chain(&other),
         }
     }
+}
+
+/// The messages of `err` and of its causes, outermost first: the parts of one chain
+/// `a: b: c`. A cause whose text its parent already ends with is left out, so an error type
+/// of another crate that repeats its source in its message is still shown once.
+pub fn causes(err: &dyn std::error::Error) -> Vec<String> {
+    let mut parts = vec![err.to_string()];
+    let mut next = err.source();
+    while let Some(cause) = next {
+        let text = cause.to_string();
+        let repeated = parts.last().is_some_and(|last| last.ends_with(&text));
+        if !repeated && !text.is_empty() {
+            parts.push(text);
+        }
+        next = cause.source();
+    }
+    parts
+}
+
+/// `err` with all of its causes as one line, `a: b: c` (see [`causes`]); what a message
+/// that embeds another error must use, since messages do not repeat their sources.
+pub fn chain(err: &dyn std::error::Error) -> String {
+    causes(err).join(": ")
+}
+
+/// Longest excerpt of untrusted text in a message, in characters.
+const EXCERPT: usize = 200;
+
+/// Untrusted text quoted in a message (an archive member name, a parser's quote of a
+/// garbage header): at most 200 characters, control characters and replacement characters
+/// (what undecodable bytes became) escaped, so no message dumps a garbage layer.
+pub fn excerpt(text: &str) -> String {
+    let mut out = String::new();
+    for (i, c) in text.chars().enumerate() {
+        if i == EXCERPT {
+            out.push('…');
+            break;
+        }
+        if c.is_control() || c == char::REPLACEMENT_CHARACTER {
+            out.push_str(&format!("\\u{{{:x}}}", c as u32));
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+/// [`excerpt`] in double quotes, for names.
+pub fn quoted(text: &str) -> String {
+    format!("\"{}\"", excerpt(text).replace('"', "\\\""))
 }
