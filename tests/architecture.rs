@@ -206,14 +206,10 @@ fn the_checks_fail_on_wrong_documents() {
     assert_eq!(missing_paths(doc, root()).len(), 2, "{doc}");
     assert!(missing_paths("`./scripts/test`, `layers/`, `Cargo.toml`", root()).is_empty());
 
-    let graph: Graph = [
-        ("a", vec!["b"]),
-        ("b", vec![]),
-        ("chasi-x", vec![]),
-    ]
-    .into_iter()
-    .map(|(k, v)| (k.to_string(), v.into_iter().map(str::to_string).collect()))
-    .collect();
+    let graph: Graph = [("a", vec!["b"]), ("b", vec![]), ("chasi-x", vec![])]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v.into_iter().map(str::to_string).collect()))
+        .collect();
     let right = "`a` → `b`\n`b` → (none)\n`chasi-x` → (none)\n";
     assert!(wrong_arrows(right, &graph).is_empty());
     let extra = "`a` → `b`, `chasi-x`\n`b` → (none)\n`chasi-x` → (none)\n";

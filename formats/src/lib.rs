@@ -27,7 +27,7 @@
 //! - **Durable by default.** The option structs have `sync` (default true; raw has
 //!   `raw::write_raw_with`) for callers that do not need durability, and for like-for-like
 //!   benchmarks against `qemu-img`, which never syncs.
-//! - **Compression** ([`compress`]): per-thread reusable compressors (raw deflate with a 4 KiB
+//! - **Compression** (`compress.rs`): per-thread reusable compressors (raw deflate with a 4 KiB
 //!   window for QCOW2 zlib, zlib streams for VMDK grains, zstd frames for QCOW2 zstd) over batches
 //!   of about 1 MiB on `threads` workers (default 2), results written in guest order.
 //!   Figures: `docs/benchmarks.md`.
@@ -41,6 +41,7 @@
 //! | [`ova`] | `.ovf` first, then the disk and a SHA-256 (or SHA-512) manifest, in a deterministic ustar ([`ustar`]: no PAX, 0/0, 0644, fixed mtime) | `virt-v2v -i ova --print-source`, which rejects a tampered package |
 //! | [`vma`] | Proxmox VMA as its C reader checks it: header and blob buffer, MD5s, `qemu-server.conf`, every cluster once in 59-slot extents, zero 4 KiB blocks masked | an independent reader in `formats/tests/vma.rs` |
 
+mod compress;
 pub mod disk;
 pub mod error;
 pub mod export;

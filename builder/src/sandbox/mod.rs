@@ -34,14 +34,14 @@
 //!   the gaps of the image ([`mounts`]), so `COPY`-then-`RUN tar -xf x.tgz` Kubefiles work, every
 //!   write lands in the layer, and nothing outside it changes.
 //!
-//! The container's details are in [`config`] (namespaces: mount, pid, ipc, uts with hostname
+//! The container's details are in `config.rs` (namespaces: mount, pid, ipc, uts with hostname
 //! `chasi`, cgroup, and network with `--network none`; capabilities: the test asserts
 //! `CapEff 00000000a80425fb`, so no `SYS_ADMIN`, `SYS_MODULE`, `SYS_RAWIO`, `NET_ADMIN`,
 //! `SYS_TIME`; a tmpfs `/dev` with the standard nodes and a device cgroup that denies every
 //! other device; masked `/proc` files and read-only `/proc/sys` and `/sys`) and [`seccomp`]
 //! (no `mount`, namespaces, modules, `kexec`, `bpf`, keyring, `io_uring`, `userfaultfd`;
 //! `clone3` gives `ENOSYS`). Mount points the sandbox needs and the image lacks are created in
-//! the upper directory first and removed after the step if unchanged ([`mounts`]). Work
+//! the upper directory first and removed after the step if unchanged (`mounts.rs`). Work
 //! directories are in the store's session `tmp/`, removed by the next run or `store gc` after a
 //! kill. Rootless, `runc --rootless` runs without cgroup settings, with `/sys` bound instead of
 //! mounted, and the overlay keeps its markers in `user.` xattrs (`userxattr`).
