@@ -1,4 +1,4 @@
-//! Tree diff: the layer that turns an old directory tree into a new one (for RUN steps and deltas).
+//! Tree diff: the layer that turns an old directory tree into a new one (for deltas; RUN steps take the overlay's upper directory instead).
 //!
 //! Added and changed entries are written in full with the reproducible writer; deleted entries become OCI
 //! whiteouts (`.wh.<name>`). A directory whose old children are all gone or replaced by another kind of file is

@@ -29,6 +29,61 @@
 //! Types from the `oci-spec` crate ([`Descriptor`], [`Digest`], [`MediaType`], ...) are
 //! re-exported; documents this crate writes are serialized with [`json`] rather than
 //! `oci-spec`'s own serializer, whose annotation maps have random order.
+//!
+//! ```text
+//!             BlobSource (the store, MemoryBlobs, DirBlobs, OpenedImages)
+//!                  │
+//!  save ──────────▶ plan (which blobs; re-compress layers; rewrite manifests/index)
+//!                  ├──▶ write_oci_layout      dir/ oci-layout, index.json, blobs/sha256/…
+//!                  ├──▶ write_oci_archive     deterministic tar of that layout
+//!                  └──▶ write_docker_archive  manifest.json, <cfg>.json, <hex>/layer.tar
+//!
+//!  load ──▶ detect_format ─▶ OciLayoutReader (dir | archive, random access, no extraction)
+//!                         └▶ DockerArchiveReader (hashes every layer once; synthesizes an OCI manifest)
+//!           OpenedImages::resolve(tag) / select_manifest(platform) ─▶ import_image ─▶ BlobSink (the store)
+//! ```
+//!
+//! An image is a root descriptor (a manifest or an index) in a source; writers, [`import_image`]
+//! and `select_manifest` walk it from there and keep nothing in memory but its JSON documents.
+//! `FROM oci:… | oci-archive:… | docker-archive:…` is [`import_reference`]: open, resolve the
+//! tag, choose the platform's manifest, import only that manifest's blobs. Of `chasi-layers` this
+//! module uses only the error helpers (`chain`, `excerpt`); the store's errors come back through
+//! `OciError::sink`.
+//!
+//! Invariants:
+//! - **Every byte read is verified** (`open_verified`, [`digest`]): size and sha256/sha512 digest,
+//!   a blob running longer than its descriptor cut at the first extra byte; a mismatch is a typed
+//!   `DigestMismatch`/`SizeMismatch` naming the blob, even when the sink wrapped the I/O error.
+//! - **Import checks everything, then writes** ([`read`]): every document is read and checked
+//!   before the sink is touched (index nesting at most 4 deep, no manifest as a layer or config,
+//!   layer media types, config `diff_ids` against the layers, every blob present with its size).
+//!   A sink that hashes layers as it ingests them (`BlobSink::records_diff_ids`: the store) has a
+//!   new layer's DiffID compared right after that layer is written, before any config or manifest
+//!   could reference it.
+//! - **Children first**: layers, then the config, then manifests, then the index, so a sink never
+//!   holds a manifest whose blobs are missing, and `has_blob(parent)` skips a whole subtree.
+//! - **Foreign input is bounded before it is parsed**: JSON documents at most 8 MiB and 64 levels
+//!   ([`json`]); image names at most 255 characters (`reference::ref_name_problem`); zstd
+//!   windows at most 128 MiB (`media::ZSTD_WINDOW_LOG_MAX`), refused from the frame header before
+//!   the decoder allocates.
+//! - **Archives are never extracted**: one scan indexes the members (absolute names, `..`, links
+//!   leaving the root, members past the end, duplicates and sparse files refused), then members
+//!   are served by offset.
+//! - **Reproducible output**: canonical JSON for every document written (foreign manifests are
+//!   copied byte for byte; one that must change is rewritten as a `serde_json::Value`, keeping
+//!   unknown fields), blobs sorted by digest, ustar members with uid/gid 0 and mtime 0, pinned
+//!   gzip/zstd settings ([`media`]). Tests write twice and compare bytes, and write → read → write.
+//! - Re-compressed layers are staged in `WriteOptions::work_dir` (the store's session `tmp/` when
+//!   `chasi save` calls it, else the system temp directory), never next to the output.
+//!
+//! Why `oci-spec` (0.8, feature `image`): typed descriptors, manifests and indexes with digest
+//! validation (whose grammar also keeps `blobs/<alg>/<hex>` inside the layout). Its annotation maps
+//! serialize in random order and it drops unknown fields, hence the canonical writer and the
+//! rewrites on `serde_json::Value`; configs stay `serde_json::Value` so foreign fields survive.
+//!
+//! Not done yet: sealer's own multi-arch `save` format (an outer tar with one archive per platform
+//! and a `Metadata` file); compressed oci-archives (`.tar.gz`); signatures and referrers
+//! (`subject`) are not copied; blobs are not copied in parallel.
 
 pub mod blobs;
 pub mod digest;

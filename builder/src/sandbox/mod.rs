@@ -33,6 +33,29 @@
 //!   same container, root = the rootfs, with the host's tool directories bound read-only into
 //!   the gaps of the image ([`mounts`]), so `COPY`-then-`RUN tar -xf x.tgz` Kubefiles work, every
 //!   write lands in the layer, and nothing outside it changes.
+//!
+//! The container's details are in `config.rs` (namespaces: mount, pid, ipc, uts with hostname
+//! `chasi`, cgroup, and network with `--network none`; capabilities: the test asserts
+//! `CapEff 00000000a80425fb`, so no `SYS_ADMIN`, `SYS_MODULE`, `SYS_RAWIO`, `NET_ADMIN`,
+//! `SYS_TIME`; a tmpfs `/dev` with the standard nodes and a device cgroup that denies every
+//! other device; masked `/proc` files and read-only `/proc/sys` and `/sys`) and [`seccomp`]
+//! (no `mount`, namespaces, modules, `kexec`, `bpf`, keyring, `io_uring`, `userfaultfd`;
+//! `clone3` gives `ENOSYS`). Mount points the sandbox needs and the image lacks are created in
+//! the upper directory first and removed after the step if unchanged (`mounts.rs`). Work
+//! directories are in the store's session `tmp/`, removed by the next run or `store gc` after a
+//! kill. Rootless, `runc --rootless` runs without cgroup settings, with `/sys` bound instead of
+//! mounted, and the overlay keeps its markers in `user.` xattrs (`userxattr`).
+//!
+//! Limits, as they are: with `--network host` (the default, as in sealer and `buildah build
+//! --network host`, so steps can download) a step shares the host's network namespace and can
+//! reach services on the host's loopback and abstract unix sockets: build Kubefiles you do not
+//! trust with `--network none`. Steps get no CPU, memory or pids limits.
+//!
+//! History: the first sandbox was `unshare(1)` and a shell script, namespaces but every
+//! capability of the host (a step could `mknod` the host's disk and write to it). `crun` starts
+//! faster than `runc`, but Debian 12's build refuses hosts with hybrid cgroups. The RUN
+//! benchmark (`scripts/bench-run.sh`, figures in `docs/benchmarks.md`) compares a cold build
+//! with `buildah build`.
 
 use std::ffi::OsString;
 use std::fs;

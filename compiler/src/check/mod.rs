@@ -15,6 +15,42 @@
 //! instruction), `apps` (APP/CNI/CSI, APPCMDS, APPENV, LAUNCH and type detection),
 //! [`context`] and [`ignore`] (the build context), `kubeversion` (the range grammar),
 //! [`program`] (the output model).
+//!
+//! **Which instruction expands what** (as in a Dockerfile): `FROM` (image and `--platform`)
+//! sees only the `ARG`s declared before the first `FROM` plus the platform variables;
+//! `COPY`/`ADD` (sources, destination, `--from`, `--chown`, `--chmod`), `ENV`, `LABEL`, `ARG`
+//! defaults, `APP`/`CNI`/`CSI` sources and `APPENV` values see the stage's `ARG`s (redeclared
+//! in the stage, `--build-arg` overriding the default, a global default inherited by
+//! `ARG NAME`), its `ENV`s and the platform variables. `RUN`, `CMD`, `CMDS`, `APPCMDS`,
+//! `LAUNCH`, `MAINTAINER` and `KUBEVERSION` are kept as written (a shell or a person reads
+//! them later). The platform variables `ARCH` (sealer), `TARGETPLATFORM`, `TARGETOS`,
+//! `TARGETARCH`, `TARGETVARIANT`, `BUILDPLATFORM`, `BUILDOS`, `BUILDARCH` and `BUILDVARIANT`
+//! are always defined; declaring one without a default keeps the platform value. An undefined
+//! variable is warning KF224 and expands to nothing; `${X:-d}` and `${X:+a}` never warn.
+//!
+//! **Decisions that differ from sealer** (`shared/notes/sealer.md` §11) **or Docker**:
+//! - keywords are case-insensitive everywhere; `ENV a="x y"` is `x y`; every `COPY` source and
+//!   flag is kept; an unknown flag is KF203, never dropped;
+//! - `CMDS`/`CMD` JSON arrays are lists of commands, the shell form is one command (KF229 warns
+//!   for `CMDS`, which sealer split at spaces); `APPCMDS` is a JSON argv, anything else KF216;
+//! - app types are detected in the context (sealer used its working directory), including a
+//!   chart nested below a source directory; without a context, sources that all have an
+//!   extension are typed by it and a source without one leaves the type unknown (then
+//!   `APPCMDS` is not demanded);
+//! - apps, `APPENV`, `APPCMDS` and `LAUNCH` names in a stage based on an *image* cannot be
+//!   checked offline: they are recorded as overrides for the builder to merge;
+//! - `COPY --from=x` is an earlier stage by name or index; anything with `/`, `:` or `@` is an
+//!   image; a bare unknown word is KF225 (typo protection);
+//! - `--chmod` is octal only; `--chown` is `user[:group]` with names or ids;
+//! - `.kubefileignore` patterns that do not compile are KF304 at 1:1 of the Kubefile, with the
+//!   ignore file's line in the message;
+//! - a `RUN`'s recorded environment is the `ARG`s in scope; `ENV` values come from the image
+//!   configuration the previous steps built.
+//!
+//! **Invariants**: checking never panics and never stops at the first problem, and every
+//! diagnostic points at the word or flag at fault where there is one; the checker reads the
+//! file system only through [`context`]; checking is linear in the Kubefile's size (indexed
+//! app and env lookups).
 
 mod apps;
 pub mod context;

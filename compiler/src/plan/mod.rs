@@ -6,11 +6,36 @@
 //! plus the sealer extension). Edges are the parent chain inside a stage (a `FROM <stage>`
 //! continues from that stage's last node) and `COPY --from=<stage>` dependencies.
 //!
-//! Every node carries an identity, [`Node::id`], that the builder uses as its cache key,
-//! and the checked step it stands for, [`Node::step`], so the plan is all the builder needs:
-//! a stage's nodes are [`StagePlan::nodes`], its base node first. The carried step is neither
-//! hashed (the id is computed from `definition` alone) nor serialized (the JSON view shows
-//! `definition`). Rendering (text, JSON, Graphviz DOT) is in [`render`].
+//! Every node carries an identity, [`Node::id`], that the builder uses as its cache key (its
+//! doc comment says exactly what is hashed), and the checked step it stands for,
+//! [`Node::step`], so the plan is all the builder needs: a stage's nodes are
+//! [`StagePlan::nodes`], its base node first. The carried step is neither hashed (the id is
+//! computed from `definition` alone) nor serialized (the JSON view shows `definition`). The same inputs give the same ids on any machine:
+//! no times, no path of the context directory itself, no map-order dependence (canonical JSON,
+//! [`digest`]). `compiler/tests/check.rs` proves the consequences: touching files or passing
+//! an unused build argument changes no id; changing a byte, a mode, a used build argument, the
+//! instruction or the platform changes that node and every node after it. What the plan
+//! cannot know (the digest a base reference resolves to, the content of remote sources) the
+//! builder adds to its cache key. The planner reads the context only through
+//! [`crate::check::context`] (content digests, cached per path).
+//!
+//! Rendering (text, JSON, Graphviz DOT) is in [`render`]. How to read `chasi plan`:
+//!
+//! ```text
+//! platform linux/amd64
+//!   stage 0
+//!     #0   4d8575db5af8  base    FROM scratch AS tools               line 5, args BASE=scratch
+//!     #1   0858a084e800  layer   COPY src/ src/                      line 6, content f6fde3159d5e
+//!   stage 1
+//!     #5   74a098e6adc8  layer   COPY --from=tools out/bin/greet …   line 11, reads #2
+//!   image sha256:222bfd…
+//! ```
+//!
+//! Columns: the node number (its index in `nodes`), the first 12 hex digits of its id, the
+//! kind, a summary with variables expanded, then the Kubefile line, the build args used, the
+//! content digest, and `reads #n` for a `COPY --from` dependency. A node's parent is the line
+//! above it in its stage. `--format json` has the full ids, the hashed definitions and the
+//! edges; `--format dot` draws the same graph (solid = parent, dashed = `--from`).
 
 pub mod digest;
 pub mod files;

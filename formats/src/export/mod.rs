@@ -31,6 +31,25 @@
 //! Reproducibility: identifiers derive from the image digest ([`crate::ids`]) and every
 //! time is clamped to [`ExportInput::epoch`] (`SOURCE_DATE_EPOCH`, else the newest mtime in
 //! the image), so the same image and options give byte-identical output.
+//! Where exceptions to that remain (ext4 inode numbering follows the unpacked tree's
+//! `readdir` order) is said in [`rootfs`].
+//!
+//! ```text
+//! CLI (src/cmd/export.rs) ── builder::images::platform_image ──▶ manifest digest, DiffIDs, descriptor
+//!         │ ExportOptions parsed by clap (unknown values: exit 2; misplaced options: exit 1)
+//!         ▼
+//! export(format, ExportInput { store, layers, digest, platform, epoch, oci }, options, out)
+//!         1. options.check(format)   2. Exporter::check (tools present, Debian package named)
+//!         3. check the output path   4. Exporter::export (streaming; temporary name, rename)
+//! ```
+//!
+//! This crate reaches the store only through `chasi-layers` (the merged view, unpack, the work
+//! directory) and never depends on the builder: the CLI passes the OCI blob source for the data
+//! ISO (`StoreBlobs`). The kernel is `/boot/vmlinuz-*` (newest version by name), else `/vmlinuz`,
+//! with its initrd (`initrd.img-V`, `initramfs-V.img`, `initrd-V`); disks boot by UEFI only
+//! (`--boot bios` is for `--format iso`). `examples/bootable/README.md` shows an image that
+//! boots this way; `tests/export_cli.rs` validates every format with the external tools that
+//! read it and boots the disks and ISO under QEMU (TCG) with OVMF and SeaBIOS.
 
 pub mod archive;
 pub mod boot;
