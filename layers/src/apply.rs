@@ -43,8 +43,7 @@ use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
 
-/// The longest entry name accepted (Linux's `PATH_MAX`); it also bounds the depth of the tree an archive can make.
-pub const MAX_NAME: usize = 4096;
+pub use crate::entry::MAX_NAME;
 
 /// What the applier may do beyond creating files and directories.
 #[derive(Debug, Clone)]
@@ -80,43 +79,6 @@ pub struct ApplyStats {
     pub skipped_devices: u64,
     /// Extended attributes that could not be set.
     pub xattr_failures: u64,
-}
-
-/// Normalizes an entry name: returns its components, or an error for absolute names and `..`.
-pub(crate) fn normalize(raw: &[u8]) -> Result<Vec<Vec<u8>>> {
-    let show = || String::from_utf8_lossy(raw).into_owned();
-    if raw.first() == Some(&b'/') {
-        return Err(Error::UnsafeEntry {
-            entry: show(),
-            reason: "absolute path".into(),
-        });
-    }
-    if raw.len() > MAX_NAME {
-        return Err(Error::UnsafeEntry {
-            entry: format!("{}…", String::from_utf8_lossy(&raw[..64])),
-            reason: format!("name longer than {MAX_NAME} bytes"),
-        });
-    }
-    if raw.contains(&0) {
-        return Err(Error::UnsafeEntry {
-            entry: show(),
-            reason: "NUL byte in name".into(),
-        });
-    }
-    let mut out = Vec::new();
-    for c in raw.split(|&b| b == b'/') {
-        match c {
-            b"" | b"." => {}
-            b".." => {
-                return Err(Error::UnsafeEntry {
-                    entry: show(),
-                    reason: "path contains '..'".into(),
-                })
-            }
-            c => out.push(c.to_vec()),
-        }
-    }
-    Ok(out)
 }
 
 /// Reads the metadata of a tar entry into a [`TarEntry`] (name normalized later by the caller).

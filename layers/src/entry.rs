@@ -9,13 +9,52 @@
 //! must agree on them exactly, so both ask [`classify`] and [`hard_link_target`] and differ only
 //! in how they resolve a parent and carry the operation out.
 
-use crate::apply::normalize;
 use crate::error::{Error, Result};
 
 /// The marker name of an opaque directory.
 pub const OPAQUE: &[u8] = b".wh..wh..opq";
 /// The prefix of a whiteout name.
 pub const WHITEOUT_PREFIX: &[u8] = b".wh.";
+
+/// The longest entry name accepted (Linux's `PATH_MAX`); it also bounds the depth of the tree an archive can make.
+pub const MAX_NAME: usize = 4096;
+
+/// Normalizes an entry name: returns its components, or an error for absolute names and `..`.
+pub(crate) fn normalize(raw: &[u8]) -> Result<Vec<Vec<u8>>> {
+    let show = || String::from_utf8_lossy(raw).into_owned();
+    if raw.first() == Some(&b'/') {
+        return Err(Error::UnsafeEntry {
+            entry: show(),
+            reason: "absolute path".into(),
+        });
+    }
+    if raw.len() > MAX_NAME {
+        return Err(Error::UnsafeEntry {
+            entry: format!("{}…", String::from_utf8_lossy(&raw[..64])),
+            reason: format!("name longer than {MAX_NAME} bytes"),
+        });
+    }
+    if raw.contains(&0) {
+        return Err(Error::UnsafeEntry {
+            entry: show(),
+            reason: "NUL byte in name".into(),
+        });
+    }
+    let mut out = Vec::new();
+    for c in raw.split(|&b| b == b'/') {
+        match c {
+            b"" | b"." => {}
+            b".." => {
+                return Err(Error::UnsafeEntry {
+                    entry: show(),
+                    reason: "path contains '..'".into(),
+                })
+            }
+            c => out.push(c.to_vec()),
+        }
+    }
+    Ok(out)
+}
 
 /// What a layer entry asks for; `parent` is the normalized path of the directory it is in.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -12,13 +12,13 @@
 //! `verify` walks every ref to completeness (manifest or nested index, config, every layer's link and index) and
 //! re-hashes every object; see [`Store::verify`].
 //!
-//! One concern a module: [`du`] (usage), [`verify`] and its ref walk (`verify_refs`), the mark phase (`marks`) and
-//! the sweep ([`gc`]).
+//! One concern a module: `du` (usage), `verify` and its ref walk (`verify_refs`), the mark phase (`marks`) and the
+//! sweep (`gc`), each an `impl Store` block with its report types (re-exported here).
 
-pub mod du;
-pub mod gc;
+mod du;
+mod gc;
 mod marks;
-pub mod verify;
+mod verify;
 mod verify_refs;
 
 pub use du::{DuReport, ImageUsage};
