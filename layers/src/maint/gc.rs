@@ -1,6 +1,6 @@
 //! Garbage collection (`chasi store gc`): under the exclusive gc lock, removes what the mark phase did not reach
-//! (blobs, layer indexes, links, cache records when pruned), dead temp sessions and pack leftovers, and rewrites
-//! packs whose chunks are partly dead.
+//! (blobs, links, layer indexes, dead chunks), every cache record when asked to prune, and dead temp sessions;
+//! packs whose chunks are partly dead are rewritten with the live ones.
 
 use crate::digest::ChunkId;
 use crate::error::{Error, IoCtx, Result};

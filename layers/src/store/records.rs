@@ -62,11 +62,11 @@ pub struct LayerIndex {
     pub chunking: ChunkParams,
     /// Chunks in tar order.
     pub chunks: Vec<ChunkRef>,
-    /// The reproducible `tar+zstd` blob, once computed ([`Store::ensure_zstd`]); regenerated from the chunks
-    /// whenever served.
+    /// The reproducible `tar+zstd` blob, once computed ([`Store::ensure_zstd`](crate::Store::ensure_zstd));
+    /// regenerated from the chunks whenever served.
     #[serde(default)]
     pub zstd: Option<BlobDesc>,
-    /// The reproducible `tar+gzip` blob, once computed ([`Store::ensure_gzip`]).
+    /// The reproducible `tar+gzip` blob, once computed ([`Store::ensure_gzip`](crate::Store::ensure_gzip)).
     #[serde(default)]
     pub gzip: Option<BlobDesc>,
     /// Blobs that came from outside and cannot be reproduced, kept as-is under `blobs/`.
@@ -84,8 +84,8 @@ impl LayerIndex {
     }
 
     /// The blob a manifest should reference, if its digest is known: the first external blob if the layer came
-    /// from outside (so the original digest is preserved), else the reproducible zstd blob. [`Store::layer_blob`]
-    /// computes it when unknown.
+    /// from outside (so the original digest is preserved), else the reproducible zstd blob.
+    /// [`Store::layer_blob`](crate::Store::layer_blob) computes it when unknown.
     pub fn known_blob(&self) -> Option<&BlobDesc> {
         self.external.first().or(self.zstd.as_ref())
     }
