@@ -224,10 +224,10 @@ impl Store {
         let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<u8>>(8);
         std::thread::scope(|s| {
             let producer = s.spawn(move || {
-                let w = io::BufWriter::with_capacity(1 << 20, crate::store::ChannelWriter { tx });
+                let w = io::BufWriter::with_capacity(1 << 20, crate::channel::ChannelWriter { tx });
                 diff_trees(old, new, opts, w).map(|(_, st)| st)
             });
-            let mut reader = crate::store::ChannelReader::new(rx);
+            let mut reader = crate::channel::ChannelReader::new(rx);
             let res = self.ingest_tar(&mut reader);
             drop(reader);
             let stats = producer.join().unwrap_or_else(|_| {

@@ -11,13 +11,13 @@
 
 use crate::error::{Error, Result};
 
-/// The longest entry name accepted (Linux's `PATH_MAX`); it also bounds the depth of the tree an archive can make.
-pub const MAX_NAME: usize = 4096;
-
 /// The marker name of an opaque directory.
 pub const OPAQUE: &[u8] = b".wh..wh..opq";
 /// The prefix of a whiteout name.
 pub const WHITEOUT_PREFIX: &[u8] = b".wh.";
+
+/// The longest entry name accepted (Linux's `PATH_MAX`); it also bounds the depth of the tree an archive can make.
+pub const MAX_NAME: usize = 4096;
 
 /// Normalizes an entry name: returns its components, or an error for absolute names and `..`.
 pub(crate) fn normalize(raw: &[u8]) -> Result<Vec<Vec<u8>>> {

@@ -121,7 +121,16 @@ fn packer(
     }
 }
 
-pub(crate) fn ingest(store: &Store, mut r: impl Read) -> Result<LayerInfo> {
+impl Store {
+    /// Ingests an uncompressed tar stream as a layer: FastCDC chunks named by BLAKE3, unknown ones compressed
+    /// into pack frames (in parallel), the DiffID computed on the way. Returns the layer's index; its compressed
+    /// blob digest is computed on first need ([`Store::layer_blob`]).
+    pub fn ingest_tar(&self, r: impl Read) -> Result<LayerInfo> {
+        ingest(self, r)
+    }
+}
+
+fn ingest(store: &Store, mut r: impl Read) -> Result<LayerInfo> {
     store.refresh_chunks()?;
     let p = store.layout.chunking;
     let norm = match p.normalization {

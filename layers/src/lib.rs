@@ -69,12 +69,15 @@
 //! `.wh.<name>` and `.wh..wh..opq` delete. Layers are written by the reproducible [`tarwriter`].
 
 pub mod apply;
+mod channel;
 pub mod diff;
 pub mod digest;
+mod digest_parse;
 pub mod entry;
 pub mod error;
 pub mod flatten;
 mod fsutil;
+mod import;
 mod ingest;
 pub mod json;
 pub mod layout;

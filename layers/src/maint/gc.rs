@@ -1,0 +1,243 @@
+//! Garbage collection (`chasi store gc`): under the exclusive gc lock, removes what the mark phase did not reach
+//! (blobs, links, layer indexes, dead chunks), every cache record when asked to prune, and dead temp sessions;
+//! packs whose chunks are partly dead are rewritten with the live ones.
+
+use crate::digest::ChunkId;
+use crate::error::{Error, IoCtx, Result};
+use crate::fsutil::{self, TempSession};
+use crate::pack::{self, PackEntry, PackIndex, PackWriter};
+use crate::store::{list_hex, Store};
+use serde::Serialize;
+use std::collections::{BTreeMap, HashSet};
+use std::fs;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+/// Options of [`Store::gc`].
+#[derive(Debug, Clone, Default)]
+pub struct GcOptions {
+    /// Report what would be removed without removing it.
+    pub dry_run: bool,
+    /// How long to wait for other processes holding the store open (`None`: fail at once if busy).
+    pub wait: Option<Duration>,
+    /// Drop all build-cache records first (they are GC roots otherwise).
+    pub prune_cache: bool,
+}
+
+/// Result of [`Store::gc`].
+#[derive(Debug, Clone, Serialize, PartialEq, Eq, Default)]
+pub struct GcReport {
+    /// Raw blobs removed.
+    pub blobs_removed: u64,
+    /// Layer indexes removed.
+    pub layers_removed: u64,
+    /// Chunks dropped.
+    pub chunks_removed: u64,
+    /// Packs deleted or rewritten.
+    pub packs_rewritten: u64,
+    /// Bytes freed on disk.
+    pub bytes_freed: u64,
+}
+
+impl Store {
+    /// Mark and sweep from refs (and cache records unless pruned). Waits for, or refuses to run beside, any other
+    /// open store handle (see [`GcOptions::wait`]). Also removes dead temp sessions and pack leftovers, and
+    /// rewrites packs whose chunks are partly dead (frames are copied verbatim, so blob digests never change).
+    /// Fails with [`Error::GcUnreadable`], having deleted nothing, when a reachable document cannot be read.
+    pub fn gc(&mut self, opts: &GcOptions) -> Result<GcReport> {
+        let lock_path = self.root.join("locks/gc.lock");
+        // `Some(None)`: wait forever (the requested duration overflows the clock).
+        let deadline = opts.wait.map(|w| Instant::now().checked_add(w));
+        {
+            let mut lock = self.lock.lock().unwrap_or_else(|e| e.into_inner());
+            loop {
+                if lock.set(true, false)? {
+                    break;
+                }
+                match deadline {
+                    Some(None) => std::thread::sleep(Duration::from_millis(50)),
+                    Some(Some(t)) if Instant::now() < t => {
+                        std::thread::sleep(Duration::from_millis(50))
+                    }
+                    _ => {
+                        lock.set(false, true)?;
+                        return Err(Error::Busy {
+                            path: lock_path,
+                            detail: "another process has the store open; retry when it is done"
+                                .into(),
+                        });
+                    }
+                }
+            }
+        }
+        let res = self.sweep(opts);
+        let mut lock = self.lock.lock().unwrap_or_else(|e| e.into_inner());
+        lock.set(false, true)?;
+        drop(lock);
+        self.reload_chunks()?;
+        res
+    }
+
+    fn sweep(&mut self, opts: &GcOptions) -> Result<GcReport> {
+        // Everything that must be read is read first: an unreadable document stops gc here, before any deletion.
+        let marks = self.mark(self.roots(!opts.prune_cache)?)?;
+        let mut rep = GcReport::default();
+        let remove = |rep: &mut GcReport, p: &Path| {
+            if let Ok(md) = fs::symlink_metadata(p) {
+                rep.bytes_freed += fsutil::allocated(&md);
+            }
+            if !opts.dry_run {
+                let _ = fs::remove_file(p);
+            }
+        };
+        if opts.prune_cache && !opts.dry_run {
+            let cdir = self.root.join("cache");
+            for ent in fs::read_dir(&cdir).ctx("read directory", &cdir)?.flatten() {
+                remove(&mut rep, &ent.path());
+            }
+        }
+        if !opts.dry_run {
+            rep.bytes_freed += TempSession::clean_dead(&self.root.join("tmp"));
+        }
+        for b in list_hex(&self.root.join("blobs"), "")? {
+            if !marks.digests.contains(&b) {
+                rep.blobs_removed += 1;
+                remove(&mut rep, &self.blob_path(&b));
+            }
+        }
+        for d in list_hex(&self.root.join("links"), ".json")? {
+            if !marks.digests.contains(&d) {
+                remove(&mut rep, &self.link_path(&d));
+            }
+        }
+        for l in self.list_layers()? {
+            if !marks.digests.contains(&l) {
+                rep.layers_removed += 1;
+                remove(&mut rep, &self.layer_path(&l));
+            }
+        }
+        self.sweep_packs(opts, &marks.chunks, &mut rep, &remove)?;
+        if !opts.dry_run {
+            for d in ["blobs", "links", "layers", "packs", "cache"] {
+                fsutil::fsync_dir(&self.root.join(d))?;
+            }
+        }
+        Ok(rep)
+    }
+
+    /// Packs: drops dead chunks; each chunk is kept once even if it was stored twice.
+    fn sweep_packs(
+        &self,
+        opts: &GcOptions,
+        live_chunks: &HashSet<ChunkId>,
+        rep: &mut GcReport,
+        remove: &dyn Fn(&mut GcReport, &Path),
+    ) -> Result<()> {
+        let pdir = self.root.join("packs");
+        let mut kept: HashSet<ChunkId> = HashSet::new();
+        let mut packs: BTreeMap<String, bool> = BTreeMap::new();
+        for ent in fs::read_dir(&pdir).ctx("read directory", &pdir)?.flatten() {
+            let name = ent.file_name().to_string_lossy().into_owned();
+            if let Some(h) = name.strip_suffix(".idx") {
+                packs.insert(h.to_string(), true);
+            } else if let Some(h) = name.strip_suffix(".pack") {
+                packs.entry(h.to_string()).or_insert(false);
+            }
+        }
+        for (hex, has_idx) in packs {
+            let pack_path = pdir.join(format!("{hex}.pack"));
+            let idx_path = pdir.join(format!("{hex}.idx"));
+            if !has_idx {
+                remove(rep, &pack_path);
+                continue;
+            }
+            let Ok(idx) = fs::read(&idx_path)
+                .ctx("read", &idx_path)
+                .and_then(|d| PackIndex::decode(&d, &idx_path))
+            else {
+                // A corrupt index is left for `verify` to report; its chunks are not readable anyway.
+                continue;
+            };
+            // A pack that is gone or has the wrong size serves nothing: its chunks must not count as kept (the
+            // layers that need them have them in another pack, or verify reports them). An index without its pack
+            // is removed; a pack of the wrong size is left for verify.
+            match fs::metadata(&pack_path) {
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                    remove(rep, &idx_path);
+                    continue;
+                }
+                Ok(m) if m.len() == idx.pack_size => {}
+                _ => continue,
+            }
+            // Live and not kept yet (in an earlier pack, or earlier in this one: a layer's own repeats).
+            let live: Vec<_> = idx
+                .entries
+                .iter()
+                .filter(|e| live_chunks.contains(&e.chunk) && kept.insert(e.chunk))
+                .copied()
+                .collect();
+            if live.len() == idx.entries.len() {
+                continue;
+            }
+            rep.chunks_removed += (idx.entries.len() - live.len()) as u64;
+            rep.packs_rewritten += 1;
+            if !live.is_empty() && !opts.dry_run {
+                let written = self.repack(&pack_path, &live)?;
+                rep.bytes_freed = rep.bytes_freed.saturating_sub(written);
+            }
+            // Index first: a pack without index is an ignored leftover, never a dangling reference.
+            remove(rep, &idx_path);
+            remove(rep, &pack_path);
+        }
+        Ok(())
+    }
+
+    /// Writes the live chunks of a pack into a new pack (frames regrouped to the store's frame size), then names
+    /// it. Chunk names do not change, so layer indexes and blob digests stay valid.
+    /// Returns the bytes the new pack and index occupy.
+    fn repack(&self, pack_path: &std::path::Path, live: &[PackEntry]) -> Result<u64> {
+        let src = fs::File::open(pack_path).ctx("open", pack_path)?;
+        let c = &self.layout.compression;
+        let mut pw = PackWriter::create(
+            self.tmp_dir()
+                .join(format!("{}.pack", fsutil::unique_name())),
+        )?;
+        let mut frame: Option<(u64, Vec<u8>)> = None;
+        let mut open = (Vec::new(), Vec::new());
+        let res = (|| -> Result<()> {
+            for (i, e) in live.iter().enumerate() {
+                if frame.as_ref().is_none_or(|f| f.0 != e.frame_offset) {
+                    let raw = pack::load_frame(
+                        &src,
+                        pack_path,
+                        e.frame_offset,
+                        e.frame_len,
+                        e.frame_raw_len,
+                    )?;
+                    frame = Some((e.frame_offset, raw));
+                }
+                let raw = frame.as_ref().map(|f| &f.1[..]).unwrap_or_default();
+                let data = pack::chunk_in_frame(raw, &e.chunk, e.offset, e.raw_len, pack_path)?;
+                open.1.push((e.chunk, open.0.len() as u32, e.raw_len));
+                open.0.extend_from_slice(data);
+                if open.0.len() >= c.pack_frame_bytes as usize || i + 1 == live.len() {
+                    let z = pack::encode_frame(c.level, &open.0)
+                        .map_err(|err| Error::io("compress", pack_path, err))?;
+                    pw.append(&z, open.0.len() as u32, open.1.drain(..))?;
+                    open.0.clear();
+                }
+            }
+            Ok(())
+        })();
+        if let Err(e) = res {
+            let _ = fs::remove_file(&pw.path);
+            return Err(e);
+        }
+        let (tmp, nidx) = pw.finish()?;
+        let dest = self.pack_path(&nidx.pack, "pack");
+        fs::rename(&tmp, &dest).ctx("rename into", &dest)?;
+        let idx_path = self.pack_path(&nidx.pack, "idx");
+        fsutil::atomic_write(self.tmp_dir(), &idx_path, &nidx.encode())?;
+        Ok(fsutil::dir_size(&dest) + fsutil::dir_size(&idx_path))
+    }
+}
