@@ -2,11 +2,11 @@
 //! `chasi_formats::export`; the image and platform are resolved by `chasi_images`).
 
 use anyhow::Context as _;
-use chasi_images::{self as images, StoreBlobs};
 use chasi_formats::export::{
     self, parse_bytes, BootMode, Compression, ExportFormat, ExportInput, ExportOptions, OciImage,
     RootFsType,
 };
+use chasi_images::{self as images, StoreBlobs};
 use chasi_layers::Store;
 use clap::Args;
 use std::path::{Path, PathBuf};
