@@ -199,3 +199,46 @@ fn a_manifest_of_the_wrong_shape_is_listed_with_a_problem_naming_it() {
     let err = images::inspect(&store, "bad:1").expect_err("bad");
     assert!(matches!(err, ImagesError::BadDocument { .. }), "{err}");
 }
+
+/// An index whose only entry is `inner` (an index too), as a registry's nested index is.
+fn wrap(store: &Store, inner: &Digest) -> Digest {
+    let doc = json!({
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.index.v1+json",
+        "manifests": [{
+            "mediaType": "application/vnd.oci.image.index.v1+json",
+            "digest": inner.to_string(),
+            "size": store.blob_size(inner).expect("size"),
+        }],
+    });
+    store
+        .put_blob(&serde_json::to_vec(&doc).expect("json"))
+        .expect("put")
+}
+
+#[test]
+fn nested_indexes_are_followed_to_their_manifests_and_bounded() {
+    let (_dir, store) = store();
+    let arms = index(&store, "flat:1", &["linux/amd64", "linux/arm64"]);
+    let flat = store.get_ref("flat:1").expect("ref");
+    let nested = wrap(&store, &flat);
+    store.set_ref("nested:1", &nested).expect("tag");
+    let list = images::list(&store).expect("list");
+    let (flat_summary, nested_summary) = (&list[0], &list[1]);
+    assert_eq!(nested_summary.platforms, ["linux/amd64", "linux/arm64"]);
+    assert_eq!(
+        nested_summary.size,
+        flat_summary.size + store.blob_size(&nested).expect("size")
+    );
+    let chosen = images::platform_image(&store, "nested:1", Some(&spec("linux/arm64/v8")))
+        .expect("through the nested index");
+    assert_eq!(chosen.manifest, arms[1]);
+    // Four indexes deep is the limit `select_manifest` keeps too.
+    let mut deep = nested;
+    for _ in 0..3 {
+        deep = wrap(&store, &deep);
+    }
+    store.set_ref("deep:1", &deep).expect("tag");
+    let err = chasi_images::Image::read(&store, &deep).expect_err("too deep");
+    assert!(matches!(err, ImagesError::TooDeep { .. }), "{err}");
+}
