@@ -4,10 +4,10 @@
 //! Everything here is a pure function of the built state and the options, serialized
 //! canonically, so the same build gives the same digests in any store.
 
-use crate::blobs::{to_store_digest, StoreBlobs};
 use crate::error::Result;
 use crate::state::{ImageState, LayerRef};
 use chasi_compiler::check::{ImageExtension, Platform};
+use chasi_images::blobs::{to_store_digest, StoreBlobs};
 use chasi_layers::{Digest, Store};
 use chasi_oci::{self as oci, Descriptor, MediaType};
 use serde_json::{json, Map, Value};
@@ -104,7 +104,7 @@ fn layer_descriptors(
             Ok(Descriptor::new(
                 MediaType::from(media.as_str()),
                 blob.size,
-                crate::blobs::to_oci_digest(&blob.digest),
+                chasi_images::blobs::to_oci_digest(&blob.digest),
             ))
         })
         .collect()

@@ -12,14 +12,12 @@
 
 pub mod archive;
 pub mod assemble;
-pub mod blobs;
 pub mod copy;
 pub mod error;
 pub mod events;
 pub mod exec;
 pub mod fetch;
 pub mod filecache;
-pub mod images;
 pub mod kubefile;
 pub mod rootfs;
 pub mod run;

@@ -5,9 +5,9 @@
 //! deduplicated with everything else). Each executed step then appends a layer or changes the
 //! configuration of this state; the final stage's state becomes the image.
 
-use crate::blobs::{to_oci_digest, to_store_digest, StoreBlobs};
 use crate::error::{BuildError, Result};
 use chasi_compiler::check::Platform;
+use chasi_images::blobs::{to_oci_digest, to_store_digest, StoreBlobs};
 use chasi_layers::{BlobDesc, Digest, Store};
 use chasi_oci::{self as oci, ImageRef, PlatformSpec};
 use serde_json::{json, Map, Value};

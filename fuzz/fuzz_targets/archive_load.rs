@@ -13,7 +13,7 @@ pub fn load_all(data: &[u8], name: &str) {
         return;
     }
     if let Ok(store) = chasi_layers::Store::open(dir.path().join("store")) {
-        let _ = chasi_builder::images::load(&store, &path);
+        let _ = chasi_images::load(&store, &path);
     }
     let mut layout = DirBlobs::new(dir.path().join("layout"));
     let _ = oci::load(&path, &mut layout);

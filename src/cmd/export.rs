@@ -1,13 +1,12 @@
 //! `chasi export`: one platform of an image as a delivery medium (thin: the work is in
-//! `chasi_formats::export`; the image and platform are resolved by `chasi_builder::images`).
+//! `chasi_formats::export`; the image and platform are resolved by `chasi_images`).
 
 use anyhow::Context as _;
-use chasi_builder::blobs::StoreBlobs;
-use chasi_builder::images;
 use chasi_formats::export::{
     self, parse_bytes, BootMode, Compression, ExportFormat, ExportInput, ExportOptions, OciImage,
     RootFsType,
 };
+use chasi_images::{self as images, StoreBlobs};
 use chasi_layers::Store;
 use clap::Args;
 use std::path::{Path, PathBuf};
@@ -126,8 +125,13 @@ pub fn run(store: Option<&Path>, args: ExportArgs) -> anyhow::Result<ExitCode> {
     };
     // Options first: a bad option fails before the store is touched.
     opts.check(args.format)?;
+    let platform = args
+        .platform
+        .as_deref()
+        .map(str::parse::<chasi_oci::PlatformSpec>)
+        .transpose()?;
     let store = open(store)?;
-    let image = images::platform_image(&store, &args.image, args.platform.as_deref())?;
+    let image = images::platform_image(&store, &args.image, platform.as_ref())?;
     let epoch = match std::env::var("SOURCE_DATE_EPOCH") {
         Ok(v) if !v.is_empty() => Some(
             v.trim()

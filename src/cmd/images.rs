@@ -2,7 +2,7 @@
 
 use crate::progress::human_bytes;
 use anyhow::Context as _;
-use chasi_builder::images;
+use chasi_images as images;
 use chasi_layers::Store;
 use chasi_oci::{write::SaveFormat, LayerCompression, PlatformSpec};
 use clap::{Args, ValueEnum};

@@ -35,7 +35,7 @@
 //! `readdir` order) is said in [`rootfs`].
 //!
 //! ```text
-//! CLI (src/cmd/export.rs) ── builder::images::platform_image ──▶ manifest digest, DiffIDs, descriptor
+//! CLI (src/cmd/export.rs) ── chasi_images::platform_image ──▶ manifest digest, DiffIDs, descriptor
 //!         │ ExportOptions parsed by clap (unknown values: exit 2; misplaced options: exit 1)
 //!         ▼
 //! export(format, ExportInput { store, layers, digest, platform, epoch, oci }, options, out)

@@ -5,6 +5,8 @@
 //! blobs that come in are ingested as layers (chunked, deduplicated, DiffID-indexed), every
 //! other blob is stored as is; every blob that goes out is verified by the store as it streams.
 
+use crate::docs::{read_raw, typed, Kind};
+use crate::error::Result;
 use chasi_layers::{Digest, Store};
 use chasi_oci::{BlobSink, BlobSource, Descriptor, MediaType, OciError, OciResult};
 use std::io::Read;
@@ -23,6 +25,19 @@ pub fn to_oci_digest(d: &Digest) -> chasi_oci::Digest {
     d.to_string()
         .parse()
         .expect("a sha256 store digest is a valid OCI digest")
+}
+
+/// The descriptor of a manifest or index stored under `digest`: its media type as the
+/// document states it (else as its shape says), its size, its digest.
+pub fn descriptor_of(store: &Store, digest: &Digest) -> Result<Descriptor> {
+    let (raw, size) = read_raw(store, digest, "image manifest or index")?;
+    let kind: Kind = typed(&raw, "image manifest or index", digest)?;
+    let media = match (kind.media_type, kind.manifests) {
+        (Some(m), _) => MediaType::from(m.as_str()),
+        (None, Some(_)) => MediaType::ImageIndex,
+        (None, None) => MediaType::ImageManifest,
+    };
+    Ok(Descriptor::new(media, size, to_oci_digest(digest)))
 }
 
 fn sink_err(digest: impl ToString, e: chasi_layers::Error) -> OciError {
