@@ -124,6 +124,13 @@ fn kind_of(e: &(dyn std::error::Error + 'static)) -> Option<&'static str> {
     if let Some(e) = e.downcast_ref::<BuildError>() {
         return match e {
             BuildError::RunFailed { .. } => Some("run_failed"),
+            BuildError::BaseNotFound { .. } => Some("not_found"),
+            BuildError::BadTag { .. } => Some("usage"),
+            BuildError::NotJson { .. }
+            | BuildError::UnknownUser { .. }
+            | BuildError::UnknownGroup { .. } => Some("invalid_input"),
+            // The rest are classed by their source (an extraction's unsafe entry, a context
+            // directory that does not exist, …), else `error`.
             _ => None,
         };
     }
@@ -195,6 +202,38 @@ mod tests {
         assert_eq!(escape_controls("a\u{1b}[2Jb\nc"), "a\\u{1b}[2Jb\nc");
         assert_eq!(bounded("abcdef", 3), "abc…");
         assert_eq!(bounded("abc", 3), "abc");
+    }
+
+    #[test]
+    fn typed_build_errors_have_their_kinds() {
+        use chasi_builder::BuildError;
+        let kind_of_build = |e: BuildError| ErrorReport::of(&anyhow::Error::new(e)).kind;
+        let missing = BuildError::BaseNotFound {
+            reference: "app:1".into(),
+            name: "app:1".into(),
+        };
+        assert_eq!(kind_of_build(missing), "not_found");
+        assert_eq!(
+            kind_of_build(BuildError::BadTag {
+                tag: "a:b:c".into()
+            }),
+            "usage"
+        );
+        let unsafe_entry = BuildError::Extract {
+            path: "/ctx/a.tar".into(),
+            source: chasi_layers::Error::UnsafeEntry {
+                entry: "../x".into(),
+                reason: "it leaves the root".into(),
+            },
+        };
+        let report = ErrorReport::of(&anyhow::Error::new(unsafe_entry));
+        assert_eq!(report.kind, "invalid_input", "classed by its source");
+        assert_eq!(report.message, "cannot extract /ctx/a.tar");
+        let missing_dir = std::path::Path::new("/nonexistent/chasi-context");
+        let Err(context) = chasi_compiler::check::Context::open(missing_dir) else {
+            panic!("{} opened", missing_dir.display());
+        };
+        assert_eq!(kind_of_build(BuildError::Context(context)), "not_found");
     }
 
     #[test]

@@ -79,8 +79,8 @@ where
             progress,
         });
         let produced = producer.join().unwrap_or_else(|_| {
-            Err(crate::BuildError::Request(
-                "the layer writer thread panicked".into(),
+            Err(crate::BuildError::ThreadPanicked(
+                crate::error::BuildThread::LayerWriter,
             ))
         });
         // The producer's error explains a broken stream better than the reader's.

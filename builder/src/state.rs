@@ -126,10 +126,14 @@ pub fn resolve_base(store: &Store, reference: &str, platform: &Platform) -> Resu
     };
     let manifest_desc = match &parsed {
         ImageRef::Store { name, tag } => {
-            let digest = store.get_ref(&format!("{name}:{tag}")).map_err(|_| {
-                base_err(format!(
-                    "`{name}:{tag}` is not in the store (build it, `chasi load` it, or use oci:/oci-archive:/docker-archive:)"
-                ))
+            let name = format!("{name}:{tag}");
+            // Only a missing reference is "not in the store"; a ref that cannot be read says why.
+            let digest = store.get_ref(&name).map_err(|e| match e {
+                chasi_layers::Error::RefNotFound { .. } => BuildError::BaseNotFound {
+                    reference: reference.to_string(),
+                    name: name.clone(),
+                },
+                other => base_err(chasi_layers::error::chain(&other)),
             })?;
             let root = descriptor_of(store, &digest)?;
             oci::select_manifest(&blobs, &root, Some(&spec))
@@ -201,8 +205,10 @@ pub fn resolve_base(store: &Store, reference: &str, platform: &Platform) -> Resu
 /// The descriptor of a manifest or index stored under `digest` (media type read from it).
 pub fn descriptor_of(store: &Store, digest: &Digest) -> Result<oci::Descriptor> {
     let bytes = store.get_blob(digest)?;
-    let value: Value = serde_json::from_slice(&bytes)
-        .map_err(|e| BuildError::Request(format!("{digest} is not JSON: {e}")))?;
+    let value: Value = serde_json::from_slice(&bytes).map_err(|source| BuildError::NotJson {
+        digest: digest.clone(),
+        source,
+    })?;
     let media = value.get("mediaType").and_then(Value::as_str).unwrap_or(
         if value.get("manifests").is_some() {
             "application/vnd.oci.image.index.v1+json"
