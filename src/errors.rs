@@ -119,6 +119,8 @@ fn kind(err: &anyhow::Error) -> &'static str {
 
 fn kind_of(e: &(dyn std::error::Error + 'static)) -> Option<&'static str> {
     use chasi_builder::BuildError;
+    use chasi_formats::export::ExportError;
+    use chasi_formats::FormatError;
     use chasi_layers::Error as StoreError;
     use chasi_oci::OciError;
     if let Some(e) = e.downcast_ref::<BuildError>() {
@@ -131,6 +133,15 @@ fn kind_of(e: &(dyn std::error::Error + 'static)) -> Option<&'static str> {
             | BuildError::UnknownGroup { .. } => Some("invalid_input"),
             // The rest are classed by their source (an extraction's unsafe entry, a context
             // directory that does not exist, …), else `error`.
+            _ => None,
+        };
+    }
+    if let Some(e) = e.downcast_ref::<ExportError>() {
+        return match e {
+            ExportError::Format(FormatError::InvalidOption { .. })
+            | ExportError::TooSmall { .. } => Some("usage"),
+            ExportError::Format(FormatError::ToolMissing { .. }) => Some("not_found"),
+            ExportError::NoRootfs { .. } => Some("invalid_input"),
             _ => None,
         };
     }
@@ -234,6 +245,28 @@ mod tests {
             panic!("{} opened", missing_dir.display());
         };
         assert_eq!(kind_of_build(BuildError::Context(context)), "not_found");
+    }
+
+    #[test]
+    fn export_errors_have_their_kinds() {
+        use chasi_formats::export::{ExportError, ExportFormat, ExportOptions};
+        let kind_of_export = |e: ExportError| ErrorReport::of(&anyhow::Error::new(e)).kind;
+        let bios_disk = ExportOptions {
+            boot: Some(chasi_formats::export::BootMode::Bios),
+            ..Default::default()
+        };
+        let bad_option = bios_disk.check(ExportFormat::Qcow2).unwrap_err();
+        assert_eq!(kind_of_export(bad_option), "usage");
+        let missing = chasi_formats::export::tools::Tool {
+            name: "chasi-no-such-tool",
+            package: "chasi-test",
+        };
+        let no_tool = chasi_formats::export::tools::require(&[missing]).unwrap_err();
+        assert_eq!(kind_of_export(no_tool), "not_found");
+        let empty = ExportError::NoRootfs {
+            image: "sha256:00".into(),
+        };
+        assert_eq!(kind_of_export(empty), "invalid_input");
     }
 
     #[test]
