@@ -206,7 +206,7 @@ pub fn resolve_base(store: &Store, reference: &str, platform: &Platform) -> Resu
 pub fn descriptor_of(store: &Store, digest: &Digest) -> Result<oci::Descriptor> {
     let bytes = store.get_blob(digest)?;
     let value: Value = serde_json::from_slice(&bytes).map_err(|source| BuildError::NotJson {
-        digest: digest.clone(),
+        digest: *digest,
         source,
     })?;
     let media = value.get("mediaType").and_then(Value::as_str).unwrap_or(

@@ -35,7 +35,7 @@ pub(super) fn build_targets(
             .into_iter()
             .map(|h| {
                 h.join()
-                    .unwrap_or_else(|_| Err(BuildError::ThreadPanicked(BuildThread::Target)))
+                    .unwrap_or(Err(BuildError::ThreadPanicked(BuildThread::Target)))
             })
             .collect()
     });
@@ -157,7 +157,7 @@ fn build_stages(
             .collect();
         let results = handles.into_iter().map(|h| {
             h.join()
-                .unwrap_or_else(|_| Err(BuildError::ThreadPanicked(BuildThread::Stage)))
+                .unwrap_or(Err(BuildError::ThreadPanicked(BuildThread::Stage)))
         });
         last_or_root_cause(results, last)
     })
