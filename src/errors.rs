@@ -230,6 +230,17 @@ mod tests {
             }),
             "usage"
         );
+        let bad_reference = BuildError::BaseImage {
+            reference: "Bad Name".into(),
+            source: "Bad Name"
+                .parse::<chasi_oci::ImageRef>()
+                .expect_err("not a reference"),
+        };
+        assert_eq!(
+            kind_of_build(bad_reference),
+            "usage",
+            "classed by its source"
+        );
         let unsafe_entry = BuildError::Extract {
             path: "/ctx/a.tar".into(),
             source: chasi_layers::Error::UnsafeEntry {

@@ -27,13 +27,42 @@ pub enum BuildError {
         /// What went wrong.
         message: String,
     },
-    /// A base image could not be found or read.
+    /// A base image's documents do not agree (its config and manifest list different
+    /// numbers of layers).
     #[error("base image {reference}: {message}")]
     Base {
         /// The reference as written.
         reference: String,
-        /// What went wrong.
+        /// What disagrees.
         message: String,
+    },
+    /// A base image could not be read: its reference is not one, or its index, manifest or
+    /// config is missing, broken or has no manifest for the platform.
+    #[error("base image {reference}")]
+    BaseImage {
+        /// The reference as written.
+        reference: String,
+        /// Why.
+        #[source]
+        source: chasi_oci::OciError,
+    },
+    /// A base image could not be imported from its layout or archive.
+    #[error("base image {reference}: import failed")]
+    BaseImport {
+        /// The reference as written.
+        reference: String,
+        /// Why.
+        #[source]
+        source: chasi_oci::OciError,
+    },
+    /// A base image's reference in the store exists but cannot be read.
+    #[error("base image {reference}")]
+    BaseRef {
+        /// The reference as written.
+        reference: String,
+        /// Why.
+        #[source]
+        source: chasi_layers::Error,
     },
     /// A file-system operation on a work or context path failed.
     #[error("cannot {action} {path}")]

@@ -87,10 +87,31 @@ fn a_base_ref_that_cannot_be_read_is_not_called_missing() {
     let err = build_error(&store, b"FROM broken:1\n", "t:1");
     let text = chasi_layers::error::chain(&err);
     assert!(
-        matches!(err, BuildError::Base { .. }) && !text.contains("not in the store"),
+        matches!(err, BuildError::BaseRef { .. }) && !text.contains("not in the store"),
         "an unreadable ref must say why, not that the image is missing: {text}"
     );
     assert!(text.contains("broken"), "{text}");
+}
+
+#[test]
+fn a_base_image_that_cannot_be_imported_keeps_its_oci_error() {
+    let (_root, store) = store();
+    let tmp = tempfile::tempdir().unwrap();
+    let layout = tmp.path().join("no-layout");
+    let kubefile = format!("FROM oci:{}\n", layout.display());
+    let err = build_error(&store, kubefile.as_bytes(), "t:1");
+    let text = chasi_layers::error::chain(&err);
+    assert!(
+        matches!(&err, BuildError::BaseImport { reference, .. } if reference.ends_with("no-layout")),
+        "{err:?}"
+    );
+    assert!(
+        err.source()
+            .is_some_and(|s| s.downcast_ref::<chasi_oci::OciError>().is_some()),
+        "{err:?}"
+    );
+    let prefix = format!("base image oci:{}: import failed: ", layout.display());
+    assert!(text.starts_with(&prefix), "{text}");
 }
 
 #[test]
