@@ -1,4 +1,6 @@
-//! Why a build stops. Every variant names the Kubefile line, path, digest or image involved.
+//! Why a build stops. Every variant about an input names the Kubefile line, path, digest or
+//! image involved and carries the error beneath it as its source, so the CLI can say each cause
+//! once and class the failure (`src/errors.rs`) without reading messages.
 
 use std::path::PathBuf;
 
