@@ -119,11 +119,29 @@ fn kind(err: &anyhow::Error) -> &'static str {
 
 fn kind_of(e: &(dyn std::error::Error + 'static)) -> Option<&'static str> {
     use chasi_builder::BuildError;
+    use chasi_formats::export::ExportError;
+    use chasi_formats::FormatError;
     use chasi_layers::Error as StoreError;
     use chasi_oci::OciError;
     if let Some(e) = e.downcast_ref::<BuildError>() {
         return match e {
             BuildError::RunFailed { .. } => Some("run_failed"),
+            BuildError::BaseNotFound { .. } => Some("not_found"),
+            BuildError::BadTag { .. } => Some("usage"),
+            BuildError::NotJson { .. }
+            | BuildError::UnknownUser { .. }
+            | BuildError::UnknownGroup { .. } => Some("invalid_input"),
+            // The rest are classed by their source (an extraction's unsafe entry, a context
+            // directory that does not exist, …), else `error`.
+            _ => None,
+        };
+    }
+    if let Some(e) = e.downcast_ref::<ExportError>() {
+        return match e {
+            ExportError::Format(FormatError::InvalidOption { .. })
+            | ExportError::TooSmall { .. } => Some("usage"),
+            ExportError::Format(FormatError::ToolMissing { .. }) => Some("not_found"),
+            ExportError::NoRootfs { .. } => Some("invalid_input"),
             _ => None,
         };
     }
@@ -195,6 +213,71 @@ mod tests {
         assert_eq!(escape_controls("a\u{1b}[2Jb\nc"), "a\\u{1b}[2Jb\nc");
         assert_eq!(bounded("abcdef", 3), "abc…");
         assert_eq!(bounded("abc", 3), "abc");
+    }
+
+    #[test]
+    fn typed_build_errors_have_their_kinds() {
+        use chasi_builder::BuildError;
+        let kind_of_build = |e: BuildError| ErrorReport::of(&anyhow::Error::new(e)).kind;
+        let missing = BuildError::BaseNotFound {
+            reference: "app:1".into(),
+            name: "app:1".into(),
+        };
+        assert_eq!(kind_of_build(missing), "not_found");
+        assert_eq!(
+            kind_of_build(BuildError::BadTag {
+                tag: "a:b:c".into()
+            }),
+            "usage"
+        );
+        let bad_reference = BuildError::BaseImage {
+            reference: "Bad Name".into(),
+            source: "Bad Name"
+                .parse::<chasi_oci::ImageRef>()
+                .expect_err("not a reference"),
+        };
+        assert_eq!(
+            kind_of_build(bad_reference),
+            "usage",
+            "classed by its source"
+        );
+        let unsafe_entry = BuildError::Extract {
+            path: "/ctx/a.tar".into(),
+            source: chasi_layers::Error::UnsafeEntry {
+                entry: "../x".into(),
+                reason: "it leaves the root".into(),
+            },
+        };
+        let report = ErrorReport::of(&anyhow::Error::new(unsafe_entry));
+        assert_eq!(report.kind, "invalid_input", "classed by its source");
+        assert_eq!(report.message, "cannot extract /ctx/a.tar");
+        let missing_dir = std::path::Path::new("/nonexistent/chasi-context");
+        let Err(context) = chasi_compiler::check::Context::open(missing_dir) else {
+            panic!("{} opened", missing_dir.display());
+        };
+        assert_eq!(kind_of_build(BuildError::Context(context)), "not_found");
+    }
+
+    #[test]
+    fn export_errors_have_their_kinds() {
+        use chasi_formats::export::{ExportError, ExportFormat, ExportOptions};
+        let kind_of_export = |e: ExportError| ErrorReport::of(&anyhow::Error::new(e)).kind;
+        let bios_disk = ExportOptions {
+            boot: Some(chasi_formats::export::BootMode::Bios),
+            ..Default::default()
+        };
+        let bad_option = bios_disk.check(ExportFormat::Qcow2).unwrap_err();
+        assert_eq!(kind_of_export(bad_option), "usage");
+        let missing = chasi_formats::export::tools::Tool {
+            name: "chasi-no-such-tool",
+            package: "chasi-test",
+        };
+        let no_tool = chasi_formats::export::tools::require(&[missing]).unwrap_err();
+        assert_eq!(kind_of_export(no_tool), "not_found");
+        let empty = ExportError::NoRootfs {
+            image: "sha256:00".into(),
+        };
+        assert_eq!(kind_of_export(empty), "invalid_input");
     }
 
     #[test]

@@ -246,3 +246,21 @@ fn errors_name_each_cause_once_and_stay_bounded() {
     assert!(!err.contains('\u{fffd}'), "{err}");
     assert_no_repeats(err.lines().last().unwrap_or_default());
 }
+
+#[test]
+fn a_missing_base_image_is_not_found() {
+    let tmp = tempfile::tempdir().unwrap();
+    let store = tmp.path().join("store");
+    let ctx = tmp.path().join("ctx");
+    write_files(&ctx, &[("Kubefile", "FROM nothere:1\n")]);
+    let ctx = ctx.to_str().unwrap();
+    let out = run(&store, &["build", "--progress", "json", "-t", "t:1", ctx]);
+    assert_eq!(out.status.code(), Some(1));
+    let events = json_lines(&out.stderr, "stderr");
+    let err = error_object(events.last().expect("events"));
+    assert_eq!(err["kind"], "not_found", "{err}");
+    assert!(
+        err.to_string().contains("`nothere:1` is not in the store"),
+        "{err}"
+    );
+}

@@ -77,12 +77,9 @@ pub fn maybe_extract(store: &Store, path: &Path, dir: &Path) -> Result<Option<So
         &ApplyOptions::default(),
         &path.display().to_string(),
     )
-    .map_err(|e| {
-        BuildError::Request(format!(
-            "cannot extract {}: {}",
-            path.display(),
-            chasi_layers::error::chain(&e)
-        ))
+    .map_err(|source| BuildError::Extract {
+        path: path.to_path_buf(),
+        source,
     })?;
     Ok(Some(SourceTree {
         root: dir.to_path_buf(),

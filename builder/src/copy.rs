@@ -511,13 +511,14 @@ pub fn resolve_chown(
             .find(|f| f.first() == Some(&name))
             .and_then(|f| f.get(field).and_then(|v| v.parse().ok()))
     }
-    let step = |message: String| BuildError::Request(message);
     let (uid, primary_gid) = match user.parse::<u64>() {
         Ok(uid) => (uid, uid),
         Err(_) => {
             let root = rootfs()?;
-            let uid = lookup(&root, "etc/passwd", user, 2)
-                .ok_or_else(|| step(format!("user `{user}` is not in the image's /etc/passwd")))?;
+            let uid =
+                lookup(&root, "etc/passwd", user, 2).ok_or_else(|| BuildError::UnknownUser {
+                    user: user.to_string(),
+                })?;
             let gid = lookup(&root, "etc/passwd", user, 3).unwrap_or(uid);
             (uid, gid)
         }
@@ -528,8 +529,9 @@ pub fn resolve_chown(
             Ok(gid) => gid,
             Err(_) => {
                 let root = rootfs()?;
-                lookup(&root, "etc/group", g, 2)
-                    .ok_or_else(|| step(format!("group `{g}` is not in the image's /etc/group")))?
+                lookup(&root, "etc/group", g, 2).ok_or_else(|| BuildError::UnknownGroup {
+                    group: g.to_string(),
+                })?
             }
         },
     };

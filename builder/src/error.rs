@@ -1,4 +1,6 @@
-//! Why a build stops. Every variant names the Kubefile line, path, digest or image involved.
+//! Why a build stops. Every variant about an input names the Kubefile line, path, digest or
+//! image involved and carries the error beneath it as its source, so the CLI can say each cause
+//! once and class the failure (`src/errors.rs`) without reading messages.
 
 use std::path::PathBuf;
 
@@ -27,13 +29,42 @@ pub enum BuildError {
         /// What went wrong.
         message: String,
     },
-    /// A base image could not be found or read.
+    /// A base image's documents do not agree (its config and manifest list different
+    /// numbers of layers).
     #[error("base image {reference}: {message}")]
     Base {
         /// The reference as written.
         reference: String,
-        /// What went wrong.
+        /// What disagrees.
         message: String,
+    },
+    /// A base image could not be read: its reference is not one, or its index, manifest or
+    /// config is missing, broken or has no manifest for the platform.
+    #[error("base image {reference}")]
+    BaseImage {
+        /// The reference as written.
+        reference: String,
+        /// Why.
+        #[source]
+        source: chasi_oci::OciError,
+    },
+    /// A base image could not be imported from its layout or archive.
+    #[error("base image {reference}: import failed")]
+    BaseImport {
+        /// The reference as written.
+        reference: String,
+        /// Why.
+        #[source]
+        source: chasi_oci::OciError,
+    },
+    /// A base image's reference in the store exists but cannot be read.
+    #[error("base image {reference}")]
+    BaseRef {
+        /// The reference as written.
+        reference: String,
+        /// Why.
+        #[source]
+        source: chasi_layers::Error,
     },
     /// A file-system operation on a work or context path failed.
     #[error("cannot {action} {path}")]
@@ -58,9 +89,76 @@ pub enum BuildError {
     /// The `RUN` sandbox could not be set up.
     #[error(transparent)]
     Sandbox(#[from] crate::sandbox::SandboxError),
-    /// The request itself is unusable (no plan, a bad tag, …).
+    /// A failure of the image commands (`builder/src/images.rs`, `builder/src/blobs.rs`) as
+    /// text. Only those two modules still build it: they are moving to their own crate with
+    /// its own typed errors; everything else here has a variant of its own.
     #[error("{0}")]
     Request(String),
+    /// The plan has no target platform.
+    #[error("the plan has no target")]
+    NoTarget,
+    /// The name the image is to be tagged with is not `NAME[:TAG]`.
+    #[error("`{tag}` is not a valid image name (expected NAME[:TAG])")]
+    BadTag {
+        /// The name as given.
+        tag: String,
+    },
+    /// The build context cannot be opened.
+    #[error(transparent)]
+    Context(#[from] chasi_compiler::check::ContextError),
+    /// A base image named by its store name has no reference in the store.
+    #[error("base image {reference}: `{name}` is not in the store (build it, `chasi load` it, or use oci:/oci-archive:/docker-archive:)")]
+    BaseNotFound {
+        /// The reference as written.
+        reference: String,
+        /// The store name looked up (`name:tag`).
+        name: String,
+    },
+    /// A blob that should be an image manifest or index is not JSON.
+    #[error("{digest} is not JSON")]
+    NotJson {
+        /// The blob.
+        digest: chasi_layers::Digest,
+        /// The parser's error.
+        #[source]
+        source: serde_json::Error,
+    },
+    /// A local archive `ADD` unpacks cannot be extracted.
+    #[error("cannot extract {path}")]
+    Extract {
+        /// The archive.
+        path: PathBuf,
+        /// Why (an unsafe entry, a broken tar, …).
+        #[source]
+        source: chasi_layers::Error,
+    },
+    /// The file digest cache cannot be encoded.
+    #[error("cannot encode the file digest cache")]
+    EncodeCache(#[source] serde_json::Error),
+    /// `--chown` names a user the image's `/etc/passwd` does not have.
+    #[error("user `{user}` is not in the image's /etc/passwd")]
+    UnknownUser {
+        /// The user name.
+        user: String,
+    },
+    /// `--chown` names a group the image's `/etc/group` does not have.
+    #[error("group `{group}` is not in the image's /etc/group")]
+    UnknownGroup {
+        /// The group name.
+        group: String,
+    },
+    /// A stage reads a stage the plan does not have.
+    #[error("stage {index} does not exist")]
+    StageMissing {
+        /// The index it asked for.
+        index: usize,
+    },
+    /// The stages ended with neither a result for the last stage nor an error.
+    #[error("the last stage produced nothing")]
+    NoResult,
+    /// A thread of the build panicked (its panic message went to stderr).
+    #[error("{0} panicked")]
+    ThreadPanicked(BuildThread),
     /// A plan whose structure is inconsistent (a stage's node range, a node's step), as a
     /// plan built by hand can be; [`chasi_compiler::plan::plan`] never makes one.
     #[error("the plan for {platform} is malformed: {problem}")]
@@ -78,6 +176,27 @@ pub enum BuildError {
         /// The stage whose failure stopped it.
         dependency: usize,
     },
+}
+
+/// The threads a build runs work on, as [`BuildError::ThreadPanicked`] names them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BuildThread {
+    /// The thread building one target platform.
+    Target,
+    /// The thread building one stage.
+    Stage,
+    /// The thread writing a layer's tar into the store.
+    LayerWriter,
+}
+
+impl std::fmt::Display for BuildThread {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            BuildThread::Target => "a build thread",
+            BuildThread::Stage => "a stage thread",
+            BuildThread::LayerWriter => "the layer writer thread",
+        })
+    }
 }
 
 /// Longest output line quoted in a [`BuildError::RunFailed`] message, in characters.

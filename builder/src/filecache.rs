@@ -85,9 +85,7 @@ impl StoreFileDigests {
             version: VERSION.to_string(),
             files,
         };
-        let value = serde_json::to_value(&record).map_err(|e| {
-            crate::BuildError::Request(format!("cannot encode the file digest cache: {e}"))
-        })?;
+        let value = serde_json::to_value(&record).map_err(crate::BuildError::EncodeCache)?;
         store.put_cache(&self.key, &value)?;
         Ok(())
     }

@@ -78,11 +78,11 @@ where
             pending: 0,
             progress,
         });
-        let produced = producer.join().unwrap_or_else(|_| {
-            Err(crate::BuildError::Request(
-                "the layer writer thread panicked".into(),
-            ))
-        });
+        let produced = producer
+            .join()
+            .unwrap_or(Err(crate::BuildError::ThreadPanicked(
+                crate::error::BuildThread::LayerWriter,
+            )));
         // The producer's error explains a broken stream better than the reader's.
         produced?;
         Ok(ingested?)

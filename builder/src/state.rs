@@ -111,13 +111,11 @@ impl ImageState {
 
 /// A base image resolved to one manifest in the store.
 pub fn resolve_base(store: &Store, reference: &str, platform: &Platform) -> Result<ImageState> {
-    let base_err = |message: String| BuildError::Base {
+    let oci_err = |source: oci::OciError| BuildError::BaseImage {
         reference: reference.to_string(),
-        message,
+        source,
     };
-    let parsed: ImageRef = reference
-        .parse()
-        .map_err(|e: oci::OciError| base_err(chasi_layers::error::chain(&e)))?;
+    let parsed: ImageRef = reference.parse().map_err(oci_err)?;
     let mut blobs = StoreBlobs::new(store);
     let spec = PlatformSpec {
         os: platform.os.clone(),
@@ -126,36 +124,43 @@ pub fn resolve_base(store: &Store, reference: &str, platform: &Platform) -> Resu
     };
     let manifest_desc = match &parsed {
         ImageRef::Store { name, tag } => {
-            let digest = store.get_ref(&format!("{name}:{tag}")).map_err(|_| {
-                base_err(format!(
-                    "`{name}:{tag}` is not in the store (build it, `chasi load` it, or use oci:/oci-archive:/docker-archive:)"
-                ))
+            let name = format!("{name}:{tag}");
+            // Only a missing reference is "not in the store"; a ref that cannot be read says why.
+            let digest = store.get_ref(&name).map_err(|e| match e {
+                chasi_layers::Error::RefNotFound { .. } => BuildError::BaseNotFound {
+                    reference: reference.to_string(),
+                    name: name.clone(),
+                },
+                source => BuildError::BaseRef {
+                    reference: reference.to_string(),
+                    source,
+                },
             })?;
             let root = descriptor_of(store, &digest)?;
-            oci::select_manifest(&blobs, &root, Some(&spec))
-                .map_err(|e| base_err(chasi_layers::error::chain(&e)))?
+            oci::select_manifest(&blobs, &root, Some(&spec)).map_err(oci_err)?
         }
         // Only the chosen platform's manifest, config and layers are imported.
         other => {
             oci::read::import_reference(other, Some(&spec), &mut blobs)
-                .map_err(|e| {
-                    base_err(format!("import failed: {}", chasi_layers::error::chain(&e)))
+                .map_err(|source| BuildError::BaseImport {
+                    reference: reference.to_string(),
+                    source,
                 })?
                 .manifest
         }
     };
-    let (manifest, _) = oci::read_manifest(&blobs, &manifest_desc)
-        .map_err(|e| base_err(chasi_layers::error::chain(&e)))?;
-    let (config, _) = oci::read_config(&blobs, manifest.config())
-        .map_err(|e| base_err(chasi_layers::error::chain(&e)))?;
-    let diff_ids = oci::image::diff_ids(&config, manifest.config().digest())
-        .map_err(|e| base_err(chasi_layers::error::chain(&e)))?;
+    let (manifest, _) = oci::read_manifest(&blobs, &manifest_desc).map_err(oci_err)?;
+    let (config, _) = oci::read_config(&blobs, manifest.config()).map_err(oci_err)?;
+    let diff_ids = oci::image::diff_ids(&config, manifest.config().digest()).map_err(oci_err)?;
     if diff_ids.len() != manifest.layers().len() {
-        return Err(base_err(format!(
-            "its config lists {} layers but its manifest {}",
-            diff_ids.len(),
-            manifest.layers().len()
-        )));
+        return Err(BuildError::Base {
+            reference: reference.to_string(),
+            message: format!(
+                "its config lists {} layers but its manifest {}",
+                diff_ids.len(),
+                manifest.layers().len()
+            ),
+        });
     }
     let mut layers = Vec::new();
     for (desc, diff_id) in manifest.layers().iter().zip(&diff_ids) {
@@ -201,8 +206,10 @@ pub fn resolve_base(store: &Store, reference: &str, platform: &Platform) -> Resu
 /// The descriptor of a manifest or index stored under `digest` (media type read from it).
 pub fn descriptor_of(store: &Store, digest: &Digest) -> Result<oci::Descriptor> {
     let bytes = store.get_blob(digest)?;
-    let value: Value = serde_json::from_slice(&bytes)
-        .map_err(|e| BuildError::Request(format!("{digest} is not JSON: {e}")))?;
+    let value: Value = serde_json::from_slice(&bytes).map_err(|source| BuildError::NotJson {
+        digest: *digest,
+        source,
+    })?;
     let media = value.get("mediaType").and_then(Value::as_str).unwrap_or(
         if value.get("manifests").is_some() {
             "application/vnd.oci.image.index.v1+json"

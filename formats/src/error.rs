@@ -52,9 +52,9 @@ pub enum FormatError {
         size: u64,
     },
     /// An option is out of range or inconsistent.
-    #[error("invalid {format} option: {message}")]
+    #[error("invalid option for {format}: {message}")]
     InvalidOption {
-        /// The format whose options were checked ("qcow2", "gpt", ...).
+        /// The format whose options were checked ("qcow2", "gpt", "export", "iso", ...).
         format: &'static str,
         /// What is wrong.
         message: String,

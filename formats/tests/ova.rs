@@ -234,7 +234,7 @@ fn bad_options_are_rejected() {
         },
     ] {
         let e = write_ova(&disk, &out, &opts).unwrap_err();
-        assert!(e.to_string().starts_with("invalid ova option"), "{e}");
+        assert!(e.to_string().starts_with("invalid option for ova"), "{e}");
     }
     assert!(std::fs::read_dir(dir.path()).unwrap().next().is_none());
 }

@@ -196,7 +196,7 @@ fn bad_options_are_rejected_before_writing() {
         },
     ] {
         let e = write_qcow2(&disk, &q, &opts).unwrap_err();
-        assert!(e.to_string().starts_with("invalid qcow2 option"), "{e}");
+        assert!(e.to_string().starts_with("invalid option for qcow2"), "{e}");
     }
     let odd = ExtentDisk::new((1 << 20) + 100);
     let e = write_qcow2(&odd, &q, &Qcow2Options::default()).unwrap_err();

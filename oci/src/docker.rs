@@ -23,14 +23,13 @@ use serde_json::{json, Value};
 use super::blobs::{read_blob, BlobSource, MemoryBlobs, MAX_JSON_BLOB};
 use super::digest::{sha256_digest, HashingReader};
 use super::error::{OciError, OciResult};
-use super::image::{config_platform, diff_ids, plain_descriptor, select_manifest};
+use super::image::{config_platform, diff_ids, plain_descriptor, select_manifest, ImageEntry};
 use super::json::{parse_document, to_canonical_json};
 use super::layout::{check_image_name, finish_archive, staging_dir};
 use super::media::{classify, decoder, oci_layer_type, sniff, BlobKind, LayerCodec};
+use super::options::{WriteOptions, WriteReport};
 use super::plan::{BlobData, Planner};
-use super::read::ImageEntry;
 use super::tarball::{normalize_member, DeterministicTar, Member, TarIndex};
-use super::write::{WriteOptions, WriteReport};
 
 /// Writes a docker-archive of one platform of the image rooted at `root`.
 pub fn write_docker_archive(

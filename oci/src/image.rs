@@ -27,6 +27,16 @@ pub const ANNOTATION_CONTAINERD_NAME: &str = "io.containerd.image.name";
 /// Manifest annotation holding sealer's image extension JSON.
 pub const ANNOTATION_SEALER_EXTENSION: &str = "sealer.image.extension";
 
+/// One image of a layout or archive.
+#[derive(Debug, Clone)]
+pub struct ImageEntry {
+    /// Its names: `org.opencontainers.image.ref.name` then `io.containerd.image.name` for OCI
+    /// layouts, `RepoTags` for docker-archives. May be empty.
+    pub names: Vec<String>,
+    /// Its root: an image manifest or index.
+    pub root: Descriptor,
+}
+
 /// Reads and parses an image manifest (OCI or Docker schema 2), verified.
 pub fn read_manifest(
     source: &(impl BlobSource + ?Sized),

@@ -23,14 +23,13 @@ use serde_json::{json, Value};
 
 use super::blobs::{BlobSource, DirBlobs, MemoryBlobs, MAX_JSON_BLOB};
 use super::error::{OciError, OciResult};
-use super::image::{plain_descriptor, ANNOTATION_CONTAINERD_NAME, ANNOTATION_REF_NAME};
+use super::image::{plain_descriptor, ImageEntry, ANNOTATION_CONTAINERD_NAME, ANNOTATION_REF_NAME};
 use super::json::{parse_document, to_canonical_json};
 use super::media::{classify, BlobKind};
+use super::options::{WriteOptions, WriteReport};
 use super::plan::{BlobData, ExportPlan, Planner};
-use super::read::ImageEntry;
 use super::reference::{ref_name_problem, validate_ref_name};
 use super::tarball::{DeterministicTar, TarIndex};
-use super::write::{WriteOptions, WriteReport};
 use crate::output::{self, Output};
 
 const OCI_LAYOUT: &[u8] = br#"{"imageLayoutVersion":"1.0.0"}"#;

@@ -93,6 +93,7 @@ pub mod image;
 pub mod json;
 pub mod layout;
 pub mod media;
+pub mod options;
 pub mod output;
 pub(crate) mod plan;
 pub mod platform;

@@ -24,21 +24,13 @@ use super::error::{OciError, OciResult};
 use super::image::{
     diff_ids, is_attestation, read_config, read_index, read_manifest, select_manifest,
 };
+// Defined with the image documents so the format readers below need not import this module.
+pub use super::image::ImageEntry;
 use super::layout::{tar_is_oci, OciLayoutReader};
 use super::media::{classify, decoder, BlobKind, LayerCodec};
 use super::platform::PlatformSpec;
 use super::reference::{DockerSelector, ImageRef};
 use super::tarball::TarIndex;
-
-/// One image of a layout or archive.
-#[derive(Debug, Clone)]
-pub struct ImageEntry {
-    /// Its names: `org.opencontainers.image.ref.name` then `io.containerd.image.name` for OCI
-    /// layouts, `RepoTags` for docker-archives. May be empty.
-    pub names: Vec<String>,
-    /// Its root: an image manifest or index.
-    pub root: Descriptor,
-}
 
 /// The on-disk image formats this module reads.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

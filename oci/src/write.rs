@@ -1,87 +1,17 @@
 //! The save side's options and report, and [`save`], the one call `chasi save` makes.
 //!
-//! The three writers live with their formats ([`super::layout`], [`super::docker`]); this
-//! module holds what they share so the CLI can pick a format at run time.
+//! The three writers live with their formats ([`super::layout`], [`super::docker`]); [`save`]
+//! picks one at run time. What they share (options, report) is in [`super::options`], below
+//! them, so imports run one way: this module → the writers → `options`.
 
-use std::path::{Path, PathBuf};
-use std::str::FromStr;
+use std::path::Path;
 
 use oci_spec::image::Descriptor;
 
 use super::blobs::BlobSource;
-use super::error::{OciError, OciResult};
-use super::media::LayerCompression;
-use super::platform::PlatformSpec;
-
-/// Output format of `chasi save`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum SaveFormat {
-    /// An OCI image layout directory (`oci:`).
-    OciLayout,
-    /// A tar of an OCI image layout (`oci-archive:`).
-    OciArchive,
-    /// A `docker save` style archive (`docker-archive:`).
-    DockerArchive,
-}
-
-impl FromStr for SaveFormat {
-    type Err = OciError;
-    fn from_str(s: &str) -> OciResult<Self> {
-        match s {
-            "oci" | "oci-dir" | "oci-layout" => Ok(SaveFormat::OciLayout),
-            "oci-archive" => Ok(SaveFormat::OciArchive),
-            "docker-archive" => Ok(SaveFormat::DockerArchive),
-            other => Err(OciError::BadOption {
-                format: "save",
-                message: format!("unknown format `{other}` (oci, oci-archive, docker-archive)"),
-            }),
-        }
-    }
-}
-
-/// Options shared by the writers.
-#[derive(Debug, Clone, Default)]
-pub struct WriteOptions {
-    /// `org.opencontainers.image.ref.name` in `index.json` (`v1.30`, or a full reference).
-    pub tag: Option<String>,
-    /// Full image name (`registry.local/k8s:v1.30`): `io.containerd.image.name` in OCI
-    /// layouts, `RepoTags` in a docker-archive (which falls back to `tag`).
-    pub image_name: Option<String>,
-    /// Layer compression of the output.
-    pub compression: LayerCompression,
-    /// Platform to write when the image is multi-platform and the format holds one
-    /// (docker-archive). Ignored by OCI layouts, which keep the whole index.
-    pub platform: Option<PlatformSpec>,
-    /// Where re-compressed layers are staged before they are written (the CLI passes the
-    /// store's session `tmp/`, which a killed run leaves to the next one to clean; default:
-    /// the system's temp dir). Never next to the output.
-    pub work_dir: Option<PathBuf>,
-}
-
-/// What a writer did.
-#[derive(Debug, Clone)]
-pub struct WriteReport {
-    /// The descriptor of the written root (differs from the input's when layers were
-    /// re-compressed; for a docker-archive, the chosen platform's manifest).
-    pub root: Descriptor,
-    /// Blobs written (not counting ones already present in an existing layout).
-    pub blobs_written: usize,
-    /// Their total size.
-    pub bytes_written: u64,
-    /// Things the format could not carry (e.g. manifest annotations in a docker-archive).
-    pub warnings: Vec<String>,
-}
-
-impl WriteReport {
-    pub(crate) fn new(root: Descriptor) -> Self {
-        WriteReport {
-            root,
-            blobs_written: 0,
-            bytes_written: 0,
-            warnings: Vec::new(),
-        }
-    }
-}
+use super::error::OciResult;
+// Defined below the writers, so that they need not import this module.
+pub use super::options::{SaveFormat, WriteOptions, WriteReport};
 
 /// Writes the image rooted at `root` (a manifest or an index in `source`) to `path` in
 /// `format`. Archives follow the rules of [`crate::output`] (a file atomically, a pipe or

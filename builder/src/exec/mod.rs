@@ -96,11 +96,10 @@ pub fn build(
 ) -> Result<BuildOutput> {
     let started = Instant::now();
     if plan.targets.is_empty() {
-        return Err(BuildError::Request("the plan has no target".into()));
+        return Err(BuildError::NoTarget);
     }
     let name = normalize_tag(&opts.tag)?;
-    let (context, _) = Context::open(&opts.context)
-        .map_err(|e| BuildError::Request(chasi_layers::error::chain(&e)))?;
+    let (context, _) = Context::open(&opts.context)?;
     let work_parent = opts
         .work_dir
         .clone()
@@ -156,8 +155,8 @@ pub fn build(
 pub fn normalize_tag(tag: &str) -> Result<String> {
     match tag.parse::<chasi_oci::ImageRef>() {
         Ok(chasi_oci::ImageRef::Store { name, tag }) => Ok(format!("{name}:{tag}")),
-        _ => Err(BuildError::Request(format!(
-            "`{tag}` is not a valid image name (expected NAME[:TAG])"
-        ))),
+        _ => Err(BuildError::BadTag {
+            tag: tag.to_string(),
+        }),
     }
 }

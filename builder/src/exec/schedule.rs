@@ -9,7 +9,7 @@
 use super::stage::{build_stage, StageDone, StageInput};
 use super::Session;
 use crate::assemble::{self, ManifestSpec};
-use crate::error::{BuildError, Result};
+use crate::error::{BuildError, BuildThread, Result};
 use crate::events::BuildEvent;
 use chasi_compiler::plan::{NodeStep, Plan, TargetPlan};
 use chasi_oci::Descriptor;
@@ -35,7 +35,7 @@ pub(super) fn build_targets(
             .into_iter()
             .map(|h| {
                 h.join()
-                    .unwrap_or_else(|_| Err(BuildError::Request("a build thread panicked".into())))
+                    .unwrap_or(Err(BuildError::ThreadPanicked(BuildThread::Target)))
             })
             .collect()
     });
@@ -157,7 +157,7 @@ fn build_stages(
             .collect();
         let results = handles.into_iter().map(|h| {
             h.join()
-                .unwrap_or_else(|_| Err(BuildError::Request("a stage thread panicked".into())))
+                .unwrap_or(Err(BuildError::ThreadPanicked(BuildThread::Stage)))
         });
         last_or_root_cause(results, last)
     })
@@ -189,17 +189,13 @@ fn last_or_root_cause(
     match (first_error, final_result) {
         (Some((_, e)), _) => Err(e),
         (None, Some(done)) => Ok(done),
-        (None, None) => Err(BuildError::Request(
-            "the last stage produced nothing".into(),
-        )),
+        (None, None) => Err(BuildError::NoResult),
     }
 }
 
 /// Waits for stage `index` (read by stage `me`).
 pub(super) fn wait_stage(slots: &[StageSlot], me: usize, index: usize) -> Result<Arc<StageDone>> {
-    let slot = slots
-        .get(index)
-        .ok_or_else(|| BuildError::Request(format!("stage {index} does not exist")))?;
+    let slot = slots.get(index).ok_or(BuildError::StageMissing { index })?;
     match slot.wait() {
         Ok(done) => Ok(done.clone()),
         Err(_) => Err(BuildError::DependencyFailed {

@@ -18,11 +18,7 @@ use chasi_layers::EntryKind;
 use super::{ExportError, ExportResult};
 
 fn io_err(e: std::io::Error) -> ExportError {
-    ExportError::Io {
-        action: "write",
-        path: "<initramfs>".into(),
-        source: e,
-    }
+    ExportError::io("write", "<initramfs>")(e)
 }
 
 struct Header<'a> {
@@ -144,14 +140,11 @@ pub fn write_cpio(
         } else if let Some(src) = data_from {
             let n = view.read_file(src, &mut *w)?;
             if n != size {
-                return Err(ExportError::Io {
-                    action: "read",
-                    path: String::from_utf8_lossy(&e.path).into_owned().into(),
-                    source: std::io::Error::new(
-                        std::io::ErrorKind::UnexpectedEof,
-                        format!("expected {size} bytes, read {n}"),
-                    ),
-                });
+                let path = String::from_utf8_lossy(&e.path).into_owned();
+                return Err(ExportError::io("read", path)(std::io::Error::new(
+                    std::io::ErrorKind::UnexpectedEof,
+                    format!("expected {size} bytes, read {n}"),
+                )));
             }
         }
         pad_data(w, size)?;

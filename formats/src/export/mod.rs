@@ -69,10 +69,12 @@ use crate::error::FormatError;
 use chasi_oci::output::{self, Output, OutputError};
 use chasi_oci::{BlobSource, Descriptor, OciError};
 
-/// Everything that can stop an export.
+/// Everything that can stop an export: what the disk writers can fail with
+/// ([`FormatError`]: a file operation, an invalid option, a missing or failing external
+/// tool, …) and what only an export can.
 #[derive(Debug, thiserror::Error)]
 pub enum ExportError {
-    /// A writer of this crate failed.
+    /// A file operation, an option, an external tool or a writer of this crate failed.
     #[error(transparent)]
     Format(#[from] FormatError),
     /// The layer store failed (missing or corrupt layer).
@@ -81,14 +83,6 @@ pub enum ExportError {
     /// Writing the OCI layout of a data ISO failed.
     #[error("oci layout")]
     Oci(#[from] OciError),
-    /// An option is invalid for the chosen format.
-    #[error("invalid option for {format}: {message}")]
-    Option {
-        /// The format (`qcow2`, `iso`, ...).
-        format: &'static str,
-        /// What is wrong.
-        message: String,
-    },
     /// The image has nothing to export.
     #[error("image {image} has no root file system (no layers, or only empty ones)")]
     NoRootfs {
@@ -111,35 +105,6 @@ pub enum ExportError {
         /// Why.
         reason: String,
     },
-    /// An external program is missing.
-    #[error("`{tool}` not found in PATH: install the Debian package `{package}`")]
-    ToolMissing {
-        /// The program.
-        tool: String,
-        /// Its Debian package.
-        package: &'static str,
-    },
-    /// An external program failed.
-    #[error("`{command}` failed ({status}): {stderr}")]
-    ToolFailed {
-        /// The command line.
-        command: String,
-        /// Exit status.
-        status: String,
-        /// The end of its standard error.
-        stderr: String,
-    },
-    /// A local file operation failed.
-    #[error("cannot {action} {path}")]
-    Io {
-        /// What was being done.
-        action: &'static str,
-        /// The file.
-        path: PathBuf,
-        /// The cause.
-        #[source]
-        source: std::io::Error,
-    },
 }
 
 /// The output rules fail as the writers of this crate do: as [`FormatError::Output`].
@@ -154,19 +119,12 @@ impl ExportError {
         action: &'static str,
         path: impl Into<PathBuf>,
     ) -> impl FnOnce(std::io::Error) -> Self {
-        let path = path.into();
-        move |source| ExportError::Io {
-            action,
-            path,
-            source,
-        }
+        let wrap = FormatError::io(action, path);
+        move |source| ExportError::Format(wrap(source))
     }
 
     pub(crate) fn option(format: &'static str, message: impl Into<String>) -> Self {
-        ExportError::Option {
-            format,
-            message: message.into(),
-        }
+        ExportError::Format(FormatError::option(format, message))
     }
 }
 
@@ -698,6 +656,49 @@ mod tests {
             assert_eq!(f.name().parse::<ExportFormat>().unwrap(), f);
         }
         assert!("vhd".parse::<ExportFormat>().is_err());
+    }
+
+    #[test]
+    fn export_failures_are_the_writers_errors_with_the_same_messages() {
+        let e = "vhd".parse::<ExportFormat>().unwrap_err();
+        assert!(
+            matches!(
+                e,
+                ExportError::Format(FormatError::InvalidOption {
+                    format: "export",
+                    ..
+                })
+            ),
+            "{e:?}"
+        );
+        assert!(
+            e.to_string()
+                .starts_with("invalid option for export: unknown format `vhd` (one of "),
+            "{e}"
+        );
+        let missing = tools::Tool {
+            name: "chasi-no-such-tool",
+            package: "chasi-test",
+        };
+        let e = tools::require(&[missing]).unwrap_err();
+        assert!(
+            matches!(
+                e,
+                ExportError::Format(FormatError::ToolMissing {
+                    tool: "chasi-no-such-tool",
+                    ..
+                })
+            ),
+            "{e:?}"
+        );
+        assert_eq!(
+            e.to_string(),
+            "`chasi-no-such-tool` not found in PATH: install the Debian package `chasi-test`"
+        );
+        let e = ExportError::io("write", "/x")(std::io::Error::other("boom"));
+        assert!(matches!(e, ExportError::Format(FormatError::Io { .. })));
+        assert_eq!(e.to_string(), "cannot write /x");
+        assert_eq!(chasi_oci::error::chain(&e), "cannot write /x: boom");
     }
 
     #[test]

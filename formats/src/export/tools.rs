@@ -8,7 +8,8 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use super::{ExportError, ExportResult};
+use super::ExportResult;
+use crate::error::FormatError;
 
 /// An external program and its Debian package.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -89,14 +90,15 @@ pub fn find(tool: Tool) -> Option<PathBuf> {
         .find(|c| c.is_file())
 }
 
-/// Fails with [`ExportError::ToolMissing`] for the first missing tool.
+/// Fails with [`FormatError::ToolMissing`] for the first missing tool.
 pub fn require(tools: &[Tool]) -> ExportResult<()> {
     for t in tools {
         if find(*t).is_none() {
-            return Err(ExportError::ToolMissing {
-                tool: t.name.to_string(),
+            return Err(FormatError::ToolMissing {
+                tool: t.name,
                 package: t.package,
-            });
+            }
+            .into());
         }
     }
     Ok(())
@@ -105,8 +107,8 @@ pub fn require(tools: &[Tool]) -> ExportResult<()> {
 /// A command for `tool` (resolved path), with `LC_ALL=C`, `TZ=UTC` and
 /// `SOURCE_DATE_EPOCH` set to `epoch`.
 pub fn command(tool: Tool, epoch: i64) -> ExportResult<Command> {
-    let path = find(tool).ok_or_else(|| ExportError::ToolMissing {
-        tool: tool.name.to_string(),
+    let path = find(tool).ok_or(FormatError::ToolMissing {
+        tool: tool.name,
         package: tool.package,
     })?;
     let mut c = Command::new(path);
@@ -126,7 +128,7 @@ pub fn run(cmd: &mut Command) -> ExportResult<String> {
             .collect::<Vec<_>>()
             .join(" ")
     );
-    let out = cmd.output().map_err(|e| ExportError::ToolFailed {
+    let out = cmd.output().map_err(|e| FormatError::ToolFailed {
         command: shown.clone(),
         status: "not started".into(),
         stderr: e.to_string(),
@@ -142,11 +144,12 @@ pub fn run(cmd: &mut Command) -> ExportResult<String> {
             .rev()
             .collect::<Vec<_>>()
             .join("\n");
-        return Err(ExportError::ToolFailed {
+        return Err(FormatError::ToolFailed {
             command: shown,
             status: out.status.to_string(),
             stderr: tail,
-        });
+        }
+        .into());
     }
     Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
