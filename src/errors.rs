@@ -128,12 +128,23 @@ fn kind_of(e: &(dyn std::error::Error + 'static)) -> Option<&'static str> {
             BuildError::RunFailed { .. } => Some("run_failed"),
             BuildError::BaseNotFound { .. } => Some("not_found"),
             BuildError::BadTag { .. } => Some("usage"),
-            BuildError::NotJson { .. }
-            | BuildError::UnknownUser { .. }
-            | BuildError::UnknownGroup { .. } => Some("invalid_input"),
+            BuildError::UnknownUser { .. } | BuildError::UnknownGroup { .. } => {
+                Some("invalid_input")
+            }
+            BuildError::Images(inner) => kind_of(inner),
             // The rest are classed by their source (an extraction's unsafe entry, a context
             // directory that does not exist, …), else `error`.
             _ => None,
+        };
+    }
+    if let Some(e) = e.downcast_ref::<chasi_images::ImagesError>() {
+        use chasi_images::ImagesError as I;
+        return match e {
+            I::NotInStore { .. } | I::NoSuchPlatform { .. } => Some("not_found"),
+            I::BadName { .. } | I::MultiPlatform { .. } => Some("usage"),
+            I::BadDocument { .. } | I::BadDiffId { .. } | I::TooDeep { .. } => Some("corrupt"),
+            I::Store(inner) => kind_of(inner),
+            I::Oci(inner) => kind_of(inner),
         };
     }
     if let Some(e) = e.downcast_ref::<ExportError>() {

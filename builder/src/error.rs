@@ -89,11 +89,6 @@ pub enum BuildError {
     /// The `RUN` sandbox could not be set up.
     #[error(transparent)]
     Sandbox(#[from] crate::sandbox::SandboxError),
-    /// A failure of the image commands (`builder/src/images.rs`, `builder/src/blobs.rs`) as
-    /// text. Only those two modules still build it: they are moving to their own crate with
-    /// its own typed errors; everything else here has a variant of its own.
-    #[error("{0}")]
-    Request(String),
     /// The plan has no target platform.
     #[error("the plan has no target")]
     NoTarget,
@@ -114,15 +109,9 @@ pub enum BuildError {
         /// The store name looked up (`name:tag`).
         name: String,
     },
-    /// A blob that should be an image manifest or index is not JSON.
-    #[error("{digest} is not JSON")]
-    NotJson {
-        /// The blob.
-        digest: chasi_layers::Digest,
-        /// The parser's error.
-        #[source]
-        source: serde_json::Error,
-    },
+    /// An image in the store could not be read (`chasi-images`).
+    #[error(transparent)]
+    Images(#[from] chasi_images::ImagesError),
     /// A local archive `ADD` unpacks cannot be extracted.
     #[error("cannot extract {path}")]
     Extract {

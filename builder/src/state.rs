@@ -7,7 +7,7 @@
 
 use crate::error::{BuildError, Result};
 use chasi_compiler::check::Platform;
-use chasi_images::blobs::{to_oci_digest, to_store_digest, StoreBlobs};
+use chasi_images::blobs::{to_store_digest, StoreBlobs};
 use chasi_layers::{BlobDesc, Digest, Store};
 use chasi_oci::{self as oci, ImageRef, PlatformSpec};
 use serde_json::{json, Map, Value};
@@ -136,7 +136,7 @@ pub fn resolve_base(store: &Store, reference: &str, platform: &Platform) -> Resu
                     source,
                 },
             })?;
-            let root = descriptor_of(store, &digest)?;
+            let root = chasi_images::blobs::descriptor_of(store, &digest)?;
             oci::select_manifest(&blobs, &root, Some(&spec)).map_err(oci_err)?
         }
         // Only the chosen platform's manifest, config and layers are imported.
@@ -201,25 +201,4 @@ pub fn resolve_base(store: &Store, reference: &str, platform: &Platform) -> Resu
         inherited_apps,
         base_digest: Some(to_store_digest(manifest_desc.digest())?),
     })
-}
-
-/// The descriptor of a manifest or index stored under `digest` (media type read from it).
-pub fn descriptor_of(store: &Store, digest: &Digest) -> Result<oci::Descriptor> {
-    let bytes = store.get_blob(digest)?;
-    let value: Value = serde_json::from_slice(&bytes).map_err(|source| BuildError::NotJson {
-        digest: *digest,
-        source,
-    })?;
-    let media = value.get("mediaType").and_then(Value::as_str).unwrap_or(
-        if value.get("manifests").is_some() {
-            "application/vnd.oci.image.index.v1+json"
-        } else {
-            "application/vnd.oci.image.manifest.v1+json"
-        },
-    );
-    Ok(oci::Descriptor::new(
-        oci::MediaType::from(media),
-        bytes.len() as u64,
-        to_oci_digest(digest),
-    ))
 }

@@ -153,10 +153,7 @@ pub fn build(
 
 /// `name` → `name:latest`; validates the name.
 pub fn normalize_tag(tag: &str) -> Result<String> {
-    match tag.parse::<chasi_oci::ImageRef>() {
-        Ok(chasi_oci::ImageRef::Store { name, tag }) => Ok(format!("{name}:{tag}")),
-        _ => Err(BuildError::BadTag {
-            tag: tag.to_string(),
-        }),
-    }
+    chasi_images::normalize_name(tag).map_err(|_| BuildError::BadTag {
+        tag: tag.to_string(),
+    })
 }
