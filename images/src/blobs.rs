@@ -11,21 +11,7 @@ use chasi_layers::{Digest, Store};
 use chasi_oci::{BlobSink, BlobSource, Descriptor, MediaType, OciError, OciResult};
 use std::io::Read;
 
-/// Converts an OCI digest into a store digest (only SHA-256 is supported).
-pub fn to_store_digest(d: &chasi_oci::Digest) -> OciResult<Digest> {
-    d.to_string().parse().map_err(|_| OciError::Sink {
-        digest: d.to_string(),
-        message: "only sha256 digests are supported".into(),
-    })
-}
-
-/// Converts a store digest into an OCI digest.
-pub fn to_oci_digest(d: &Digest) -> chasi_oci::Digest {
-    // A store digest is always `sha256:` + 64 lower-case hex digits, which oci-spec accepts.
-    d.to_string()
-        .parse()
-        .expect("a sha256 store digest is a valid OCI digest")
-}
+pub use crate::digests::{to_oci_digest, to_store_digest};
 
 /// The descriptor of a manifest or index stored under `digest`: its media type as the
 /// document states it (else as its shape says), its size, its digest.

@@ -9,7 +9,7 @@
 //!
 //! [`Image::oci_size`] is the one definition of an image's size as OCI counts it.
 
-use crate::blobs::to_store_digest;
+use crate::digests::to_store_digest;
 use crate::error::{ImagesError, Result};
 use chasi_layers::{Digest, Store};
 use chasi_oci::{ImageIndex, ImageManifest, Platform, PlatformSpec};

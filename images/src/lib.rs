@@ -15,6 +15,7 @@
 //! It depends on `chasi-oci` and `chasi-layers` only (`images/tests/boundary.rs`).
 
 pub mod blobs;
+mod digests;
 pub mod docs;
 pub mod error;
 pub mod images;

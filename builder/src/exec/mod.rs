@@ -9,6 +9,7 @@
 pub mod cache;
 mod ops;
 mod schedule;
+mod slots;
 mod stage;
 
 use crate::assemble::{self, Compression};

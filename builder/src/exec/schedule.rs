@@ -6,7 +6,8 @@
 //! a [`StageSlot`] that the stages reading it wait on; the first failure that is not just
 //! "a dependency failed" is the one reported.
 
-use super::stage::{build_stage, StageDone, StageInput};
+use super::slots::{StageDone, StageSlot};
+use super::stage::{build_stage, StageInput};
 use super::Session;
 use crate::assemble::{self, ManifestSpec};
 use crate::error::{BuildError, BuildThread, Result};
@@ -15,9 +16,6 @@ use chasi_compiler::plan::{NodeStep, Plan, TargetPlan};
 use chasi_oci::Descriptor;
 use std::sync::{Arc, OnceLock};
 use std::time::Instant;
-
-/// Where a stage's thread leaves its result: the finished stage, or its index on failure.
-pub(super) type StageSlot = OnceLock<std::result::Result<Arc<StageDone>, usize>>;
 
 /// Builds every target on its own thread; returns, in plan order, each platform's manifest.
 pub(super) fn build_targets(
@@ -190,17 +188,5 @@ fn last_or_root_cause(
         (Some((_, e)), _) => Err(e),
         (None, Some(done)) => Ok(done),
         (None, None) => Err(BuildError::NoResult),
-    }
-}
-
-/// Waits for stage `index` (read by stage `me`).
-pub(super) fn wait_stage(slots: &[StageSlot], me: usize, index: usize) -> Result<Arc<StageDone>> {
-    let slot = slots.get(index).ok_or(BuildError::StageMissing { index })?;
-    match slot.wait() {
-        Ok(done) => Ok(done.clone()),
-        Err(_) => Err(BuildError::DependencyFailed {
-            stage: me,
-            dependency: index,
-        }),
     }
 }

@@ -7,7 +7,7 @@
 
 use super::cache::{self, CacheRecord};
 use super::ops::{self, StepInput};
-use super::schedule::{wait_stage, StageSlot};
+use super::slots::{wait_stage, StageDone, StageSlot};
 use super::Session;
 use crate::assemble;
 use crate::error::{BuildError, Result};
@@ -21,13 +21,6 @@ use chasi_layers::Digest;
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
-
-/// The finished state of one stage.
-pub(super) struct StageDone {
-    pub(super) state: ImageState,
-    pub(super) key: Digest,
-    pub(super) root: Mutex<WorkRoot>,
-}
 
 /// One stage's part of the plan, checked for shape once.
 pub(super) struct StageInput<'a> {

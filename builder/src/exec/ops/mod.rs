@@ -9,7 +9,7 @@ pub(super) mod config;
 mod copy;
 mod run;
 
-use super::stage::StageDone;
+use super::slots::StageDone;
 use super::Session;
 use crate::error::{BuildError, Result};
 use crate::fetch::Fetched;
