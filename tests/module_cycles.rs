@@ -3,13 +3,21 @@
 //! every `super::NAME` / `crate::NAME` path (and each first name of a `super::{…}` group) in a
 //! top-level module's code, comments and `#[cfg(test)]` blocks left out.
 //!
-//! Crates are added to [`CHECKED`] as their cycles are removed.
+//! Every crate of the workspace is checked (`runtime/` has no modules yet).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 
 /// Source directories whose top-level modules must not import each other in a circle.
-const CHECKED: &[&str] = &["oci/src"];
+const CHECKED: &[&str] = &[
+    "oci/src",
+    "layers/src",
+    "images/src",
+    "compiler/src",
+    "formats/src",
+    "builder/src",
+    "src",
+];
 
 /// Module → the sibling modules it imports.
 type Graph = BTreeMap<String, BTreeSet<String>>;
@@ -137,7 +145,7 @@ fn top_level_modules_import_one_way() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     for dir in CHECKED {
         let graph = module_graph(&root.join(dir));
-        assert!(graph.len() > 3, "{dir}: too few modules found: {graph:?}");
+        assert!(graph.len() >= 3, "{dir}: too few modules found: {graph:?}");
         if let Some(cycle) = find_cycle(&graph) {
             panic!("{dir}: modules import each other: {}", cycle.join(" → "));
         }
