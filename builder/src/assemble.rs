@@ -15,7 +15,7 @@ use std::collections::BTreeMap;
 
 /// Which compression the manifest's layer blobs use.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum Compression {
+pub enum ManifestCompression {
     /// `tar+zstd`, the store's native blobs (default).
     #[default]
     Zstd,
@@ -82,21 +82,25 @@ pub fn extension_json(ext: &ImageExtension, inherited: &[Value]) -> Value {
 fn layer_descriptors(
     store: &Store,
     layers: &[LayerRef],
-    compression: Compression,
+    compression: ManifestCompression,
 ) -> Result<Vec<Descriptor>> {
     layers
         .iter()
         .map(|l| {
             let blob = match compression {
-                Compression::Gzip if !l.blob.media_type.ends_with("gzip") => {
+                ManifestCompression::Gzip if !l.blob.media_type.ends_with("gzip") => {
                     store.ensure_gzip(&l.diff_id)?
                 }
                 _ => l.blob.clone(),
             };
             let media = if blob.media_type.is_empty() {
                 match compression {
-                    Compression::Zstd => chasi_layers::store::MEDIA_TYPE_LAYER_ZSTD.to_string(),
-                    Compression::Gzip => chasi_layers::store::MEDIA_TYPE_LAYER_GZIP.to_string(),
+                    ManifestCompression::Zstd => {
+                        chasi_layers::store::MEDIA_TYPE_LAYER_ZSTD.to_string()
+                    }
+                    ManifestCompression::Gzip => {
+                        chasi_layers::store::MEDIA_TYPE_LAYER_GZIP.to_string()
+                    }
                 }
             } else {
                 blob.media_type.clone()
@@ -124,7 +128,7 @@ pub struct ManifestSpec<'a> {
     /// The config's `created` time (`SOURCE_DATE_EPOCH`).
     pub epoch: i64,
     /// The layer compression the manifest references.
-    pub compression: Compression,
+    pub compression: ManifestCompression,
 }
 
 /// Writes config and manifest for one platform; returns the manifest descriptor (with platform).

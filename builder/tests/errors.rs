@@ -2,7 +2,7 @@
 //! underlying error as its source), so callers can tell a missing image from a broken store
 //! without reading the message.
 
-use chasi_builder::assemble::Compression;
+use chasi_builder::assemble::ManifestCompression;
 use chasi_builder::events::Silent;
 use chasi_builder::sandbox::Network;
 use chasi_builder::{
@@ -34,7 +34,7 @@ fn options(context: &Path, tag: &str) -> BuildOptions {
         network: Network::None,
         source_date_epoch: 0,
         offline: true,
-        compression: Compression::Zstd,
+        compression: ManifestCompression::Zstd,
         work_dir: None,
     }
 }

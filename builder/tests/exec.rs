@@ -1,7 +1,7 @@
 //! The executor as a library: a Kubefile built by `build_kubefile` (compile, file cache,
 //! build), rebuilt from the cache, and a plan with an inconsistent stage refused cleanly.
 
-use chasi_builder::assemble::Compression;
+use chasi_builder::assemble::ManifestCompression;
 use chasi_builder::events::Silent;
 use chasi_builder::sandbox::Network;
 use chasi_builder::{
@@ -35,7 +35,7 @@ fn options(context: &Path) -> BuildOptions {
         network: Network::None,
         source_date_epoch: 0,
         offline: true,
-        compression: Compression::Zstd,
+        compression: ManifestCompression::Zstd,
         work_dir: None,
     }
 }

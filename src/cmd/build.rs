@@ -5,7 +5,7 @@ use crate::cmd::check::InputArgs;
 use crate::errors::{self, ErrorReport};
 use crate::progress::{observer, ProgressMode};
 use anyhow::Context as _;
-use chasi_builder::assemble::Compression;
+use chasi_builder::assemble::ManifestCompression;
 use chasi_builder::sandbox::Network;
 use chasi_builder::{
     build_kubefile, BuildOptions, CompileObserver, KubefileBuild, KubefileError, KubefileInput,
@@ -168,8 +168,8 @@ impl BuildArgs {
             source_date_epoch: self.source_date_epoch.unwrap_or(0),
             offline: self.offline,
             compression: match self.compression {
-                CompressionArg::Zstd => Compression::Zstd,
-                CompressionArg::Gzip => Compression::Gzip,
+                CompressionArg::Zstd => ManifestCompression::Zstd,
+                CompressionArg::Gzip => ManifestCompression::Gzip,
             },
             work_dir: None,
         }

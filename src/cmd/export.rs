@@ -3,8 +3,8 @@
 
 use anyhow::Context as _;
 use chasi_formats::export::{
-    self, parse_bytes, BootMode, Compression, ExportFormat, ExportInput, ExportOptions, OciImage,
-    RootFsType,
+    self, parse_bytes, BootMode, ClusterCompression, ExportFormat, ExportInput, ExportOptions,
+    OciImage, RootFsType,
 };
 use chasi_images::{self as images, StoreBlobs};
 use chasi_layers::Store;
@@ -84,8 +84,8 @@ pub struct ExportArgs {
     #[arg(long, value_name = "STR")]
     kernel_cmdline: Option<String>,
     /// QCOW2 cluster compression: none, zlib or zstd.
-    #[arg(long, value_name = "ALG", default_value = "none", value_parser = parsed::<Compression>)]
-    compress: Compression,
+    #[arg(long, value_name = "ALG", default_value = "none", value_parser = parsed::<ClusterCompression>)]
+    compress: ClusterCompression,
     /// VM name (OVA, VMA).
     #[arg(long, value_name = "NAME", default_value = "chasi")]
     vm_name: String,

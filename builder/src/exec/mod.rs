@@ -12,7 +12,7 @@ mod schedule;
 mod slots;
 mod stage;
 
-use crate::assemble::{self, Compression};
+use crate::assemble::{self, ManifestCompression};
 use crate::error::{io, BuildError, Result};
 use crate::events::{BuildEvent, BuildObserver};
 use crate::sandbox::Network;
@@ -44,7 +44,7 @@ pub struct BuildOptions {
     /// Never touch the network for remote sources (use what the store has).
     pub offline: bool,
     /// Layer compression referenced by the manifests.
-    pub compression: Compression,
+    pub compression: ManifestCompression,
     /// Where stage filesystems are materialised (default: the store's session temp directory,
     /// which the next run or `store gc` removes when a killed build leaves it behind).
     pub work_dir: Option<PathBuf>,

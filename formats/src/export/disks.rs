@@ -16,7 +16,7 @@
 use std::path::{Path, PathBuf};
 
 use super::rootfs;
-use super::{boot, tools, work_dir, Compression, ExportFormat, ExportInput, ExportOptions};
+use super::{boot, tools, work_dir, ClusterCompression, ExportFormat, ExportInput, ExportOptions};
 use super::{ExportError, ExportReport, ExportResult, Exporter, RootFsType};
 use crate::gpt::{self, GptLayout, PartitionSpec};
 use crate::ova::{write_ova, OvaOptions};
@@ -262,9 +262,9 @@ impl DiskExporter {
             }
             ExportFormat::Qcow2 => {
                 let compression = match opts.compress {
-                    Compression::None => Qcow2Compression::None,
-                    Compression::Zlib => Qcow2Compression::Zlib { level: 6 },
-                    Compression::Zstd => Qcow2Compression::Zstd { level: 3 },
+                    ClusterCompression::None => Qcow2Compression::None,
+                    ClusterCompression::Zlib => Qcow2Compression::Zlib { level: 6 },
+                    ClusterCompression::Zstd => Qcow2Compression::Zstd { level: 3 },
                 };
                 write_qcow2(
                     disk,

@@ -302,7 +302,7 @@ impl FromStr for BootMode {
 
 /// QCOW2 cluster compression.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum Compression {
+pub enum ClusterCompression {
     /// Uncompressed.
     #[default]
     None,
@@ -312,13 +312,13 @@ pub enum Compression {
     Zstd,
 }
 
-impl FromStr for Compression {
+impl FromStr for ClusterCompression {
     type Err = ExportError;
     fn from_str(s: &str) -> ExportResult<Self> {
         match s {
-            "none" => Ok(Compression::None),
-            "zlib" => Ok(Compression::Zlib),
-            "zstd" => Ok(Compression::Zstd),
+            "none" => Ok(ClusterCompression::None),
+            "zlib" => Ok(ClusterCompression::Zlib),
+            "zstd" => Ok(ClusterCompression::Zstd),
             _ => Err(ExportError::option(
                 "export",
                 format!("unknown compression `{s}` (none, zlib, zstd)"),
@@ -356,7 +356,7 @@ pub struct ExportOptions {
     /// Extra kernel command line (appended to `root=... console=ttyS0`).
     pub kernel_cmdline: Option<String>,
     /// QCOW2 cluster compression.
-    pub compress: Compression,
+    pub compress: ClusterCompression,
     /// VM name (OVA, VMA).
     pub vm_name: String,
     /// vCPUs (OVA, VMA).
@@ -376,7 +376,7 @@ impl Default for ExportOptions {
             fs: RootFsType::Ext4,
             boot: None,
             kernel_cmdline: None,
-            compress: Compression::None,
+            compress: ClusterCompression::None,
             vm_name: "chasi".into(),
             cpus: 2,
             memory_mib: 2048,
@@ -397,7 +397,7 @@ impl ExportOptions {
                 format!("{what} applies to {formats} only"),
             ))
         };
-        if self.compress != Compression::None && format != ExportFormat::Qcow2 {
+        if self.compress != ClusterCompression::None && format != ExportFormat::Qcow2 {
             return only("--compress", "qcow2");
         }
         if self.size.is_some() && !format.is_disk() {
@@ -713,7 +713,7 @@ mod tests {
     #[test]
     fn option_checks() {
         let o = ExportOptions {
-            compress: Compression::Zstd,
+            compress: ClusterCompression::Zstd,
             ..Default::default()
         };
         assert!(o.check(ExportFormat::Qcow2).is_ok());
