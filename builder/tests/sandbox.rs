@@ -336,3 +336,31 @@ fn killing_the_builder_kills_the_step() {
         "the step kept running after its sandbox died"
     );
 }
+
+#[test]
+fn cgroups_left_by_killed_builds_are_swept() {
+    // A killed build kills runc before it can remove the step's cgroup: the next build removes
+    // the empty cgroups of chasi processes that are gone, and never one of a live process.
+    let root = Path::new("/sys/fs/cgroup");
+    let hierarchy = ["pids", "unified", ""]
+        .iter()
+        .map(|h| root.join(h).join("chasi"))
+        .find(|p| fs::create_dir_all(p).is_ok());
+    let Some(parent) = hierarchy else {
+        eprintln!("skipped: no writable cgroup hierarchy here");
+        return;
+    };
+    let dead = parent.join("chasi-4294967290-0");
+    let live = parent.join(format!("chasi-{}-999", std::process::id()));
+    for d in [&dead, &live] {
+        let _ = fs::create_dir(d);
+    }
+    if !dead.is_dir() {
+        eprintln!("skipped: cannot create cgroups here");
+        return;
+    }
+    sandbox::sweep_stale_cgroups(root);
+    assert!(!dead.exists(), "the cgroup of a dead process is removed");
+    assert!(live.exists(), "the cgroup of a live process stays");
+    let _ = fs::remove_dir(&live);
+}

@@ -247,6 +247,10 @@ pub fn run(spec: &RunSpec) -> Result<RunOutcome, SandboxError> {
     let runtime = oci_runtime()?;
     let isolated = has_shell(&spec.lower);
     let rootless = !is_root();
+    if !rootless {
+        static SWEPT: std::sync::Once = std::sync::Once::new();
+        SWEPT.call_once(|| sweep_stale_cgroups(Path::new(CGROUP_ROOT)));
+    }
 
     let scratch = spec.scratch.as_path();
     let upper = scratch.join("upper");
@@ -373,6 +377,40 @@ pub fn run(spec: &RunSpec) -> Result<RunOutcome, SandboxError> {
         outcome.output.push(b'\n');
     }
     Ok(outcome)
+}
+
+/// Where cgroup hierarchies are mounted.
+const CGROUP_ROOT: &str = "/sys/fs/cgroup";
+
+/// Removes the cgroups of steps whose chasi process is gone (`chasi/chasi-<pid>-<n>` in each
+/// hierarchy). `runc run` removes a step's cgroup when the step ends, but a killed build kills
+/// `runc` too; the kernel refuses to remove a cgroup that still has processes, so this can only
+/// remove empty, orphaned ones.
+pub fn sweep_stale_cgroups(root: &Path) {
+    let mut parents = vec![root.join("chasi")];
+    if let Ok(hierarchies) = fs::read_dir(root) {
+        parents.extend(hierarchies.flatten().map(|h| h.path().join("chasi")));
+    }
+    for parent in parents {
+        let Ok(children) = fs::read_dir(&parent) else {
+            continue;
+        };
+        for child in children.flatten() {
+            let name = child.file_name().to_string_lossy().into_owned();
+            let Some(pid) = name
+                .strip_prefix("chasi-")
+                .and_then(|rest| rest.split('-').next())
+            else {
+                continue;
+            };
+            let alive = pid.parse::<u32>().is_ok_and(|pid| {
+                pid == std::process::id() || Path::new("/proc").join(pid.to_string()).exists()
+            });
+            if !alive {
+                let _ = fs::remove_dir(child.path());
+            }
+        }
+    }
 }
 
 /// Private copies of the host's `resolv.conf` and `hosts` (with the step's hostname), bound
