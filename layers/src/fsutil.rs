@@ -130,14 +130,23 @@ impl TempSession {
     /// Creates a fresh session directory under `tmp_root`.
     pub(crate) fn create(tmp_root: &Path) -> Result<TempSession> {
         mkdirs(tmp_root)?;
+        let mut attempts = 0;
         loop {
+            attempts += 1;
             let name = unique_name();
             let lock_path = tmp_root.join(format!("{name}.lock"));
-            let lock = FileLock::acquire(&lock_path, true, false)?.ok_or_else(|| Error::Busy {
-                path: lock_path.clone(),
-                detail: "fresh temp lock taken".into(),
-            })?;
-            // A cleaner may have unlinked the lock file between create and flock: then try another name.
+            // Another store opening at the same moment may be cleaning dead sessions: it can take
+            // the lock of a file created an instant ago (and then unlink it), or have unlinked it
+            // between create and flock. Either way the name is lost: take another.
+            let Some(lock) = FileLock::acquire(&lock_path, true, false)? else {
+                if attempts >= 64 {
+                    return Err(Error::Busy {
+                        path: lock_path,
+                        detail: "every fresh temp lock was taken by a cleaner".into(),
+                    });
+                }
+                continue;
+            };
             if !lock.still_linked() {
                 continue;
             }

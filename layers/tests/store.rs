@@ -604,3 +604,22 @@ fn a_layer_repeating_its_own_chunks_still_gets_its_blob_digest_at_ingest() {
     s.unpack(&[l.diff_id], &out, &apply_opts()).unwrap();
     assert_eq!(fs::read(out.join("c")).unwrap(), data);
 }
+
+#[test]
+fn opening_one_store_from_many_threads_at_once_never_reports_busy() {
+    // Each open cleans the sessions of dead owners; a cleaner may grab the lock of a session
+    // another thread created an instant earlier. The opener must pick another name, not fail.
+    let t = tempfile::tempdir().unwrap();
+    let root = t.path().join("s");
+    Store::open_with_layout(&root, small_layout()).unwrap();
+    std::thread::scope(|sc| {
+        for _ in 0..8 {
+            let root = root.clone();
+            sc.spawn(move || {
+                for _ in 0..40 {
+                    Store::open(&root).unwrap();
+                }
+            });
+        }
+    });
+}
