@@ -1,7 +1,7 @@
 //! How a failed command is reported: one cause chain, bounded and escaped, in the format the
 //! user chose for the channel it goes to.
 //!
-//! Library errors never repeat their source in their message (see `chasi_layers::error`); the
+//! Library errors never repeat their source in their message (see `chasi_oci::error`); the
 //! chain is put together here, once. A tool that asked for JSON must be able to parse every
 //! line it reads: with `--format json` the failure is a JSON object on stdout (and nothing else
 //! is printed), with `--progress json` a JSON event on stderr; otherwise one `error: …` line
