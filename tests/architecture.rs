@@ -11,9 +11,10 @@
 //!   complete list of workspace dependencies, comma-separated, or `(none)`; every workspace
 //!   crate has exactly one such line.
 
+mod common;
+
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
-use std::process::Command;
 
 const EXTENSIONS: &[&str] = &[".rs", ".sh", ".md", ".toml", ".pest", ".json", ".lock"];
 
@@ -27,24 +28,7 @@ fn root() -> &'static Path {
 /// The dependency graph of the workspace, from `cargo metadata` (which reads every
 /// member's `[dependencies]`, workspace-inherited ones resolved).
 fn workspace_graph() -> Graph {
-    let out = Command::new(env!("CARGO"))
-        .args([
-            "metadata",
-            "--format-version",
-            "1",
-            "--no-deps",
-            "--locked",
-            "--offline",
-        ])
-        .current_dir(root())
-        .output()
-        .expect("run cargo metadata");
-    assert!(
-        out.status.success(),
-        "cargo metadata failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let m: serde_json::Value = serde_json::from_slice(&out.stdout).expect("cargo metadata JSON");
+    let m = common::cargo_metadata(&["--no-deps"]);
     let packages = m["packages"].as_array().expect("packages");
     let names: BTreeSet<String> = packages
         .iter()

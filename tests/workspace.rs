@@ -2,8 +2,9 @@
 //! dependency needs a newer toolchain, and no std API newer than it is used. Only one toolchain
 //! can be installed on our machines, so this replaces building with the old one.
 
+mod common;
+
 use std::path::Path;
-use std::process::Command;
 
 /// `1.89` and `1.89.0` are the same version.
 fn version(v: &str) -> [u32; 3] {
@@ -15,18 +16,7 @@ fn version(v: &str) -> [u32; 3] {
 }
 
 fn metadata() -> serde_json::Value {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let out = Command::new(env!("CARGO"))
-        .args(["metadata", "--format-version", "1", "--locked", "--offline"])
-        .current_dir(root)
-        .output()
-        .expect("run cargo metadata");
-    assert!(
-        out.status.success(),
-        "cargo metadata failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout).expect("cargo metadata prints JSON")
+    common::cargo_metadata(&[])
 }
 
 #[test]

@@ -2,41 +2,25 @@
 //! underlying error as its source), so callers can tell a missing image from a broken store
 //! without reading the message.
 
-use chasi_builder::assemble::ManifestCompression;
+mod common;
+
 use chasi_builder::events::Silent;
-use chasi_builder::sandbox::Network;
 use chasi_builder::{
-    build, build_kubefile, BuildError, BuildOptions, CompileObserver, KubefileBuild, KubefileError,
-    KubefileInput,
+    build, build_kubefile, BuildError, CompileObserver, KubefileBuild, KubefileError, KubefileInput,
 };
 use chasi_compiler::check::{ContextError, Platform};
 use chasi_compiler::source::SourceFile;
 use chasi_compiler::Compiled;
 use chasi_layers::Store;
+use common::options;
 use std::collections::BTreeMap;
 use std::error::Error as _;
-use std::path::Path;
 
 struct Quiet;
 
 impl CompileObserver for Quiet {
     fn compiled(&self, _: &SourceFile, _: &Compiled) {}
     fn warning(&self, _: &str) {}
-}
-
-fn options(context: &Path, tag: &str) -> BuildOptions {
-    BuildOptions {
-        tag: tag.into(),
-        context: context.to_path_buf(),
-        labels: BTreeMap::new(),
-        annotations: BTreeMap::new(),
-        no_cache: false,
-        network: Network::None,
-        source_date_epoch: 0,
-        offline: true,
-        compression: ManifestCompression::Zstd,
-        work_dir: None,
-    }
 }
 
 /// Builds `kubefile` in an empty context; the build's error.

@@ -1,16 +1,17 @@
 //! The executor as a library: a Kubefile built by `build_kubefile` (compile, file cache,
 //! build), rebuilt from the cache, and a plan with an inconsistent stage refused cleanly.
 
-use chasi_builder::assemble::ManifestCompression;
+mod common;
+
 use chasi_builder::events::Silent;
-use chasi_builder::sandbox::Network;
 use chasi_builder::{
-    build, build_kubefile, BuildError, BuildOptions, CompileObserver, KubefileBuild, KubefileInput,
+    build, build_kubefile, BuildError, CompileObserver, KubefileBuild, KubefileInput,
 };
 use chasi_compiler::check::Platform;
 use chasi_compiler::source::SourceFile;
 use chasi_compiler::Compiled;
 use chasi_layers::Store;
+use common::options;
 use std::collections::BTreeMap;
 use std::path::Path;
 
@@ -22,21 +23,6 @@ impl CompileObserver for Quiet {
     fn compiled(&self, _: &SourceFile, _: &Compiled) {}
     fn warning(&self, message: &str) {
         panic!("unexpected warning: {message}");
-    }
-}
-
-fn options(context: &Path) -> BuildOptions {
-    BuildOptions {
-        tag: "lib/exec".into(),
-        context: context.to_path_buf(),
-        labels: BTreeMap::new(),
-        annotations: BTreeMap::new(),
-        no_cache: false,
-        network: Network::None,
-        source_date_epoch: 0,
-        offline: true,
-        compression: ManifestCompression::Zstd,
-        work_dir: None,
     }
 }
 
@@ -60,7 +46,7 @@ fn setup() -> (tempfile::TempDir, tempfile::TempDir, Store) {
 #[test]
 fn a_kubefile_builds_in_one_call_and_rebuilds_from_the_cache() {
     let (context, _root, store) = setup();
-    let opts = options(context.path());
+    let opts = options(context.path(), "lib/exec");
     let built = |bytes| match build_kubefile(&store, &input(bytes), &opts, &Quiet, &Silent) {
         Ok(KubefileBuild::Built(output)) => output,
         Ok(KubefileBuild::Rejected { compiled, .. }) => {
@@ -101,7 +87,7 @@ fn plan(context: &Path) -> chasi_compiler::plan::Plan {
 #[test]
 fn a_plan_with_an_inconsistent_stage_is_an_error_not_a_panic() {
     let (context, _root, store) = setup();
-    let opts = options(context.path());
+    let opts = options(context.path(), "lib/exec");
     let good = plan(context.path());
     let breakages: [fn(&mut chasi_compiler::plan::TargetPlan); 6] = [
         |t| t.stages[1].nodes = 0..99,

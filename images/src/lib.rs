@@ -12,7 +12,7 @@
 //! - [`blobs`] is the store seen as a [`chasi_oci::BlobSource`] and [`chasi_oci::BlobSink`],
 //!   the one place where the store and the OCI readers and writers meet.
 //!
-//! It depends on `chasi-oci` and `chasi-layers` only (`images/tests/boundary.rs`).
+//! It depends on `chasi-oci` and `chasi-layers` only (the dependency block of `ARCHITECTURE.md`, checked by `tests/architecture.rs`).
 
 pub mod blobs;
 mod digests;

@@ -116,3 +116,20 @@ pub fn busybox_context(dir: &Path, kubefile: &str, applets: &[&str]) {
         }
     }
 }
+
+/// `cargo metadata` of the workspace (offline, from the lock file), with `extra` arguments
+/// (`--no-deps` to leave out the dependencies).
+pub fn cargo_metadata(extra: &[&str]) -> serde_json::Value {
+    let out = Command::new(env!("CARGO"))
+        .args(["metadata", "--format-version", "1", "--locked", "--offline"])
+        .args(extra)
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .output()
+        .expect("run cargo metadata");
+    assert!(
+        out.status.success(),
+        "cargo metadata failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).expect("cargo metadata prints JSON")
+}
