@@ -17,7 +17,7 @@
 //! Commit order: pack fsync → pack rename → pack index (temp, fsync, rename) → fsync(packs/) → layer index.
 //! Until the pack index is named, nothing refers to the new chunks and a crash leaves only temp files.
 
-use crate::digest::{ChunkId, Hasher};
+use crate::digest::{ChunkId, Digest, Hasher};
 use crate::error::{Error, Result};
 use crate::fsutil;
 use crate::pack::{self, PackWriter};
@@ -126,11 +126,18 @@ impl Store {
     /// into pack frames (in parallel), the DiffID computed on the way. Returns the layer's index; its compressed
     /// blob digest is computed on first need ([`Store::layer_blob`]).
     pub fn ingest_tar(&self, r: impl Read) -> Result<LayerInfo> {
-        ingest(self, r)
+        ingest(self, r, None)
+    }
+
+    /// Like [`Store::ingest_tar`], for a stream that must be the layer `expected`: a stream with another DiffID
+    /// is refused before anything is committed (its pack is removed, no index is written), so a rebuilt layer
+    /// that came out wrong leaves the store as it was.
+    pub fn ingest_tar_expecting(&self, r: impl Read, expected: &Digest) -> Result<LayerInfo> {
+        ingest(self, r, Some(expected))
     }
 }
 
-fn ingest(store: &Store, mut r: impl Read) -> Result<LayerInfo> {
+fn ingest(store: &Store, mut r: impl Read, expected: Option<&Digest>) -> Result<LayerInfo> {
     store.refresh_chunks()?;
     let p = store.layout.chunking;
     let norm = match p.normalization {
@@ -274,11 +281,21 @@ fn ingest(store: &Store, mut r: impl Read) -> Result<LayerInfo> {
         }
     };
 
+    let size = diff.len();
+    let diff_id = diff.finish();
+    if let Some(e) = expected.filter(|e| **e != diff_id) {
+        if let Some(pw) = pack {
+            let _ = fs::remove_file(&pw.path);
+        }
+        return Err(Error::Corrupt {
+            digest: *e,
+            path: "<input>".into(),
+            detail: format!("the stream hashes to {diff_id} ({size} bytes)"),
+        });
+    }
     if let Some(pw) = pack {
         commit_pack(store, pw)?;
     }
-    let size = diff.len();
-    let diff_id = diff.finish();
     let c = &store.layout.compression;
     let zstd = (framer.all_new && !chunks.is_empty() && c.pack_frame_bytes == c.blob_frame_bytes)
         .then(|| BlobDesc {

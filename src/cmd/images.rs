@@ -106,8 +106,15 @@ pub struct SaveArgs {
 /// `chasi load` options.
 #[derive(Debug, Args)]
 pub struct LoadArgs {
-    /// An OCI layout directory, an oci-archive or a docker-archive.
+    /// An OCI layout directory, an oci-archive, a docker-archive, or a delta made by `chasi delta`
+    /// (applied to the base image it was made against, which must be in the store).
     path: PathBuf,
+    /// For a delta: the most memory applying one part may take, in MiB.
+    #[arg(long, value_name = "MIB", default_value_t = chasi_delta::DEFAULT_APPLY_MEMORY >> 20)]
+    max_memory: u64,
+    /// For a delta: tag the target with this name instead of the one it was made with.
+    #[arg(long, value_name = "NAME[:TAG]", value_parser = crate::cmd::build::parse_tag)]
+    tag: Option<String>,
 }
 
 /// The store for commands that read it (or change its refs): never created here (`load` creates it).
@@ -223,6 +230,21 @@ pub fn run_save(store: Option<&Path>, args: SaveArgs) -> anyhow::Result<ExitCode
 
 /// `chasi load`.
 pub fn run_load(store: Option<&Path>, args: LoadArgs) -> anyhow::Result<ExitCode> {
+    if chasi_delta::is_delta(&args.path) {
+        let store = Store::open(chasi_layers::resolve_store_dir(store)?)?;
+        let opts = chasi_delta::ApplyOptions {
+            max_memory: args.max_memory.saturating_mul(1 << 20),
+            tag: args.tag,
+        };
+        let report = chasi_delta::apply(&store, &args.path, &opts)
+            .with_context(|| format!("applying the delta {}", args.path.display()))?;
+        println!(
+            "{} {}",
+            report.name.as_deref().unwrap_or("(untagged)"),
+            report.target
+        );
+        return Ok(ExitCode::SUCCESS);
+    }
     let loaded = images::load(
         &Store::open(chasi_layers::resolve_store_dir(store)?)?,
         &args.path,

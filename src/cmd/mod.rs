@@ -2,6 +2,7 @@
 
 mod build;
 mod check;
+mod delta;
 mod export;
 mod images;
 mod plan;
@@ -48,6 +49,8 @@ pub enum Command {
     Save(images::SaveArgs),
     /// Read the images of an OCI layout, oci-archive or docker-archive into the store.
     Load(images::LoadArgs),
+    /// Make a static upgrade delta from one image to another (`chasi load` applies it); `delta inspect` shows one.
+    Delta(delta::DeltaArgs),
     /// Inspect and maintain the layer store: du, verify, gc.
     Store(store::StoreArgs),
     /// Export one platform of an image as tar, squashfs, a disk (raw, qcow2, vmdk, ova, vma) or an ISO.
@@ -69,6 +72,7 @@ impl Cli {
             Command::Images(args) => stdout(args.format_is_json()),
             Command::Inspect(_) => stdout(true),
             Command::Store(args) => stdout(args.format_is_json()),
+            Command::Delta(args) => stdout(args.format_is_json()),
             _ => Channels::default(),
         }
     }
@@ -107,6 +111,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Save(args) => images::run_save(cli.store.as_deref(), args),
         Command::Load(args) => images::run_load(cli.store.as_deref(), args),
         Command::Store(args) => store::run(cli.store.as_deref(), args),
+        Command::Delta(args) => delta::run(cli.store.as_deref(), args),
         Command::Export(args) => export::run(cli.store.as_deref(), args),
     }
 }

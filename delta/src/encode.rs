@@ -1,0 +1,198 @@
+//! Turning a layer plan into a payload: reading the target tar once more to hash each operation and spool
+//! the stream, then compressing the parts, in parallel, each as one zstd frame whose prefix is its
+//! reference (zstd's `--patch-from`, with long-distance matching and a window covering prefix and output).
+//!
+//! Every setting that changes the bytes is pinned here (level, window, long-distance matching, checksum,
+//! content size), so the same two images give the same delta.
+
+use crate::error::{DeltaError, Result};
+use crate::format::{
+    op_digest, LayerIndex, Level, Op, OpDigest, Part, Range, RefRange, Stats, MAGIC,
+};
+use crate::plan::{LayerPlan, Planned};
+use chasi_layers::{Digest, Store};
+use rayon::prelude::*;
+use std::fs::File;
+use std::io::{Read, Write};
+use std::os::unix::fs::FileExt;
+
+/// A layer's payload blob and what it costs.
+pub(crate) struct Encoded {
+    pub payload: Vec<u8>,
+    /// The most memory one part needs to apply.
+    pub memory: u64,
+    pub stats: Stats,
+}
+
+/// Encodes a planned layer. `base` are the platform's base layers, in the order ranges index them.
+pub(crate) fn encode_layer(
+    store: &Store,
+    target: &Digest,
+    base: &[Digest],
+    plan: LayerPlan,
+    level: Level,
+) -> Result<Encoded> {
+    let spool = tempfile::tempfile_in(store.tmp_dir()).map_err(DeltaError::io(
+        "create a spool file in",
+        store.tmp_dir().display().to_string(),
+    ))?;
+    let ops = hash_and_spool(store, target, &plan.ops, &spool)?;
+    let encoded: Vec<(Part, Vec<u8>)> = plan
+        .parts
+        .par_iter()
+        .map(|p| {
+            let refs = read_refs(store, base, &p.refs)?;
+            let mut out = vec![0u8; p.out_len as usize];
+            spool
+                .read_exact_at(&mut out, p.out_start)
+                .map_err(DeltaError::io("read the spool of", target.to_string()))?;
+            compress(&refs.1, &out, level, target).map(|(frame, window_log)| {
+                (
+                    Part {
+                        refs: refs.0,
+                        out_len: p.out_len,
+                        compressed_len: frame.len() as u64,
+                        window_log,
+                    },
+                    frame,
+                )
+            })
+        })
+        .collect::<Result<_>>()?;
+    let (parts, frames): (Vec<Part>, Vec<Vec<u8>>) = encoded.into_iter().unzip();
+    let memory = parts.iter().map(Part::memory).max().unwrap_or(0);
+    let index = LayerIndex { ops, parts }.encode();
+    let index = zstd::bulk::compress(&index, 19)
+        .map_err(DeltaError::io("compress the index of", target.to_string()))?;
+    let mut payload =
+        Vec::with_capacity(16 + index.len() + frames.iter().map(Vec::len).sum::<usize>());
+    payload.extend_from_slice(MAGIC);
+    payload.extend_from_slice(&(index.len() as u64).to_le_bytes());
+    payload.extend_from_slice(&index);
+    for f in frames {
+        payload.extend_from_slice(&f);
+    }
+    let mut stats = plan.stats;
+    stats.payload = payload.len() as u64;
+    Ok(Encoded {
+        payload,
+        memory,
+        stats,
+    })
+}
+
+/// Reads the target tar in order: hashes each operation's bytes and writes the stream's to `spool`.
+fn hash_and_spool(
+    store: &Store,
+    target: &Digest,
+    planned: &[Planned],
+    spool: &File,
+) -> Result<Vec<Op>> {
+    let mut r = std::io::BufReader::with_capacity(1 << 20, store.open_layer(target)?);
+    let mut w = std::io::BufWriter::with_capacity(1 << 20, spool);
+    let mut buf = vec![0u8; 1 << 20];
+    let mut ops = Vec::with_capacity(planned.len());
+    let what = || target.to_string();
+    for p in planned {
+        let (len, to_spool) = match p {
+            Planned::Reuse(r) => (r.len, false),
+            Planned::Stream(n) => (*n, true),
+        };
+        let mut h = blake3::Hasher::new();
+        let mut left = len;
+        while left > 0 {
+            let n = left.min(buf.len() as u64) as usize;
+            r.read_exact(&mut buf[..n])
+                .map_err(DeltaError::io("read the target layer", what()))?;
+            h.update(&buf[..n]);
+            if to_spool {
+                w.write_all(&buf[..n])
+                    .map_err(DeltaError::io("spool the stream of", what()))?;
+            }
+            left -= n as u64;
+        }
+        let digest = op_digest(&h);
+        ops.push(match p {
+            Planned::Reuse(src) => Op::Reuse { src: *src, digest },
+            Planned::Stream(len) => Op::Stream { len: *len, digest },
+        });
+    }
+    w.flush()
+        .map_err(DeltaError::io("spool the stream of", what()))?;
+    Ok(ops)
+}
+
+/// Reads a part's reference ranges from the base layers: the ranges with their digests, and the bytes.
+pub(crate) fn read_refs(
+    store: &Store,
+    base: &[Digest],
+    ranges: &[Range],
+) -> Result<(Vec<RefRange>, Vec<u8>)> {
+    let total: u64 = ranges.iter().map(|r| r.len).sum();
+    let mut bytes = vec![0u8; total as usize];
+    let mut refs = Vec::with_capacity(ranges.len());
+    let mut readers: Vec<Option<chasi_layers::LayerReader<'_>>> =
+        (0..base.len()).map(|_| None).collect();
+    let mut at = 0usize;
+    for r in ranges {
+        let reader = match &mut readers[r.layer as usize] {
+            Some(rd) => rd,
+            slot => slot.insert(store.open_layer(&base[r.layer as usize])?),
+        };
+        let dst = &mut bytes[at..at + r.len as usize];
+        reader.read_at(r.offset, dst)?;
+        refs.push(RefRange {
+            src: *r,
+            digest: digest_of(dst),
+        });
+        at += r.len as usize;
+    }
+    Ok((refs, bytes))
+}
+
+/// Truncated BLAKE3 of a byte slice.
+pub(crate) fn digest_of(data: &[u8]) -> OpDigest {
+    let mut h = blake3::Hasher::new();
+    h.update(data);
+    op_digest(&h)
+}
+
+/// The window log a part needs: its prefix and output within reach.
+pub(crate) fn window_log(ref_len: u64, out_len: u64) -> u8 {
+    let need = (ref_len + out_len).max(1);
+    let log = 64 - (need - 1).leading_zeros();
+    log.clamp(10, crate::format::MAX_WINDOW_LOG as u32) as u8
+}
+
+/// One zstd frame of `out` with `prefix` as reference; returns it and its window log.
+fn compress(prefix: &[u8], out: &[u8], level: Level, target: &Digest) -> Result<(Vec<u8>, u8)> {
+    let wlog = window_log(prefix.len() as u64, out.len() as u64);
+    let err = || DeltaError::io("compress a part of", target.to_string());
+    let mut frame = Vec::new();
+    {
+        let mut enc =
+            zstd::stream::write::Encoder::with_ref_prefix(&mut frame, level.zstd_level(), prefix)
+                .map_err(err())?;
+        enc.long_distance_matching(true).map_err(err())?;
+        enc.window_log(wlog as u32).map_err(err())?;
+        enc.include_checksum(true).map_err(err())?;
+        enc.include_contentsize(true).map_err(err())?;
+        enc.set_pledged_src_size(Some(out.len() as u64))
+            .map_err(err())?;
+        enc.write_all(out).map_err(err())?;
+        enc.finish().map_err(err())?;
+    }
+    Ok((frame, wlog))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn window_covers_prefix_and_output() {
+        assert_eq!(window_log(0, 0), 10);
+        assert_eq!(window_log(1 << 20, 1 << 20), 21);
+        assert_eq!(window_log((1 << 20) + 1, 1 << 20), 22);
+    }
+}
