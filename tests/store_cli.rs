@@ -431,3 +431,63 @@ layers: 4  chunks: 4  blobs: 6
   a:1  sha256:a5016be76356e9d7b422eac771807dbe716d1b6e69f88de9efadbfafd07f0d66  910 B  1 layers
   b:1  sha256:8e0935ba1f75967d251090920cb403a5abb4716b2b90e5c52e1ebc06d18535dd  1.7 KiB  2 layers
 ";
+
+/// `store du` counts each image as `chasi images` does (one definition of an image's size):
+/// a layer descriptor with a digest the store cannot hold still has a size, and indexes
+/// nested deeper than chasi follows are a problem, not a silently smaller size.
+#[test]
+fn du_counts_each_image_as_chasi_images_does() {
+    let t = tempfile::tempdir().unwrap();
+    let root = t.path().join("store");
+    shared_layer_store(&root, &t.path().join("w"));
+    {
+        let s = Store::open(&root).unwrap();
+        let a = s.get_ref("a:1").unwrap();
+        let mut doc: serde_json::Value = serde_json::from_slice(&s.get_blob(&a).unwrap()).unwrap();
+        doc["layers"]
+            .as_array_mut()
+            .unwrap()
+            .push(serde_json::json!({
+                "mediaType": "application/vnd.oci.image.layer.v1.tar",
+                "digest": format!("sha512:{}", "ab".repeat(64)),
+                "size": 100_000,
+            }));
+        let m = s.put_blob(&serde_json::to_vec(&doc).unwrap()).unwrap();
+        s.set_ref("sha512:1", &m).unwrap();
+        let mut d = a;
+        for _ in 0..5 {
+            let index = format!(
+                r#"{{"schemaVersion":2,"mediaType":"application/vnd.oci.image.index.v1+json","manifests":[{{"mediaType":"application/vnd.oci.image.index.v1+json","digest":"{d}","size":{}}}]}}"#,
+                s.blob_size(&d).unwrap()
+            );
+            d = s.put_blob(index.as_bytes()).unwrap();
+        }
+        s.set_ref("deep:1", &d).unwrap();
+    }
+    let du = chasi(&root, &["store", "du", "--format", "json"]);
+    assert!(
+        du.status.success(),
+        "{}",
+        String::from_utf8_lossy(&du.stderr)
+    );
+    let du: serde_json::Value = serde_json::from_slice(&du.stdout).unwrap();
+    let list = chasi(&root, &["images", "--format", "json"]);
+    assert!(
+        list.status.success(),
+        "{}",
+        String::from_utf8_lossy(&list.stderr)
+    );
+    let list: serde_json::Value = serde_json::from_slice(&list.stdout).unwrap();
+    let du_images = du["images"].as_array().unwrap();
+    assert_eq!(du_images.len(), 4, "{du}");
+    for i in du_images {
+        let listed = list
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|l| l["name"] == i["name"])
+            .unwrap();
+        assert_eq!(i["logical_bytes"], listed["size"], "{i} vs {listed}");
+        assert_eq!(i["problem"], listed["problem"], "{i} vs {listed}");
+    }
+}
