@@ -128,14 +128,16 @@ fn kind_of(e: &(dyn std::error::Error + 'static)) -> Option<&'static str> {
             BuildError::RunFailed { .. } => Some("run_failed"),
             BuildError::BaseNotFound { .. } => Some("not_found"),
             BuildError::BadTag { .. } => Some("usage"),
-            BuildError::UnknownUser { .. } | BuildError::UnknownGroup { .. } => {
-                Some("invalid_input")
-            }
             BuildError::Images(inner) => kind_of(inner),
             // The rest are classed by their source (an extraction's unsafe entry, a context
             // directory that does not exist, …), else `error`.
             _ => None,
         };
+    }
+    // A step's error is boxed in [`BuildError::Step`], so the chain holds the box.
+    let step = e.downcast_ref::<Box<chasi_builder::StepError>>();
+    if let Some(e) = step.map(|b| &**b).or_else(|| e.downcast_ref()) {
+        return kind_of_step(e);
     }
     if let Some(e) = e.downcast_ref::<chasi_images::ImagesError>() {
         use chasi_images::ImagesError as I;
@@ -191,6 +193,22 @@ fn kind_of(e: &(dyn std::error::Error + 'static)) -> Option<&'static str> {
         });
     }
     None
+}
+
+/// A step's failure: the Kubefile's input, unless a source (an I/O error, the store) says
+/// otherwise.
+fn kind_of_step(e: &chasi_builder::StepError) -> Option<&'static str> {
+    use chasi_builder::{ChownError, StepError as S};
+    match e {
+        S::Chown(ChownError::Unreadable { .. }) => None,
+        S::Chown(_)
+        | S::Destination(_)
+        | S::Checksum { .. }
+        | S::CopyFromImage { .. }
+        | S::SymlinkInStage { .. } => Some("invalid_input"),
+        S::NotInStage { .. } | S::Vanished { .. } => Some("not_found"),
+        S::NotFetched { .. } | S::Fetch(_) | S::Context(_) | S::Rootfs(_) => None,
+    }
 }
 
 /// `text` with control characters other than line breaks and tabs written as `\u{…}`, so a
@@ -267,6 +285,37 @@ mod tests {
             panic!("{} opened", missing_dir.display());
         };
         assert_eq!(kind_of_build(BuildError::Context(context)), "not_found");
+    }
+
+    #[test]
+    fn step_errors_are_classed_by_what_failed() {
+        use chasi_builder::{BuildError, ChownError, StepError};
+        let kind_of_step = |source: StepError| {
+            let e = BuildError::Step {
+                line: 3,
+                label: "COPY a /a".into(),
+                source: Box::new(source),
+            };
+            ErrorReport::of(&anyhow::Error::new(e)).kind
+        };
+        let unknown = ChownError::UnknownGroup {
+            group: "staff".into(),
+            file: "/etc/group",
+        };
+        assert_eq!(kind_of_step(unknown.into()), "invalid_input");
+        let unreadable = ChownError::Unreadable {
+            file: "/etc/group",
+            source: std::io::Error::from(std::io::ErrorKind::PermissionDenied),
+        };
+        assert_eq!(
+            kind_of_step(unreadable.into()),
+            "io",
+            "classed by its source"
+        );
+        let missing = StepError::NotInStage {
+            path: "opt/x".into(),
+        };
+        assert_eq!(kind_of_step(missing), "not_found");
     }
 
     #[test]

@@ -264,3 +264,51 @@ fn a_missing_base_image_is_not_found() {
         "{err}"
     );
 }
+
+#[test]
+fn a_chown_to_an_unknown_user_or_group_is_invalid_input_naming_the_step_and_the_file() {
+    let tmp = tempfile::tempdir().unwrap();
+    let store = tmp.path().join("store");
+    let ctx = tmp.path().join("ctx");
+    write_files(
+        &ctx,
+        &[
+            (
+                "etc/passwd",
+                "root:x:0:0:root:/root:/bin/sh\napp:x:1000:1000::/:/bin/sh\n",
+            ),
+            ("etc/group", "root:x:0:\n"),
+            ("a", "payload"),
+        ],
+    );
+    let cases = [
+        (
+            "COPY --chown=nosuchuser a /a",
+            "user `nosuchuser` is not in the image's /etc/passwd",
+        ),
+        (
+            "COPY --chown=app:nogroup a /a",
+            "group `nogroup` is not in the image's /etc/group",
+        ),
+    ];
+    for (step, cause) in cases {
+        let kubefile = format!("FROM scratch\nCOPY etc/ /etc/\n{step}\n");
+        fs::write(ctx.join("Kubefile"), kubefile).unwrap();
+        let dir = ctx.to_str().unwrap();
+        let out = run(&store, &["build", "--progress", "json", "-t", "t:1", dir]);
+        assert_eq!(out.status.code(), Some(1));
+        let events = json_lines(&out.stderr, "stderr");
+        let err = error_object(events.last().expect("events"));
+        assert_eq!(err["kind"], "invalid_input", "{err}");
+        assert_eq!(err["message"], "building t:1 failed", "{err}");
+        let causes = err["causes"].as_array().unwrap();
+        assert_eq!(causes[0], format!("line 3: {step}"), "{err}");
+        assert_eq!(causes[1], cause, "{err}");
+        let plain = run(&store, &["build", "-t", "t:1", dir]);
+        let text = String::from_utf8_lossy(&plain.stderr);
+        assert_eq!(
+            text.lines().last().unwrap_or_default(),
+            format!("error: building t:1 failed: line 3: {step}: {cause}")
+        );
+    }
+}

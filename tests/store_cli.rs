@@ -283,3 +283,211 @@ fn a_poisoned_manifest_neither_hides_the_other_images_nor_makes_gc_delete_them()
         );
     }
 }
+
+/// A manifest of `layers` (each with its zstd blob) and a config naming their DiffIDs.
+fn put_manifest(s: &Store, layers: &[&chasi_layers::LayerInfo]) -> Digest {
+    let diff_ids: Vec<String> = layers
+        .iter()
+        .map(|l| format!("\"{}\"", l.diff_id))
+        .collect();
+    let cfg = s
+        .put_blob(
+            format!(
+                r#"{{"architecture":"amd64","os":"linux","rootfs":{{"type":"layers","diff_ids":[{}]}}}}"#,
+                diff_ids.join(",")
+            )
+            .as_bytes(),
+        )
+        .unwrap();
+    let descs: Vec<String> = layers
+        .iter()
+        .map(|l| {
+            let z = s.ensure_zstd(&l.diff_id).unwrap();
+            format!(
+                r#"{{"mediaType":"{}","digest":"{}","size":{}}}"#,
+                z.media_type, z.digest, z.size
+            )
+        })
+        .collect();
+    let m = format!(
+        r#"{{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json","config":{{"mediaType":"application/vnd.oci.image.config.v1+json","digest":"{cfg}","size":{}}},"layers":[{}]}}"#,
+        s.blob_size(&cfg).unwrap(),
+        descs.join(",")
+    );
+    s.put_blob(m.as_bytes()).unwrap()
+}
+
+/// A layer of one deterministic file.
+fn put_layer(s: &Store, work: &Path, name: &str, seed: u32) -> chasi_layers::LayerInfo {
+    let dir = work.join(name);
+    fs::create_dir_all(&dir).unwrap();
+    let bytes: Vec<u8> = (0..150_000u32)
+        .map(|i| (i.wrapping_mul(seed) % 251) as u8)
+        .collect();
+    fs::write(dir.join(name), bytes).unwrap();
+    s.ingest_dir(
+        &dir,
+        &TarOptions {
+            source_date_epoch: Some(0),
+            ..Default::default()
+        },
+    )
+    .unwrap()
+}
+
+/// Two images sharing a layer (one of them behind an index), a layer and a blob no image
+/// references, and a layer whose compressed size is not known yet.
+fn shared_layer_store(root: &Path, work: &Path) {
+    let s = Store::open(root).unwrap();
+    let shared = put_layer(&s, work, "shared", 7);
+    let own = put_layer(&s, work, "own", 13);
+    let a = put_manifest(&s, &[&shared]);
+    s.set_ref("a:1", &a).unwrap();
+    let b = put_manifest(&s, &[&shared, &own]);
+    let index = format!(
+        r#"{{"schemaVersion":2,"mediaType":"application/vnd.oci.image.index.v1+json","manifests":[{{"mediaType":"application/vnd.oci.image.manifest.v1+json","digest":"{b}","size":{},"platform":{{"architecture":"amd64","os":"linux"}}}}]}}"#,
+        s.blob_size(&b).unwrap()
+    );
+    let index = s.put_blob(index.as_bytes()).unwrap();
+    s.set_ref("b:1", &index).unwrap();
+    let loose = put_layer(&s, work, "loose", 17);
+    s.ensure_zstd(&loose.diff_id).unwrap();
+    put_layer(&s, work, "raw", 19);
+    s.put_blob(b"orphan").unwrap();
+}
+
+/// `chasi store du` on [`shared_layer_store`], byte for byte (recorded before du's per-image
+/// part moved to chasi-images). Only the store's path and its allocated bytes depend on the
+/// machine; they are filled in from the JSON report.
+#[test]
+fn du_output_is_unchanged_on_a_two_image_store_with_a_shared_layer() {
+    let t = tempfile::tempdir().unwrap();
+    let root = t.path().join("store");
+    shared_layer_store(&root, &t.path().join("w"));
+    let o = chasi(&root, &["store", "du", "--format", "json"]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let json = stdout(&o);
+    let v: serde_json::Value = serde_json::from_str(&json).unwrap();
+    let physical = v["physical_bytes"].as_u64().unwrap();
+    let logical = v["logical_bytes"].as_u64().unwrap();
+    let ratio = v["dedup_ratio"].clone();
+    let fill = |text: &str| {
+        text.replace("{STORE}", &root.display().to_string())
+            .replace("{PHYSICAL}", &physical.to_string())
+            .replace("{RATIO}", &ratio.to_string())
+    };
+    assert_eq!(json, fill(DU_JSON));
+    assert!(physical > 0);
+    assert_eq!(ratio.as_f64().unwrap(), logical as f64 / physical as f64);
+    let o = chasi(&root, &["store", "du"]);
+    assert!(o.status.success());
+    let human = stdout(&o);
+    let lines: Vec<&str> = human.lines().collect();
+    assert_eq!(
+        lines[2].split(' ').nth(2),
+        Some(physical.to_string().as_str()),
+        "{human}"
+    );
+    let expected: Vec<String> = fill(DU_HUMAN).lines().map(str::to_string).collect();
+    assert_eq!(lines.len(), expected.len(), "{human}");
+    for (i, (got, want)) in lines.iter().zip(&expected).enumerate() {
+        // The physical bytes' human form and the ratio with two decimals: checked above.
+        if i != 2 && i != 3 {
+            assert_eq!(got, want, "{human}");
+        }
+    }
+}
+
+const DU_JSON: &str = r#"{
+  "store": "{STORE}",
+  "logical_bytes": 3410,
+  "physical_bytes": {PHYSICAL},
+  "dedup_ratio": {RATIO},
+  "uncompressed_layer_bytes": 606208,
+  "layers": 4,
+  "chunks": 4,
+  "blobs": 6,
+  "images": [
+    {
+      "name": "a:1",
+      "digest": "sha256:a5016be76356e9d7b422eac771807dbe716d1b6e69f88de9efadbfafd07f0d66",
+      "logical_bytes": 910,
+      "layers": 1
+    },
+    {
+      "name": "b:1",
+      "digest": "sha256:8e0935ba1f75967d251090920cb403a5abb4716b2b90e5c52e1ebc06d18535dd",
+      "logical_bytes": 1782,
+      "layers": 2
+    }
+  ]
+}
+"#;
+const DU_HUMAN: &str = "store:          {STORE}
+logical bytes:  3410 (3.3 KiB)
+physical bytes: {PHYSICAL} (140.0 KiB)
+dedup ratio:    0.02
+layers: 4  chunks: 4  blobs: 6
+  a:1  sha256:a5016be76356e9d7b422eac771807dbe716d1b6e69f88de9efadbfafd07f0d66  910 B  1 layers
+  b:1  sha256:8e0935ba1f75967d251090920cb403a5abb4716b2b90e5c52e1ebc06d18535dd  1.7 KiB  2 layers
+";
+
+/// `store du` counts each image as `chasi images` does (one definition of an image's size):
+/// a layer descriptor with a digest the store cannot hold still has a size, and indexes
+/// nested deeper than chasi follows are a problem, not a silently smaller size.
+#[test]
+fn du_counts_each_image_as_chasi_images_does() {
+    let t = tempfile::tempdir().unwrap();
+    let root = t.path().join("store");
+    shared_layer_store(&root, &t.path().join("w"));
+    {
+        let s = Store::open(&root).unwrap();
+        let a = s.get_ref("a:1").unwrap();
+        let mut doc: serde_json::Value = serde_json::from_slice(&s.get_blob(&a).unwrap()).unwrap();
+        doc["layers"]
+            .as_array_mut()
+            .unwrap()
+            .push(serde_json::json!({
+                "mediaType": "application/vnd.oci.image.layer.v1.tar",
+                "digest": format!("sha512:{}", "ab".repeat(64)),
+                "size": 100_000,
+            }));
+        let m = s.put_blob(&serde_json::to_vec(&doc).unwrap()).unwrap();
+        s.set_ref("sha512:1", &m).unwrap();
+        let mut d = a;
+        for _ in 0..5 {
+            let index = format!(
+                r#"{{"schemaVersion":2,"mediaType":"application/vnd.oci.image.index.v1+json","manifests":[{{"mediaType":"application/vnd.oci.image.index.v1+json","digest":"{d}","size":{}}}]}}"#,
+                s.blob_size(&d).unwrap()
+            );
+            d = s.put_blob(index.as_bytes()).unwrap();
+        }
+        s.set_ref("deep:1", &d).unwrap();
+    }
+    let du = chasi(&root, &["store", "du", "--format", "json"]);
+    assert!(
+        du.status.success(),
+        "{}",
+        String::from_utf8_lossy(&du.stderr)
+    );
+    let du: serde_json::Value = serde_json::from_slice(&du.stdout).unwrap();
+    let list = chasi(&root, &["images", "--format", "json"]);
+    assert!(
+        list.status.success(),
+        "{}",
+        String::from_utf8_lossy(&list.stderr)
+    );
+    let list: serde_json::Value = serde_json::from_slice(&list.stdout).unwrap();
+    let du_images = du["images"].as_array().unwrap();
+    assert_eq!(du_images.len(), 4, "{du}");
+    for i in du_images {
+        let listed = list
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|l| l["name"] == i["name"])
+            .unwrap();
+        assert_eq!(i["logical_bytes"], listed["size"], "{i} vs {listed}");
+        assert_eq!(i["problem"], listed["problem"], "{i} vs {listed}");
+    }
+}

@@ -18,7 +18,7 @@
 //! destination whose parent is a file is refused the same way. The new layer's own entries
 //! count (two sources can make `a -> ../..` and `a/f`), in the order the applier meets them.
 
-use crate::error::{io, BuildError, Result};
+use crate::error::{io, ChownError, DestinationError, Result};
 use chasi_layers::tarwriter::entry_from_fs;
 use chasi_layers::{EntryKind, LayerInfo, OwnerPolicy, Store, TarEntry, TarOptions, TarWriter};
 use std::collections::{BTreeMap, HashMap, VecDeque};
@@ -94,7 +94,7 @@ pub fn map_sources(
     dest: &str,
     dest_exists_as_dir: &dyn Fn(&str) -> bool,
     dest_exists: &dyn Fn(&str) -> bool,
-) -> Result<Vec<Mapping>, String> {
+) -> Result<Vec<Mapping>, DestinationError> {
     let (parts, dir_like) = normalize_dest(dest);
     let dest_path = parts.join("/");
     let into_dir = dir_like
@@ -102,9 +102,9 @@ pub fn map_sources(
         || sources.iter().any(|s| s.is_dir)
         || (!dest_path.is_empty() && dest_exists_as_dir(&dest_path));
     if sources.len() > 1 && !dir_like && !(dest_exists_as_dir(&dest_path)) {
-        return Err(format!(
-            "with more than one source the destination must be a directory and end with `/` (got `{dest}`)"
-        ));
+        return Err(DestinationError::SeveralSources {
+            dest: dest.to_string(),
+        });
     }
     let mut out: BTreeMap<String, Origin> = BTreeMap::new();
     let join = |a: &str, b: &str| {
@@ -143,7 +143,9 @@ pub fn map_sources(
                 dest_path.clone()
             };
             if target.is_empty() {
-                return Err("a file cannot replace the image root".into());
+                return Err(DestinationError::FileAsRoot {
+                    file: s.file_name.clone(),
+                });
             }
             out.insert(target, Origin::Host(s.root.clone()));
         }
@@ -328,7 +330,7 @@ impl<'a> ImageView<'a> {
 
     /// Checks that every mapping's parent resolves inside the image to a directory (or to one
     /// the applier will create); the message names the destination and the symlink.
-    pub fn check(&self, mappings: &[Mapping]) -> Result<(), String> {
+    pub fn check(&self, mappings: &[Mapping]) -> Result<(), DestinationError> {
         let mut seen: HashMap<&str, ()> = HashMap::new();
         for m in mappings {
             let parent = m.dest.rsplit_once('/').map_or("", |(p, _)| p);
@@ -342,15 +344,9 @@ impl<'a> ImageView<'a> {
             };
             let dest = format!("/{}", m.dest);
             return Err(match refusal {
-                Refusal::Escapes(via) => format!(
-                    "cannot write {dest}: it goes through the symbolic link {via}, which points outside the image root"
-                ),
-                Refusal::NotDir(p) => {
-                    format!("cannot write {dest}: {p} is not a directory in the image")
-                }
-                Refusal::Loop => {
-                    format!("cannot write {dest}: too many levels of symbolic links")
-                }
+                Refusal::Escapes(via) => DestinationError::Escapes { dest, via },
+                Refusal::NotDir(parent) => DestinationError::NotADirectory { dest, parent },
+                Refusal::Loop => DestinationError::SymlinkLoop { dest },
             });
         }
         Ok(())
@@ -363,7 +359,7 @@ pub fn map_into_image(
     sources: &[SourceTree],
     dest: &str,
     rootfs: Option<&Path>,
-) -> Result<Vec<Mapping>, String> {
+) -> Result<Vec<Mapping>, DestinationError> {
     let view = ImageView::new(rootfs);
     let mappings = map_sources(sources, dest, &|p| view.is_dir(p), &|p| view.exists(p))?;
     ImageView::with_layer(rootfs, &mappings).check(&mappings)?;
@@ -495,32 +491,22 @@ pub fn list_tree(root: &Path) -> Result<Vec<String>> {
 }
 
 /// Resolves `--chown=user[:group]` to numeric ids, names looked up in the image's
-/// `/etc/passwd` and `/etc/group` (`rootfs` materialised only when a name is used).
-pub fn resolve_chown(
+/// `/etc/passwd` and `/etc/group` (`rootfs` materialised only when a name is used). A name's
+/// primary group is the passwd entry's gid.
+pub fn resolve_chown<E: From<ChownError>>(
     user: &str,
     group: Option<&str>,
-    rootfs: &mut dyn FnMut() -> Result<PathBuf>,
-) -> Result<(u64, u64), BuildError> {
-    // The file is found through the image's own symlinks, never the build host's.
-    fn lookup(root: &Path, file: &str, name: &str, field: usize) -> Option<u64> {
-        let file = ImageView::new(Some(root)).host_file(file)?;
-        let text = fs::read_to_string(file).ok()?;
-        text.lines()
-            .filter(|l| !l.starts_with('#'))
-            .map(|l| l.split(':').collect::<Vec<_>>())
-            .find(|f| f.first() == Some(&name))
-            .and_then(|f| f.get(field).and_then(|v| v.parse().ok()))
-    }
+    rootfs: &mut dyn FnMut() -> Result<PathBuf, E>,
+) -> Result<(u64, u64), E> {
     let (uid, primary_gid) = match user.parse::<u64>() {
         Ok(uid) => (uid, uid),
         Err(_) => {
-            let root = rootfs()?;
-            let uid =
-                lookup(&root, "etc/passwd", user, 2).ok_or_else(|| BuildError::UnknownUser {
-                    user: user.to_string(),
-                })?;
-            let gid = lookup(&root, "etc/passwd", user, 3).unwrap_or(uid);
-            (uid, gid)
+            let entry = lookup(&rootfs()?, PASSWD, user)?;
+            let entry = entry.ok_or_else(|| ChownError::UnknownUser {
+                user: user.to_string(),
+                file: PASSWD,
+            })?;
+            (entry.id(2, "uid")?, entry.id(3, "gid")?)
         }
     };
     let gid = match group {
@@ -528,14 +514,64 @@ pub fn resolve_chown(
         Some(g) => match g.parse::<u64>() {
             Ok(gid) => gid,
             Err(_) => {
-                let root = rootfs()?;
-                lookup(&root, "etc/group", g, 2).ok_or_else(|| BuildError::UnknownGroup {
+                let entry = lookup(&rootfs()?, GROUP, g)?;
+                let entry = entry.ok_or_else(|| ChownError::UnknownGroup {
                     group: g.to_string(),
-                })?
+                    file: GROUP,
+                })?;
+                entry.id(2, "gid")?
             }
         },
     };
     Ok((uid, gid))
+}
+
+const PASSWD: &str = "/etc/passwd";
+const GROUP: &str = "/etc/group";
+
+/// The line of a passwd or group file that names an entry.
+struct Entry {
+    file: &'static str,
+    /// 1-based.
+    line: usize,
+    fields: Vec<String>,
+}
+
+impl Entry {
+    /// Field `index` (0-based) as an id.
+    fn id(&self, index: usize, field: &'static str) -> Result<u64, ChownError> {
+        let value = self.fields.get(index).map_or("", String::as_str);
+        value.parse().map_err(|_| ChownError::Malformed {
+            file: self.file,
+            line: self.line,
+            name: self.fields[0].clone(),
+            field,
+            value: chasi_oci::error::excerpt(value),
+        })
+    }
+}
+
+/// The entry named `name` in `file` (an image path), found through the image's own
+/// directories and symlinks, never the build host's; `None` when no line names it.
+fn lookup(root: &Path, file: &'static str, name: &str) -> Result<Option<Entry>, ChownError> {
+    let path = ImageView::new(Some(root))
+        .host_file(file.trim_start_matches('/'))
+        .ok_or_else(|| ChownError::NoFile {
+            file,
+            name: name.to_string(),
+        })?;
+    let text =
+        fs::read_to_string(path).map_err(|source| ChownError::Unreadable { file, source })?;
+    Ok(text
+        .lines()
+        .enumerate()
+        .filter(|(_, l)| !l.starts_with('#'))
+        .find(|(_, l)| l.split(':').next() == Some(name))
+        .map(|(i, l)| Entry {
+            file,
+            line: i + 1,
+            fields: l.split(':').map(str::to_string).collect(),
+        }))
 }
 
 #[cfg(test)]
@@ -615,6 +651,7 @@ mod tests {
             ImageView::with_layer(Some(&root), &m)
                 .check(&m)
                 .unwrap_err()
+                .to_string()
         };
         let e = refuse("up/victim/f");
         assert!(
@@ -641,7 +678,10 @@ mod tests {
             mapping("a/f", Origin::Host(t.path().join("f"))),
         ];
         let e = ImageView::with_layer(None, &m).check(&m).unwrap_err();
-        assert!(e.contains("/a -> ../.."), "{e}");
+        assert!(
+            matches!(&e, DestinationError::Escapes { dest, via } if dest == "/a/f" && via.contains("/a -> ../..")),
+            "{e}"
+        );
         // A directory of the layer over a root file system's symlink hides what the link points at.
         let root = t.path().join("root");
         fs::create_dir_all(root.join("real")).unwrap();
@@ -661,7 +701,7 @@ mod tests {
         fs::create_dir_all(root.join("host/etc")).unwrap();
         fs::write(root.join("host/etc/passwd"), "app:x:1234:4321::/:/bin/sh\n").unwrap();
         std::os::unix::fs::symlink("/host/etc", root.join("etc")).unwrap();
-        let mut rootfs = || Ok(root.clone());
+        let mut rootfs = || Ok::<_, ChownError>(root.clone());
         assert_eq!(
             resolve_chown("app", None, &mut rootfs).unwrap(),
             (1234, 4321)
@@ -670,7 +710,62 @@ mod tests {
         let root2 = t.path().join("root2");
         fs::create_dir_all(&root2).unwrap();
         std::os::unix::fs::symlink("/etc", root2.join("etc")).unwrap();
-        let mut rootfs = || Ok(root2.clone());
-        assert!(resolve_chown("root", None, &mut rootfs).is_err());
+        let mut rootfs = || Ok::<_, ChownError>(root2.clone());
+        let e = resolve_chown("root", None, &mut rootfs).unwrap_err();
+        assert!(
+            matches!(
+                e,
+                ChownError::NoFile {
+                    file: "/etc/passwd",
+                    ..
+                }
+            ),
+            "{e}"
+        );
+        assert_eq!(
+            e.to_string(),
+            "the image has no /etc/passwd to look `root` up in"
+        );
+    }
+
+    #[test]
+    fn chown_failures_name_the_file_the_line_and_the_name() {
+        let t = tempfile::tempdir().unwrap();
+        let root = t.path().to_path_buf();
+        fs::create_dir_all(root.join("etc")).unwrap();
+        fs::write(
+            root.join("etc/passwd"),
+            "# users\nroot:x:0:0::/:/bin/sh\nodd:x:12x:0::/:/bin/sh\nshort:x:7\n",
+        )
+        .unwrap();
+        fs::write(root.join("etc/group"), "wheel:x:10:root\n").unwrap();
+        let mut rootfs = || Ok::<_, ChownError>(root.clone());
+        let mut chown = |u, g| resolve_chown(u, g, &mut rootfs).map_err(|e| e.to_string());
+        assert_eq!(chown("root", Some("wheel")), Ok((0, 10)));
+        assert_eq!(chown("5", Some("6")), Ok((5, 6)));
+        assert_eq!(
+            chown("odd", None),
+            Err(
+                "line 3 of the image's /etc/passwd: the uid of `odd` is `12x`, not a number".into()
+            )
+        );
+        assert_eq!(
+            chown("short", None),
+            Err("line 4 of the image's /etc/passwd: the gid of `short` is ``, not a number".into())
+        );
+        assert_eq!(
+            chown("nobody", None),
+            Err("user `nobody` is not in the image's /etc/passwd".into())
+        );
+        assert_eq!(
+            chown("root", Some("staff")),
+            Err("group `staff` is not in the image's /etc/group".into())
+        );
+        fs::write(root.join("etc/group"), b"\xff\n").unwrap();
+        let e = resolve_chown("0", Some("wheel"), &mut rootfs).unwrap_err();
+        assert!(
+            matches!(&e, ChownError::Unreadable { file: "/etc/group", source } if source.kind() == std::io::ErrorKind::InvalidData),
+            "{e}"
+        );
     }
 }

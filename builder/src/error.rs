@@ -20,14 +20,15 @@ pub enum BuildError {
         output: String,
     },
     /// A step could not be executed (a source vanished, an unknown user, …).
-    #[error("line {line}: {label}: {message}")]
+    #[error("line {line}: {label}")]
     Step {
         /// The Kubefile line.
         line: usize,
         /// The step's label.
         label: String,
-        /// What went wrong.
-        message: String,
+        /// What went wrong (boxed: it is large and rare).
+        #[source]
+        source: Box<StepError>,
     },
     /// A base image's documents do not agree (its config and manifest list different
     /// numbers of layers).
@@ -124,18 +125,6 @@ pub enum BuildError {
     /// The file digest cache cannot be encoded.
     #[error("cannot encode the file digest cache")]
     EncodeCache(#[source] serde_json::Error),
-    /// `--chown` names a user the image's `/etc/passwd` does not have.
-    #[error("user `{user}` is not in the image's /etc/passwd")]
-    UnknownUser {
-        /// The user name.
-        user: String,
-    },
-    /// `--chown` names a group the image's `/etc/group` does not have.
-    #[error("group `{group}` is not in the image's /etc/group")]
-    UnknownGroup {
-        /// The group name.
-        group: String,
-    },
     /// A stage reads a stage the plan does not have.
     #[error("stage {index} does not exist")]
     StageMissing {
@@ -164,6 +153,162 @@ pub enum BuildError {
         stage: usize,
         /// The stage whose failure stopped it.
         dependency: usize,
+    },
+}
+
+/// Why one step (a [`BuildError::Step`], which names its line and label) could not be
+/// executed.
+#[derive(Debug, thiserror::Error)]
+pub enum StepError {
+    /// `--chown` cannot be resolved to numeric ids.
+    #[error(transparent)]
+    Chown(#[from] ChownError),
+    /// The sources cannot be placed at the destination.
+    #[error(transparent)]
+    Destination(#[from] DestinationError),
+    /// A remote source's content is not what `--checksum` says.
+    #[error("{url} has digest {digest} but --checksum wants {wanted}")]
+    Checksum {
+        /// The source's URL.
+        url: String,
+        /// The digest of what was fetched.
+        digest: chasi_layers::Digest,
+        /// The checksum as written.
+        wanted: String,
+    },
+    /// `COPY --from` names an image, which is not supported yet.
+    #[error("COPY --from an image ({reference}) is not supported yet: add a stage `FROM {reference} AS src` and copy from it")]
+    CopyFromImage {
+        /// The image reference as written.
+        reference: String,
+    },
+    /// A remote source the step names was not fetched before it ran (a plan built by hand).
+    #[error("{url} was not fetched")]
+    NotFetched {
+        /// The source's URL.
+        url: String,
+    },
+    /// A context source checked at compile time is gone.
+    #[error("{path} vanished from the build context")]
+    Vanished {
+        /// The source, relative to the context.
+        path: String,
+    },
+    /// A `COPY --from` source is not in the source stage.
+    #[error("/{path} does not exist in the source stage")]
+    NotInStage {
+        /// The source path in the stage, without its leading `/`.
+        path: String,
+    },
+    /// A `COPY --from` source is, or passes through, a symbolic link.
+    #[error("/{path} goes through a symbolic link in the source stage")]
+    SymlinkInStage {
+        /// The source path in the stage, without its leading `/`.
+        path: String,
+    },
+    /// A remote source cannot be fetched.
+    #[error(transparent)]
+    Fetch(#[from] crate::fetch::FetchError),
+    /// A context source cannot be read.
+    #[error(transparent)]
+    Context(#[from] chasi_compiler::check::ContextError),
+    /// The file system of the layers below the step cannot be materialised.
+    #[error("cannot apply the layers below the step")]
+    Rootfs(#[source] Box<BuildError>),
+}
+
+/// Why `--chown=user[:group]` cannot be resolved in the image's own `/etc/passwd` and
+/// `/etc/group`. `file` is the file's path in the image.
+#[derive(Debug, thiserror::Error)]
+pub enum ChownError {
+    /// The user is not in the passwd file.
+    #[error("user `{user}` is not in the image's {file}")]
+    UnknownUser {
+        /// The user name as written.
+        user: String,
+        /// `/etc/passwd`.
+        file: &'static str,
+    },
+    /// The group is not in the group file.
+    #[error("group `{group}` is not in the image's {file}")]
+    UnknownGroup {
+        /// The group name as written.
+        group: String,
+        /// `/etc/group`.
+        file: &'static str,
+    },
+    /// The entry of the name has no number where its id belongs.
+    #[error(
+        "line {line} of the image's {file}: the {field} of `{name}` is `{value}`, not a number"
+    )]
+    Malformed {
+        /// `/etc/passwd` or `/etc/group`.
+        file: &'static str,
+        /// The 1-based line.
+        line: usize,
+        /// The user or group name.
+        name: String,
+        /// `uid` or `gid`.
+        field: &'static str,
+        /// The field as written (excerpted; empty when the line has no such field).
+        value: String,
+    },
+    /// The image has no such regular file (reached through the image's own directories).
+    #[error("the image has no {file} to look `{name}` up in")]
+    NoFile {
+        /// `/etc/passwd` or `/etc/group`.
+        file: &'static str,
+        /// The name to look up.
+        name: String,
+    },
+    /// The file cannot be read (or is not UTF-8).
+    #[error("cannot read the image's {file}")]
+    Unreadable {
+        /// `/etc/passwd` or `/etc/group`.
+        file: &'static str,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// Why sources cannot be placed at a `COPY`/`ADD`/`APP` destination (Docker's destination
+/// rules, and the image's own symbolic links).
+#[derive(Debug, thiserror::Error)]
+pub enum DestinationError {
+    /// Several sources, and the destination is not a directory.
+    #[error("with more than one source the destination must be a directory and end with `/` (got `{dest}`)")]
+    SeveralSources {
+        /// The destination as written.
+        dest: String,
+    },
+    /// A file's destination is the image root itself.
+    #[error("a file cannot replace the image root (`{file}`)")]
+    FileAsRoot {
+        /// The file's name.
+        file: String,
+    },
+    /// A parent of a destination is a symbolic link out of the image root.
+    #[error("cannot write {dest}: it goes through the symbolic link {via}, which points outside the image root")]
+    Escapes {
+        /// The path to be written.
+        dest: String,
+        /// The link and its target, as `/link -> target`.
+        via: String,
+    },
+    /// A parent of a destination is not a directory.
+    #[error("cannot write {dest}: {parent} is not a directory in the image")]
+    NotADirectory {
+        /// The path to be written.
+        dest: String,
+        /// The parent that is not a directory.
+        parent: String,
+    },
+    /// Resolving a parent of a destination loops through symbolic links.
+    #[error("cannot write {dest}: too many levels of symbolic links")]
+    SymlinkLoop {
+        /// The path to be written.
+        dest: String,
     },
 }
 

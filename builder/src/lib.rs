@@ -24,6 +24,6 @@ pub mod run;
 pub mod sandbox;
 pub mod state;
 
-pub use error::{BuildError, BuildThread, Result};
+pub use error::{BuildError, BuildThread, ChownError, DestinationError, Result, StepError};
 pub use exec::{build, BuildOptions, BuildOutput};
 pub use kubefile::{build_kubefile, CompileObserver, KubefileBuild, KubefileError, KubefileInput};

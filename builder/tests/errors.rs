@@ -6,7 +6,8 @@ mod common;
 
 use chasi_builder::events::Silent;
 use chasi_builder::{
-    build, build_kubefile, BuildError, CompileObserver, KubefileBuild, KubefileError, KubefileInput,
+    build, build_kubefile, BuildError, ChownError, CompileObserver, KubefileBuild, KubefileError,
+    KubefileInput, StepError,
 };
 use chasi_compiler::check::{ContextError, Platform};
 use chasi_compiler::source::SourceFile;
@@ -25,7 +26,17 @@ impl CompileObserver for Quiet {
 
 /// Builds `kubefile` in an empty context; the build's error.
 fn build_error(store: &Store, kubefile: &[u8], tag: &str) -> BuildError {
+    build_error_in(store, kubefile, tag, &[])
+}
+
+/// Builds `kubefile` in a context of `files` (path, content); the build's error.
+fn build_error_in(store: &Store, kubefile: &[u8], tag: &str, files: &[(&str, &str)]) -> BuildError {
     let context = tempfile::tempdir().unwrap();
+    for (path, content) in files {
+        let path = context.path().join(path);
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(path, content).unwrap();
+    }
     let input = KubefileInput {
         name: "Kubefile".into(),
         bytes: kubefile,
@@ -135,4 +146,52 @@ fn a_bad_tag_and_a_missing_context_are_typed() {
     empty.targets.clear();
     let err = build(&store, &empty, &options(&missing, "t:1"), &Silent).unwrap_err();
     assert!(matches!(err, BuildError::NoTarget), "{err:?}");
+}
+
+#[test]
+fn a_chown_to_an_unknown_user_is_a_step_error_whose_source_is_the_chown_error() {
+    let (_root, store) = store();
+    let files = [
+        ("etc/passwd", "root:x:0:0:root:/root:/bin/sh\n"),
+        ("a", "payload"),
+    ];
+    let kubefile = b"FROM scratch\nCOPY etc/ /etc/\nCOPY --chown=nosuchuser a /a\n";
+    let err = build_error_in(&store, kubefile, "t:1", &files);
+    assert_eq!(
+        err.to_string(),
+        "line 3: COPY --chown=nosuchuser a /a",
+        "{err:?}"
+    );
+    let BuildError::Step { line, source, .. } = &err else {
+        panic!("expected a step error, got {err:?}");
+    };
+    assert_eq!(*line, 3);
+    match &**source {
+        StepError::Chown(ChownError::UnknownUser { user, file }) => {
+            assert_eq!((user.as_str(), *file), ("nosuchuser", "/etc/passwd"));
+        }
+        other => panic!("expected an unknown user, got {other:?}"),
+    }
+    let cause = err.source().expect("a source").to_string();
+    assert_eq!(cause, "user `nosuchuser` is not in the image's /etc/passwd");
+    // Without a passwd file the error says so, instead of "not in /etc/passwd".
+    let err = build_error_in(
+        &store,
+        b"FROM scratch\nCOPY a /a\nCOPY --chown=app a /b\n",
+        "t:2",
+        &files[1..],
+    );
+    let BuildError::Step { source, .. } = &err else {
+        panic!("expected a step error, got {err:?}");
+    };
+    assert!(
+        matches!(
+            &**source,
+            StepError::Chown(ChownError::NoFile {
+                file: "/etc/passwd",
+                ..
+            })
+        ),
+        "{err:?}"
+    );
 }

@@ -6,6 +6,8 @@
 //!
 //! - [`docs`] reads an image's documents once, typed (oci-spec's index and manifest, a small
 //!   config struct), through the store's bounded JSON reader, and computes its OCI size;
+//! - [`du`] is `chasi store du`: each image's OCI size, and the store's own accounting of
+//!   what no image references;
 //! - [`images`] lists, inspects, tags, removes, saves and loads images, and picks one
 //!   platform of an image with [`chasi_oci::PlatformSpec::matches`], the rule `FROM
 //!   --platform` uses;
@@ -17,11 +19,13 @@
 pub mod blobs;
 mod digests;
 pub mod docs;
+pub mod du;
 pub mod error;
 pub mod images;
 
 pub use blobs::StoreBlobs;
 pub use docs::{Image, PlatformManifest};
+pub use du::{du, DuReport, ImageUsage};
 pub use error::{ImagesError, Result};
 pub use images::{
     inspect, list, load, normalize_name, platform_image, remove, resolve, save, tag, ImageSummary,

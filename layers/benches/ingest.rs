@@ -162,13 +162,13 @@ fn main() {
     let (a, b) = (v1_info.unwrap(), v2_info.unwrap());
     let root = work.join(format!("store-{}", runs() - 1));
     let s = Store::open(&root).unwrap();
-    let phys = s.du().unwrap().physical_bytes;
+    let phys = s.usage(&Default::default()).unwrap().physical_bytes;
     let t = Instant::now();
     let a2 = s.ingest_dir(&v1, &opts()).unwrap();
     let b2 = s.ingest_dir(&v2, &opts()).unwrap();
     let reingest = t.elapsed();
     assert_eq!((a2.diff_id, b2.diff_id), (a.diff_id, b.diff_id));
-    let phys2 = s.du().unwrap().physical_bytes;
+    let phys2 = s.usage(&Default::default()).unwrap().physical_bytes;
     let verify_t = Instant::now();
     let rep = s.verify().unwrap();
     let verify_t = verify_t.elapsed();

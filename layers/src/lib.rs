@@ -92,6 +92,6 @@ pub use digest::Digest;
 pub use error::{Error, Result};
 pub use layout::{ChunkParams, Layout};
 pub use location::{resolve_store_dir, resolve_store_dir_with};
-pub use maint::{DuReport, GcOptions, GcReport, ImageUsage, Problem, VerifyReport};
+pub use maint::{GcOptions, GcReport, Problem, StoreUsage, VerifyReport};
 pub use store::{BlobDesc, ChunkRef, LayerIndex, LayerInfo, LayerReader, RefRecord, Store};
 pub use tarwriter::{EntryKind, OwnerPolicy, TarEntry, TarOptions, TarWriter};

@@ -76,15 +76,7 @@ fn a_manifest_nested_200000_deep_is_reported_and_stops_gc_before_it_deletes_anyt
     let bad = s.put_blob(bad_doc.as_bytes()).unwrap();
     s.set_ref("bad:1", &bad).unwrap();
 
-    // Listing: every image is listed, the bad one with a problem naming its digest.
-    let du = s.du().unwrap();
-    let entry = |n: &str| du.images.iter().find(|i| i.name == n).unwrap().clone();
-    assert!(entry("good:1").problem.is_none() && entry("good:1").logical_bytes > za.size);
-    let p = entry("bad:1").problem.expect("bad:1 has a problem");
-    assert!(
-        p.contains(&bad.hex()) && p.contains("nested deeper than 64"),
-        "{p}"
-    );
+    // Listing it (`chasi store du`, `chasi images`) is chasi-images' (its tests/du.rs).
 
     // Verify names the ref, the digest and the fault.
     let found = problems(&s);

@@ -345,9 +345,15 @@ fn gc_keeps_reachable_data_and_frees_the_rest() {
     s.set_ref("a:1", &ma).unwrap();
     s.set_ref("b:1", &mb).unwrap();
     let orphan = s.put_blob(b"orphan").unwrap();
-    let du = s.du().unwrap();
-    assert_eq!(du.images.len(), 2);
-    assert!(du.logical_bytes >= za.size + zb.size);
+    // Store-level usage: what the images reference is the caller's (chasi-images) to say.
+    let all = s.usage(&Default::default()).unwrap();
+    let usage = s.usage(&[ma, za.digest].into_iter().collect()).unwrap();
+    assert_eq!(usage.layers, 2);
+    assert_eq!(
+        all.unreferenced_bytes - usage.unreferenced_bytes,
+        za.size + s.blob_size(&ma).unwrap()
+    );
+    assert!(usage.unreferenced_bytes >= zb.size + b"orphan".len() as u64);
     // Cache records are roots too.
     let c = ingest_sample(&s, &t.path().join("c"), 13);
     s.put_cache(

@@ -1,4 +1,4 @@
-//! `chasi store du|verify|gc`: thin wrappers over `chasi_layers::Store` maintenance calls.
+//! `chasi store du|verify|gc`: thin wrappers over `chasi_images::du` and `chasi_layers::Store` maintenance calls.
 
 use crate::progress::human_bytes;
 use chasi_layers::{GcOptions, Store};
@@ -76,7 +76,7 @@ fn open(store: Option<&Path>) -> anyhow::Result<Store> {
 pub fn run(store: Option<&Path>, args: StoreArgs) -> anyhow::Result<ExitCode> {
     match args.action {
         Action::Du { format } => {
-            let r = open(store)?.du()?;
+            let r = chasi_images::du(&open(store)?)?;
             match format {
                 Format::Json => println!("{}", serde_json::to_string_pretty(&r)?),
                 Format::Human => {

@@ -10,7 +10,7 @@ use super::ops::{self, StepInput};
 use super::slots::{wait_stage, StageDone, StageSlot};
 use super::Session;
 use crate::assemble;
-use crate::error::{BuildError, Result};
+use crate::error::{BuildError, Result, StepError};
 use crate::events::BuildEvent;
 use crate::fetch::{Fetched, Fetcher};
 use crate::rootfs::WorkRoot;
@@ -169,7 +169,7 @@ fn resolve(cx: &StageCx<'_, '_>, node: &Node, op: &Op) -> Result<Resolved> {
             let (f, _) = cx
                 .fetcher
                 .fetch(url)
-                .map_err(|e| ops::step_err(line, &node.label, chasi_layers::error::chain(&e)))?;
+                .map_err(|e| ops::step_err(line, &node.label, e.into()))?;
             extra.push(f.digest.to_string());
             fetched.insert(url.clone(), f);
         }
@@ -183,11 +183,9 @@ fn resolve(cx: &StageCx<'_, '_>, node: &Node, op: &Op) -> Result<Resolved> {
                 from_stage = Some(done);
             }
             Some(CopyFrom::Image { reference }) => {
-                return Err(ops::step_err(
-                    line,
-                    &node.label,
-                    format!("COPY --from an image ({reference}) is not supported yet: add a stage `FROM {reference} AS src` and copy from it"),
-                ));
+                let reference = reference.clone();
+                let e = StepError::CopyFromImage { reference };
+                return Err(ops::step_err(line, &node.label, e));
             }
             None => {}
         }

@@ -135,7 +135,7 @@ impl Store {
     }
 
     /// A manifest, index or config blob as JSON: a raw blob, read with the store's bounds (see [`crate::json`]), its
-    /// digest checked, parsed; errors name the digest's path and `what`. Used by `du` and `verify`.
+    /// digest checked, parsed; errors name the digest's path and `what`. Used by `verify` and by `chasi-images`.
     pub fn get_json(&self, d: &Digest, what: &'static str) -> Result<Value> {
         let p = self.blob_path(d);
         let size = fs::metadata(&p).map_err(|e| match e.kind() {

@@ -1,5 +1,5 @@
-//! Store maintenance: disk usage (`du`), full re-verification (`verify`) and mark-and-sweep garbage collection
-//! (`gc`).
+//! Store maintenance: store-level disk usage (`du`; what each image counts is `chasi-images`'), full
+//! re-verification (`verify`) and mark-and-sweep garbage collection (`gc`).
 //!
 //! GC roots are the refs and the build-cache records. Marking follows every `sha256:…` string found in a reachable
 //! JSON blob (manifests, indexes, configs, cache records), so it needs no knowledge of OCI media types and keeps
@@ -12,8 +12,8 @@
 //! `verify` walks every ref to completeness (manifest or nested index, config, every layer's link and index) and
 //! re-hashes every object; see [`Store::verify`](crate::Store::verify).
 //!
-//! One concern a module: `du` (usage), `verify` and its ref walk (`verify_refs`), the mark phase (`marks`) and the
-//! sweep (`gc`), each an `impl Store` block with its report types (re-exported here).
+//! One concern a module: `du` (store-level usage), `verify` and its ref walk (`verify_refs`), the mark phase
+//! (`marks`) and the sweep (`gc`), each an `impl Store` block with its report types (re-exported here).
 
 mod du;
 mod gc;
@@ -21,6 +21,6 @@ mod marks;
 mod verify;
 mod verify_refs;
 
-pub use du::{DuReport, ImageUsage};
+pub use du::StoreUsage;
 pub use gc::{GcOptions, GcReport};
 pub use verify::{Problem, VerifyReport};

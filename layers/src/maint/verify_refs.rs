@@ -2,13 +2,23 @@
 //! and every layer: its link, its layer index, the config's DiffIDs), each missing or unreadable piece reported
 //! as a problem naming the ref it was reached through.
 
-use super::du::{descriptor, MAX_INDEX_DEPTH};
 use super::verify::Checker;
 use crate::digest::Digest;
 use crate::error::Result;
 use crate::json;
 use crate::store::{RefRecord, Store};
 use serde_json::Value;
+
+/// Deepest nesting of indexes followed (an index of indexes of manifests is depth 2).
+const MAX_INDEX_DEPTH: u32 = 4;
+
+/// `(digest, size)` of an OCI descriptor, if it has both.
+fn descriptor(x: &Value) -> Option<(Digest, u64)> {
+    Some((
+        x.get("digest")?.as_str()?.parse().ok()?,
+        x.get("size")?.as_u64()?,
+    ))
+}
 
 /// Known media types of what a ref may point at.
 const ROOT_MEDIA_TYPES: [&str; 4] = [

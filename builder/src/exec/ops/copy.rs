@@ -4,7 +4,7 @@
 
 use super::StepInput;
 use crate::copy::{self as files, CopyOptions, Mapping, SourceTree};
-use crate::error::{io, Result};
+use crate::error::{io, Result, StepError};
 use crate::fetch::Fetched;
 use crate::rootfs::WorkRoot;
 use crate::state::ImageState;
@@ -53,10 +53,11 @@ pub(super) fn copy(
                 let f = fetched(input, url)?;
                 if let Some(sum) = &c.checksum {
                     if *sum != f.digest.to_string() {
-                        return Err(input.err(format!(
-                            "{url} has digest {} but --checksum wants {sum}",
-                            f.digest
-                        )));
+                        return Err(input.err(StepError::Checksum {
+                            url: url.clone(),
+                            digest: f.digest,
+                            wanted: sum.clone(),
+                        }));
                     }
                 }
                 trees.push(materialize_fetched(
@@ -71,10 +72,13 @@ pub(super) fn copy(
         None => None,
         Some(ch) => {
             let layers = state.layers.clone();
-            let mut rootfs = || root.sync(store, &layers).map(Path::to_path_buf);
+            let mut rootfs = || {
+                let path = root.sync(store, &layers).map_err(Box::new);
+                path.map(Path::to_path_buf).map_err(StepError::Rootfs)
+            };
             Some(
                 files::resolve_chown(&ch.user, ch.group.as_deref(), &mut rootfs)
-                    .map_err(|e| input.err(chasi_layers::error::chain(&e)))?,
+                    .map_err(|e| input.err(e))?,
             )
         }
     };
@@ -147,7 +151,7 @@ fn fetched<'f>(input: &StepInput<'f, '_>, url: &str) -> Result<&'f Fetched> {
     input
         .fetched
         .get(url)
-        .ok_or_else(|| input.err(format!("{url} was not fetched")))
+        .ok_or_else(|| input.err(StepError::NotFetched { url: url.into() }))
 }
 
 /// Applies Docker's destination rules, looking at the stage's filesystem only when it has one.
@@ -157,15 +161,15 @@ fn map_with_root(
     root: &mut WorkRoot,
     trees: &[SourceTree],
     dest: &str,
-) -> std::result::Result<Vec<Mapping>, String> {
+) -> std::result::Result<Vec<Mapping>, StepError> {
     if state.layers.is_empty() {
-        return files::map_into_image(trees, dest, None);
+        return Ok(files::map_into_image(trees, dest, None)?);
     }
     let path = root
         .sync(store, &state.layers)
-        .map_err(|e| chasi_layers::error::chain(&e))?
+        .map_err(|e| StepError::Rootfs(Box::new(e)))?
         .to_path_buf();
-    files::map_into_image(trees, dest, Some(&path))
+    Ok(files::map_into_image(trees, dest, Some(&path))?)
 }
 
 fn base_name(path: &str) -> String {
@@ -186,11 +190,11 @@ fn context_tree(
         .lock()
         .unwrap_or_else(|e| e.into_inner())
         .walk(rel)
-        .map_err(|e| input.err(chasi_layers::error::chain(&e)))?;
+        .map_err(|e| input.err(e))?;
     let top = entries
         .iter()
         .find(|e| e.rel.is_empty())
-        .ok_or_else(|| input.err(format!("{rel} vanished from the build context")))?;
+        .ok_or_else(|| input.err(StepError::Vanished { path: rel.into() }))?;
     Ok(SourceTree {
         root: top.path.clone(),
         is_dir: top.kind == EntryKind::Dir,
@@ -208,16 +212,14 @@ fn tree_in(input: &StepInput<'_, '_>, root: &Path, path: &str) -> Result<SourceT
     let (parts, _) = files::normalize_dest(path);
     let rel = parts.join("/");
     let full = root.join(&rel);
-    let missing = || input.err(format!("/{rel} does not exist in the source stage"));
+    let missing = || input.err(StepError::NotInStage { path: rel.clone() });
     // Refuse a source that is, or passes through, a symlink: it could point anywhere.
     let mut walk = root.to_path_buf();
     for p in &parts {
         walk.push(p);
         let meta = std::fs::symlink_metadata(&walk).map_err(|_| missing())?;
         if meta.file_type().is_symlink() {
-            return Err(input.err(format!(
-                "/{rel} goes through a symbolic link in the source stage"
-            )));
+            return Err(input.err(StepError::SymlinkInStage { path: rel.clone() }));
         }
     }
     let meta = std::fs::symlink_metadata(&full).map_err(|_| missing())?;

@@ -11,7 +11,7 @@ mod run;
 
 use super::slots::StageDone;
 use super::Session;
-use crate::error::{BuildError, Result};
+use crate::error::{BuildError, Result, StepError};
 use crate::fetch::Fetched;
 use crate::rootfs::WorkRoot;
 use crate::state::ImageState;
@@ -52,8 +52,8 @@ impl StepInput<'_, '_> {
             })
     }
 
-    fn err(&self, message: String) -> BuildError {
-        step_err(line_of(self.node), &self.node.label, message)
+    fn err(&self, source: impl Into<StepError>) -> BuildError {
+        step_err(line_of(self.node), &self.node.label, source.into())
     }
 }
 
@@ -77,10 +77,10 @@ pub(super) fn line_of(node: &Node) -> usize {
 }
 
 /// A step failure naming its line and label.
-pub(super) fn step_err(line: usize, label: &str, message: String) -> BuildError {
+pub(super) fn step_err(line: usize, label: &str, source: StepError) -> BuildError {
     BuildError::Step {
         line,
         label: label.to_string(),
-        message,
+        source: Box::new(source),
     }
 }
