@@ -151,6 +151,34 @@ mod tests {
         assert!(UstarWriter::<Vec<u8>>::header(&"x".repeat(100), 1, 0).is_err());
     }
 
+    fn sha256(bytes: &[u8]) -> String {
+        use sha2::Digest as _;
+        hex::encode(sha2::Sha256::digest(bytes))
+    }
+
+    /// The bytes of the OVA tar, pinned: recorded before the writer moved into `chasi-tar`,
+    /// they prove the move byte-identical (the whole package is pinned in `tests/ova.rs`).
+    #[test]
+    fn member_bytes_are_pinned() {
+        let p = Path::new("pinned.ova");
+        let mut w = UstarWriter::new(Vec::new(), 1_700_000_000, p);
+        w.append_bytes("vm.ovf", b"<Envelope/>").unwrap();
+        w.append_bytes("vm.mf", &[]).unwrap();
+        w.append_reader("vm-disk1.vmdk", 1536, &[9u8; 1536][..])
+            .unwrap();
+        let (out, len) = w.finish().unwrap();
+        assert_eq!(len, 10240);
+        assert_eq!(
+            sha256(&out),
+            "7ff4759de546bec9ed3c17dd5a297073ca0e293b8e20579c0035487d3a88ef9f"
+        );
+        let big = UstarWriter::<Vec<u8>>::header("big.vmdk", 9 << 30, 1_700_000_000).unwrap();
+        assert_eq!(
+            sha256(&big),
+            "3bbd5ad19347e56159638103462abab0345a4d1a3e772fadd58f2a4a81c14eea"
+        );
+    }
+
     #[test]
     fn short_reader_is_an_error() {
         let p = Path::new("t");

@@ -305,6 +305,73 @@ mod tests {
         }
     }
 
+    fn sha256(bytes: &[u8]) -> String {
+        use sha2::Digest as _;
+        hex::encode(sha2::Sha256::digest(bytes))
+    }
+
+    /// The bytes of the archive writer, pinned: recorded before the writer moved into
+    /// `chasi-tar`, they prove the move byte-identical (see also `tests/oci_io.rs`).
+    #[test]
+    fn deterministic_tar_bytes_are_pinned() {
+        let path = Path::new("pinned.tar");
+        let mut out = Vec::new();
+        {
+            let mut t = DeterministicTar::new(&mut out, path);
+            t.dir("blobs/").expect("dir");
+            t.dir("blobs/sha256/").expect("dir");
+            let blob = format!("blobs/sha256/{}", "ab".repeat(32));
+            t.file(&blob, 1000, &mut &[7u8; 1000][..]).expect("file");
+            t.file("empty", 0, &mut &b""[..]).expect("file");
+            t.file("block", 512, &mut &[1u8; 512][..]).expect("file");
+            // A docker-archive layer of a sha512 digest: 138 bytes, split into prefix and name.
+            let layer = format!("{}/layer.tar", "cd".repeat(64));
+            t.file(&layer, 3, &mut &b"abc"[..]).expect("file");
+            t.file("index.json", 2, &mut &b"{}"[..]).expect("file");
+            t.finish().expect("finish");
+        }
+        assert_eq!(
+            sha256(&out),
+            "f70c09f05d3c427e898b1e5762e0ef5605a796de24fc5bf3277fe0dddc6c5542",
+            "{} bytes",
+            out.len()
+        );
+    }
+
+    /// Accepts `limit` bytes, then fails: captures the header of a member too large to write.
+    struct Headers(Vec<u8>, usize);
+
+    impl Write for Headers {
+        fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+            if self.0.len() >= self.1 {
+                return Err(io::Error::other("enough"));
+            }
+            let n = buf.len().min(self.1 - self.0.len());
+            self.0.extend_from_slice(&buf[..n]);
+            Ok(n)
+        }
+        fn flush(&mut self) -> io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn large_member_header_is_pinned() {
+        let mut out = Headers(Vec::new(), 1024);
+        {
+            let mut t = DeterministicTar::new(&mut out, Path::new("big.tar"));
+            let name = format!("blobs/sha256/{}", "ef".repeat(32));
+            assert!(t.file(&name, 9 << 30, &mut io::repeat(0)).is_err());
+        }
+        let header = &out.0[..512];
+        assert_eq!(header[124], 0x80, "GNU base-256 size");
+        assert!(out.0[512..].iter().all(|&b| b == 0));
+        assert_eq!(
+            sha256(header),
+            "6f550ae76143a78c87b78d48a6ae1f016bb68d3f8ac7b63eafdc9bfd2f55c895"
+        );
+    }
+
     #[test]
     fn deterministic_tar_round_trips_through_the_index() {
         let dir = tempfile::tempdir().expect("tempdir");
