@@ -355,6 +355,27 @@ fn saved_archive_bytes_are_pinned() {
     );
 }
 
+/// A source blob altered without changing its size is refused while an archive is written:
+/// the archive writer reads each blob to its end, where the verifying reader checks the digest.
+#[test]
+fn archives_refuse_a_source_blob_that_does_not_match_its_digest() {
+    let t = tmp();
+    let mut blobs = MemoryBlobs::new();
+    let root = build_image(&mut blobs, LayerCodec::Uncompressed, "amd64");
+    let (manifest, _) = read_manifest(&blobs, &root).expect("manifest");
+    let layer = manifest.layers()[0].digest().clone();
+    let mut bytes = blobs.get(&layer).expect("layer").to_vec();
+    bytes[0] ^= 1;
+    blobs.replace_unchecked(&layer, bytes);
+    for format in [SaveFormat::OciArchive, SaveFormat::DockerArchive] {
+        let path = t.path().join(format!("{format:?}.tar"));
+        let err = save(&blobs, &root, format, &path, &opts("v1", None)).unwrap_err();
+        let msg = chasi_oci::error::chain(&err);
+        assert!(msg.contains(&layer.to_string()), "{format:?}: {msg}");
+        assert!(!path.exists(), "{format:?}: nothing is left behind");
+    }
+}
+
 #[test]
 fn gzip_recompression_rewrites_manifest_and_keeps_diff_ids() {
     let t = tmp();
