@@ -197,7 +197,7 @@ fn make_tree(root: &Path, variant: bool) {
     std::os::unix::fs::symlink("t".repeat(120), root.join("longsym")).expect("symlink");
     rustix::fs::mknodat(
         rustix::fs::CWD,
-        &root.join("fifo"),
+        root.join("fifo"),
         rustix::fs::FileType::Fifo,
         rustix::fs::Mode::from_raw_mode(0o600),
         0,

@@ -87,7 +87,7 @@ fn checksum_and_device_fields_follow_the_format() {
         c.iter().map(|&b| u32::from(b)).sum()
     };
     assert_eq!(&ova[148..156], format!("{sum:06o}\0 ").as_bytes());
-    assert_eq!(&ova[329..345], b"0000000\00000000\0");
+    assert_eq!(&ova[329..345], b"0000000\x000000000\0");
     assert_eq!(
         &archive[329..345],
         &[0u8; 16],
@@ -101,7 +101,7 @@ fn checksum_and_device_fields_follow_the_format() {
         ..file(b"null", 0)
     };
     let h = encode_headers(&dev, &Format::ARCHIVE).unwrap();
-    assert_eq!(&h[329..345], b"0000001\00000003\0");
+    assert_eq!(&h[329..345], b"0000001\x000000003\0");
     // All of them read back.
     for format in [Format::LAYER, Format::OVA, Format::ARCHIVE] {
         let mut tw = TarWriter::with_format(Vec::new(), format);
