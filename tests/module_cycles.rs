@@ -16,6 +16,7 @@ const CHECKED: &[&str] = &[
     "compiler/src",
     "formats/src",
     "builder/src",
+    "tar/src",
     "src",
 ];
 

@@ -79,3 +79,25 @@ fn oci_documents_of_the_multi_stage_example() {
     insta::assert_json_snapshot!("oci_manifest_multi_stage", manifest);
     insta::assert_json_snapshot!("oci_config_multi_stage", config);
 }
+
+/// The bytes `chasi save` writes as an oci-archive and a docker-archive, by SHA-256. They were
+/// recorded before the archive writer moved into `chasi-tar` and prove the move byte-identical.
+#[test]
+fn archive_digests_of_the_multi_stage_example() {
+    use sha2::Digest as _;
+    common::need("runc", "runc");
+    let tmp = tempfile::tempdir().unwrap();
+    let store = tmp.path().join("store");
+    let ctx = example("multi-stage");
+    let args = ["build", "--platform", "linux/amd64", "-t", "snap:1"];
+    ok(&store, &[&args[..], &[ctx.to_str().unwrap()]].concat());
+    let mut digests = std::collections::BTreeMap::new();
+    for format in ["oci-archive", "docker-archive"] {
+        let out = tmp.path().join(format!("{format}.tar"));
+        let save = ["save", "snap:1", "--format", format, "-o"];
+        ok(&store, &[&save[..], &[out.to_str().unwrap()]].concat());
+        let digest = hex::encode(sha2::Sha256::digest(fs::read(&out).unwrap()));
+        digests.insert(format, digest);
+    }
+    insta::assert_yaml_snapshot!("archive_digests_multi_stage", digests);
+}

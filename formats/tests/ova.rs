@@ -133,6 +133,27 @@ fn members_manifest_and_disk() {
     );
 }
 
+/// The bytes of a whole package, pinned by SHA-256: recorded before the tar writer moved into
+/// `chasi-tar`, they prove the move byte-identical.
+#[test]
+fn package_bytes_are_pinned() {
+    let dir = tempfile::tempdir().unwrap();
+    let opts = OvaOptions {
+        vm_name: "pinned".into(),
+        seed: b"sha256:pinned".to_vec(),
+        mtime: 1_700_000_000,
+        manifest: ManifestPlacement::AfterDescriptor,
+        ..Default::default()
+    };
+    let out = dir.path().join("pinned.ova");
+    write_ova(&mixed_disk(6 << 20), &out, &opts).unwrap();
+    let bytes = std::fs::read(&out).unwrap();
+    assert_eq!(
+        hex::encode(Sha256::digest(&bytes)),
+        "486a410ec3c553d58dd6ed780a0e843f2c2816fa7adb4c2cbb0fa67542258011"
+    );
+}
+
 #[test]
 fn manifest_after_descriptor_and_sha512() {
     let dir = tempfile::tempdir().unwrap();

@@ -71,7 +71,8 @@
 //!   are served by offset.
 //! - **Reproducible output**: canonical JSON for every document written (foreign manifests are
 //!   copied byte for byte; one that must change is rewritten as a `serde_json::Value`, keeping
-//!   unknown fields), blobs sorted by digest, ustar members with uid/gid 0 and mtime 0, pinned
+//!   unknown fields), blobs sorted by digest, ustar members with uid/gid 0 and mtime 0 (written
+//!   by `chasi-tar`, whose bytes `tests/oci_io.rs` pins by SHA-256), pinned
 //!   gzip/zstd settings ([`media`]). Tests write twice and compare bytes, and write → read → write.
 //! - Re-compressed layers are staged in `WriteOptions::work_dir` (the store's session `tmp/` when
 //!   `chasi save` calls it, else the system temp directory), never next to the output.

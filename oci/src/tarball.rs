@@ -1,25 +1,28 @@
-//! Tar archives, both ways: a deterministic writer for `oci-archive` / `docker-archive`
-//! output, and an indexed, random-access reader that never extracts anything.
+//! Tar archives, both ways: the members of `oci-archive` / `docker-archive` output, written
+//! with `chasi-tar`'s deterministic writer, and an indexed, random-access reader that never
+//! extracts anything.
 //!
-//! The writer emits ustar headers only (no PAX: member names here are at most 80 bytes),
-//! with uid/gid 0, empty owner names, mtime 0 and fixed modes; callers add members in
-//! sorted order. The reader scans an archive once, rejects member names that could escape
-//! an extraction root (`..`, absolute paths, also as link targets) and members that run
-//! past the end of the file, and then serves members by offset, so blobs stream straight
-//! out of the archive without a temporary copy.
+//! The writer's members are ustar only (no PAX: member names here are at most 80 bytes, or a
+//! 128-digit hex directory and `layer.tar`), with uid/gid 0, empty owner names, mtime 0 and
+//! fixed modes, in [`chasi_tar::Format::ARCHIVE`] (the header spelling `tar::Builder` gave
+//! these archives before); callers add members in sorted order. The reader scans an archive
+//! once, rejects member names that could escape an extraction root (`..`, absolute paths, also
+//! as link targets) and members that run past the end of the file, and then serves members by
+//! offset, so blobs stream straight out of the archive without a temporary copy.
 
 use std::collections::BTreeMap;
 use std::fs::File;
 use std::io::{self, BufReader, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 
-use tar::{EntryType, Header};
+use chasi_tar::{EntryKind, Format, TarEntry, TarError, TarWriter};
+use tar::EntryType;
 
 use super::error::{OciError, OciResult};
 
 /// A tar writer whose output depends only on the members added.
 pub(crate) struct DeterministicTar<W: Write> {
-    builder: tar::Builder<W>,
+    tar: TarWriter<W>,
     path: PathBuf,
 }
 
@@ -27,45 +30,48 @@ impl<W: Write> DeterministicTar<W> {
     /// Writes to `out`; `path` names the archive in errors.
     pub(crate) fn new(out: W, path: &Path) -> Self {
         DeterministicTar {
-            builder: tar::Builder::new(out),
+            tar: TarWriter::with_format(out, Format::ARCHIVE),
             path: path.to_path_buf(),
         }
     }
 
-    fn header(&self, name: &str, kind: EntryType, mode: u32, size: u64) -> OciResult<Header> {
-        let mut h = Header::new_ustar();
-        h.set_path(name).map_err(|e| {
+    /// A member the format refuses is a bad archive naming it; anything else failed writing.
+    fn error(&self, name: &str, e: io::Error) -> OciError {
+        if TarError::of(&e).is_some() {
             OciError::bad_archive(
                 &self.path,
                 format!("member {name}: {}", crate::error::chain(&e)),
             )
-        })?;
-        h.set_entry_type(kind);
-        h.set_mode(mode);
-        h.set_uid(0);
-        h.set_gid(0);
-        h.set_mtime(0);
-        h.set_size(size);
-        h.set_cksum();
-        Ok(h)
+        } else {
+            OciError::io("write", &self.path)(e)
+        }
     }
 
     /// Adds a directory member (`name` ends with `/`).
     pub(crate) fn dir(&mut self, name: &str) -> OciResult<()> {
-        let h = self.header(name, EntryType::Directory, 0o755, 0)?;
-        self.builder
-            .append(&h, io::empty())
-            .map_err(OciError::io("write", &self.path))
+        let path = name.strip_suffix('/').unwrap_or(name).as_bytes();
+        let entry = TarEntry {
+            kind: EntryKind::Dir,
+            ..TarEntry::file(path, 0o755, 0, 0)
+        };
+        self.tar
+            .append(&entry, None)
+            .map_err(|e| self.error(name, e))
     }
 
     /// Adds a regular file of `size` bytes read from `data`. The reader must produce exactly
-    /// `size` bytes; a verifying reader turns a mismatch into an error.
+    /// `size` bytes, and is read to its end so that a verifying reader checks its digest; a
+    /// mismatch is an error.
     pub(crate) fn file(&mut self, name: &str, size: u64, data: &mut dyn Read) -> OciResult<()> {
-        let h = self.header(name, EntryType::Regular, 0o644, size)?;
+        let entry = TarEntry::file(name.as_bytes(), 0o644, 0, size);
         let mut counted = CountingReader { inner: data, n: 0 };
-        self.builder
-            .append(&h, &mut counted)
-            .map_err(OciError::io("write", &self.path))?;
+        match self.tar.append(&entry, Some(&mut counted)) {
+            Err(e) if !matches!(TarError::of(&e), Some(TarError::Short { .. })) => {
+                return Err(self.error(name, e))
+            }
+            _ => {}
+        }
+        io::copy(&mut counted, &mut io::sink()).map_err(OciError::io("write", &self.path))?;
         if counted.n != size {
             return Err(OciError::bad_archive(
                 &self.path,
@@ -77,9 +83,7 @@ impl<W: Write> DeterministicTar<W> {
 
     /// Writes the end-of-archive marker and returns the output.
     pub(crate) fn finish(self) -> OciResult<W> {
-        self.builder
-            .into_inner()
-            .map_err(OciError::io("write", &self.path))
+        self.tar.finish().map_err(OciError::io("write", &self.path))
     }
 }
 
@@ -305,6 +309,73 @@ mod tests {
         }
     }
 
+    fn sha256(bytes: &[u8]) -> String {
+        use sha2::Digest as _;
+        hex::encode(sha2::Sha256::digest(bytes))
+    }
+
+    /// The bytes of the archive writer, pinned: recorded before the writer moved into
+    /// `chasi-tar`, they prove the move byte-identical (see also `tests/oci_io.rs`).
+    #[test]
+    fn deterministic_tar_bytes_are_pinned() {
+        let path = Path::new("pinned.tar");
+        let mut out = Vec::new();
+        {
+            let mut t = DeterministicTar::new(&mut out, path);
+            t.dir("blobs/").expect("dir");
+            t.dir("blobs/sha256/").expect("dir");
+            let blob = format!("blobs/sha256/{}", "ab".repeat(32));
+            t.file(&blob, 1000, &mut &[7u8; 1000][..]).expect("file");
+            t.file("empty", 0, &mut &b""[..]).expect("file");
+            t.file("block", 512, &mut &[1u8; 512][..]).expect("file");
+            // A docker-archive layer of a sha512 digest: 138 bytes, split into prefix and name.
+            let layer = format!("{}/layer.tar", "cd".repeat(64));
+            t.file(&layer, 3, &mut &b"abc"[..]).expect("file");
+            t.file("index.json", 2, &mut &b"{}"[..]).expect("file");
+            t.finish().expect("finish");
+        }
+        assert_eq!(
+            sha256(&out),
+            "f70c09f05d3c427e898b1e5762e0ef5605a796de24fc5bf3277fe0dddc6c5542",
+            "{} bytes",
+            out.len()
+        );
+    }
+
+    /// Accepts `limit` bytes, then fails: captures the header of a member too large to write.
+    struct Headers(Vec<u8>, usize);
+
+    impl Write for Headers {
+        fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+            if self.0.len() >= self.1 {
+                return Err(io::Error::other("enough"));
+            }
+            let n = buf.len().min(self.1 - self.0.len());
+            self.0.extend_from_slice(&buf[..n]);
+            Ok(n)
+        }
+        fn flush(&mut self) -> io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn large_member_header_is_pinned() {
+        let mut out = Headers(Vec::new(), 1024);
+        {
+            let mut t = DeterministicTar::new(&mut out, Path::new("big.tar"));
+            let name = format!("blobs/sha256/{}", "ef".repeat(32));
+            assert!(t.file(&name, 9 << 30, &mut io::repeat(0)).is_err());
+        }
+        let header = &out.0[..512];
+        assert_eq!(header[124], 0x80, "GNU base-256 size");
+        assert!(out.0[512..].iter().all(|&b| b == 0));
+        assert_eq!(
+            sha256(header),
+            "6f550ae76143a78c87b78d48a6ae1f016bb68d3f8ac7b63eafdc9bfd2f55c895"
+        );
+    }
+
     #[test]
     fn deterministic_tar_round_trips_through_the_index() {
         let dir = tempfile::tempdir().expect("tempdir");
@@ -314,11 +385,22 @@ mod tests {
             let mut t = DeterministicTar::new(&mut out, &path);
             t.dir("blobs/").expect("dir");
             t.file("blobs/a", 3, &mut &b"abc"[..]).expect("file");
-            assert!(
-                t.file("blobs/b", 5, &mut &b"abc"[..]).is_err(),
-                "short data is refused"
-            );
+            t.finish().expect("finish");
         }
+        let mut t = DeterministicTar::new(Vec::new(), &path);
+        let short = t.file("blobs/b", 5, &mut &b"abc"[..]).unwrap_err();
+        assert!(
+            short
+                .to_string()
+                .contains("member blobs/b: wrote 3 bytes, expected 5"),
+            "{short}"
+        );
+        let long = t.file("blobs/c", 2, &mut &b"abc"[..]).unwrap_err();
+        assert!(
+            long.to_string()
+                .contains("member blobs/c: wrote 3 bytes, expected 2"),
+            "the reader is read to its end: {long}"
+        );
         std::fs::write(&path, &out).expect("write");
         let idx = TarIndex::scan(&path).expect("scan");
         assert_eq!(

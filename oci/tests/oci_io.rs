@@ -21,6 +21,7 @@ use chasi_oci::{
     WriteOptions, ANNOTATION_SEALER_EXTENSION,
 };
 use serde_json::{json, Value};
+use sha2::{Digest as _, Sha256};
 
 // ---------------------------------------------------------------------------------------
 // helpers
@@ -323,6 +324,55 @@ fn writes_are_reproducible_and_round_trip_byte_for_byte() {
             )
             .is_err());
         }
+    }
+}
+
+/// The bytes `save` writes as an oci-archive and a docker-archive, pinned by SHA-256: recorded
+/// before the archive writer moved into `chasi-tar`, they prove the move byte-identical.
+/// Uncompressed layers, so only chasi's own writers (and canonical JSON) are pinned.
+#[test]
+fn saved_archive_bytes_are_pinned() {
+    let t = tmp();
+    let mut blobs = MemoryBlobs::new();
+    let root = build_image(&mut blobs, LayerCodec::Uncompressed, "amd64");
+    let o = opts("v1", Some("registry.local/chasi/test:v1"));
+    let mut got = Vec::new();
+    for format in [SaveFormat::OciArchive, SaveFormat::DockerArchive] {
+        let path = t.path().join(format!("{format:?}.tar"));
+        save(&blobs, &root, format, &path, &o).expect("save");
+        let bytes = fs::read(&path).expect("read");
+        got.push(format!(
+            "{format:?} {}",
+            hex::encode(Sha256::digest(&bytes))
+        ));
+    }
+    assert_eq!(
+        got,
+        [
+            "OciArchive dfbc142c56581a3d32e4cbb7557f62bd1bef0eafa67c11237c336e1617d7b6f0",
+            "DockerArchive 96d423e764f33c0990696ee3a78c294ce018f3cd3c06f17b7159d1ad6b9f0b56",
+        ]
+    );
+}
+
+/// A source blob altered without changing its size is refused while an archive is written:
+/// the archive writer reads each blob to its end, where the verifying reader checks the digest.
+#[test]
+fn archives_refuse_a_source_blob_that_does_not_match_its_digest() {
+    let t = tmp();
+    let mut blobs = MemoryBlobs::new();
+    let root = build_image(&mut blobs, LayerCodec::Uncompressed, "amd64");
+    let (manifest, _) = read_manifest(&blobs, &root).expect("manifest");
+    let layer = manifest.layers()[0].digest().clone();
+    let mut bytes = blobs.get(&layer).expect("layer").to_vec();
+    bytes[0] ^= 1;
+    blobs.replace_unchecked(&layer, bytes);
+    for format in [SaveFormat::OciArchive, SaveFormat::DockerArchive] {
+        let path = t.path().join(format!("{format:?}.tar"));
+        let err = save(&blobs, &root, format, &path, &opts("v1", None)).unwrap_err();
+        let msg = chasi_oci::error::chain(&err);
+        assert!(msg.contains(&layer.to_string()), "{format:?}: {msg}");
+        assert!(!path.exists(), "{format:?}: nothing is left behind");
     }
 }
 

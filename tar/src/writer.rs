@@ -1,0 +1,92 @@
+//! The streaming writer: header blocks, data, padding, the end of the archive.
+
+use std::io::{self, Read, Write};
+
+use crate::entry::{EntryKind, TarEntry};
+use crate::error::TarError;
+use crate::format::Format;
+use crate::header::{encode_headers, padding};
+
+/// Streaming writer of tar entries with deterministic headers, in one [`Format`].
+pub struct TarWriter<W: Write> {
+    out: W,
+    written: u64,
+    format: Format,
+}
+
+impl<W: Write> TarWriter<W> {
+    /// A writer of layer tars ([`Format::LAYER`]).
+    pub fn new(out: W) -> Self {
+        Self::with_format(out, Format::LAYER)
+    }
+
+    /// A writer of archives in `format`.
+    pub fn with_format(out: W, format: Format) -> Self {
+        Self {
+            out,
+            written: 0,
+            format,
+        }
+    }
+
+    /// Bytes written so far.
+    pub fn written(&self) -> u64 {
+        self.written
+    }
+
+    fn put(&mut self, data: &[u8]) -> io::Result<()> {
+        self.out.write_all(data)?;
+        self.written += data.len() as u64;
+        Ok(())
+    }
+
+    /// Writes one entry; for a regular file `data` must yield at least `entry.size` bytes
+    /// (exactly that many are read; a shorter reader is a [`TarError::Short`]).
+    pub fn append(&mut self, entry: &TarEntry, data: Option<&mut dyn Read>) -> io::Result<()> {
+        let headers = encode_headers(entry, &self.format)?;
+        self.put(&headers)?;
+        let size = entry.size;
+        if entry.kind != EntryKind::File || size == 0 {
+            return Ok(());
+        }
+        let r = data.ok_or(TarError::NoData)?;
+        let n = io::copy(&mut r.take(size), &mut CountingWrite(self))?;
+        if n != size {
+            return Err(TarError::Short {
+                path: String::from_utf8_lossy(&entry.path).into_owned(),
+                got: n,
+                size,
+            }
+            .into());
+        }
+        self.put(&[0u8; 512][..padding(size)])
+    }
+
+    /// Writes the end of the archive (two zero blocks, then zeros to the format's record
+    /// size) and returns the output.
+    pub fn finish(self) -> io::Result<W> {
+        self.finish_sized().map(|(out, _)| out)
+    }
+
+    /// [`TarWriter::finish`], also returning the archive's length in bytes.
+    pub fn finish_sized(mut self) -> io::Result<(W, u64)> {
+        self.put(&[0u8; 1024])?;
+        let record = self.format.record_size.max(512);
+        let pad = (record - self.written % record) % record;
+        self.put(&vec![0u8; pad as usize])?;
+        self.out.flush()?;
+        Ok((self.out, self.written))
+    }
+}
+
+struct CountingWrite<'a, W: Write>(&'a mut TarWriter<W>);
+
+impl<W: Write> Write for CountingWrite<'_, W> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.0.put(buf)?;
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
