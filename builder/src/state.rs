@@ -7,7 +7,7 @@
 
 use crate::error::{BuildError, Result};
 use chasi_compiler::check::Platform;
-use chasi_images::blobs::{to_store_digest, StoreBlobs};
+use chasi_images::blobs::StoreBlobs;
 use chasi_layers::{BlobDesc, Digest, Store};
 use chasi_oci::{self as oci, ImageRef, PlatformSpec};
 use serde_json::{json, Map, Value};
@@ -165,9 +165,9 @@ pub fn resolve_base(store: &Store, reference: &str, platform: &Platform) -> Resu
     let mut layers = Vec::new();
     for (desc, diff_id) in manifest.layers().iter().zip(&diff_ids) {
         layers.push(LayerRef {
-            diff_id: to_store_digest(diff_id)?,
+            diff_id: Digest::from_oci(diff_id)?,
             blob: BlobDesc {
-                digest: to_store_digest(desc.digest())?,
+                digest: Digest::from_oci(desc.digest())?,
                 size: desc.size(),
                 media_type: desc.media_type().to_string(),
             },
@@ -199,6 +199,6 @@ pub fn resolve_base(store: &Store, reference: &str, platform: &Platform) -> Resu
             .and_then(Value::as_str)
             .map(str::to_string),
         inherited_apps,
-        base_digest: Some(to_store_digest(manifest_desc.digest())?),
+        base_digest: Some(Digest::from_oci(manifest_desc.digest())?),
     })
 }

@@ -9,7 +9,6 @@
 //!
 //! [`Image::oci_size`] is the one definition of an image's size as OCI counts it.
 
-use crate::digests::to_store_digest;
 use crate::error::{ImagesError, Result};
 use chasi_layers::{Digest, Store};
 use chasi_oci::{ImageIndex, ImageManifest, Platform, PlatformSpec};
@@ -138,7 +137,7 @@ impl Image {
         self.indexes.push((*digest, size));
         let index: ImageIndex = typed(raw, "image index", digest)?;
         for entry in index.manifests() {
-            let d = to_store_digest(entry.digest())?;
+            let d = Digest::from_oci(entry.digest())?;
             let (raw, size) = read_raw(store, &d, "image manifest")?;
             if is_index(&raw, &d)? {
                 self.walk_index(store, &d, size, &raw, depth + 1)?;
@@ -225,7 +224,7 @@ pub(crate) fn typed<T: DeserializeOwned>(
 }
 
 fn read_config(store: &Store, manifest: &ImageManifest) -> Result<Config> {
-    let d = to_store_digest(manifest.config().digest())?;
+    let d = Digest::from_oci(manifest.config().digest())?;
     let raw = store.get_json(&d, "image config")?;
     Ok(Config {
         doc: typed(&raw, "image config", &d)?,

@@ -6,7 +6,7 @@
 //! reaches any more. Save and load go through `chasi-oci` with the store as blob source
 //! and sink, so every blob is verified on the way out and deduplicated on the way in.
 
-use crate::blobs::{descriptor_of, to_oci_digest, to_store_digest, StoreBlobs};
+use crate::blobs::{descriptor_of, StoreBlobs};
 use crate::docs::{Image, PlatformManifest};
 use crate::error::{ImagesError, Result};
 use chasi_layers::{Digest, Store};
@@ -235,7 +235,7 @@ pub fn load(store: &Store, path: &Path) -> Result<Vec<(String, Digest)>> {
     let mut sink = StoreBlobs::new(store);
     let mut out = Vec::new();
     for (entry, report) in oci::load(path, &mut sink)? {
-        let digest = to_store_digest(report.root.digest())?;
+        let digest = Digest::from_oci(report.root.digest())?;
         let mut tagged = false;
         for name in load_names(&entry.names, path) {
             store.set_ref(&name, &digest)?;
@@ -243,7 +243,7 @@ pub fn load(store: &Store, path: &Path) -> Result<Vec<(String, Digest)>> {
             tagged = true;
         }
         if !tagged {
-            out.push((to_oci_digest(&digest).to_string(), digest));
+            out.push((digest.to_string(), digest));
         }
     }
     Ok(out)

@@ -15,7 +15,6 @@
 //! It depends on `chasi-oci` and `chasi-layers` only (the dependency block of `ARCHITECTURE.md`, checked by `tests/architecture.rs`).
 
 pub mod blobs;
-mod digests;
 pub mod docs;
 pub mod error;
 pub mod images;

@@ -128,7 +128,7 @@ pub fn build(
     });
     let manifests = schedule::build_targets(&session, plan)?;
     let digest = if manifests.len() == 1 {
-        chasi_images::blobs::to_store_digest(manifests[0].1.digest())?
+        Digest::from_oci(manifests[0].1.digest())?
     } else {
         let descs: Vec<_> = manifests.iter().map(|(_, d)| d.clone()).collect();
         assemble::write_index(store, &descs, &opts.annotations)?
@@ -145,7 +145,7 @@ pub fn build(
         digest,
         manifests: manifests
             .iter()
-            .map(|(p, d)| Ok((p.clone(), chasi_images::blobs::to_store_digest(d.digest())?)))
+            .map(|(p, d)| Ok((p.clone(), Digest::from_oci(d.digest())?)))
             .collect::<Result<_>>()?,
         cached,
         executed,
