@@ -6,10 +6,10 @@
 
 use crate::error::Result;
 use crate::state::{ImageState, LayerRef};
-use chasi_compiler::check::{ImageExtension, Platform};
+use chasi_compiler::check::ImageExtension;
 use chasi_images::blobs::StoreBlobs;
 use chasi_layers::{Digest, Store};
-use chasi_oci::{self as oci, Descriptor, MediaType};
+use chasi_oci::{self as oci, Descriptor, MediaType, Platform};
 use serde_json::{json, Map, Value};
 use std::collections::BTreeMap;
 
@@ -156,7 +156,10 @@ pub fn write_manifest(
     if let Some(author) = &state.author {
         config.insert("author".into(), Value::String(author.clone()));
     }
-    config.insert("architecture".into(), Value::String(platform.arch.clone()));
+    config.insert(
+        "architecture".into(),
+        Value::String(platform.architecture.clone()),
+    );
     config.insert("os".into(), Value::String(platform.os.clone()));
     if let Some(v) = &platform.variant {
         config.insert("variant".into(), Value::String(v.clone()));

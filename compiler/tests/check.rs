@@ -9,7 +9,9 @@
 //! * Plan identity: what changes a node id and what does not; multi-platform plans; the
 //!   DOT output renders with Graphviz.
 
-use chasi_compiler::check::{AppType, Command, CopyFrom, Op, Platform, Program, Source};
+use chasi_compiler::check::{
+    parse_platform, AppType, Command, CopyFrom, Op, Platform, Program, Source,
+};
 use chasi_compiler::diagnostics::Code;
 use chasi_compiler::plan::{render, Plan};
 use chasi_compiler::source::SourceFile;
@@ -406,7 +408,7 @@ fn variables_build_args_and_platforms() {
     );
     let platforms = vec![
         Platform::linux_amd64(),
-        Platform::parse("linux/arm64/v8").expect("platform"),
+        parse_platform("linux/arm64/v8").expect("platform"),
     ];
     let (_, compiled) = compile_with(text, None, &[], platforms);
     let p = compiled.program.expect("program");
@@ -489,7 +491,7 @@ fn the_examples_check_clean_against_their_contexts() {
         let text = std::fs::read_to_string(&kubefile).expect("read");
         let platforms = vec![
             Platform::linux_amd64(),
-            Platform::parse("linux/arm64").expect("p"),
+            parse_platform("linux/arm64").expect("p"),
         ];
         let (source, compiled) = compile_with(&text, Some(&dir), &[], platforms);
         assert!(
@@ -656,7 +658,7 @@ fn multi_stage_plan(platforms: Vec<Platform>) -> Plan {
 fn multi_platform_plans_have_one_dag_per_platform() {
     let plan = multi_stage_plan(vec![
         Platform::linux_amd64(),
-        Platform::parse("linux/arm64").expect("p"),
+        parse_platform("linux/arm64").expect("p"),
     ]);
     assert_eq!(plan.targets.len(), 2);
     let (a, b) = (&plan.targets[0], &plan.targets[1]);
@@ -687,7 +689,7 @@ fn multi_platform_plans_have_one_dag_per_platform() {
 fn dot_output_renders_with_graphviz() {
     let plan = multi_stage_plan(vec![
         Platform::linux_amd64(),
-        Platform::parse("linux/arm64").expect("p"),
+        parse_platform("linux/arm64").expect("p"),
     ]);
     let dot = render::dot(&plan);
     let child = std::process::Command::new("dot")

@@ -11,7 +11,7 @@
 
 use crate::error::{ImagesError, Result};
 use chasi_layers::{Digest, Store};
-use chasi_oci::{ImageIndex, ImageManifest, Platform, PlatformSpec};
+use chasi_oci::{ImageIndex, ImageManifest, Platform};
 use serde::de::{DeserializeOwned, IgnoredAny};
 use serde::Deserialize;
 use serde_json::Value;
@@ -105,14 +105,14 @@ impl Image {
             let manifest: ImageManifest = typed(&raw, "image manifest", root)?;
             let config = read_config(store, &manifest)?;
             let c = &config.doc;
-            let spec = PlatformSpec {
+            let spec = Platform {
                 os: c.os.clone(),
                 architecture: c.architecture.clone(),
                 variant: c.variant.clone(),
             };
             image.manifests.push(PlatformManifest {
                 platform: platform_text(&c.os, &c.architecture, c.variant.as_deref()),
-                spec: spec.to_oci().ok(),
+                spec: Some(spec),
                 digest: *root,
                 size,
                 manifest,
@@ -144,13 +144,13 @@ impl Image {
                 continue;
             }
             let manifest: ImageManifest = typed(&raw, "image manifest", &d)?;
-            let platform = entry.platform().as_ref().map(|p| {
-                let s = PlatformSpec::from_oci(p);
-                platform_text(&s.os, &s.architecture, s.variant.as_deref())
-            });
+            let spec = entry.platform().as_ref().map(Platform::from_oci);
+            let platform = spec
+                .as_ref()
+                .map(|s| platform_text(&s.os, &s.architecture, s.variant.as_deref()));
             self.manifests.push(PlatformManifest {
                 platform: platform.unwrap_or_default(),
-                spec: entry.platform().clone(),
+                spec,
                 digest: d,
                 size,
                 manifest,

@@ -10,9 +10,7 @@ use crate::blobs::{descriptor_of, StoreBlobs};
 use crate::docs::{Image, PlatformManifest};
 use crate::error::{ImagesError, Result};
 use chasi_layers::{Digest, Store};
-use chasi_oci::{
-    self as oci, write::SaveFormat, write::WriteOptions, LayerCompression, PlatformSpec,
-};
+use chasi_oci::{self as oci, write::SaveFormat, write::WriteOptions, LayerCompression, Platform};
 use serde::Serialize;
 use serde_json::Value;
 use std::path::Path;
@@ -205,7 +203,7 @@ pub fn save(
     path: &Path,
     format: SaveFormat,
     compression: LayerCompression,
-    platform: Option<PlatformSpec>,
+    platform: Option<Platform>,
 ) -> Result<oci::write::WriteReport> {
     let root = resolve(store, image)?;
     let desc = descriptor_of(store, &root)?;
@@ -297,12 +295,12 @@ pub struct PlatformImage {
 }
 
 /// Resolves `image` and picks one platform: the first that `platform` matches when given,
-/// by [`PlatformSpec::matches`] (the rule of `FROM --platform`: `linux/arm64` and
+/// by [`Platform::matches`] (the rule of `FROM --platform`: `linux/arm64` and
 /// `linux/arm64/v8` are the same platform), else the only one, else the host's.
 pub fn platform_image(
     store: &Store,
     image: &str,
-    platform: Option<&PlatformSpec>,
+    platform: Option<&Platform>,
 ) -> Result<PlatformImage> {
     let root = resolve(store, image)?;
     let all = Image::read(store, &root)?.manifests;
@@ -335,7 +333,7 @@ pub fn platform_image(
 fn choose<'a>(
     all: &'a [PlatformManifest],
     image: &str,
-    platform: Option<&PlatformSpec>,
+    platform: Option<&Platform>,
 ) -> Result<&'a PlatformManifest> {
     let available = || {
         all.iter()
@@ -343,7 +341,7 @@ fn choose<'a>(
             .collect::<Vec<_>>()
             .join(", ")
     };
-    let find = |want: &PlatformSpec| {
+    let find = |want: &Platform| {
         all.iter()
             .find(|m| m.spec.as_ref().is_some_and(|p| want.matches(p)))
     };
@@ -354,7 +352,7 @@ fn choose<'a>(
             available: available(),
         }),
         None if all.len() == 1 => Ok(&all[0]),
-        None => find(&PlatformSpec::host()).ok_or_else(|| ImagesError::MultiPlatform {
+        None => find(&Platform::host()).ok_or_else(|| ImagesError::MultiPlatform {
             image: image.to_string(),
             available: available(),
         }),

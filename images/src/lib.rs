@@ -7,7 +7,7 @@
 //! - [`docs`] reads an image's documents once, typed (oci-spec's index and manifest, a small
 //!   config struct), through the store's bounded JSON reader, and computes its OCI size;
 //! - [`images`] lists, inspects, tags, removes, saves and loads images, and picks one
-//!   platform of an image with [`chasi_oci::PlatformSpec::matches`], the rule `FROM
+//!   platform of an image with [`chasi_oci::Platform::matches`], the rule `FROM
 //!   --platform` uses;
 //! - [`blobs`] is the store seen as a [`chasi_oci::BlobSource`] and [`chasi_oci::BlobSink`],
 //!   the one place where the store and the OCI readers and writers meet.

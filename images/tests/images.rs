@@ -3,7 +3,7 @@
 
 use chasi_images::{self as images, blobs::descriptor_of, ImagesError, StoreBlobs};
 use chasi_layers::{Digest, Store};
-use chasi_oci::{self as oci, Descriptor, PlatformSpec};
+use chasi_oci::{self as oci, Descriptor, Platform};
 use serde_json::json;
 use std::collections::BTreeMap;
 
@@ -15,7 +15,7 @@ fn store() -> (tempfile::TempDir, Store) {
 
 /// A layerless manifest for `platform` (`os/arch[/variant]`); its descriptor carries the platform.
 fn manifest(store: &Store, platform: &str) -> Descriptor {
-    let p: PlatformSpec = platform.parse().expect("platform");
+    let p: Platform = platform.parse().expect("platform");
     let mut config = json!({
         "os": p.os,
         "architecture": p.architecture,
@@ -41,7 +41,7 @@ fn index(store: &Store, name: &str, platforms: &[&str]) -> Vec<Digest> {
     manifests.iter().map(digest).collect()
 }
 
-fn spec(p: &str) -> PlatformSpec {
+fn spec(p: &str) -> Platform {
     p.parse().expect("platform")
 }
 

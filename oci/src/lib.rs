@@ -108,7 +108,6 @@ pub mod write;
 
 pub use oci_spec::image::{
     Descriptor, Digest as OciDigest, ImageConfiguration, ImageIndex, ImageManifest, MediaType,
-    Platform,
 };
 
 pub use blobs::{BlobSink, BlobSource, DirBlobs, MemoryBlobs};
@@ -120,7 +119,7 @@ pub use image::{
 };
 pub use layout::{write_oci_archive, write_oci_layout, OciLayoutReader};
 pub use media::{LayerCodec, LayerCompression};
-pub use platform::PlatformSpec;
+pub use platform::Platform;
 pub use read::{
     detect_format, import_image, import_reference, load, open_image, ArchiveFormat, ImageEntry,
     ImportReport, ImportedImage, OpenedImages,

@@ -62,6 +62,7 @@ pub struct Plan {
 #[derive(Debug, Clone, Serialize)]
 pub struct TargetPlan {
     /// The target platform.
+    #[serde(serialize_with = "crate::check::platform_json")]
     pub platform: Platform,
     /// The nodes.
     pub nodes: Vec<Node>,
