@@ -529,7 +529,11 @@ fn ids(dir: &Path, build_args: &[(&str, &str)]) -> Vec<String> {
     let (source, compiled) = compile_text(PLAN_KUBEFILE, Some(dir), build_args);
     let why = describe(&source, &compiled);
     let plan = compiled.plan.unwrap_or_else(|| panic!("{why}"));
-    plan.targets[0].nodes.iter().map(|n| n.id.clone()).collect()
+    plan.targets[0]
+        .nodes
+        .iter()
+        .map(|n| n.id.to_string())
+        .collect()
 }
 
 /// The index of the first node whose id differs (`None`: all equal).
@@ -638,7 +642,7 @@ fn run_steps_see_every_arg_in_scope() {
         c.plan.expect("plan").targets[0]
             .nodes
             .iter()
-            .map(|n| n.id.clone())
+            .map(|n| n.id.to_string())
             .collect()
     };
     assert_eq!(

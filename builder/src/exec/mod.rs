@@ -137,7 +137,7 @@ pub fn build(
     let (cached, executed) = *session.counters.lock().unwrap_or_else(|e| e.into_inner());
     observer.event(BuildEvent::ImageDone {
         name: name.clone(),
-        digest: digest.to_string(),
+        digest,
         seconds: started.elapsed().as_secs_f64(),
     });
     Ok(BuildOutput {
