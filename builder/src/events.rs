@@ -108,3 +108,19 @@ pub struct Silent;
 impl BuildObserver for Silent {
     fn event(&self, _event: BuildEvent) {}
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Node ids and image digests are typed digests and print as the JSON lines always did.
+    #[test]
+    fn digests_serialize_as_text() {
+        let id = Digest::of(b"");
+        let event = BuildEvent::StepBytes { id, bytes: 3 };
+        assert_eq!(
+            serde_json::to_string(&event).expect("json"),
+            format!(r#"{{"event":"step_bytes","id":"{id}","bytes":3}}"#)
+        );
+    }
+}

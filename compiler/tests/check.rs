@@ -791,3 +791,37 @@ fn plan_nodes_carry_their_steps_and_stages_their_ranges() {
         "{json}"
     );
 }
+
+// ---- the platform and digest types ---------------------------------------------------------
+
+/// The compiler's platforms are `chasi_oci::Platform` (the one platform type) and its node ids
+/// `chasi_oci::Digest`; its parse rules and the plan JSON (`arch`, not `architecture`) did not
+/// change with them.
+#[test]
+fn platforms_and_node_ids_are_the_workspace_types() {
+    let arm: chasi_oci::Platform = parse_platform("linux/arm64/v8").expect("platform");
+    assert_eq!(arm, "linux/arm64/v8".parse().expect("oci platform"));
+    // The compiler accepts `.` where the image commands do not, with its own messages.
+    assert!(parse_platform("linux/a.b").is_ok());
+    assert!("linux/a.b".parse::<chasi_oci::Platform>().is_err());
+    assert_eq!(
+        parse_platform("linux/arm64/V8"),
+        Err("`linux/arm64/V8` has an invalid variant".to_string())
+    );
+    assert_eq!(
+        parse_platform("linux"),
+        Err(
+            "`linux` is not a platform of the form os/arch[/variant] (e.g. linux/arm64)"
+                .to_string()
+        )
+    );
+    let (_, compiled) = compile_with("FROM scratch\nENV A=1\n", None, &[], vec![arm]);
+    let plan = compiled.plan.expect("plan");
+    let json = serde_json::to_value(&plan).expect("plan json");
+    assert_eq!(
+        json["targets"][0]["platform"],
+        serde_json::json!({"os": "linux", "arch": "arm64", "variant": "v8"})
+    );
+    let id: chasi_oci::Digest = plan.targets[0].nodes[0].id;
+    assert_eq!(json["targets"][0]["nodes"][0]["id"], id.to_string());
+}

@@ -21,7 +21,7 @@ pub struct ImageSummary {
     /// `name:tag`.
     pub name: String,
     /// Manifest or index digest.
-    pub digest: String,
+    pub digest: Digest,
     /// Platforms (`os/arch[/variant]`).
     pub platforms: Vec<String>,
     /// Size as OCI counts it: indexes, manifests, configs and layer blobs.
@@ -65,14 +65,14 @@ pub fn list(store: &Store) -> Result<Vec<ImageSummary>> {
         let summary = match Image::read(store, &r.digest) {
             Ok(image) => ImageSummary {
                 name: r.name.clone(),
-                digest: r.digest.to_string(),
+                digest: r.digest,
                 platforms: image.platforms(),
                 size: image.oci_size(),
                 problem: None,
             },
             Err(e) => ImageSummary {
                 name: r.name.clone(),
-                digest: r.digest.to_string(),
+                digest: r.digest,
                 platforms: Vec::new(),
                 size: 0,
                 problem: Some(oci::error::chain(&e)),
@@ -88,7 +88,7 @@ pub fn list(store: &Store) -> Result<Vec<ImageSummary>> {
 #[derive(Debug, Clone, Serialize)]
 pub struct Inspection {
     /// The root digest.
-    pub digest: String,
+    pub digest: Digest,
     /// One entry per platform.
     pub images: Vec<PlatformInspection>,
     /// The image as named.
@@ -101,7 +101,7 @@ pub struct PlatformInspection {
     /// The config, as stored.
     pub config: Value,
     /// The manifest digest.
-    pub digest: String,
+    pub digest: Digest,
     /// The sealer extension annotation, parsed, when it is JSON.
     pub extension: Option<Value>,
     /// The layers, bottom first.
@@ -137,7 +137,7 @@ pub fn inspect(store: &Store, image: &str) -> Result<Inspection> {
         platforms.push(inspect_platform(store, m)?);
     }
     Ok(Inspection {
-        digest: root.to_string(),
+        digest: root,
         images: platforms,
         name: image.to_string(),
     })
@@ -170,7 +170,7 @@ fn inspect_platform(store: &Store, m: PlatformManifest) -> Result<PlatformInspec
         .and_then(|t| serde_json::from_str::<Value>(t).ok());
     Ok(PlatformInspection {
         config: config.raw,
-        digest: m.digest.to_string(),
+        digest: m.digest,
         extension,
         layers,
         manifest: m.raw,

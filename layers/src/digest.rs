@@ -208,6 +208,20 @@ impl<R: Read> Read for VerifyingReader<R> {
 mod tests {
     use super::*;
 
+    /// The store's digest is chasi-oci's (one type between crates), and a malformed one is the
+    /// store's `BadDigest` naming the text, with the message it always had.
+    #[test]
+    fn the_store_digest_is_the_oci_digest() {
+        let d: chasi_oci::Digest = Digest::of(b"");
+        let err = crate::Error::from("sha256:E3".parse::<Digest>().unwrap_err());
+        assert!(matches!(&err, crate::Error::BadDigest(e) if e.text == "sha256:E3"));
+        assert_eq!(
+            err.to_string(),
+            "invalid digest \"sha256:E3\": expected sha256:<64 lowercase hex digits>"
+        );
+        assert_eq!(d.to_string().parse::<Digest>(), Ok(d));
+    }
+
     #[test]
     fn chunk_ids_parse_and_print() {
         let c = ChunkId::of(b"");

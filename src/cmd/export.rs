@@ -144,7 +144,7 @@ pub fn run(store: Option<&Path>, args: ExportArgs) -> anyhow::Result<ExitCode> {
     let input = ExportInput {
         store: &store,
         layers: image.diff_ids.clone(),
-        digest: image.manifest.to_string(),
+        digest: image.manifest,
         platform: image.platform.clone(),
         epoch,
         oci: Some(OciImage {

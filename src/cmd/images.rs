@@ -128,7 +128,7 @@ pub fn run_images(store: Option<&Path>, args: ImagesArgs) -> anyhow::Result<Exit
                 "NAME", "DIGEST", "PLATFORMS", "SIZE"
             );
             for i in list {
-                let digest = &i.digest[..i.digest.len().min(19)];
+                let digest = &i.digest.to_string()[..19];
                 match &i.problem {
                     None => println!(
                         "{:<40} {:<20} {:<24} {:>10}",
