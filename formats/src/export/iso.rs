@@ -115,7 +115,7 @@ impl Exporter for IsoExporter {
                 .entries()
                 .iter()
                 .position(|e| e.entry.path == kernel.as_bytes())
-                .ok_or_else(|| ExportError::NoRootfs {
+                .ok_or(ExportError::NoRootfs {
                     image: input.digest,
                 })?;
             let kpath = bootdir.join("vmlinuz");
