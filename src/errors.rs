@@ -335,7 +335,7 @@ mod tests {
         let no_tool = chasi_formats::export::tools::require(&[missing]).unwrap_err();
         assert_eq!(kind_of_export(no_tool), "not_found");
         let empty = ExportError::NoRootfs {
-            image: "sha256:00".into(),
+            image: chasi_layers::Digest::of(b""),
         };
         assert_eq!(kind_of_export(empty), "invalid_input");
     }

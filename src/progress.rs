@@ -3,6 +3,7 @@
 //! The executor emits [`BuildEvent`]s; this module is the only place that decides how they look.
 
 use chasi_builder::events::{BuildEvent, BuildObserver};
+use chasi_layers::Digest;
 use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
 use std::collections::HashMap;
 use std::io::{IsTerminal, Write};
@@ -105,7 +106,7 @@ impl BuildObserver for Plain {
 /// scroll above.
 struct Live {
     multi: MultiProgress,
-    bars: Mutex<HashMap<String, (ProgressBar, Instant)>>,
+    bars: Mutex<HashMap<Digest, (ProgressBar, Instant)>>,
 }
 
 impl Live {

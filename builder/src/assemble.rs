@@ -6,10 +6,10 @@
 
 use crate::error::Result;
 use crate::state::{ImageState, LayerRef};
-use chasi_compiler::check::{ImageExtension, Platform};
-use chasi_images::blobs::{to_store_digest, StoreBlobs};
+use chasi_compiler::check::ImageExtension;
+use chasi_images::blobs::StoreBlobs;
 use chasi_layers::{Digest, Store};
-use chasi_oci::{self as oci, Descriptor, MediaType};
+use chasi_oci::{self as oci, Descriptor, MediaType, Platform};
 use serde_json::{json, Map, Value};
 use std::collections::BTreeMap;
 
@@ -108,7 +108,7 @@ fn layer_descriptors(
             Ok(Descriptor::new(
                 MediaType::from(media.as_str()),
                 blob.size,
-                chasi_images::blobs::to_oci_digest(&blob.digest),
+                blob.digest.to_oci(),
             ))
         })
         .collect()
@@ -156,7 +156,10 @@ pub fn write_manifest(
     if let Some(author) = &state.author {
         config.insert("author".into(), Value::String(author.clone()));
     }
-    config.insert("architecture".into(), Value::String(platform.arch.clone()));
+    config.insert(
+        "architecture".into(),
+        Value::String(platform.architecture.clone()),
+    );
     config.insert("os".into(), Value::String(platform.os.clone()));
     if let Some(v) = &platform.variant {
         config.insert("variant".into(), Value::String(v.clone()));
@@ -192,7 +195,7 @@ pub fn write_index(
 ) -> Result<Digest> {
     let mut sink = StoreBlobs::new(store);
     let desc = oci::build_index(&mut sink, manifests, annotations)?;
-    Ok(to_store_digest(desc.digest())?)
+    Ok(Digest::from_oci(desc.digest())?)
 }
 
 #[cfg(test)]

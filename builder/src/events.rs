@@ -5,6 +5,7 @@
 //! (`--progress auto|plain|json`). Keeping rendering out of the library is what lets all three
 //! exist without the executor knowing about any of them.
 
+use chasi_layers::Digest;
 use serde::Serialize;
 
 /// One thing that happened during a build.
@@ -21,7 +22,7 @@ pub enum BuildEvent {
     /// A step starts executing.
     StepStarted {
         /// The plan node identity (`sha256:…`).
-        id: String,
+        id: Digest,
         /// The platform the step is built for.
         platform: String,
         /// A short human label, e.g. `[2/7] COPY rootfs .`.
@@ -30,7 +31,7 @@ pub enum BuildEvent {
     /// A step was found in the build cache and not executed.
     StepCached {
         /// The plan node identity.
-        id: String,
+        id: Digest,
         /// The platform.
         platform: String,
         /// The label.
@@ -39,21 +40,21 @@ pub enum BuildEvent {
     /// A line printed by a `RUN` command.
     StepOutput {
         /// The plan node identity.
-        id: String,
+        id: Digest,
         /// The line, without its line break.
         line: String,
     },
     /// Bytes were processed by a step (read from the context, written to the store).
     StepBytes {
         /// The plan node identity.
-        id: String,
+        id: Digest,
         /// Bytes processed since the last event for this step.
         bytes: u64,
     },
     /// A step finished.
     StepDone {
         /// The plan node identity.
-        id: String,
+        id: Digest,
         /// The platform.
         platform: String,
         /// The label.
@@ -68,7 +69,7 @@ pub enum BuildEvent {
         /// The name it was tagged as.
         name: String,
         /// The manifest (or index) digest.
-        digest: String,
+        digest: Digest,
         /// Wall time of the whole build in seconds.
         seconds: f64,
     },
@@ -106,4 +107,20 @@ pub struct Silent;
 
 impl BuildObserver for Silent {
     fn event(&self, _event: BuildEvent) {}
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Node ids and image digests are typed digests and print as the JSON lines always did.
+    #[test]
+    fn digests_serialize_as_text() {
+        let id = Digest::of(b"");
+        let event = BuildEvent::StepBytes { id, bytes: 3 };
+        assert_eq!(
+            serde_json::to_string(&event).expect("json"),
+            format!(r#"{{"event":"step_bytes","id":"{id}","bytes":3}}"#)
+        );
+    }
 }

@@ -8,10 +8,11 @@ use crate::events::BuildObserver;
 use crate::exec::{build, BuildOptions, BuildOutput};
 use crate::filecache::StoreFileDigests;
 use crate::BuildError;
-use chasi_compiler::check::{ContextError, Platform};
+use chasi_compiler::check::ContextError;
 use chasi_compiler::source::SourceFile;
 use chasi_compiler::{compile_bytes, CompileOptions, Compiled};
 use chasi_layers::Store;
+use chasi_oci::Platform;
 use std::collections::BTreeMap;
 
 /// The Kubefile to build (its build context is [`BuildOptions::context`]).

@@ -6,10 +6,9 @@
 //! configuration of this state; the final stage's state becomes the image.
 
 use crate::error::{BuildError, Result};
-use chasi_compiler::check::Platform;
-use chasi_images::blobs::{to_store_digest, StoreBlobs};
+use chasi_images::blobs::StoreBlobs;
 use chasi_layers::{BlobDesc, Digest, Store};
-use chasi_oci::{self as oci, ImageRef, PlatformSpec};
+use chasi_oci::{self as oci, ImageRef, Platform};
 use serde_json::{json, Map, Value};
 
 /// One layer of an image: its DiffID and the blob a manifest references.
@@ -117,11 +116,6 @@ pub fn resolve_base(store: &Store, reference: &str, platform: &Platform) -> Resu
     };
     let parsed: ImageRef = reference.parse().map_err(oci_err)?;
     let mut blobs = StoreBlobs::new(store);
-    let spec = PlatformSpec {
-        os: platform.os.clone(),
-        architecture: platform.arch.clone(),
-        variant: platform.variant.clone(),
-    };
     let manifest_desc = match &parsed {
         ImageRef::Store { name, tag } => {
             let name = format!("{name}:{tag}");
@@ -137,11 +131,11 @@ pub fn resolve_base(store: &Store, reference: &str, platform: &Platform) -> Resu
                 },
             })?;
             let root = chasi_images::blobs::descriptor_of(store, &digest)?;
-            oci::select_manifest(&blobs, &root, Some(&spec)).map_err(oci_err)?
+            oci::select_manifest(&blobs, &root, Some(platform)).map_err(oci_err)?
         }
         // Only the chosen platform's manifest, config and layers are imported.
         other => {
-            oci::read::import_reference(other, Some(&spec), &mut blobs)
+            oci::read::import_reference(other, Some(platform), &mut blobs)
                 .map_err(|source| BuildError::BaseImport {
                     reference: reference.to_string(),
                     source,
@@ -165,9 +159,9 @@ pub fn resolve_base(store: &Store, reference: &str, platform: &Platform) -> Resu
     let mut layers = Vec::new();
     for (desc, diff_id) in manifest.layers().iter().zip(&diff_ids) {
         layers.push(LayerRef {
-            diff_id: to_store_digest(diff_id)?,
+            diff_id: Digest::from_oci(diff_id)?,
             blob: BlobDesc {
-                digest: to_store_digest(desc.digest())?,
+                digest: Digest::from_oci(desc.digest())?,
                 size: desc.size(),
                 media_type: desc.media_type().to_string(),
             },
@@ -199,6 +193,6 @@ pub fn resolve_base(store: &Store, reference: &str, platform: &Platform) -> Resu
             .and_then(Value::as_str)
             .map(str::to_string),
         inherited_apps,
-        base_digest: Some(to_store_digest(manifest_desc.digest())?),
+        base_digest: Some(Digest::from_oci(manifest_desc.digest())?),
     })
 }

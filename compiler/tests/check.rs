@@ -9,7 +9,9 @@
 //! * Plan identity: what changes a node id and what does not; multi-platform plans; the
 //!   DOT output renders with Graphviz.
 
-use chasi_compiler::check::{AppType, Command, CopyFrom, Op, Platform, Program, Source};
+use chasi_compiler::check::{
+    parse_platform, AppType, Command, CopyFrom, Op, Platform, Program, Source,
+};
 use chasi_compiler::diagnostics::Code;
 use chasi_compiler::plan::{render, Plan};
 use chasi_compiler::source::SourceFile;
@@ -406,7 +408,7 @@ fn variables_build_args_and_platforms() {
     );
     let platforms = vec![
         Platform::linux_amd64(),
-        Platform::parse("linux/arm64/v8").expect("platform"),
+        parse_platform("linux/arm64/v8").expect("platform"),
     ];
     let (_, compiled) = compile_with(text, None, &[], platforms);
     let p = compiled.program.expect("program");
@@ -489,7 +491,7 @@ fn the_examples_check_clean_against_their_contexts() {
         let text = std::fs::read_to_string(&kubefile).expect("read");
         let platforms = vec![
             Platform::linux_amd64(),
-            Platform::parse("linux/arm64").expect("p"),
+            parse_platform("linux/arm64").expect("p"),
         ];
         let (source, compiled) = compile_with(&text, Some(&dir), &[], platforms);
         assert!(
@@ -527,7 +529,11 @@ fn ids(dir: &Path, build_args: &[(&str, &str)]) -> Vec<String> {
     let (source, compiled) = compile_text(PLAN_KUBEFILE, Some(dir), build_args);
     let why = describe(&source, &compiled);
     let plan = compiled.plan.unwrap_or_else(|| panic!("{why}"));
-    plan.targets[0].nodes.iter().map(|n| n.id.clone()).collect()
+    plan.targets[0]
+        .nodes
+        .iter()
+        .map(|n| n.id.to_string())
+        .collect()
 }
 
 /// The index of the first node whose id differs (`None`: all equal).
@@ -636,7 +642,7 @@ fn run_steps_see_every_arg_in_scope() {
         c.plan.expect("plan").targets[0]
             .nodes
             .iter()
-            .map(|n| n.id.clone())
+            .map(|n| n.id.to_string())
             .collect()
     };
     assert_eq!(
@@ -656,7 +662,7 @@ fn multi_stage_plan(platforms: Vec<Platform>) -> Plan {
 fn multi_platform_plans_have_one_dag_per_platform() {
     let plan = multi_stage_plan(vec![
         Platform::linux_amd64(),
-        Platform::parse("linux/arm64").expect("p"),
+        parse_platform("linux/arm64").expect("p"),
     ]);
     assert_eq!(plan.targets.len(), 2);
     let (a, b) = (&plan.targets[0], &plan.targets[1]);
@@ -687,7 +693,7 @@ fn multi_platform_plans_have_one_dag_per_platform() {
 fn dot_output_renders_with_graphviz() {
     let plan = multi_stage_plan(vec![
         Platform::linux_amd64(),
-        Platform::parse("linux/arm64").expect("p"),
+        parse_platform("linux/arm64").expect("p"),
     ]);
     let dot = render::dot(&plan);
     let child = std::process::Command::new("dot")
@@ -784,4 +790,38 @@ fn plan_nodes_carry_their_steps_and_stages_their_ranges() {
         !json.contains("\"step\"") && !json.contains("\"stages\""),
         "{json}"
     );
+}
+
+// ---- the platform and digest types ---------------------------------------------------------
+
+/// The compiler's platforms are `chasi_oci::Platform` (the one platform type) and its node ids
+/// `chasi_oci::Digest`; its parse rules and the plan JSON (`arch`, not `architecture`) did not
+/// change with them.
+#[test]
+fn platforms_and_node_ids_are_the_workspace_types() {
+    let arm: chasi_oci::Platform = parse_platform("linux/arm64/v8").expect("platform");
+    assert_eq!(arm, "linux/arm64/v8".parse().expect("oci platform"));
+    // The compiler accepts `.` where the image commands do not, with its own messages.
+    assert!(parse_platform("linux/a.b").is_ok());
+    assert!("linux/a.b".parse::<chasi_oci::Platform>().is_err());
+    assert_eq!(
+        parse_platform("linux/arm64/V8"),
+        Err("`linux/arm64/V8` has an invalid variant".to_string())
+    );
+    assert_eq!(
+        parse_platform("linux"),
+        Err(
+            "`linux` is not a platform of the form os/arch[/variant] (e.g. linux/arm64)"
+                .to_string()
+        )
+    );
+    let (_, compiled) = compile_with("FROM scratch\nENV A=1\n", None, &[], vec![arm]);
+    let plan = compiled.plan.expect("plan");
+    let json = serde_json::to_value(&plan).expect("plan json");
+    assert_eq!(
+        json["targets"][0]["platform"],
+        serde_json::json!({"os": "linux", "arch": "arm64", "variant": "v8"})
+    );
+    let id: chasi_oci::Digest = plan.targets[0].nodes[0].id;
+    assert_eq!(json["targets"][0]["nodes"][0]["id"], id.to_string());
 }

@@ -11,8 +11,6 @@ use chasi_layers::{Digest, Store};
 use chasi_oci::{BlobSink, BlobSource, Descriptor, MediaType, OciError, OciResult};
 use std::io::Read;
 
-pub use crate::digests::{to_oci_digest, to_store_digest};
-
 /// The descriptor of a manifest or index stored under `digest`: its media type as the
 /// document states it (else as its shape says), its size, its digest.
 pub fn descriptor_of(store: &Store, digest: &Digest) -> Result<Descriptor> {
@@ -23,7 +21,7 @@ pub fn descriptor_of(store: &Store, digest: &Digest) -> Result<Descriptor> {
         (None, Some(_)) => MediaType::ImageIndex,
         (None, None) => MediaType::ImageManifest,
     };
-    Ok(Descriptor::new(media, size, to_oci_digest(digest)))
+    Ok(Descriptor::new(media, size, digest.to_oci()))
 }
 
 fn sink_err(digest: impl ToString, e: chasi_layers::Error) -> OciError {
@@ -46,13 +44,13 @@ impl<'s> StoreBlobs<'s> {
 }
 
 impl BlobSource for StoreBlobs<'_> {
-    fn blob_size(&self, digest: &chasi_oci::Digest) -> OciResult<u64> {
-        let d = to_store_digest(digest)?;
+    fn blob_size(&self, digest: &chasi_oci::OciDigest) -> OciResult<u64> {
+        let d = Digest::from_oci(digest)?;
         self.store.blob_size(&d).map_err(|e| sink_err(digest, e))
     }
 
-    fn open_blob(&self, digest: &chasi_oci::Digest) -> OciResult<Box<dyn Read + '_>> {
-        let d = to_store_digest(digest)?;
+    fn open_blob(&self, digest: &chasi_oci::OciDigest) -> OciResult<Box<dyn Read + '_>> {
+        let d = Digest::from_oci(digest)?;
         let reader = self.store.open_blob(&d).map_err(|e| sink_err(digest, e))?;
         Ok(reader)
     }
@@ -68,19 +66,19 @@ fn is_layer(media_type: &MediaType) -> bool {
 }
 
 impl BlobSink for StoreBlobs<'_> {
-    fn has_blob(&self, digest: &chasi_oci::Digest) -> OciResult<bool> {
-        Ok(to_store_digest(digest)
+    fn has_blob(&self, digest: &chasi_oci::OciDigest) -> OciResult<bool> {
+        Ok(Digest::from_oci(digest)
             .map(|d| self.store.has_blob(&d))
             .unwrap_or(false))
     }
 
     fn put_blob(
         &mut self,
-        expected: Option<&chasi_oci::Digest>,
+        expected: Option<&chasi_oci::OciDigest>,
         media_type: &MediaType,
         reader: &mut dyn Read,
     ) -> OciResult<Descriptor> {
-        let expected_digest = expected.map(to_store_digest).transpose()?;
+        let expected_digest = expected.map(Digest::from_oci).transpose()?;
         let shown = expected
             .map(ToString::to_string)
             .unwrap_or_else(|| "(new blob)".into());
@@ -127,11 +125,7 @@ impl BlobSink for StoreBlobs<'_> {
             }
             (desc.digest, desc.size)
         };
-        Ok(Descriptor::new(
-            media_type.clone(),
-            size,
-            to_oci_digest(&digest),
-        ))
+        Ok(Descriptor::new(media_type.clone(), size, digest.to_oci()))
     }
 
     /// Every layer blob is ingested as a layer, indexed by the DiffID computed on the way.
@@ -139,10 +133,13 @@ impl BlobSink for StoreBlobs<'_> {
         true
     }
 
-    fn layer_diff_id(&self, digest: &chasi_oci::Digest) -> OciResult<Option<chasi_oci::Digest>> {
-        let d = to_store_digest(digest)?;
+    fn layer_diff_id(
+        &self,
+        digest: &chasi_oci::OciDigest,
+    ) -> OciResult<Option<chasi_oci::OciDigest>> {
+        let d = Digest::from_oci(digest)?;
         match self.store.layer_for_blob(&d) {
-            Ok(layer) => Ok(Some(to_oci_digest(&layer.diff_id))),
+            Ok(layer) => Ok(Some(layer.diff_id.to_oci())),
             Err(e) if e.is_not_found() => Ok(None),
             Err(e) => Err(sink_err(digest, e)),
         }

@@ -9,10 +9,9 @@
 //!
 //! [`Image::oci_size`] is the one definition of an image's size as OCI counts it.
 
-use crate::digests::to_store_digest;
 use crate::error::{ImagesError, Result};
 use chasi_layers::{Digest, Store};
-use chasi_oci::{ImageIndex, ImageManifest, Platform, PlatformSpec};
+use chasi_oci::{ImageIndex, ImageManifest, Platform};
 use serde::de::{DeserializeOwned, IgnoredAny};
 use serde::Deserialize;
 use serde_json::Value;
@@ -106,14 +105,14 @@ impl Image {
             let manifest: ImageManifest = typed(&raw, "image manifest", root)?;
             let config = read_config(store, &manifest)?;
             let c = &config.doc;
-            let spec = PlatformSpec {
+            let spec = Platform {
                 os: c.os.clone(),
                 architecture: c.architecture.clone(),
                 variant: c.variant.clone(),
             };
             image.manifests.push(PlatformManifest {
                 platform: platform_text(&c.os, &c.architecture, c.variant.as_deref()),
-                spec: spec.to_oci().ok(),
+                spec: Some(spec),
                 digest: *root,
                 size,
                 manifest,
@@ -138,20 +137,20 @@ impl Image {
         self.indexes.push((*digest, size));
         let index: ImageIndex = typed(raw, "image index", digest)?;
         for entry in index.manifests() {
-            let d = to_store_digest(entry.digest())?;
+            let d = Digest::from_oci(entry.digest())?;
             let (raw, size) = read_raw(store, &d, "image manifest")?;
             if is_index(&raw, &d)? {
                 self.walk_index(store, &d, size, &raw, depth + 1)?;
                 continue;
             }
             let manifest: ImageManifest = typed(&raw, "image manifest", &d)?;
-            let platform = entry.platform().as_ref().map(|p| {
-                let s = PlatformSpec::from_oci(p);
-                platform_text(&s.os, &s.architecture, s.variant.as_deref())
-            });
+            let spec = entry.platform().as_ref().map(Platform::from_oci);
+            let platform = spec
+                .as_ref()
+                .map(|s| platform_text(&s.os, &s.architecture, s.variant.as_deref()));
             self.manifests.push(PlatformManifest {
                 platform: platform.unwrap_or_default(),
-                spec: entry.platform().clone(),
+                spec,
                 digest: d,
                 size,
                 manifest,
@@ -225,7 +224,7 @@ pub(crate) fn typed<T: DeserializeOwned>(
 }
 
 fn read_config(store: &Store, manifest: &ImageManifest) -> Result<Config> {
-    let d = to_store_digest(manifest.config().digest())?;
+    let d = Digest::from_oci(manifest.config().digest())?;
     let raw = store.get_json(&d, "image config")?;
     Ok(Config {
         doc: typed(&raw, "image config", &d)?,

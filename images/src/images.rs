@@ -6,13 +6,11 @@
 //! reaches any more. Save and load go through `chasi-oci` with the store as blob source
 //! and sink, so every blob is verified on the way out and deduplicated on the way in.
 
-use crate::blobs::{descriptor_of, to_oci_digest, to_store_digest, StoreBlobs};
+use crate::blobs::{descriptor_of, StoreBlobs};
 use crate::docs::{Image, PlatformManifest};
 use crate::error::{ImagesError, Result};
 use chasi_layers::{Digest, Store};
-use chasi_oci::{
-    self as oci, write::SaveFormat, write::WriteOptions, LayerCompression, PlatformSpec,
-};
+use chasi_oci::{self as oci, write::SaveFormat, write::WriteOptions, LayerCompression, Platform};
 use serde::Serialize;
 use serde_json::Value;
 use std::path::Path;
@@ -23,7 +21,7 @@ pub struct ImageSummary {
     /// `name:tag`.
     pub name: String,
     /// Manifest or index digest.
-    pub digest: String,
+    pub digest: Digest,
     /// Platforms (`os/arch[/variant]`).
     pub platforms: Vec<String>,
     /// Size as OCI counts it: indexes, manifests, configs and layer blobs.
@@ -67,14 +65,14 @@ pub fn list(store: &Store) -> Result<Vec<ImageSummary>> {
         let summary = match Image::read(store, &r.digest) {
             Ok(image) => ImageSummary {
                 name: r.name.clone(),
-                digest: r.digest.to_string(),
+                digest: r.digest,
                 platforms: image.platforms(),
                 size: image.oci_size(),
                 problem: None,
             },
             Err(e) => ImageSummary {
                 name: r.name.clone(),
-                digest: r.digest.to_string(),
+                digest: r.digest,
                 platforms: Vec::new(),
                 size: 0,
                 problem: Some(oci::error::chain(&e)),
@@ -90,7 +88,7 @@ pub fn list(store: &Store) -> Result<Vec<ImageSummary>> {
 #[derive(Debug, Clone, Serialize)]
 pub struct Inspection {
     /// The root digest.
-    pub digest: String,
+    pub digest: Digest,
     /// One entry per platform.
     pub images: Vec<PlatformInspection>,
     /// The image as named.
@@ -103,7 +101,7 @@ pub struct PlatformInspection {
     /// The config, as stored.
     pub config: Value,
     /// The manifest digest.
-    pub digest: String,
+    pub digest: Digest,
     /// The sealer extension annotation, parsed, when it is JSON.
     pub extension: Option<Value>,
     /// The layers, bottom first.
@@ -139,7 +137,7 @@ pub fn inspect(store: &Store, image: &str) -> Result<Inspection> {
         platforms.push(inspect_platform(store, m)?);
     }
     Ok(Inspection {
-        digest: root.to_string(),
+        digest: root,
         images: platforms,
         name: image.to_string(),
     })
@@ -172,7 +170,7 @@ fn inspect_platform(store: &Store, m: PlatformManifest) -> Result<PlatformInspec
         .and_then(|t| serde_json::from_str::<Value>(t).ok());
     Ok(PlatformInspection {
         config: config.raw,
-        digest: m.digest.to_string(),
+        digest: m.digest,
         extension,
         layers,
         manifest: m.raw,
@@ -205,7 +203,7 @@ pub fn save(
     path: &Path,
     format: SaveFormat,
     compression: LayerCompression,
-    platform: Option<PlatformSpec>,
+    platform: Option<Platform>,
 ) -> Result<oci::write::WriteReport> {
     let root = resolve(store, image)?;
     let desc = descriptor_of(store, &root)?;
@@ -235,7 +233,7 @@ pub fn load(store: &Store, path: &Path) -> Result<Vec<(String, Digest)>> {
     let mut sink = StoreBlobs::new(store);
     let mut out = Vec::new();
     for (entry, report) in oci::load(path, &mut sink)? {
-        let digest = to_store_digest(report.root.digest())?;
+        let digest = Digest::from_oci(report.root.digest())?;
         let mut tagged = false;
         for name in load_names(&entry.names, path) {
             store.set_ref(&name, &digest)?;
@@ -243,7 +241,7 @@ pub fn load(store: &Store, path: &Path) -> Result<Vec<(String, Digest)>> {
             tagged = true;
         }
         if !tagged {
-            out.push((to_oci_digest(&digest).to_string(), digest));
+            out.push((digest.to_string(), digest));
         }
     }
     Ok(out)
@@ -297,12 +295,12 @@ pub struct PlatformImage {
 }
 
 /// Resolves `image` and picks one platform: the first that `platform` matches when given,
-/// by [`PlatformSpec::matches`] (the rule of `FROM --platform`: `linux/arm64` and
+/// by [`Platform::matches`] (the rule of `FROM --platform`: `linux/arm64` and
 /// `linux/arm64/v8` are the same platform), else the only one, else the host's.
 pub fn platform_image(
     store: &Store,
     image: &str,
-    platform: Option<&PlatformSpec>,
+    platform: Option<&Platform>,
 ) -> Result<PlatformImage> {
     let root = resolve(store, image)?;
     let all = Image::read(store, &root)?.manifests;
@@ -335,7 +333,7 @@ pub fn platform_image(
 fn choose<'a>(
     all: &'a [PlatformManifest],
     image: &str,
-    platform: Option<&PlatformSpec>,
+    platform: Option<&Platform>,
 ) -> Result<&'a PlatformManifest> {
     let available = || {
         all.iter()
@@ -343,7 +341,7 @@ fn choose<'a>(
             .collect::<Vec<_>>()
             .join(", ")
     };
-    let find = |want: &PlatformSpec| {
+    let find = |want: &Platform| {
         all.iter()
             .find(|m| m.spec.as_ref().is_some_and(|p| want.matches(p)))
     };
@@ -354,7 +352,7 @@ fn choose<'a>(
             available: available(),
         }),
         None if all.len() == 1 => Ok(&all[0]),
-        None => find(&PlatformSpec::host()).ok_or_else(|| ImagesError::MultiPlatform {
+        None => find(&Platform::host()).ok_or_else(|| ImagesError::MultiPlatform {
             image: image.to_string(),
             available: available(),
         }),

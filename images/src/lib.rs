@@ -9,7 +9,7 @@
 //! - [`du`] is `chasi store du`: each image's OCI size, and the store's own accounting of
 //!   what no image references;
 //! - [`images`] lists, inspects, tags, removes, saves and loads images, and picks one
-//!   platform of an image with [`chasi_oci::PlatformSpec::matches`], the rule `FROM
+//!   platform of an image with [`chasi_oci::Platform::matches`], the rule `FROM
 //!   --platform` uses;
 //! - [`blobs`] is the store seen as a [`chasi_oci::BlobSource`] and [`chasi_oci::BlobSink`],
 //!   the one place where the store and the OCI readers and writers meet.
@@ -17,7 +17,6 @@
 //! It depends on `chasi-oci` and `chasi-layers` only (the dependency block of `ARCHITECTURE.md`, checked by `tests/architecture.rs`).
 
 pub mod blobs;
-mod digests;
 pub mod docs;
 pub mod du;
 pub mod error;

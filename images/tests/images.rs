@@ -3,7 +3,7 @@
 
 use chasi_images::{self as images, blobs::descriptor_of, ImagesError, StoreBlobs};
 use chasi_layers::{Digest, Store};
-use chasi_oci::{self as oci, Descriptor, PlatformSpec};
+use chasi_oci::{self as oci, Descriptor, Platform};
 use serde_json::json;
 use std::collections::BTreeMap;
 
@@ -15,7 +15,7 @@ fn store() -> (tempfile::TempDir, Store) {
 
 /// A layerless manifest for `platform` (`os/arch[/variant]`); its descriptor carries the platform.
 fn manifest(store: &Store, platform: &str) -> Descriptor {
-    let p: PlatformSpec = platform.parse().expect("platform");
+    let p: Platform = platform.parse().expect("platform");
     let mut config = json!({
         "os": p.os,
         "architecture": p.architecture,
@@ -41,7 +41,7 @@ fn index(store: &Store, name: &str, platforms: &[&str]) -> Vec<Digest> {
     manifests.iter().map(digest).collect()
 }
 
-fn spec(p: &str) -> PlatformSpec {
+fn spec(p: &str) -> Platform {
     p.parse().expect("platform")
 }
 
@@ -67,7 +67,7 @@ fn linux_arm64_and_linux_arm64_v8_select_the_same_manifest() {
             let entry = inspected
                 .images
                 .iter()
-                .find(|i| i.digest == arm.to_string())
+                .find(|i| i.digest == arm)
                 .expect("listed by inspect");
             assert_eq!(entry.platform, chosen.platform);
         }
@@ -130,7 +130,7 @@ fn the_oci_size_counts_every_index_manifest_config_and_layer_once() {
     let names: Vec<&str> = list.iter().map(|i| i.name.as_str()).collect();
     assert_eq!(names, ["multi:1", "single:1", "wrapped:1"]);
     for summary in &list {
-        let root: Digest = summary.digest.parse().expect("digest");
+        let root: Digest = summary.digest;
         let image = chasi_images::Image::read(&store, &root).expect("read");
         let manifests: u64 = image
             .manifests

@@ -83,8 +83,8 @@ pub enum Error {
         store: PathBuf,
     },
     /// A string is not a valid `sha256:<64 hex>` digest.
-    #[error("invalid digest {}: expected sha256:<64 lowercase hex digits>", quoted(.0))]
-    BadDigest(String),
+    #[error(transparent)]
+    BadDigest(#[from] chasi_oci::DigestParseError),
     /// A reference name is not acceptable.
     #[error("invalid reference name {}", quoted(.0))]
     BadRefName(String),

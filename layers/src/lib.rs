@@ -72,7 +72,6 @@ pub mod apply;
 mod channel;
 pub mod diff;
 pub mod digest;
-mod digest_parse;
 pub mod entry;
 pub mod error;
 pub mod flatten;

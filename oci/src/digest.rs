@@ -4,6 +4,10 @@
 //! Every byte this module reads from a layout, an archive or a [`BlobSource`](super::BlobSource)
 //! passes through a [`VerifyingReader`], so a corrupt or truncated blob is reported as a
 //! typed error naming its digest instead of being imported or re-exported silently.
+//!
+//! The digests here are `oci-spec`'s, as descriptors carry them (sha256 or sha512, since a
+//! foreign layout may use either); the SHA-256 [`Digest`](crate::Digest) chasi crates pass
+//! each other is [`crate::sha256`].
 
 use std::io::{self, Read, Write};
 

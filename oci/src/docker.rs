@@ -54,7 +54,7 @@ pub fn write_docker_archive(
     let config_raw = read_blob(source, manifest.config(), "image config")?;
     let config: Value = parse_document(&config_raw, "image config", manifest.config().digest())?;
     if let (Some(want), Some(have)) = (&opts.platform, config_platform(&config)) {
-        if !want.matches(&have.to_oci()?) {
+        if !want.matches(&have) {
             return Err(OciError::NoSuchPlatform {
                 digest: manifest_desc.digest().to_string(),
                 platform: want.to_string(),

@@ -18,7 +18,7 @@ use super::digest::parse_digest;
 use super::error::{OciError, OciResult};
 use super::json::{parse_document, to_canonical_json};
 use super::media::{classify, BlobKind};
-use super::platform::PlatformSpec;
+use super::platform::Platform;
 
 /// Annotation naming an image in an OCI layout's `index.json`.
 pub const ANNOTATION_REF_NAME: &str = "org.opencontainers.image.ref.name";
@@ -105,10 +105,10 @@ pub fn diff_ids(config: &Value, config_digest: &Digest) -> OciResult<Vec<Digest>
 }
 
 /// The platform a config declares (`os`, `architecture`, `variant`).
-pub fn config_platform(config: &Value) -> Option<PlatformSpec> {
+pub fn config_platform(config: &Value) -> Option<Platform> {
     let os = config.get("os")?.as_str()?;
     let architecture = config.get("architecture")?.as_str()?;
-    Some(PlatformSpec {
+    Some(Platform {
         os: os.to_string(),
         architecture: architecture.to_string(),
         variant: config
@@ -201,7 +201,7 @@ pub fn build_index(
                 "a manifest in a multi-platform index needs a platform",
             )
         })?;
-        let spec = PlatformSpec::from_oci(platform);
+        let spec = Platform::from_oci(platform);
         if let Some(other) = seen.insert(spec.to_string(), m.digest().to_string()) {
             return Err(OciError::inconsistent(
                 m.digest(),
@@ -241,15 +241,15 @@ pub(crate) fn plain_descriptor(d: &Descriptor) -> Value {
 }
 
 /// The platforms of an index's manifests (entries without a platform are skipped).
-pub fn index_platforms(index: &ImageIndex) -> Vec<PlatformSpec> {
+pub fn index_platforms(index: &ImageIndex) -> Vec<Platform> {
     index
         .manifests()
         .iter()
-        .filter_map(|m| m.platform().as_ref().map(PlatformSpec::from_oci))
+        .filter_map(|m| m.platform().as_ref().map(Platform::from_oci))
         .collect()
 }
 
-fn join_platforms(p: &[PlatformSpec]) -> String {
+fn join_platforms(p: &[Platform]) -> String {
     if p.is_empty() {
         "none".to_string()
     } else {
@@ -266,7 +266,7 @@ fn join_platforms(p: &[PlatformSpec]) -> String {
 pub fn select_manifest(
     source: &(impl BlobSource + ?Sized),
     root: &Descriptor,
-    platform: Option<&PlatformSpec>,
+    platform: Option<&Platform>,
 ) -> OciResult<Descriptor> {
     select_inner(source, root, platform, 0)
 }
@@ -274,7 +274,7 @@ pub fn select_manifest(
 fn select_inner(
     source: &(impl BlobSource + ?Sized),
     root: &Descriptor,
-    platform: Option<&PlatformSpec>,
+    platform: Option<&Platform>,
     depth: usize,
 ) -> OciResult<Descriptor> {
     match classify(root.media_type()) {
@@ -297,7 +297,11 @@ fn select_inner(
                 Some(p) => images
                     .iter()
                     .copied()
-                    .filter(|m| m.platform().as_ref().is_some_and(|mp| p.matches(mp)))
+                    .filter(|m| {
+                        m.platform()
+                            .as_ref()
+                            .is_some_and(|mp| p.matches(&Platform::from_oci(mp)))
+                    })
                     .collect(),
                 None => images.clone(),
             };

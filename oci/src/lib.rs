@@ -14,6 +14,7 @@
 //! |---|---|
 //! | [`reference`](mod@reference) | `oci:PATH[:TAG]`, `oci-archive:`, `docker-archive:`, store names |
 //! | [`blobs`] | the source/sink traits; in-memory and `blobs/<alg>/<hex>` implementations |
+//! | [`sha256`] | [`Digest`], the SHA-256 digest chasi crates pass each other |
 //! | [`digest`] | hashing, and verification of every blob while it streams |
 //! | [`json`] | canonical JSON (sorted keys, compact) for reproducible digests |
 //! | [`media`] | media types, layer codecs, deterministic re-compression |
@@ -26,9 +27,11 @@
 //! | [`output`] | the output rules of `-o PATH`: a file atomically, a pipe or device in place |
 //! | [`error`] | [`OciError`], and the text rules of every error message ([`error::chain`]) |
 //!
-//! Types from the `oci-spec` crate ([`Descriptor`], [`Digest`], [`MediaType`], ...) are
-//! re-exported; documents this crate writes are serialized with [`json`] rather than
-//! `oci-spec`'s own serializer, whose annotation maps have random order.
+//! Types from the `oci-spec` crate ([`Descriptor`], [`OciDigest`], [`MediaType`], ...) are
+//! re-exported, its digest as [`OciDigest`]: documents and the blob traits carry it, since a
+//! foreign layout may use sha512; between chasi crates a digest is [`Digest`]. Documents this
+//! crate writes are serialized with [`json`] rather than `oci-spec`'s own serializer, whose
+//! annotation maps have random order.
 //!
 //! ```text
 //!             BlobSource (the store, MemoryBlobs, DirBlobs, OpenedImages)
@@ -100,11 +103,12 @@ pub(crate) mod plan;
 pub mod platform;
 pub mod read;
 pub mod reference;
+pub mod sha256;
 pub(crate) mod tarball;
 pub mod write;
 
 pub use oci_spec::image::{
-    Descriptor, Digest, ImageConfiguration, ImageIndex, ImageManifest, MediaType, Platform,
+    Descriptor, Digest as OciDigest, ImageConfiguration, ImageIndex, ImageManifest, MediaType,
 };
 
 pub use blobs::{BlobSink, BlobSource, DirBlobs, MemoryBlobs};
@@ -116,10 +120,11 @@ pub use image::{
 };
 pub use layout::{write_oci_archive, write_oci_layout, OciLayoutReader};
 pub use media::{LayerCodec, LayerCompression};
-pub use platform::PlatformSpec;
+pub use platform::Platform;
 pub use read::{
     detect_format, import_image, import_reference, load, open_image, ArchiveFormat, ImageEntry,
     ImportReport, ImportedImage, OpenedImages,
 };
 pub use reference::{DockerSelector, ImageRef};
+pub use sha256::{Digest, DigestParseError};
 pub use write::{save, SaveFormat, WriteOptions, WriteReport};

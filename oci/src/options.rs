@@ -11,7 +11,7 @@ use oci_spec::image::Descriptor;
 
 use super::error::{OciError, OciResult};
 use super::media::LayerCompression;
-use super::platform::PlatformSpec;
+use super::platform::Platform;
 
 /// Output format of `chasi save`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -51,7 +51,7 @@ pub struct WriteOptions {
     pub compression: LayerCompression,
     /// Platform to write when the image is multi-platform and the format holds one
     /// (docker-archive). Ignored by OCI layouts, which keep the whole index.
-    pub platform: Option<PlatformSpec>,
+    pub platform: Option<Platform>,
     /// Where re-compressed layers are staged before they are written (the CLI passes the
     /// store's session `tmp/`, which a killed run leaves to the next one to clean; default:
     /// the system's temp dir). Never next to the output.

@@ -6,13 +6,16 @@
 use std::fmt;
 use std::str::FromStr;
 
-use oci_spec::image::{Arch, Os, Platform, PlatformBuilder};
+use oci_spec::image::{Arch, Os, Platform as OciPlatform, PlatformBuilder};
 
 use super::error::{OciError, OciResult};
 
-/// A platform as users write it: `linux/amd64`, `linux/arm64/v8`.
+/// A platform, `linux/amd64`, `linux/arm64/v8`: the one platform type of the workspace (the
+/// compiler's targets, the builder's `FROM --platform`, `export`/`save --platform`, the platforms
+/// of an image). `oci-spec`'s platform appears only in documents: [`Platform::from_oci`] and
+/// [`Platform::to_oci`] convert.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct PlatformSpec {
+pub struct Platform {
     /// GOOS value (`linux`).
     pub os: String,
     /// GOARCH value (`amd64`, `arm64`).
@@ -21,7 +24,16 @@ pub struct PlatformSpec {
     pub variant: Option<String>,
 }
 
-impl PlatformSpec {
+impl Platform {
+    /// `linux/amd64`.
+    pub fn linux_amd64() -> Self {
+        Platform {
+            os: "linux".to_string(),
+            architecture: "amd64".to_string(),
+            variant: None,
+        }
+    }
+
     /// `linux/<arch>` of the running machine, in GOARCH spelling.
     pub fn host() -> Self {
         let architecture = match std::env::consts::ARCH {
@@ -32,24 +44,24 @@ impl PlatformSpec {
             "loongarch64" => "loong64",
             other => other,
         };
-        PlatformSpec {
+        Platform {
             os: "linux".to_string(),
             architecture: architecture.to_string(),
             variant: None,
         }
     }
 
-    /// The platform of an OCI descriptor.
-    pub fn from_oci(platform: &Platform) -> Self {
-        PlatformSpec {
+    /// The platform of an OCI descriptor (the one conversion from `oci-spec`'s type).
+    pub fn from_oci(platform: &OciPlatform) -> Self {
+        Platform {
             os: platform.os().to_string(),
             architecture: platform.architecture().to_string(),
             variant: platform.variant().clone(),
         }
     }
 
-    /// As an OCI platform object.
-    pub fn to_oci(&self) -> OciResult<Platform> {
+    /// As an OCI platform object (the one conversion to `oci-spec`'s type).
+    pub fn to_oci(&self) -> OciResult<OciPlatform> {
         let mut b = PlatformBuilder::default()
             .os(Os::from(self.os.as_str()))
             .architecture(Arch::from(self.architecture.as_str()));
@@ -62,10 +74,9 @@ impl PlatformSpec {
         })
     }
 
-    /// Whether `platform` satisfies this spec: same os and architecture, and the same
-    /// variant when this spec names one (`arm64` with no variant means `v8`).
-    pub fn matches(&self, platform: &Platform) -> bool {
-        let other = PlatformSpec::from_oci(platform);
+    /// Whether `other` satisfies this platform as a request: same os and architecture, and
+    /// the same variant when this one names one (`arm64` with no variant means `v8`).
+    pub fn matches(&self, other: &Platform) -> bool {
         if self.os != other.os || self.architecture != other.architecture {
             return false;
         }
@@ -77,7 +88,7 @@ impl PlatformSpec {
     }
 }
 
-impl FromStr for PlatformSpec {
+impl FromStr for Platform {
     type Err = OciError;
 
     fn from_str(s: &str) -> OciResult<Self> {
@@ -94,7 +105,7 @@ impl FromStr for PlatformSpec {
                     .to_string(),
             });
         }
-        Ok(PlatformSpec {
+        Ok(Platform {
             os: parts[0].to_string(),
             architecture: parts[1].to_string(),
             variant: parts.get(2).map(|v| v.to_string()),
@@ -102,7 +113,7 @@ impl FromStr for PlatformSpec {
     }
 }
 
-impl fmt::Display for PlatformSpec {
+impl fmt::Display for Platform {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{}/{}", self.os, self.architecture)?;
         match &self.variant {
@@ -118,16 +129,20 @@ mod tests {
 
     #[test]
     fn parse_print_and_match() {
-        let amd: PlatformSpec = "linux/amd64".parse().expect("valid");
-        let arm: PlatformSpec = "linux/arm64/v8".parse().expect("valid");
+        let amd: Platform = "linux/amd64".parse().expect("valid");
+        let arm: Platform = "linux/arm64/v8".parse().expect("valid");
         assert_eq!(arm.to_string(), "linux/arm64/v8");
-        assert!(amd.matches(&amd.to_oci().expect("oci")));
-        assert!(!amd.matches(&arm.to_oci().expect("oci")));
-        let arm_plain: PlatformSpec = "linux/arm64".parse().expect("valid");
-        assert!(arm.matches(&arm_plain.to_oci().expect("oci")));
-        assert!(arm_plain.matches(&arm.to_oci().expect("oci")));
+        assert!(amd.matches(&amd));
+        assert!(!amd.matches(&arm));
+        let arm_plain: Platform = "linux/arm64".parse().expect("valid");
+        assert!(arm.matches(&arm_plain));
+        assert!(arm_plain.matches(&arm));
+        for p in [&amd, &arm, &arm_plain] {
+            assert_eq!(&Platform::from_oci(&p.to_oci().expect("oci")), p);
+        }
+        assert_eq!(Platform::linux_amd64(), amd);
         for bad in ["linux", "linux/", "Linux/amd64", "a/b/c/d"] {
-            assert!(bad.parse::<PlatformSpec>().is_err(), "{bad}");
+            assert!(bad.parse::<Platform>().is_err(), "{bad}");
         }
     }
 }

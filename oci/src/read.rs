@@ -28,7 +28,7 @@ use super::image::{
 pub use super::image::ImageEntry;
 use super::layout::{tar_is_oci, OciLayoutReader};
 use super::media::{classify, decoder, BlobKind, LayerCodec};
-use super::platform::PlatformSpec;
+use super::platform::Platform;
 use super::reference::{DockerSelector, ImageRef};
 use super::tarball::TarIndex;
 
@@ -712,7 +712,7 @@ pub struct ImportedImage {
 /// imports that manifest with its config and layers into `sink` (the `FROM` of a build).
 pub fn import_reference(
     reference: &ImageRef,
-    platform: Option<&PlatformSpec>,
+    platform: Option<&Platform>,
     sink: &mut (impl BlobSink + ?Sized),
 ) -> OciResult<ImportedImage> {
     let (opened, entry) = open_image(reference)?;

@@ -17,7 +17,7 @@ use chasi_oci::media::{oci_layer_type, transcode};
 use chasi_oci::{
     build_index, build_manifest, import_image, import_reference, load, open_image, read_index,
     read_manifest, save, select_manifest, ArchiveFormat, Descriptor, ImageRef, LayerCodec,
-    LayerCompression, MediaType, MemoryBlobs, OciError, OpenedImages, PlatformSpec, SaveFormat,
+    LayerCompression, MediaType, MemoryBlobs, OciError, OpenedImages, Platform, SaveFormat,
     WriteOptions, ANNOTATION_SEALER_EXTENSION,
 };
 use serde_json::{json, Value};
@@ -427,10 +427,10 @@ fn multi_platform_index_and_platform_selection() {
         build_index(&mut blobs, &[amd.clone(), arm.clone()], &BTreeMap::new()).expect("index");
     assert!(build_index(&mut blobs, &[amd.clone(), amd.clone()], &BTreeMap::new()).is_err());
 
-    let arm_spec: PlatformSpec = "linux/arm64".parse().expect("platform");
+    let arm_spec: Platform = "linux/arm64".parse().expect("platform");
     let chosen = select_manifest(&blobs, &index, Some(&arm_spec)).expect("arm64");
     assert_eq!(chosen.digest(), arm.digest());
-    let s390: PlatformSpec = "linux/s390x".parse().expect("platform");
+    let s390: Platform = "linux/s390x".parse().expect("platform");
     assert!(matches!(
         select_manifest(&blobs, &index, Some(&s390)),
         Err(OciError::NoSuchPlatform { .. })
@@ -453,7 +453,7 @@ fn multi_platform_index_and_platform_selection() {
     let platforms: Vec<String> = idx
         .manifests()
         .iter()
-        .map(|m| PlatformSpec::from_oci(m.platform().as_ref().expect("platform")).to_string())
+        .map(|m| Platform::from_oci(m.platform().as_ref().expect("platform")).to_string())
         .collect();
     assert_eq!(platforms, ["linux/amd64", "linux/arm64"]);
 
@@ -510,7 +510,7 @@ fn multi_platform_index_and_platform_selection() {
     let opened = OpenedImages::open(&tarball, None).expect("open");
     let e = opened.resolve(Some("x:1")).expect("by tag");
     let p = e.root.platform().as_ref().expect("platform");
-    assert!(arm_spec.matches(p));
+    assert!(arm_spec.matches(&Platform::from_oci(p)));
 
     // Skopeo sees the index and picks a platform from it.
     let out = run(skopeo()

@@ -4,10 +4,11 @@
 //! arguments, platforms) and of loading the Kubefile; all logic is in `chasi_compiler`.
 
 use anyhow::Context as _;
-use chasi_compiler::check::Platform;
+use chasi_compiler::check::parse_platform as parse_checked_platform;
 use chasi_compiler::plan::files::FileDigests;
 use chasi_compiler::source::SourceFile;
 use chasi_compiler::{compile_bytes, render, CompileOptions, Compiled};
+use chasi_oci::Platform;
 use clap::{Args, ValueEnum};
 use std::collections::BTreeMap;
 use std::io::Read;
@@ -50,7 +51,7 @@ fn parse_build_arg(text: &str) -> Result<(String, Option<String>), String> {
 }
 
 fn parse_platform(text: &str) -> Result<Platform, String> {
-    Platform::parse(text.trim())
+    parse_checked_platform(text.trim())
 }
 
 impl InputArgs {

@@ -128,7 +128,7 @@ pub fn run(store: Option<&Path>, args: ExportArgs) -> anyhow::Result<ExitCode> {
     let platform = args
         .platform
         .as_deref()
-        .map(str::parse::<chasi_oci::PlatformSpec>)
+        .map(str::parse::<chasi_oci::Platform>)
         .transpose()?;
     let store = open(store)?;
     let image = images::platform_image(&store, &args.image, platform.as_ref())?;
@@ -144,7 +144,7 @@ pub fn run(store: Option<&Path>, args: ExportArgs) -> anyhow::Result<ExitCode> {
     let input = ExportInput {
         store: &store,
         layers: image.diff_ids.clone(),
-        digest: image.manifest.to_string(),
+        digest: image.manifest,
         platform: image.platform.clone(),
         epoch,
         oci: Some(OciImage {

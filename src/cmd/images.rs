@@ -4,7 +4,7 @@ use crate::progress::human_bytes;
 use anyhow::Context as _;
 use chasi_images as images;
 use chasi_layers::Store;
-use chasi_oci::{write::SaveFormat, LayerCompression, PlatformSpec};
+use chasi_oci::{write::SaveFormat, LayerCompression, Platform};
 use clap::{Args, ValueEnum};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -135,7 +135,7 @@ pub fn run_images(store: Option<&Path>, args: ImagesArgs) -> anyhow::Result<Exit
                 "NAME", "DIGEST", "PLATFORMS", "SIZE"
             );
             for i in list {
-                let digest = &i.digest[..i.digest.len().min(19)];
+                let digest = &i.digest.to_string()[..19];
                 match &i.problem {
                     None => println!(
                         "{:<40} {:<20} {:<24} {:>10}",
@@ -205,7 +205,7 @@ pub fn run_save(store: Option<&Path>, args: SaveArgs) -> anyhow::Result<ExitCode
     let platform = args
         .platform
         .as_deref()
-        .map(str::parse::<PlatformSpec>)
+        .map(str::parse::<Platform>)
         .transpose()?;
     let report = images::save(
         &open(store)?,

@@ -128,7 +128,7 @@ pub fn build(
     });
     let manifests = schedule::build_targets(&session, plan)?;
     let digest = if manifests.len() == 1 {
-        chasi_images::blobs::to_store_digest(manifests[0].1.digest())?
+        Digest::from_oci(manifests[0].1.digest())?
     } else {
         let descs: Vec<_> = manifests.iter().map(|(_, d)| d.clone()).collect();
         assemble::write_index(store, &descs, &opts.annotations)?
@@ -137,7 +137,7 @@ pub fn build(
     let (cached, executed) = *session.counters.lock().unwrap_or_else(|e| e.into_inner());
     observer.event(BuildEvent::ImageDone {
         name: name.clone(),
-        digest: digest.to_string(),
+        digest,
         seconds: started.elapsed().as_secs_f64(),
     });
     Ok(BuildOutput {
@@ -145,7 +145,7 @@ pub fn build(
         digest,
         manifests: manifests
             .iter()
-            .map(|(p, d)| Ok((p.clone(), chasi_images::blobs::to_store_digest(d.digest())?)))
+            .map(|(p, d)| Ok((p.clone(), Digest::from_oci(d.digest())?)))
             .collect::<Result<_>>()?,
         cached,
         executed,

@@ -80,7 +80,7 @@ fn build_target(
         },
     )?;
     session.observer.event(BuildEvent::StepDone {
-        id: image_node.id.clone(),
+        id: image_node.id,
         platform: tplan.platform.to_string(),
         label: image_node.label.clone(),
         layer_bytes: 0,

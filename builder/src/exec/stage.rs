@@ -15,9 +15,10 @@ use crate::events::BuildEvent;
 use crate::fetch::{Fetched, Fetcher};
 use crate::rootfs::WorkRoot;
 use crate::state::{resolve_base, ImageState, LayerRef};
-use chasi_compiler::check::{Base, CopyFrom, Op, Platform, Source};
+use chasi_compiler::check::{Base, CopyFrom, Op, Source};
 use chasi_compiler::plan::{Node, NodeStep};
 use chasi_layers::Digest;
+use chasi_oci::Platform;
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
@@ -113,7 +114,7 @@ pub(super) fn build_stage(
     let count = input.steps.len();
     for (n, (node, op)) in input.steps.iter().enumerate() {
         if ops::config::apply(&mut state, op, &cx.created, &node.label) {
-            key = cache::key_of(&[&key.to_string(), &node.id]);
+            key = cache::key_of(&[&key.to_string(), &node.id.to_string()]);
             continue;
         }
         let label = format!("[{}/{}] {}", n + 1, count, node.label);
@@ -130,7 +131,7 @@ pub(super) fn build_stage(
 fn start(cx: &StageCx<'_, '_>, input: &StageInput<'_>) -> Result<(ImageState, Digest)> {
     // File times are clamped to the epoch, so layers made with another epoch differ.
     let version = format!("chasi.build/v1 epoch={}", cx.session.opts.source_date_epoch);
-    let id = &input.base_node.id;
+    let id = &input.base_node.id.to_string();
     Ok(match input.base {
         Base::Scratch => (ImageState::scratch(), cache::key_of(&[&version, id])),
         Base::Image { reference } => {
@@ -209,7 +210,7 @@ fn layer_step(
 ) -> Result<Digest> {
     let session = cx.session;
     let resolved = resolve(cx, node, op)?;
-    let mut parts = vec![parent_key.to_string(), node.id.clone()];
+    let mut parts = vec![parent_key.to_string(), node.id.to_string()];
     parts.extend(resolved.extra);
     let key = cache::key_of(&parts.iter().map(String::as_str).collect::<Vec<_>>());
     let cached = if session.opts.no_cache {
@@ -219,7 +220,7 @@ fn layer_step(
     };
     if let Some(hit) = cached {
         session.observer.event(BuildEvent::StepCached {
-            id: node.id.clone(),
+            id: node.id,
             platform: cx.platform.clone(),
             label,
         });
@@ -232,7 +233,7 @@ fn layer_step(
         return Ok(key);
     }
     session.observer.event(BuildEvent::StepStarted {
-        id: node.id.clone(),
+        id: node.id,
         platform: cx.platform.clone(),
         label: label.clone(),
     });
@@ -269,7 +270,7 @@ fn layer_step(
     state.push_history(&cx.created, &node.label, empty);
     session.count(false);
     session.observer.event(BuildEvent::StepDone {
-        id: node.id.clone(),
+        id: node.id,
         platform: cx.platform.clone(),
         label,
         layer_bytes,

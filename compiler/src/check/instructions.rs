@@ -8,8 +8,8 @@
 use super::context::Problem;
 use super::words::{unquoted_equals, Form, Origin, Sink};
 use super::{
-    kubeversion, Base, Checker, Chown, Copy, CopyFrom, Op, Platform, Run, Source, StageState, Step,
-    PLATFORM_VARIABLES,
+    kubeversion, parse_platform, Base, Checker, Chown, Copy, CopyFrom, Op, Run, Source, StageState,
+    Step, PLATFORM_VARIABLES,
 };
 use crate::check::program::{Command, Stage};
 use crate::check::ContextError;
@@ -84,7 +84,7 @@ impl Checker<'_> {
         let mut platform = self.platform.clone();
         if let Some(value) = flags.get("platform").and_then(|f| f.value.as_ref()) {
             let text = self.global_word(value, Form::Decoded, &mut sink);
-            match Platform::parse(&text) {
+            match parse_platform(&text) {
                 Ok(p) => platform = p,
                 Err(why) => self.push(Diagnostic::new(Code::InvalidFlagValue, value.span, why)),
             }

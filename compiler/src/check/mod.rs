@@ -138,14 +138,14 @@ fn platform_vars(target: &Platform) -> Vars {
     let build = Platform::host();
     let mut vars = Vars::default();
     let values = [
-        ("ARCH", target.arch.clone()),
+        ("ARCH", target.architecture.clone()),
         ("TARGETPLATFORM", target.to_string()),
         ("TARGETOS", target.os.clone()),
-        ("TARGETARCH", target.arch.clone()),
+        ("TARGETARCH", target.architecture.clone()),
         ("TARGETVARIANT", target.variant.clone().unwrap_or_default()),
         ("BUILDPLATFORM", build.to_string()),
         ("BUILDOS", build.os.clone()),
-        ("BUILDARCH", build.arch.clone()),
+        ("BUILDARCH", build.architecture.clone()),
         ("BUILDVARIANT", build.variant.clone().unwrap_or_default()),
     ];
     for (name, value) in values {

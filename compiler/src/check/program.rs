@@ -8,78 +8,59 @@
 //! into the manifest annotation `sealer.image.extension` as it is.
 
 use crate::source::Span;
-use serde::Serialize;
+use serde::{Serialize, Serializer};
 use std::collections::BTreeMap;
-use std::fmt;
 
-/// A target platform `os/arch[/variant]`.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
-pub struct Platform {
-    /// Operating system, e.g. `linux`.
-    pub os: String,
-    /// Architecture in OCI spelling, e.g. `amd64`, `arm64`.
-    pub arch: String,
-    /// Variant, e.g. `v8` for `arm64/v8`.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub variant: Option<String>,
-}
+/// A target platform `os/arch[/variant]`: the workspace's one platform type.
+pub use chasi_oci::Platform;
 
-impl Platform {
-    /// `linux/amd64`.
-    pub fn linux_amd64() -> Platform {
-        Platform {
-            os: "linux".into(),
-            arch: "amd64".into(),
-            variant: None,
-        }
-    }
-
-    /// The platform this program runs on (Linux with the host's CPU architecture), as
-    /// [`chasi_oci::PlatformSpec::host`] maps it.
-    pub fn host() -> Platform {
-        let host = chasi_oci::PlatformSpec::host();
-        Platform {
-            os: host.os,
-            arch: host.architecture,
-            variant: host.variant,
-        }
-    }
-
-    /// Parses `os/arch[/variant]` (each part non-empty, lower-case letters, digits, `_`, `.`).
-    pub fn parse(text: &str) -> Result<Platform, String> {
-        let parts: Vec<&str> = text.split('/').collect();
-        let ok = |p: &str| {
-            !p.is_empty()
-                && p.chars()
-                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_' || c == '.')
-        };
-        match parts.as_slice() {
-            [os, arch] | [os, arch, _] if ok(os) && ok(arch) => {
-                let variant = parts.get(2).map(|v| v.to_string());
-                if variant.as_deref().is_some_and(|v| !ok(v)) {
-                    return Err(format!("`{text}` has an invalid variant"));
-                }
-                Ok(Platform {
-                    os: os.to_string(),
-                    arch: arch.to_string(),
-                    variant,
-                })
+/// Parses a platform as a Kubefile and `chasi check --platform` write it: `os/arch[/variant]`,
+/// each part non-empty, lower-case letters, digits, `_`, `.` (a little wider than
+/// `chasi_oci::Platform`'s `FromStr`, which the image commands use, and with the compiler's
+/// own messages, which diagnostics show).
+pub fn parse_platform(text: &str) -> Result<Platform, String> {
+    let parts: Vec<&str> = text.split('/').collect();
+    let ok = |p: &str| {
+        !p.is_empty()
+            && p.chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_' || c == '.')
+    };
+    match parts.as_slice() {
+        [os, arch] | [os, arch, _] if ok(os) && ok(arch) => {
+            let variant = parts.get(2).map(|v| v.to_string());
+            if variant.as_deref().is_some_and(|v| !ok(v)) {
+                return Err(format!("`{text}` has an invalid variant"));
             }
-            _ => Err(format!(
-                "`{text}` is not a platform of the form os/arch[/variant] (e.g. linux/arm64)"
-            )),
+            Ok(Platform {
+                os: os.to_string(),
+                architecture: arch.to_string(),
+                variant,
+            })
         }
+        _ => Err(format!(
+            "`{text}` is not a platform of the form os/arch[/variant] (e.g. linux/arm64)"
+        )),
     }
 }
 
-impl fmt::Display for Platform {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}/{}", self.os, self.arch)?;
-        if let Some(v) = &self.variant {
-            write!(f, "/{v}")?;
-        }
-        Ok(())
+/// Writes a platform into the program and plan JSON as it always was,
+/// `{"os","arch","variant"?}`: `chasi_oci::Platform` calls the field `architecture`, and the
+/// JSON keeps `arch` so the output of `chasi check`/`chasi plan` does not change
+/// (`tests/snapshots.rs` holds it). Node ids hash the platform's text, not this JSON.
+pub(crate) fn platform_json<S: Serializer>(platform: &Platform, s: S) -> Result<S::Ok, S::Error> {
+    #[derive(Serialize)]
+    struct PlatformJson<'a> {
+        os: &'a str,
+        arch: &'a str,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        variant: Option<&'a str>,
     }
+    PlatformJson {
+        os: &platform.os,
+        arch: &platform.architecture,
+        variant: platform.variant.as_deref(),
+    }
+    .serialize(s)
 }
 
 /// A checked Kubefile: one [`Target`] per requested platform, in the order requested.
@@ -93,6 +74,7 @@ pub struct Program {
 #[derive(Debug, Clone, Serialize)]
 pub struct Target {
     /// The platform every stage is built for (unless `FROM --platform` says otherwise).
+    #[serde(serialize_with = "platform_json")]
     pub platform: Platform,
     /// The stages in file order; the last one is the image.
     pub stages: Vec<Stage>,
@@ -111,6 +93,7 @@ pub struct Stage {
     /// What the stage starts from.
     pub base: Base,
     /// The platform of the stage (`FROM --platform`, else the target's).
+    #[serde(serialize_with = "platform_json")]
     pub platform: Platform,
     /// Layer-producing and configuration steps, in order.
     pub steps: Vec<Step>,

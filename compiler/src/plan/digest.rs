@@ -7,8 +7,9 @@
 
 use super::files::{FileDigests, FileStamp};
 use crate::check::context::{Context, ContextError, EntryKind};
+use chasi_oci::Digest;
 use serde_json::Value;
-use sha2::{Digest, Sha256};
+use sha2::{Digest as _, Sha256};
 use std::collections::HashMap;
 use std::io::Read;
 
@@ -17,11 +18,6 @@ pub const NODE_DIGEST_VERSION: &str = "chasi.plan.node/v1";
 
 /// Version tag hashed into every content digest.
 pub const CONTENT_DIGEST_VERSION: &str = "chasi.plan.content/v2";
-
-/// `sha256:<hex>` of bytes.
-pub fn sha256_digest(bytes: &[u8]) -> String {
-    format!("sha256:{}", hex::encode(Sha256::digest(bytes)))
-}
 
 /// Writes JSON with object keys sorted (by bytes) and no insignificant whitespace, whatever
 /// the map implementation of `serde_json` in the build.
@@ -142,7 +138,7 @@ impl<'c> ContentHasher<'c> {
     }
 
     /// The content digest of the given context paths, in order (see [`super::Node::id`]).
-    pub fn digest(&mut self, paths: &[String]) -> Result<String, ContextError> {
+    pub fn digest(&mut self, paths: &[String]) -> Result<Digest, ContextError> {
         let mut hasher = Sha256::new();
         put(&mut hasher, CONTENT_DIGEST_VERSION.as_bytes());
         for path in paths {
@@ -150,7 +146,7 @@ impl<'c> ContentHasher<'c> {
             put(&mut hasher, path.as_bytes());
             hasher.update(tree);
         }
-        Ok(format!("sha256:{}", hex::encode(hasher.finalize())))
+        Ok(Digest(hasher.finalize().into()))
     }
 
     /// The digest of one path's tree: for every entry (sorted by relative path) its kind,

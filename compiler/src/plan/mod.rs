@@ -44,7 +44,8 @@ pub mod render;
 use crate::check::context::{Context, ContextError};
 use crate::check::{Base, CopyFrom, Image, Op, Platform, Program, Source, Step};
 use crate::source::Span;
-use digest::{canonical_json, sha256_digest, ContentHasher, NODE_DIGEST_VERSION};
+use chasi_oci::Digest;
+use digest::{canonical_json, ContentHasher, NODE_DIGEST_VERSION};
 use serde::Serialize;
 use serde_json::{json, Value};
 use std::collections::BTreeMap;
@@ -62,6 +63,7 @@ pub struct Plan {
 #[derive(Debug, Clone, Serialize)]
 pub struct TargetPlan {
     /// The target platform.
+    #[serde(serialize_with = "crate::check::platform_json")]
     pub platform: Platform,
     /// The nodes.
     pub nodes: Vec<Node>,
@@ -154,7 +156,7 @@ pub struct Node {
     /// stays the same otherwise (touching files, unrelated build args, comments, layout).
     /// Remote sources (`http(s)://`) enter by URL (and `--checksum`) only, and base images
     /// by reference: the builder must extend the key with the resolved digests.
-    pub id: String,
+    pub id: Digest,
     /// What the node produces.
     pub kind: NodeKind,
     /// The stage it belongs to (the image node: the last stage).
@@ -177,7 +179,7 @@ pub struct Node {
     pub build_args: BTreeMap<String, Option<String>>,
     /// The content digest of local sources, when known.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub content: Option<String>,
+    pub content: Option<Digest>,
     /// The checked step, for the builder. Not part of [`Node::id`] (which hashes `definition`)
     /// and not serialized.
     #[serde(skip)]
@@ -185,12 +187,12 @@ pub struct Node {
 }
 
 fn node_id(
-    parent: Option<&str>,
-    deps: &[&str],
+    parent: Option<&Digest>,
+    deps: &[&Digest],
     definition: &Value,
     build_args: &BTreeMap<String, Option<String>>,
-    content: Option<&str>,
-) -> String {
+    content: Option<&Digest>,
+) -> Digest {
     // The canonical JSON of {"build_args","content","definition","deps","parent","version"}
     // (keys in byte order), written directly to avoid copying the definition.
     let mut text = String::with_capacity(256);
@@ -207,7 +209,7 @@ fn node_id(
     text.push_str(",\"version\":");
     canonical_json(&json!(NODE_DIGEST_VERSION), &mut text);
     text.push('}');
-    sha256_digest(text.as_bytes())
+    Digest::of(text.as_bytes())
 }
 
 fn truncate(text: &str, max: usize) -> String {
@@ -352,7 +354,7 @@ pub fn plan(
                 None => base_label,
             };
             let id = node_id(
-                parent.map(|p| nodes[p].id.as_str()),
+                parent.map(|p| &nodes[p].id),
                 &[],
                 &definition,
                 &stage.build_args,
@@ -393,13 +395,13 @@ pub fn plan(
                     _ => None,
                 };
                 let definition = serde_json::to_value(&step.op).unwrap_or(Value::Null);
-                let dep_ids: Vec<&str> = deps.iter().map(|d| nodes[*d].id.as_str()).collect();
+                let dep_ids: Vec<&Digest> = deps.iter().map(|d| &nodes[*d].id).collect();
                 let id = node_id(
                     Some(&nodes[previous].id),
                     &dep_ids,
                     &definition,
                     &step.build_args,
-                    content.as_deref(),
+                    content.as_ref(),
                 );
                 nodes.push(Node {
                     id,
@@ -436,7 +438,7 @@ pub fn plan(
             "image": target.image,
         });
         let id = node_id(
-            parent.map(|p| nodes[p].id.as_str()),
+            parent.map(|p| &nodes[p].id),
             &[],
             &definition,
             &BTreeMap::new(),

@@ -5,11 +5,11 @@
 //! Kubefile line, used build arguments, content digest and `COPY --from` dependencies.
 
 use super::{Node, NodeKind, Plan};
+use chasi_oci::Digest;
 use std::fmt::Write;
 
-fn short(id: &str) -> &str {
-    let hex = id.strip_prefix("sha256:").unwrap_or(id);
-    &hex[..hex.len().min(12)]
+fn short(id: &Digest) -> String {
+    id.hex()[..12].to_string()
 }
 
 fn kind_str(kind: NodeKind) -> &'static str {

@@ -32,7 +32,7 @@ impl Exporter for TarExporter {
         let view = input.store.flat_view(&input.layers)?;
         if view.entries().is_empty() {
             return Err(ExportError::NoRootfs {
-                image: input.digest.clone(),
+                image: input.digest,
             });
         }
         let mut o = Output::create(out)?;

@@ -24,6 +24,7 @@ use crate::qcow2::{write_qcow2, Qcow2Compression, Qcow2Options};
 use crate::raw::write_raw;
 use crate::vma::{write_vma, ProxmoxVm, VmaDevice, VmaOptions};
 use crate::vmdk::{write_vmdk, VmdkOptions};
+use chasi_layers::Digest;
 
 /// The exporter of every disk format.
 #[derive(Debug, Clone, Copy)]
@@ -233,15 +234,8 @@ impl Exporter for DiskExporter {
 }
 
 /// The first 12 hex digits of a digest (for marker file names).
-pub(crate) fn short_id(digest: &str) -> String {
-    digest
-        .rsplit(':')
-        .next()
-        .unwrap_or(digest)
-        .chars()
-        .filter(char::is_ascii_hexdigit)
-        .take(12)
-        .collect()
+pub(crate) fn short_id(digest: &Digest) -> String {
+    digest.hex()[..12].to_string()
 }
 
 impl DiskExporter {
@@ -358,7 +352,10 @@ mod tests {
             c,
             "root=PARTUUID=abc rootfstype=squashfs rootwait ro console=tty0 console=ttyS0,115200 panic=-1 quiet"
         );
-        assert_eq!(short_id("sha256:0123456789abcdef"), "0123456789ab");
+        let d: Digest = format!("sha256:0123456789ab{}", "f".repeat(52))
+            .parse()
+            .expect("digest");
+        assert_eq!(short_id(&d), "0123456789ab");
         assert_eq!(root_type("linux/arm64"), gpt::ROOT_AARCH64_TYPE);
     }
 }

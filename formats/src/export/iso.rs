@@ -115,8 +115,8 @@ impl Exporter for IsoExporter {
                 .entries()
                 .iter()
                 .position(|e| e.entry.path == kernel.as_bytes())
-                .ok_or_else(|| ExportError::NoRootfs {
-                    image: input.digest.clone(),
+                .ok_or(ExportError::NoRootfs {
+                    image: input.digest,
                 })?;
             let kpath = bootdir.join("vmlinuz");
             {
@@ -226,7 +226,7 @@ impl Exporter for IsoExporter {
                 },
             )?;
             let readme = stage.join("README.txt");
-            let name = oci.name.clone().unwrap_or_else(|| input.digest.clone());
+            let name = oci.name.clone().unwrap_or_else(|| input.digest.to_string());
             let reference = tag.unwrap_or_else(|| "latest".into());
             std::fs::write(
                 &readme,

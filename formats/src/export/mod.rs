@@ -87,7 +87,7 @@ pub enum ExportError {
     #[error("image {image} has no root file system (no layers, or only empty ones)")]
     NoRootfs {
         /// The image digest.
-        image: String,
+        image: Digest,
     },
     /// `--size` is smaller than the content needs.
     #[error("disk size {requested} bytes is too small: this image needs at least {needed} bytes (use --size auto or a larger size)")]
@@ -499,7 +499,7 @@ pub struct ExportInput<'a> {
     /// The platform's layers, bottom first, by DiffID.
     pub layers: Vec<Digest>,
     /// The platform manifest's digest: the seed of every identifier.
-    pub digest: String,
+    pub digest: Digest,
     /// The platform (`linux/amd64`).
     pub platform: String,
     /// Clamp time for everything written (`SOURCE_DATE_EPOCH`); `None` = the newest mtime
@@ -516,9 +516,7 @@ impl ExportInput<'_> {
     pub fn scan_rootfs(&self) -> ExportResult<(rootfs::RootfsInfo, i64)> {
         let info = rootfs::scan(self.store, &self.layers)?;
         if info.entries == 0 {
-            return Err(ExportError::NoRootfs {
-                image: self.digest.clone(),
-            });
+            return Err(ExportError::NoRootfs { image: self.digest });
         }
         let epoch = self.epoch.unwrap_or(info.max_mtime).max(0);
         Ok((info, epoch))
@@ -526,7 +524,7 @@ impl ExportInput<'_> {
 
     /// The seed bytes for [`crate::ids`].
     pub fn seed(&self) -> Vec<u8> {
-        self.digest.as_bytes().to_vec()
+        self.digest.to_string().into_bytes()
     }
 
     /// Whether the platform can be booted by the boot chain we build (GRUB for x86-64).
@@ -604,7 +602,7 @@ pub fn export(
     check_output(out, format)?;
     if input.layers.is_empty() {
         return Err(ExportError::NoRootfs {
-            image: input.digest.clone(),
+            image: input.digest,
         });
     }
     exporter.export(input, opts, out)

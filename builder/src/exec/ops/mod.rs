@@ -37,8 +37,7 @@ pub(super) struct StepInput<'s, 'a> {
 impl StepInput<'_, '_> {
     /// The step's private scratch directory under the build's work directory.
     fn scratch(&self) -> PathBuf {
-        let id = &self.node.id;
-        let short = id.get(7..23).unwrap_or(id);
+        let short = &self.node.id.hex()[..16];
         self.session.work.join(format!("step-{short}"))
     }
 
@@ -47,7 +46,7 @@ impl StepInput<'_, '_> {
         self.session
             .observer
             .event(crate::events::BuildEvent::StepBytes {
-                id: self.node.id.clone(),
+                id: self.node.id,
                 bytes,
             })
     }

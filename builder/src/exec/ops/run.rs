@@ -34,7 +34,7 @@ pub(super) fn execute(
     let text = crate::events::printable(&result.output);
     for line in text.lines() {
         session.observer.event(BuildEvent::StepOutput {
-            id: input.node.id.clone(),
+            id: input.node.id,
             line: line.to_string(),
         });
     }
