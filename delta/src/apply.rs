@@ -111,7 +111,7 @@ pub fn apply(store: &Store, path: &Path, opts: &ApplyOptions) -> Result<ApplyRep
     let image = chasi_images::Image::read(store, &config.target.digest)?;
     for pm in &image.manifests {
         for layer in pm.manifest.layers() {
-            let d = chasi_images::blobs::to_store_digest(layer.digest())?;
+            let d = Digest::from_oci(layer.digest())?;
             store.layer_for_blob(&d)?;
         }
     }

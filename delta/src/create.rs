@@ -18,7 +18,7 @@ use chasi_images::blobs::{descriptor_of, StoreBlobs};
 use chasi_images::{Image, PlatformManifest};
 use chasi_layers::{Digest, Store};
 use chasi_oci::{
-    BlobSource, Descriptor, DirBlobs, MediaType, MemoryBlobs, OciError, OciResult, PlatformSpec,
+    BlobSource, Descriptor, DirBlobs, MediaType, MemoryBlobs, OciError, OciResult, Platform,
     SaveFormat, WriteOptions,
 };
 use serde_json::{json, Value};
@@ -33,7 +33,7 @@ pub struct DeltaOptions {
     pub level: Level,
     /// Only these platforms of the target (empty: all). A subset must be one platform: the node then
     /// gets that platform's manifest.
-    pub platforms: Vec<PlatformSpec>,
+    pub platforms: Vec<Platform>,
     /// The most memory applying one part may take (the reference plus the output of a part).
     pub max_memory: u64,
     /// `oci-archive` (one file) or `oci` (a layout directory).
@@ -139,7 +139,7 @@ pub fn create(
 fn choose_platforms<'a>(
     target: &'a Image,
     name: &str,
-    wanted: &[PlatformSpec],
+    wanted: &[Platform],
 ) -> Result<Vec<&'a PlatformManifest>> {
     if wanted.is_empty() {
         return Ok(target.manifests.iter().collect());
@@ -181,7 +181,7 @@ fn base_for<'a>(
     if base.manifests.len() == 1 && pm.spec.is_none() {
         return Ok(&base.manifests[0]);
     }
-    let spec = pm.spec.as_ref().map(PlatformSpec::from_oci);
+    let spec = pm.spec.as_ref();
     base.manifests
         .iter()
         .find(|b| match (&spec, &b.spec) {
@@ -224,7 +224,7 @@ fn target_documents(
 
 fn blob_of(d: &Descriptor) -> Result<Blob> {
     Ok(Blob {
-        digest: chasi_images::blobs::to_store_digest(d.digest())?,
+        digest: Digest::from_oci(d.digest())?,
         size: d.size(),
         media_type: d.media_type().to_string(),
     })
@@ -320,7 +320,7 @@ fn layer_delta(
     let (digest, size) = payloads.write_bytes(&enc.payload)?;
     l.method = Method::Delta;
     l.source = Some(Blob {
-        digest: chasi_images::blobs::to_store_digest(&digest)?,
+        digest: Digest::from_oci(&digest)?,
         size,
         media_type: PAYLOAD_MEDIA_TYPE.to_string(),
     });
@@ -339,7 +339,7 @@ struct Sources<'a> {
 }
 
 impl BlobSource for Sources<'_> {
-    fn blob_size(&self, digest: &chasi_oci::Digest) -> OciResult<u64> {
+    fn blob_size(&self, digest: &chasi_oci::OciDigest) -> OciResult<u64> {
         if let Some(b) = self.mem.get(digest) {
             return Ok(b.len() as u64);
         }
@@ -349,7 +349,7 @@ impl BlobSource for Sources<'_> {
         }
     }
 
-    fn open_blob(&self, digest: &chasi_oci::Digest) -> OciResult<Box<dyn Read + '_>> {
+    fn open_blob(&self, digest: &chasi_oci::OciDigest) -> OciResult<Box<dyn Read + '_>> {
         if let Some(b) = self.mem.get(digest) {
             return Ok(Box::new(b));
         }
@@ -443,7 +443,7 @@ fn write_artifact(
         _ => chasi_oci::write_oci_archive(&sources, &root, out, &wopts)?,
     };
     Ok(DeltaReport {
-        artifact: chasi_images::blobs::to_store_digest(report.root.digest())?,
+        artifact: Digest::from_oci(report.root.digest())?,
         config: config.clone(),
         size,
     })

@@ -5,7 +5,6 @@ use crate::error::{DeltaError, Result};
 use crate::format::{
     Blob, DeltaConfig, Method, ARTIFACT_TYPE, CONFIG_MEDIA_TYPE, FORMAT_VERSION, PAYLOAD_MEDIA_TYPE,
 };
-use chasi_images::blobs::{to_oci_digest, to_store_digest};
 use chasi_layers::Digest;
 use chasi_oci::blobs::{open_verified, read_blob};
 use chasi_oci::{Descriptor, ImageManifest, MediaType, OciLayoutReader};
@@ -57,9 +56,9 @@ impl DeltaArtifact {
                 .map_err(|e| DeltaError::malformed(&config_loc, chasi_oci::error::chain(&e)))?;
         let mut blobs = HashMap::new();
         for d in manifest.layers() {
-            blobs.insert(to_store_digest(d.digest())?, d.clone());
+            blobs.insert(Digest::from_oci(d.digest())?, d.clone());
         }
-        let digest = to_store_digest(root.digest())?;
+        let digest = Digest::from_oci(root.digest())?;
         let art = DeltaArtifact {
             reader,
             location,
@@ -125,7 +124,7 @@ impl DeltaArtifact {
             ));
         }
         match manifest.subject() {
-            Some(s) if *s.digest() == to_oci_digest(&c.target.digest) => {}
+            Some(s) if *s.digest() == (&c.target.digest).to_oci() => {}
             _ => return bad("the manifest's subject is not the config's target".into()),
         }
         if c.platforms.is_empty() {

@@ -3,7 +3,6 @@
 //! accounting ([`Store::usage`]: physical bytes, object counts, what no image references),
 //! told which blobs the images reach.
 
-use crate::digests::to_store_digest;
 use crate::docs::Image;
 use crate::error::Result;
 use chasi_layers::{Digest, Store};
@@ -104,7 +103,7 @@ fn reached(image: &Image) -> Vec<Digest> {
     for m in &image.manifests {
         out.push(m.digest);
         let blobs = std::iter::once(m.manifest.config()).chain(m.manifest.layers());
-        out.extend(blobs.filter_map(|b| to_store_digest(b.digest()).ok()));
+        out.extend(blobs.filter_map(|b| Digest::from_oci(b.digest()).ok()));
     }
     out
 }

@@ -4,7 +4,7 @@
 use crate::progress::human_bytes;
 use chasi_delta::{DeltaOptions, Level};
 use chasi_layers::Store;
-use chasi_oci::{PlatformSpec, SaveFormat};
+use chasi_oci::{Platform, SaveFormat};
 use clap::{Args, Subcommand, ValueEnum};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -91,7 +91,7 @@ pub fn run(store: Option<&Path>, args: DeltaArgs) -> anyhow::Result<ExitCode> {
     let platforms = args
         .platform
         .iter()
-        .map(|p| p.parse::<PlatformSpec>())
+        .map(|p| p.parse::<Platform>())
         .collect::<Result<Vec<_>, _>>()?;
     let opts = DeltaOptions {
         level: match args.level {

@@ -5,7 +5,7 @@
 
 use chasi_images::StoreBlobs;
 use chasi_layers::{Digest, Store};
-use chasi_oci::{self as oci, Descriptor, MediaType, PlatformSpec};
+use chasi_oci::{self as oci, Descriptor, MediaType, Platform};
 use serde_json::json;
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -82,17 +82,13 @@ pub fn tar(items: &[Item<'_>]) -> Vec<u8> {
 pub fn layer(store: &Store, tar: &[u8]) -> (Descriptor, Digest) {
     let info = store.ingest_tar(tar).expect("ingest");
     let blob = store.ensure_zstd(&info.diff_id).expect("zstd blob");
-    let d = Descriptor::new(
-        MediaType::ImageLayerZstd,
-        blob.size,
-        chasi_images::blobs::to_oci_digest(&blob.digest),
-    );
+    let d = Descriptor::new(MediaType::ImageLayerZstd, blob.size, &blob.digest.to_oci());
     (d, info.diff_id)
 }
 
 /// A manifest for `platform` over `tars` (bottom first).
 pub fn manifest(store: &Store, platform: &str, tars: &[Vec<u8>]) -> Descriptor {
-    let p: PlatformSpec = platform.parse().expect("platform");
+    let p: Platform = platform.parse().expect("platform");
     let (descs, ids): (Vec<Descriptor>, Vec<Digest>) = tars.iter().map(|t| layer(store, t)).unzip();
     let config = json!({
         "os": p.os,
