@@ -280,7 +280,7 @@ fn a_layer_blob_the_node_cannot_reproduce_travels_whole() {
     let blob = chasi_oci::Descriptor::new(
         chasi_oci::MediaType::ImageLayerGzip,
         gz.len() as u64,
-        &Digest::of(&gz.to_oci()),
+        Digest::of(&gz).to_oci(),
     );
     let config = serde_json::json!({
         "os": "linux", "architecture": "amd64",

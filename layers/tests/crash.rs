@@ -52,7 +52,10 @@ fn writer_process() {
         )
         .unwrap();
         // Only now is the image committed: record it (the log line is written with one write + fsync).
-        writeln!(log, "{name} {md} {} {}", l.diff_id, z.digest).unwrap();
+        // `writeln!` on a file may split the line into several writes, which two writers appending at once
+        // interleave: format first, write once.
+        let line = format!("{name} {md} {} {}\n", l.diff_id, z.digest);
+        log.write_all(line.as_bytes()).unwrap();
         log.sync_all().unwrap();
         let _ = fs::remove_dir_all(&dir);
     }

@@ -82,7 +82,7 @@ pub fn tar(items: &[Item<'_>]) -> Vec<u8> {
 pub fn layer(store: &Store, tar: &[u8]) -> (Descriptor, Digest) {
     let info = store.ingest_tar(tar).expect("ingest");
     let blob = store.ensure_zstd(&info.diff_id).expect("zstd blob");
-    let d = Descriptor::new(MediaType::ImageLayerZstd, blob.size, &blob.digest.to_oci());
+    let d = Descriptor::new(MediaType::ImageLayerZstd, blob.size, blob.digest.to_oci());
     (d, info.diff_id)
 }
 
