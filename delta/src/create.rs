@@ -21,6 +21,7 @@ use chasi_oci::{
     BlobSource, Descriptor, DirBlobs, MediaType, MemoryBlobs, OciError, OciResult, Platform,
     SaveFormat, WriteOptions,
 };
+use rayon::prelude::*;
 use serde_json::{json, Value};
 use std::collections::{BTreeMap, HashMap};
 use std::io::Read;
@@ -80,7 +81,6 @@ pub fn create(
     let chosen = choose_platforms(&target, to, &opts.platforms)?;
     let (root, documents) = target_documents(store, &target, &chosen)?;
 
-    let mut scans: HashMap<Digest, Scan> = HashMap::new();
     let mut platforms = Vec::new();
     let mut layers: Vec<LayerDelta> = Vec::new();
     let files = tempfile::tempdir_in(store.tmp_dir()).map_err(DeltaError::io(
@@ -88,16 +88,29 @@ pub fn create(
         store.tmp_dir().display().to_string(),
     ))?;
     let payloads = DirBlobs::new(files.path());
+    // Pair the platforms and read their layer lists first, so that every layer that must be scanned (each
+    // base layer, each target layer that becomes a delta) is scanned once, all in parallel.
+    let mut pairs = Vec::new();
     for pm in &chosen {
         let bm = base_for(&base, from, pm)?;
-        let base_layers = diff_ids(store, bm)?;
-        let target_layers = diff_ids(store, pm)?;
-        for d in &base_layers {
-            if !scans.contains_key(d) {
-                let s = scan_layer(store, d)?;
-                scans.insert(*d, s);
+        pairs.push((pm, bm, diff_ids(store, bm)?, diff_ids(store, pm)?));
+    }
+    let mut wanted: Vec<Digest> = Vec::new();
+    for (pm, _, base_layers, target_layers) in &pairs {
+        wanted.extend(base_layers.iter().copied());
+        for (i, d) in target_layers.iter().enumerate() {
+            if !base_layers.contains(d) && reproducible(store, d, &layer_blob(pm, i)?)? {
+                wanted.push(*d);
             }
         }
+    }
+    wanted.sort();
+    wanted.dedup();
+    let scans: HashMap<Digest, Scan> = wanted
+        .par_iter()
+        .map(|d| scan_layer(store, d).map(|s| (*d, s)))
+        .collect::<Result<_>>()?;
+    for (pm, bm, base_layers, target_layers) in pairs {
         let index = BaseIndex::new(base_layers.iter().map(|d| &scans[d]).collect());
         let p = platforms.len();
         for (i, d) in target_layers.iter().enumerate() {
@@ -105,8 +118,16 @@ pub fn create(
                 continue;
             }
             let blob = layer_blob(pm, i)?;
-            let l = layer_delta(store, &index, &base_layers, *d, blob, p, opts, &payloads)?;
-            layers.push(l);
+            let cx = LayerCx {
+                store,
+                base: &index,
+                base_layers: &base_layers,
+                target: scans.get(d),
+                platform: p,
+                opts,
+                payloads: &payloads,
+            };
+            layers.push(cx.layer_delta(*d, blob)?);
         }
         platforms.push(PlatformDelta {
             platform: pm.platform.clone(),
@@ -264,70 +285,93 @@ fn layer_blob(pm: &PlatformManifest, i: usize) -> Result<Blob> {
 }
 
 fn scan_layer(store: &Store, d: &Digest) -> Result<Scan> {
-    scan(store.open_layer(d)?).map_err(DeltaError::io("read layer", d.to_string()))
+    scan(crate::encode::SeqReader::open(store, d)?)
+        .map_err(DeltaError::io("read layer", d.to_string()))
 }
 
-/// Decides how one target layer travels and, for a delta, encodes its payload.
-#[allow(clippy::too_many_arguments)]
-fn layer_delta(
-    store: &Store,
-    base: &BaseIndex<'_>,
-    base_layers: &[Digest],
-    diff_id: Digest,
-    blob: Blob,
-    platform: usize,
-    opts: &DeltaOptions,
-    payloads: &DirBlobs,
-) -> Result<LayerDelta> {
-    let index = store.layer(&diff_id)?;
-    let mut l = LayerDelta {
-        diff_id,
-        size: index.size,
-        blob: blob.clone(),
-        method: Method::Full,
-        source: Some(blob.clone()),
-        platform: None,
-        memory: 0,
-        stats: Stats {
-            literal: index.size,
-            payload: blob.size,
-            ..Stats::default()
-        },
-    };
-    if base_layers.contains(&diff_id) {
-        l.method = Method::Base;
-        l.source = None;
-        l.stats = Stats {
-            reused: index.size,
-            ..Stats::default()
-        };
-        return Ok(l);
+/// Whether the store reproduces `blob` from the layer's chunks, so a node can rebuild it (a blob that came from
+/// outside, such as another tool's gzip, cannot be: it travels whole).
+fn reproducible(store: &Store, diff_id: &Digest, blob: &Blob) -> Result<bool> {
+    let index = store.layer(diff_id)?;
+    if index
+        .external
+        .first()
+        .is_some_and(|b| b.digest == blob.digest)
+    {
+        return Ok(false);
     }
-    // Only a blob the store reproduces from the layer's chunks can be rebuilt on the node.
-    let reproducible = [index.zstd.as_ref(), index.gzip.as_ref()]
+    let ours = [index.zstd.as_ref(), index.gzip.as_ref()]
         .into_iter()
         .flatten()
         .any(|b| b.digest == blob.digest && b.size == blob.size);
-    if !reproducible || !index.external.is_empty() && index.external[0].digest == blob.digest {
-        return Ok(l);
+    Ok(ours)
+}
+
+/// What deciding one target layer needs.
+struct LayerCx<'a> {
+    store: &'a Store,
+    base: &'a BaseIndex<'a>,
+    base_layers: &'a [Digest],
+    /// The layer's scan, when it can be a delta.
+    target: Option<&'a Scan>,
+    platform: usize,
+    opts: &'a DeltaOptions,
+    payloads: &'a DirBlobs,
+}
+
+impl LayerCx<'_> {
+    /// Decides how one target layer travels and, for a delta, encodes its payload.
+    fn layer_delta(&self, diff_id: Digest, blob: Blob) -> Result<LayerDelta> {
+        let index = self.store.layer(&diff_id)?;
+        let mut l = LayerDelta {
+            diff_id,
+            size: index.size,
+            blob: blob.clone(),
+            method: Method::Full,
+            source: Some(blob.clone()),
+            platform: None,
+            memory: 0,
+            stats: Stats {
+                literal: index.size,
+                payload: blob.size,
+                ..Stats::default()
+            },
+        };
+        if self.base_layers.contains(&diff_id) {
+            l.method = Method::Base;
+            l.source = None;
+            l.stats = Stats {
+                reused: index.size,
+                ..Stats::default()
+            };
+            return Ok(l);
+        }
+        let Some(target) = self.target else {
+            return Ok(l);
+        };
+        let plan = plan_layer(self.base, target, self.opts.max_memory);
+        let enc = encode_layer(
+            self.store,
+            &diff_id,
+            self.base_layers,
+            plan,
+            self.opts.level,
+        )?;
+        if enc.payload.len() as u64 >= blob.size {
+            return Ok(l);
+        }
+        let (digest, size) = self.payloads.write_bytes(&enc.payload)?;
+        l.method = Method::Delta;
+        l.source = Some(Blob {
+            digest: Digest::from_oci(&digest)?,
+            size,
+            media_type: PAYLOAD_MEDIA_TYPE.to_string(),
+        });
+        l.platform = Some(self.platform);
+        l.memory = enc.memory;
+        l.stats = enc.stats;
+        Ok(l)
     }
-    let target = scan_layer(store, &diff_id)?;
-    let plan = plan_layer(base, &target, opts.max_memory);
-    let enc = encode_layer(store, &diff_id, base_layers, plan, opts.level)?;
-    if enc.payload.len() as u64 >= blob.size {
-        return Ok(l);
-    }
-    let (digest, size) = payloads.write_bytes(&enc.payload)?;
-    l.method = Method::Delta;
-    l.source = Some(Blob {
-        digest: Digest::from_oci(&digest)?,
-        size,
-        media_type: PAYLOAD_MEDIA_TYPE.to_string(),
-    });
-    l.platform = Some(platform);
-    l.memory = enc.memory;
-    l.stats = enc.stats;
-    Ok(l)
 }
 
 /// Where the artifact's blobs come from: its own documents in memory, payloads in the work directory,
