@@ -413,3 +413,130 @@ fn an_artifact_that_is_not_a_delta_is_said_to_be_one() {
     let e = apply(&s.node, &plain, &ApplyOptions::default()).unwrap_err();
     assert!(matches!(e, DeltaError::NotADelta { .. }), "{e}");
 }
+
+/// Rewrites a delta layout so that its payload's index is `mutate`d and every digest up the chain (payload,
+/// config, manifest, index.json) is recomputed: a forgery that only the per-operation checks can catch.
+fn forge(layout: &Path, mutate: impl Fn(&mut chasi_delta::format::LayerIndex)) {
+    use chasi_delta::format::{LayerIndex, MAGIC};
+    use serde_json::Value;
+    let blob_path = |d: &str| {
+        layout
+            .join("blobs/sha256")
+            .join(d.trim_start_matches("sha256:"))
+    };
+    let write_blob = |bytes: &[u8]| -> (String, u64) {
+        let d = Digest::of(bytes).to_string();
+        std::fs::write(blob_path(&d), bytes).unwrap();
+        (d, bytes.len() as u64)
+    };
+    let mut index: Value =
+        serde_json::from_slice(&std::fs::read(layout.join("index.json")).unwrap()).unwrap();
+    let md = index["manifests"][0]["digest"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let mut manifest: Value =
+        serde_json::from_slice(&std::fs::read(blob_path(&md)).unwrap()).unwrap();
+    let cd = manifest["config"]["digest"].as_str().unwrap().to_string();
+    let mut config: Value =
+        serde_json::from_slice(&std::fs::read(blob_path(&cd)).unwrap()).unwrap();
+    let layer = config["layers"]
+        .as_array_mut()
+        .unwrap()
+        .iter_mut()
+        .find(|l| l["method"] == "delta")
+        .expect("a delta layer");
+    let pd = layer["source"]["digest"].as_str().unwrap().to_string();
+    let payload = std::fs::read(blob_path(&pd)).unwrap();
+    assert_eq!(&payload[..8], MAGIC);
+    let len = u64::from_le_bytes(payload[8..16].try_into().unwrap()) as usize;
+    let raw = zstd::bulk::decompress(&payload[16..16 + len], 64 << 20).unwrap();
+    let mut li = LayerIndex::decode(&raw, "test").unwrap();
+    mutate(&mut li);
+    let new_index = zstd::bulk::compress(&li.encode(), 3).unwrap();
+    let mut forged = MAGIC.to_vec();
+    forged.extend_from_slice(&(new_index.len() as u64).to_le_bytes());
+    forged.extend_from_slice(&new_index);
+    forged.extend_from_slice(&payload[16 + len..]);
+    let (pd2, ps2) = write_blob(&forged);
+    layer["source"]["digest"] = pd2.clone().into();
+    layer["source"]["size"] = ps2.into();
+    let (cd2, cs2) = write_blob(&serde_json::to_vec(&config).unwrap());
+    for l in manifest["layers"].as_array_mut().unwrap() {
+        if l["digest"] == pd.as_str() {
+            l["digest"] = pd2.clone().into();
+            l["size"] = ps2.into();
+        }
+    }
+    manifest["config"]["digest"] = cd2.into();
+    manifest["config"]["size"] = cs2.into();
+    let (md2, ms2) = write_blob(&serde_json::to_vec(&manifest).unwrap());
+    index["manifests"][0]["digest"] = md2.into();
+    index["manifests"][0]["size"] = ms2.into();
+    std::fs::write(
+        layout.join("index.json"),
+        serde_json::to_vec(&index).unwrap(),
+    )
+    .unwrap();
+}
+
+#[test]
+fn a_forged_delta_with_consistent_digests_is_caught_by_the_operation_it_forges() {
+    use chasi_delta::format::Op;
+    let s = site();
+    image(&s.origin, "os:1", &[("linux/amd64", vec![v1()])]);
+    image(&s.origin, "os:2", &[("linux/amd64", vec![v2()])]);
+    copy_image(&s.origin, &s.node, "os:1", &s.dir);
+    let opts = DeltaOptions {
+        format: chasi_oci::SaveFormat::OciLayout,
+        ..DeltaOptions::default()
+    };
+    type Forgery = fn(&mut chasi_delta::format::LayerIndex);
+    let forgeries: [(&str, Forgery); 3] = [
+        // A reuse that reads one byte further into the base than it was made from.
+        ("reuse", |li| {
+            let op = li
+                .ops
+                .iter_mut()
+                .find(|o| matches!(o, Op::Reuse { .. }))
+                .unwrap();
+            if let Op::Reuse { src, .. } = op {
+                if src.offset > 0 {
+                    src.offset -= 1
+                } else {
+                    src.offset += 1
+                }
+            }
+        }),
+        // A stream operation whose recorded digest is not its bytes'.
+        ("stream", |li| {
+            let op = li
+                .ops
+                .iter_mut()
+                .find(|o| matches!(o, Op::Stream { .. }))
+                .unwrap();
+            if let Op::Stream { digest, .. } = op {
+                digest[0] ^= 1
+            }
+        }),
+        // A part whose reference is not what it was compressed against.
+        ("part", |li| {
+            let r = li
+                .parts
+                .iter_mut()
+                .flat_map(|p| p.refs.iter_mut())
+                .next()
+                .unwrap();
+            r.digest[3] ^= 0x40;
+        }),
+    ];
+    for (i, (kind, f)) in forgeries.into_iter().enumerate() {
+        let dir = s.dir.join(format!("forged-{i}"));
+        create(&s.origin, "os:1", "os:2", &dir, &opts).unwrap();
+        forge(&dir, f);
+        match fails_cleanly(&s.node, &dir) {
+            DeltaError::Op { kind: k, .. } => assert_eq!(k, kind),
+            other => panic!("{kind}: {other}"),
+        }
+    }
+}
