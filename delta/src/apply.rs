@@ -303,14 +303,11 @@ fn check_index(
             l.size
         )));
     }
-    let streamed: u64 = index
+    let streamed = index
         .ops
         .iter()
-        .map(|o| match o {
-            Op::Stream { len, .. } => *len,
-            Op::Reuse { .. } => 0,
-        })
-        .sum();
+        .try_fold(0u64, |a, o| a.checked_add(o.stream_len()))
+        .ok_or_else(|| bad("stream lengths overflow".into()))?;
     let decoded = index
         .parts
         .iter()
@@ -331,7 +328,7 @@ fn check_index(
             .is_some_and(|&s| r.offset.checked_add(r.len).is_some_and(|e| e <= s))
     };
     for (i, o) in index.ops.iter().enumerate() {
-        if let Op::Reuse { src, .. } = o {
+        if let Op::Reuse { src, .. } | Op::Bspatch { src, .. } = o {
             if !in_base(src) {
                 return Err(bad(format!(
                     "operation {i} reads outside base layer {}",
@@ -340,6 +337,7 @@ fn check_index(
             }
         }
     }
+    let bspatch = index.ops.iter().map(Op::memory).max().unwrap_or(0);
     for (i, p) in index.parts.iter().enumerate() {
         if let Some(r) = p.refs.iter().find(|r| !in_base(&r.src)) {
             return Err(bad(format!(
@@ -347,11 +345,12 @@ fn check_index(
                 r.src.layer
             )));
         }
-        if p.memory() > max_memory {
+        let needed = p.memory().saturating_add(bspatch);
+        if needed > max_memory {
             return Err(DeltaError::TooMuchMemory {
                 layer: l.diff_id,
                 part: i,
-                needed: p.memory(),
+                needed,
                 limit: max_memory,
             });
         }
@@ -416,6 +415,23 @@ fn produce(
                         finish_op(l, &mut cur)?;
                     }
                 }
+                Some(&Op::Bspatch { patch_len, .. }) => {
+                    if patch_len > part_left {
+                        return Err(DeltaError::Op {
+                            layer: l.diff_id,
+                            op: cur.i,
+                            kind: "bspatch",
+                            detail: format!(
+                                "its {patch_len}-byte patch runs past the end of part {pi}"
+                            ),
+                        });
+                    }
+                    let mut patch = vec![0u8; patch_len as usize];
+                    dec.read_exact(&mut patch)
+                        .map_err(|e| part_err(format!("decoding failed: {e}")))?;
+                    part_left -= patch_len;
+                    bspatch(store, base, &mut readers, l, &mut cur, sink, &patch)?;
+                }
             }
         }
         // The frame must end exactly here (its checksum is checked on the way).
@@ -444,11 +460,11 @@ fn produce(
         match op {
             Op::Reuse { .. } => reuse(store, base, &mut readers, l, &mut cur, sink, &mut buf)?,
             Op::Stream { .. } if cur.left == 0 => finish_op(l, &mut cur)?,
-            Op::Stream { .. } => {
+            Op::Stream { .. } | Op::Bspatch { .. } => {
                 return Err(DeltaError::Op {
                     layer: l.diff_id,
                     op: cur.i,
-                    kind: "stream",
+                    kind: op_kind(op),
                     detail: "the parts end before this operation".into(),
                 })
             }
@@ -471,10 +487,10 @@ fn produce(
 
 fn finish_op(l: &LayerDelta, cur: &mut Cursor<'_>) -> Result<()> {
     let op = &cur.ops[cur.i];
-    let (kind, want) = match op {
-        Op::Reuse { digest, .. } => ("reuse", digest),
-        Op::Stream { digest, .. } => ("stream", digest),
+    let want = match op {
+        Op::Reuse { digest, .. } | Op::Stream { digest, .. } | Op::Bspatch { digest, .. } => digest,
     };
+    let kind = op_kind(op);
     let got = crate::format::op_digest(&cur.hasher);
     if &got != want {
         return Err(DeltaError::Op {
@@ -493,6 +509,75 @@ fn finish_op(l: &LayerDelta, cur: &mut Cursor<'_>) -> Result<()> {
     cur.left = cur.ops.get(cur.i).map_or(0, Op::len);
     cur.hasher = blake3::Hasher::new();
     Ok(())
+}
+
+fn op_kind(op: &Op) -> &'static str {
+    match op {
+        Op::Reuse { .. } => "reuse",
+        Op::Stream { .. } => "stream",
+        Op::Bspatch { .. } => "bspatch",
+    }
+}
+
+/// Applies a bsdiff patch to its old file (checked against its digest first) and writes the result.
+#[allow(clippy::too_many_arguments)]
+fn bspatch<'s>(
+    store: &'s Store,
+    base: &[Digest],
+    readers: &mut [Option<LayerReader<'s>>],
+    l: &LayerDelta,
+    cur: &mut Cursor<'_>,
+    sink: &mut Sink,
+    patch: &[u8],
+) -> Result<()> {
+    let Op::Bspatch {
+        src,
+        src_digest,
+        len,
+        ..
+    } = cur.ops[cur.i]
+    else {
+        return Ok(());
+    };
+    let err = |detail: String| DeltaError::Op {
+        layer: l.diff_id,
+        op: cur.i,
+        kind: "bspatch",
+        detail,
+    };
+    let mut old = vec![0u8; src.len as usize];
+    reader(store, base, readers, src.layer)?
+        .read_at(src.offset, &mut old)
+        .map_err(|e| {
+            err(format!(
+                "reading base layer {}: {}",
+                base[src.layer as usize],
+                crate::chain(&e)
+            ))
+        })?;
+    let got = crate::encode::digest_of(&old);
+    if got != src_digest {
+        return Err(err(format!(
+            "its source (base layer {}, {} bytes at {}) hashes to {}, the delta records {}",
+            base[src.layer as usize],
+            src.len,
+            src.offset,
+            hex(&got),
+            hex(&src_digest)
+        )));
+    }
+    let mut new = Vec::with_capacity(len as usize);
+    bsdiff::patch(&old, &mut &patch[..], &mut new)
+        .map_err(|e| err(format!("the patch does not apply: {e}")))?;
+    if new.len() as u64 != len {
+        return Err(err(format!(
+            "the patch makes {} bytes, the delta records {len}",
+            new.len()
+        )));
+    }
+    cur.hasher.update(&new);
+    sink.write(&new);
+    finish_op(l, cur)
 }
 
 fn hex(d: &[u8]) -> String {

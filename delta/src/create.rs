@@ -349,13 +349,15 @@ impl LayerCx<'_> {
         let Some(target) = self.target else {
             return Ok(l);
         };
-        let plan = plan_layer(self.base, target, self.opts.max_memory);
+        let bsdiff = self.opts.level == Level::Release;
+        let plan = plan_layer(self.base, target, self.opts.max_memory, bsdiff);
         let enc = encode_layer(
             self.store,
             &diff_id,
             self.base_layers,
             plan,
             self.opts.level,
+            self.opts.max_memory,
         )?;
         if enc.payload.len() as u64 >= blob.size {
             return Ok(l);

@@ -9,9 +9,10 @@ use crate::error::{DeltaError, Result};
 use crate::format::{
     op_digest, LayerIndex, Level, Op, OpDigest, Part, Range, RefRange, Stats, MAGIC,
 };
-use crate::plan::{LayerPlan, Planned};
+use crate::plan::{cut_parts, LayerPlan, Planned};
 use chasi_layers::{Digest, Store};
 use rayon::prelude::*;
+use std::collections::HashMap;
 use std::fs::File;
 use std::io::{Read, Write};
 use std::os::unix::fs::FileExt;
@@ -29,16 +30,18 @@ pub(crate) fn encode_layer(
     store: &Store,
     target: &Digest,
     base: &[Digest],
-    plan: LayerPlan,
+    mut plan: LayerPlan,
     level: Level,
+    budget: u64,
 ) -> Result<Encoded> {
     let spool = tempfile::tempfile_in(store.tmp_dir()).map_err(DeltaError::io(
         "create a spool file in",
         store.tmp_dir().display().to_string(),
     ))?;
-    let ops = hash_and_spool(store, target, &plan.ops, &spool)?;
-    let encoded: Vec<(Part, Vec<u8>)> = plan
-        .parts
+    let patches = make_patches(store, target, base, &mut plan)?;
+    let parts = cut_parts(&plan.items, budget);
+    let ops = hash_and_spool(store, target, &plan.ops, &patches, &spool)?;
+    let encoded: Vec<(Part, Vec<u8>)> = parts
         .par_iter()
         .map(|p| {
             let refs = read_refs(store, base, &p.refs)?;
@@ -60,7 +63,8 @@ pub(crate) fn encode_layer(
         })
         .collect::<Result<_>>()?;
     let (parts, frames): (Vec<Part>, Vec<Vec<u8>>) = encoded.into_iter().unzip();
-    let memory = parts.iter().map(Part::memory).max().unwrap_or(0);
+    let memory = parts.iter().map(Part::memory).max().unwrap_or(0)
+        + ops.iter().map(Op::memory).max().unwrap_or(0);
     let index = LayerIndex { ops, parts }.encode();
     let index = zstd::bulk::compress(&index, 19)
         .map_err(DeltaError::io("compress the index of", target.to_string()))?;
@@ -81,11 +85,89 @@ pub(crate) fn encode_layer(
     })
 }
 
-/// Reads the target tar in order: hashes each operation's bytes and writes the stream's to `spool`.
+/// A bsdiff patch made for one planned operation, with the digest of the old file it applies to.
+struct Patch {
+    bytes: Vec<u8>,
+    src_digest: OpDigest,
+    /// Smaller compressed than a zstd patch of the same pair.
+    wins: bool,
+}
+
+/// Makes the bsdiff patches the plan asks for, in parallel. A bsdiff patch is about as long as the file
+/// (its diff bytes are mostly zeros), so what counts is its compressed size: each is compared, at zstd level 3,
+/// with the new file compressed against the old one as prefix, and where bsdiff does not win the operation
+/// goes back to stream bytes patched by zstd against the same old file.
+fn make_patches(
+    store: &Store,
+    target: &Digest,
+    base: &[Digest],
+    plan: &mut LayerPlan,
+) -> Result<HashMap<usize, Patch>> {
+    let mut offset = 0u64;
+    let mut jobs = Vec::new();
+    for (i, op) in plan.ops.iter().enumerate() {
+        let len = match op {
+            Planned::Reuse(r) => r.len,
+            Planned::Stream(n) => *n,
+            Planned::Bspatch { src, len } => {
+                jobs.push((i, *src, offset, *len));
+                *len
+            }
+        };
+        offset += len;
+    }
+    let patches: Vec<(usize, Patch)> = jobs
+        .par_iter()
+        .map(|&(i, src, at, len)| {
+            let (_, old) = read_refs(store, base, &[src])?;
+            let mut new = vec![0u8; len as usize];
+            store.open_layer(target)?.read_at(at, &mut new)?;
+            let mut bytes = Vec::new();
+            bsdiff::diff(&old, &new, &mut bytes).map_err(DeltaError::io(
+                "make a bsdiff patch for",
+                target.to_string(),
+            ))?;
+            let as_patch = compress(&[], &bytes, Level::Fast, target)?.0.len();
+            let as_prefix = compress(&old, &new, Level::Fast, target)?.0.len();
+            Ok((
+                i,
+                Patch {
+                    wins: as_patch < as_prefix,
+                    bytes,
+                    src_digest: digest_of(&old),
+                },
+            ))
+        })
+        .collect::<Result<_>>()?;
+    let mut out = HashMap::new();
+    for (i, p) in patches {
+        let Planned::Bspatch { src, len } = plan.ops[i] else {
+            continue;
+        };
+        let item = plan.items.iter_mut().find(|it| it.bspatch == Some(i));
+        let Some(item) = item else { continue };
+        if !p.wins {
+            plan.ops[i] = Planned::Stream(len);
+            *item = crate::plan::Item {
+                out_len: len,
+                refs: vec![src],
+                bspatch: None,
+            };
+            continue;
+        }
+        item.out_len = p.bytes.len() as u64;
+        out.insert(i, p);
+    }
+    Ok(out)
+}
+
+/// Reads the target tar in order: hashes each operation's bytes and writes the stream's to `spool` (for a
+/// bsdiff operation, its patch).
 fn hash_and_spool(
     store: &Store,
     target: &Digest,
     planned: &[Planned],
+    patches: &HashMap<usize, Patch>,
     spool: &File,
 ) -> Result<Vec<Op>> {
     let mut r = SeqReader::open(store, target)?;
@@ -93,10 +175,11 @@ fn hash_and_spool(
     let mut buf = vec![0u8; 1 << 20];
     let mut ops = Vec::with_capacity(planned.len());
     let what = || target.to_string();
-    for p in planned {
+    for (i, p) in planned.iter().enumerate() {
         let (len, to_spool) = match p {
             Planned::Reuse(r) => (r.len, false),
             Planned::Stream(n) => (*n, true),
+            Planned::Bspatch { len, .. } => (*len, false),
         };
         let mut h = blake3::Hasher::new();
         let mut left = len;
@@ -115,6 +198,23 @@ fn hash_and_spool(
         ops.push(match p {
             Planned::Reuse(src) => Op::Reuse { src: *src, digest },
             Planned::Stream(len) => Op::Stream { len: *len, digest },
+            Planned::Bspatch { src, len } => {
+                let patch = patches.get(&i).ok_or_else(|| {
+                    DeltaError::malformed(
+                        format!("layer {target}"),
+                        "a planned bsdiff patch is missing",
+                    )
+                })?;
+                w.write_all(&patch.bytes)
+                    .map_err(DeltaError::io("spool the stream of", what()))?;
+                Op::Bspatch {
+                    src: *src,
+                    src_digest: patch.src_digest,
+                    len: *len,
+                    patch_len: patch.bytes.len() as u64,
+                    digest,
+                }
+            }
         });
     }
     w.flush()

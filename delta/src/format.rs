@@ -39,7 +39,8 @@ pub fn op_digest(h: &blake3::Hasher) -> OpDigest {
     d
 }
 
-/// How much work a delta's creator did: `fast` (zstd level 3) or `release` (level 19).
+/// How much work a delta's creator did: `fast` (zstd level 3) or `release` (level 19, and bsdiff for
+/// executables).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Level {
@@ -203,6 +204,21 @@ pub enum Op {
         /// Truncated BLAKE3 of the bytes.
         digest: OpDigest,
     },
+    /// A bsdiff patch (the uncompressed control/diff/extra stream of the `bsdiff` crate) of `patch_len`
+    /// bytes taken from the decoded parts, applied to a base range: for executables, whose rebuilt code
+    /// shifts every address, which a zstd reference prefix cannot encode as matches.
+    Bspatch {
+        /// The old file in the base.
+        src: Range,
+        /// Truncated BLAKE3 of the old file, checked before it is used.
+        src_digest: OpDigest,
+        /// The bytes it produces.
+        len: u64,
+        /// The patch's length in the stream.
+        patch_len: u64,
+        /// Truncated BLAKE3 of the bytes produced.
+        digest: OpDigest,
+    },
 }
 
 impl Op {
@@ -211,7 +227,29 @@ impl Op {
     pub fn len(&self) -> u64 {
         match self {
             Op::Reuse { src, .. } => src.len,
+            Op::Stream { len, .. } | Op::Bspatch { len, .. } => *len,
+        }
+    }
+
+    /// The bytes it takes from the stream.
+    pub fn stream_len(&self) -> u64 {
+        match self {
+            Op::Reuse { .. } => 0,
             Op::Stream { len, .. } => *len,
+            Op::Bspatch { patch_len, .. } => *patch_len,
+        }
+    }
+
+    /// Memory applying it needs beside its part: a bsdiff patch, its old file and its output.
+    pub fn memory(&self) -> u64 {
+        match self {
+            Op::Bspatch {
+                src,
+                len,
+                patch_len,
+                ..
+            } => src.len.saturating_add(*len).saturating_add(*patch_len),
+            _ => 0,
         }
     }
 }
@@ -291,6 +329,20 @@ impl LayerIndex {
                     varint(&mut out, *len);
                     out.extend_from_slice(digest);
                 }
+                Op::Bspatch {
+                    src,
+                    src_digest,
+                    len,
+                    patch_len,
+                    digest,
+                } => {
+                    out.push(2);
+                    range(&mut out, src);
+                    out.extend_from_slice(src_digest);
+                    varint(&mut out, *len);
+                    varint(&mut out, *patch_len);
+                    out.extend_from_slice(digest);
+                }
             }
         }
         varint(&mut out, self.parts.len() as u64);
@@ -325,6 +377,13 @@ impl LayerIndex {
                 },
                 1 => Op::Stream {
                     len: r.varint()?,
+                    digest: r.digest()?,
+                },
+                2 => Op::Bspatch {
+                    src: r.range()?,
+                    src_digest: r.digest()?,
+                    len: r.varint()?,
+                    patch_len: r.varint()?,
                     digest: r.digest()?,
                 },
                 k => return Err(r.bad(format!("unknown operation kind {k}"))),
@@ -471,6 +530,17 @@ mod tests {
                 Op::Stream {
                     len: u64::MAX,
                     digest: [9; 16],
+                },
+                Op::Bspatch {
+                    src: Range {
+                        layer: 0,
+                        offset: 5,
+                        len: 70_000,
+                    },
+                    src_digest: [4; 16],
+                    len: 71_000,
+                    patch_len: 900,
+                    digest: [5; 16],
                 },
             ],
             parts: vec![Part {

@@ -10,7 +10,9 @@
 //! 3. otherwise the entry goes to the stream with a *reference*: the base entry it most likely evolved from
 //!    (same content, same path, same path once version numbers are masked — `lib/modules/6.1.0-55/…` and
 //!    `lib/modules/6.1.0-56/…` — or the same file name with a size within 30 %, OSTree's rule), which the
-//!    zstd parts use as their prefix so a changed file costs about what changed.
+//!    zstd parts use as their prefix so a changed file costs about what changed; at the release level a
+//!    changed executable is bsdiff-patched against it instead when that compresses smaller (decided when
+//!    encoding, `encode.rs`).
 //!
 //! The stream is cut into parts whose reference plus output stay within the memory budget, because apply
 //! keeps one part's reference and window in memory; an entry larger than that is split, each piece patched
@@ -137,6 +139,11 @@ pub(crate) fn mask_versions(path: &str) -> String {
 pub(crate) enum Planned {
     Reuse(Range),
     Stream(u64),
+    /// A bsdiff patch of the base range `src` giving `len` bytes; the patch is made when encoding.
+    Bspatch {
+        src: Range,
+        len: u64,
+    },
 }
 
 /// A piece of the stream and the base ranges it is patched against.
@@ -144,6 +151,8 @@ pub(crate) enum Planned {
 pub(crate) struct Item {
     pub out_len: u64,
     pub refs: Vec<Range>,
+    /// For a bsdiff patch: its operation's index (its length is known once it is made; it is never split).
+    pub bspatch: Option<usize>,
 }
 
 /// The parts of the stream, as planned.
@@ -159,12 +168,27 @@ pub(crate) struct PartPlan {
 #[derive(Debug, Clone, Default)]
 pub(crate) struct LayerPlan {
     pub ops: Vec<Planned>,
-    pub parts: Vec<PartPlan>,
+    /// The stream's pieces, in order; [`cut_parts`] groups them once bsdiff patch lengths are known.
+    pub items: Vec<Item>,
     pub stats: Stats,
 }
 
-/// Plans a target layer against the base, with parts of at most `budget` bytes of reference plus output.
-pub(crate) fn plan_layer(base: &BaseIndex<'_>, target: &Scan, budget: u64) -> LayerPlan {
+/// Executables at least this large, changed, with an executable to patch from, get a bsdiff patch (release
+/// level): measured on the Debian update, bsdiff encodes rebuilt code (every address shifted) in fewer bytes
+/// than a zstd reference prefix, whose matches break at each changed address.
+const BSDIFF_MIN: u64 = 64 * 1024;
+/// bsdiff's suffix sort takes memory and time in proportion to the old file: larger pairs are zstd-patched.
+const BSDIFF_MAX: u64 = 64 << 20;
+const ELF: [u8; 4] = *b"\x7fELF";
+
+/// Plans a target layer against the base; `bsdiff` allows bsdiff patches for executables whose old and new
+/// versions fit in `budget` together.
+pub(crate) fn plan_layer(
+    base: &BaseIndex<'_>,
+    target: &Scan,
+    budget: u64,
+    bsdiff: bool,
+) -> LayerPlan {
     let mut b = Builder::default();
     for e in &target.entries {
         if let Some(&at) = base.whole.get(&(e.meta_hash, e.content_hash)) {
@@ -187,6 +211,21 @@ pub(crate) fn plan_layer(base: &BaseIndex<'_>, target: &Scan, budget: u64) -> La
             continue;
         }
         match similar {
+            Some((at, s))
+                if bsdiff
+                    && e.regular
+                    && s.regular
+                    && e.magic == ELF
+                    && s.magic == ELF
+                    && e.size >= BSDIFF_MIN
+                    && e.size + s.size <= BSDIFF_MAX.min(budget / 2) =>
+            {
+                b.stream(e.data - e.start, vec![range(at.layer, s.start, s.data)]);
+                b.bspatch(range(at.layer, s.data, s.data + s.size), e.size);
+                b.stream(e.end - e.data - e.size, Vec::new());
+                b.stats.patched += e.size;
+                b.stats.patched_from += s.size;
+            }
             Some((at, s)) => {
                 b.stream(e.end - e.start, vec![range(at.layer, s.start, s.end)]);
                 if e.regular {
@@ -206,7 +245,7 @@ pub(crate) fn plan_layer(base: &BaseIndex<'_>, target: &Scan, budget: u64) -> La
     b.stream(tail, Vec::new());
     let mut plan = LayerPlan {
         ops: b.ops,
-        parts: cut_parts(&b.items, budget),
+        items: b.items,
         stats: b.stats,
     };
     plan.stats.reused = plan
@@ -214,7 +253,7 @@ pub(crate) fn plan_layer(base: &BaseIndex<'_>, target: &Scan, budget: u64) -> La
         .iter()
         .map(|o| match o {
             Planned::Reuse(r) => r.len,
-            Planned::Stream(_) => 0,
+            _ => 0,
         })
         .sum();
     plan
@@ -257,7 +296,20 @@ impl Builder {
             Some(Planned::Stream(l)) => *l += len,
             _ => self.ops.push(Planned::Stream(len)),
         }
-        self.items.push(Item { out_len: len, refs });
+        self.items.push(Item {
+            out_len: len,
+            refs,
+            bspatch: None,
+        });
+    }
+
+    fn bspatch(&mut self, src: Range, len: u64) {
+        self.items.push(Item {
+            out_len: 0,
+            refs: Vec::new(),
+            bspatch: Some(self.ops.len()),
+        });
+        self.ops.push(Planned::Bspatch { src, len });
     }
 }
 
@@ -269,7 +321,7 @@ pub(crate) const PART_TARGET: u64 = 8 << 20;
 
 /// Groups consecutive items into parts of at most [`PART_TARGET`] (and `budget`) bytes of (distinct)
 /// reference plus output; an item larger than that gets parts of its own, split to fit `budget`.
-fn cut_parts(items: &[Item], budget: u64) -> Vec<PartPlan> {
+pub(crate) fn cut_parts(items: &[Item], budget: u64) -> Vec<PartPlan> {
     let budget = budget.max(4096);
     let target = PART_TARGET.min(budget);
     let mut parts: Vec<PartPlan> = Vec::new();
@@ -328,7 +380,7 @@ fn push_merged(refs: &mut Vec<Range>, r: Range) {
 /// reference (at most half the budget).
 fn split(item: &Item, budget: u64) -> Vec<Item> {
     let ref_len: u64 = item.refs.iter().map(|r| r.len).sum();
-    if item.out_len + ref_len <= budget {
+    if item.out_len + ref_len <= budget || item.bspatch.is_some() {
         return vec![item.clone()];
     }
     let half = budget / 2;
@@ -343,7 +395,11 @@ fn split(item: &Item, budget: u64) -> Vec<Item> {
             let start = start.min(ref_len.saturating_sub(half));
             slice(&item.refs, start, half.min(ref_len))
         };
-        out.push(Item { out_len: n, refs });
+        out.push(Item {
+            out_len: n,
+            refs,
+            bspatch: None,
+        });
         done += n;
     }
     out
@@ -398,6 +454,7 @@ mod tests {
                     offset: i * 5000,
                     len: 900,
                 }],
+                bspatch: None,
             })
             .chain([Item {
                 out_len: 100_000,
@@ -406,6 +463,7 @@ mod tests {
                     offset: 0,
                     len: 90_000,
                 }],
+                bspatch: None,
             }])
             .collect();
         let parts = cut_parts(&items, 20_000);

@@ -35,6 +35,8 @@ pub(crate) struct Entry {
     pub meta_hash: [u8; 32],
     /// BLAKE3 of the content.
     pub content_hash: [u8; 32],
+    /// The first bytes of the content (zero-filled when shorter): tells executables apart.
+    pub magic: [u8; 4],
 }
 
 /// The entries of a tar stream and its length; bytes after the last entry's `end` (the end-of-archive
@@ -59,6 +61,9 @@ pub(crate) fn scan(r: impl Read) -> io::Result<Scan> {
     let mut s = Scanner {
         r: io::BufReader::with_capacity(1 << 20, r),
         pos: 0,
+        first: [0; 4],
+        first_of_content: [0; 4],
+        first_len: 4,
     };
     let mut entries = Vec::new();
     let mut pending: Option<Pending> = None;
@@ -92,7 +97,12 @@ pub(crate) fn scan(r: impl Read) -> io::Result<Scan> {
         let data = s.pos;
         let mut meta = p.meta;
         let mut content = blake3::Hasher::new();
-        if !s.hash(size, &mut content)? || !s.hash(padded - size, &mut meta)? {
+        s.first = [0; 4];
+        s.first_len = 0;
+        let ok = s.hash(size, &mut content)?;
+        s.first_of_content = s.first;
+        s.first_len = 4;
+        if !ok || !s.hash(padded - size, &mut meta)? {
             // Truncated content: the stream ends inside this entry, which stays tail.
             break;
         }
@@ -106,6 +116,7 @@ pub(crate) fn scan(r: impl Read) -> io::Result<Scan> {
             regular: matches!(h.kind, b'0' | 0 | b'7'),
             meta_hash: *meta.finalize().as_bytes(),
             content_hash: *content.finalize().as_bytes(),
+            magic: s.first_of_content,
         });
     }
     // The tail: count it to the end.
@@ -126,6 +137,11 @@ pub(crate) fn scan(r: impl Read) -> io::Result<Scan> {
 struct Scanner<R> {
     r: io::BufReader<R>,
     pos: u64,
+    /// Set to zero before an entry's content is hashed; [`Scanner::hash`] keeps the first bytes it sees.
+    first: [u8; 4],
+    /// The first bytes of the last content hashed.
+    first_of_content: [u8; 4],
+    first_len: usize,
 }
 
 impl<R: Read> Scanner<R> {
@@ -154,6 +170,9 @@ impl<R: Read> Scanner<R> {
                 return Ok(false);
             }
             h.update(&buf[..got]);
+            let keep = (4 - self.first_len).min(got);
+            self.first[self.first_len..self.first_len + keep].copy_from_slice(&buf[..keep]);
+            self.first_len += keep;
             self.pos += got as u64;
             n -= got as u64;
         }
