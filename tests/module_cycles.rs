@@ -17,6 +17,7 @@ const CHECKED: &[&str] = &[
     "formats/src",
     "builder/src",
     "tar/src",
+    "delta/src",
     "src",
 ];
 
