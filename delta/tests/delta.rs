@@ -564,3 +564,48 @@ fn a_forged_delta_with_consistent_digests_is_caught_by_the_operation_it_forges()
         }
     }
 }
+
+#[test]
+fn a_delta_between_equal_images_carries_no_layer_and_a_single_manifest_pairs_with_an_index() {
+    let s = site();
+    let same = image(&s.origin, "os:1", &[("linux/amd64", vec![v1()])]);
+    s.origin.set_ref("os:1b", &same).unwrap();
+    copy_image(&s.origin, &s.node, "os:1", &s.dir);
+    let out = delta(&s, "os:1", "os:1b", &DeltaOptions::default());
+    let i = chasi_delta::inspect(&out).unwrap();
+    assert!(i.layers.iter().all(|l| l.method == Method::Base), "{i:?}");
+    assert!(i.delta_size < 4096, "{}", i.delta_size);
+    apply(&s.node, &out, &ApplyOptions::default()).unwrap();
+    assert_applied(&s, &same, "os:1b");
+    // A single-manifest base and a two-platform target: the amd64 entry pairs with the base by platform.
+    let target = image(
+        &s.origin,
+        "os:2",
+        &[("linux/amd64", vec![v2()]), ("linux/arm64", vec![v2()])],
+    );
+    let opts = DeltaOptions {
+        platforms: vec!["linux/amd64".parse().unwrap()],
+        ..DeltaOptions::default()
+    };
+    let out = delta(&s, "os:1", "os:2", &opts);
+    let r = apply(&s.node, &out, &ApplyOptions::default()).unwrap();
+    assert_ne!(
+        r.target, target,
+        "one platform of an index is tagged as its manifest"
+    );
+    assert_eq!(
+        chasi_images::Image::read(&s.node, &r.target)
+            .unwrap()
+            .platforms(),
+        ["linux/amd64"]
+    );
+    let e = create(
+        &s.origin,
+        "os:1",
+        "os:2",
+        &s.dir.join("all.tar"),
+        &DeltaOptions::default(),
+    )
+    .unwrap_err();
+    assert!(matches!(e, DeltaError::NoPlatform { .. }), "{e}");
+}
