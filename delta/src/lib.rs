@@ -10,7 +10,9 @@
 //!   version-masked path, file name and size) and cuts the rest of the tar into memory-bounded parts;
 //! - [`encode`] hashes each operation and compresses each part with zstd against its reference;
 //! - [`create`] pairs platforms, chooses per layer between base, delta and whole blob, writes the artifact;
-//! - [`read`] opens and checks an artifact, [`apply`] rebuilds and verifies, [`inspect`] summarises.
+//! - [`read`] opens and checks an artifact, [`apply`] checks the base and drives each layer's rebuild
+//!   (`rebuild.rs`: the operations, each verified) through a bounded pipe into the store (`pipe.rs`), and
+//!   [`inspect`] summarises.
 //!
 //! It depends on `chasi-images`, `chasi-layers` and `chasi-oci` only, so the node runtime can apply
 //! deltas without the compiler or the builder.
@@ -21,8 +23,10 @@ mod encode;
 pub mod error;
 pub mod format;
 pub mod inspect;
+mod pipe;
 mod plan;
 pub mod read;
+mod rebuild;
 mod tarscan;
 
 pub use apply::{apply, ApplyOptions, ApplyReport, DEFAULT_APPLY_MEMORY};
