@@ -5,12 +5,12 @@
 //! to a store holding N rebuilds N+1 with the same digests, or changes nothing. The format is in
 //! `docs/delta-format.md`; the modules, in the order data flows:
 //!
-//! - [`tarscan`] finds each entry of a layer tar (header, content, padding) as byte ranges, with hashes;
-//! - [`plan`] matches target entries to base entries (whole-entry reuse, content reuse, same path,
+//! - `tarscan` finds each entry of a layer tar (header, content, padding) as byte ranges, with hashes;
+//! - `plan` matches target entries to base entries (whole-entry reuse, content reuse, same path,
 //!   version-masked path, file name and size) and cuts the rest of the tar into memory-bounded parts;
-//! - [`encode`] hashes each operation and compresses each part with zstd against its reference;
-//! - [`create`] pairs platforms, chooses per layer between base, delta and whole blob, writes the artifact;
-//! - [`read`] opens and checks an artifact, [`apply`] checks the base and drives each layer's rebuild
+//! - `encode` hashes each operation and compresses each part with zstd against its reference;
+//! - [`mod@create`] pairs platforms, chooses per layer between base, delta and whole blob, writes the artifact;
+//! - [`read`] opens and checks an artifact, [`mod@apply`] checks the base and drives each layer's rebuild
 //!   (`rebuild.rs`: the operations, each verified) through a bounded pipe into the store (`pipe.rs`), and
 //!   [`inspect`] summarises.
 //!
