@@ -12,7 +12,7 @@
 //! - [`mod@create`] pairs platforms, chooses per layer between base, delta and whole blob, writes the artifact;
 //! - [`read`] opens and checks an artifact, [`mod@apply`] checks the base and drives each layer's rebuild
 //!   (`rebuild.rs`: the operations, each verified) through a bounded pipe into the store (`pipe.rs`), and
-//!   [`inspect`] summarises.
+//!   [`mod@inspect`] summarises.
 //!
 //! It depends on `chasi-images`, `chasi-layers` and `chasi-oci` only, so the node runtime can apply
 //! deltas without the compiler or the builder.
