@@ -6,7 +6,7 @@
 //! byte), one payload per delta layer, and the blob of each layer that travels whole. It is self-contained:
 //! a node with the base and this one file rebuilds the target with the same digests.
 
-use crate::encode::encode_layer;
+use crate::encode::{encode_layer, Settings};
 use crate::error::{DeltaError, Result};
 use crate::format::{
     Blob, DeltaConfig, LayerDelta, Level, Method, PlatformDelta, Stats, Target, ARTIFACT_TYPE,
@@ -351,18 +351,18 @@ impl LayerCx<'_> {
         };
         let bsdiff = self.opts.level == Level::Release;
         let plan = plan_layer(self.base, target, self.opts.max_memory, bsdiff);
-        let enc = encode_layer(
-            self.store,
-            &diff_id,
-            self.base_layers,
-            plan,
-            self.opts.level,
-            self.opts.max_memory,
-        )?;
-        if enc.payload.len() as u64 >= blob.size {
+        let settings = Settings {
+            level: self.opts.level,
+            budget: self.opts.max_memory,
+            limit: blob.size,
+        };
+        let enc = encode_layer(self.store, &diff_id, self.base_layers, plan, &settings)?;
+        let Some(enc) = enc else {
             return Ok(l);
-        }
-        let (digest, size) = self.payloads.write_bytes(&enc.payload)?;
+        };
+        let (digest, size) = self
+            .payloads
+            .write_blob(None, &mut (&enc.head[..]).chain(enc.frames))?;
         l.method = Method::Delta;
         l.source = Some(Blob {
             digest: Digest::from_oci(&digest)?,
@@ -372,6 +372,7 @@ impl LayerCx<'_> {
         l.platform = Some(self.platform);
         l.memory = enc.memory;
         l.stats = enc.stats;
+        debug_assert_eq!(size, enc.len);
         Ok(l)
     }
 }

@@ -14,75 +14,114 @@ use chasi_layers::{Digest, Store};
 use rayon::prelude::*;
 use std::collections::HashMap;
 use std::fs::File;
-use std::io::{Read, Write};
+use std::io::{Read, Seek, SeekFrom, Write};
 use std::os::unix::fs::FileExt;
 
-/// A layer's payload blob and what it costs.
+/// A layer's payload blob and what it costs. The parts' frames are in a temporary file, so a large layer is
+/// never held in memory whole.
 pub(crate) struct Encoded {
-    pub payload: Vec<u8>,
-    /// The most memory one part needs to apply.
+    /// Magic, index length and compressed index: the payload's first bytes.
+    pub head: Vec<u8>,
+    /// The parts' frames, one after the other, positioned at the start.
+    pub frames: File,
+    /// The payload's length.
+    pub len: u64,
+    /// The most memory applying needs: the largest part plus the largest bsdiff operation.
     pub memory: u64,
     pub stats: Stats,
 }
 
-/// Encodes a planned layer. `base` are the platform's base layers, in the order ranges index them.
+/// How to encode a layer.
+#[derive(Clone, Copy)]
+pub(crate) struct Settings {
+    pub level: Level,
+    /// Memory budget of one part.
+    pub budget: u64,
+    /// Give up once the payload reaches this many bytes (the layer's blob size: it travels whole then).
+    pub limit: u64,
+}
+
+/// Encodes a planned layer. `base` are the platform's base layers, in the order ranges index them. Returns
+/// `None` as soon as the payload would reach `settings.limit`.
 pub(crate) fn encode_layer(
     store: &Store,
     target: &Digest,
     base: &[Digest],
     mut plan: LayerPlan,
-    level: Level,
-    budget: u64,
-) -> Result<Encoded> {
-    let spool = tempfile::tempfile_in(store.tmp_dir()).map_err(DeltaError::io(
-        "create a spool file in",
-        store.tmp_dir().display().to_string(),
-    ))?;
+    settings: &Settings,
+) -> Result<Option<Encoded>> {
+    let Settings {
+        level,
+        budget,
+        limit,
+    } = *settings;
+    let tmp = |what: &'static str| DeltaError::io(what, store.tmp_dir().display().to_string());
+    let spool = tempfile::tempfile_in(store.tmp_dir()).map_err(tmp("create a spool file in"))?;
+    let mut frames =
+        tempfile::tempfile_in(store.tmp_dir()).map_err(tmp("create a spool file in"))?;
     let patches = make_patches(store, target, base, &mut plan)?;
-    let parts = cut_parts(&plan.items, budget);
+    let plans = cut_parts(&plan.items, budget);
     let ops = hash_and_spool(store, target, &plan.ops, &patches, &spool)?;
-    let encoded: Vec<(Part, Vec<u8>)> = parts
-        .par_iter()
-        .map(|p| {
-            let refs = read_refs(store, base, &p.refs)?;
-            let mut out = vec![0u8; p.out_len as usize];
-            spool
-                .read_exact_at(&mut out, p.out_start)
-                .map_err(DeltaError::io("read the spool of", target.to_string()))?;
-            compress(&refs.1, &out, level, target).map(|(frame, window_log)| {
-                (
-                    Part {
-                        refs: refs.0,
-                        out_len: p.out_len,
-                        compressed_len: frame.len() as u64,
-                        window_log,
-                    },
-                    frame,
-                )
+    drop(patches);
+    // Parts are compressed a batch at a time, in parallel, and appended in order.
+    let batch = 2 * rayon::current_num_threads().max(1);
+    let mut parts = Vec::with_capacity(plans.len());
+    let mut written = 0u64;
+    for group in plans.chunks(batch) {
+        let encoded: Vec<(Part, Vec<u8>)> = group
+            .par_iter()
+            .map(|p| {
+                let refs = read_refs(store, base, &p.refs)?;
+                let mut out = vec![0u8; p.out_len as usize];
+                spool
+                    .read_exact_at(&mut out, p.out_start)
+                    .map_err(DeltaError::io("read the spool of", target.to_string()))?;
+                let (frame, window_log) = compress(&refs.1, &out, level, target)?;
+                let part = Part {
+                    refs: refs.0,
+                    out_len: p.out_len,
+                    compressed_len: frame.len() as u64,
+                    window_log,
+                };
+                Ok((part, frame))
             })
-        })
-        .collect::<Result<_>>()?;
-    let (parts, frames): (Vec<Part>, Vec<Vec<u8>>) = encoded.into_iter().unzip();
+            .collect::<Result<_>>()?;
+        for (part, frame) in encoded {
+            frames
+                .write_all(&frame)
+                .map_err(tmp("write the parts of a delta in"))?;
+            written += frame.len() as u64;
+            parts.push(part);
+        }
+        if written >= limit {
+            return Ok(None);
+        }
+    }
     let memory = parts.iter().map(Part::memory).max().unwrap_or(0)
         + ops.iter().map(Op::memory).max().unwrap_or(0);
     let index = LayerIndex { ops, parts }.encode();
     let index = zstd::bulk::compress(&index, 19)
         .map_err(DeltaError::io("compress the index of", target.to_string()))?;
-    let mut payload =
-        Vec::with_capacity(16 + index.len() + frames.iter().map(Vec::len).sum::<usize>());
-    payload.extend_from_slice(MAGIC);
-    payload.extend_from_slice(&(index.len() as u64).to_le_bytes());
-    payload.extend_from_slice(&index);
-    for f in frames {
-        payload.extend_from_slice(&f);
+    let mut head = Vec::with_capacity(16 + index.len());
+    head.extend_from_slice(MAGIC);
+    head.extend_from_slice(&(index.len() as u64).to_le_bytes());
+    head.extend_from_slice(&index);
+    let len = head.len() as u64 + written;
+    if len >= limit {
+        return Ok(None);
     }
+    frames
+        .seek(SeekFrom::Start(0))
+        .map_err(tmp("read the parts of a delta in"))?;
     let mut stats = plan.stats;
-    stats.payload = payload.len() as u64;
-    Ok(Encoded {
-        payload,
+    stats.payload = len;
+    Ok(Some(Encoded {
+        head,
+        frames,
+        len,
         memory,
         stats,
-    })
+    }))
 }
 
 /// A bsdiff patch made for one planned operation, with the digest of the old file it applies to.
