@@ -124,7 +124,7 @@ impl DeltaArtifact {
             ));
         }
         match manifest.subject() {
-            Some(s) if *s.digest() == (&c.target.digest).to_oci() => {}
+            Some(s) if *s.digest() == c.target.digest.to_oci() => {}
             _ => return bad("the manifest's subject is not the config's target".into()),
         }
         if c.platforms.is_empty() {
