@@ -3,9 +3,9 @@
 
 use crate::apply::{describe, ApplyOptions, DryRun};
 use crate::error::{NodeError, Result};
-use crate::event::{Event, Observer};
+use crate::event::{Collect, Event, Observer};
 use crate::hooks::ProcessHooks;
-use crate::node::{state_name, Node, Status};
+use crate::node::{state_name, Access, Node, Status};
 use clap::{Args, Subcommand, ValueEnum};
 use serde_json::json;
 use std::io::Write;
@@ -109,10 +109,12 @@ pub fn run(args: NodeArgs, out: &mut dyn Write) -> Result<u8> {
     let json = args.format_is_json();
     let root = args.root.clone();
     let mut p = Printer { out, json };
+    // Only apply reports a recovery as a phase line; the others show it as `last_event` of `status`.
+    let mut quiet = Collect::default();
     match args.command {
         NodeCommand::Apply(a) => apply(&root, &a, &mut p),
         NodeCommand::Status(_) => {
-            let node = Node::open(&root, false, &mut p)?;
+            let node = Node::open(&root, Access::Read, &mut quiet)?;
             let s = node.status()?;
             if json {
                 emit(p.out, &serde_json::to_value(&s).unwrap_or_default())?;
@@ -122,7 +124,7 @@ pub fn run(args: NodeArgs, out: &mut dyn Write) -> Result<u8> {
             Ok(0)
         }
         NodeCommand::Rollback(_) => {
-            let mut node = Node::open(&root, true, &mut p)?;
+            let mut node = Node::open(&root, Access::Change, &mut quiet)?;
             let to = node.rollback()?;
             say(
                 p.out,
@@ -133,7 +135,7 @@ pub fn run(args: NodeArgs, out: &mut dyn Write) -> Result<u8> {
             Ok(0)
         }
         NodeCommand::MarkGood(_) => {
-            let mut node = Node::open(&root, true, &mut p)?;
+            let mut node = Node::open(&root, Access::Change, &mut quiet)?;
             let (slot, changed) = node.mark_good()?;
             let text = if changed {
                 format!("slot {slot} confirmed")
@@ -149,7 +151,7 @@ pub fn run(args: NodeArgs, out: &mut dyn Write) -> Result<u8> {
             Ok(0)
         }
         NodeCommand::Verify(_) => {
-            let node = Node::open(&root, false, &mut p)?;
+            let node = Node::open(&root, Access::Read, &mut quiet)?;
             let (slot, image, r) = node.verify()?;
             if json {
                 let mut v = serde_json::to_value(&r).unwrap_or_default();
@@ -171,9 +173,12 @@ fn apply(root: &Path, a: &ApplyArgs, p: &mut Printer<'_>) -> Result<u8> {
     };
     let json = p.json;
     if a.dry_run {
-        let node = Node::open(root, false, p)?;
-        let mut runner = ProcessHooks::new(&dry_run_scratch(&node));
-        let d = node.dry_run(&a.source, &opts, &mut runner)?;
+        let node = Node::open(root, Access::Inspect, p)?;
+        let scratch = dry_run_scratch(&node);
+        let mut runner = ProcessHooks::new(&scratch);
+        let d = node.dry_run(&a.source, &opts, &mut runner);
+        let _ = std::fs::remove_dir_all(&scratch);
+        let d = d?;
         if json {
             let mut v = serde_json::to_value(&d).unwrap_or_default();
             v["phase"] = json!("dry-run");
@@ -188,14 +193,14 @@ fn apply(root: &Path, a: &ApplyArgs, p: &mut Printer<'_>) -> Result<u8> {
         }
         return Ok(u8::from(!d.problems.is_empty()));
     }
-    let mut node = Node::open(root, true, p)?;
+    let mut node = Node::open(root, Access::Change, p)?;
     let mut runner = ProcessHooks::new(&node.paths().tmp().join("hooks"));
     node.apply(&a.source, &opts, &mut runner, p)?;
     Ok(0)
 }
 
-/// Where a dry run writes the hooks it runs: the node's scratch directory when this command holds the
-/// lock, else a directory of its own beside it (never what a running apply uses).
+/// Where a dry run writes the hooks it runs: a directory of its own in the node's scratch space (never
+/// what a running apply uses), removed when it ends.
 fn dry_run_scratch<S: crate::Slots>(node: &Node<S>) -> PathBuf {
     node.paths()
         .tmp()

@@ -27,16 +27,26 @@ pub struct Node<S: Slots = DirSlots> {
     pub(crate) lock: Option<NodeLock>,
 }
 
+/// What a command needs of the node.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Access {
+    /// The lock (else [`NodeError::Busy`]), and recovery of an interrupted apply (`apply`, `rollback`,
+    /// `mark-good`).
+    Change,
+    /// The lock when it is free, then recovery; without it (an apply is running) read as is (`status`,
+    /// `verify`).
+    Read,
+    /// No lock and no recovery: change nothing (`apply --dry-run`).
+    Inspect,
+}
+
 impl Node<DirSlots> {
-    /// Opens (creating when needed) the node under `root` with directory slots, takes the node lock and
-    /// recovers an interrupted apply. With `wait_lock` false and the lock held elsewhere, the node opens
-    /// without the lock (for `status`, `verify`, `--dry-run`), and commands that change it fail with
-    /// [`NodeError::Busy`].
-    pub fn open(root: &Path, need_lock: bool, obs: &mut dyn Observer) -> Result<Node<DirSlots>> {
+    /// Opens (creating when needed) the node under `root` with directory slots, for `access`.
+    pub fn open(root: &Path, access: Access, obs: &mut dyn Observer) -> Result<Node<DirSlots>> {
         let paths = NodePaths::new(root);
         paths.create()?;
         let slots = DirSlots::open(&paths.slots())?;
-        Node::with_slots(paths, slots, Platform::host(), need_lock, obs)
+        Node::with_slots(paths, slots, Platform::host(), access, obs)
     }
 }
 
@@ -46,14 +56,17 @@ impl<S: Slots> Node<S> {
         paths: NodePaths,
         slots: S,
         platform: Platform,
-        need_lock: bool,
+        access: Access,
         obs: &mut dyn Observer,
     ) -> Result<Node<S>> {
         paths.create()?;
-        let lock = match NodeLock::acquire(&paths.lock()) {
-            Ok(l) => Some(l),
-            Err(NodeError::Busy { .. }) if !need_lock => None,
-            Err(e) => return Err(e),
+        let lock = match access {
+            Access::Inspect => None,
+            _ => match NodeLock::acquire(&paths.lock()) {
+                Ok(l) => Some(l),
+                Err(NodeError::Busy { .. }) if access == Access::Read => None,
+                Err(e) => return Err(e),
+            },
         };
         let store = Store::open(paths.store())?;
         let mut node = Node {

@@ -8,6 +8,7 @@ use chasi_oci::Platform;
 use chasi_runtime::content::Hook;
 use chasi_runtime::event::Collect;
 use chasi_runtime::hooks::{HookEnv, HookOutcome, HookRunner};
+use chasi_runtime::node::Access;
 use chasi_runtime::slots::{SlotId, Slots, Space, StageReport};
 use chasi_runtime::state::{Journal, NodePaths, Phase, SlotState, SlotTable, STATE_FORMAT};
 use chasi_runtime::verify::VerifyReport;
@@ -147,7 +148,7 @@ impl Fixture {
             paths,
             slots,
             Platform::host(),
-            true,
+            Access::Change,
             &mut Collect::default(),
         )
         .unwrap()
@@ -158,7 +159,7 @@ impl Fixture {
             paths,
             slots,
             Platform::host(),
-            true,
+            Access::Change,
             &mut Collect::default(),
         )
         .unwrap()
@@ -374,7 +375,7 @@ fn too_little_space_names_both_numbers() {
         paths,
         slots,
         Platform::host(),
-        true,
+        Access::Change,
         &mut Collect::default(),
     )
     .unwrap();
@@ -442,8 +443,14 @@ fn interrupted_after_switch_rolls_back_then_resumes_without_staging() {
     let mut slots = FakeSlots::new(&f.path().join("slots"));
     slots.active = Some(SlotId::B);
     let mut events = Collect::default();
-    let mut node =
-        Node::with_slots(paths.clone(), slots, Platform::host(), true, &mut events).unwrap();
+    let mut node = Node::with_slots(
+        paths.clone(),
+        slots,
+        Platform::host(),
+        Access::Change,
+        &mut events,
+    )
+    .unwrap();
     assert_eq!(events.0[0].phase, "recover");
     assert_eq!(node.slots().calls, ["rollback a"]);
     assert!(!paths.journal().exists());
