@@ -1,6 +1,6 @@
 //! The runtime's one error type: every failure names the file, digest, slot or hook it is about.
 
-use crate::slots::SlotId;
+use crate::slot::SlotId;
 use chasi_layers::Digest;
 use std::io;
 use std::path::PathBuf;

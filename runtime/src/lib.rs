@@ -85,6 +85,7 @@ pub mod event;
 pub mod fsutil;
 pub mod hooks;
 pub mod node;
+pub mod slot;
 pub mod slots;
 pub mod source;
 pub mod state;

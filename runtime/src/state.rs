@@ -3,7 +3,7 @@
 
 use crate::error::{IoCtx, NodeError, Result};
 use crate::fsutil;
-use crate::slots::SlotId;
+use crate::slot::SlotId;
 use chasi_layers::Digest;
 use serde::{Deserialize, Serialize};
 use std::fs;
