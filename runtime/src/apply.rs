@@ -122,14 +122,16 @@ impl<S: Slots> Node<S> {
             } else {
                 "failed"
             };
-            self.history(
+            // On a full disk these writes can fail too; the first error is the one to report, and a
+            // journal left behind is recovered by the next command.
+            let _ = self.history(
                 event,
                 Some(slot),
                 journal.image.as_ref(),
                 Some(source),
                 Some(chasi_oci::error::chain(e)),
-            )?;
-            fsutil::remove_durably(&self.paths.journal())?;
+            );
+            let _ = fsutil::remove_durably(&self.paths.journal());
         }
         result
     }

@@ -110,7 +110,7 @@ impl HookRunner for ProcessHooks {
             .open(&log_path)
             .ctx("create", &log_path)?;
         let err = log.try_clone().ctx("open", &log_path)?;
-        let mut child = Command::new(&exe)
+        let spawned = Command::new(&exe)
             .current_dir(&env.slot_dir)
             .env("CHASI_NODE_ROOT", &env.node_root)
             .env("CHASI_SLOT_DIR", &env.slot_dir)
@@ -120,8 +120,15 @@ impl HookRunner for ProcessHooks {
             .stdout(log)
             .stderr(err)
             .process_group(0)
-            .spawn()
-            .ctx("run hook", &exe)?;
+            .spawn();
+        let mut child = match spawned {
+            Ok(c) => c,
+            Err(e) => {
+                let _ = fs::remove_file(&exe);
+                let _ = fs::remove_file(&log_path);
+                return Ok(HookOutcome::Failed(format!("could not be started: {e}")));
+            }
+        };
         let start = Instant::now();
         let status = loop {
             if let Some(s) = child.try_wait().ctx("wait for hook", &exe)? {

@@ -573,3 +573,66 @@ fn sigkill_at_random_instants_leaves_the_old_or_the_new_version() {
     assert!(site.json(&["apply", s(target)]).0);
     site.verify_clean();
 }
+
+/// A tmpfs mounted for one test, unmounted when dropped.
+struct Tmpfs(PathBuf);
+
+impl Tmpfs {
+    fn mount(dir: &Path, size: &str) -> Option<Tmpfs> {
+        fs::create_dir_all(dir).unwrap();
+        let ok = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(dir)
+            .status()
+            .is_ok_and(|s| s.success());
+        ok.then(|| Tmpfs(dir.to_path_buf()))
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg("-l").arg(&self.0).status();
+    }
+}
+
+#[test]
+fn a_full_disk_fails_cleanly() {
+    let site = Site::new();
+    let Some(_fs) = Tmpfs::mount(&site.root(), "8m") else {
+        eprintln!("skipped: cannot mount a tmpfs (needs root)");
+        return;
+    };
+    let v1 = site.archive(1, 1000, &[]);
+    assert!(site.json(&["apply", s(&v1)]).0);
+    // Too big for what is free: refused by the pre-check, with both numbers.
+    image(
+        &site.build,
+        "big:1",
+        &host(),
+        &[tar(&[Item::File("big", noise(7, 12 << 20))])],
+    );
+    let big = save(&site.build, "big:1", site.dir(), "big.tar");
+    let (ok, v) = site.json(&["apply", s(&big)]);
+    assert!(!ok);
+    let err = &v.last().unwrap()["error"];
+    assert_eq!(err["kind"], "no_space", "{err}");
+    assert!(
+        err["message"]
+            .as_str()
+            .unwrap()
+            .contains("bytes are available"),
+        "{err}"
+    );
+    // Space that vanishes after the checks (a pre-check hook fills the disk): the writes fail, the node
+    // stays on v1 and recovers.
+    let filler =
+        "#!/bin/sh\nhead -c 64m /dev/zero > \"$CHASI_NODE_ROOT/filler\" 2>/dev/null\nexit 0\n";
+    let v2 = site.archive(2, 1000, &[hooks(&[("pre-check", "99-fill", filler)])]);
+    let (ok, v) = site.json(&["apply", s(&v2)]);
+    assert!(!ok);
+    let err = &v.last().unwrap()["error"];
+    assert_eq!(err["kind"], "disk_full", "{err}");
+    fs::remove_file(site.root().join("filler")).unwrap();
+    assert_eq!(site.active_image().as_deref(), Some("app:1"));
+    site.verify_clean();
+}

@@ -520,3 +520,28 @@ fn dry_run_writes_nothing_and_runs_pre_check_hooks() {
     assert_eq!(stage.data["entries"], d.entries);
     assert_eq!(stage.data["bytes"], d.bytes);
 }
+
+#[test]
+fn dry_run_of_a_delta_counts_rebuilt_layers_as_an_upper_bound() {
+    let f = Fixture::new();
+    let v1 = f.archive(1, &[]);
+    f.archive(2, &[]);
+    let d = delta(&f.build, "app:1", "app:2", f.path(), "d.tar");
+    let mut node = f.node();
+    apply(&mut node, &v1, &mut FakeHooks::default()).0.unwrap();
+    let dry = node
+        .dry_run(&d, &ApplyOptions::default(), &mut FakeHooks::default())
+        .unwrap();
+    assert_eq!((dry.kind, dry.layers, dry.layers_reused), ("delta", 2, 1));
+    assert_eq!(dry.slot, SlotId::B);
+    // The upper layer travels as a delta or whole; either way the counts cover it.
+    assert!(dry.bytes >= 10_000, "{dry:?}");
+    assert_eq!(dry.estimated, !dry.hooks_unread_layers.is_empty());
+    assert!(dry.problems.is_empty());
+    // A delta for another base is refused in the dry run too.
+    let other = delta(&f.build, "app:2", "app:1", f.path(), "back.tar");
+    let e = node
+        .dry_run(&other, &ApplyOptions::default(), &mut FakeHooks::default())
+        .unwrap_err();
+    assert!(matches!(e, NodeError::WrongBase { .. }), "{e}");
+}
