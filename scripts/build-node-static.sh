@@ -35,3 +35,11 @@ stripped=$bin.stripped
 strip -o "$stripped" "$bin"
 "$stripped" --version
 echo "stripped size: $(wc -c < "$stripped") bytes ($stripped)"
+# It needs nothing from the system: as root, run it in an empty root directory.
+if [ "$(id -u)" = 0 ] && command -v chroot >/dev/null 2>&1; then
+  empty=$(mktemp -d "${TMPDIR:-/tmp}/chasi-node-empty.XXXXXX")
+  trap 'rm -rf "$empty"' EXIT INT TERM
+  cp "$stripped" "$empty/chasi-node"
+  chroot "$empty" /chasi-node --root / status --format json >/dev/null
+  echo "runs in an empty root: status ok"
+fi

@@ -60,6 +60,10 @@
 //! - `rollback` (after a failed post-verify): `to`, `reason`;
 //! - `done`: `active_slot`, `image`.
 //!
+//! A dry run takes no lock, recovers nothing and changes no state; it writes only the pre-check hooks it
+//! runs, under `tmp/dry-run-PID/`, removed when it ends (and creates an empty node state on a machine that
+//! had none).
+//!
 //! `apply --dry-run` prints one line `{"phase":"dry-run","status":"ok"|"failed",…}` with the fields of
 //! [`apply::DryRun`]: `kind`, `source`, `image`, `slot`, `layers`, `layers_reused`, `import_bytes`,
 //! `entries`, `files`, `bytes`, `estimated`, `space_needed`, `space_available`, `hooks_passed`,
