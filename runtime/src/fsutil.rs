@@ -23,6 +23,31 @@ pub fn write_atomic(path: &Path, data: &[u8]) -> Result<()> {
     sync_dir(dir)
 }
 
+/// Removes the temporary files [`write_atomic`] and the slot switch leave behind when killed
+/// (`.NAME.tmp-PID`) in `dir`. Only the lock holder calls it, so no live writer owns them.
+pub fn remove_stale_temps(dir: &Path) -> Result<()> {
+    let entries = match fs::read_dir(dir) {
+        Ok(e) => e,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(NodeError::io("read directory", dir, e)),
+    };
+    for e in entries {
+        let e = e.ctx("read directory", dir)?;
+        let name = e.file_name();
+        let name = name.to_string_lossy();
+        if name.starts_with('.') && name.contains(".tmp-") {
+            let p = e.path();
+            match fs::remove_file(&p) {
+                Err(err) if err.kind() != std::io::ErrorKind::NotFound => {
+                    return Err(NodeError::io("remove", &p, err));
+                }
+                _ => {}
+            }
+        }
+    }
+    Ok(())
+}
+
 /// Makes the entries of `dir` (a rename, a new link) durable.
 pub fn sync_dir(dir: &Path) -> Result<()> {
     File::open(dir)

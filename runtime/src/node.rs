@@ -78,6 +78,8 @@ impl<S: Slots> Node<S> {
         };
         if node.lock.is_some() {
             clear_dir(&node.paths.tmp())?;
+            crate::fsutil::remove_stale_temps(&node.paths.state)?;
+            crate::fsutil::remove_stale_temps(&node.paths.slots())?;
             node.recover(obs)?;
         }
         Ok(node)

@@ -636,3 +636,44 @@ fn a_full_disk_fails_cleanly() {
     assert_eq!(site.active_image().as_deref(), Some("app:1"));
     site.verify_clean();
 }
+
+#[test]
+fn status_during_an_apply_shows_it_and_recovers_nothing() {
+    let site = Site::new();
+    let v1 = site.archive(1, 1000, &[]);
+    assert!(site.json(&["apply", s(&v1)]).0);
+    let gate = site.dir().join("gate");
+    let hook = format!(
+        "#!/bin/sh\ntouch {0}.started\nwhile [ ! -e {0} ]; do sleep 0.02; done\n",
+        gate.display()
+    );
+    let v2 = site.archive(2, 1000, &[hooks(&[("pre-check", "10-wait", &hook)])]);
+    let mut child = bin()
+        .arg("--root")
+        .arg(site.root())
+        .args(["apply", s(&v2), "--format", "json"])
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    let started = PathBuf::from(format!("{}.started", gate.display()));
+    let t0 = Instant::now();
+    while !started.exists() {
+        assert!(
+            t0.elapsed() < Duration::from_secs(30),
+            "the hook never started"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let st = site.status();
+    assert_eq!(st["apply_in_progress"]["phase"], "pre-check", "{st}");
+    assert_eq!(st["apply_in_progress"]["slot"], "b");
+    assert_eq!(st["active_slot"], "a");
+    // Commands that change the node wait for no one: they say it is busy.
+    let (ok, v) = site.json(&["rollback"]);
+    assert!(!ok);
+    assert_eq!(v.last().unwrap()["error"]["kind"], "busy", "{v:?}");
+    fs::write(&gate, b"").unwrap();
+    assert!(child.wait().unwrap().success());
+    assert_eq!(site.active_image().as_deref(), Some("app:2"));
+    assert_eq!(site.status()["apply_in_progress"], Value::Null);
+}

@@ -545,3 +545,34 @@ fn dry_run_of_a_delta_counts_rebuilt_layers_as_an_upper_bound() {
         .unwrap_err();
     assert!(matches!(e, NodeError::WrongBase { .. }), "{e}");
 }
+
+#[test]
+fn mark_good_confirms_a_pending_slot() {
+    let f = Fixture::new();
+    let v1 = f.archive(1, &[]);
+    let mut node = f.node();
+    apply(&mut node, &v1, &mut FakeHooks::default()).0.unwrap();
+    // As a bootable backend leaves it after a reboot: switched, not confirmed, no journal.
+    let mut t = f.table();
+    t.a.state = SlotState::Staged;
+    t.pending = true;
+    t.save(&node.paths().table()).unwrap();
+    assert!(node.status().unwrap().pending);
+    assert_eq!(node.mark_good().unwrap(), (SlotId::A, true));
+    assert_eq!(node.slots().calls.last().unwrap(), "confirm a");
+    let t = f.table();
+    assert_eq!((t.a.state, t.pending), (SlotState::Good, false));
+    assert_eq!(node.mark_good().unwrap(), (SlotId::A, false));
+}
+
+#[test]
+fn stale_temporary_files_of_a_killed_writer_are_removed_on_open() {
+    let f = Fixture::new();
+    let node = f.node();
+    let stale = node.paths().state.join(".slots.json.tmp-999999");
+    std::fs::write(&stale, b"half").unwrap();
+    drop(node);
+    let node = f.node();
+    assert!(!stale.exists());
+    assert_eq!(node.status().unwrap().active_slot, None);
+}
