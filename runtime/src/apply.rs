@@ -215,7 +215,7 @@ impl<S: Slots> Node<S> {
             }
             Err(cause) => {
                 obs.event(&failed("post-verify", &cause));
-                self.fall_back(slot, from, &cause)?;
+                self.fall_back(slot, from)?;
                 obs.event(
                     &Event::new("rollback", "ok", format!("back on {}", slot_text(from)))
                         .with("to", from)
@@ -332,7 +332,7 @@ impl<S: Slots> Node<S> {
     }
 
     /// Switches back after a failed post-verify and marks the slot bad.
-    fn fall_back(&mut self, slot: SlotId, from: Option<SlotId>, _cause: &NodeError) -> Result<()> {
+    fn fall_back(&mut self, slot: SlotId, from: Option<SlotId>) -> Result<()> {
         self.slots.rollback(from)?;
         let mut table = self.table()?;
         table.slot_mut(slot).state = SlotState::Bad;

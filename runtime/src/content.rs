@@ -140,8 +140,9 @@ impl Content {
                     _ => Some(i),
                 };
                 let Some(t) = target else { continue };
-                hook_check(&e.entry.path, &e.entry.kind, &view.entries()[t].entry)?;
-                if e.entry.mode & 0o111 != 0 {
+                let target = &view.entries()[t].entry;
+                hook_check(&e.entry.path, &e.entry.kind, target)?;
+                if target.kind == EntryKind::File && target.mode & 0o111 != 0 {
                     hooks.push((phase, name.to_vec(), t));
                 }
             }
