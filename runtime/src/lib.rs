@@ -36,12 +36,14 @@
 //! slot holding exactly the image is switched to without staging again. SIGKILL at random instants is
 //! tested in `runtime/tests/cli.rs`.
 //!
-//! # Phases
+//! # Modules
 //!
-//! [`apply`] has the order and the checks; [`source`] finds and reads sources; [`content`] reads an
-//! image's tree and hooks; [`hooks`] runs them with a deadline; [`slots`] is the backend trait with
-//! [`slots::dir::DirSlots`]; [`verify`] re-hashes a slot; [`node`] holds `status`, `rollback`,
-//! `mark-good`, `verify` and the recovery.
+//! [`apply`] has the order of the phases and their checks, and the dry run; [`source`] finds, reads and
+//! imports sources; [`content`] reads an image's tree and hooks; [`hooks`] runs hooks with a deadline;
+//! [`slots`] is the backend trait with [`slots::dir::DirSlots`] ([`slot`] the two ids); [`verify`]
+//! re-hashes a slot; [`state`] holds the table, journal and history formats, [`fsutil`] their atomic
+//! writes and the lock; [`node`] holds `status`, `rollback`, `mark-good`, `verify` and the recovery;
+//! [`event`] is what the engine reports; [`cli`] is both fronts' arguments and rendering.
 //!
 //! # JSON output (`--format json`), for the rollout tool
 //!
