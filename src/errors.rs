@@ -20,6 +20,8 @@ const MAX_TOTAL: usize = 8192;
 pub struct Channels {
     /// Stdout is a JSON document (`--format json`, `inspect`).
     pub stdout_json: bool,
+    /// Stdout is JSON lines (`chasi node apply --format json`): the failure is one line too.
+    pub stdout_lines: bool,
     /// Stderr is JSON lines (`--progress json`).
     pub stderr_json: bool,
 }
@@ -32,7 +34,8 @@ pub struct ErrorReport {
     /// Why, outermost first, each cause once.
     pub causes: Vec<String>,
     /// A stable class: `usage`, `not_found`, `corrupt`, `invalid_input`, `run_failed`,
-    /// `disk_full`, `busy`, `io`, `diagnostics` or `error`.
+    /// `disk_full`, `busy`, `io`, `diagnostics`, for `chasi node` also `no_space`, `precheck` and
+    /// `rolled_back`, or `error`.
     pub kind: &'static str,
 }
 
@@ -95,7 +98,13 @@ struct Event<'a> {
 /// on stderr, or a plain `error:` line on stderr when neither is JSON.
 pub fn print(report: &ErrorReport, channels: Channels) {
     if channels.stdout_json {
-        if let Ok(text) = serde_json::to_string_pretty(&Document { error: report }) {
+        let doc = Document { error: report };
+        let text = if channels.stdout_lines {
+            serde_json::to_string(&doc)
+        } else {
+            serde_json::to_string_pretty(&doc)
+        };
+        if let Ok(text) = text {
             let _ = writeln!(std::io::stdout().lock(), "{text}");
         }
     }
@@ -123,6 +132,10 @@ fn kind_of(e: &(dyn std::error::Error + 'static)) -> Option<&'static str> {
     use chasi_formats::FormatError;
     use chasi_layers::Error as StoreError;
     use chasi_oci::OciError;
+    if let Some(e) = e.downcast_ref::<chasi_runtime::NodeError>() {
+        // A wrapped store, image or delta error is classed by its source.
+        return Some(e.kind()).filter(|k| *k != "error");
+    }
     if let Some(e) = e.downcast_ref::<BuildError>() {
         return match e {
             BuildError::RunFailed { .. } => Some("run_failed"),

@@ -37,7 +37,7 @@ use rustix::io::Errno;
 use std::collections::{BTreeMap, HashSet, VecDeque};
 use std::ffi::OsStr;
 use std::fs;
-use std::io::{self, Read};
+use std::io::{self, Read, Write};
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
@@ -518,10 +518,26 @@ impl Applier<'_> {
         let fd = openat(&dir.fd, name, flags, Mode::from_raw_mode(0o600))
             .map_err(|e| self.tree.io("create", key, e))?;
         let mut f = fs::File::from(fd);
-        io::copy(data, &mut f).map_err(|err| Error::BadTar {
-            what: self.what.into(),
-            detail: format!("{show}: {}", crate::error::chain(&err)),
-        })?;
+        // A read error is the tar's (truncated, corrupt chunk); a write error is the disk's (`ENOSPC` becomes
+        // `Error::DiskFull`), so the two are told apart here rather than by `io::copy`.
+        let mut buf = [0u8; 64 << 10];
+        loop {
+            let n = match data.read(&mut buf) {
+                Ok(0) => break,
+                Ok(n) => n,
+                Err(err) if err.kind() == io::ErrorKind::Interrupted => continue,
+                Err(err) => {
+                    return Err(Error::BadTar {
+                        what: self.what.into(),
+                        detail: format!("{show}: {}", crate::error::chain(&err)),
+                    })
+                }
+            };
+            f.write_all(&buf[..n]).map_err(|err| {
+                let errno = Errno::from_io_error(&err).unwrap_or(Errno::IO);
+                self.tree.io("write", key, errno)
+            })?;
+        }
         Ok(Made::Open(f.into()))
     }
 

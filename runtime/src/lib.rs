@@ -1,5 +1,105 @@
-//! `chasi-runtime`: the node agent that applies images and deltas on a node (A/B slots, verify, rollback).
+//! `chasi-runtime`: the node runtime. A site gets an image or a delta on offline media; `chasi-node apply`
+//! puts it into the inactive of two slots and switches to it, or leaves the node on what it ran — never
+//! between. One library, two fronts: the static `chasi-node` binary and `chasi node …` (both call
+//! [`cli::run`]).
 //!
-//! Its implementation lands with the delta and node-runtime issue, which also gives it its real
-//! dependencies (it has none in the workspace yet); the crate exists now so the workspace layout
-//! and the one-way rule are fixed: the runtime never depends on the compiler or the builder.
+//! # Node state
+//!
+//! Everything lives under `ROOT/var/lib/chasi-node/` (`ROOT` is `--root`, `/` on a real node):
+//!
+//! | path | what |
+//! |---|---|
+//! | `store/` | a chasi store ([`chasi_layers::Store`]): every image the node got, so a delta applies against what it has; refs `chasi-node/slot-a:image`, `chasi-node/slot-b:image` and `chasi-node/incoming:image` keep slot images from `gc` |
+//! | `slots/a/`, `slots/b/` | the directory slots: each an image's flattened root file system |
+//! | `slots/current` | symlink `a` or `b`: the active slot (absent until the first apply) |
+//! | `slots.json` | the slot table ([`state::SlotTable`]): per slot its state (`empty`, `staging`, `staged`, `good`, `bad`) and image (name, root digest, manifest digest, platform, DiffIDs), `pending` and `fallback` |
+//! | `journal.json` | the apply in progress ([`state::Journal`]): source, phase, slot, previous slot, image |
+//! | `history.jsonl` | one JSON record per line ([`state::HistoryRecord`]): `time`, `event` (`applied`, `failed`, `rolled-back`, `recovered`, `rollback`, `mark-good`), `slot`, `image`, `source`, `reason` |
+//! | `lock` | `flock`ed by the command that changes the node |
+//! | `tmp/` | hooks being run and their output; emptied by every command that takes the lock |
+//!
+//! `slots.json` and `journal.json` are replaced atomically (temporary file, fsync, rename, fsync of the
+//! directory); history lines are appended and synced. Which slot is active is never written in the table:
+//! the backend's switch (the `current` link) is the one commit point.
+//!
+//! # Crash rules
+//!
+//! Apply records each phase in the journal before starting it (`pre-check`, `stage`, `switch`,
+//! `post-verify`). A slot is marked `staging` before it is emptied and `staged` only after its tree was
+//! unpacked and `syncfs`ed, so a half-written slot is never switched to; the switch is a rename of a link.
+//! The next command that takes the lock (`apply`, `status`, `rollback`, `mark-good`) reads a leftover
+//! journal and recovers: interrupted before or while staging, the node never left the old slot (a
+//! `staging` slot stays marked incomplete); interrupted after the switch but before confirmation, it
+//! switches back, since a slot that was never confirmed must not stay (the boot-counting rule of RAUC),
+//! and keeps the new slot as `staged`. Re-running the same apply then resumes: the store is
+//! content-addressed, so the import finds every layer it has and writes nothing again, and a `staged`
+//! slot holding exactly the image is switched to without staging again. SIGKILL at random instants is
+//! tested in `runtime/tests/cli.rs`.
+//!
+//! # Modules
+//!
+//! [`apply`] has the order of the phases and their checks, and the dry run; [`source`] finds, reads and
+//! imports sources; [`content`] reads an image's tree and hooks; [`hooks`] runs hooks with a deadline;
+//! [`slots`] is the backend trait with [`slots::dir::DirSlots`] ([`slot`] the two ids); [`verify`]
+//! re-hashes a slot; [`state`] holds the table, journal and history formats, [`fsutil`] their atomic
+//! writes and the lock; [`node`] holds `status`, `rollback`, `mark-good`, `verify` and the recovery;
+//! [`event`] is what the engine reports; [`cli`] is both fronts' arguments and rendering.
+//!
+//! # JSON output (`--format json`), for the rollout tool
+//!
+//! Stable: fields are only ever added. A failure of any command is one line
+//! `{"error":{"message","causes","kind"}}` on stdout (`kind`: `busy`, `disk_full`, `no_space`, `precheck`,
+//! `rolled_back`, `corrupt`, `invalid_input`, `io`, `error`) and exit status 1.
+//!
+//! `apply` prints one line per phase as it ends: `{"phase","status","message",…}` with `status` `ok` or
+//! `failed` (then `kind` as above) and, per phase:
+//! - `recover` (only when a journal was found): `interrupted_phase`, `active_slot`;
+//! - `pre-check`: `image` (`name`, `root`, `manifest`, `platform`, `diff_ids`), `slot`, `layers`,
+//!   `layers_reused`, `hooks` (names that passed);
+//! - `stage`: `slot`, `resumed` (the slot held the image already), `entries`, `bytes`;
+//! - `switch`: `from` (slot or null), `to`;
+//! - `post-verify`: `hooks`;
+//! - `rollback` (after a failed post-verify): `to`, `reason`;
+//! - `done`: `active_slot`, `image`.
+//!
+//! A dry run takes no lock, recovers nothing and changes no state; it writes only the pre-check hooks it
+//! runs, under `tmp/dry-run-PID/`, removed when it ends (and creates an empty node state on a machine that
+//! had none).
+//!
+//! `apply --dry-run` prints one line `{"phase":"dry-run","status":"ok"|"failed",…}` with the fields of
+//! [`apply::DryRun`]: `kind`, `source`, `image`, `slot`, `layers`, `layers_reused`, `import_bytes`,
+//! `entries`, `files`, `bytes`, `estimated`, `space_needed`, `space_available`, `hooks_passed`,
+//! `hooks_unread_layers`, `problems`.
+//!
+//! `status` prints [`node::Status`]: `backend`, `booted_slot`, `active_slot`, `pending`, `fallback_slot`,
+//! `apply_in_progress` (`source`, `phase`, `slot` or null), `slots` (`a`, `b`: `state`, `dir`, `image`:
+//! `name`, `digest`, `manifest`, `platform`, or null), `last_event` (a history record or null).
+//! `verify` prints `slot`, `image`, `clean`, `checked`, `bytes`, `changed` (`path`, `what`), `missing`,
+//! `extra`, and exits 1 unless clean. `rollback` prints `active_slot`; `mark-good` prints `active_slot`
+//! and `changed`.
+//!
+//! # Later backends
+//!
+//! Bootable slots (`chasi export --slots ab`, GRUB boot counting) implement the same [`slots::Slots`]
+//! trait; see its module documentation. The engine does not change.
+
+pub mod apply;
+pub mod cli;
+pub mod content;
+pub mod error;
+pub mod event;
+pub mod fsutil;
+pub mod hooks;
+pub mod node;
+pub mod slot;
+pub mod slots;
+pub mod source;
+pub mod state;
+pub mod verify;
+
+pub use apply::{ApplyOptions, ApplyReport, DryRun};
+pub use error::{NodeError, Result};
+pub use event::{Event, Observer};
+pub use hooks::{HookRunner, ProcessHooks};
+pub use node::{Node, Status};
+pub use slots::{SlotId, Slots};

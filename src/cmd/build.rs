@@ -143,8 +143,8 @@ fn rejected(source: &SourceFile, compiled: &Compiled, json: bool) -> ExitCode {
         errors::print(
             &report,
             errors::Channels {
-                stdout_json: false,
                 stderr_json: true,
+                ..errors::Channels::default()
             },
         );
     } else {

@@ -5,6 +5,7 @@ mod check;
 mod delta;
 mod export;
 mod images;
+mod node;
 mod plan;
 mod store;
 
@@ -55,6 +56,8 @@ pub enum Command {
     Store(store::StoreArgs),
     /// Export one platform of an image as tar, squashfs, a disk (raw, qcow2, vmdk, ova, vma) or an ISO.
     Export(export::ExportArgs),
+    /// Run this machine as a node: apply an image or delta to A/B slots, status, rollback, verify, mark-good.
+    Node(chasi_runtime::cli::NodeArgs),
 }
 
 impl Cli {
@@ -64,8 +67,8 @@ impl Cli {
     pub fn error_channels(&self) -> Channels {
         match &self.command {
             Command::Build(args) => Channels {
-                stdout_json: false,
                 stderr_json: args.progress_is_json(),
+                ..Channels::default()
             },
             Command::Check(args) => stdout(args.format_is_json()),
             Command::Plan(args) => stdout(args.format_is_json()),
@@ -73,6 +76,10 @@ impl Cli {
             Command::Inspect(_) => stdout(true),
             Command::Store(args) => stdout(args.format_is_json()),
             Command::Delta(args) => stdout(args.format_is_json()),
+            Command::Node(args) => Channels {
+                stdout_lines: args.format_is_json(),
+                ..stdout(args.format_is_json())
+            },
             _ => Channels::default(),
         }
     }
@@ -81,7 +88,7 @@ impl Cli {
 fn stdout(json: bool) -> Channels {
     Channels {
         stdout_json: json,
-        stderr_json: false,
+        ..Channels::default()
     }
 }
 
@@ -95,6 +102,7 @@ pub fn channels_from_raw_args(args: &[String]) -> Channels {
     Channels {
         stdout_json: asks("--format"),
         stderr_json: asks("--progress"),
+        stdout_lines: false,
     }
 }
 
@@ -113,5 +121,6 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Store(args) => store::run(cli.store.as_deref(), args),
         Command::Delta(args) => delta::run(cli.store.as_deref(), args),
         Command::Export(args) => export::run(cli.store.as_deref(), args),
+        Command::Node(args) => node::run(args),
     }
 }

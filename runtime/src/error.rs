@@ -1,0 +1,207 @@
+//! The runtime's one error type: every failure names the file, digest, slot or hook it is about.
+
+use crate::slot::SlotId;
+use chasi_layers::Digest;
+use std::io;
+use std::path::PathBuf;
+
+/// A result of the node runtime.
+pub type Result<T, E = NodeError> = std::result::Result<T, E>;
+
+/// What went wrong on the node.
+#[derive(Debug, thiserror::Error)]
+pub enum NodeError {
+    /// An I/O call failed on a path of the node.
+    #[error("cannot {op} {path}")]
+    Io {
+        /// What was being done.
+        op: &'static str,
+        /// The path it was done to.
+        path: PathBuf,
+        /// The system error.
+        #[source]
+        source: io::Error,
+    },
+    /// The file system is full (or over quota); nothing was switched.
+    #[error("no space left while writing {path}")]
+    DiskFull {
+        /// The path being written.
+        path: PathBuf,
+    },
+    /// A file of the node state does not parse or contradicts itself.
+    #[error("node state {path} is corrupt: {detail}")]
+    BadState {
+        /// The state file.
+        path: PathBuf,
+        /// What is wrong with it.
+        detail: String,
+    },
+    /// The source of an apply is not something the runtime can apply.
+    #[error("cannot apply {path}: {reason}")]
+    BadSource {
+        /// The source given.
+        path: PathBuf,
+        /// Why it is refused.
+        reason: String,
+    },
+    /// The node's store refused or failed.
+    #[error("node store")]
+    Store(#[from] chasi_layers::Error),
+    /// Reading an image of the store failed.
+    #[error("node image")]
+    Images(#[from] chasi_images::ImagesError),
+    /// Applying or reading a delta failed.
+    #[error("delta")]
+    Delta(#[from] chasi_delta::DeltaError),
+    /// Reading an OCI layout or archive failed.
+    #[error("image source")]
+    Oci(#[from] chasi_oci::OciError),
+    /// A delta whose base is not what the node runs.
+    #[error("delta {delta} applies to image {base}, but the active slot {slot} holds {active}")]
+    WrongBase {
+        /// The delta's source path.
+        delta: PathBuf,
+        /// The base the delta needs.
+        base: Digest,
+        /// The active slot.
+        slot: String,
+        /// What the active slot holds (`nothing` when empty).
+        active: String,
+    },
+    /// The image is for another platform than the node's.
+    #[error("image {image} is for {image_platform}, this node is {node}")]
+    WrongPlatform {
+        /// The image.
+        image: String,
+        /// Its platform(s).
+        image_platform: String,
+        /// The node's platform.
+        node: String,
+    },
+    /// Not enough free space for what apply writes.
+    #[error(
+        "not enough free space in {path}: {what} needs {needed} bytes, {available} bytes are available"
+    )]
+    NoSpace {
+        /// The file system checked (a directory on it).
+        path: PathBuf,
+        /// What needs the space.
+        what: String,
+        /// Bytes needed.
+        needed: u64,
+        /// Bytes available (free space plus what emptying the inactive slot frees).
+        available: u64,
+    },
+    /// A hook failed, timed out or could not run.
+    #[error("{phase} hook {name} {outcome}")]
+    Hook {
+        /// `pre-check` or `post-verify`.
+        phase: String,
+        /// The hook's file name.
+        name: String,
+        /// What happened (`exited with status 3: …`, `timed out after 5 s`).
+        outcome: String,
+    },
+    /// An image's hook directory holds something that is not a runnable file.
+    #[error("image hook /{path}: {reason}")]
+    BadHook {
+        /// The path inside the image.
+        path: String,
+        /// Why it cannot be run.
+        reason: String,
+    },
+    /// Another `chasi-node` command holds the node lock.
+    #[error("another chasi-node command is running on this node (lock {path} is held)")]
+    Busy {
+        /// The lock file.
+        path: PathBuf,
+    },
+    /// A slot holds no image.
+    #[error("slot {slot} holds no complete image")]
+    EmptySlot {
+        /// The slot.
+        slot: SlotId,
+    },
+    /// Rollback has nothing to go back to.
+    #[error("cannot roll back: {reason}")]
+    NoRollback {
+        /// Why.
+        reason: String,
+    },
+    /// The slot backend failed.
+    #[error("slot {slot}: {detail}")]
+    Slot {
+        /// The slot.
+        slot: SlotId,
+        /// What failed.
+        detail: String,
+    },
+    /// Post-verify failed and the node went back to the previous slot.
+    #[error("post-verify of slot {slot} failed; rolled back to {back}")]
+    RolledBack {
+        /// The slot that failed.
+        slot: SlotId,
+        /// Where the node is now (`slot a`, or `no slot` on a node that had none).
+        back: String,
+        /// Why post-verify failed.
+        #[source]
+        cause: Box<NodeError>,
+    },
+}
+
+impl NodeError {
+    /// An I/O error on `path`, made [`NodeError::DiskFull`] when the disk is full.
+    pub fn io(op: &'static str, path: impl Into<PathBuf>, source: io::Error) -> NodeError {
+        let path = path.into();
+        if is_disk_full(&source) {
+            return NodeError::DiskFull { path };
+        }
+        NodeError::Io { op, path, source }
+    }
+
+    /// A corrupt state file.
+    pub fn bad_state(path: impl Into<PathBuf>, detail: impl Into<String>) -> NodeError {
+        NodeError::BadState {
+            path: path.into(),
+            detail: detail.into(),
+        }
+    }
+
+    /// A stable class for tools: `busy`, `disk_full`, `no_space`, `precheck`, `rolled_back`, `corrupt`,
+    /// `invalid_input`, `io` or `error`.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            NodeError::Busy { .. } => "busy",
+            NodeError::DiskFull { .. } => "disk_full",
+            NodeError::NoSpace { .. } => "no_space",
+            NodeError::WrongBase { .. }
+            | NodeError::WrongPlatform { .. }
+            | NodeError::Hook { .. }
+            | NodeError::BadHook { .. } => "precheck",
+            NodeError::RolledBack { .. } => "rolled_back",
+            NodeError::BadState { .. } => "corrupt",
+            NodeError::BadSource { .. }
+            | NodeError::EmptySlot { .. }
+            | NodeError::NoRollback { .. } => "invalid_input",
+            NodeError::Io { .. } | NodeError::Slot { .. } => "io",
+            NodeError::Store(chasi_layers::Error::DiskFull { .. }) => "disk_full",
+            _ => "error",
+        }
+    }
+}
+
+fn is_disk_full(e: &io::Error) -> bool {
+    // ENOSPC, EDQUOT
+    matches!(e.raw_os_error(), Some(28) | Some(122))
+}
+
+/// Adds the path to an I/O result.
+pub(crate) trait IoCtx<T> {
+    fn ctx(self, op: &'static str, path: &std::path::Path) -> Result<T>;
+}
+
+impl<T> IoCtx<T> for io::Result<T> {
+    fn ctx(self, op: &'static str, path: &std::path::Path) -> Result<T> {
+        self.map_err(|e| NodeError::io(op, path, e))
+    }
+}

@@ -1,0 +1,87 @@
+//! The A/B slots behind one trait, so the apply engine is the same for every backend.
+//!
+//! A backend owns what touches the operating system: where a slot's tree is, how it is written, how the
+//! active slot is switched atomically and how that choice survives a crash. The engine ([`crate::apply`])
+//! owns the order of the phases, the journal and the table.
+//!
+//! Two slot ids only, `a` and `b`: the inactive one is always the other. [`Slots::active`] is the slot
+//! that runs now or, for a bootable backend, the one the next boot will take; [`Slots::booted`] is the one
+//! running. For [`dir::DirSlots`] they are the same. A bootable backend (next step of issue 14: two
+//! root file systems or slot directories chosen by GRUB from its environment block, as RAUC does)
+//! implements the same calls: `stage` writes the other root, `switch` sets it first in `ORDER` with one
+//! try, `confirm` resets the try counter (`mark-good`), `rollback` puts the previous slot first again, and
+//! `booted` reads the slot the kernel command line names.
+
+pub mod dir;
+
+use crate::error::Result;
+use crate::verify::VerifyReport;
+use chasi_layers::{Digest, Store};
+use serde::Serialize;
+use std::path::{Path, PathBuf};
+
+pub use crate::slot::SlotId;
+
+/// Free space where a slot is written.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Space {
+    /// A directory on the file system checked.
+    pub path: PathBuf,
+    /// Bytes free for an unprivileged writer (`f_bavail × f_frsize`).
+    pub available: u64,
+    /// Bytes the slot uses now, freed when staging empties it.
+    pub reclaimable: u64,
+    /// The file system's block size (what a file's size is rounded up to).
+    pub block: u64,
+}
+
+/// What staging wrote.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct StageReport {
+    /// Entries written.
+    pub entries: u64,
+    /// Whiteouts honoured.
+    pub whiteouts: u64,
+    /// Device nodes skipped (not root).
+    pub skipped_devices: u64,
+    /// Extended attributes that could not be set.
+    pub xattr_failures: u64,
+}
+
+/// The slots of one node.
+pub trait Slots {
+    /// The backend's name in `status` (`directory`).
+    fn kind(&self) -> &'static str;
+    /// The active slot (running now, or booted next), `None` on a node where nothing was applied.
+    fn active(&self) -> Result<Option<SlotId>>;
+    /// The slot the running system came from.
+    fn booted(&self) -> Result<Option<SlotId>>;
+    /// The tree of `slot` as hooks see it (`CHASI_SLOT_DIR`).
+    fn slot_dir(&self, slot: SlotId) -> PathBuf;
+    /// Free space for staging `slot`.
+    fn space(&self, slot: SlotId) -> Result<Space>;
+    /// Empties `slot` and writes the image made of `layers` (DiffIDs, bottom first) into it from `store`,
+    /// verifying every layer, then makes it durable. Never called on the active slot.
+    fn stage(&mut self, slot: SlotId, store: &Store, layers: &[Digest]) -> Result<StageReport>;
+    /// Makes `slot` the active one, atomically: a crash leaves the old choice or the new one.
+    fn switch(&mut self, slot: SlotId) -> Result<()>;
+    /// Goes back to `to` (`None`: no slot active, on a node that had none before).
+    fn rollback(&mut self, to: Option<SlotId>) -> Result<()>;
+    /// Confirms the active slot (a bootable backend stops counting its tries).
+    fn confirm(&mut self, slot: SlotId) -> Result<()>;
+    /// Re-hashes `slot` against the image made of `layers`.
+    fn verify(&self, slot: SlotId, store: &Store, layers: &[Digest]) -> Result<VerifyReport>;
+}
+
+/// The store ref that keeps a slot's image from `gc`: `chasi-node/slot-a:image`.
+pub fn slot_ref(slot: SlotId) -> String {
+    format!("chasi-node/slot-{}:image", slot.name())
+}
+
+/// The store ref of the image an apply imported and no slot holds yet.
+pub const INCOMING_REF: &str = "chasi-node/incoming:image";
+
+/// `path`, for messages.
+pub(crate) fn show(path: &Path) -> String {
+    path.display().to_string()
+}

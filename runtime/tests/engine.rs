@@ -1,0 +1,578 @@
+//! Every phase of apply through the `Slots` and `HookRunner` traits, with recording fakes for the parts
+//! that touch the OS: the order of calls, what a failure at each phase leaves, recovery and resume.
+
+mod common;
+
+use chasi_layers::{Digest, Store};
+use chasi_oci::Platform;
+use chasi_runtime::content::Hook;
+use chasi_runtime::event::Collect;
+use chasi_runtime::hooks::{HookEnv, HookOutcome, HookRunner};
+use chasi_runtime::node::Access;
+use chasi_runtime::slots::{SlotId, Slots, Space, StageReport};
+use chasi_runtime::state::{Journal, NodePaths, Phase, SlotState, SlotTable, STATE_FORMAT};
+use chasi_runtime::verify::VerifyReport;
+use chasi_runtime::{ApplyOptions, Node, NodeError};
+use common::*;
+use std::path::{Path, PathBuf};
+
+/// Slots that only record what the engine asks.
+struct FakeSlots {
+    dir: PathBuf,
+    active: Option<SlotId>,
+    calls: Vec<String>,
+    fail_stage: bool,
+    available: u64,
+}
+
+impl FakeSlots {
+    fn new(dir: &Path) -> FakeSlots {
+        FakeSlots {
+            dir: dir.to_path_buf(),
+            active: None,
+            calls: Vec::new(),
+            fail_stage: false,
+            available: u64::MAX / 4,
+        }
+    }
+}
+
+impl Slots for FakeSlots {
+    fn kind(&self) -> &'static str {
+        "fake"
+    }
+    fn active(&self) -> chasi_runtime::Result<Option<SlotId>> {
+        Ok(self.active)
+    }
+    fn booted(&self) -> chasi_runtime::Result<Option<SlotId>> {
+        Ok(self.active)
+    }
+    fn slot_dir(&self, slot: SlotId) -> PathBuf {
+        self.dir.join(slot.name())
+    }
+    fn space(&self, _slot: SlotId) -> chasi_runtime::Result<Space> {
+        Ok(Space {
+            path: self.dir.clone(),
+            available: self.available,
+            reclaimable: 0,
+            block: 4096,
+        })
+    }
+    fn stage(
+        &mut self,
+        slot: SlotId,
+        _store: &Store,
+        layers: &[Digest],
+    ) -> chasi_runtime::Result<StageReport> {
+        self.calls.push(format!("stage {slot} {}", layers.len()));
+        if self.fail_stage {
+            return Err(NodeError::Slot {
+                slot,
+                detail: "injected failure".into(),
+            });
+        }
+        Ok(StageReport::default())
+    }
+    fn switch(&mut self, slot: SlotId) -> chasi_runtime::Result<()> {
+        self.calls.push(format!("switch {slot}"));
+        self.active = Some(slot);
+        Ok(())
+    }
+    fn rollback(&mut self, to: Option<SlotId>) -> chasi_runtime::Result<()> {
+        self.calls.push(format!(
+            "rollback {}",
+            to.map_or("none".to_string(), |s| s.to_string())
+        ));
+        self.active = to;
+        Ok(())
+    }
+    fn confirm(&mut self, slot: SlotId) -> chasi_runtime::Result<()> {
+        self.calls.push(format!("confirm {slot}"));
+        Ok(())
+    }
+    fn verify(
+        &self,
+        _slot: SlotId,
+        _store: &Store,
+        _layers: &[Digest],
+    ) -> chasi_runtime::Result<VerifyReport> {
+        Ok(VerifyReport::default())
+    }
+}
+
+/// Hooks that record their environment and fail when their name says so.
+#[derive(Default)]
+struct FakeHooks {
+    runs: Vec<(String, String, PathBuf, Digest)>,
+}
+
+impl HookRunner for FakeHooks {
+    fn run(
+        &mut self,
+        hook: &Hook,
+        env: &HookEnv,
+        _timeout: std::time::Duration,
+    ) -> chasi_runtime::Result<HookOutcome> {
+        self.runs.push((
+            env.phase.name().to_string(),
+            hook.name.clone(),
+            env.slot_dir.clone(),
+            env.image_digest,
+        ));
+        Ok(if hook.name.contains("fail") {
+            HookOutcome::Failed("exited with status 1".into())
+        } else {
+            HookOutcome::Passed
+        })
+    }
+}
+
+struct Fixture {
+    tmp: tempfile::TempDir,
+    build: Store,
+}
+
+impl Fixture {
+    fn new() -> Fixture {
+        let tmp = tempfile::tempdir().unwrap();
+        let build = Store::open(tmp.path().join("build")).unwrap();
+        Fixture { tmp, build }
+    }
+    fn path(&self) -> &Path {
+        self.tmp.path()
+    }
+    fn node(&self) -> Node<FakeSlots> {
+        let paths = NodePaths::new(&self.path().join("node"));
+        let slots = FakeSlots::new(&self.path().join("slots"));
+        Node::with_slots(
+            paths,
+            slots,
+            Platform::host(),
+            Access::Change,
+            &mut Collect::default(),
+        )
+        .unwrap()
+    }
+    fn reopen(&self, slots: FakeSlots) -> Node<FakeSlots> {
+        let paths = NodePaths::new(&self.path().join("node"));
+        Node::with_slots(
+            paths,
+            slots,
+            Platform::host(),
+            Access::Change,
+            &mut Collect::default(),
+        )
+        .unwrap()
+    }
+    /// `app:N` with `extra` layers on top, saved as `app-N.tar`.
+    fn archive(&self, n: u32, extra: &[Vec<u8>]) -> PathBuf {
+        let v = versions(10_000);
+        let mut layers = if n == 1 { v.v1 } else { v.v2 };
+        layers.extend_from_slice(extra);
+        let name = format!("app:{n}");
+        image(&self.build, &name, &host(), &layers);
+        save(&self.build, &name, self.path(), &format!("app-{n}.tar"))
+    }
+    fn table(&self) -> SlotTable {
+        SlotTable::load(&NodePaths::new(&self.path().join("node")).table()).unwrap()
+    }
+}
+
+fn apply(
+    node: &mut Node<FakeSlots>,
+    src: &Path,
+    hooks: &mut FakeHooks,
+) -> (
+    chasi_runtime::Result<chasi_runtime::ApplyReport>,
+    Vec<String>,
+) {
+    let mut events = Collect::default();
+    let r = node.apply(src, &ApplyOptions::default(), hooks, &mut events);
+    let phases = events
+        .0
+        .iter()
+        .map(|e| format!("{} {}", e.phase, e.status))
+        .collect();
+    (r, phases)
+}
+
+#[test]
+fn full_apply_runs_every_phase_in_order() {
+    let f = Fixture::new();
+    let src = f.archive(
+        1,
+        &[hooks(&[
+            ("pre-check", "10-ok", "#!/bin/sh\n"),
+            ("post-verify", "20-ok", "#!/bin/sh\n"),
+        ])],
+    );
+    let mut node = f.node();
+    let mut h = FakeHooks::default();
+    let (r, phases) = apply(&mut node, &src, &mut h);
+    let report = r.unwrap();
+    assert_eq!(report.slot, SlotId::A);
+    assert_eq!(report.from, None);
+    assert_eq!(
+        phases,
+        [
+            "pre-check ok",
+            "stage ok",
+            "switch ok",
+            "post-verify ok",
+            "done ok"
+        ]
+    );
+    assert_eq!(node.slots().calls, ["stage a 2", "switch a", "confirm a"]);
+    let names: Vec<(&str, &str)> = h
+        .runs
+        .iter()
+        .map(|r| (r.0.as_str(), r.1.as_str()))
+        .collect();
+    assert_eq!(names, [("pre-check", "10-ok"), ("post-verify", "20-ok")]);
+    assert!(h
+        .runs
+        .iter()
+        .all(|r| r.2.ends_with("slots/a") && r.3 == report.image.root));
+    let t = f.table();
+    assert_eq!(t.a.state, SlotState::Good);
+    assert!(!t.pending);
+    assert!(!node.paths().journal().exists());
+    assert_eq!(
+        node.store().get_ref("chasi-node/slot-a:image").unwrap(),
+        report.image.manifest
+    );
+}
+
+#[test]
+fn failing_pre_check_hook_touches_no_slot() {
+    let f = Fixture::new();
+    let good = f.archive(1, &[]);
+    let bad = f.archive(
+        2,
+        &[hooks(&[("pre-check", "50-fail", "#!/bin/sh\nexit 1\n")])],
+    );
+    let mut node = f.node();
+    let mut h = FakeHooks::default();
+    apply(&mut node, &good, &mut h).0.unwrap();
+    let before = f.table();
+    let (r, phases) = apply(&mut node, &bad, &mut h);
+    let e = r.unwrap_err();
+    assert!(
+        matches!(&e, NodeError::Hook { name, .. } if name == "50-fail"),
+        "{e}"
+    );
+    assert_eq!(phases, ["pre-check failed"]);
+    assert_eq!(node.slots().calls, ["stage a 1", "switch a", "confirm a"]);
+    assert_eq!(f.table(), before);
+    assert!(!node.paths().journal().exists());
+    let hist = chasi_runtime::state::history(node.paths()).unwrap();
+    assert_eq!(hist.last().unwrap().event, "failed");
+    assert!(hist
+        .last()
+        .unwrap()
+        .reason
+        .as_ref()
+        .unwrap()
+        .contains("50-fail"));
+}
+
+#[test]
+fn failing_post_verify_switches_back_and_marks_the_slot_bad() {
+    let f = Fixture::new();
+    let v1 = f.archive(1, &[]);
+    let v2 = f.archive(
+        2,
+        &[hooks(&[("post-verify", "90-fail", "#!/bin/sh\nexit 1\n")])],
+    );
+    let mut node = f.node();
+    let mut h = FakeHooks::default();
+    apply(&mut node, &v1, &mut h).0.unwrap();
+    let (r, phases) = apply(&mut node, &v2, &mut h);
+    let e = r.unwrap_err();
+    assert!(
+        matches!(
+            e,
+            NodeError::RolledBack {
+                slot: SlotId::B,
+                ..
+            }
+        ),
+        "{e}"
+    );
+    assert_eq!(
+        phases,
+        [
+            "pre-check ok",
+            "stage ok",
+            "switch ok",
+            "post-verify failed",
+            "rollback ok"
+        ]
+    );
+    assert_eq!(
+        node.slots().calls[3..],
+        ["stage b 3", "switch b", "rollback a"]
+    );
+    let t = f.table();
+    assert_eq!(
+        (t.a.state, t.b.state, t.pending),
+        (SlotState::Good, SlotState::Bad, false)
+    );
+    let last = chasi_runtime::state::history(node.paths())
+        .unwrap()
+        .pop()
+        .unwrap();
+    assert_eq!(last.event, "rolled-back");
+    assert!(last.reason.unwrap().contains("90-fail"));
+    // A bad slot is no rollback target.
+    assert!(matches!(node.rollback(), Err(NodeError::NoRollback { .. })));
+}
+
+#[test]
+fn wrong_platform_is_refused_before_anything() {
+    let f = Fixture::new();
+    let other = if host().contains("amd64") {
+        "linux/arm64"
+    } else {
+        "linux/amd64"
+    };
+    image(&f.build, "foreign:1", other, &versions(100).v1);
+    let src = save(&f.build, "foreign:1", f.path(), "foreign.tar");
+    let mut node = f.node();
+    let (r, _) = apply(&mut node, &src, &mut FakeHooks::default());
+    let e = r.unwrap_err();
+    assert!(matches!(e, NodeError::WrongPlatform { .. }), "{e}");
+    assert!(e.to_string().contains(other), "{e}");
+    assert!(node.slots().calls.is_empty());
+    assert!(node.store().list_layers().unwrap().is_empty());
+}
+
+#[test]
+fn delta_needs_the_active_image_as_base() {
+    let f = Fixture::new();
+    let v1 = f.archive(1, &[]);
+    f.archive(2, &[]);
+    let d = delta(&f.build, "app:1", "app:2", f.path(), "d.tar");
+    let mut node = f.node();
+    let (r, _) = apply(&mut node, &d, &mut FakeHooks::default());
+    let e = r.unwrap_err();
+    assert!(matches!(e, NodeError::WrongBase { .. }), "{e}");
+    assert!(e.to_string().contains("nothing"), "{e}");
+    apply(&mut node, &v1, &mut FakeHooks::default()).0.unwrap();
+    let report = apply(&mut node, &d, &mut FakeHooks::default()).0.unwrap();
+    assert_eq!(report.slot, SlotId::B);
+    assert_eq!(report.image.name.as_deref(), Some("app:2"));
+}
+
+#[test]
+fn too_little_space_names_both_numbers() {
+    let f = Fixture::new();
+    let src = f.archive(1, &[]);
+    let paths = NodePaths::new(&f.path().join("node"));
+    let mut slots = FakeSlots::new(&f.path().join("slots"));
+    slots.available = 1000;
+    let mut node = Node::with_slots(
+        paths,
+        slots,
+        Platform::host(),
+        Access::Change,
+        &mut Collect::default(),
+    )
+    .unwrap();
+    let (r, phases) = apply(&mut node, &src, &mut FakeHooks::default());
+    let e = r.unwrap_err().to_string();
+    assert!(
+        e.contains("needs") && e.contains("1000 bytes are available"),
+        "{e}"
+    );
+    assert_eq!(phases, ["pre-check failed"]);
+    assert!(node.slots().calls.is_empty());
+}
+
+#[test]
+fn failed_stage_leaves_the_old_slot_active_and_marks_the_slot_incomplete() {
+    let f = Fixture::new();
+    let v1 = f.archive(1, &[]);
+    let v2 = f.archive(2, &[]);
+    let mut node = f.node();
+    apply(&mut node, &v1, &mut FakeHooks::default()).0.unwrap();
+    let mut slots = FakeSlots::new(&f.path().join("slots"));
+    slots.active = Some(SlotId::A);
+    slots.fail_stage = true;
+    drop(node);
+    let mut node = f.reopen(slots);
+    let (r, phases) = apply(&mut node, &v2, &mut FakeHooks::default());
+    assert!(r.is_err());
+    assert_eq!(phases, ["pre-check ok", "stage failed"]);
+    assert_eq!(node.slots().calls, ["stage b 2"]);
+    assert_eq!(node.slots().active, Some(SlotId::A));
+    let t = f.table();
+    assert_eq!(
+        (t.a.state, t.b.state),
+        (SlotState::Good, SlotState::Staging)
+    );
+}
+
+#[test]
+fn interrupted_after_switch_rolls_back_then_resumes_without_staging() {
+    let f = Fixture::new();
+    let v1 = f.archive(1, &[]);
+    let v2 = f.archive(2, &[]);
+    let mut node = f.node();
+    apply(&mut node, &v1, &mut FakeHooks::default()).0.unwrap();
+    let report = apply(&mut node, &v2, &mut FakeHooks::default()).0.unwrap();
+    // Pretend the v2 apply died during post-verify: journal at post-verify, slot b staged, pending.
+    let paths = node.paths().clone();
+    let mut t = f.table();
+    t.b.state = SlotState::Staged;
+    t.pending = true;
+    t.fallback = Some(SlotId::A);
+    t.save(&paths.table()).unwrap();
+    Journal {
+        format: STATE_FORMAT,
+        source: v2.clone(),
+        phase: Phase::PostVerify,
+        slot: SlotId::B,
+        from: Some(SlotId::A),
+        image: Some(report.image.clone()),
+        started: 0,
+    }
+    .save(&paths.journal())
+    .unwrap();
+    drop(node);
+    let mut slots = FakeSlots::new(&f.path().join("slots"));
+    slots.active = Some(SlotId::B);
+    let mut events = Collect::default();
+    let mut node = Node::with_slots(
+        paths.clone(),
+        slots,
+        Platform::host(),
+        Access::Change,
+        &mut events,
+    )
+    .unwrap();
+    assert_eq!(events.0[0].phase, "recover");
+    assert_eq!(node.slots().calls, ["rollback a"]);
+    assert!(!paths.journal().exists());
+    let t = f.table();
+    assert_eq!((t.b.state, t.pending), (SlotState::Staged, false));
+    // The same apply again: no staging, straight to the switch.
+    let (r, phases) = apply(&mut node, &v2, &mut FakeHooks::default());
+    assert!(r.unwrap().resumed);
+    assert_eq!(phases[1], "stage ok");
+    assert_eq!(node.slots().calls, ["rollback a", "switch b", "confirm b"]);
+}
+
+#[test]
+fn interrupted_before_switch_stays_and_mark_good_confirms_pending() {
+    let f = Fixture::new();
+    let v1 = f.archive(1, &[]);
+    let mut node = f.node();
+    let report = apply(&mut node, &v1, &mut FakeHooks::default()).0.unwrap();
+    let paths = node.paths().clone();
+    Journal {
+        format: STATE_FORMAT,
+        source: v1.clone(),
+        phase: Phase::Stage,
+        slot: SlotId::B,
+        from: Some(SlotId::A),
+        image: Some(report.image),
+        started: 0,
+    }
+    .save(&paths.journal())
+    .unwrap();
+    drop(node);
+    let mut slots = FakeSlots::new(&f.path().join("slots"));
+    slots.active = Some(SlotId::A);
+    let mut node = f.reopen(slots);
+    assert!(node.slots().calls.is_empty());
+    assert_eq!(node.status().unwrap().active_slot, Some(SlotId::A));
+    assert_eq!(node.mark_good().unwrap(), (SlotId::A, false));
+    let hist = chasi_runtime::state::history(&paths).unwrap();
+    assert_eq!(hist.last().unwrap().event, "recovered");
+}
+
+#[test]
+fn dry_run_writes_nothing_and_runs_pre_check_hooks() {
+    let f = Fixture::new();
+    let src = f.archive(1, &[hooks(&[("pre-check", "10-ok", "#!/bin/sh\n")])]);
+    let node = f.node();
+    let mut h = FakeHooks::default();
+    let d = node
+        .dry_run(&src, &ApplyOptions::default(), &mut h)
+        .unwrap();
+    assert_eq!((d.layers, d.layers_reused), (2, 0));
+    assert!(d.import_bytes > 0);
+    assert_eq!(d.files, 4);
+    assert!(d.bytes >= 10_000 && !d.estimated);
+    assert!(d.space_needed > d.bytes && d.problems.is_empty());
+    assert_eq!(d.hooks_passed, ["10-ok"]);
+    assert_eq!(h.runs.len(), 1);
+    assert!(node.slots().calls.is_empty());
+    assert!(node.store().list_layers().unwrap().is_empty());
+    assert!(!node.paths().table().exists() && !node.paths().history().exists());
+    // The dry run's scan counts what the apply's flattened view counts.
+    let mut node = node;
+    let mut events = Collect::default();
+    node.apply(&src, &ApplyOptions::default(), &mut h, &mut events)
+        .unwrap();
+    let stage = events.0.iter().find(|e| e.phase == "stage").unwrap();
+    assert_eq!(stage.data["entries"], d.entries);
+    assert_eq!(stage.data["bytes"], d.bytes);
+}
+
+#[test]
+fn dry_run_of_a_delta_counts_rebuilt_layers_as_an_upper_bound() {
+    let f = Fixture::new();
+    let v1 = f.archive(1, &[]);
+    f.archive(2, &[]);
+    let d = delta(&f.build, "app:1", "app:2", f.path(), "d.tar");
+    let mut node = f.node();
+    apply(&mut node, &v1, &mut FakeHooks::default()).0.unwrap();
+    let dry = node
+        .dry_run(&d, &ApplyOptions::default(), &mut FakeHooks::default())
+        .unwrap();
+    assert_eq!((dry.kind, dry.layers, dry.layers_reused), ("delta", 2, 1));
+    assert_eq!(dry.slot, SlotId::B);
+    // The upper layer travels as a delta or whole; either way the counts cover it.
+    assert!(dry.bytes >= 10_000, "{dry:?}");
+    assert_eq!(dry.estimated, !dry.hooks_unread_layers.is_empty());
+    assert!(dry.problems.is_empty());
+    // A delta for another base is refused in the dry run too.
+    let other = delta(&f.build, "app:2", "app:1", f.path(), "back.tar");
+    let e = node
+        .dry_run(&other, &ApplyOptions::default(), &mut FakeHooks::default())
+        .unwrap_err();
+    assert!(matches!(e, NodeError::WrongBase { .. }), "{e}");
+}
+
+#[test]
+fn mark_good_confirms_a_pending_slot() {
+    let f = Fixture::new();
+    let v1 = f.archive(1, &[]);
+    let mut node = f.node();
+    apply(&mut node, &v1, &mut FakeHooks::default()).0.unwrap();
+    // As a bootable backend leaves it after a reboot: switched, not confirmed, no journal.
+    let mut t = f.table();
+    t.a.state = SlotState::Staged;
+    t.pending = true;
+    t.save(&node.paths().table()).unwrap();
+    assert!(node.status().unwrap().pending);
+    assert_eq!(node.mark_good().unwrap(), (SlotId::A, true));
+    assert_eq!(node.slots().calls.last().unwrap(), "confirm a");
+    let t = f.table();
+    assert_eq!((t.a.state, t.pending), (SlotState::Good, false));
+    assert_eq!(node.mark_good().unwrap(), (SlotId::A, false));
+}
+
+#[test]
+fn stale_temporary_files_of_a_killed_writer_are_removed_on_open() {
+    let f = Fixture::new();
+    let node = f.node();
+    let stale = node.paths().state.join(".slots.json.tmp-999999");
+    std::fs::write(&stale, b"half").unwrap();
+    drop(node);
+    let node = f.node();
+    assert!(!stale.exists());
+    assert_eq!(node.status().unwrap().active_slot, None);
+}
