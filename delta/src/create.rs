@@ -252,21 +252,7 @@ fn blob_of(d: &Descriptor) -> Result<Blob> {
 }
 
 fn diff_ids(store: &Store, pm: &PlatformManifest) -> Result<Vec<Digest>> {
-    let config = pm.config(store)?;
-    let ids = config
-        .doc
-        .rootfs
-        .diff_ids
-        .iter()
-        .map(|d| {
-            d.parse::<Digest>().map_err(|_| {
-                DeltaError::Images(chasi_images::ImagesError::BadDiffId {
-                    diff_id: chasi_oci::error::excerpt(d),
-                    manifest: pm.digest,
-                })
-            })
-        })
-        .collect::<Result<Vec<_>>>()?;
+    let ids = pm.diff_ids(store)?;
     if ids.len() != pm.manifest.layers().len() {
         return Err(DeltaError::malformed(
             format!("image manifest {}", pm.digest),

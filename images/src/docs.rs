@@ -77,6 +77,22 @@ impl PlatformManifest {
             None => read_config(store, &self.manifest),
         }
     }
+
+    /// The layers' DiffIDs from its config, bottom first, each checked to be a digest.
+    pub fn diff_ids(&self, store: &Store) -> Result<Vec<Digest>> {
+        self.config(store)?
+            .doc
+            .rootfs
+            .diff_ids
+            .iter()
+            .map(|d| {
+                d.parse::<Digest>().map_err(|_| ImagesError::BadDiffId {
+                    diff_id: chasi_oci::error::excerpt(d),
+                    manifest: self.digest,
+                })
+            })
+            .collect()
+    }
 }
 
 /// An image in the store: its root and its per-platform manifests.

@@ -305,19 +305,7 @@ pub fn platform_image(
     let root = resolve(store, image)?;
     let all = Image::read(store, &root)?.manifests;
     let chosen = choose(&all, image, platform)?;
-    let config = chosen.config(store)?;
-    let diff_ids = config
-        .doc
-        .rootfs
-        .diff_ids
-        .iter()
-        .map(|d| {
-            d.parse::<Digest>().map_err(|_| ImagesError::BadDiffId {
-                diff_id: oci::error::excerpt(d),
-                manifest: chosen.digest,
-            })
-        })
-        .collect::<Result<Vec<_>>>()?;
+    let diff_ids = chosen.diff_ids(store)?;
     Ok(PlatformImage {
         manifest: chosen.digest,
         descriptor: descriptor_of(store, &chosen.digest)?,
