@@ -8,9 +8,11 @@
 //! (sealer's `sealer.image.extension`) cannot be carried and are reported as a warning.
 //!
 //! Reading accepts archives from `docker save` (legacy `<id>/layer.tar` members, or the
-//! OCI-style `blobs/sha256/…` of docker 25+), skopeo and this crate. Such archives carry no
-//! layer digests, so every layer is hashed and decompressed once at open: its DiffID must
-//! match the config, and an OCI manifest is synthesized over the blobs as they are.
+//! OCI-style `blobs/sha256/…` of docker 25+), skopeo, buildah and podman (layers stored once as
+//! `<digest>.tar`, linked from `<id>/layer.tar`; the index follows such links) and this crate.
+//! Such archives carry no layer digests, so every layer is hashed and decompressed once at
+//! open: its DiffID must match the config, and an OCI manifest is synthesized over the blobs
+//! as they are.
 
 use std::collections::{BTreeMap, HashMap};
 use std::io::{self, BufRead, BufReader, Read};

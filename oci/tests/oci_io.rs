@@ -1797,3 +1797,48 @@ fn thousands_of_random_mutations_of_small_archives_load_without_panicking() {
         started.elapsed()
     );
 }
+
+/// skopeo (like buildah and podman) writes a docker-archive whose layers are stored once as
+/// `<digest>.tar` and linked from the legacy `<id>/layer.tar` by a relative symlink
+/// (`../<digest>.tar`): we read it and import exactly the image we saved.
+#[test]
+fn docker_archives_written_by_skopeo_with_member_links_are_read() {
+    let t = tmp();
+    let mut blobs = MemoryBlobs::new();
+    let root = build_image(&mut blobs, LayerCodec::Gzip, "amd64");
+    let oa = t.path().join("img.oci.tar");
+    save(
+        &blobs,
+        &root,
+        SaveFormat::OciArchive,
+        &oa,
+        &opts("v1", None),
+    )
+    .expect("oci-archive");
+    let da = t.path().join("skopeo.docker.tar");
+    run(skopeo()
+        .arg("copy")
+        .arg(format!("oci-archive:{}:v1", oa.display()))
+        .arg(format!("docker-archive:{}:chasi/skopeo:v1", da.display())));
+    let listing = run(Command::new("tar").arg("-tvf").arg(&da));
+    assert!(
+        listing.contains("/layer.tar -> ../"),
+        "skopeo links its layers: {listing}"
+    );
+
+    let opened = OpenedImages::open(&da, None).expect("open skopeo's docker-archive");
+    let entry = opened.resolve(None).expect("one image").clone();
+    assert!(
+        entry.names.iter().any(|n| n.ends_with("chasi/skopeo:v1")),
+        "{:?}",
+        entry.names
+    );
+    let mut store = MemoryBlobs::new();
+    import_image(&opened, &entry.root, &mut store).expect("import skopeo's docker-archive");
+    let (ours, _) = read_manifest(&blobs, &root).expect("manifest");
+    let (theirs, _) = read_manifest(&store, &entry.root).expect("imported manifest");
+    let (a, _) = chasi_oci::read_config(&blobs, ours.config()).expect("config");
+    let (b, _) = chasi_oci::read_config(&store, theirs.config()).expect("config");
+    assert_eq!(a["rootfs"], b["rootfs"], "same diff_ids");
+    assert_eq!(theirs.layers().len(), 2);
+}
