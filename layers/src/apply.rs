@@ -706,7 +706,7 @@ pub fn apply_layer(
         created: HashSet::new(),
         dir_times: Vec::new(),
     };
-    let mut archive = tar::Archive::new(tar);
+    let mut archive = tar::Archive::new(crate::tarframe::Framed::new(tar));
     let entries = archive.entries().map_err(|e| Error::BadTar {
         what: what.into(),
         detail: crate::error::chain(&e),

@@ -210,7 +210,9 @@ impl Store {
         for (li, l) in layers.iter().enumerate() {
             let what = l.to_string();
             let r = self.open_layer(l)?;
-            let mut archive = tar::Archive::new(io::BufReader::with_capacity(1 << 20, r));
+            let mut archive = tar::Archive::new(crate::tarframe::Framed::new(
+                io::BufReader::with_capacity(1 << 20, r),
+            ));
             let mut created: HashSet<Key> = HashSet::new();
             let entries = archive.entries().map_err(|e| Error::BadTar {
                 what: what.clone(),
