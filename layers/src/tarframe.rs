@@ -7,14 +7,21 @@
 //!   area and padding lies, so at the end of the stream it supplies the padding a complete last
 //!   entry lacks, and refuses, naming the entry and offset, a stream that stops inside a header
 //!   or inside an entry's data (real truncation).
-//! - A PAX `size` record changes where the next header lies: it is read here by the records'
-//!   length prefixes (POSIX), so that framing is right whatever the records contain.
+//! - PAX records are `<length> <key>=<value>\n`, and values may contain newlines (GNU tar's
+//!   `SCHILY.acl.*` from `tar --acls`) or any byte (xattrs such as `security.capability`); the
+//!   `tar` crate splits them at newlines and calls such headers malformed. Here they are parsed
+//!   by their length prefixes, as POSIX says, and the records of a local (`x`) header are handed
+//!   to the reader through [`PaxRecords`], keyed by the header of the entry they describe; a PAX
+//!   `size` also changes where the next header lies, so framing is right whatever the records
+//!   contain.
 //!
 //! Bytes pass through unchanged (offsets the `tar` crate reports stay offsets in the stream);
 //! only missing padding (or the rest of a cut end-of-archive block) at the very end is added. After an end-of-archive block, or a GNU sparse
 //! entry (whose extra header blocks are not framed here), the rest passes through unwalked.
 
+use std::cell::RefCell;
 use std::io::{self, Read};
+use std::rc::Rc;
 
 /// Tar blocks.
 const BLOCK: u64 = 512;
@@ -24,6 +31,25 @@ pub(crate) const MAX_PAX: u64 = 16 << 20;
 
 /// One `key=value` record of a PAX extended header.
 pub(crate) type PaxRecord = (Vec<u8>, Vec<u8>);
+
+/// The local PAX records of the entry whose header was read last, shared between [`Framed`] and
+/// the code reading entries from the `tar` crate.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct PaxRecords(Rc<RefCell<Option<Described>>>);
+
+/// Records and the header offset of the entry they describe.
+type Described = (u64, Vec<PaxRecord>);
+
+impl PaxRecords {
+    /// The records of the entry whose header is at `header_offset` (none if it had no PAX
+    /// header).
+    pub(crate) fn take_for(&self, header_offset: u64) -> Vec<PaxRecord> {
+        match self.0.borrow_mut().take() {
+            Some((at, records)) if at == header_offset => records,
+            _ => Vec::new(),
+        }
+    }
+}
 
 /// Parses PAX extended header data: records `<len> <key>=<value>\n` where `<len>` counts the
 /// whole record in bytes, so values may contain newlines (ACLs) or any byte (xattrs).
@@ -90,6 +116,9 @@ pub(crate) struct Framed<R> {
     pax: Option<Vec<u8>>,
     /// The `size` a local PAX header gave the next entry.
     pax_size: Option<u64>,
+    /// The records of the last local PAX header, until the entry they describe.
+    pending: Option<Vec<PaxRecord>>,
+    records: PaxRecords,
 }
 
 impl<R: Read> Framed<R> {
@@ -102,7 +131,14 @@ impl<R: Read> Framed<R> {
             entry: (String::new(), 0),
             pax: None,
             pax_size: None,
+            pending: None,
+            records: PaxRecords::default(),
         }
+    }
+
+    /// Where the PAX records of each entry are handed out.
+    pub(crate) fn records(&self) -> PaxRecords {
+        self.records.clone()
     }
 
     /// A header block is complete: decide what follows it.
@@ -135,6 +171,7 @@ impl<R: Read> Framed<R> {
                 if let Some(s) = self.pax_size.take() {
                     size = s;
                 }
+                *self.records.0.borrow_mut() = self.pending.take().map(|r| (self.pos, r));
             }
         }
         self.entry = (name, self.pos);
@@ -168,6 +205,7 @@ impl<R: Read> Framed<R> {
                     self.pax_size = Some(s);
                 }
             }
+            self.pending = Some(records);
         }
         Ok(())
     }

@@ -106,3 +106,72 @@ fn umoci_insert_layers_without_end_blocks_apply_and_truncation_is_refused() {
         "{msg}"
     );
 }
+
+/// `tar --xattrs --acls` (GNU tar, POSIX format) stores ACLs as PAX records whose values hold
+/// newlines, which the `tar` crate's own PAX parser calls malformed: the layer must apply with
+/// its files, names (also a PAX `path` after the ACL records) and xattrs intact.
+#[test]
+fn gnu_tar_with_acls_and_xattrs_applies() {
+    let setfacl = tool("setfacl", "acl");
+    let t = tempfile::tempdir().unwrap();
+    let tree = t.path().join("tree");
+    // A name longer than ustar's 100 bytes gets a PAX `path` record next to the ACL records.
+    let long = format!("{}/file", "d".repeat(120));
+    fs::create_dir_all(tree.join(&long).parent().unwrap()).unwrap();
+    fs::write(tree.join("acl"), b"with acl\n").unwrap();
+    fs::write(tree.join(&long), b"deep\n").unwrap();
+    for f in ["acl", long.as_str()] {
+        run(Command::new(&setfacl)
+            .args(["-m", "u:1000:r--,g:1000:rw-"])
+            .arg(tree.join(f)));
+    }
+    run(Command::new(tool("setfattr", "attr"))
+        .args(["-n", "user.note", "-v", "0x610a62"])
+        .arg(tree.join("acl")));
+    let tar_file = t.path().join("acl.tar");
+    run(Command::new(tool("tar", "tar"))
+        .args([
+            "--xattrs",
+            "--xattrs-include=*",
+            "--acls",
+            "--format=posix",
+            "-cf",
+        ])
+        .arg(&tar_file)
+        .arg("-C")
+        .arg(&tree)
+        .arg("."));
+    let bytes = fs::read(&tar_file).unwrap();
+    let has = |needle: &[u8]| bytes.windows(needle.len()).any(|w| w == needle);
+    assert!(has(b"SCHILY.acl.access="), "GNU tar wrote ACL records");
+
+    let root = t.path().join("root");
+    fs::create_dir_all(&root).unwrap();
+    let with_xattrs = ApplyOptions {
+        xattrs: true,
+        ..opts()
+    };
+    let stats = apply_layer(&bytes[..], &root, &with_xattrs, "acl.tar").expect("apply");
+    assert_eq!(fs::read(root.join("acl")).unwrap(), b"with acl\n");
+    assert_eq!(fs::read(root.join(&long)).unwrap(), b"deep\n");
+    if stats.xattr_failures == 0 {
+        let out = Command::new(tool("getfattr", "attr"))
+            .args(["--only-values", "-n", "user.note"])
+            .arg(root.join("acl"))
+            .output()
+            .unwrap();
+        assert_eq!(
+            out.stdout, b"a\nb",
+            "an xattr value with a newline survives"
+        );
+    }
+    let s = Store::open_with_layout(t.path().join("s"), small_layout()).unwrap();
+    let info = s.ingest_tar(&bytes[..]).unwrap();
+    let view = s.flat_view(&[info.diff_id]).expect("flat view");
+    let note = view
+        .entries()
+        .iter()
+        .find(|e| e.entry.path == b"acl")
+        .and_then(|e| e.entry.xattrs.get("user.note").cloned());
+    assert_eq!(note, Some(b"a\nb".to_vec()));
+}
