@@ -8,9 +8,9 @@
 //! these archives before); callers add members in sorted order. The reader scans an archive
 //! once, rejects member names that could escape an extraction root (`..`, absolute paths) and
 //! links whose target, resolved against the link's own directory, leaves the archive, and
-//! members that run past the end of the file; then it serves members by offset, following
-//! links to the regular member they name, so blobs stream straight out of the archive without
-//! a temporary copy.
+//! members that run past the end of the file (a gzip, zstd, xz or bzip2 file is named as
+//! such); then it serves members by offset, following links to the regular member they name,
+//! so blobs stream straight out of the archive without a temporary copy.
 
 use std::collections::BTreeMap;
 use std::fs::File;
@@ -177,6 +177,43 @@ pub(crate) fn resolve_link(
     Ok(parts.join("/"))
 }
 
+/// Fills `buf` as far as the file allows; the number of bytes read.
+fn read_prefix(file: &mut File, buf: &mut [u8]) -> io::Result<usize> {
+    let mut n = 0;
+    while n < buf.len() {
+        match file.read(&mut buf[n..])? {
+            0 => break,
+            k => n += k,
+        }
+    }
+    Ok(n)
+}
+
+/// Archives are read uncompressed (members are served by offset); a compressed one is named by
+/// its magic bytes, with the command that makes the tar.
+fn compressed(magic: &[u8], path: &Path) -> Option<String> {
+    let (what, tool) = if magic.starts_with(&[0x1f, 0x8b]) {
+        ("gzip", "gzip -dc")
+    } else if magic.starts_with(&[0x28, 0xb5, 0x2f, 0xfd]) {
+        ("zstd", "zstd -dc")
+    } else if magic.starts_with(&[0xfd, b'7', b'z', b'X', b'Z', 0]) {
+        ("xz", "xz -dc")
+    } else if magic.len() == 6
+        && magic.starts_with(b"BZh")
+        && magic[3].is_ascii_digit()
+        && magic[4..] == [0x31, 0x41]
+    {
+        ("bzip2", "bzip2 -dc")
+    } else {
+        return None;
+    };
+    Some(format!(
+        "it is a {what}-compressed file, and archives are read as plain tar: decompress it first \
+         (`{tool} {} > archive.tar`)",
+        path.display()
+    ))
+}
+
 /// An index of the members of a tar file, for random access.
 #[derive(Debug)]
 pub(crate) struct TarIndex {
@@ -188,10 +225,20 @@ pub(crate) struct TarIndex {
 }
 
 impl TarIndex {
-    /// Scans `path` once.
+    /// Scans `path` once. A compressed file is refused saying which compression it is.
     pub(crate) fn scan(path: &Path) -> OciResult<Self> {
-        let file = File::open(path).map_err(OciError::io("open", path))?;
+        let mut file = File::open(path).map_err(OciError::io("open", path))?;
         let file_len = file.metadata().map_err(OciError::io("stat", path))?.len();
+        let mut magic = [0u8; 6];
+        let n = read_prefix(&mut file, &mut magic).map_err(OciError::io("read", path))?;
+        if let Some(reason) = compressed(&magic[..n], path) {
+            return Err(OciError::UnknownFormat {
+                path: path.to_path_buf(),
+                reason,
+            });
+        }
+        file.seek(SeekFrom::Start(0))
+            .map_err(OciError::io("seek in", path))?;
         let mut archive = tar::Archive::new(BufReader::new(file));
         let mut members = BTreeMap::new();
         let mut links = BTreeMap::new();

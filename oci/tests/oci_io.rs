@@ -1842,3 +1842,53 @@ fn docker_archives_written_by_skopeo_with_member_links_are_read() {
     assert_eq!(a["rootfs"], b["rootfs"], "same diff_ids");
     assert_eq!(theirs.layers().len(), 2);
 }
+
+/// An oci-archive compressed as a whole (`gzip`, `zstd`, `xz`, `bzip2`, as people ship them) is
+/// named as such, with the command that makes the tar, instead of a tar header parse error.
+#[test]
+fn compressed_archives_are_named_by_their_compression() {
+    let t = tmp();
+    let mut blobs = MemoryBlobs::new();
+    let root = build_image(&mut blobs, LayerCodec::Gzip, "amd64");
+    let oa = t.path().join("img.oci.tar");
+    save(
+        &blobs,
+        &root,
+        SaveFormat::OciArchive,
+        &oa,
+        &opts("v1", None),
+    )
+    .expect("oci-archive");
+    for (tool_name, package, what) in [
+        ("gzip", "gzip", "gzip"),
+        ("zstd", "zstd", "zstd"),
+        ("xz", "xz-utils", "xz"),
+        ("bzip2", "bzip2", "bzip2"),
+    ] {
+        let packed = t.path().join(format!("img.oci.tar.{tool_name}"));
+        let out = Command::new(tool(tool_name, package))
+            .arg("-c")
+            .arg(&oa)
+            .output()
+            .expect("compress");
+        assert!(out.status.success(), "{tool_name}");
+        fs::write(&packed, &out.stdout).expect("write");
+        for format in [
+            None,
+            Some(ArchiveFormat::OciArchive),
+            Some(ArchiveFormat::DockerArchive),
+        ] {
+            let err = match OpenedImages::open(&packed, format) {
+                Err(e) => e,
+                Ok(_) => panic!("{tool_name}: a compressed file was read as a tar"),
+            };
+            assert!(matches!(err, OciError::UnknownFormat { .. }), "{err:?}");
+            let msg = err.to_string();
+            assert!(
+                msg.contains(&format!("it is a {what}-compressed file"))
+                    && msg.contains(&format!("{tool_name} -dc")),
+                "{msg}"
+            );
+        }
+    }
+}
