@@ -1892,3 +1892,54 @@ fn compressed_archives_are_named_by_their_compression() {
         }
     }
 }
+
+/// `save` with a platform writes OCI layouts and archives holding that platform's manifest
+/// alone (skopeo sees a single-platform image), and refuses a platform the image lacks.
+#[test]
+fn save_with_a_platform_writes_that_platform_alone_to_oci_layouts_and_archives() {
+    let t = tmp();
+    let mut blobs = MemoryBlobs::new();
+    let amd = build_image(&mut blobs, LayerCodec::Zstd, "amd64");
+    let arm = build_image(&mut blobs, LayerCodec::Zstd, "arm64");
+    let index =
+        build_index(&mut blobs, &[amd.clone(), arm.clone()], &BTreeMap::new()).expect("index");
+    let mut o = opts("v1", None);
+    o.platform = Some("linux/arm64".parse().expect("platform"));
+
+    let dir = t.path().join("layout");
+    save(&blobs, &index, SaveFormat::OciLayout, &dir, &o).expect("layout");
+    let oa = t.path().join("arm.oci.tar");
+    save(&blobs, &index, SaveFormat::OciArchive, &oa, &o).expect("archive");
+    for reference in [
+        format!("oci:{}:v1", dir.display()),
+        format!("oci-archive:{}:v1", oa.display()),
+    ] {
+        let (img, entry) = open_image(&reference.parse().expect("ref")).expect("open");
+        assert_eq!(entry.root.digest(), arm.digest(), "{reference}");
+        let (m, _) = read_manifest(&img, &entry.root).expect("a manifest, not an index");
+        assert_eq!(m.layers().len(), 2);
+        let v: Value =
+            serde_json::from_str(&run(skopeo().arg("inspect").arg(&reference))).expect("json");
+        assert_eq!(v["Digest"], arm.digest().to_string(), "{reference}");
+        assert_eq!(v["Architecture"], "arm64", "{reference}");
+    }
+    let layout_index: Value =
+        serde_json::from_slice(&fs::read(dir.join("index.json")).expect("index.json"))
+            .expect("json");
+    assert_eq!(layout_index["manifests"].as_array().map(Vec::len), Some(1));
+    assert_eq!(
+        layout_index["manifests"][0]["digest"],
+        arm.digest().to_string()
+    );
+
+    // A platform the image lacks, from an index or from a single manifest, is refused.
+    o.platform = Some("linux/s390x".parse().expect("platform"));
+    for (root, name) in [(&index, "index"), (&amd, "manifest")] {
+        let out = t.path().join(format!("s390x-{name}.tar"));
+        match save(&blobs, root, SaveFormat::OciArchive, &out, &o) {
+            Err(OciError::NoSuchPlatform { .. }) => {}
+            other => panic!("{name}: expected NoSuchPlatform, got {other:?}"),
+        }
+        assert!(!out.exists(), "{name}: nothing written");
+    }
+}
