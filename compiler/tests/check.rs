@@ -651,6 +651,40 @@ fn run_steps_see_every_arg_in_scope() {
     );
 }
 
+/// `ARG ARCH=amd64` (and defaults of the other platform variables), global or in a stage, do
+/// not override the platform: the arm64 plan copies `arm64`.
+#[test]
+fn platform_variables_win_over_arg_defaults() {
+    let text = "ARG ARCH=amd64\nARG TARGETOS=windows\nFROM scratch\nARG TARGETARCH=amd64\nARG TARGETPLATFORM=linux/amd64\nARG ARCH=amd64\nCOPY ${ARCH} .\nCOPY ${TARGETARCH}/${TARGETOS} x/\nCOPY ${TARGETPLATFORM} y/\n";
+    let (source, compiled) = compile_with(
+        text,
+        None,
+        &[],
+        vec![
+            Platform::linux_amd64(),
+            parse_platform("linux/arm64").expect("p"),
+        ],
+    );
+    let why = describe(&source, &compiled);
+    let plan = compiled.plan.unwrap_or_else(|| panic!("{why}"));
+    let copies = |t: usize| -> Vec<String> {
+        plan.targets[t]
+            .nodes
+            .iter()
+            .map(|n| n.label.clone())
+            .filter(|l| l.starts_with("COPY"))
+            .collect()
+    };
+    assert_eq!(
+        copies(0),
+        ["COPY amd64 .", "COPY amd64/linux x/", "COPY linux/amd64 y/"]
+    );
+    assert_eq!(
+        copies(1),
+        ["COPY arm64 .", "COPY arm64/linux x/", "COPY linux/arm64 y/"]
+    );
+}
+
 fn multi_stage_plan(platforms: Vec<Platform>) -> Plan {
     let text = "ARG BASE=scratch\nFROM ${BASE} AS tools\nCOPY ${ARCH}/bin bin/\nRUN make\nFROM scratch\nCOPY --from=tools out/ /opt/\nENV A=1\nLAUNCH []\n";
     let (source, compiled) = compile_with(text, None, &[], platforms);

@@ -274,7 +274,9 @@ impl Checker<'_> {
                     .then(|| self.global.get(&name).and_then(|v| v.value.clone()))
                     .flatten()
             });
-            let keep_platform = platform_var && default_word.is_none();
+            // The target platform decides these, never a default (sealer and BuildKit agree):
+            // `ARG ARCH=amd64` built for linux/arm64 is arm64.
+            let keep_platform = platform_var;
             if in_stage {
                 let raw_default = default_word.map(|d| d.text);
                 if !keep_platform {

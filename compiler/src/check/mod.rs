@@ -25,7 +25,8 @@
 //! `LAUNCH`, `MAINTAINER` and `KUBEVERSION` are kept as written (a shell or a person reads
 //! them later). The platform variables `ARCH` (sealer), `TARGETPLATFORM`, `TARGETOS`,
 //! `TARGETARCH`, `TARGETVARIANT`, `BUILDPLATFORM`, `BUILDOS`, `BUILDARCH` and `BUILDVARIANT`
-//! are always defined; declaring one without a default keeps the platform value. An undefined
+//! are always defined, and declaring one keeps the platform value: a default (`ARG ARCH=amd64`)
+//! or `--build-arg` never overrides it, as in sealer and BuildKit. An undefined
 //! variable is warning KF224 and expands to nothing; `${X:-d}` and `${X:+a}` never warn.
 //!
 //! **Decisions that differ from sealer** (`shared/notes/sealer.md` §11) **or Docker**:
