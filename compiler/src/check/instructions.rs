@@ -676,7 +676,8 @@ impl Checker<'_> {
                 ));
             }
         }
-        if count > 1 && !dest.ends_with('/') && !dest.is_empty() {
+        // With an inline comment (KF228, an error here) the "destination" is a comment word.
+        if count > 1 && !dest.ends_with('/') && !dest.is_empty() && comment_from == usize::MAX {
             self.push(
                 Diagnostic::new(
                     Code::CopyDestinationNotDirectory,

@@ -64,7 +64,7 @@ pub(crate) mod words;
 pub use context::{Context, ContextError};
 pub use program::*;
 
-use crate::diagnostics::{Code, Diagnostic};
+use crate::diagnostics::{Code, Diagnostic, Severity};
 use crate::source::{SourceFile, Span};
 use crate::syntax::ast::{Arguments, Flag, Instruction, Keyword, Kubefile, Word};
 use std::collections::{BTreeMap, HashMap};
@@ -534,18 +534,22 @@ impl<'a> Checker<'a> {
             .skip(1)
             .find(|w| words::is_comment_word(&w.text))
         {
-            self.push(
-                Diagnostic::new(
-                    Code::InlineComment,
-                    Span::new(word.span.start, span.end),
-                    format!(
-                        "`{}` is taken as arguments of `{}`, not as a comment",
-                        self.src.slice(Span::new(word.span.start, span.end)),
-                        keyword.as_str()
-                    ),
-                )
-                .with_help("Kubefile comments must be on a line of their own, starting with `#`"),
-            );
+            let mut d = Diagnostic::new(
+                Code::InlineComment,
+                Span::new(word.span.start, span.end),
+                format!(
+                    "`{}` is taken as arguments of `{}`, not as a comment",
+                    self.src.slice(Span::new(word.span.start, span.end)),
+                    keyword.as_str()
+                ),
+            )
+            .with_help("Kubefile comments must be on a line of their own, starting with `#`");
+            // In `COPY`/`ADD` the comment's last word would become the destination and the
+            // real destination a source: that is the one problem, reported as the error.
+            if matches!(keyword, Keyword::Copy | Keyword::Add) {
+                d.severity = Severity::Error;
+            }
+            self.push(d);
         }
     }
 
