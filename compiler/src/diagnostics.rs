@@ -155,7 +155,7 @@ codes! {
     /// A label key in the namespace reserved by sealer.
     ReservedLabel = "KF231", Warning, "the label key is in the `sealer.io` namespace that the toolchain manages";
     /// `FROM` with words other than an image and `AS name`.
-    InvalidFrom = "KF232", Error, "`FROM` takes an image (or an earlier stage) and an optional `AS name`";
+    InvalidFrom = "KF232", Error, "`FROM` takes an image (or an earlier stage) and an optional `AS name`; the image must be a valid reference once variables are expanded";
     /// A stage name that Dockerfile tools would reject.
     InvalidStageName = "KF233", Error, "a stage name must start with a letter and contain only letters, digits, `-`, `_` or `.` (it is lower-cased)";
     /// `COPY`/`ADD` with several sources into a destination that is not a directory.

@@ -135,6 +135,22 @@ impl Checker<'_> {
                 } else if let Some(&index) = self.stage_names.get(&image.to_ascii_lowercase()) {
                     Base::Stage { index }
                 } else {
+                    if let Some(why) = super::reference::reference_problem(&image) {
+                        let shown = if image == image_word.text {
+                            format!("`{image}`")
+                        } else {
+                            format!("`{image}` (from `{}`)", image_word.text)
+                        };
+                        let mut d = Diagnostic::new(
+                            Code::InvalidFrom,
+                            image_word.span,
+                            format!("the image {shown} is not a valid reference: {why}"),
+                        );
+                        if image != image_word.text {
+                            d = d.with_help("check the variables it uses: `FROM` sees only the `ARG`s declared before the first `FROM` (give them a default)");
+                        }
+                        self.push(d);
+                    }
                     Base::Image { reference: image }
                 }
             }

@@ -14,7 +14,7 @@
 //! Modules: [`words`] (quotes, escapes, `$VAR`), `instructions` (one function per
 //! instruction), `apps` (APP/CNI/CSI, APPCMDS, APPENV, LAUNCH and type detection),
 //! [`context`] and [`ignore`] (the build context), `kubeversion` (the range grammar),
-//! [`program`] (the output model).
+//! `reference` (the shape of a `FROM` image after expansion), [`program`] (the output model).
 //!
 //! **Which instruction expands what** (as in a Dockerfile): `FROM` (image and `--platform`)
 //! sees only the `ARG`s declared before the first `FROM` plus the platform variables;
@@ -59,6 +59,7 @@ pub mod ignore;
 mod instructions;
 mod kubeversion;
 pub mod program;
+mod reference;
 pub(crate) mod words;
 
 pub use context::{Context, ContextError};
@@ -439,6 +440,7 @@ impl<'a> Checker<'a> {
             vars,
             escape,
             expand,
+            global: self.stages.is_empty(),
         }
         .word(&word.text, word.span, form, sink)
     }
@@ -449,6 +451,7 @@ impl<'a> Checker<'a> {
             vars: &self.global,
             escape: self.kubefile.escape,
             expand: true,
+            global: true,
         }
         .word(&word.text, word.span, form, sink)
     }
