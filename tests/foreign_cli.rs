@@ -1,0 +1,68 @@
+//! What other tools write, through the CLI: an OCI layout made by `umoci insert` (layer tars
+//! without end-of-archive blocks) is a `FROM oci:` base that builds and exports, and skopeo's
+//! docker-archive of it (layers linked from `<id>/layer.tar`) loads.
+
+mod common;
+
+use common::*;
+use std::process::Command;
+
+#[test]
+fn umoci_layouts_build_and_export_and_skopeo_docker_archives_load() {
+    need("umoci", "umoci");
+    need("skopeo", "skopeo");
+    let tmp = tempfile::tempdir().unwrap();
+    let store = tmp.path().join("store");
+    let tree = tmp.path().join("tree");
+    write_files(&tree, &[("etc/motd", "from umoci\n")]);
+    let layout = tmp.path().join("layout");
+    let image = format!("{}:v1", layout.display());
+    sh(Command::new("umoci")
+        .arg("init")
+        .arg("--layout")
+        .arg(&layout));
+    sh(Command::new("umoci").args(["new", "--image", &image]));
+    sh(Command::new("umoci")
+        .args(["insert", "--image", &image])
+        .arg(tree.join("etc"))
+        .arg("/etc"));
+
+    let ctx = tmp.path().join("ctx");
+    write_files(
+        &ctx,
+        &[
+            (
+                "Kubefile",
+                &format!("FROM oci:{image}\nCOPY extra /extra\n"),
+            ),
+            ("extra", "mine\n"),
+        ],
+    );
+    ok(&store, &["build", "-t", "umoci:1", ctx.to_str().unwrap()]);
+    let out = tmp.path().join("root.tar");
+    ok(
+        &store,
+        &[
+            "export",
+            "umoci:1",
+            "--format",
+            "tar",
+            "-o",
+            out.to_str().unwrap(),
+        ],
+    );
+    let listing = sh(Command::new("tar").arg("-xOf").arg(&out).arg("etc/motd"));
+    assert_eq!(listing, "from umoci\n");
+
+    let docker = tmp.path().join("skopeo.docker.tar");
+    sh(Command::new("skopeo").args([
+        "--insecure-policy",
+        "copy",
+        &format!("oci:{image}"),
+        &format!("docker-archive:{}:chasi/umoci:v2", docker.display()),
+    ]));
+    let members = sh(Command::new("tar").arg("-tvf").arg(&docker));
+    assert!(members.contains("/layer.tar -> ../"), "{members}");
+    let loaded = ok(&store, &["load", docker.to_str().unwrap()]);
+    assert!(loaded.contains("chasi/umoci:v2"), "{loaded}");
+}
