@@ -1,6 +1,6 @@
 //! What other tools write, through the CLI: an OCI layout made by `umoci insert` (layer tars
-//! without end-of-archive blocks) is a `FROM oci:` base that builds and exports, and skopeo's
-//! docker-archive of it (layers linked from `<id>/layer.tar`) loads.
+//! without end-of-archive blocks) is a `FROM oci:` base that builds and exports, and the
+//! docker-archives skopeo and buildah make of it (layers linked from `<id>/layer.tar`) load.
 
 mod common;
 
@@ -8,7 +8,7 @@ use common::*;
 use std::process::Command;
 
 #[test]
-fn umoci_layouts_build_and_export_and_skopeo_docker_archives_load() {
+fn umoci_layouts_build_and_export_and_skopeo_and_buildah_docker_archives_load() {
     need("umoci", "umoci");
     need("skopeo", "skopeo");
     let tmp = tempfile::tempdir().unwrap();
@@ -65,4 +65,37 @@ fn umoci_layouts_build_and_export_and_skopeo_docker_archives_load() {
     assert!(members.contains("/layer.tar -> ../"), "{members}");
     let loaded = ok(&store, &["load", docker.to_str().unwrap()]);
     assert!(loaded.contains("chasi/umoci:v2"), "{loaded}");
+
+    // buildah writes the same shape; its storage lives in the test's directory.
+    need("buildah", "buildah");
+    let buildah = |args: &[&str]| {
+        sh(Command::new("buildah")
+            .args(["--storage-driver", "vfs", "--root"])
+            .arg(tmp.path().join("buildah-root"))
+            .arg("--runroot")
+            .arg(tmp.path().join("buildah-run"))
+            .args(args))
+    };
+    // Into buildah's storage by skopeo (`buildah pull oci:` names the image after its path).
+    sh(Command::new("skopeo").args([
+        "--insecure-policy",
+        "copy",
+        &format!("oci:{image}"),
+        &format!(
+            "containers-storage:[vfs@{}+{}]localhost/chasi/src:v1",
+            tmp.path().join("buildah-root").display(),
+            tmp.path().join("buildah-run").display()
+        ),
+    ]));
+    let by_buildah = tmp.path().join("buildah.docker.tar");
+    buildah(&[
+        "push",
+        "-q",
+        "localhost/chasi/src:v1",
+        &format!("docker-archive:{}:chasi/buildah:v3", by_buildah.display()),
+    ]);
+    let members = sh(Command::new("tar").arg("-tvf").arg(&by_buildah));
+    assert!(members.contains("/layer.tar -> ../"), "{members}");
+    let loaded = ok(&store, &["load", by_buildah.to_str().unwrap()]);
+    assert!(loaded.contains("chasi/buildah:v3"), "{loaded}");
 }
