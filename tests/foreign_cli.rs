@@ -99,3 +99,48 @@ fn umoci_layouts_build_and_export_and_skopeo_and_buildah_docker_archives_load() 
     let loaded = ok(&store, &["load", by_buildah.to_str().unwrap()]);
     assert!(loaded.contains("chasi/buildah:v3"), "{loaded}");
 }
+
+/// `ADD rootfs.tar` of an archive made by GNU tar with `--xattrs --acls` (PAX records whose
+/// values hold newlines) builds, and the files come out of `chasi export`.
+#[test]
+fn add_of_a_gnu_tar_with_acls_builds() {
+    need("setfacl", "acl");
+    let tmp = tempfile::tempdir().unwrap();
+    let store = tmp.path().join("store");
+    let tree = tmp.path().join("tree");
+    write_files(
+        &tree,
+        &[("etc/shadow", "root:*:1::::::\n"), ("bin/tool", "x\n")],
+    );
+    sh(Command::new("setfacl")
+        .args(["-m", "u:1000:r--,g:42:r--"])
+        .arg(tree.join("etc/shadow")));
+    let ctx = tmp.path().join("ctx");
+    write_files(&ctx, &[("Kubefile", "FROM scratch\nADD rootfs.tar /\n")]);
+    sh(Command::new("tar")
+        .args(["--xattrs", "--acls", "--format=posix", "-cf"])
+        .arg(ctx.join("rootfs.tar"))
+        .arg("-C")
+        .arg(&tree)
+        .args(["etc", "bin"]));
+    let raw = std::fs::read(ctx.join("rootfs.tar")).unwrap();
+    assert!(
+        raw.windows(18).any(|w| w == b"SCHILY.acl.access="),
+        "GNU tar wrote ACL records"
+    );
+    ok(&store, &["build", "-t", "acl:1", ctx.to_str().unwrap()]);
+    let out = tmp.path().join("root.tar");
+    ok(
+        &store,
+        &[
+            "export",
+            "acl:1",
+            "--format",
+            "tar",
+            "-o",
+            out.to_str().unwrap(),
+        ],
+    );
+    let shadow = sh(Command::new("tar").arg("-xOf").arg(&out).arg("etc/shadow"));
+    assert_eq!(shadow, "root:*:1::::::\n");
+}
