@@ -147,7 +147,7 @@ codes! {
     /// `KUBEVERSION` that is not a version range.
     InvalidKubeVersion = "KF227", Warning, "`KUBEVERSION` should be a semantic-version range such as `>=1.22 <1.26` or `1.22 - 1.24`";
     /// Words that look like an inline comment (Kubefiles have none).
-    InlineComment = "KF228", Warning, "`#` after arguments is not a comment in a Kubefile; the words are taken as arguments";
+    InlineComment = "KF228", Warning, "`#` after arguments is not a comment in a Kubefile; the words are taken as arguments (an error in `COPY`/`ADD`, where they would become sources and the destination)";
     /// `CMDS`/`CMD` in shell form, which is one command, not several.
     ShellFormCommands = "KF229", Warning, "a shell-form command list is one command; write a JSON array for several";
     /// An empty instruction argument where a value is required.
@@ -155,7 +155,7 @@ codes! {
     /// A label key in the namespace reserved by sealer.
     ReservedLabel = "KF231", Warning, "the label key is in the `sealer.io` namespace that the toolchain manages";
     /// `FROM` with words other than an image and `AS name`.
-    InvalidFrom = "KF232", Error, "`FROM` takes an image (or an earlier stage) and an optional `AS name`";
+    InvalidFrom = "KF232", Error, "`FROM` takes an image (or an earlier stage) and an optional `AS name`; the image must be a valid reference once variables are expanded";
     /// A stage name that Dockerfile tools would reject.
     InvalidStageName = "KF233", Error, "a stage name must start with a letter and contain only letters, digits, `-`, `_` or `.` (it is lower-cased)";
     /// `COPY`/`ADD` with several sources into a destination that is not a directory.

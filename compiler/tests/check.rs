@@ -651,6 +651,40 @@ fn run_steps_see_every_arg_in_scope() {
     );
 }
 
+/// `ARG ARCH=amd64` (and defaults of the other platform variables), global or in a stage, do
+/// not override the platform: the arm64 plan copies `arm64`.
+#[test]
+fn platform_variables_win_over_arg_defaults() {
+    let text = "ARG ARCH=amd64\nARG TARGETOS=windows\nFROM scratch\nARG TARGETARCH=amd64\nARG TARGETPLATFORM=linux/amd64\nARG ARCH=amd64\nCOPY ${ARCH} .\nCOPY ${TARGETARCH}/${TARGETOS} x/\nCOPY ${TARGETPLATFORM} y/\n";
+    let (source, compiled) = compile_with(
+        text,
+        None,
+        &[],
+        vec![
+            Platform::linux_amd64(),
+            parse_platform("linux/arm64").expect("p"),
+        ],
+    );
+    let why = describe(&source, &compiled);
+    let plan = compiled.plan.unwrap_or_else(|| panic!("{why}"));
+    let copies = |t: usize| -> Vec<String> {
+        plan.targets[t]
+            .nodes
+            .iter()
+            .map(|n| n.label.clone())
+            .filter(|l| l.starts_with("COPY"))
+            .collect()
+    };
+    assert_eq!(
+        copies(0),
+        ["COPY amd64 .", "COPY amd64/linux x/", "COPY linux/amd64 y/"]
+    );
+    assert_eq!(
+        copies(1),
+        ["COPY arm64 .", "COPY arm64/linux x/", "COPY linux/arm64 y/"]
+    );
+}
+
 fn multi_stage_plan(platforms: Vec<Platform>) -> Plan {
     let text = "ARG BASE=scratch\nFROM ${BASE} AS tools\nCOPY ${ARCH}/bin bin/\nRUN make\nFROM scratch\nCOPY --from=tools out/ /opt/\nENV A=1\nLAUNCH []\n";
     let (source, compiled) = compile_with(text, None, &[], platforms);
@@ -824,4 +858,77 @@ fn platforms_and_node_ids_are_the_workspace_types() {
     );
     let id: chasi_oci::Digest = plan.targets[0].nodes[0].id;
     assert_eq!(json["targets"][0]["nodes"][0]["id"], id.to_string());
+}
+
+/// KF106's help for `CMD`/`CMDS` shows whole commands per item (as KF229 says), elsewhere
+/// words; `FROM name:${UNSET}` is an error naming the expanded reference, and KF224's help in
+/// `FROM` says where the `ARG` must be declared.
+#[test]
+fn from_references_are_checked_after_expansion_and_helps_fit_the_instruction() {
+    let help_of = |text: &str, code: &str| -> Vec<(String, String)> {
+        let (_, compiled) = compile_text(text, None, &[]);
+        compiled
+            .diagnostics
+            .iter()
+            .filter(|d| d.code.as_str() == code)
+            .map(|d| (d.message.clone(), d.help.clone().unwrap_or_default()))
+            .collect()
+    };
+    let cmds = help_of("FROM scratch\nCMDS [kubectl apply -f a.yaml]\n", "KF106");
+    assert_eq!(cmds.len(), 1, "{cmds:?}");
+    assert!(
+        cmds[0].1.contains("one whole command per item")
+            && cmds[0]
+                .1
+                .contains(r#"CMDS ["kubectl apply -f app.yaml", "helm install app ./chart"]"#),
+        "{cmds:?}"
+    );
+    let cmd = help_of("FROM scratch\ncmd [ls -l]\n", "KF106");
+    assert!(cmd[0].1.contains("`CMD [\"kubectl apply"), "{cmd:?}");
+    let run = help_of("FROM scratch\nRUN [ls -l]\n", "KF106");
+    assert!(
+        run[0]
+            .1
+            .contains(r#"["kubectl", "apply", "-f", "app.yaml"]"#),
+        "{run:?}"
+    );
+
+    let text = "FROM registry.local/app:${UNSET}\n";
+    let (source, compiled) = compile_text(text, None, &[]);
+    assert!(
+        compiled.plan.is_none(),
+        "an invalid reference is not planned"
+    );
+    let why = describe(&source, &compiled);
+    let from = compiled
+        .diagnostics
+        .iter()
+        .find(|d| d.code.as_str() == "KF232")
+        .unwrap_or_else(|| panic!("no KF232:\n{why}"));
+    assert_eq!(from.severity, chasi_compiler::diagnostics::Severity::Error);
+    assert_eq!(
+        from.message,
+        "the image `registry.local/app:` (from `registry.local/app:${UNSET}`) is not a valid reference: the tag after `:` is empty"
+    );
+    let undefined = help_of(text, "KF224");
+    assert!(
+        undefined[0]
+            .1
+            .contains("declare `ARG UNSET` before the first `FROM`"),
+        "{undefined:?}"
+    );
+    // In a stage the usual help stays.
+    let in_stage = help_of("FROM scratch\nLABEL a=${NOPE}\n", "KF224");
+    assert!(
+        in_stage[0].1.starts_with("declare it with `ARG NOPE`"),
+        "{in_stage:?}"
+    );
+    // Valid references, with digests and registries, are not flagged.
+    for ok in [
+        "FROM busybox\n",
+        "ARG V=1.36\nFROM docker.io/library/busybox:${V}\n",
+        "FROM ghcr.io/a/b@sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef\n",
+    ] {
+        assert!(help_of(ok, "KF232").is_empty(), "{ok}");
+    }
 }

@@ -27,6 +27,7 @@ use crate::digest::Digest;
 use crate::entry::{self, EntryOp, LinkTarget};
 use crate::error::{Error, IoCtx, Result};
 use crate::store::Store;
+use crate::tarframe::PaxRecords;
 use crate::tarwriter::{EntryKind, TarEntry};
 use rustix::fs::{
     chmodat, chownat, fchmod, fchown, fsetxattr, futimens, linkat, lsetxattr, mkdirat, mknodat,
@@ -84,18 +85,48 @@ pub struct ApplyStats {
 /// Reads the metadata of a tar entry into a [`TarEntry`] (name normalized later by the caller).
 pub(crate) fn read_meta<R: Read>(
     e: &mut tar::Entry<'_, R>,
+    pax: &PaxRecords,
     what: &str,
 ) -> Result<Option<TarEntry>> {
     let bad = |d: String| Error::BadTar {
         what: what.to_string(),
         detail: d,
     };
-    let path = e.path_bytes().into_owned();
+    // PAX records as POSIX frames them (values may hold newlines); they win over the header.
+    let records = pax.take_for(e.raw_header_position());
+    let record = |key: &[u8]| {
+        records
+            .iter()
+            .rev()
+            .find(|(k, _)| k == key)
+            .map(|(_, v)| v.clone())
+    };
+    let number = |key: &[u8], show: &str| -> Result<Option<u64>> {
+        let Some(v) = record(key) else {
+            return Ok(None);
+        };
+        // `mtime` may have a fraction; whole seconds are kept.
+        let whole = v.split(|&b| b == b'.').next().unwrap_or_default();
+        std::str::from_utf8(whole)
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .map(Some)
+            .ok_or_else(|| {
+                bad(format!(
+                    "bad PAX {} {:?} in {show}",
+                    String::from_utf8_lossy(key),
+                    String::from_utf8_lossy(&v)
+                ))
+            })
+    };
+    let path = record(b"path").unwrap_or_else(|| e.path_bytes().into_owned());
     let h = e.header();
     let show = String::from_utf8_lossy(&path).into_owned();
+    let link_record = record(b"linkpath");
     let link = || -> Result<Vec<u8>> {
-        e.link_name_bytes()
-            .map(|l| l.into_owned())
+        link_record
+            .clone()
+            .or_else(|| e.link_name_bytes().map(|l| l.into_owned()))
             .ok_or_else(|| Error::UnsafeEntry {
                 entry: show.clone(),
                 reason: "link without target".into(),
@@ -125,25 +156,31 @@ pub(crate) fn read_meta<R: Read>(
         }
     };
     let mut xattrs = BTreeMap::new();
-    if let Ok(Some(exts)) = e.pax_extensions() {
-        for ext in exts {
-            let ext = ext.map_err(|x| bad(format!("bad PAX record in {show}: {x}")))?;
-            if let Ok(k) = ext.key() {
-                if let Some(name) = k.strip_prefix("SCHILY.xattr.") {
-                    xattrs.insert(name.to_string(), ext.value_bytes().to_vec());
-                }
-            }
+    for (k, v) in &records {
+        if let Some(name) = k.strip_prefix(b"SCHILY.xattr.") {
+            let name = String::from_utf8(name.to_vec()).map_err(|_| {
+                bad(format!(
+                    "the xattr name {:?} of {show} is not UTF-8",
+                    String::from_utf8_lossy(name)
+                ))
+            })?;
+            xattrs.insert(name, v.clone());
         }
     }
+    let uid = number(b"uid", &show)?;
+    let gid = number(b"gid", &show)?;
+    let mtime = number(b"mtime", &show)?;
     let h = e.header();
     Ok(Some(TarEntry {
         path,
         size: if kind == EntryKind::File { e.size() } else { 0 },
         kind,
         mode: h.mode().unwrap_or(0o644) & 0o7777,
-        uid: h.uid().unwrap_or(0),
-        gid: h.gid().unwrap_or(0),
-        mtime: h.mtime().unwrap_or(0) as i64,
+        uid: uid.unwrap_or(h.uid().unwrap_or(0)),
+        gid: gid.unwrap_or(h.gid().unwrap_or(0)),
+        mtime: mtime.map_or(h.mtime().unwrap_or(0) as i64, |m| {
+            i64::try_from(m).unwrap_or(i64::MAX)
+        }),
         xattrs,
     }))
 }
@@ -722,7 +759,9 @@ pub fn apply_layer(
         created: HashSet::new(),
         dir_times: Vec::new(),
     };
-    let mut archive = tar::Archive::new(tar);
+    let framed = crate::tarframe::Framed::new(tar);
+    let pax = framed.records();
+    let mut archive = tar::Archive::new(framed);
     let entries = archive.entries().map_err(|e| Error::BadTar {
         what: what.into(),
         detail: crate::error::chain(&e),
@@ -732,7 +771,7 @@ pub fn apply_layer(
             what: what.into(),
             detail: crate::error::chain(&e),
         })?;
-        let Some(meta) = read_meta(&mut e, what)? else {
+        let Some(meta) = read_meta(&mut e, &pax, what)? else {
             continue;
         };
         applier.entry(&meta, &mut e)?;

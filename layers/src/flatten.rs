@@ -210,7 +210,9 @@ impl Store {
         for (li, l) in layers.iter().enumerate() {
             let what = l.to_string();
             let r = self.open_layer(l)?;
-            let mut archive = tar::Archive::new(io::BufReader::with_capacity(1 << 20, r));
+            let framed = crate::tarframe::Framed::new(io::BufReader::with_capacity(1 << 20, r));
+            let pax = framed.records();
+            let mut archive = tar::Archive::new(framed);
             let mut created: HashSet<Key> = HashSet::new();
             let entries = archive.entries().map_err(|e| Error::BadTar {
                 what: what.clone(),
@@ -221,7 +223,7 @@ impl Store {
                     what: what.clone(),
                     detail: crate::error::chain(&e),
                 })?;
-                let Some(meta) = crate::apply::read_meta(&mut e, &what)? else {
+                let Some(meta) = crate::apply::read_meta(&mut e, &pax, &what)? else {
                     continue;
                 };
                 let offset = e.raw_file_position();

@@ -84,6 +84,7 @@ pub mod location;
 pub mod maint;
 pub mod pack;
 pub mod store;
+mod tarframe;
 pub mod tarwriter;
 
 pub use apply::ApplyOptions;

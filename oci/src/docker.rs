@@ -8,9 +8,11 @@
 //! (sealer's `sealer.image.extension`) cannot be carried and are reported as a warning.
 //!
 //! Reading accepts archives from `docker save` (legacy `<id>/layer.tar` members, or the
-//! OCI-style `blobs/sha256/…` of docker 25+), skopeo and this crate. Such archives carry no
-//! layer digests, so every layer is hashed and decompressed once at open: its DiffID must
-//! match the config, and an OCI manifest is synthesized over the blobs as they are.
+//! OCI-style `blobs/sha256/…` of docker 25+), skopeo, buildah and podman (layers stored once as
+//! `<digest>.tar`, linked from `<id>/layer.tar`; the index follows such links) and this crate.
+//! Such archives carry no layer digests, so every layer is hashed and decompressed once at
+//! open: its DiffID must match the config, and an OCI manifest is synthesized over the blobs
+//! as they are.
 
 use std::collections::{BTreeMap, HashMap};
 use std::io::{self, BufRead, BufReader, Read};
@@ -23,7 +25,10 @@ use serde_json::{json, Value};
 use super::blobs::{read_blob, BlobSource, MemoryBlobs, MAX_JSON_BLOB};
 use super::digest::{sha256_digest, HashingReader};
 use super::error::{OciError, OciResult};
-use super::image::{config_platform, diff_ids, plain_descriptor, select_manifest, ImageEntry};
+use super::image::{
+    config_platform, diff_ids, plain_descriptor, select_manifest, select_platform_manifest,
+    ImageEntry,
+};
 use super::json::{parse_document, to_canonical_json};
 use super::layout::{check_image_name, finish_archive, staging_dir};
 use super::media::{classify, decoder, oci_layer_type, sniff, BlobKind, LayerCodec};
@@ -38,7 +43,10 @@ pub fn write_docker_archive(
     file: &Path,
     opts: &WriteOptions,
 ) -> OciResult<WriteReport> {
-    let manifest_desc = select_manifest(source, root, opts.platform.as_ref())?;
+    let manifest_desc = match &opts.platform {
+        Some(p) => select_platform_manifest(source, root, p)?,
+        None => select_manifest(source, root, None)?,
+    };
     let plan = Planner::new(source, opts.compression, &staging_dir(opts))
         .for_docker_archive()?
         .plan_manifest(&manifest_desc)?;
@@ -53,15 +61,6 @@ pub fn write_docker_archive(
         parse_document(&manifest_raw, "image manifest", plan.root.digest())?;
     let config_raw = read_blob(source, manifest.config(), "image config")?;
     let config: Value = parse_document(&config_raw, "image config", manifest.config().digest())?;
-    if let (Some(want), Some(have)) = (&opts.platform, config_platform(&config)) {
-        if !want.matches(&have) {
-            return Err(OciError::NoSuchPlatform {
-                digest: manifest_desc.digest().to_string(),
-                platform: want.to_string(),
-                available: have.to_string(),
-            });
-        }
-    }
     let ids = diff_ids(&config, manifest.config().digest())?;
     if ids.len() != manifest.layers().len() {
         return Err(OciError::inconsistent(

@@ -271,6 +271,27 @@ pub fn select_manifest(
     select_inner(source, root, platform, 0)
 }
 
+/// The image manifest of `platform` under `root`, also checked against its config (a manifest
+/// given directly carries no platform in its descriptor): an image of another platform is
+/// [`OciError::NoSuchPlatform`].
+pub fn select_platform_manifest(
+    source: &(impl BlobSource + ?Sized),
+    root: &Descriptor,
+    platform: &Platform,
+) -> OciResult<Descriptor> {
+    let desc = select_manifest(source, root, Some(platform))?;
+    let (manifest, _) = read_manifest(source, &desc)?;
+    let (config, _) = read_config(source, manifest.config())?;
+    match config_platform(&config) {
+        Some(have) if !platform.matches(&have) => Err(OciError::NoSuchPlatform {
+            digest: desc.digest().to_string(),
+            platform: platform.to_string(),
+            available: have.to_string(),
+        }),
+        _ => Ok(desc),
+    }
+}
+
 fn select_inner(
     source: &(impl BlobSource + ?Sized),
     root: &Descriptor,

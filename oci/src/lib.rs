@@ -116,7 +116,8 @@ pub use docker::{write_docker_archive, DockerArchiveReader};
 pub use error::{OciError, OciResult};
 pub use image::{
     build_index, build_manifest, put_json, read_config, read_index, read_manifest, select_manifest,
-    ANNOTATION_CONTAINERD_NAME, ANNOTATION_REF_NAME, ANNOTATION_SEALER_EXTENSION,
+    select_platform_manifest, ANNOTATION_CONTAINERD_NAME, ANNOTATION_REF_NAME,
+    ANNOTATION_SEALER_EXTENSION,
 };
 pub use layout::{write_oci_archive, write_oci_layout, OciLayoutReader};
 pub use media::{LayerCodec, LayerCompression};

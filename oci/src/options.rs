@@ -49,8 +49,9 @@ pub struct WriteOptions {
     pub image_name: Option<String>,
     /// Layer compression of the output.
     pub compression: LayerCompression,
-    /// Platform to write when the image is multi-platform and the format holds one
-    /// (docker-archive). Ignored by OCI layouts, which keep the whole index.
+    /// Platform to write: a docker-archive holds one platform, and OCI layouts and archives
+    /// given one hold that platform's manifest alone instead of the whole index. An image
+    /// without it is [`OciError::NoSuchPlatform`].
     pub platform: Option<Platform>,
     /// Where re-compressed layers are staged before they are written (the CLI passes the
     /// store's session `tmp/`, which a killed run leaves to the next one to clean; default:

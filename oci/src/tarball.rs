@@ -6,9 +6,11 @@
 //! 128-digit hex directory and `layer.tar`), with uid/gid 0, empty owner names, mtime 0 and
 //! fixed modes, in [`chasi_tar::Format::ARCHIVE`] (the header spelling `tar::Builder` gave
 //! these archives before); callers add members in sorted order. The reader scans an archive
-//! once, rejects member names that could escape an extraction root (`..`, absolute paths, also
-//! as link targets) and members that run past the end of the file, and then serves members by
-//! offset, so blobs stream straight out of the archive without a temporary copy.
+//! once, rejects member names that could escape an extraction root (`..`, absolute paths) and
+//! links whose target, resolved against the link's own directory, leaves the archive, and
+//! members that run past the end of the file (a gzip, zstd, xz or bzip2 file is named as
+//! such); then it serves members by offset, following links to the regular member they name,
+//! so blobs stream straight out of the archive without a temporary copy.
 
 use std::collections::BTreeMap;
 use std::fs::File;
@@ -100,22 +102,16 @@ impl Read for CountingReader<'_> {
     }
 }
 
-/// What kind of member a name refers to.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum MemberKind {
-    /// A regular file whose data can be read.
-    File,
-    /// A symbolic or hard link (never followed).
-    Link,
-}
-
-/// Where a member's data lies in the archive file.
+/// Where a regular member's data lies in the archive file.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Member {
     pub(crate) offset: u64,
     pub(crate) size: u64,
-    pub(crate) kind: MemberKind,
 }
+
+/// How many links [`TarIndex::get`] follows before it calls the chain a loop (Linux's
+/// `MAXSYMLINKS`).
+const MAX_LINK_HOPS: usize = 40;
 
 /// Normalizes an archive member name (`./a//b/` → `a/b`), rejecting unsafe ones.
 pub(crate) fn normalize_member(archive: &Path, raw: &str) -> OciResult<String> {
@@ -141,20 +137,111 @@ pub(crate) fn normalize_member(archive: &Path, raw: &str) -> OciResult<String> {
     Ok(parts.join("/"))
 }
 
+/// The member a link of the member `name` (normalized) points to, normalized: a symlink's
+/// target is relative to the link's own directory (`<id>/layer.tar -> ../<digest>.tar`, as
+/// skopeo, buildah and podman write), a hard link's names an archive member. A target that is
+/// absolute or climbs above the archive root is refused.
+pub(crate) fn resolve_link(
+    archive: &Path,
+    name: &str,
+    target: &str,
+    symbolic: bool,
+) -> OciResult<String> {
+    let leaves = |reason| OciError::UnsafePath {
+        path: archive.to_path_buf(),
+        member: format!("{name} -> {target}"),
+        reason,
+    };
+    if target.starts_with('/') || target.starts_with('\\') {
+        return Err(leaves("a link target is an absolute path"));
+    }
+    if target.contains('\0') {
+        return Err(leaves("NUL in a link target"));
+    }
+    let mut parts: Vec<&str> = Vec::new();
+    if symbolic {
+        parts.extend(name.split('/'));
+        parts.pop();
+    }
+    for part in target.split('/') {
+        match part {
+            "" | "." => {}
+            ".." => {
+                if parts.pop().is_none() {
+                    return Err(leaves("a link target leaves the archive root"));
+                }
+            }
+            p => parts.push(p),
+        }
+    }
+    Ok(parts.join("/"))
+}
+
+/// Fills `buf` as far as the file allows; the number of bytes read.
+fn read_prefix(file: &mut File, buf: &mut [u8]) -> io::Result<usize> {
+    let mut n = 0;
+    while n < buf.len() {
+        match file.read(&mut buf[n..])? {
+            0 => break,
+            k => n += k,
+        }
+    }
+    Ok(n)
+}
+
+/// Archives are read uncompressed (members are served by offset); a compressed one is named by
+/// its magic bytes, with the command that makes the tar.
+fn compressed(magic: &[u8], path: &Path) -> Option<String> {
+    let (what, tool) = if magic.starts_with(&[0x1f, 0x8b]) {
+        ("gzip", "gzip -dc")
+    } else if magic.starts_with(&[0x28, 0xb5, 0x2f, 0xfd]) {
+        ("zstd", "zstd -dc")
+    } else if magic.starts_with(&[0xfd, b'7', b'z', b'X', b'Z', 0]) {
+        ("xz", "xz -dc")
+    } else if magic.len() == 6
+        && magic.starts_with(b"BZh")
+        && magic[3].is_ascii_digit()
+        && magic[4..] == [0x31, 0x41]
+    {
+        ("bzip2", "bzip2 -dc")
+    } else {
+        return None;
+    };
+    Some(format!(
+        "it is a {what}-compressed file, and archives are read as plain tar: decompress it first \
+         (`{tool} {} > archive.tar`)",
+        path.display()
+    ))
+}
+
 /// An index of the members of a tar file, for random access.
 #[derive(Debug)]
 pub(crate) struct TarIndex {
     path: PathBuf,
+    /// Regular members.
     members: BTreeMap<String, Member>,
+    /// Symbolic and hard links: member name → the member it names (normalized).
+    links: BTreeMap<String, String>,
 }
 
 impl TarIndex {
-    /// Scans `path` once.
+    /// Scans `path` once. A compressed file is refused saying which compression it is.
     pub(crate) fn scan(path: &Path) -> OciResult<Self> {
-        let file = File::open(path).map_err(OciError::io("open", path))?;
+        let mut file = File::open(path).map_err(OciError::io("open", path))?;
         let file_len = file.metadata().map_err(OciError::io("stat", path))?.len();
+        let mut magic = [0u8; 6];
+        let n = read_prefix(&mut file, &mut magic).map_err(OciError::io("read", path))?;
+        if let Some(reason) = compressed(&magic[..n], path) {
+            return Err(OciError::UnknownFormat {
+                path: path.to_path_buf(),
+                reason,
+            });
+        }
+        file.seek(SeekFrom::Start(0))
+            .map_err(OciError::io("seek in", path))?;
         let mut archive = tar::Archive::new(BufReader::new(file));
         let mut members = BTreeMap::new();
+        let mut links = BTreeMap::new();
         let entries = archive.entries_with_seek().map_err(|e| {
             OciError::bad_archive(
                 path,
@@ -175,20 +262,26 @@ impl TarIndex {
                 .map_err(|_| OciError::bad_archive(path, "a member name is not valid UTF-8"))?;
             let name = normalize_member(path, &raw_name)?;
             let header = entry.header();
-            let kind = match header.entry_type() {
-                EntryType::Regular | EntryType::Continuous => MemberKind::File,
+            match header.entry_type() {
+                EntryType::Regular | EntryType::Continuous => {}
                 EntryType::Directory => continue,
-                EntryType::Symlink | EntryType::Link => {
+                kind @ (EntryType::Symlink | EntryType::Link) => {
                     let target = entry
                         .link_name_bytes()
                         .map(|b| String::from_utf8_lossy(&b).into_owned())
                         .unwrap_or_default();
-                    normalize_member(path, &target).map_err(|_| OciError::UnsafePath {
-                        path: path.to_path_buf(),
-                        member: format!("{raw_name} -> {target}"),
-                        reason: "a link target leaves the archive root",
-                    })?;
-                    MemberKind::Link
+                    let resolved = resolve_link(path, &name, &target, kind == EntryType::Symlink)?;
+                    if name.is_empty() {
+                        continue;
+                    }
+                    if members.contains_key(&name) || links.insert(name.clone(), resolved).is_some()
+                    {
+                        return Err(OciError::bad_archive(
+                            path,
+                            format!("member {name} appears twice"),
+                        ));
+                    }
+                    continue;
                 }
                 EntryType::GNUSparse => {
                     return Err(OciError::bad_archive(
@@ -197,7 +290,7 @@ impl TarIndex {
                     ))
                 }
                 _ => continue,
-            };
+            }
             let size = entry.size();
             let offset = entry.raw_file_position();
             if offset.checked_add(size).is_none_or(|end| end > file_len) {
@@ -211,9 +304,10 @@ impl TarIndex {
             if name.is_empty() {
                 continue;
             }
-            if members
-                .insert(name.clone(), Member { offset, size, kind })
-                .is_some()
+            if links.contains_key(&name)
+                || members
+                    .insert(name.clone(), Member { offset, size })
+                    .is_some()
             {
                 return Err(OciError::bad_archive(
                     path,
@@ -224,6 +318,7 @@ impl TarIndex {
         Ok(TarIndex {
             path: path.to_path_buf(),
             members,
+            links,
         })
     }
 
@@ -232,23 +327,34 @@ impl TarIndex {
         &self.path
     }
 
-    /// Whether a regular member exists.
+    /// Whether a regular member exists, directly or through links.
     pub(crate) fn contains(&self, name: &str) -> bool {
-        self.members
-            .get(name)
-            .is_some_and(|m| m.kind == MemberKind::File)
+        matches!(self.get(name), Ok(Some(_)))
     }
 
-    /// A regular member; links and missing members are `None`.
+    /// A regular member, following links to it; a missing name is `None`, a link that
+    /// leads nowhere or in a circle is an error naming it.
     pub(crate) fn get(&self, name: &str) -> OciResult<Option<Member>> {
-        match self.members.get(name) {
-            None => Ok(None),
-            Some(m) if m.kind == MemberKind::File => Ok(Some(*m)),
-            Some(_) => Err(OciError::bad_archive(
-                &self.path,
-                format!("member {name} is a link, not a file"),
-            )),
+        let mut current = name;
+        for _ in 0..=MAX_LINK_HOPS {
+            if let Some(m) = self.members.get(current) {
+                return Ok(Some(*m));
+            }
+            match self.links.get(current) {
+                None if current == name => return Ok(None),
+                None => {
+                    return Err(OciError::bad_archive(
+                        &self.path,
+                        format!("member {name} links to {current}, which is not in the archive"),
+                    ))
+                }
+                Some(next) => current = next,
+            }
         }
+        Err(OciError::bad_archive(
+            &self.path,
+            format!("member {name} is a chain of more than {MAX_LINK_HOPS} links (a loop?)"),
+        ))
     }
 
     /// Opens a member's data.
@@ -307,6 +413,90 @@ mod tests {
                 "{bad}"
             );
         }
+    }
+
+    #[test]
+    fn link_targets_resolve_against_the_link_directory() {
+        let a = Path::new("a.tar");
+        let sym = |name, target| resolve_link(a, name, target, true);
+        assert_eq!(sym("id/layer.tar", "../d.tar").ok(), Some("d.tar".into()));
+        assert_eq!(sym("x/y/z", "../w").ok(), Some("x/w".into()));
+        assert_eq!(sym("x/y", "./z/").ok(), Some("x/z".into()));
+        assert_eq!(sym("top", "other").ok(), Some("other".into()));
+        // Hard links name archive members from the root.
+        assert_eq!(
+            resolve_link(a, "id/layer.tar", "d.tar", false).ok(),
+            Some("d.tar".into())
+        );
+        for (name, target) in [
+            ("top", "../x"),
+            ("id/layer.tar", "../../x"),
+            ("id/layer.tar", "/etc/shadow"),
+            ("a", "b\0c"),
+        ] {
+            assert!(
+                matches!(sym(name, target), Err(OciError::UnsafePath { .. })),
+                "{name} -> {target}"
+            );
+        }
+        assert!(resolve_link(a, "id/layer.tar", "../x", false).is_err());
+    }
+
+    /// A tar of regular members and symbolic links (`data` of `None`).
+    fn tar_with_links(members: &[(&str, Option<&[u8]>, &str)]) -> Vec<u8> {
+        let mut b = tar::Builder::new(Vec::new());
+        for (name, data, target) in members {
+            let mut h = tar::Header::new_ustar();
+            match data {
+                Some(d) => {
+                    h.set_size(d.len() as u64);
+                    h.set_entry_type(EntryType::Regular);
+                    b.append_data(&mut h, name, *d).expect("file");
+                }
+                None => {
+                    h.set_size(0);
+                    h.set_entry_type(EntryType::Symlink);
+                    b.append_link(&mut h, name, target).expect("link");
+                }
+            }
+        }
+        b.into_inner().expect("tar")
+    }
+
+    #[test]
+    fn links_are_followed_to_their_member_and_broken_ones_are_named() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("l.tar");
+        std::fs::write(
+            &path,
+            tar_with_links(&[
+                ("d.tar", Some(b"layer"), ""),
+                ("id/layer.tar", None, "../d.tar"),
+                ("id/again", None, "layer.tar"),
+                ("dangling", None, "nowhere"),
+                ("loop1", None, "loop2"),
+                ("loop2", None, "loop1"),
+            ]),
+        )
+        .expect("write");
+        let idx = TarIndex::scan(&path).expect("scan");
+        for name in ["d.tar", "id/layer.tar", "id/again"] {
+            assert_eq!(
+                idx.read_small(name, 10).expect("read"),
+                Some(b"layer".to_vec()),
+                "{name}"
+            );
+            assert!(idx.contains(name), "{name}");
+        }
+        let dangling = idx.get("dangling").unwrap_err().to_string();
+        assert!(
+            dangling.contains("dangling links to nowhere, which is not in the archive"),
+            "{dangling}"
+        );
+        let looped = idx.get("loop1").unwrap_err().to_string();
+        assert!(looped.contains("chain of more than 40 links"), "{looped}");
+        assert!(!idx.contains("loop1"));
+        assert!(idx.get("missing").expect("missing").is_none());
     }
 
     fn sha256(bytes: &[u8]) -> String {

@@ -10,12 +10,15 @@ use oci_spec::image::Descriptor;
 
 use super::blobs::BlobSource;
 use super::error::OciResult;
+use super::image::select_platform_manifest;
 // Defined below the writers, so that they need not import this module.
 pub use super::options::{SaveFormat, WriteOptions, WriteReport};
 
 /// Writes the image rooted at `root` (a manifest or an index in `source`) to `path` in
 /// `format`. Archives follow the rules of [`crate::output`] (a file atomically, a pipe or
-/// device in place, `-` to standard output); an OCI layout is a directory.
+/// device in place, `-` to standard output); an OCI layout is a directory. With
+/// [`WriteOptions::platform`], OCI layouts and archives hold that platform's manifest alone
+/// (their index lists it instead of the image's index), as a docker-archive always does.
 pub fn save(
     source: &(impl BlobSource + ?Sized),
     root: &Descriptor,
@@ -23,6 +26,14 @@ pub fn save(
     path: &Path,
     opts: &WriteOptions,
 ) -> OciResult<WriteReport> {
+    let selected;
+    let root = match (&opts.platform, format) {
+        (Some(p), SaveFormat::OciLayout | SaveFormat::OciArchive) => {
+            selected = select_platform_manifest(source, root, p)?;
+            &selected
+        }
+        _ => root,
+    };
     match format {
         SaveFormat::OciLayout => super::layout::write_oci_layout(source, root, path, opts),
         SaveFormat::OciArchive => super::layout::write_oci_archive(source, root, path, opts),

@@ -1797,3 +1797,149 @@ fn thousands_of_random_mutations_of_small_archives_load_without_panicking() {
         started.elapsed()
     );
 }
+
+/// skopeo (like buildah and podman) writes a docker-archive whose layers are stored once as
+/// `<digest>.tar` and linked from the legacy `<id>/layer.tar` by a relative symlink
+/// (`../<digest>.tar`): we read it and import exactly the image we saved.
+#[test]
+fn docker_archives_written_by_skopeo_with_member_links_are_read() {
+    let t = tmp();
+    let mut blobs = MemoryBlobs::new();
+    let root = build_image(&mut blobs, LayerCodec::Gzip, "amd64");
+    let oa = t.path().join("img.oci.tar");
+    save(
+        &blobs,
+        &root,
+        SaveFormat::OciArchive,
+        &oa,
+        &opts("v1", None),
+    )
+    .expect("oci-archive");
+    let da = t.path().join("skopeo.docker.tar");
+    run(skopeo()
+        .arg("copy")
+        .arg(format!("oci-archive:{}:v1", oa.display()))
+        .arg(format!("docker-archive:{}:chasi/skopeo:v1", da.display())));
+    let listing = run(Command::new("tar").arg("-tvf").arg(&da));
+    assert!(
+        listing.contains("/layer.tar -> ../"),
+        "skopeo links its layers: {listing}"
+    );
+
+    let opened = OpenedImages::open(&da, None).expect("open skopeo's docker-archive");
+    let entry = opened.resolve(None).expect("one image").clone();
+    assert!(
+        entry.names.iter().any(|n| n.ends_with("chasi/skopeo:v1")),
+        "{:?}",
+        entry.names
+    );
+    let mut store = MemoryBlobs::new();
+    import_image(&opened, &entry.root, &mut store).expect("import skopeo's docker-archive");
+    let (ours, _) = read_manifest(&blobs, &root).expect("manifest");
+    let (theirs, _) = read_manifest(&store, &entry.root).expect("imported manifest");
+    let (a, _) = chasi_oci::read_config(&blobs, ours.config()).expect("config");
+    let (b, _) = chasi_oci::read_config(&store, theirs.config()).expect("config");
+    assert_eq!(a["rootfs"], b["rootfs"], "same diff_ids");
+    assert_eq!(theirs.layers().len(), 2);
+}
+
+/// An oci-archive compressed as a whole (`gzip`, `zstd`, `xz`, `bzip2`, as people ship them) is
+/// named as such, with the command that makes the tar, instead of a tar header parse error.
+#[test]
+fn compressed_archives_are_named_by_their_compression() {
+    let t = tmp();
+    let mut blobs = MemoryBlobs::new();
+    let root = build_image(&mut blobs, LayerCodec::Gzip, "amd64");
+    let oa = t.path().join("img.oci.tar");
+    save(
+        &blobs,
+        &root,
+        SaveFormat::OciArchive,
+        &oa,
+        &opts("v1", None),
+    )
+    .expect("oci-archive");
+    for (tool_name, package, what) in [
+        ("gzip", "gzip", "gzip"),
+        ("zstd", "zstd", "zstd"),
+        ("xz", "xz-utils", "xz"),
+        ("bzip2", "bzip2", "bzip2"),
+    ] {
+        let packed = t.path().join(format!("img.oci.tar.{tool_name}"));
+        let out = Command::new(tool(tool_name, package))
+            .arg("-c")
+            .arg(&oa)
+            .output()
+            .expect("compress");
+        assert!(out.status.success(), "{tool_name}");
+        fs::write(&packed, &out.stdout).expect("write");
+        for format in [
+            None,
+            Some(ArchiveFormat::OciArchive),
+            Some(ArchiveFormat::DockerArchive),
+        ] {
+            let err = match OpenedImages::open(&packed, format) {
+                Err(e) => e,
+                Ok(_) => panic!("{tool_name}: a compressed file was read as a tar"),
+            };
+            assert!(matches!(err, OciError::UnknownFormat { .. }), "{err:?}");
+            let msg = err.to_string();
+            assert!(
+                msg.contains(&format!("it is a {what}-compressed file"))
+                    && msg.contains(&format!("{tool_name} -dc")),
+                "{msg}"
+            );
+        }
+    }
+}
+
+/// `save` with a platform writes OCI layouts and archives holding that platform's manifest
+/// alone (skopeo sees a single-platform image), and refuses a platform the image lacks.
+#[test]
+fn save_with_a_platform_writes_that_platform_alone_to_oci_layouts_and_archives() {
+    let t = tmp();
+    let mut blobs = MemoryBlobs::new();
+    let amd = build_image(&mut blobs, LayerCodec::Zstd, "amd64");
+    let arm = build_image(&mut blobs, LayerCodec::Zstd, "arm64");
+    let index =
+        build_index(&mut blobs, &[amd.clone(), arm.clone()], &BTreeMap::new()).expect("index");
+    let mut o = opts("v1", None);
+    o.platform = Some("linux/arm64".parse().expect("platform"));
+
+    let dir = t.path().join("layout");
+    save(&blobs, &index, SaveFormat::OciLayout, &dir, &o).expect("layout");
+    let oa = t.path().join("arm.oci.tar");
+    save(&blobs, &index, SaveFormat::OciArchive, &oa, &o).expect("archive");
+    for reference in [
+        format!("oci:{}:v1", dir.display()),
+        format!("oci-archive:{}:v1", oa.display()),
+    ] {
+        let (img, entry) = open_image(&reference.parse().expect("ref")).expect("open");
+        assert_eq!(entry.root.digest(), arm.digest(), "{reference}");
+        let (m, _) = read_manifest(&img, &entry.root).expect("a manifest, not an index");
+        assert_eq!(m.layers().len(), 2);
+        let v: Value =
+            serde_json::from_str(&run(skopeo().arg("inspect").arg(&reference))).expect("json");
+        assert_eq!(v["Digest"], arm.digest().to_string(), "{reference}");
+        assert_eq!(v["Architecture"], "arm64", "{reference}");
+    }
+    let layout_index: Value =
+        serde_json::from_slice(&fs::read(dir.join("index.json")).expect("index.json"))
+            .expect("json");
+    assert_eq!(layout_index["manifests"].as_array().map(Vec::len), Some(1));
+    assert_eq!(
+        layout_index["manifests"][0]["digest"],
+        arm.digest().to_string()
+    );
+
+    // A platform the image lacks, from an index or from a single manifest, is refused.
+    o.platform = Some("linux/s390x".parse().expect("platform"));
+    for (root, name) in [(&index, "index"), (&amd, "manifest")] {
+        let out = t.path().join(format!("s390x-{name}.tar"));
+        match save(&blobs, root, SaveFormat::OciArchive, &out, &o) {
+            Err(OciError::NoSuchPlatform { .. }) => {}
+            other => panic!("{name}: expected NoSuchPlatform, got {other:?}"),
+        }
+        assert!(!out.exists(), "{name}: nothing written");
+    }
+}

@@ -98,7 +98,8 @@ pub struct SaveArgs {
     /// Layer compression of the output.
     #[arg(long, value_enum, default_value = "keep")]
     compression: SaveCompressionArg,
-    /// Platform to write into a docker-archive of a multi-platform image (os/arch[/variant]).
+    /// Platform to write (os/arch[/variant]): oci and oci-archive then hold only its manifest
+    /// instead of the whole index; a docker-archive always holds one platform.
     #[arg(long, value_name = "PLATFORM")]
     platform: Option<String>,
 }

@@ -135,6 +135,22 @@ impl Checker<'_> {
                 } else if let Some(&index) = self.stage_names.get(&image.to_ascii_lowercase()) {
                     Base::Stage { index }
                 } else {
+                    if let Some(why) = super::reference::reference_problem(&image) {
+                        let shown = if image == image_word.text {
+                            format!("`{image}`")
+                        } else {
+                            format!("`{image}` (from `{}`)", image_word.text)
+                        };
+                        let mut d = Diagnostic::new(
+                            Code::InvalidFrom,
+                            image_word.span,
+                            format!("the image {shown} is not a valid reference: {why}"),
+                        );
+                        if image != image_word.text {
+                            d = d.with_help("check the variables it uses: `FROM` sees only the `ARG`s declared before the first `FROM` (give them a default)");
+                        }
+                        self.push(d);
+                    }
                     Base::Image { reference: image }
                 }
             }
@@ -274,7 +290,9 @@ impl Checker<'_> {
                     .then(|| self.global.get(&name).and_then(|v| v.value.clone()))
                     .flatten()
             });
-            let keep_platform = platform_var && default_word.is_none();
+            // The target platform decides these, never a default (sealer and BuildKit agree):
+            // `ARG ARCH=amd64` built for linux/arm64 is arm64.
+            let keep_platform = platform_var;
             if in_stage {
                 let raw_default = default_word.map(|d| d.text);
                 if !keep_platform {
@@ -674,7 +692,8 @@ impl Checker<'_> {
                 ));
             }
         }
-        if count > 1 && !dest.ends_with('/') && !dest.is_empty() {
+        // With an inline comment (KF228, an error here) the "destination" is a comment word.
+        if count > 1 && !dest.ends_with('/') && !dest.is_empty() && comment_from == usize::MAX {
             self.push(
                 Diagnostic::new(
                     Code::CopyDestinationNotDirectory,

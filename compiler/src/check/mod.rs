@@ -14,7 +14,7 @@
 //! Modules: [`words`] (quotes, escapes, `$VAR`), `instructions` (one function per
 //! instruction), `apps` (APP/CNI/CSI, APPCMDS, APPENV, LAUNCH and type detection),
 //! [`context`] and [`ignore`] (the build context), `kubeversion` (the range grammar),
-//! [`program`] (the output model).
+//! `reference` (the shape of a `FROM` image after expansion), [`program`] (the output model).
 //!
 //! **Which instruction expands what** (as in a Dockerfile): `FROM` (image and `--platform`)
 //! sees only the `ARG`s declared before the first `FROM` plus the platform variables;
@@ -25,7 +25,8 @@
 //! `LAUNCH`, `MAINTAINER` and `KUBEVERSION` are kept as written (a shell or a person reads
 //! them later). The platform variables `ARCH` (sealer), `TARGETPLATFORM`, `TARGETOS`,
 //! `TARGETARCH`, `TARGETVARIANT`, `BUILDPLATFORM`, `BUILDOS`, `BUILDARCH` and `BUILDVARIANT`
-//! are always defined; declaring one without a default keeps the platform value. An undefined
+//! are always defined, and declaring one keeps the platform value: a default (`ARG ARCH=amd64`)
+//! or `--build-arg` never overrides it, as in sealer and BuildKit. An undefined
 //! variable is warning KF224 and expands to nothing; `${X:-d}` and `${X:+a}` never warn.
 //!
 //! **Decisions that differ from sealer** (`shared/notes/sealer.md` §11) **or Docker**:
@@ -58,12 +59,13 @@ pub mod ignore;
 mod instructions;
 mod kubeversion;
 pub mod program;
+mod reference;
 pub(crate) mod words;
 
 pub use context::{Context, ContextError};
 pub use program::*;
 
-use crate::diagnostics::{Code, Diagnostic};
+use crate::diagnostics::{Code, Diagnostic, Severity};
 use crate::source::{SourceFile, Span};
 use crate::syntax::ast::{Arguments, Flag, Instruction, Keyword, Kubefile, Word};
 use std::collections::{BTreeMap, HashMap};
@@ -438,6 +440,7 @@ impl<'a> Checker<'a> {
             vars,
             escape,
             expand,
+            global: self.stages.is_empty(),
         }
         .word(&word.text, word.span, form, sink)
     }
@@ -448,6 +451,7 @@ impl<'a> Checker<'a> {
             vars: &self.global,
             escape: self.kubefile.escape,
             expand: true,
+            global: true,
         }
         .word(&word.text, word.span, form, sink)
     }
@@ -533,18 +537,22 @@ impl<'a> Checker<'a> {
             .skip(1)
             .find(|w| words::is_comment_word(&w.text))
         {
-            self.push(
-                Diagnostic::new(
-                    Code::InlineComment,
-                    Span::new(word.span.start, span.end),
-                    format!(
-                        "`{}` is taken as arguments of `{}`, not as a comment",
-                        self.src.slice(Span::new(word.span.start, span.end)),
-                        keyword.as_str()
-                    ),
-                )
-                .with_help("Kubefile comments must be on a line of their own, starting with `#`"),
-            );
+            let mut d = Diagnostic::new(
+                Code::InlineComment,
+                Span::new(word.span.start, span.end),
+                format!(
+                    "`{}` is taken as arguments of `{}`, not as a comment",
+                    self.src.slice(Span::new(word.span.start, span.end)),
+                    keyword.as_str()
+                ),
+            )
+            .with_help("Kubefile comments must be on a line of their own, starting with `#`");
+            // In `COPY`/`ADD` the comment's last word would become the destination and the
+            // real destination a source: that is the one problem, reported as the error.
+            if matches!(keyword, Keyword::Copy | Keyword::Add) {
+                d.severity = Severity::Error;
+            }
+            self.push(d);
         }
     }
 

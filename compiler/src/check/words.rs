@@ -98,6 +98,9 @@ pub(crate) struct Expander<'v> {
     pub escape: char,
     /// `false`: only quotes and escapes are processed, `$` is literal.
     pub expand: bool,
+    /// The global scope (`FROM` lines, `ARG`s before the first `FROM`): an undefined variable
+    /// must be declared by an `ARG` before the first `FROM`, which is what KF224's help says.
+    pub global: bool,
 }
 
 impl Expander<'_> {
@@ -347,9 +350,15 @@ impl Lexer<'_, '_> {
                         span,
                         format!("variable `{name}` is not defined; it expands to an empty string"),
                     )
-                    .with_help(format!(
-                        "declare it with `ARG {name}` (and pass `--build-arg {name}=...`), or use `${{{name}:-default}}`"
-                    )),
+                    .with_help(if self.ex.global {
+                        format!(
+                            "declare `ARG {name}` before the first `FROM` (an `ARG` in a stage is not seen here; pass `--build-arg {name}=...`), or use `${{{name}:-default}}`"
+                        )
+                    } else {
+                        format!(
+                            "declare it with `ARG {name}` (and pass `--build-arg {name}=...`), or use `${{{name}:-default}}`"
+                        )
+                    }),
                 );
                 String::new()
             }
@@ -415,6 +424,7 @@ mod tests {
     fn run(raw: &str) -> (String, Sink) {
         let vars = vars();
         let ex = Expander {
+            global: false,
             vars: &vars,
             escape: '\\',
             expand: true,

@@ -166,7 +166,10 @@ impl<'t> Lowerer<'t> {
                 }
                 Rule::flags_end => last_end = last_end.max(span.end),
                 Rule::json_args => args = Some(self.json_args(inner, &joiner)),
-                Rule::shell_args => args = Some(self.shell_args(inner, &joiner)),
+                Rule::shell_args => {
+                    let keyword = keyword_pair.map(|k| joiner.join(k));
+                    args = Some(self.shell_args(inner, &joiner, keyword.as_deref()));
+                }
                 _ => {}
             }
         }
@@ -246,7 +249,13 @@ impl<'t> Lowerer<'t> {
         Flag { name, value, span }
     }
 
-    fn shell_args(&mut self, pair: Pair<'_>, joiner: &Joiner<'_>) -> Arguments {
+    /// Shell-form arguments of the instruction `keyword` (as written), for KF106's help.
+    fn shell_args(
+        &mut self,
+        pair: Pair<'_>,
+        joiner: &Joiner<'_>,
+        keyword: Option<&str>,
+    ) -> Arguments {
         let span = self.span(&pair);
         let words: Vec<Word> = pair
             .into_inner()
@@ -267,9 +276,14 @@ impl<'t> Lowerer<'t> {
                     span,
                     "the arguments start with `[` but are not a valid JSON array; they are read as shell form",
                 )
-                .with_help(
-                    "write a JSON array of double-quoted strings, e.g. `[\"kubectl\", \"apply\", \"-f\", \"app.yaml\"]`",
-                ),
+                .with_help(match keyword {
+                    // For these each item is a whole command (KF229), not one word of it.
+                    Some(k) if k.eq_ignore_ascii_case("cmd") || k.eq_ignore_ascii_case("cmds") => format!(
+                        "write a JSON array of double-quoted strings, one whole command per item, e.g. `{} [\"kubectl apply -f app.yaml\", \"helm install app ./chart\"]`",
+                        k.to_ascii_uppercase()
+                    ),
+                    _ => "write a JSON array of double-quoted strings, e.g. `[\"kubectl\", \"apply\", \"-f\", \"app.yaml\"]`".to_string(),
+                }),
             );
         }
         Arguments::Shell { text, words, span }

@@ -7,7 +7,9 @@
 //! and ISOs, and the output is a pure function of the inputs (grub-mkimage writes no time
 //! stamps). FAT images come from `mkfs.vfat --invariant -i <volume id from the digest>` and
 //! `mcopy -m` with source mtimes set to the clamp epoch (mtools honours
-//! `SOURCE_DATE_EPOCH` for directories it creates), so they are reproducible too.
+//! `SOURCE_DATE_EPOCH` for directories it creates), so they are reproducible too. FAT dates
+//! run from 1980 to 2107 only (an earlier time wraps to 2098 in mtools), so the epoch is
+//! clamped into that range first ([`fat_epoch`]).
 
 use std::path::{Path, PathBuf};
 
@@ -142,6 +144,16 @@ pub fn set_mtime(path: &Path, epoch: i64) -> ExportResult<()> {
         .map_err(ExportError::io("set the mtime of", path))
 }
 
+/// 1980-01-01T00:00:00Z, the first time FAT can record.
+pub const FAT_FIRST: i64 = 315_532_800;
+/// 2107-12-31T23:59:58Z, the last time FAT can record (seconds are stored halved).
+pub const FAT_LAST: i64 = 4_354_819_198;
+
+/// `epoch` clamped into what FAT can record (`TZ=UTC`, as the tools run).
+pub fn fat_epoch(epoch: i64) -> i64 {
+    epoch.clamp(FAT_FIRST, FAT_LAST)
+}
+
 /// Smallest FAT image size (bytes) for files totalling `content` bytes.
 pub fn fat_size(content: u64) -> u64 {
     let s = content + content / 8 + (2 << 20);
@@ -149,7 +161,8 @@ pub fn fat_size(content: u64) -> u64 {
 }
 
 /// Creates a FAT image of `size` bytes at `img` holding `files` (`(path in the image, source
-/// file)`; parent folders are created), with a volume id derived from `seed`.
+/// file)`; parent folders are created), with a volume id derived from `seed`. Everything is
+/// dated `epoch` clamped by [`fat_epoch`]; the sources' mtimes are set to it.
 pub fn fat_image(
     img: &Path,
     size: u64,
@@ -158,6 +171,7 @@ pub fn fat_image(
     seed: &[u8],
     epoch: i64,
 ) -> ExportResult<()> {
+    let epoch = fat_epoch(epoch);
     if img.exists() {
         std::fs::remove_file(img).map_err(ExportError::io("remove", img))?;
     }
@@ -211,5 +225,120 @@ mod tests {
         assert!(s.contains("linux /vmlinuz root=X console=ttyS0\n"));
         assert!(s.ends_with("initrd /initrd.img\nboot\n"));
         assert!(fat_size(0) >= 2 << 20);
+    }
+
+    /// A FAT date field: (year, month, day).
+    fn fat_date(raw: &[u8]) -> (u32, u32, u32) {
+        let d = u32::from(u16::from_le_bytes([raw[0], raw[1]]));
+        (1980 + (d >> 9), (d >> 5) & 0xf, d & 0x1f)
+    }
+
+    /// The short-name entries of a directory area: (name, created, written).
+    type DirEntry = (String, (u32, u32, u32), (u32, u32, u32));
+
+    fn dir_entries(area: &[u8]) -> Vec<DirEntry> {
+        area.chunks(32)
+            .take_while(|e| e[0] != 0)
+            .filter(|e| e[0] != 0xe5 && e[11] != 0x0f && e[11] & 0x08 == 0)
+            .map(|e| {
+                let name = String::from_utf8_lossy(&e[..11]).trim().to_string();
+                (name, fat_date(&e[16..18]), fat_date(&e[24..26]))
+            })
+            .collect()
+    }
+
+    #[test]
+    fn fat_epoch_clamps_into_the_fat_range() {
+        assert_eq!(fat_epoch(0), FAT_FIRST);
+        assert_eq!(fat_epoch(-5), FAT_FIRST);
+        assert_eq!(fat_epoch(1_700_000_000), 1_700_000_000);
+        assert_eq!(fat_epoch(i64::MAX), FAT_LAST);
+    }
+
+    /// Epoch 0 (an image of files dated 1970) gives an ESP dated 1980-01-01, not 2098: the
+    /// date fields of the directory entries, as mtools and fsck.fat read them.
+    #[test]
+    fn esp_files_of_epoch_zero_are_dated_1980() {
+        if [tools::MKFS_VFAT, tools::MCOPY, tools::MMD]
+            .iter()
+            .any(|t| tools::find(*t).is_none())
+        {
+            panic!("mkfs.vfat, mcopy and mmd are needed: apt-get install -y dosfstools mtools");
+        }
+        let t = tempfile::tempdir().expect("tempdir");
+        let src = t.path().join("BOOTX64.EFI");
+        std::fs::write(&src, b"loader").expect("write");
+        let top = t.path().join("top.txt");
+        std::fs::write(&top, b"top").expect("write");
+        let img = t.path().join("esp.img");
+        let files = [("EFI/BOOT/BOOTX64.EFI", src.as_path()), ("top.txt", &top)];
+        fat_image(&img, 4 << 20, "ESP", &files, b"seed", 0).expect("fat image");
+        let bytes = std::fs::read(&img).expect("read");
+
+        let u16_at = |o: usize| usize::from(u16::from_le_bytes([bytes[o], bytes[o + 1]]));
+        let (bps, spc) = (u16_at(11), usize::from(bytes[13]));
+        let (reserved, fats, root_entries, fat_sectors) =
+            (u16_at(14), usize::from(bytes[16]), u16_at(17), u16_at(22));
+        assert!(fat_sectors > 0 && root_entries > 0, "FAT12/16 expected");
+        let root = (reserved + fats * fat_sectors) * bps;
+        let data = root + (root_entries * 32).div_ceil(bps) * bps;
+        let cluster = |n: usize| &bytes[data + (n - 2) * spc * bps..][..spc * bps];
+        let first_cluster = |area: &[u8], name: &str| -> usize {
+            let e = area
+                .chunks(32)
+                .find(|e| String::from_utf8_lossy(&e[..11]).trim() == name)
+                .unwrap_or_else(|| panic!("{name} not found"));
+            usize::from(u16::from_le_bytes([e[26], e[27]]))
+        };
+
+        let root_area = &bytes[root..root + root_entries * 32];
+        let efi = cluster(first_cluster(root_area, "EFI"));
+        let boot = cluster(first_cluster(efi, "BOOT"));
+        let mut seen = Vec::new();
+        for area in [root_area, efi, boot] {
+            for (name, created, written) in dir_entries(area) {
+                if name.starts_with('.') {
+                    continue;
+                }
+                assert_eq!(written, (1980, 1, 1), "{name} written");
+                assert!(
+                    created == (1980, 1, 1) || created == (1980, 0, 0),
+                    "{name} created {created:?}"
+                );
+                seen.push(name);
+            }
+        }
+        seen.sort();
+        assert_eq!(seen, ["BOOT", "BOOTX64 EFI", "EFI", "TOP     TXT"]);
+
+        // The tools that read FAT agree.
+        if let Some(fsck) = ["/usr/sbin/fsck.fat", "/sbin/fsck.fat"]
+            .iter()
+            .find(|p| Path::new(p).exists())
+        {
+            let out = std::process::Command::new(fsck)
+                .args(["-n", "-v"])
+                .arg(&img)
+                .output()
+                .expect("fsck.fat");
+            assert!(
+                out.status.success(),
+                "{}",
+                String::from_utf8_lossy(&out.stdout)
+            );
+        }
+        let mut mdir = std::process::Command::new("mdir");
+        mdir.env("MTOOLS_SKIP_CHECK", "1")
+            .env("TZ", "UTC")
+            .args(["-i"])
+            .arg(&img)
+            .arg("::/EFI/BOOT");
+        if let Ok(out) = mdir.output() {
+            let listing = String::from_utf8_lossy(&out.stdout);
+            assert!(
+                listing.contains("1980-01-01") && !listing.contains("2098"),
+                "{listing}"
+            );
+        }
     }
 }
