@@ -7,6 +7,7 @@ mod export;
 mod images;
 mod node;
 mod plan;
+mod shell;
 mod store;
 
 use crate::errors::Channels;
@@ -52,6 +53,10 @@ pub enum Command {
     Load(images::LoadArgs),
     /// Make a static upgrade delta from one image to another (`chasi load` applies it); `delta inspect` shows one.
     Delta(delta::DeltaArgs),
+    /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
+    Completions(shell::CompletionsArgs),
+    /// Print the man page, or write all of them into a directory.
+    Man(shell::ManArgs),
     /// Inspect and maintain the layer store: du, verify, gc.
     Store(store::StoreArgs),
     /// Export one platform of an image as tar, squashfs, a disk (raw, qcow2, vmdk, ova, vma) or an ISO.
@@ -120,6 +125,8 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Load(args) => images::run_load(cli.store.as_deref(), args),
         Command::Store(args) => store::run(cli.store.as_deref(), args),
         Command::Delta(args) => delta::run(cli.store.as_deref(), args),
+        Command::Completions(args) => shell::completions(args),
+        Command::Man(args) => shell::man(args),
         Command::Export(args) => export::run(cli.store.as_deref(), args),
         Command::Node(args) => node::run(args),
     }
