@@ -239,8 +239,13 @@ fn rebuild(
         });
         (produced, ingested)
     });
-    produced?;
-    ingested?;
+    match (produced, ingested) {
+        // The store stopped first: its error is the cause.
+        (Err(DeltaError::StoreStopped), Err(e)) => Err(e.into()),
+        (Err(e), _) => Err(e),
+        (Ok(()), Err(e)) => Err(e.into()),
+        (Ok(()), Ok(_)) => Ok(()),
+    }?;
     Ok(())
 }
 

@@ -271,7 +271,7 @@ fn layer_blob(pm: &PlatformManifest, i: usize) -> Result<Blob> {
 }
 
 fn scan_layer(store: &Store, d: &Digest) -> Result<Scan> {
-    scan(crate::encode::SeqReader::open(store, d)?)
+    scan(store.open_layer(d)?.chunk_verified_only())
         .map_err(DeltaError::io("read layer", d.to_string()))
 }
 

@@ -209,7 +209,7 @@ fn hash_and_spool(
     patches: &HashMap<usize, Patch>,
     spool: &File,
 ) -> Result<Vec<Op>> {
-    let mut r = SeqReader::open(store, target)?;
+    let mut r = store.open_layer(target)?.chunk_verified_only();
     let mut w = std::io::BufWriter::with_capacity(1 << 20, spool);
     let mut buf = vec![0u8; 1 << 20];
     let mut ops = Vec::with_capacity(planned.len());
@@ -259,35 +259,6 @@ fn hash_and_spool(
     w.flush()
         .map_err(DeltaError::io("spool the stream of", what()))?;
     Ok(ops)
-}
-
-/// A layer's tar read in order through the store's random-access reader. Every chunk is still verified
-/// against its BLAKE3 name; what is skipped is the SHA-256 of the whole stream that `LayerReader`'s `Read`
-/// adds (the DiffID names the very content chunk verification proves), which cost a sixth of `chasi delta`'s
-/// time when each layer is read twice.
-pub(crate) struct SeqReader<'s> {
-    r: chasi_layers::LayerReader<'s>,
-    pos: u64,
-    size: u64,
-}
-
-impl<'s> SeqReader<'s> {
-    pub(crate) fn open(store: &'s Store, layer: &Digest) -> Result<Self> {
-        let r = store.open_layer(layer)?;
-        let size = r.index().size;
-        Ok(SeqReader { r, pos: 0, size })
-    }
-}
-
-impl Read for SeqReader<'_> {
-    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-        let n = (self.size - self.pos).min(buf.len() as u64) as usize;
-        self.r
-            .read_at(self.pos, &mut buf[..n])
-            .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, crate::chain(&e)))?;
-        self.pos += n as u64;
-        Ok(n)
-    }
 }
 
 /// Reads a part's reference ranges from the base layers: the ranges with their digests, and the bytes.

@@ -102,6 +102,9 @@ pub enum DeltaError {
         /// How many it has.
         available: usize,
     },
+    /// The store stopped reading a rebuilt layer (its own error says why and is the one reported).
+    #[error("the store stopped reading the rebuilt layer")]
+    StoreStopped,
     /// Reading the base or target, or compressing, failed.
     #[error("{action} {what}")]
     Io {

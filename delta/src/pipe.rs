@@ -1,6 +1,7 @@
 //! The bounded pipe between a layer's rebuild and the store's ingest: the rebuild always holds its latest
 //! buffer back, so the store sees the end of the tar only once every check passed, and an error otherwise.
 
+use crate::error::{DeltaError, Result};
 use std::io::{self, Read};
 use std::sync::mpsc::{Receiver, SyncSender};
 
@@ -21,17 +22,19 @@ impl Sink {
         }
     }
 
-    pub(crate) fn write(&mut self, data: &[u8]) {
+    /// Queues `data`; [`DeltaError::StoreStopped`] once the store has stopped reading (its own error is the one
+    /// to report), so the rebuild stops too instead of decoding the rest for nothing.
+    pub(crate) fn write(&mut self, data: &[u8]) -> Result<()> {
         if self.held.len() + data.len() > SINK_BUF && !self.held.is_empty() {
             let full = std::mem::replace(&mut self.held, Vec::with_capacity(SINK_BUF));
-            if let Some(tx) = &self.tx {
-                // A closed pipe means the store stopped; its own error is reported.
-                if tx.send(Ok(full)).is_err() {
-                    self.tx = None;
-                }
+            let sent = self.tx.as_ref().is_some_and(|tx| tx.send(Ok(full)).is_ok());
+            if !sent {
+                self.tx = None;
+                return Err(DeltaError::StoreStopped);
             }
         }
         self.held.extend_from_slice(data);
+        Ok(())
     }
 
     /// Sends what is held, then the end of the stream (an empty buffer, which `write` never sends).

@@ -69,7 +69,7 @@ pub(crate) fn produce(
                     dec.read_exact(&mut buf[..n])
                         .map_err(|e| part_err(format!("decoding failed: {e}")))?;
                     cur.hasher.update(&buf[..n]);
-                    sink.write(&buf[..n]);
+                    sink.write(&buf[..n])?;
                     cur.left -= n as u64;
                     part_left -= n as u64;
                     if cur.left == 0 {
@@ -230,7 +230,7 @@ impl<'s> Base<'_, 's> {
             )));
         }
         cur.hasher.update(&new);
-        sink.write(&new);
+        sink.write(&new)?;
         finish_op(l, cur)
     }
 
@@ -254,7 +254,7 @@ impl<'s> Base<'_, 's> {
                     detail: format!("reading base layer {base_layer}: {}", crate::chain(&e)),
                 })?;
             cur.hasher.update(&buf[..n]);
-            sink.write(&buf[..n]);
+            sink.write(&buf[..n])?;
             done += n as u64;
         }
         finish_op(l, cur)

@@ -61,9 +61,6 @@ pub(crate) fn scan(r: impl Read) -> io::Result<Scan> {
     let mut s = Scanner {
         r: io::BufReader::with_capacity(1 << 20, r),
         pos: 0,
-        first: [0; 4],
-        first_of_content: [0; 4],
-        first_len: 4,
     };
     let mut entries = Vec::new();
     let mut pending: Option<Pending> = None;
@@ -97,12 +94,9 @@ pub(crate) fn scan(r: impl Read) -> io::Result<Scan> {
         let data = s.pos;
         let mut meta = p.meta;
         let mut content = blake3::Hasher::new();
-        s.first = [0; 4];
-        s.first_len = 0;
-        let ok = s.hash(size, &mut content)?;
-        s.first_of_content = s.first;
-        s.first_len = 4;
-        if !ok || !s.hash(padded - size, &mut meta)? {
+        let mut magic = Magic::default();
+        let ok = s.hash(size, &mut content, Some(&mut magic))?;
+        if !ok || !s.hash(padded - size, &mut meta, None)? {
             // Truncated content: the stream ends inside this entry, which stays tail.
             break;
         }
@@ -116,7 +110,7 @@ pub(crate) fn scan(r: impl Read) -> io::Result<Scan> {
             regular: matches!(h.kind, b'0' | 0 | b'7'),
             meta_hash: *meta.finalize().as_bytes(),
             content_hash: *content.finalize().as_bytes(),
-            magic: s.first_of_content,
+            magic: magic.bytes,
         });
     }
     // The tail: count it to the end.
@@ -137,11 +131,13 @@ pub(crate) fn scan(r: impl Read) -> io::Result<Scan> {
 struct Scanner<R> {
     r: io::BufReader<R>,
     pos: u64,
-    /// Set to zero before an entry's content is hashed; [`Scanner::hash`] keeps the first bytes it sees.
-    first: [u8; 4],
-    /// The first bytes of the last content hashed.
-    first_of_content: [u8; 4],
-    first_len: usize,
+}
+
+/// The first bytes of an entry's content, collected as it is hashed.
+#[derive(Default)]
+struct Magic {
+    bytes: [u8; 4],
+    len: usize,
 }
 
 impl<R: Read> Scanner<R> {
@@ -160,8 +156,13 @@ impl<R: Read> Scanner<R> {
         Ok(got == block.len() && block.iter().any(|&b| b != 0))
     }
 
-    /// Feeds `n` bytes to `h`; `false` if the stream ended first.
-    fn hash(&mut self, mut n: u64, h: &mut blake3::Hasher) -> io::Result<bool> {
+    /// Feeds `n` bytes to `h` (and their first bytes to `magic`); `false` if the stream ended first.
+    fn hash(
+        &mut self,
+        mut n: u64,
+        h: &mut blake3::Hasher,
+        mut magic: Option<&mut Magic>,
+    ) -> io::Result<bool> {
         let mut buf = [0u8; 64 * 1024];
         while n > 0 {
             let want = n.min(buf.len() as u64) as usize;
@@ -170,9 +171,11 @@ impl<R: Read> Scanner<R> {
                 return Ok(false);
             }
             h.update(&buf[..got]);
-            let keep = (4 - self.first_len).min(got);
-            self.first[self.first_len..self.first_len + keep].copy_from_slice(&buf[..keep]);
-            self.first_len += keep;
+            if let Some(m) = magic.as_deref_mut() {
+                let keep = (m.bytes.len() - m.len).min(got);
+                m.bytes[m.len..m.len + keep].copy_from_slice(&buf[..keep]);
+                m.len += keep;
+            }
             self.pos += got as u64;
             n -= got as u64;
         }
@@ -183,7 +186,7 @@ impl<R: Read> Scanner<R> {
     /// small enough to parse.
     fn read_meta(&mut self, size: u64, padded: u64, h: &mut blake3::Hasher) -> io::Result<Vec<u8>> {
         if size > MAX_META {
-            self.hash(padded, h)?;
+            self.hash(padded, h, None)?;
             return Ok(Vec::new());
         }
         let mut data = vec![0u8; padded as usize];
