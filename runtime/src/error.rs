@@ -53,6 +53,9 @@ pub enum NodeError {
     /// Applying or reading a delta failed.
     #[error("delta")]
     Delta(#[from] chasi_delta::DeltaError),
+    /// Writing a node state file failed.
+    #[error("node state")]
+    Output(#[from] chasi_oci::output::OutputError),
     /// Reading an OCI layout or archive failed.
     #[error("image source")]
     Oci(#[from] chasi_oci::OciError),

@@ -1,5 +1,6 @@
-//! The few file operations node state needs to survive a crash: atomic replacement of a small file
-//! (temp, fsync, rename, fsync of the directory), appending a durable line, and the node lock.
+//! The few file operations node state needs to survive a crash beyond the workspace's atomic output writer
+//! (`chasi_oci::output::Output`, which state files use): sweeping what a killed run left, syncing a
+//! directory, appending a durable line, and the node lock.
 
 use crate::error::{IoCtx, NodeError, Result};
 use rustix::fs::FlockOperation;
@@ -7,25 +8,11 @@ use std::fs::{self, File, OpenOptions};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
-/// Replaces `path` with `data` atomically: a reader (or a crash) sees the old content or the new, never a mix.
-pub fn write_atomic(path: &Path, data: &[u8]) -> Result<()> {
-    let dir = parent(path);
-    let name = path
-        .file_name()
-        .map(|n| n.to_string_lossy())
-        .unwrap_or_default();
-    let tmp = dir.join(format!(".{name}.tmp-{}", std::process::id()));
-    let mut f = File::create(&tmp).ctx("create", &tmp)?;
-    f.write_all(data).ctx("write", &tmp)?;
-    f.sync_all().ctx("sync", &tmp)?;
-    drop(f);
-    fs::rename(&tmp, path).ctx("rename into place", path)?;
-    sync_dir(dir)
-}
-
-/// Removes the temporary files [`write_atomic`] and the slot switch leave behind when killed
-/// (`.NAME.tmp-PID`) in `dir`. Only the lock holder calls it, so no live writer owns them.
+/// Removes the temporary files a killed run left in `dir`: the slot switch's links (`.NAME.tmp-PID`) and
+/// state files the output writer had not committed (`chasi_oci::output::sweep_partials`). Only the lock
+/// holder calls it, so no live writer owns them.
 pub fn remove_stale_temps(dir: &Path) -> Result<()> {
+    chasi_oci::output::sweep_partials(dir);
     let entries = match fs::read_dir(dir) {
         Ok(e) => e,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),

@@ -7,6 +7,7 @@ use crate::slot::SlotId;
 use chasi_layers::Digest;
 use serde::{Deserialize, Serialize};
 use std::fs;
+use std::io::Write;
 use std::path::{Path, PathBuf};
 
 /// The version of `slots.json` and `journal.json` this runtime writes and reads.
@@ -320,5 +321,10 @@ fn write_json<T: Serialize>(path: &Path, value: &T) -> Result<()> {
     let mut data =
         serde_json::to_vec_pretty(value).map_err(|e| NodeError::bad_state(path, e.to_string()))?;
     data.push(b'\n');
-    fsutil::write_atomic(path, &data)
+    // The one atomic writer of the workspace: temp file (locked while written, swept when its writer died),
+    // fsync, rename, fsync of the directory.
+    let mut out = chasi_oci::output::Output::create(path)?;
+    out.writer().write_all(&data).ctx("write", path)?;
+    out.commit()?;
+    Ok(())
 }
