@@ -51,6 +51,7 @@ pub mod ids;
 pub mod ova;
 pub mod qcow2;
 pub mod raw;
+pub mod slots;
 pub mod ustar;
 pub mod vma;
 pub mod vmdk;

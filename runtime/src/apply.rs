@@ -54,6 +54,9 @@ pub struct ApplyReport {
     pub image: ImageRecord,
     /// The slot already held the image completely (a resumed apply), so it was not staged again.
     pub resumed: bool,
+    /// The switch takes effect at the next boot: the node must reboot, and post-verify runs then
+    /// (`boot-check`).
+    pub reboot_required: bool,
 }
 
 /// What `apply --dry-run` found.
@@ -198,6 +201,37 @@ impl<S: Slots> Node<S> {
             .with("from", from)
             .with("to", slot),
         );
+        if self.slots.reboot_to_switch() {
+            // Post-verify runs on the next boot (`boot-check`); the table says which slot waits for it.
+            self.history(
+                "switched",
+                Some(slot),
+                Some(&plan.image),
+                Some(&journal.source),
+                None,
+            )?;
+            fsutil::remove_durably(&self.paths.journal())?;
+            obs.event(
+                &Event::new(
+                    "done",
+                    "ok",
+                    format!(
+                        "slot {slot} holds {} and boots next, once: reboot, then `boot-check` confirms it",
+                        describe(&plan.image)
+                    ),
+                )
+                .with("active_slot", slot)
+                .with("image", &plan.image)
+                .with("reboot_required", true),
+            );
+            return Ok(ApplyReport {
+                slot,
+                from,
+                image: plan.image,
+                resumed,
+                reboot_required: true,
+            });
+        }
         journal.phase = Phase::PostVerify;
         journal.save(&self.paths.journal())?;
         let env = self.hook_env(slot, &plan.image, HookPhase::PostVerify);
@@ -256,6 +290,7 @@ impl<S: Slots> Node<S> {
             from,
             image: plan.image,
             resumed,
+            reboot_required: false,
         })
     }
 
@@ -269,16 +304,16 @@ impl<S: Slots> Node<S> {
         let source = Source::find(given)?;
         let plan = source.plan(&self.store, &self.platform)?;
         self.check_base(&source, &plan)?;
-        let space = self.slots.space(slot)?;
         check_space(
-            &space,
+            &self.slots.store_space(slot)?,
             "importing the image into the node store",
             plan.import_bytes(),
             0,
         )?;
         source.import(&self.store, &plan)?;
-        let content = Content::from_store(&self.store, &plan.image.diff_ids, space.block)?;
+        self.slots.check_image(&self.store, &plan.image.diff_ids)?;
         let space = self.slots.space(slot)?;
+        let content = Content::from_store(&self.store, &plan.image.diff_ids, space.block)?;
         check_space(
             &space,
             &format!("staging slot {slot}"),
@@ -332,7 +367,7 @@ impl<S: Slots> Node<S> {
     }
 
     /// Switches back after a failed post-verify and marks the slot bad.
-    fn fall_back(&mut self, slot: SlotId, from: Option<SlotId>) -> Result<()> {
+    pub(crate) fn fall_back(&mut self, slot: SlotId, from: Option<SlotId>) -> Result<()> {
         self.slots.rollback(from)?;
         let mut table = self.table()?;
         table.slot_mut(slot).state = SlotState::Bad;
@@ -341,7 +376,7 @@ impl<S: Slots> Node<S> {
         self.save_table(&table)
     }
 
-    fn hook_env(&self, slot: SlotId, image: &ImageRecord, phase: HookPhase) -> HookEnv {
+    pub(crate) fn hook_env(&self, slot: SlotId, image: &ImageRecord, phase: HookPhase) -> HookEnv {
         HookEnv {
             node_root: self.paths.root.clone(),
             slot_dir: self.slots.slot_dir(slot),
@@ -373,9 +408,22 @@ impl<S: Slots> Node<S> {
             &env,
             opts.hook_timeout,
         )?;
-        let needed = plan.import_bytes() + content.disk_bytes;
-        let available = space.available.saturating_add(space.reclaimable);
         let mut problems = Vec::new();
+        let store_space = self.slots.store_space(slot)?;
+        // Where the store and the slots share a file system, the slot's figures include the import.
+        let shared = store_space.path == space.path;
+        if !shared {
+            if let Err(e) = check_space(
+                &store_space,
+                "importing the image into the node store",
+                plan.import_bytes(),
+                0,
+            ) {
+                problems.push(e.to_string());
+            }
+        }
+        let needed = content.disk_bytes + if shared { plan.import_bytes() } else { 0 };
+        let available = space.available.saturating_add(space.reclaimable);
         if let Err(e) = check_space(
             &space,
             &format!("applying to slot {slot}"),

@@ -2,6 +2,7 @@
 //! rendering, human or JSON (schema in the crate documentation). The fronts print errors themselves.
 
 use crate::apply::{describe, ApplyOptions, DryRun};
+use crate::bootcheck::BootAction;
 use crate::error::{NodeError, Result};
 use crate::event::{Collect, Event, Observer};
 use crate::hooks::ProcessHooks;
@@ -37,6 +38,23 @@ pub enum NodeCommand {
     Verify(FormatArgs),
     /// Confirm the active slot.
     MarkGood(FormatArgs),
+    /// Run once per boot on a bootable node: post-verify and confirm the slot an update switched to, or
+    /// roll back; notice when the boot loader fell back from a slot that never confirmed.
+    BootCheck(BootCheckArgs),
+}
+
+/// `boot-check` options.
+#[derive(Debug, Args)]
+pub struct BootCheckArgs {
+    /// Deadline of each post-verify hook, in seconds.
+    #[arg(long, value_name = "SECONDS", default_value_t = crate::apply::DEFAULT_HOOK_TIMEOUT.as_secs())]
+    pub hook_timeout: u64,
+    /// Reboot when the check rolled back (the other slot boots next).
+    #[arg(long)]
+    pub reboot: bool,
+    /// Output format.
+    #[arg(long, value_enum, default_value = "human")]
+    pub format: Format,
 }
 
 /// `apply` options.
@@ -50,6 +68,9 @@ pub struct ApplyArgs {
     /// Deadline of each hook, in seconds.
     #[arg(long, value_name = "SECONDS", default_value_t = crate::apply::DEFAULT_HOOK_TIMEOUT.as_secs())]
     pub hook_timeout: u64,
+    /// On a bootable node, reboot into the new slot when the apply switched to it.
+    #[arg(long)]
+    pub reboot: bool,
     /// Output format.
     #[arg(long, value_enum, default_value = "human")]
     pub format: Format,
@@ -77,6 +98,7 @@ impl NodeArgs {
     pub fn format_is_json(&self) -> bool {
         let f = match &self.command {
             NodeCommand::Apply(a) => a.format,
+            NodeCommand::BootCheck(b) => b.format,
             NodeCommand::Status(f)
             | NodeCommand::Rollback(f)
             | NodeCommand::Verify(f)
@@ -114,7 +136,7 @@ pub fn run(args: NodeArgs, out: &mut dyn Write) -> Result<u8> {
     match args.command {
         NodeCommand::Apply(a) => apply(&root, &a, &mut p),
         NodeCommand::Status(_) => {
-            let node = Node::open(&root, Access::Read, &mut quiet)?;
+            let node = Node::open_any(&root, Access::Read, &mut quiet)?;
             let s = node.status()?;
             if json {
                 emit(p.out, &serde_json::to_value(&s).unwrap_or_default())?;
@@ -124,7 +146,7 @@ pub fn run(args: NodeArgs, out: &mut dyn Write) -> Result<u8> {
             Ok(0)
         }
         NodeCommand::Rollback(_) => {
-            let mut node = Node::open(&root, Access::Change, &mut quiet)?;
+            let mut node = Node::open_any(&root, Access::Change, &mut quiet)?;
             let to = node.rollback()?;
             say(
                 p.out,
@@ -135,7 +157,7 @@ pub fn run(args: NodeArgs, out: &mut dyn Write) -> Result<u8> {
             Ok(0)
         }
         NodeCommand::MarkGood(_) => {
-            let mut node = Node::open(&root, Access::Change, &mut quiet)?;
+            let mut node = Node::open_any(&root, Access::Change, &mut quiet)?;
             let (slot, changed) = node.mark_good()?;
             let text = if changed {
                 format!("slot {slot} confirmed")
@@ -151,7 +173,7 @@ pub fn run(args: NodeArgs, out: &mut dyn Write) -> Result<u8> {
             Ok(0)
         }
         NodeCommand::Verify(_) => {
-            let node = Node::open(&root, Access::Read, &mut quiet)?;
+            let node = Node::open_any(&root, Access::Read, &mut quiet)?;
             let (slot, image, r) = node.verify()?;
             if json {
                 let mut v = serde_json::to_value(&r).unwrap_or_default();
@@ -164,7 +186,43 @@ pub fn run(args: NodeArgs, out: &mut dyn Write) -> Result<u8> {
             }
             Ok(u8::from(!r.is_clean()))
         }
+        NodeCommand::BootCheck(b) => {
+            let opts = ApplyOptions {
+                hook_timeout: Duration::from_secs(b.hook_timeout),
+            };
+            let mut node = Node::open_any(&root, Access::Change, &mut quiet)?;
+            let mut runner = ProcessHooks::new(&node.paths().tmp().join("hooks"));
+            let mut events = Collect::default();
+            let r = node.boot_check(&opts, &mut runner, &mut events)?;
+            if json {
+                for e in &events.0 {
+                    p.event(e);
+                }
+            } else {
+                say(
+                    p.out,
+                    false,
+                    &json!({}),
+                    &format!("boot-check: {}", r.message),
+                )?;
+            }
+            drop(node);
+            if r.reboot_required && b.reboot {
+                reboot()?;
+            }
+            Ok(u8::from(matches!(
+                r.action,
+                BootAction::RolledBack | BootAction::FellBack | BootAction::Degraded
+            )))
+        }
     }
+}
+
+/// Syncs every file system and restarts the machine.
+fn reboot() -> Result<()> {
+    rustix::fs::sync();
+    rustix::system::reboot(rustix::system::RebootCommand::Restart)
+        .map_err(|e| NodeError::io("reboot", "/", e.into()))
 }
 
 fn apply(root: &Path, a: &ApplyArgs, p: &mut Printer<'_>) -> Result<u8> {
@@ -173,7 +231,7 @@ fn apply(root: &Path, a: &ApplyArgs, p: &mut Printer<'_>) -> Result<u8> {
     };
     let json = p.json;
     if a.dry_run {
-        let node = Node::open(root, Access::Inspect, p)?;
+        let node = Node::open_any(root, Access::Inspect, p)?;
         let scratch = dry_run_scratch(&node);
         let mut runner = ProcessHooks::new(&scratch);
         let d = node.dry_run(&a.source, &opts, &mut runner);
@@ -193,9 +251,13 @@ fn apply(root: &Path, a: &ApplyArgs, p: &mut Printer<'_>) -> Result<u8> {
         }
         return Ok(u8::from(!d.problems.is_empty()));
     }
-    let mut node = Node::open(root, Access::Change, p)?;
+    let mut node = Node::open_any(root, Access::Change, p)?;
     let mut runner = ProcessHooks::new(&node.paths().tmp().join("hooks"));
-    node.apply(&a.source, &opts, &mut runner, p)?;
+    let report = node.apply(&a.source, &opts, &mut runner, p)?;
+    drop(node);
+    if report.reboot_required && a.reboot {
+        reboot()?;
+    }
     Ok(0)
 }
 

@@ -139,6 +139,18 @@ pub enum NodeError {
         /// What failed.
         detail: String,
     },
+    /// The A/B boot disk is not what `chasi export --slots ab` lays out, or cannot be used.
+    #[error("boot disk: {detail}")]
+    BootDisk {
+        /// What is wrong.
+        detail: String,
+    },
+    /// The image cannot be booted from a slot.
+    #[error("the image cannot be booted from a slot: {reason}")]
+    NotBootable {
+        /// Why.
+        reason: String,
+    },
     /// Post-verify failed and the node went back to the previous slot.
     #[error("post-verify of slot {slot} failed; rolled back to {back}")]
     RolledBack {
@@ -180,13 +192,14 @@ impl NodeError {
             NodeError::WrongBase { .. }
             | NodeError::WrongPlatform { .. }
             | NodeError::Hook { .. }
-            | NodeError::BadHook { .. } => "precheck",
+            | NodeError::BadHook { .. }
+            | NodeError::NotBootable { .. } => "precheck",
             NodeError::RolledBack { .. } => "rolled_back",
             NodeError::BadState { .. } => "corrupt",
             NodeError::BadSource { .. }
             | NodeError::EmptySlot { .. }
             | NodeError::NoRollback { .. } => "invalid_input",
-            NodeError::Io { .. } | NodeError::Slot { .. } => "io",
+            NodeError::Io { .. } | NodeError::Slot { .. } | NodeError::BootDisk { .. } => "io",
             NodeError::Store(chasi_layers::Error::DiskFull { .. }) => "disk_full",
             _ => "error",
         }

@@ -84,6 +84,7 @@
 //! trait; see its module documentation. The engine does not change.
 
 pub mod apply;
+pub mod bootcheck;
 pub mod cli;
 pub mod content;
 pub mod error;
@@ -91,6 +92,7 @@ pub mod event;
 pub mod fsutil;
 pub mod hooks;
 pub mod node;
+pub mod seed;
 pub mod slot;
 pub mod slots;
 pub mod source;

@@ -4,6 +4,7 @@
 use crate::error::{IoCtx, NodeError, Result};
 use crate::event::{Event, Observer};
 use crate::fsutil::NodeLock;
+use crate::slots::boot::{self, BootSlots};
 use crate::slots::dir::DirSlots;
 use crate::slots::{slot_ref, SlotId, Slots};
 use crate::state::{
@@ -46,6 +47,22 @@ impl Node<DirSlots> {
         let paths = NodePaths::new(root);
         paths.create()?;
         let slots = DirSlots::open(&paths.slots())?;
+        Node::with_slots(paths, slots, Platform::host(), access, obs)
+    }
+}
+
+impl Node<Box<dyn Slots>> {
+    /// Opens the node under `root` with the backend it runs on: the bootable slots of an A/B disk when
+    /// the system was booted from one (`chasi.slot=` on the kernel command line; the data partition is
+    /// mounted at the state directory if needed), else directory slots.
+    pub fn open_any(root: &Path, access: Access, obs: &mut dyn Observer) -> Result<Self> {
+        let paths = NodePaths::new(root);
+        let slots: Box<dyn Slots> = if boot::booted_from_slots(root) {
+            Box::new(BootSlots::discover(root, &paths.state)?)
+        } else {
+            paths.create()?;
+            Box::new(DirSlots::open(&paths.slots())?)
+        };
         Node::with_slots(paths, slots, Platform::host(), access, obs)
     }
 }
@@ -160,6 +177,16 @@ impl<S: Slots> Node<S> {
                 let confirmed = table.slot(j.slot).state == SlotState::Good && !table.pending;
                 if confirmed {
                     format!("the apply of {} had completed", j.source.display())
+                } else if self.slots.reboot_to_switch() && self.slots.booted()? == Some(j.slot) {
+                    // Killed after the switch, and the reboot happened: the slot waits for boot-check.
+                    table.pending = true;
+                    table.fallback = j.from;
+                    self.save_table(&table)?;
+                    format!(
+                        "the apply of {} had switched to slot {}, which booted and awaits boot-check",
+                        j.source.display(),
+                        j.slot
+                    )
                 } else if active == Some(j.slot) {
                     self.slots.rollback(j.from)?;
                     table.slot_mut(j.slot).state = SlotState::Staged;

@@ -3,8 +3,8 @@
 
 use anyhow::Context as _;
 use chasi_formats::export::{
-    self, parse_bytes, BootMode, ClusterCompression, ExportFormat, ExportInput, ExportOptions,
-    OciImage, RootFsType,
+    self, parse_bytes, AbSlots, BootMode, ClusterCompression, ExportFormat, ExportInput,
+    ExportOptions, OciImage, RootFsType,
 };
 use chasi_images::{self as images, StoreBlobs};
 use chasi_layers::Store;
@@ -24,6 +24,20 @@ fn size_arg(s: &str) -> Result<DiskSize, String> {
         .filter(|&n| n > 0)
         .map(|n| DiskSize(Some(n)))
         .ok_or_else(|| format!("`{s}` is not `auto` or a size (BYTES, or with K/M/G/T)"))
+}
+
+/// `--slot-size` / `--data-size`.
+fn bytes_arg(s: &str) -> Result<u64, String> {
+    parse_bytes(s)
+        .filter(|&n| n > 0)
+        .ok_or_else(|| format!("`{s}` is not a size (BYTES, or with K/M/G/T)"))
+}
+
+/// `--slots`: the one layout there is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum SlotsArg {
+    /// Two root partitions and a data partition, booted by GRUB with boot counting, for chasi-node.
+    Ab,
 }
 
 fn memory_arg(s: &str) -> Result<u64, String> {
@@ -56,7 +70,11 @@ Formats:
 
 Disks hold a root partition (--fs) and, when the image carries a kernel (/boot/vmlinuz-*
 or /vmlinuz, with its initrd), an EFI System Partition with GRUB: they boot under UEFI with
-root=PARTUUID=... console=ttyS0. Output is reproducible: the same image and options give
+root=PARTUUID=... console=ttyS0. With --slots ab a disk is laid out for chasi-node: two root
+partitions (slot a holds the image, slot b is empty), a data partition holding the node
+state (a store with the image, so the first delta applies) and GRUB choosing the slot from
+its environment block, falling back from a slot whose boot is never confirmed (chasi-node
+boot-check). Output is reproducible: the same image and options give
 the same bytes (set SOURCE_DATE_EPOCH to choose the time stamps).")]
 pub struct ExportArgs {
     /// Image name (NAME[:TAG]) or digest.
@@ -101,6 +119,15 @@ pub struct ExportArgs {
     /// Compression threads.
     #[arg(long, default_value_t = 2)]
     threads: usize,
+    /// Lay the disk out for chasi-node: `ab` (two root slots and a data partition).
+    #[arg(long, value_enum, value_name = "LAYOUT")]
+    slots: Option<SlotsArg>,
+    /// Size of each slot partition (--slots ab); default: twice the image, at least 256 MiB.
+    #[arg(long, value_name = "BYTES", value_parser = bytes_arg, requires = "slots")]
+    slot_size: Option<u64>,
+    /// Size of the data partition (--slots ab); default: three times its content plus 64 MiB.
+    #[arg(long, value_name = "BYTES", value_parser = bytes_arg, requires = "slots")]
+    data_size: Option<u64>,
 }
 
 fn open(store: Option<&Path>) -> anyhow::Result<Store> {
@@ -111,7 +138,7 @@ fn open(store: Option<&Path>) -> anyhow::Result<Store> {
 
 /// `chasi export`.
 pub fn run(store: Option<&Path>, args: ExportArgs) -> anyhow::Result<ExitCode> {
-    let opts = ExportOptions {
+    let mut opts = ExportOptions {
         size: args.size.0,
         fs: args.fs,
         boot: args.boot,
@@ -122,6 +149,12 @@ pub fn run(store: Option<&Path>, args: ExportArgs) -> anyhow::Result<ExitCode> {
         memory_mib: args.memory,
         label: args.label,
         threads: args.threads,
+        // Checked now; the data partition's tree is made once the image is known.
+        slots: args.slots.map(|_| AbSlots {
+            data_dir: PathBuf::new(),
+            slot_size: args.slot_size,
+            data_size: args.data_size,
+        }),
     };
     // Options first: a bad option fails before the store is touched.
     opts.check(args.format)?;
@@ -140,6 +173,26 @@ pub fn run(store: Option<&Path>, args: ExportArgs) -> anyhow::Result<ExitCode> {
         ),
         _ => None,
     };
+    // The node state of an A/B disk: the image imported into a node store the way chasi-node imports.
+    // (In the store's session temp directory, removed with the store handle.)
+    if let Some(ab) = &mut opts.slots {
+        let dir = store.tmp_dir().join("slots");
+        std::fs::create_dir_all(&dir).with_context(|| format!("create {}", dir.display()))?;
+        let layout = dir.join("image");
+        images::save(
+            &store,
+            &args.image,
+            &layout,
+            chasi_oci::SaveFormat::OciLayout,
+            chasi_oci::LayerCompression::Keep,
+            None,
+        )?;
+        let node_platform: chasi_oci::Platform = image.platform.parse()?;
+        ab.data_dir = dir.join("data");
+        chasi_runtime::seed::seed_state(&ab.data_dir, &layout, &node_platform)
+            .context("seed the node state of the data partition")?;
+        std::fs::remove_dir_all(&layout).with_context(|| format!("remove {}", layout.display()))?;
+    }
     let blobs = StoreBlobs::new(&store);
     let input = ExportInput {
         store: &store,

@@ -114,6 +114,26 @@ pub fn grub_efi(script: &str, out: &Path, work: &Path, epoch: i64) -> ExportResu
     )
 }
 
+/// Modules the A/B script needs on top of [`EFI_MODULES`]: normal mode (`if`, `for`), the environment
+/// block and `configfile`.
+const AB_MODULES: &[&str] = &["normal", "configfile", "loadenv", "test", "true"];
+
+/// Builds `BOOTX64.EFI` whose embedded `script` hands over to a script file in normal mode
+/// (`configfile`), for the A/B boot choice of [`crate::slots`].
+pub fn grub_efi_normal(script: &str, out: &Path, work: &Path, epoch: i64) -> ExportResult<()> {
+    let modules: Vec<&str> = EFI_MODULES.iter().chain(AB_MODULES).copied().collect();
+    mkimage(
+        "x86_64-efi",
+        "/usr/lib/grub/x86_64-efi",
+        "/EFI/chasi",
+        script,
+        &modules,
+        out,
+        work,
+        epoch,
+    )
+}
+
 /// Builds GRUB's El Torito no-emulation image for BIOS running `script`.
 pub fn grub_bios_eltorito(script: &str, out: &Path, work: &Path, epoch: i64) -> ExportResult<()> {
     mkimage(

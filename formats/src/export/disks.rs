@@ -76,6 +76,9 @@ impl Exporter for DiskExporter {
         opts: &ExportOptions,
         out: &Path,
     ) -> ExportResult<ExportReport> {
+        if let Some(ab) = &opts.slots {
+            return self.export_ab(input, opts, ab, out);
+        }
         let (info, epoch) = input.scan_rootfs()?;
         let seed = input.seed();
         let bootable = info.kernel.is_some() && input.bootable_arch();
@@ -239,7 +242,7 @@ pub(crate) fn short_id(digest: &Digest) -> String {
 }
 
 impl DiskExporter {
-    fn write(
+    pub(super) fn write(
         &self,
         disk: &crate::disk::ExtentDisk,
         input: &ExportInput<'_>,

@@ -51,6 +51,7 @@
 //! boots this way; `tests/export_cli.rs` validates every format with the external tools that
 //! read it and boots the disks and ISO under QEMU (TCG) with OVMF and SeaBIOS.
 
+mod ab;
 pub mod archive;
 pub mod boot;
 pub mod cpio;
@@ -367,6 +368,19 @@ pub struct ExportOptions {
     pub label: String,
     /// Compression threads.
     pub threads: usize,
+    /// A/B slots for `chasi-node` (disks): see [`crate::slots`].
+    pub slots: Option<AbSlots>,
+}
+
+/// `--slots ab`: what the A/B disk needs beyond the image.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AbSlots {
+    /// The data partition's tree: the node state the runtime starts with (`grubenv` is added to it).
+    pub data_dir: PathBuf,
+    /// Size of each slot partition; `None`: twice the image's auto size, at least 256 MiB.
+    pub slot_size: Option<u64>,
+    /// Size of the data partition; `None`: three times its content plus 64 MiB, at least 128 MiB.
+    pub data_size: Option<u64>,
 }
 
 impl Default for ExportOptions {
@@ -382,6 +396,7 @@ impl Default for ExportOptions {
             memory_mib: 2048,
             label: "CHASI".into(),
             threads: 2,
+            slots: None,
         }
     }
 }
@@ -422,6 +437,17 @@ impl ExportOptions {
                 return Err(ExportError::option(
                     f,
                     "--kernel-cmdline must not contain quotes, backslashes, `$`, `;` or newlines",
+                ));
+            }
+        }
+        if self.slots.is_some() {
+            if !format.is_disk() {
+                return only("--slots", "raw, qcow2, vmdk, ova and vma");
+            }
+            if self.fs != RootFsType::Ext4 {
+                return Err(ExportError::option(
+                    f,
+                    "--slots ab needs --fs ext4: chasi-node refills a slot's file system in place, without mkfs",
                 ));
             }
         }

@@ -197,8 +197,16 @@ const MKE2FS_CONF: &str = "[defaults]
 \t}
 ";
 
-/// Builds an ext4 image of `size` bytes at `img` from `dir`.
+/// The file-system UUID of the ext4 named `name` (its label) in an export seeded by `seed`.
+pub fn ext4_uuid(seed: &[u8], name: &str) -> uuid::Uuid {
+    derive_uuid(seed, &format!("ext4-{name}"))
+}
+
+/// Builds an ext4 image of `size` bytes at `img` from `dir`, labelled `name` (`root` for the single
+/// root of a disk; the UUID derives from the seed and the name).
+#[allow(clippy::too_many_arguments)]
 pub fn build_ext4(
+    name: &str,
     dir: &Path,
     img: &Path,
     size: u64,
@@ -212,12 +220,12 @@ pub fn build_ext4(
     let f = std::fs::File::create(img).map_err(ExportError::io("create", img))?;
     f.set_len(size).map_err(ExportError::io("resize", img))?;
     drop(f);
-    let uuid = derive_uuid(seed, "ext4-root");
+    let uuid = ext4_uuid(seed, name);
     let hash_seed = derive_uuid(seed, "ext4-hash-seed");
     let mut c = tools::command(tools::MKE2FS, epoch)?;
     c.env("MKE2FS_CONFIG", &conf)
         .env("E2FSPROGS_FAKE_TIME", fake_time(epoch))
-        .args(["-q", "-F", "-t", "ext4", "-L", "root", "-m", "0"])
+        .args(["-q", "-F", "-t", "ext4", "-L", name, "-m", "0"])
         .arg("-N")
         .arg(ext4_inodes(info).to_string())
         .arg("-U")
@@ -376,7 +384,7 @@ pub fn build(
     work: &Path,
 ) -> ExportResult<u64> {
     match fs {
-        RootFsType::Ext4 => build_ext4(dir, img, size, info, seed, epoch, work)?,
+        RootFsType::Ext4 => build_ext4("root", dir, img, size, info, seed, epoch, work)?,
         RootFsType::Squashfs => build_squashfs(dir, img, epoch, threads)?,
         RootFsType::Erofs => build_erofs(dir, img, seed, epoch)?,
     }

@@ -6,12 +6,14 @@
 //!
 //! Two slot ids only, `a` and `b`: the inactive one is always the other. [`Slots::active`] is the slot
 //! that runs now or, for a bootable backend, the one the next boot will take; [`Slots::booted`] is the one
-//! running. For [`dir::DirSlots`] they are the same. A bootable backend (next step of issue 14: two
-//! root file systems or slot directories chosen by GRUB from its environment block, as RAUC does)
-//! implements the same calls: `stage` writes the other root, `switch` sets it first in `ORDER` with one
-//! try, `confirm` resets the try counter (`mark-good`), `rollback` puts the previous slot first again, and
-//! `booted` reads the slot the kernel command line names.
+//! running. For [`dir::DirSlots`] they are the same. [`boot::BootSlots`] (two root partitions chosen by
+//! GRUB from its environment block, as RAUC does) implements the same calls: `stage` writes the other
+//! root, `switch` puts it first with one try, `confirm` stops the counting (`mark-good`), `rollback` puts
+//! the previous slot first again, and `booted` reads the slot the kernel command line names. Its switch
+//! takes effect at the next boot ([`Slots::reboot_to_switch`]), so post-verify runs there
+//! (`chasi-node boot-check`).
 
+pub mod boot;
 pub mod dir;
 
 use crate::error::Result;
@@ -60,11 +62,24 @@ pub trait Slots {
     fn slot_dir(&self, slot: SlotId) -> PathBuf;
     /// Free space for staging `slot`.
     fn space(&self, slot: SlotId) -> Result<Space>;
+    /// Free space for what an import adds to the node's store (by default where the slots are).
+    fn store_space(&self, slot: SlotId) -> Result<Space> {
+        self.space(slot)
+    }
+    /// Checks, before anything is touched, that the image made of `layers` can live in a slot (a bootable
+    /// slot needs a kernel).
+    fn check_image(&self, _store: &Store, _layers: &[Digest]) -> Result<()> {
+        Ok(())
+    }
     /// Empties `slot` and writes the image made of `layers` (DiffIDs, bottom first) into it from `store`,
     /// verifying every layer, then makes it durable. Never called on the active slot.
     fn stage(&mut self, slot: SlotId, store: &Store, layers: &[Digest]) -> Result<StageReport>;
     /// Makes `slot` the active one, atomically: a crash leaves the old choice or the new one.
     fn switch(&mut self, slot: SlotId) -> Result<()>;
+    /// Whether [`Slots::switch`] takes effect at the next boot (then post-verify runs on that boot).
+    fn reboot_to_switch(&self) -> bool {
+        false
+    }
     /// Goes back to `to` (`None`: no slot active, on a node that had none before).
     fn rollback(&mut self, to: Option<SlotId>) -> Result<()>;
     /// Confirms the active slot (a bootable backend stops counting its tries).
@@ -84,4 +99,47 @@ pub const INCOMING_REF: &str = "chasi-node/incoming:image";
 /// `path`, for messages.
 pub(crate) fn show(path: &Path) -> String {
     path.display().to_string()
+}
+
+/// Either backend, chosen when the node is opened.
+impl<T: Slots + ?Sized> Slots for Box<T> {
+    fn kind(&self) -> &'static str {
+        (**self).kind()
+    }
+    fn active(&self) -> Result<Option<SlotId>> {
+        (**self).active()
+    }
+    fn booted(&self) -> Result<Option<SlotId>> {
+        (**self).booted()
+    }
+    fn slot_dir(&self, slot: SlotId) -> PathBuf {
+        (**self).slot_dir(slot)
+    }
+    fn space(&self, slot: SlotId) -> Result<Space> {
+        (**self).space(slot)
+    }
+    fn store_space(&self, slot: SlotId) -> Result<Space> {
+        (**self).store_space(slot)
+    }
+    fn check_image(&self, store: &Store, layers: &[Digest]) -> Result<()> {
+        (**self).check_image(store, layers)
+    }
+    fn stage(&mut self, slot: SlotId, store: &Store, layers: &[Digest]) -> Result<StageReport> {
+        (**self).stage(slot, store, layers)
+    }
+    fn switch(&mut self, slot: SlotId) -> Result<()> {
+        (**self).switch(slot)
+    }
+    fn reboot_to_switch(&self) -> bool {
+        (**self).reboot_to_switch()
+    }
+    fn rollback(&mut self, to: Option<SlotId>) -> Result<()> {
+        (**self).rollback(to)
+    }
+    fn confirm(&mut self, slot: SlotId) -> Result<()> {
+        (**self).confirm(slot)
+    }
+    fn verify(&self, slot: SlotId, store: &Store, layers: &[Digest]) -> Result<VerifyReport> {
+        (**self).verify(slot, store, layers)
+    }
 }
