@@ -409,3 +409,98 @@ fn slots_ab_is_refused_where_it_cannot_work() {
     assert!(String::from_utf8_lossy(&usage.stderr).contains("--slots"));
     assert!(!out.exists());
 }
+
+/// The A/B disk without booting it: GPT names (sfdisk), every file system clean (e2fsck), the boot
+/// block and the node state on the data partition (debugfs), and the same bytes twice.
+#[test]
+fn an_ab_disk_is_laid_out_checked_and_reproducible() {
+    need("sfdisk", "fdisk");
+    need("e2fsck", "e2fsprogs");
+    need("debugfs", "e2fsprogs");
+    sh(&mut Command::new(example("bootable").join("prepare.sh")));
+    let t = tempfile::tempdir().unwrap();
+    let dir = t.path();
+    let store = dir.join("store");
+    build(&store, dir, "v1", 0, true);
+    let export = |name: &str| {
+        let p = dir.join(name);
+        ok(
+            &store,
+            &[
+                "export",
+                "node:v1",
+                "--format",
+                "raw",
+                "--slots",
+                "ab",
+                "--slot-size",
+                "300M",
+                "-o",
+                p.to_str().unwrap(),
+            ],
+        );
+        p
+    };
+    let raw = export("one.raw");
+    assert!(
+        std::fs::read(&raw).unwrap() == std::fs::read(export("two.raw")).unwrap(),
+        "two exports of the same image differ"
+    );
+    let table: serde_json::Value =
+        serde_json::from_str(&sh(Command::new("sfdisk").arg("--json").arg(&raw))).unwrap();
+    let parts = table["partitiontable"]["partitions"].as_array().unwrap();
+    let names: Vec<&str> = parts.iter().map(|p| p["name"].as_str().unwrap()).collect();
+    assert_eq!(names, ["esp", "chasi-a", "chasi-b", "chasi-data"]);
+    assert_eq!(parts[1]["size"].as_u64().unwrap() * 512, 300 << 20);
+    assert_eq!(parts[1]["size"], parts[2]["size"]);
+    let extract = |i: usize| {
+        let p = dir.join(format!("part{i}.img"));
+        let (start, size) = (
+            parts[i]["start"].as_u64().unwrap(),
+            parts[i]["size"].as_u64().unwrap(),
+        );
+        sh(Command::new("dd")
+            .arg(format!("if={}", raw.display()))
+            .arg(format!("of={}", p.display()))
+            .args(["bs=512", "status=none"])
+            .arg(format!("skip={start}"))
+            .arg(format!("count={size}")));
+        p
+    };
+    for i in 1..4 {
+        let p = extract(i);
+        let out = Command::new("e2fsck").arg("-fn").arg(&p).output().unwrap();
+        assert!(
+            out.status.success(),
+            "e2fsck of {}: {}",
+            names[i],
+            String::from_utf8_lossy(&out.stdout)
+        );
+        let cat = |file: &str| {
+            sh(Command::new("debugfs")
+                .arg("-R")
+                .arg(format!("cat {file}"))
+                .arg(&p))
+        };
+        match i {
+            1 => assert_eq!(cat("/etc/version"), "v1\n"),
+            2 => assert!(cat("/etc/version").is_empty(), "slot b is empty"),
+            _ => {
+                let env = cat("/grubenv");
+                assert_eq!(env.len(), 1024, "{env}");
+                assert!(env.starts_with("# GRUB Environment Block\norder=a b\na_ok=1\na_good=1\n"));
+                assert!(env.contains("a_kernel=/boot/vmlinuz-"), "{env}");
+                assert!(env.contains("b_ok=0"), "{env}");
+                let slots: serde_json::Value = serde_json::from_str(&cat("/slots.json")).unwrap();
+                assert_eq!(slots["a"]["state"], "good");
+                assert_eq!(slots["a"]["image"]["name"], "node:v1");
+                assert_eq!(slots["b"]["state"], "empty");
+                let refs = sh(Command::new("debugfs")
+                    .arg("-R")
+                    .arg("ls -p /store/refs")
+                    .arg(&p));
+                assert!(refs.contains("slot-a"), "{refs}");
+            }
+        }
+    }
+}

@@ -47,6 +47,40 @@ fn tree_size(dir: &Path) -> ExportResult<(u64, u64)> {
     Ok((bytes, entries))
 }
 
+/// Dates everything in `dir` (the node state, written just now) at `epoch`, as the image's files are,
+/// so the data file system is the same bytes for the same image.
+fn clamp_tree_times(dir: &Path, epoch: i64) -> ExportResult<()> {
+    use rustix::fs::{utimensat, AtFlags, Timespec, Timestamps, CWD};
+    let t = Timespec {
+        tv_sec: epoch,
+        tv_nsec: 0,
+    };
+    let times = Timestamps {
+        last_access: t,
+        last_modification: t,
+    };
+    let mut stack = vec![dir.to_path_buf()];
+    let mut all = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).map_err(ExportError::io("read", &d))? {
+            let e = e.map_err(ExportError::io("read", &d))?;
+            if e.file_type()
+                .map_err(ExportError::io("stat", e.path()))?
+                .is_dir()
+            {
+                stack.push(e.path());
+            }
+            all.push(e.path());
+        }
+    }
+    // Children first, so setting a directory's time is not undone by a change inside it.
+    for p in all.iter().rev() {
+        utimensat(CWD, p, &times, AtFlags::SYMLINK_NOFOLLOW)
+            .map_err(|e| ExportError::io("set the time of", p)(e.into()))?;
+    }
+    Ok(())
+}
+
 /// An info whose inode count and block budget fit a file system of `size` bytes holding at least
 /// `content` (an empty slot must take a later image as large as the slot allows).
 fn sized_info(content: &RootfsInfo, size: u64) -> RootfsInfo {
@@ -181,6 +215,7 @@ impl DiskExporter {
         };
         let env_path = ab.data_dir.join(layout::GRUBENV);
         std::fs::write(&env_path, env.encode()?).map_err(ExportError::io("write", &env_path))?;
+        clamp_tree_times(&ab.data_dir, epoch)?;
 
         let slot_info = sized_info(&info, slot_size);
         let imgs = ["a.img", "b.img", "data.img"].map(|n| work.path().join(n));
