@@ -467,13 +467,12 @@ fn an_ab_disk_is_laid_out_checked_and_reproducible() {
             .arg(format!("count={size}")));
         p
     };
-    for i in 1..4 {
+    for (i, name) in names.iter().enumerate().skip(1) {
         let p = extract(i);
         let out = Command::new("e2fsck").arg("-fn").arg(&p).output().unwrap();
         assert!(
             out.status.success(),
-            "e2fsck of {}: {}",
-            names[i],
+            "e2fsck of {name}: {}",
             String::from_utf8_lossy(&out.stdout)
         );
         let cat = |file: &str| {

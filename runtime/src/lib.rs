@@ -14,9 +14,15 @@
 //! | `slots/current` | symlink `a` or `b`: the active slot (absent until the first apply) |
 //! | `slots.json` | the slot table ([`state::SlotTable`]): per slot its state (`empty`, `staging`, `staged`, `good`, `bad`) and image (name, root digest, manifest digest, platform, DiffIDs), `pending` and `fallback` |
 //! | `journal.json` | the apply in progress ([`state::Journal`]): source, phase, slot, previous slot, image |
-//! | `history.jsonl` | one JSON record per line ([`state::HistoryRecord`]): `time`, `event` (`applied`, `failed`, `rolled-back`, `recovered`, `rollback`, `mark-good`), `slot`, `image`, `source`, `reason` |
+//! | `history.jsonl` | one JSON record per line ([`state::HistoryRecord`]): `time`, `event` (`applied`, `switched` (bootable: awaits its boot), `failed`, `rolled-back`, `recovered`, `rollback`, `mark-good`, `degraded`), `slot`, `image`, `source`, `reason` |
 //! | `lock` | `flock`ed by the command that changes the node |
 //! | `tmp/` | hooks being run and their output; emptied by every command that takes the lock |
+//!
+//! On a node booted from a disk exported with `--slots ab` ([`slots::boot::BootSlots`]), `ROOT/var/lib/chasi-node`
+//! is the disk's data partition (mounted there by `chasi-node` when needed), `slots/` is absent, the two
+//! slots are the partitions `chasi-a` and `chasi-b` (mounted at `mnt/a`, `mnt/b` while staged or
+//! verified), and `grubenv` (GRUB's environment block, layout in `chasi_formats::slots`) says which
+//! slot boots next: its rewrite is that backend's commit point.
 //!
 //! `slots.json` and `journal.json` are replaced atomically (temporary file, fsync, rename, fsync of the
 //! directory); history lines are appended and synced. Which slot is active is never written in the table:
@@ -34,16 +40,20 @@
 //! and keeps the new slot as `staged`. Re-running the same apply then resumes: the store is
 //! content-addressed, so the import finds every layer it has and writes nothing again, and a `staged`
 //! slot holding exactly the image is switched to without staging again. SIGKILL at random instants is
-//! tested in `runtime/tests/cli.rs`.
+//! tested in `runtime/tests/cli.rs`. With bootable slots the slot being staged is first marked not
+//! bootable in `grubenv`, so GRUB never boots a half-written root; an apply ends after the switch
+//! (journal removed, `pending` kept) and a crash between the switch and that end is recovered as a
+//! completed switch when the new slot is the one that booted.
 //!
 //! # Modules
 //!
 //! [`apply`] has the order of the phases and their checks, and the dry run; [`source`] finds, reads and
 //! imports sources; [`content`] reads an image's tree and hooks; [`hooks`] runs hooks with a deadline;
-//! [`slots`] is the backend trait with [`slots::dir::DirSlots`] ([`slot`] the two ids); [`verify`]
+//! [`slots`] is the backend trait with [`slots::dir::DirSlots`] and [`slots::boot::BootSlots`] ([`slot`] the two ids); [`verify`]
 //! re-hashes a slot; [`state`] holds the table, journal and history formats, [`fsutil`] their atomic
 //! writes and the lock; [`node`] holds `status`, `rollback`, `mark-good`, `verify` and the recovery;
-//! [`event`] is what the engine reports; [`cli`] is both fronts' arguments and rendering.
+//! [`event`] is what the engine reports; [`cli`] is both fronts' arguments and rendering; [`bootcheck`]
+//! finishes an update on the boot it took effect; [`seed`] writes the state an A/B disk starts with.
 //!
 //! # JSON output (`--format json`), for the rollout tool
 //!
@@ -60,7 +70,14 @@
 //! - `switch`: `from` (slot or null), `to`;
 //! - `post-verify`: `hooks`;
 //! - `rollback` (after a failed post-verify): `to`, `reason`;
-//! - `done`: `active_slot`, `image`.
+//! - `done`: `active_slot`, `image`, and `reboot_required: true` when the switch takes effect at the next
+//!   boot (bootable slots: no post-verify then; `boot-check` runs it on that boot).
+//!
+//! `boot-check` prints, with `--format json`, one line per step: `post-verify` (`hooks`, or `status`
+//! `failed` and `kind`) and `rollback` (`to`, `reason`, `reboot_required`) when they ran, and always
+//! `{"phase":"boot-check","status","message","action"}` with `action` `none`, `confirmed`,
+//! `rolled-back`, `fell-back` (then `failed_slot`) or `degraded`; it exits 1 unless `none` or
+//! `confirmed`.
 //!
 //! A dry run takes no lock, recovers nothing and changes no state; it writes only the pre-check hooks it
 //! runs, under `tmp/dry-run-PID/`, removed when it ends (and creates an empty node state on a machine that
@@ -71,17 +88,13 @@
 //! `entries`, `files`, `bytes`, `estimated`, `space_needed`, `space_available`, `hooks_passed`,
 //! `hooks_unread_layers`, `problems`.
 //!
-//! `status` prints [`node::Status`]: `backend`, `booted_slot`, `active_slot`, `pending`, `fallback_slot`,
+//! `status` prints [`node::Status`]: `backend` (`directory` or `bootable`), `booted_slot`, `active_slot`, `pending`, `fallback_slot`,
 //! `apply_in_progress` (`source`, `phase`, `slot` or null), `slots` (`a`, `b`: `state`, `dir`, `image`:
 //! `name`, `digest`, `manifest`, `platform`, or null), `last_event` (a history record or null).
 //! `verify` prints `slot`, `image`, `clean`, `checked`, `bytes`, `changed` (`path`, `what`), `missing`,
 //! `extra`, and exits 1 unless clean. `rollback` prints `active_slot`; `mark-good` prints `active_slot`
 //! and `changed`.
 //!
-//! # Later backends
-//!
-//! Bootable slots (`chasi export --slots ab`, GRUB boot counting) implement the same [`slots::Slots`]
-//! trait; see its module documentation. The engine does not change.
 
 pub mod apply;
 pub mod bootcheck;
