@@ -23,6 +23,9 @@ struct FakeSlots {
     calls: Vec<String>,
     fail_stage: bool,
     available: u64,
+    /// A bootable backend: switches take effect at the next boot, and `booted` is what booted.
+    reboot: bool,
+    booted: Option<SlotId>,
 }
 
 impl FakeSlots {
@@ -33,6 +36,16 @@ impl FakeSlots {
             calls: Vec::new(),
             fail_stage: false,
             available: u64::MAX / 4,
+            reboot: false,
+            booted: None,
+        }
+    }
+    fn bootable(dir: &Path, active: SlotId, booted: SlotId) -> FakeSlots {
+        FakeSlots {
+            active: Some(active),
+            reboot: true,
+            booted: Some(booted),
+            ..FakeSlots::new(dir)
         }
     }
 }
@@ -45,7 +58,14 @@ impl Slots for FakeSlots {
         Ok(self.active)
     }
     fn booted(&self) -> chasi_runtime::Result<Option<SlotId>> {
-        Ok(self.active)
+        Ok(if self.reboot {
+            self.booted
+        } else {
+            self.active
+        })
+    }
+    fn reboot_to_switch(&self) -> bool {
+        self.reboot
     }
     fn slot_dir(&self, slot: SlotId) -> PathBuf {
         self.dir.join(slot.name())
@@ -575,4 +595,143 @@ fn stale_temporary_files_of_a_killed_writer_are_removed_on_open() {
     let node = f.node();
     assert!(!stale.exists());
     assert_eq!(node.status().unwrap().active_slot, None);
+}
+
+/// A bootable node that ran v1 from slot a; v2 applied (with `v2_hooks`), switched, not yet rebooted.
+fn bootable_after_apply(
+    f: &Fixture,
+    v2_hooks: &[Vec<u8>],
+) -> (NodePaths, chasi_runtime::ApplyReport) {
+    let v1 = f.archive(1, &[]);
+    let v2 = f.archive(2, v2_hooks);
+    let mut node = f.node();
+    apply(&mut node, &v1, &mut FakeHooks::default()).0.unwrap();
+    let paths = node.paths().clone();
+    drop(node);
+    let mut node = f.reopen(FakeSlots::bootable(
+        &f.path().join("slots"),
+        SlotId::A,
+        SlotId::A,
+    ));
+    let mut h = FakeHooks::default();
+    let (r, phases) = apply(&mut node, &v2, &mut h);
+    let report = r.unwrap();
+    assert!(report.reboot_required);
+    assert_eq!(phases, ["pre-check ok", "stage ok", "switch ok", "done ok"]);
+    let layers = format!("stage b {}", report.image.diff_ids.len());
+    assert_eq!(node.slots().calls, [layers.as_str(), "switch b"]);
+    assert!(
+        h.runs.iter().all(|r| r.0 != "post-verify"),
+        "no post-verify before the reboot"
+    );
+    assert!(!paths.journal().exists());
+    let t = f.table();
+    assert_eq!(
+        (t.b.state, t.pending, t.fallback),
+        (SlotState::Staged, true, Some(SlotId::A))
+    );
+    (paths, report)
+}
+
+fn boot_check(
+    f: &Fixture,
+    booted: SlotId,
+    hooks: &mut FakeHooks,
+) -> (chasi_runtime::bootcheck::BootCheck, Vec<String>) {
+    let mut node = f.reopen(FakeSlots::bootable(
+        &f.path().join("slots"),
+        SlotId::B,
+        booted,
+    ));
+    let mut events = Collect::default();
+    let r = node
+        .boot_check(&ApplyOptions::default(), hooks, &mut events)
+        .unwrap();
+    (r, node.slots().calls.clone())
+}
+
+#[test]
+fn bootable_apply_stops_at_the_switch_and_boot_check_confirms_after_the_reboot() {
+    let f = Fixture::new();
+    let (_, report) =
+        bootable_after_apply(&f, &[hooks(&[("post-verify", "10-ok", "#!/bin/sh\n")])]);
+    let mut h = FakeHooks::default();
+    let (r, calls) = boot_check(&f, SlotId::B, &mut h);
+    assert_eq!(r.action, chasi_runtime::bootcheck::BootAction::Confirmed);
+    assert!(!r.reboot_required);
+    assert_eq!(calls, ["confirm b"]);
+    assert_eq!(h.runs.len(), 1);
+    assert_eq!(
+        (h.runs[0].0.as_str(), h.runs[0].3),
+        ("post-verify", report.image.root)
+    );
+    let t = f.table();
+    assert_eq!((t.b.state, t.pending), (SlotState::Good, false));
+    // The next boot has nothing to do.
+    let (r, _) = boot_check(&f, SlotId::B, &mut FakeHooks::default());
+    assert_eq!(r.action, chasi_runtime::bootcheck::BootAction::None);
+}
+
+#[test]
+fn boot_check_rolls_back_a_failing_post_verify_and_asks_for_a_reboot() {
+    let f = Fixture::new();
+    bootable_after_apply(
+        &f,
+        &[hooks(&[("post-verify", "90-fail", "#!/bin/sh\nexit 1\n")])],
+    );
+    let (r, calls) = boot_check(&f, SlotId::B, &mut FakeHooks::default());
+    assert_eq!(r.action, chasi_runtime::bootcheck::BootAction::RolledBack);
+    assert!(r.reboot_required);
+    assert_eq!(r.active_slot, Some(SlotId::A));
+    assert_eq!(calls, ["rollback a"]);
+    let t = f.table();
+    assert_eq!(
+        (t.a.state, t.b.state, t.pending),
+        (SlotState::Good, SlotState::Bad, false)
+    );
+}
+
+#[test]
+fn boot_check_marks_a_slot_that_never_confirmed_bad_when_the_boot_loader_fell_back() {
+    let f = Fixture::new();
+    let (paths, _) = bootable_after_apply(&f, &[]);
+    // GRUB gave b its one try, it never confirmed, and a booted again.
+    let (r, calls) = boot_check(&f, SlotId::A, &mut FakeHooks::default());
+    assert_eq!(r.action, chasi_runtime::bootcheck::BootAction::FellBack);
+    assert!(!r.reboot_required);
+    assert_eq!(calls, ["rollback a"]);
+    let t = f.table();
+    assert_eq!((t.b.state, t.pending), (SlotState::Bad, false));
+    let last = chasi_runtime::state::history(&paths)
+        .unwrap()
+        .pop()
+        .unwrap();
+    assert_eq!(last.event, "rolled-back");
+    assert!(last.reason.unwrap().contains("never confirmed"));
+}
+
+#[test]
+fn killed_after_a_bootable_switch_and_rebooted_the_slot_awaits_boot_check() {
+    let f = Fixture::new();
+    let (paths, report) = bootable_after_apply(&f, &[]);
+    // As if the apply had died between the switch and its end: journal still at the switch.
+    Journal {
+        format: STATE_FORMAT,
+        source: PathBuf::from("/media/update"),
+        phase: Phase::Switch,
+        slot: SlotId::B,
+        from: Some(SlotId::A),
+        image: Some(report.image.clone()),
+        started: 0,
+    }
+    .save(&paths.journal())
+    .unwrap();
+    let (r, calls) = boot_check(&f, SlotId::B, &mut FakeHooks::default());
+    assert_eq!(
+        calls,
+        ["confirm b"],
+        "recovery kept the switch, boot-check confirmed it"
+    );
+    assert_eq!(r.action, chasi_runtime::bootcheck::BootAction::Confirmed);
+    assert!(!paths.journal().exists());
 }
