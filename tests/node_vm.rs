@@ -4,7 +4,8 @@
 //! ends the run and the test starts the next boot, as a technician pulling the stick would), and the
 //! serial console is the oracle:
 //!
-//! 1. v1 with a corrupt delta: the apply fails on the digest, the node stays on v1;
+//! 0. the installer ISO of v1 (`--format iso --slots ab`) writes the A/B disk onto a blank disk;
+//! 1. v1, booted from that disk, with a corrupt delta: the apply fails on the digest, the node stays on v1;
 //! 2. v1 with the delta v1→v2: staged into slot b, switched, reboot;
 //! 3. GRUB boots b once; boot-check runs v2's post-verify and confirms it;
 //! 4. v2 with a delta to v3, whose post-verify fails: staged into a, reboot;
@@ -23,7 +24,8 @@ use std::time::{Duration, Instant};
 const OVMF_CODE: &str = "/usr/share/OVMF/OVMF_CODE_4M.fd";
 const OVMF_VARS: &str = "/usr/share/OVMF/OVMF_VARS_4M.fd";
 
-/// The node's init: mounts the kernel file systems, runs boot-check, applies what the stick carries.
+/// The node's init: mounts the kernel file systems; from the installer medium, installs onto the first
+/// disk; from the disk, runs boot-check and applies what the stick carries.
 const INIT: &str = r#"#!/bin/busybox sh
 b=/bin/busybox
 $b mount -t proc proc /proc
@@ -31,6 +33,12 @@ $b mount -t sysfs sysfs /sys
 $b mount -t devtmpfs devtmpfs /dev 2>/dev/null
 exec >/dev/ttyS0 2>&1
 echo "NODE-BOOT version=$($b cat /etc/version)"
+if [ -e /chasi/install/install.json ]; then
+  for m in $($b cat /lib/modules/order); do $b insmod /lib/modules/$m 2>/dev/null; done
+  /bin/chasi-node install --target /dev/vda --format json
+  echo "NODE-INSTALL rc=$?"
+  $b poweroff -f
+fi
 if [ -e /etc/no-confirm ]; then echo "NODE-NO-CONFIRM"; $b reboot -f; fi
 /bin/chasi-node boot-check --reboot --format json
 echo "NODE-BOOTCHECK rc=$?"
@@ -107,6 +115,12 @@ fn build(store: &Path, dir: &Path, version: &str, verify_status: u8, confirms: b
     )
     .unwrap();
     std::fs::write(root.join("init"), INIT).unwrap();
+    // The live installer has no initramfs of its own: it loads the disk drivers itself, from the copies
+    // the example's initramfs holds.
+    sh(Command::new("sh").arg("-c").arg(format!(
+        "cd '{}' && zcat boot/initrd.img-* | cpio -idm --quiet 'lib/modules/*'",
+        root.display()
+    )));
     for f in [&hook, &root.join("init")] {
         sh(Command::new("chmod").arg("0755").arg(f));
     }
@@ -141,6 +155,16 @@ fn stick(dir: &Path, delta: &Path, name: &str) -> PathBuf {
 /// One boot of `disk` (with `stick` as the second disk); returns the serial log once qemu stopped
 /// (power-off or reboot).
 fn boot(dir: &Path, disk: &Path, stick: Option<&Path>, what: &str) -> String {
+    let drive = stick.map(|s| format!("file={},format=raw,if=virtio,readonly=on", s.display()));
+    let extra: Vec<&str> = match &drive {
+        Some(d) => vec!["-drive", d],
+        None => vec![],
+    };
+    boot_with(dir, disk, &extra, what)
+}
+
+/// One boot of `disk` with `extra` qemu arguments.
+fn boot_with(dir: &Path, disk: &Path, extra: &[&str], what: &str) -> String {
     let log = dir.join(format!("{what}.log"));
     let vars = dir.join("vars.fd");
     if !vars.exists() {
@@ -163,13 +187,8 @@ fn boot(dir: &Path, disk: &Path, stick: Option<&Path>, what: &str) -> String {
     .arg("-drive")
     .arg(format!("if=pflash,format=raw,file={}", vars.display()))
     .arg("-drive")
-    .arg(format!("file={},format=qcow2,if=virtio", disk.display()));
-    if let Some(s) = stick {
-        c.arg("-drive").arg(format!(
-            "file={},format=raw,if=virtio,readonly=on",
-            s.display()
-        ));
-    }
+    .arg(format!("file={},format=qcow2,if=virtio", disk.display()))
+    .args(extra);
     let mut child = c
         .stdout(Stdio::null())
         .stderr(Stdio::null())
@@ -245,21 +264,42 @@ fn a_node_updates_from_a_stick_confirms_rolls_back_and_falls_back_by_itself() {
     build(&store, dir, "v2", 0, true);
     build(&store, dir, "v3", 1, true);
     build(&store, dir, "v4", 0, false);
-    let disk = dir.join("node.qcow2");
+    let iso = dir.join("installer.iso");
     let msg = ok(
         &store,
         &[
             "export",
             "node:v1",
             "--format",
-            "qcow2",
+            "iso",
             "--slots",
             "ab",
             "-o",
-            disk.to_str().unwrap(),
+            iso.to_str().unwrap(),
         ],
     );
     assert!(msg.contains("bootable"), "{msg}");
+    let disk = dir.join("node.qcow2");
+    sh(Command::new("qemu-img")
+        .args(["create", "-q", "-f", "qcow2"])
+        .arg(&disk)
+        .arg("2G"));
+
+    // 0. The installer writes the A/B disk onto the blank one (larger than the image: the table moves).
+    let log = boot_with(
+        dir,
+        &disk,
+        &[
+            "-drive",
+            &format!(
+                "file={},format=raw,media=cdrom,readonly=on,if=ide",
+                iso.display()
+            ),
+        ],
+        "0-install",
+    );
+    expect(&log, "NODE-INSTALL rc=0", "boot 0: the installer");
+    assert_eq!(phase(&phases(&log), "done")["status"], "ok");
     let delta = |from: &str, to: &str| {
         let p = dir.join(format!("d-{from}-{to}.tar"));
         ok(
@@ -502,4 +542,129 @@ fn an_ab_disk_is_laid_out_checked_and_reproducible() {
             }
         }
     }
+}
+
+/// `chasi node install` without a VM: the raw A/B disk compressed by the `zstd` tool, onto a larger
+/// image file, checked by sfdisk; a corrupt medium leaves no partition table.
+#[test]
+fn install_writes_the_disk_rehomes_the_table_and_refuses_a_corrupt_medium() {
+    need("zstd", "zstd");
+    need("sfdisk", "fdisk");
+    sh(&mut Command::new(example("bootable").join("prepare.sh")));
+    let t = tempfile::tempdir().unwrap();
+    let dir = t.path();
+    let store = dir.join("store");
+    build(&store, dir, "v1", 0, true);
+    let raw = dir.join("ab.raw");
+    ok(
+        &store,
+        &[
+            "export",
+            "node:v1",
+            "--format",
+            "raw",
+            "--slots",
+            "ab",
+            "-o",
+            raw.to_str().unwrap(),
+        ],
+    );
+    let medium = dir.join("medium");
+    std::fs::create_dir_all(&medium).unwrap();
+    let zst = medium.join("disk.raw.zst");
+    sh(Command::new("zstd")
+        .args(["-q", "--check", "-3", "-o"])
+        .arg(&zst)
+        .arg(&raw));
+    let sha = sh(Command::new("sha256sum").arg(&zst));
+    let size = std::fs::metadata(&raw).unwrap().len();
+    let manifest = medium.join("install.json");
+    let write_manifest = |sha: &str| {
+        std::fs::write(
+            &manifest,
+            serde_json::json!({"format": 1, "disk": "disk.raw.zst", "size": size,
+                "sha256": format!("sha256:{sha}"), "image": "sha256:test"})
+            .to_string(),
+        )
+        .unwrap();
+    };
+    write_manifest(sha.split_whitespace().next().unwrap());
+    let target = dir.join("target.img");
+    std::fs::File::create(&target)
+        .unwrap()
+        .set_len(size + (256 << 20))
+        .unwrap();
+    let m = manifest.to_str().unwrap();
+    let out = ok(
+        &store,
+        &[
+            "node",
+            "install",
+            "--target",
+            target.to_str().unwrap(),
+            "--manifest",
+            m,
+            "--format",
+            "json",
+        ],
+    );
+    assert!(out.contains("\"phase\":\"done\""), "{out}");
+    sh(Command::new("sfdisk").arg("--verify").arg(&target));
+    let parts = |p: &Path| -> serde_json::Value {
+        let v: serde_json::Value =
+            serde_json::from_str(&sh(Command::new("sfdisk").arg("--json").arg(p))).unwrap();
+        v["partitiontable"]["partitions"].clone()
+    };
+    assert_eq!(
+        parts(&target),
+        parts(&raw)
+            .to_string()
+            .replace("ab.raw", "target.img")
+            .parse::<serde_json::Value>()
+            .unwrap()
+    );
+    let a = std::fs::read(&raw).unwrap();
+    let b = std::fs::read(&target).unwrap();
+    let first = 1 << 20;
+    assert!(
+        a[first..size as usize - (1 << 20)] == b[first..size as usize - (1 << 20)],
+        "the partitions differ"
+    );
+
+    // A medium whose disk file does not hash to its manifest: refused, and the target has no table.
+    write_manifest(&"0".repeat(64));
+    let target2 = dir.join("target2.img");
+    std::fs::write(&target2, vec![0xAAu8; 2 << 20]).unwrap();
+    let err = common::fails(
+        &store,
+        &[
+            "node",
+            "install",
+            "--target",
+            target2.to_str().unwrap(),
+            "--manifest",
+            m,
+        ],
+    );
+    assert!(err.contains("corrupt"), "{err}");
+    let head = std::fs::read(&target2).unwrap();
+    assert!(
+        head[..first].iter().all(|&x| x == 0),
+        "a partition table was left"
+    );
+    let err = common::fails(
+        &store,
+        &[
+            "node",
+            "install",
+            "--target",
+            dir.to_str().unwrap(),
+            "--manifest",
+            m,
+        ],
+    );
+    assert!(
+        err.contains("not a block device or a regular file"),
+        "{err}"
+    );
 }

@@ -260,6 +260,90 @@ impl GptLayout {
         out
     }
 
+    /// Reads the table of a disk this module wrote from its first sectors (`primary`: at least
+    /// [`GptLayout::primary_len`] bytes), checking the signature and both CRCs, for a disk of
+    /// `disk_size` bytes: the same partitions re-homed on a disk at least as large as the one it was
+    /// made for (the backup header belongs at the end of the disk it is written to).
+    pub fn read(primary: &[u8], disk_size: u64) -> Result<GptLayout> {
+        let bad = |why: String| FormatError::option("gpt", why);
+        if primary.len() < Self::primary_len() {
+            return Err(bad(format!(
+                "{} bytes hold no complete primary table",
+                primary.len()
+            )));
+        }
+        let h = &primary[512..1024];
+        if &h[0..8] != b"EFI PART" {
+            return Err(bad("no GPT header at LBA 1".into()));
+        }
+        let mut zeroed = h[..92].to_vec();
+        zeroed[16..20].fill(0);
+        let want = u32::from_le_bytes([h[16], h[17], h[18], h[19]]);
+        if crc32fast::hash(&zeroed) != want {
+            return Err(bad("the primary header's CRC does not match".into()));
+        }
+        let u64_at = |o: usize| {
+            let mut b = [0u8; 8];
+            b.copy_from_slice(&h[o..o + 8]);
+            u64::from_le_bytes(b)
+        };
+        let u32_at = |o: usize| u32::from_le_bytes([h[o], h[o + 1], h[o + 2], h[o + 3]]);
+        if u64_at(72) != 2 || u32_at(80) as u64 != ENTRIES || u32_at(84) as u64 != ENTRY_SIZE {
+            return Err(bad("an entry array this writer does not make".into()));
+        }
+        let array = &primary[1024..Self::primary_len()];
+        if crc32fast::hash(array) != u32_at(88) {
+            return Err(bad("the entry array's CRC does not match".into()));
+        }
+        let guid = |b: &[u8]| {
+            let mut a = [0u8; 16];
+            a.copy_from_slice(b);
+            Uuid::from_bytes_le(a)
+        };
+        let mut partitions = Vec::new();
+        for e in array.chunks(ENTRY_SIZE as usize) {
+            let type_guid = guid(&e[0..16]);
+            if type_guid.is_nil() {
+                continue;
+            }
+            let lba = |o: usize| {
+                let mut b = [0u8; 8];
+                b.copy_from_slice(&e[o..o + 8]);
+                u64::from_le_bytes(b)
+            };
+            let units: Vec<u16> = e[56..128]
+                .chunks(2)
+                .map(|c| u16::from_le_bytes([c[0], c[1]]))
+                .take_while(|&u| u != 0)
+                .collect();
+            partitions.push(Partition {
+                name: String::from_utf16_lossy(&units),
+                type_guid,
+                guid: guid(&e[16..32]),
+                first_lba: lba(32),
+                last_lba: lba(40),
+            });
+        }
+        let layout = GptLayout {
+            disk_size,
+            disk_guid: guid(&h[56..72]),
+            partitions,
+        };
+        let last_usable = disk_size / SECTOR - ARRAY_SECTORS - 2;
+        if let Some(p) = layout.partitions.iter().find(|p| p.last_lba > last_usable) {
+            return Err(bad(format!(
+                "partition {} ends at LBA {}, beyond the {disk_size}-byte disk",
+                p.name, p.last_lba
+            )));
+        }
+        Ok(layout)
+    }
+
+    /// Bytes of [`GptLayout::primary_bytes`]: protective MBR, header, entry array.
+    pub fn primary_len() -> usize {
+        ((2 + ARRAY_SECTORS) * SECTOR) as usize
+    }
+
     /// A disk with this table and nothing in the partitions yet.
     pub fn empty_disk(&self) -> Result<ExtentDisk> {
         let mut d = ExtentDisk::new(self.disk_size);
@@ -368,5 +452,27 @@ mod tests {
         let mut s = vec![0u8; 512];
         d.read_at(l.disk_size - 512, &mut s).unwrap();
         assert_eq!(&s[..8], b"EFI PART");
+    }
+
+    #[test]
+    fn a_table_is_read_back_and_rehomed_on_a_larger_disk() {
+        let l = layout();
+        let primary = l.primary_bytes();
+        assert_eq!(GptLayout::read(&primary, l.disk_size).unwrap(), l);
+        let big = GptLayout::read(&primary, 256 << 20).unwrap();
+        assert_eq!(big.partitions, l.partitions);
+        assert_eq!(big.backup_offset(), (256 << 20) - 33 * 512);
+        // The same table too small for its partitions, a flipped bit, a short buffer: refused.
+        assert!(GptLayout::read(&primary, 32 << 20).is_err());
+        let mut bad = primary.clone();
+        bad[1024 + 20] ^= 1;
+        assert!(GptLayout::read(&bad, l.disk_size)
+            .unwrap_err()
+            .to_string()
+            .contains("CRC"));
+        bad = primary.clone();
+        bad[512 + 30] ^= 1;
+        assert!(GptLayout::read(&bad, l.disk_size).is_err());
+        assert!(GptLayout::read(&primary[..600], l.disk_size).is_err());
     }
 }

@@ -24,6 +24,7 @@
 //! same); every variable fits in its first 512-byte sector, so a torn write cannot mix two versions.
 
 use crate::export::{ExportError, ExportResult};
+use serde::{Deserialize, Serialize};
 
 /// GPT name of the EFI System Partition.
 pub const PART_ESP: &str = "esp";
@@ -39,6 +40,29 @@ pub const GRUBENV: &str = "grubenv";
 pub const CMDLINE_SLOT: &str = "chasi.slot";
 /// Where the GRUB script lives on the ESP.
 pub const GRUB_CFG: &str = "EFI/chasi/grub.cfg";
+
+/// Where an installer medium's live system holds the A/B disk (`chasi export --format iso --slots ab`).
+pub const INSTALL_DIR: &str = "chasi/install";
+/// The installer's manifest, in [`INSTALL_DIR`].
+pub const INSTALL_MANIFEST: &str = "install.json";
+
+/// `install.json`: the A/B disk an installer carries, for `chasi-node install`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InstallManifest {
+    /// 1.
+    pub format: u32,
+    /// The zstd-compressed raw disk, beside the manifest.
+    pub disk: String,
+    /// Bytes of the raw disk.
+    pub size: u64,
+    /// SHA-256 of the compressed disk file (`sha256:…`); its zstd frames carry content checksums.
+    pub sha256: String,
+    /// The image in slot `a` (its manifest digest).
+    pub image: String,
+}
+
+/// The version of [`InstallManifest`] written and read.
+pub const INSTALL_FORMAT: u32 = 1;
 
 /// Size of a GRUB environment block.
 pub const ENV_SIZE: usize = 1024;

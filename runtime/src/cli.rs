@@ -41,6 +41,27 @@ pub enum NodeCommand {
     /// Run once per boot on a bootable node: post-verify and confirm the slot an update switched to, or
     /// roll back; notice when the boot loader fell back from a slot that never confirmed.
     BootCheck(BootCheckArgs),
+    /// Write the A/B disk an installer medium carries (`chasi export --format iso --slots ab`) onto a
+    /// disk; the machine then boots from it as a node.
+    Install(InstallArgs),
+}
+
+/// `install` options.
+#[derive(Debug, Args)]
+pub struct InstallArgs {
+    /// The disk to write (a block device nothing has mounted, e.g. /dev/sda; or an image file).
+    #[arg(long, value_name = "DISK")]
+    pub target: PathBuf,
+    /// The installer's manifest.
+    #[arg(
+        long,
+        value_name = "FILE",
+        default_value = "/chasi/install/install.json"
+    )]
+    pub manifest: PathBuf,
+    /// Output format.
+    #[arg(long, value_enum, default_value = "human")]
+    pub format: Format,
 }
 
 /// `boot-check` options.
@@ -99,6 +120,7 @@ impl NodeArgs {
         let f = match &self.command {
             NodeCommand::Apply(a) => a.format,
             NodeCommand::BootCheck(b) => b.format,
+            NodeCommand::Install(i) => i.format,
             NodeCommand::Status(f)
             | NodeCommand::Rollback(f)
             | NodeCommand::Verify(f)
@@ -185,6 +207,10 @@ pub fn run(args: NodeArgs, out: &mut dyn Write) -> Result<u8> {
                 human_verify(p.out, slot, &describe(&image), &r)?;
             }
             Ok(u8::from(!r.is_clean()))
+        }
+        NodeCommand::Install(i) => {
+            crate::install::install(&i.manifest, &i.target, &mut p)?;
+            Ok(0)
         }
         NodeCommand::BootCheck(b) => {
             let opts = ApplyOptions {

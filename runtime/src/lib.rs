@@ -53,7 +53,8 @@
 //! re-hashes a slot; [`state`] holds the table, journal and history formats, [`fsutil`] their atomic
 //! writes and the lock; [`node`] holds `status`, `rollback`, `mark-good`, `verify` and the recovery;
 //! [`event`] is what the engine reports; [`cli`] is both fronts' arguments and rendering; [`bootcheck`]
-//! finishes an update on the boot it took effect; [`seed`] writes the state an A/B disk starts with.
+//! finishes an update on the boot it took effect; [`seed`] writes the state an A/B disk starts with;
+//! [`install`] writes an installer's A/B disk onto a machine's disk.
 //!
 //! # JSON output (`--format json`), for the rollout tool
 //!
@@ -104,6 +105,7 @@ pub mod error;
 pub mod event;
 pub mod fsutil;
 pub mod hooks;
+pub mod install;
 pub mod node;
 pub mod seed;
 pub mod slot;

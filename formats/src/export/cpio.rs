@@ -68,6 +68,84 @@ fn pad_data(w: &mut impl Write, size: u64) -> ExportResult<()> {
     w.write_all(&[0u8; 3][..pad]).map_err(io_err)
 }
 
+/// Writes a newc archive of `files` (`(path in the archive, file)`, mode 0644, owned by root, dated
+/// `epoch`) with their parent directories, for a second archive after the image's own (the kernel
+/// unpacks concatenated archives in order).
+pub fn write_plain_files(
+    w: &mut impl Write,
+    files: &[(&str, &std::path::Path)],
+    epoch: i64,
+) -> ExportResult<()> {
+    let mut dirs: Vec<String> = Vec::new();
+    for (name, _) in files {
+        let parts: Vec<&str> = name.split('/').collect();
+        for i in 1..parts.len() {
+            let d = parts[..i].join("/");
+            if !dirs.contains(&d) {
+                dirs.push(d);
+            }
+        }
+    }
+    let mut ino = 0x4000_0000u32;
+    for d in &dirs {
+        ino += 1;
+        header(
+            w,
+            &Header {
+                ino,
+                mode: 0o040755,
+                uid: 0,
+                gid: 0,
+                nlink: 2,
+                mtime: epoch,
+                size: 0,
+                rdev: (0, 0),
+                name: d.as_bytes(),
+            },
+        )?;
+    }
+    for (name, path) in files {
+        ino += 1;
+        let mut f = std::fs::File::open(path).map_err(ExportError::io("open", *path))?;
+        let size = f.metadata().map_err(ExportError::io("stat", *path))?.len();
+        header(
+            w,
+            &Header {
+                ino,
+                mode: 0o100644,
+                uid: 0,
+                gid: 0,
+                nlink: 1,
+                mtime: epoch,
+                size,
+                rdev: (0, 0),
+                name: name.as_bytes(),
+            },
+        )?;
+        let copied = std::io::copy(&mut f, w).map_err(ExportError::io("read", *path))?;
+        if copied != size {
+            return Err(ExportError::io("read", *path)(std::io::Error::other(
+                "the file changed while it was archived",
+            )));
+        }
+        pad_data(w, size)?;
+    }
+    header(
+        w,
+        &Header {
+            ino: 0,
+            mode: 0,
+            uid: 0,
+            gid: 0,
+            nlink: 1,
+            mtime: 0,
+            size: 0,
+            rdev: (0, 0),
+            name: b"TRAILER!!!",
+        },
+    )
+}
+
 /// Writes the whole view as a newc archive; `skip` filters out paths (e.g. the kernel,
 /// which the boot loader loads separately). Times are clamped to `epoch`.
 pub fn write_cpio(

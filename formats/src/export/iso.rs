@@ -23,10 +23,12 @@ use std::path::Path;
 
 use flate2::write::GzEncoder;
 
-use super::disks::short_id;
+use super::disks::{short_id, DiskExporter};
 use super::{boot, cpio, tools, work_dir, write_built, BootMode, ExportFormat};
 use super::{ExportError, ExportInput, ExportOptions, ExportReport, ExportResult, Exporter};
+use crate::slots::{self, InstallManifest, INSTALL_FORMAT};
 use chasi_oci::{write_oci_layout, WriteOptions};
+use sha2::{Digest as _, Sha256};
 
 /// The ISO exporter.
 #[derive(Debug, Clone, Copy)]
@@ -97,6 +99,11 @@ impl Exporter for IsoExporter {
             if bios {
                 tools::require(&boot::BIOS_TOOLS)?;
             }
+        } else if opts.slots.is_some() {
+            return Err(ExportError::option(
+                "iso",
+                "--slots ab makes an installer, which needs a bootable x86-64 image (a kernel in /boot/vmlinuz-* or /vmlinuz)",
+            ));
         } else if input.oci.is_none() {
             return Err(ExportError::option(
                 "iso",
@@ -138,6 +145,29 @@ impl Exporter for IsoExporter {
                 let skip = |p: &[u8]| p == skip_k.as_slice() || skip_i.as_deref() == Some(p);
                 cpio::write_cpio(&mut view, &mut gz, epoch, &skip)?;
                 finish_gz(gz, &ipath)?;
+            }
+            if let Some(ab) = &opts.slots {
+                let carried = installer_payload(input, opts, ab, work.path())?;
+                let mut f = std::fs::OpenOptions::new()
+                    .append(true)
+                    .open(&ipath)
+                    .map_err(ExportError::io("open", &ipath))?;
+                // The kernel reads a following archive only from a 4-byte boundary; zeros between
+                // archives are skipped.
+                let len = f.metadata().map_err(ExportError::io("stat", &ipath))?.len();
+                f.write_all(&vec![0u8; ((512 - len % 512) % 512) as usize])
+                    .map_err(ExportError::io("write", &ipath))?;
+                let files: Vec<(&str, &Path)> = carried
+                    .iter()
+                    .map(|(n, p)| (n.as_str(), p.as_path()))
+                    .collect();
+                let mut w = std::io::BufWriter::new(&mut f);
+                cpio::write_plain_files(&mut w, &files, epoch)?;
+                w.flush().map_err(ExportError::io("write", &ipath))?;
+                notes.push(format!(
+                    "installer: the live system carries the A/B disk in /{} (`chasi-node install --target DISK`)",
+                    slots::INSTALL_DIR
+                ));
             }
             let marker = format!("/boot/chasi-{}.id", short_id(&input.digest));
             let marker_file = stage.join(&marker[1..]);
@@ -272,6 +302,76 @@ impl Exporter for IsoExporter {
             bootable,
             notes,
         })
+    }
+}
+
+/// The A/B disk of the image, raw and zstd-compressed, and its manifest: the files an installer's live
+/// system carries (`(path in the live root, file)`).
+fn installer_payload(
+    input: &ExportInput<'_>,
+    opts: &ExportOptions,
+    ab: &super::AbSlots,
+    work: &Path,
+) -> ExportResult<Vec<(String, std::path::PathBuf)>> {
+    let raw = work.join("ab.raw");
+    DiskExporter {
+        format: ExportFormat::Raw,
+    }
+    .export_ab(input, opts, ab, &raw)?;
+    let name = "disk.raw.zst";
+    let zst = work.join(name);
+    let mut src = std::fs::File::open(&raw).map_err(ExportError::io("open", &raw))?;
+    let out = std::fs::File::create(&zst).map_err(ExportError::io("create", &zst))?;
+    let mut enc = zstd::stream::write::Encoder::new(
+        HashingWriter {
+            inner: std::io::BufWriter::new(out),
+            hash: Sha256::new(),
+        },
+        3,
+    )
+    .map_err(ExportError::io("compress", &zst))?;
+    // Frame checksums: the decoder proves the content; the SHA-256 of the file proves the file.
+    enc.include_checksum(true)
+        .map_err(ExportError::io("compress", &zst))?;
+    let size = std::io::copy(&mut src, &mut enc).map_err(ExportError::io("compress", &raw))?;
+    let mut w = enc.finish().map_err(ExportError::io("write", &zst))?;
+    w.inner.flush().map_err(ExportError::io("write", &zst))?;
+    let sha256 = format!("sha256:{}", hex::encode(w.hash.finalize()));
+    std::fs::remove_file(&raw).map_err(ExportError::io("remove", &raw))?;
+    let manifest = InstallManifest {
+        format: INSTALL_FORMAT,
+        disk: name.into(),
+        size,
+        sha256,
+        image: input.digest.to_string(),
+    };
+    let mpath = work.join(slots::INSTALL_MANIFEST);
+    let text = serde_json::to_vec_pretty(&manifest)
+        .map_err(|e| ExportError::io("write", &mpath)(e.into()))?;
+    std::fs::write(&mpath, text).map_err(ExportError::io("write", &mpath))?;
+    Ok(vec![
+        (
+            format!("{}/{}", slots::INSTALL_DIR, slots::INSTALL_MANIFEST),
+            mpath,
+        ),
+        (format!("{}/{name}", slots::INSTALL_DIR), zst),
+    ])
+}
+
+/// Hashes what passes through.
+struct HashingWriter<W> {
+    inner: W,
+    hash: Sha256,
+}
+
+impl<W: Write> Write for HashingWriter<W> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let n = self.inner.write(buf)?;
+        self.hash.update(&buf[..n]);
+        Ok(n)
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.inner.flush()
     }
 }
 

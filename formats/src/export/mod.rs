@@ -441,8 +441,8 @@ impl ExportOptions {
             }
         }
         if self.slots.is_some() {
-            if !format.is_disk() {
-                return only("--slots", "raw, qcow2, vmdk, ova and vma");
+            if !format.is_disk() && format != ExportFormat::Iso {
+                return only("--slots", "disks and iso (an installer)");
             }
             if self.fs != RootFsType::Ext4 {
                 return Err(ExportError::option(
