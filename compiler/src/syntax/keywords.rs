@@ -18,7 +18,7 @@ const DOCKERFILE_ONLY: &[(&str, &str)] = &[
     ("SHELL", "`RUN` always uses `/bin/sh -c`; use the JSON form to run another program"),
     ("STOPSIGNAL", "a cluster image has no main process to stop"),
     ("HEALTHCHECK", "check applications with their own probes (in their manifests)"),
-    ("ENTRYPOINT", "use `CMDS [\"…\"]` for commands to run on the cluster, or `LAUNCH` to start applications"),
+    ("ENTRYPOINT", "use `CMDS [\"…\"]` for the commands to run (a container image's `Cmd`, a cluster image's launch commands), or `LAUNCH` to start applications"),
 ];
 
 /// The diagnostic for a keyword that is not a Kubefile instruction.
