@@ -219,7 +219,8 @@ fn kind_of_step(e: &chasi_builder::StepError) -> Option<&'static str> {
         | S::Checksum { .. }
         | S::CopyFromImage { .. }
         | S::SymlinkInStage { .. } => Some("invalid_input"),
-        S::NotInStage { .. } | S::Vanished { .. } => Some("not_found"),
+        // A missing emulator is a missing tool, as `export`'s are.
+        S::NotInStage { .. } | S::Vanished { .. } | S::Foreign(_) => Some("not_found"),
         S::NotFetched { .. } | S::Fetch(_) | S::Context(_) | S::Rootfs(_) => None,
     }
 }

@@ -212,6 +212,9 @@ pub enum StepError {
     /// A context source cannot be read.
     #[error(transparent)]
     Context(#[from] chasi_compiler::check::ContextError),
+    /// The step's program is for an architecture this host cannot run (no emulator).
+    #[error(transparent)]
+    Foreign(#[from] Box<crate::sandbox::binfmt::ForeignError>),
     /// The file system of the layers below the step cannot be materialised.
     #[error("cannot apply the layers below the step")]
     Rootfs(#[source] Box<BuildError>),

@@ -85,6 +85,8 @@ struct StageCx<'s, 'a> {
     slots: &'s [StageSlot],
     /// The target platform, as events name it.
     platform: String,
+    /// The stage's own platform (`FROM --platform`, else the target's): what `RUN` executes.
+    stage_platform: String,
     /// The history entries' `created`.
     created: String,
     fetcher: Fetcher<'s>,
@@ -102,6 +104,7 @@ pub(super) fn build_stage(
         session,
         slots,
         platform: input.platform.to_string(),
+        stage_platform: input.base_platform.to_string(),
         created: assemble::rfc3339(epoch),
         fetcher: Fetcher::new(session.store, session.opts.offline),
         stage: input.index,
@@ -242,6 +245,7 @@ fn layer_step(
         session,
         node,
         op,
+        platform: &cx.stage_platform,
         fetched: &resolved.fetched,
         from_stage: resolved.from_stage.as_deref(),
     };

@@ -28,6 +28,8 @@ pub(super) struct StepInput<'s, 'a> {
     pub(super) node: &'s Node,
     /// What it does.
     pub(super) op: &'s Op,
+    /// The stage's platform, whose programs `RUN` executes.
+    pub(super) platform: &'s str,
     /// Its remote sources, by URL.
     pub(super) fetched: &'s BTreeMap<String, Fetched>,
     /// The stage a `COPY --from` reads.
