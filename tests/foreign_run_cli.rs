@@ -1,4 +1,4 @@
-//! `RUN` for a foreign platform (README "RUN for another architecture"): without an emulator
+//! `RUN` for a foreign platform (README, "`RUN` for another architecture"): without an emulator
 //! the build stops before the step with an error naming the step, the platform and the Debian
 //! packages; with qemu-user-static registered in binfmt_misc a two-platform build runs an
 //! arm64 busybox.

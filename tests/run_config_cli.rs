@@ -1,4 +1,4 @@
-//! `CMD`/`CMDS` as a container's `Cmd` (README "Commands: container and cluster images"): a
+//! `CMD`/`CMDS` as a container's `Cmd` (README, "`CMD`/`CMDS` are a container's command"): a
 //! container image runs them under `ctr run IMAGE` with no command given, in a containerd the
 //! test starts; cluster images keep them in the sealer extension only; `--oci-cmd` overrides.
 

@@ -148,8 +148,9 @@ pub struct Node {
     /// with a build context and only for steps with local sources: see
     /// [`digest::ContentHasher::digest`] — SHA-256 over, per source in order, the matched
     /// context path and, per entry below it sorted by relative path, kind, relative path,
-    /// permission bits, and file size and content digest (BLAKE3) or symlink target. Modification times,
-    /// owners and the `.kubefileignore`d files are never part of it.
+    /// permission bits, and file size and content digest (BLAKE3) or symlink target. Modification times
+    /// and the `.kubefileignore`d files are never part of it, owners only for `--chown=preserve`
+    /// (with the extended attributes: [`digest::ContentHasher::digest_with`]).
     ///
     /// Consequences: an id changes when anything it depends on changes — a byte of a source,
     /// a mode, a used build argument, the instruction, the platform, or any ancestor — and
@@ -244,6 +245,9 @@ fn label_of(op: &Op, stage_names: &[Option<String>]) -> String {
                 )),
                 Some(CopyFrom::Image { reference }) => parts.push(format!("--from={reference}")),
                 None => {}
+            }
+            if c.preserve_owners {
+                parts.push("--chown=preserve".into());
             }
             if let Some(chown) = &c.chown {
                 match &chown.group {
@@ -390,8 +394,9 @@ pub fn plan(
                     _ => Vec::new(),
                 };
                 let paths = local_paths(step);
+                let owners = matches!(&step.op, Op::Copy(c) | Op::Add(c) if c.preserve_owners);
                 let content = match (&mut hasher, paths.is_empty()) {
-                    (Some(h), false) => Some(h.digest(&paths)?),
+                    (Some(h), false) => Some(h.digest_with(&paths, owners)?),
                     _ => None,
                 };
                 let definition = serde_json::to_value(&step.op).unwrap_or(Value::Null);

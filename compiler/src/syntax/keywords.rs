@@ -65,8 +65,8 @@ fn suggest(upper: &str) -> Option<Keyword> {
 pub(crate) fn usage(keyword: Keyword) -> String {
     let form = match keyword {
         Keyword::From => "FROM [--platform=P] image [AS name]",
-        Keyword::Copy => "COPY [--from=stage] [--chown=u:g] [--chmod=mode] src... dest",
-        Keyword::Add => "ADD [--chown=u:g] [--chmod=mode] src... dest",
+        Keyword::Copy => "COPY [--from=stage] [--chown=u:g|preserve] [--chmod=mode] src... dest",
+        Keyword::Add => "ADD [--chown=u:g|preserve] [--chmod=mode] src... dest",
         Keyword::Run => "RUN command",
         Keyword::Arg => "ARG name[=default]",
         Keyword::Env => "ENV key=value ...",

@@ -1,0 +1,200 @@
+//! Owners, modes and extended attributes of an OS root (README, "Owners follow Docker's rules"):
+//! `ADD` of a tar made by GNU `tar --xattrs --acls` keeps them, as Docker does; `COPY` of
+//! context files makes them `0:0`; `COPY --chown=preserve` keeps the context's own. Checked in
+//! what umoci unpacks from `chasi save`, with stat, getcap and getfacl.
+
+mod common;
+
+use common::*;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+/// A small OS root: `/etc/shadow` root:shadow-style 0:42 0640 with an ACL, a setgid helper
+/// 0:102 2755, a `cap_net_raw+ep` binary, a home directory 1000:1000 and a symlink 0:42.
+fn os_root(tree: &Path) {
+    need("setcap", "libcap2-bin");
+    need("setfacl", "acl");
+    write_files(
+        tree,
+        &[
+            ("etc/shadow", "root:*:19000:0:99999:7:::\n"),
+            ("usr/bin/crontab", "#!/bin/sh\n"),
+            ("usr/bin/ping", "not really ping\n"),
+            ("home/user/.profile", "PS1='$ '\n"),
+        ],
+    );
+    let chown = |owner: &str, path: &str| {
+        sh(Command::new("chown")
+            .args(["-h", owner])
+            .arg(tree.join(path)))
+    };
+    let chmod = |mode: &str, path: &str| sh(Command::new("chmod").arg(mode).arg(tree.join(path)));
+    chown("0:42", "etc/shadow");
+    chmod("0640", "etc/shadow");
+    sh(Command::new("setfacl")
+        .args(["-m", "u:1000:r"])
+        .arg(tree.join("etc/shadow")));
+    chown("0:102", "usr/bin/crontab");
+    chmod("2755", "usr/bin/crontab");
+    chmod("0755", "usr/bin/ping");
+    sh(Command::new("setcap")
+        .arg("cap_net_raw+ep")
+        .arg(tree.join("usr/bin/ping")));
+    chown("1000:1000", "home/user");
+    chown("1000:1000", "home/user/.profile");
+    std::os::unix::fs::symlink("shadow", tree.join("etc/gshadow")).unwrap();
+    chown("0:42", "etc/gshadow");
+}
+
+/// `chasi save` (gzip layers, which umoci reads) and `umoci unpack` as root; the rootfs.
+fn unpacked(store: &Path, image: &str, tmp: &Path) -> PathBuf {
+    need("umoci", "umoci");
+    let name = image.replace([':', '/'], "-");
+    let layout = tmp.join(format!("{name}.oci"));
+    let bundle = tmp.join(format!("{name}.bundle"));
+    ok(
+        store,
+        &[
+            "save",
+            image,
+            "-o",
+            layout.to_str().unwrap(),
+            "--format",
+            "oci",
+            "--compression",
+            "gzip",
+        ],
+    );
+    let tag = image.rsplit_once(':').unwrap().1;
+    sh(Command::new("umoci")
+        .arg("unpack")
+        .arg("--image")
+        .arg(format!("{}:{tag}", layout.display()))
+        .arg(&bundle));
+    bundle.join("rootfs")
+}
+
+/// `uid:gid mode` of a path (not following a symlink).
+fn owner_mode(path: &Path) -> String {
+    sh(Command::new("stat").args(["-c", "%u:%g %a"]).arg(path))
+        .trim()
+        .to_string()
+}
+
+/// Asserts the rootfs holds the tree of [`os_root`] with every owner, mode and attribute.
+fn assert_os_root(root: &Path, what: &str) {
+    assert_eq!(owner_mode(&root.join("etc/shadow")), "0:42 640", "{what}");
+    assert_eq!(
+        owner_mode(&root.join("usr/bin/crontab")),
+        "0:102 2755",
+        "{what}"
+    );
+    assert_eq!(
+        owner_mode(&root.join("home/user")),
+        "1000:1000 755",
+        "{what}"
+    );
+    assert_eq!(
+        owner_mode(&root.join("home/user/.profile")),
+        "1000:1000 644",
+        "{what}"
+    );
+    assert_eq!(owner_mode(&root.join("etc/gshadow")), "0:42 777", "{what}");
+    let caps = sh(Command::new("getcap").arg(root.join("usr/bin/ping")));
+    assert!(
+        caps.contains("cap_net_raw=ep"),
+        "{what}: getcap says {caps:?}"
+    );
+    let acl = sh(Command::new("getfacl")
+        .args(["-n", "--omit-header"])
+        .arg(root.join("etc/shadow")));
+    assert!(acl.contains("user:1000:r--"), "{what}: getfacl says {acl}");
+}
+
+#[test]
+fn add_of_a_gnu_tar_keeps_owners_modes_capabilities_and_acls() {
+    let tmp = tempfile::tempdir().unwrap();
+    let store = tmp.path().join("store");
+    let tree = tmp.path().join("tree");
+    os_root(&tree);
+    let ctx = tmp.path().join("ctx");
+    write_files(
+        &ctx,
+        &[(
+            "Kubefile",
+            "FROM scratch\nADD rootfs.tar.gz /\nADD rootfs.tar.gz /again/\n",
+        )],
+    );
+    sh(Command::new("tar")
+        .args(["--xattrs", "--acls", "--format=posix", "-czf"])
+        .arg(ctx.join("rootfs.tar.gz"))
+        .arg("-C")
+        .arg(&tree)
+        .arg("."));
+    ok(&store, &["build", "-t", "os/add:1", ctx.to_str().unwrap()]);
+    let root = unpacked(&store, "os/add:1", tmp.path());
+    assert_os_root(&root, "ADD rootfs.tar.gz /");
+    assert_os_root(&root.join("again"), "ADD rootfs.tar.gz /again/");
+}
+
+#[test]
+fn copy_resets_owners_unless_chown_preserve() {
+    let tmp = tempfile::tempdir().unwrap();
+    let store = tmp.path().join("store");
+    let ctx = tmp.path().join("ctx");
+    os_root(&ctx.join("rootfs"));
+    write_files(
+        &ctx,
+        &[(
+            "Kubefile",
+            "FROM scratch\nCOPY --chown=preserve rootfs/ /\nCOPY rootfs/ /plain/\n",
+        )],
+    );
+    let build = || ok(&store, &["build", "-t", "os/copy:1", ctx.to_str().unwrap()]);
+    build();
+    let root = unpacked(&store, "os/copy:1", tmp.path());
+    assert_os_root(&root, "COPY --chown=preserve rootfs/ /");
+    // Docker's COPY: 0:0, the files' own modes, no extended attributes.
+    assert_eq!(owner_mode(&root.join("plain/etc/shadow")), "0:0 640");
+    assert_eq!(owner_mode(&root.join("plain/usr/bin/crontab")), "0:0 2755");
+    assert_eq!(owner_mode(&root.join("plain/home/user")), "0:0 755");
+    let caps = sh(Command::new("getcap").arg(root.join("plain/usr/bin/ping")));
+    assert!(!caps.contains("cap_net_raw"), "{caps}");
+
+    // The owners are part of the step's identity: a chown in the context rebuilds it.
+    sh(Command::new("chown")
+        .arg("7:7")
+        .arg(ctx.join("rootfs/home/user/.profile")));
+    build();
+    std::fs::create_dir_all(tmp.path().join("again")).unwrap();
+    let again = unpacked(&store, "os/copy:1", &tmp.path().join("again"));
+    assert_eq!(owner_mode(&again.join("home/user/.profile")), "7:7 644");
+    assert_eq!(
+        owner_mode(&again.join("plain/home/user/.profile")),
+        "0:0 644"
+    );
+}
+
+#[test]
+fn chown_preserve_takes_no_group() {
+    let tmp = tempfile::tempdir().unwrap();
+    let ctx = tmp.path().join("ctx");
+    write_files(
+        &ctx,
+        &[
+            ("Kubefile", "FROM scratch\nCOPY --chown=preserve:0 a /a\n"),
+            ("a", "a\n"),
+        ],
+    );
+    let out = run(&tmp.path().join("store"), &["check", ctx.to_str().unwrap()]);
+    let err = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("KF204") && err.contains("`preserve` keeps each file's own user and group"),
+        "{err}"
+    );
+}
