@@ -307,6 +307,7 @@ mod tests {
         let kind_of_step = |source: StepError| {
             let e = BuildError::Step {
                 line: 3,
+                at: "Kubefile:3:1".into(),
                 label: "COPY a /a".into(),
                 source: Box::new(source),
             };

@@ -45,7 +45,10 @@ fn run_without_an_emulator_names_the_step_the_platform_and_the_packages() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{err}");
     assert!(
-        err.contains("line 3: RUN echo hi: /bin/sh in the image is a program for s390x (the step is built for linux/s390x)")
+        err.contains(&format!(
+            "{}:3:1: RUN echo hi: /bin/sh in the image is a program for s390x (the step is built for linux/s390x)",
+            ctx.join("Kubefile").display()
+        ))
             && err.contains("no emulator for s390x registered in binfmt_misc")
             && err.contains("`qemu-user-static binfmt-support`"),
         "{err}"

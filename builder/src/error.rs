@@ -8,10 +8,12 @@ use std::path::PathBuf;
 #[derive(Debug, thiserror::Error)]
 pub enum BuildError {
     /// A `RUN` command exited with a non-zero status.
-    #[error("line {line}: `{command}` failed with exit code {exit_code}{}", output_tail(.output))]
+    #[error("{at}: `{command}` failed with exit code {exit_code}{}", output_tail(.output))]
     RunFailed {
         /// The Kubefile line.
         line: usize,
+        /// Where the step is: `FILE:LINE:COLUMN`, or `line N` for a plan without a source.
+        at: String,
         /// The command as written.
         command: String,
         /// Its exit code.
@@ -20,10 +22,12 @@ pub enum BuildError {
         output: String,
     },
     /// A step could not be executed (a source vanished, an unknown user, …).
-    #[error("line {line}: {label}")]
+    #[error("{at}: {label}")]
     Step {
         /// The Kubefile line.
         line: usize,
+        /// Where the step is: `FILE:LINE:COLUMN`, or `line N` for a plan without a source.
+        at: String,
         /// The step's label.
         label: String,
         /// What went wrong (boxed: it is large and rare).

@@ -160,7 +160,6 @@ struct Resolved {
 
 /// Fetches remote sources and waits for a `COPY --from` stage.
 fn resolve(cx: &StageCx<'_, '_>, node: &Node, op: &Op) -> Result<Resolved> {
-    let line = ops::line_of(node);
     let mut extra: Vec<String> = Vec::new();
     let mut fetched = BTreeMap::new();
     let sources: &[Source] = match op {
@@ -173,7 +172,7 @@ fn resolve(cx: &StageCx<'_, '_>, node: &Node, op: &Op) -> Result<Resolved> {
             let (f, _) = cx
                 .fetcher
                 .fetch(url)
-                .map_err(|e| ops::step_err(line, &node.label, e.into()))?;
+                .map_err(|e| ops::step_err(node, e.into()))?;
             extra.push(f.digest.to_string());
             fetched.insert(url.clone(), f);
         }
@@ -189,7 +188,7 @@ fn resolve(cx: &StageCx<'_, '_>, node: &Node, op: &Op) -> Result<Resolved> {
             Some(CopyFrom::Image { reference }) => {
                 let reference = reference.clone();
                 let e = StepError::CopyFromImage { reference };
-                return Err(ops::step_err(line, &node.label, e));
+                return Err(ops::step_err(node, e));
             }
             None => {}
         }

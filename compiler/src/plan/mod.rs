@@ -171,6 +171,10 @@ pub struct Node {
     /// 1-based Kubefile line (none for the image node).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub line: Option<usize>,
+    /// Where the instruction is, `FILE:LINE:COLUMN`, for messages (set by [`locate`] from the
+    /// source the plan was compiled from; not serialized, not part of [`Node::id`]).
+    #[serde(skip)]
+    pub location: Option<String>,
     /// A one-line human summary with expanded values.
     pub label: String,
     /// The normalized instruction that is hashed.
@@ -371,6 +375,7 @@ pub fn plan(
                 parent,
                 deps: Vec::new(),
                 line: Some(stage.line),
+                location: None,
                 label,
                 definition,
                 build_args: stage.build_args.clone(),
@@ -419,6 +424,7 @@ pub fn plan(
                     parent: Some(previous),
                     deps,
                     line: Some(step.line),
+                    location: None,
                     label: label_of(&step.op, &stage_names),
                     definition,
                     build_args: step.build_args.clone(),
@@ -456,6 +462,7 @@ pub fn plan(
             parent,
             deps: Vec::new(),
             line: None,
+            location: None,
             label: format!("image {}", target.platform),
             definition,
             build_args: BTreeMap::new(),
@@ -470,4 +477,16 @@ pub fn plan(
         });
     }
     Ok(Plan { targets })
+}
+
+/// Sets every instruction node's [`Node::location`] from `source`, the file it came from.
+pub fn locate(plan: &mut Plan, source: &crate::source::SourceFile) {
+    for node in plan.targets.iter_mut().flat_map(|t| t.nodes.iter_mut()) {
+        let span = match &node.step {
+            NodeStep::From { span, .. } | NodeStep::Step { span, .. } => *span,
+            NodeStep::Image(_) => continue,
+        };
+        let at = source.line_col(span.start);
+        node.location = Some(format!("{}:{}:{}", source.name(), at.line, at.column));
+    }
 }

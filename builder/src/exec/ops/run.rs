@@ -50,6 +50,7 @@ pub(super) fn execute(
     if result.exit_code != 0 {
         return Err(BuildError::RunFailed {
             line: super::line_of(input.node),
+            at: super::at(input.node),
             command: match &run.command {
                 Command::Shell(s) => s.clone(),
                 Command::Exec(a) => serde_json::to_string(a).unwrap_or_default(),
