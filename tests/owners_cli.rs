@@ -198,3 +198,98 @@ fn chown_preserve_takes_no_group() {
         "{err}"
     );
 }
+
+/// An unprivileged build cannot `chown` or set `security.capability` on the files it unpacks;
+/// the layer still carries what the archive records.
+#[test]
+fn add_keeps_the_archives_owners_in_an_unprivileged_build() {
+    need("setpriv", "util-linux");
+    if fs_uid("/proc/self") != 0 {
+        eprintln!("skipped: needs root to start chasi as an unprivileged user");
+        return;
+    }
+    const NOBODY: &str = "65534";
+    let tmp = tempfile::tempdir().unwrap();
+    let tree = tmp.path().join("tree");
+    os_root(&tree);
+    let ctx = tmp.path().join("ctx");
+    write_files(&ctx, &[("Kubefile", "FROM scratch\nADD rootfs.tar /\n")]);
+    sh(Command::new("tar")
+        .args(["--xattrs", "--acls", "--format=posix", "-cf"])
+        .arg(ctx.join("rootfs.tar"))
+        .arg("-C")
+        .arg(&tree)
+        .arg("."));
+    sh(Command::new("chown")
+        .args(["-R", &format!("{NOBODY}:{NOBODY}")])
+        .arg(&ctx));
+    let store = tmp.path().join("store");
+    std::fs::create_dir(&store).unwrap();
+    sh(Command::new("chown")
+        .arg(format!("{NOBODY}:{NOBODY}"))
+        .arg(&store));
+    let as_nobody = |args: &[&str]| {
+        let out = Command::new("setpriv")
+            .args([
+                &format!("--reuid={NOBODY}"),
+                &format!("--regid={NOBODY}"),
+                "--clear-groups",
+                "--",
+            ])
+            .arg(env!("CARGO_BIN_EXE_chasi"))
+            .arg("--store")
+            .arg(&store)
+            .args(args)
+            .env("HOME", tmp.path())
+            .env_remove("CHASI_STORE")
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "chasi {args:?} as nobody:\n{stderr}");
+    };
+    as_nobody(&[
+        "build",
+        "--progress",
+        "plain",
+        "-t",
+        "os/nobody:1",
+        ctx.to_str().unwrap(),
+    ]);
+    let out = tmp.path().join("out");
+    std::fs::create_dir(&out).unwrap();
+    sh(Command::new("chown")
+        .arg(format!("{NOBODY}:{NOBODY}"))
+        .arg(&out));
+    let tar = out.join("root.tar");
+    as_nobody(&[
+        "export",
+        "os/nobody:1",
+        "--format",
+        "tar",
+        "-o",
+        tar.to_str().unwrap(),
+    ]);
+    let listing = sh(Command::new("tar")
+        .args(["--xattrs", "--xattrs-include=*", "--numeric-owner", "-tvvf"])
+        .arg(&tar));
+    let line = |name: &str| {
+        listing
+            .lines()
+            .find(|l| l.ends_with(name))
+            .unwrap_or_else(|| panic!("{name} is not in the layer:\n{listing}"))
+            .to_string()
+    };
+    assert!(line("etc/shadow").contains("-rw-r-----* 0/42"), "{listing}");
+    assert!(
+        line("usr/bin/crontab").contains("-rwxr-sr-x  0/102"),
+        "{listing}"
+    );
+    assert!(line("home/user/").contains("1000/1000"), "{listing}");
+    assert!(listing.contains("security.capability"), "{listing}");
+    assert!(listing.contains("system.posix_acl_access"), "{listing}");
+}
+
+fn fs_uid(path: &str) -> u32 {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata(path).map(|m| m.uid()).unwrap_or(1)
+}
