@@ -191,3 +191,42 @@ fn a_two_platform_build_runs_an_arm64_busybox_under_qemu() {
         assert!(banner.starts_with("BusyBox v"), "{platform}: {banner}");
     }
 }
+
+/// A program the check cannot see before the step (the host's `env` starts it; refused by the
+/// kernel, `execvp` hands it to the shell, which prints its ELF header) still gets the hint. Its machine is one no emulator handles, so the host's own
+/// registrations do not matter.
+#[test]
+fn a_foreign_program_started_by_a_host_tool_gets_the_hint() {
+    need("runc", "runc");
+    let tmp = tempfile::tempdir().unwrap();
+    let store = tmp.path().join("store");
+    let ctx = tmp.path().join("ctx");
+    write_files(
+        &ctx,
+        &[(
+            "Kubefile",
+            "FROM scratch\nCOPY --chmod=0755 tool /usr/local/bin/tool\nRUN [\"/usr/bin/env\", \"/usr/local/bin/tool\"]\n",
+        )],
+    );
+    let mut elf = s390x_elf();
+    elf[5] = 1; // little-endian, machine 0xbeef
+    elf[16..20].copy_from_slice(&[2, 0, 0xef, 0xbe]);
+    std::fs::write(ctx.join("tool"), elf).unwrap();
+    let err = fails(
+        &store,
+        &[
+            "build",
+            "--platform",
+            "linux/s390x",
+            "-t",
+            "hint:1",
+            ctx.to_str().unwrap(),
+        ],
+    );
+    assert!(
+        err.contains("Kubefile:3:1: `[\"/usr/bin/env\",\"/usr/local/bin/tool\"]` failed")
+            && err.contains("the kernel refused a program, probably one for s390x (the step is built for linux/s390x)")
+            && err.contains("`qemu-user-static binfmt-support`"),
+        "{err}"
+    );
+}

@@ -8,7 +8,7 @@ use std::path::PathBuf;
 #[derive(Debug, thiserror::Error)]
 pub enum BuildError {
     /// A `RUN` command exited with a non-zero status.
-    #[error("{at}: `{command}` failed with exit code {exit_code}{}", output_tail(.output))]
+    #[error("{at}: `{command}` failed with exit code {exit_code}{hint}{}", output_tail(.output))]
     RunFailed {
         /// The Kubefile line.
         line: usize,
@@ -20,6 +20,8 @@ pub enum BuildError {
         exit_code: i32,
         /// What it printed.
         output: String,
+        /// `; …` when the output shows why (a program for another architecture), else empty.
+        hint: String,
     },
     /// A step could not be executed (a source vanished, an unknown user, …).
     #[error("{at}: {label}")]

@@ -316,6 +316,26 @@ pub fn check(
     }))
 }
 
+/// What to say when a step of `platform` failed and its `output` shows the kernel refusing a
+/// program, for a platform of another architecture than the host's: "exec format error", or
+/// a shell's complaint about an ELF file it then tried to read as a script (`sh` and
+/// `execvp` do so after `ENOEXEC`). That is a program the check could not see before the step
+/// (one the command starts later, with the host's tools). `None` otherwise.
+pub fn exec_format_hint(platform: &str, output: &[u8]) -> Option<String> {
+    let arch = platform.split('/').nth(1)?;
+    let host = chasi_oci::Platform::host();
+    let refused = output.windows(4).any(|w| w == b"\x7fELF")
+        || String::from_utf8_lossy(output)
+            .to_ascii_lowercase()
+            .contains("exec format error");
+    if arch == host.architecture || !refused {
+        return None;
+    }
+    Some(format!(
+        "the kernel refused a program, probably one for {arch} (the step is built for {platform}): this {host} host runs those only through an emulator registered in binfmt_misc with flag F, from the Debian packages `{EMULATOR_PACKAGES}`"
+    ))
+}
+
 /// The magic entries of a binfmt_misc directory, sorted by name; unreadable ones are skipped.
 fn entries(dir: &Path) -> Vec<Entry> {
     let Ok(list) = fs::read_dir(dir) else {
@@ -352,6 +372,30 @@ mod tests {
         h.extend(m);
         h.resize(64, 0);
         h
+    }
+
+    #[test]
+    fn exec_format_errors_of_foreign_steps_get_a_hint() {
+        let host = chasi_oci::Platform::host().to_string();
+        let out = b"sh: /usr/bin/tool: Exec format error\n";
+        assert_eq!(
+            exec_format_hint(&host, out),
+            None,
+            "the host's own platform"
+        );
+        let foreign = if host == "linux/s390x" {
+            "linux/amd64"
+        } else {
+            "linux/s390x"
+        };
+        let hint = exec_format_hint(foreign, out).unwrap();
+        assert!(
+            hint.contains(EMULATOR_PACKAGES) && hint.contains(foreign),
+            "{hint}"
+        );
+        assert_eq!(exec_format_hint(foreign, b"no such file\n"), None);
+        let dash = b"/usr/local/bin/tool: 1: \x7fELF\x02\x01\x01: not found\n";
+        assert!(exec_format_hint(foreign, dash).is_some());
     }
 
     #[test]

@@ -56,6 +56,9 @@ pub(super) fn execute(
                 Command::Exec(a) => serde_json::to_string(a).unwrap_or_default(),
             },
             exit_code: result.exit_code,
+            hint: binfmt::exec_format_hint(input.platform, &result.output)
+                .map(|h| format!("; {h}"))
+                .unwrap_or_default(),
             output: text,
         });
     }
