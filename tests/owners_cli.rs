@@ -1,6 +1,6 @@
 //! Owners, modes and extended attributes of an OS root (README, "Owners follow Docker's rules"):
 //! `ADD` of a tar made by GNU `tar --xattrs --acls` keeps them, as Docker does; `COPY` of
-//! context files makes them `0:0`; `COPY --chown=preserve` keeps the context's own. Checked in
+//! context files makes them `0:0`; `COPY --chown=preserve` keeps the context's own; the data of Debian's `passwd` package keeps its setuid and `shadow` group. Checked in
 //! what umoci unpacks from `chasi save`, with stat, getcap and getfacl.
 
 mod common;
@@ -292,4 +292,98 @@ fn add_keeps_the_archives_owners_in_an_unprivileged_build() {
 fn fs_uid(path: &str) -> u32 {
     use std::os::unix::fs::MetadataExt;
     std::fs::metadata(path).map(|m| m.uid()).unwrap_or(1)
+}
+
+/// Debian's `passwd` package (downloaded once into the target directory); `Err` with apt's
+/// reason when it cannot be downloaded.
+fn passwd_deb() -> Result<PathBuf, String> {
+    let cache = Path::new(env!("CARGO_TARGET_TMPDIR")).join("debian-passwd");
+    let deb = cache.join("passwd.deb");
+    if deb.is_file() {
+        return Ok(deb);
+    }
+    need("apt-get", "apt");
+    let work = tempfile::tempdir().unwrap();
+    let out = Command::new("apt-get")
+        .args(["download", "passwd"])
+        .current_dir(work.path())
+        .output()
+        .map_err(|e| format!("cannot run apt-get: {e}"))?;
+    if !out.status.success() {
+        return Err(format!(
+            "apt-get download passwd failed: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        ));
+    }
+    let got = std::fs::read_dir(work.path())
+        .unwrap()
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .find(|p| p.extension().is_some_and(|x| x == "deb"))
+        .expect("apt-get download wrote a .deb");
+    std::fs::create_dir_all(&cache).unwrap();
+    std::fs::copy(&got, cache.join("passwd.deb.part")).unwrap();
+    std::fs::rename(cache.join("passwd.deb.part"), &deb).unwrap();
+    Ok(deb)
+}
+
+/// A real Debian package's files: `ADD` of the data tar `dpkg-deb --fsys-tarfile` gives keeps
+/// the setgid `shadow` helpers and the setuid `passwd`, through build and export.
+#[test]
+fn add_of_a_debian_packages_files_keeps_setuid_and_the_shadow_group() {
+    need("dpkg-deb", "dpkg");
+    let deb = match passwd_deb() {
+        Ok(deb) => deb,
+        Err(reason) => {
+            eprintln!("skipped: {reason}");
+            return;
+        }
+    };
+    let tmp = tempfile::tempdir().unwrap();
+    let store = tmp.path().join("store");
+    let ctx = tmp.path().join("ctx");
+    write_files(&ctx, &[("Kubefile", "FROM scratch\nADD passwd.tar /\n")]);
+    let data = sh(Command::new("sh").arg("-c").arg(format!(
+        "dpkg-deb --fsys-tarfile '{}' > '{}'",
+        deb.display(),
+        ctx.join("passwd.tar").display()
+    )));
+    assert!(data.is_empty());
+    ok(
+        &store,
+        &["build", "-t", "os/passwd:1", ctx.to_str().unwrap()],
+    );
+    let tar = tmp.path().join("root.tar");
+    ok(
+        &store,
+        &[
+            "export",
+            "os/passwd:1",
+            "--format",
+            "tar",
+            "-o",
+            tar.to_str().unwrap(),
+        ],
+    );
+    let listing = sh(Command::new("tar")
+        .args(["--numeric-owner", "-tvf"])
+        .arg(&tar));
+    let line = |name: &str| {
+        listing
+            .lines()
+            .find(|l| l.ends_with(name))
+            .unwrap_or_else(|| panic!("{name} is not in the export:\n{listing}"))
+            .to_string()
+    };
+    assert!(
+        line(" usr/bin/chage").starts_with("-rwxr-sr-x 0/42 "),
+        "{listing}"
+    );
+    assert!(
+        line(" usr/bin/expiry").starts_with("-rwxr-sr-x 0/42 "),
+        "{listing}"
+    );
+    assert!(
+        line(" usr/bin/passwd").starts_with("-rwsr-xr-x 0/0 "),
+        "{listing}"
+    );
 }
