@@ -1,7 +1,9 @@
 //! Owners, modes and extended attributes of an OS root (README, "Owners follow Docker's rules"):
-//! `ADD` of a tar made by GNU `tar --xattrs --acls` keeps them, as Docker does; `COPY` of
-//! context files makes them `0:0`; `COPY --chown=preserve` keeps the context's own; the data of Debian's `passwd` package keeps its setuid and `shadow` group. Checked in
-//! what umoci unpacks from `chasi save`, with stat, getcap and getfacl.
+//! `ADD` of a tar made by GNU `tar --xattrs --acls` keeps them, as Docker does, also in an
+//! unprivileged build; `COPY` of context files makes them `0:0`; `COPY --chown=preserve` keeps
+//! the context's own; the data of Debian's `passwd` package keeps its setuid and `shadow` group.
+//! Checked in what umoci unpacks from `chasi save` (stat, getcap, getfacl) or in the export's
+//! `tar --xattrs -tvv` listing.
 
 mod common;
 
