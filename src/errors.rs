@@ -219,7 +219,8 @@ fn kind_of_step(e: &chasi_builder::StepError) -> Option<&'static str> {
         | S::Checksum { .. }
         | S::CopyFromImage { .. }
         | S::SymlinkInStage { .. } => Some("invalid_input"),
-        S::NotInStage { .. } | S::Vanished { .. } => Some("not_found"),
+        // A missing emulator is a missing tool, as `export`'s are.
+        S::NotInStage { .. } | S::Vanished { .. } | S::Foreign(_) => Some("not_found"),
         S::NotFetched { .. } | S::Fetch(_) | S::Context(_) | S::Rootfs(_) => None,
     }
 }
@@ -306,6 +307,7 @@ mod tests {
         let kind_of_step = |source: StepError| {
             let e = BuildError::Step {
                 line: 3,
+                at: "Kubefile:3:1".into(),
                 label: "COPY a /a".into(),
                 source: Box::new(source),
             };

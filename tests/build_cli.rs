@@ -315,7 +315,10 @@ fn run_changes_and_failures() {
         )],
     );
     let err = fails(&store, &["build", "-t", "run:2", ctx.to_str().unwrap()]);
-    assert!(err.contains("line 3"), "{err}");
+    assert!(
+        err.contains("Kubefile:3:1: `echo boom-output; exit 3`"),
+        "{err}"
+    );
     assert!(err.contains("exit code 3"), "{err}");
     assert!(err.contains("boom-output"), "{err}");
     assert!(

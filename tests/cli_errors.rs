@@ -108,7 +108,7 @@ fn a_failing_build_with_json_progress_writes_only_json_lines() {
     assert_eq!(err["kind"], "run_failed", "{err}");
     let text = err.to_string();
     assert!(
-        text.contains("exit code 1") && text.contains("line 3"),
+        text.contains("exit code 1") && text.contains("Kubefile:3:1: "),
         "{err}"
     );
 
@@ -302,13 +302,14 @@ fn a_chown_to_an_unknown_user_or_group_is_invalid_input_naming_the_step_and_the_
         assert_eq!(err["kind"], "invalid_input", "{err}");
         assert_eq!(err["message"], "building t:1 failed", "{err}");
         let causes = err["causes"].as_array().unwrap();
-        assert_eq!(causes[0], format!("line 3: {step}"), "{err}");
+        let at = format!("{}:3:1", ctx.join("Kubefile").display());
+        assert_eq!(causes[0], format!("{at}: {step}"), "{err}");
         assert_eq!(causes[1], cause, "{err}");
         let plain = run(&store, &["build", "-t", "t:1", dir]);
         let text = String::from_utf8_lossy(&plain.stderr);
         assert_eq!(
             text.lines().last().unwrap_or_default(),
-            format!("error: building t:1 failed: line 3: {step}: {cause}")
+            format!("error: building t:1 failed: {at}: {step}: {cause}")
         );
     }
 }

@@ -80,8 +80,9 @@ fn oci_documents_of_the_multi_stage_example() {
     insta::assert_json_snapshot!("oci_config_multi_stage", config);
 }
 
-/// The bytes `chasi save` writes as an oci-archive and a docker-archive, by SHA-256. They were
-/// recorded before the archive writer moved into `chasi-tar` and prove the move byte-identical.
+/// The bytes `chasi save` writes as an oci-archive and a docker-archive, by SHA-256. They proved
+/// the archive writer's move into `chasi-tar` byte-identical; since then they changed only with
+/// the image (the config's `Cmd`, issue 11 item 6).
 #[test]
 fn archive_digests_of_the_multi_stage_example() {
     use sha2::Digest as _;

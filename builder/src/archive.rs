@@ -1,16 +1,21 @@
 //! `ADD` of a local tar archive: recognised by content (not by name) and unpacked.
 //!
 //! Docker's rule: a local source that is a tar archive — plain, gzip, bzip2, xz or zstd
-//! compressed — is extracted at the destination; anything else is copied as a file. The
-//! extraction goes through the store's safe applier, so an archive cannot write outside its
-//! directory (`..`, absolute names, symlink and hardlink tricks are refused).
+//! compressed — is extracted at the destination, keeping the owners, modes and extended
+//! attributes (`security.capability`, ACLs) its entries record; anything else is copied as a
+//! file. The extraction goes through the store's safe applier, so an archive cannot write
+//! outside its directory (`..`, absolute names, symlink and hardlink tricks are refused). The
+//! metadata is taken from the archive's records, not read back from the unpacked files, so it
+//! survives an unprivileged build (no `chown`) and a work directory without xattr support.
 
-use crate::copy::{list_tree, SourceTree};
+use crate::copy::{list_tree, Recorded, SourceTree, TreeOwners};
 use crate::error::{io, BuildError, Result};
-use chasi_layers::{ApplyOptions, Store};
+use chasi_layers::{ApplyOptions, EntryKind, Store, TarEntry};
+use std::collections::BTreeMap;
 use std::fs::File;
 use std::io::{BufReader, Read};
 use std::path::Path;
+use std::sync::Arc;
 
 /// A compression a tar archive may be wrapped in.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -71,11 +76,13 @@ pub fn maybe_extract(store: &Store, path: &Path, dir: &Path) -> Result<Option<So
     let _ = store; // extraction needs no store object: the applier is a free function
     std::fs::create_dir_all(dir).map_err(io("create", dir))?;
     let reader = open(path, wrapping)?;
-    chasi_layers::apply::apply_layer(
+    let mut recorded = BTreeMap::new();
+    chasi_layers::apply::apply_layer_seeing(
         reader,
         dir,
         &ApplyOptions::default(),
         &path.display().to_string(),
+        &mut |entry| record(&mut recorded, entry),
     )
     .map_err(|source| BuildError::Extract {
         path: path.to_path_buf(),
@@ -86,7 +93,39 @@ pub fn maybe_extract(store: &Store, path: &Path, dir: &Path) -> Result<Option<So
         is_dir: true,
         below: list_tree(dir)?,
         file_name: String::new(),
+        owners: TreeOwners::Recorded(Arc::new(recorded)),
     }))
+}
+
+/// An entry's name as the applier places it: `./` and empty components dropped.
+fn normalized(path: &[u8]) -> String {
+    String::from_utf8_lossy(path)
+        .split('/')
+        .filter(|c| !c.is_empty() && *c != ".")
+        .collect::<Vec<_>>()
+        .join("/")
+}
+
+/// Records what an entry says about its path (a later entry of the same path wins, as it
+/// does on disk); a hard link shares its target's inode, so it gets the target's record.
+fn record(recorded: &mut BTreeMap<String, Recorded>, entry: &TarEntry) {
+    let name = normalized(&entry.path);
+    if name.is_empty() {
+        return; // the archive's `./`: the destination directory keeps its own
+    }
+    let meta = match &entry.kind {
+        EntryKind::Hardlink(target) => match recorded.get(&normalized(target)) {
+            Some(r) => r.clone(),
+            None => return,
+        },
+        _ => Recorded {
+            uid: entry.uid,
+            gid: entry.gid,
+            mode: entry.mode,
+            xattrs: entry.xattrs.clone(),
+        },
+    };
+    recorded.insert(name, meta);
 }
 
 fn read_up_to(r: &mut dyn Read, buf: &mut [u8]) -> std::io::Result<usize> {

@@ -1,10 +1,11 @@
-//! The final image: OCI configuration, manifest (with the sealer extension annotation) and,
-//! for several platforms, an index.
+//! The final image: OCI configuration (its `Cmd` decided by [`crate::runconfig`]), manifest
+//! (with the sealer extension annotation) and, for several platforms, an index.
 //!
 //! Everything here is a pure function of the built state and the options, serialized
 //! canonically, so the same build gives the same digests in any store.
 
 use crate::error::Result;
+use crate::runconfig::{self, OciCmd};
 use crate::state::{ImageState, LayerRef};
 use chasi_compiler::check::ImageExtension;
 use chasi_images::blobs::StoreBlobs;
@@ -129,6 +130,10 @@ pub struct ManifestSpec<'a> {
     pub epoch: i64,
     /// The layer compression the manifest references.
     pub compression: ManifestCompression,
+    /// The Kubefile's `CMD`/`CMDS` commands (also in the extension).
+    pub commands: &'a [String],
+    /// Whether they become `config.Cmd` (see [`crate::runconfig`]).
+    pub oci_cmd: OciCmd,
 }
 
 /// Writes config and manifest for one platform; returns the manifest descriptor (with platform).
@@ -144,6 +149,8 @@ pub fn write_manifest(
         annotations,
         epoch,
         compression,
+        commands,
+        oci_cmd,
     } = *spec;
     let mut inner = state.config.clone();
     if !labels.is_empty() {
@@ -151,6 +158,7 @@ pub fn write_manifest(
         st.set_labels(labels.iter());
         inner = st.config;
     }
+    runconfig::apply(&mut inner, extension, commands, oci_cmd);
     let mut config = Map::new();
     config.insert("created".into(), Value::String(rfc3339(epoch)));
     if let Some(author) = &state.author {

@@ -4,7 +4,9 @@
 //! copy. [`Mapping`]s say which source path becomes which image path (Docker's rules are
 //! applied by [`map_sources`]); [`write_layer`] then emits them as one reproducible tar in
 //! path order (directories before their contents, siblings by name), with `--chown` and
-//! `--chmod` applied and parent directories the image lacks created as `0755`.
+//! `--chmod` applied and parent directories the image lacks created as `0755`. Each mapping
+//! says whose owners it gets ([`Owners`]): `0:0` for context files (Docker's `COPY`), the
+//! file's own with `--chown=preserve`, or what an unpacked archive's entry recorded.
 //!
 //! Destinations and symlinks. The image a COPY writes onto may hold symlinks (an earlier `ADD`
 //! of a tar can make `etc -> /host/etc` or `x -> ../../..`). [`ImageView`] answers Docker's
@@ -43,6 +45,61 @@ pub struct Mapping {
     pub dest: String,
     /// Its origin.
     pub origin: Origin,
+    /// Whose owner, mode and extended attributes it gets.
+    pub owners: Owners,
+}
+
+/// Whose owner, mode and extended attributes a copied path gets (Docker's rules, plus
+/// `--chown=preserve`).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum Owners {
+    /// `0:0` and no extended attributes, the file's own mode: `COPY`/`ADD` of context files,
+    /// stage paths and remote files (`--chown=user:group` then sets the ids).
+    #[default]
+    Reset,
+    /// The file's own numeric uid/gid and extended attributes, except `security.selinux` (a
+    /// label of the build host): `--chown=preserve`.
+    Kept,
+    /// What a local archive's entry recorded (`ADD` unpacks it, as Docker does).
+    Recorded(Recorded),
+}
+
+/// One archive entry's owner, mode and extended attributes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Recorded {
+    /// Numeric user id.
+    pub uid: u64,
+    /// Numeric group id.
+    pub gid: u64,
+    /// Permission bits with setuid, setgid and sticky.
+    pub mode: u32,
+    /// Extended attributes (`security.capability`, ACLs as `system.posix_acl_*`, …).
+    pub xattrs: BTreeMap<String, Vec<u8>>,
+}
+
+/// Where the owners of a source tree's paths come from.
+#[derive(Debug, Clone, Default)]
+pub enum TreeOwners {
+    /// [`Owners::Reset`] for every path.
+    #[default]
+    Reset,
+    /// [`Owners::Kept`] for every path.
+    Kept,
+    /// [`Owners::Recorded`] by relative path (an unpacked archive); a path it lacks is reset.
+    Recorded(std::sync::Arc<BTreeMap<String, Recorded>>),
+}
+
+impl TreeOwners {
+    fn of(&self, rel: &str) -> Owners {
+        match self {
+            TreeOwners::Reset => Owners::Reset,
+            TreeOwners::Kept => Owners::Kept,
+            TreeOwners::Recorded(map) => map
+                .get(rel)
+                .cloned()
+                .map_or(Owners::Reset, Owners::Recorded),
+        }
+    }
 }
 
 /// Ownership and permission overrides of a copy.
@@ -85,6 +142,8 @@ pub struct SourceTree {
     pub below: Vec<String>,
     /// The file name a file source gets inside a directory destination.
     pub file_name: String,
+    /// Whose owners its paths get.
+    pub owners: TreeOwners,
 }
 
 /// Applies Docker's COPY rules. `dest_exists_as_dir` answers whether an image path is an
@@ -106,7 +165,7 @@ pub fn map_sources(
             dest: dest.to_string(),
         });
     }
-    let mut out: BTreeMap<String, Origin> = BTreeMap::new();
+    let mut out: BTreeMap<String, (Origin, Owners)> = BTreeMap::new();
     let join = |a: &str, b: &str| {
         if a.is_empty() {
             b.to_string()
@@ -128,13 +187,16 @@ pub fn map_sources(
     }
     for a in ancestors {
         if !dest_exists(&a) {
-            out.insert(a, Origin::NewDir);
+            out.insert(a, (Origin::NewDir, Owners::Reset));
         }
     }
     for s in sources {
         if s.is_dir {
             for rel in &s.below {
-                out.insert(join(&dest_path, rel), Origin::Host(s.root.join(rel)));
+                out.insert(
+                    join(&dest_path, rel),
+                    (Origin::Host(s.root.join(rel)), s.owners.of(rel)),
+                );
             }
         } else {
             let target = if into_dir {
@@ -147,12 +209,16 @@ pub fn map_sources(
                     file: s.file_name.clone(),
                 });
             }
-            out.insert(target, Origin::Host(s.root.clone()));
+            out.insert(target, (Origin::Host(s.root.clone()), s.owners.of("")));
         }
     }
     Ok(out
         .into_iter()
-        .map(|(dest, origin)| Mapping { dest, origin })
+        .map(|(dest, (origin, owners))| Mapping {
+            dest,
+            origin,
+            owners,
+        })
         .collect())
 }
 
@@ -380,11 +446,6 @@ pub fn write_layer(
 ) -> Result<LayerInfo> {
     let mut sorted: Vec<&Mapping> = mappings.iter().collect();
     sorted.sort_by(|a, b| key(&a.dest).cmp(&key(&b.dest)));
-    let tar_opts = TarOptions {
-        source_date_epoch: Some(opts.epoch),
-        owner: OwnerPolicy::Root,
-        xattrs: false,
-    };
     crate::rootfs::ingest_stream(store, progress, |out| {
         let mut tar = TarWriter::new(out);
         for m in &sorted {
@@ -399,7 +460,7 @@ pub fn write_layer(
                     size: 0,
                     xattrs: BTreeMap::new(),
                 },
-                Origin::Host(path) => match entry_from_fs(path, m.dest.as_bytes(), &tar_opts)? {
+                Origin::Host(path) => match entry_of(path, m, opts.epoch)? {
                     Some(e) => e,
                     None => continue, // sockets cannot be archived
                 },
@@ -433,6 +494,37 @@ pub fn write_layer(
             .map_err(io("finish the layer of", store.root()))?;
         Ok(())
     })
+}
+
+/// The layer entry of a file on disk, with the owner, mode and extended attributes its
+/// mapping says; `None` for what a tar cannot hold (a socket).
+fn entry_of(path: &Path, m: &Mapping, epoch: i64) -> Result<Option<TarEntry>> {
+    let kept = m.owners == Owners::Kept;
+    let tar_opts = TarOptions {
+        source_date_epoch: Some(epoch),
+        owner: if kept {
+            OwnerPolicy::Keep
+        } else {
+            OwnerPolicy::Root
+        },
+        xattrs: kept,
+    };
+    let Some(mut entry) = entry_from_fs(path, m.dest.as_bytes(), &tar_opts)? else {
+        return Ok(None);
+    };
+    match &m.owners {
+        Owners::Reset => {}
+        Owners::Kept => {
+            entry.xattrs.remove("security.selinux");
+        }
+        Owners::Recorded(r) => {
+            entry.uid = r.uid;
+            entry.gid = r.gid;
+            entry.mode = r.mode;
+            entry.xattrs = r.xattrs.clone();
+        }
+    }
+    Ok(Some(entry))
 }
 
 /// Reads exactly `left` bytes; a file that shrank or grew since it was examined is an error,
@@ -584,6 +676,7 @@ mod tests {
             is_dir: false,
             below: vec![],
             file_name: name.rsplit('/').next().unwrap().to_string(),
+            owners: TreeOwners::Reset,
         }
     }
 
@@ -620,6 +713,7 @@ mod tests {
         Mapping {
             dest: dest.into(),
             origin,
+            owners: Owners::Reset,
         }
     }
 

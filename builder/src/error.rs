@@ -8,22 +8,28 @@ use std::path::PathBuf;
 #[derive(Debug, thiserror::Error)]
 pub enum BuildError {
     /// A `RUN` command exited with a non-zero status.
-    #[error("line {line}: `{command}` failed with exit code {exit_code}{}", output_tail(.output))]
+    #[error("{at}: `{command}` failed with exit code {exit_code}{hint}{}", output_tail(.output))]
     RunFailed {
         /// The Kubefile line.
         line: usize,
+        /// Where the step is: `FILE:LINE:COLUMN`, or `line N` for a plan without a source.
+        at: String,
         /// The command as written.
         command: String,
         /// Its exit code.
         exit_code: i32,
         /// What it printed.
         output: String,
+        /// `; …` when the output shows why (a program for another architecture), else empty.
+        hint: String,
     },
     /// A step could not be executed (a source vanished, an unknown user, …).
-    #[error("line {line}: {label}")]
+    #[error("{at}: {label}")]
     Step {
         /// The Kubefile line.
         line: usize,
+        /// Where the step is: `FILE:LINE:COLUMN`, or `line N` for a plan without a source.
+        at: String,
         /// The step's label.
         label: String,
         /// What went wrong (boxed: it is large and rare).
@@ -212,6 +218,9 @@ pub enum StepError {
     /// A context source cannot be read.
     #[error(transparent)]
     Context(#[from] chasi_compiler::check::ContextError),
+    /// The step's program is for an architecture this host cannot run (no emulator).
+    #[error(transparent)]
+    Foreign(#[from] Box<crate::sandbox::binfmt::ForeignError>),
     /// The file system of the layers below the step cannot be materialised.
     #[error("cannot apply the layers below the step")]
     Rootfs(#[source] Box<BuildError>),

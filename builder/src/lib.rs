@@ -7,6 +7,8 @@
 //! - [`exec`] executes a [`chasi_compiler::plan::Plan`], which carries every step it needs;
 //!   [`kubefile`] is the whole Kubefile → image sequence in one call.
 //! - [`sandbox`] runs `RUN` commands in namespaces over an overlay; the upper dir is the diff.
+//! - [`runconfig`] decides whether `CMD`/`CMDS` become the OCI `Cmd` (container images) or
+//!   stay in the sealer extension only (cluster images).
 //! - [`fetch`] brings remote `APP`/`ADD` sources into the store, revalidated by `ETag`.
 //! - [`events`] is how the executor reports progress; it never prints.
 
@@ -21,6 +23,7 @@ pub mod filecache;
 pub mod kubefile;
 pub mod rootfs;
 pub mod run;
+pub mod runconfig;
 pub mod sandbox;
 pub mod state;
 

@@ -159,7 +159,7 @@ fn a_chown_to_an_unknown_user_is_a_step_error_whose_source_is_the_chown_error() 
     let err = build_error_in(&store, kubefile, "t:1", &files);
     assert_eq!(
         err.to_string(),
-        "line 3: COPY --chown=nosuchuser a /a",
+        "Kubefile:3:1: COPY --chown=nosuchuser a /a",
         "{err:?}"
     );
     let BuildError::Step { line, source, .. } = &err else {

@@ -99,11 +99,9 @@ fn compile_parsed(
     check::sort_diagnostics(&mut diagnostics);
     let ok = !diagnostics.iter().any(|d| d.is_error());
     let plan = if ok && !options.skip_plan {
-        Some(plan::plan(
-            &program,
-            context.as_ref(),
-            options.file_digests,
-        )?)
+        let mut plan = plan::plan(&program, context.as_ref(), options.file_digests)?;
+        plan::locate(&mut plan, source);
+        Some(plan)
     } else {
         None
     };

@@ -751,6 +751,20 @@ pub fn apply_layer(
     opts: &ApplyOptions,
     what: &str,
 ) -> Result<ApplyStats> {
+    apply_layer_seeing(tar, root, opts, what, &mut |_| {})
+}
+
+/// [`apply_layer`], showing `seen` each entry's metadata as the tar records it (PAX records
+/// applied: path, owners, mode, xattrs) before it is applied. It is how `ADD` of a local
+/// archive keeps owners and capabilities that the file system it unpacks to cannot hold (an
+/// unprivileged build cannot `chown`; `security.capability` needs root).
+pub fn apply_layer_seeing(
+    tar: impl Read,
+    root: &Path,
+    opts: &ApplyOptions,
+    what: &str,
+    seen: &mut dyn FnMut(&TarEntry),
+) -> Result<ApplyStats> {
     let mut applier = Applier {
         tree: Tree::open(root)?,
         opts,
@@ -774,6 +788,7 @@ pub fn apply_layer(
         let Some(meta) = read_meta(&mut e, &pax, what)? else {
             continue;
         };
+        seen(&meta);
         applier.entry(&meta, &mut e)?;
     }
     applier.finish()

@@ -6,6 +6,7 @@ use crate::errors::{self, ErrorReport};
 use crate::progress::{observer, ProgressMode};
 use anyhow::Context as _;
 use chasi_builder::assemble::ManifestCompression;
+use chasi_builder::runconfig::OciCmd;
 use chasi_builder::sandbox::Network;
 use chasi_builder::{
     build_kubefile, BuildOptions, CompileObserver, KubefileBuild, KubefileError, KubefileInput,
@@ -35,6 +36,17 @@ pub enum CompressionArg {
     Gzip,
 }
 
+/// `--oci-cmd`: when `CMD`/`CMDS` become the OCI `config.Cmd`.
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum OciCmdArg {
+    /// For container images; not for cluster images (applications, `LAUNCH` or sealer labels).
+    Auto,
+    /// Always.
+    Always,
+    /// Never: the commands stay in the sealer extension only, as sealer does.
+    Never,
+}
+
 /// `chasi build` options.
 #[derive(Debug, Args)]
 pub struct BuildArgs {
@@ -58,6 +70,10 @@ pub struct BuildArgs {
     /// Layer compression in the manifest.
     #[arg(long, value_enum, default_value = "zstd")]
     compression: CompressionArg,
+    /// When CMD/CMDS also become the OCI config's Cmd (`ctr run IMAGE` runs them): auto is
+    /// for container images, not for cluster images (applications, LAUNCH, sealer labels).
+    #[arg(long, value_enum, default_value = "auto")]
+    oci_cmd: OciCmdArg,
     /// Never download remote sources; use the copies in the store.
     #[arg(long)]
     offline: bool,
@@ -170,6 +186,11 @@ impl BuildArgs {
             compression: match self.compression {
                 CompressionArg::Zstd => ManifestCompression::Zstd,
                 CompressionArg::Gzip => ManifestCompression::Gzip,
+            },
+            oci_cmd: match self.oci_cmd {
+                OciCmdArg::Auto => OciCmd::Auto,
+                OciCmdArg::Always => OciCmd::Always,
+                OciCmdArg::Never => OciCmd::Never,
             },
             work_dir: None,
         }

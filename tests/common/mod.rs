@@ -133,3 +133,74 @@ pub fn cargo_metadata(extra: &[&str]) -> serde_json::Value {
     );
     serde_json::from_slice(&out.stdout).expect("cargo metadata prints JSON")
 }
+
+/// A containerd of the test's own (state, content and socket in a temporary directory),
+/// killed when dropped, also when the test panics.
+pub struct Containerd {
+    child: std::process::Child,
+    socket: PathBuf,
+    dir: tempfile::TempDir,
+}
+
+impl Containerd {
+    /// Starts it and waits (at most 30 s) for its socket.
+    pub fn start() -> Self {
+        need("containerd", "containerd");
+        let dir = tempfile::Builder::new()
+            .prefix("chasi-ctd-")
+            .tempdir_in("/tmp")
+            .expect("tempdir");
+        let socket = dir.path().join("containerd.sock");
+        let config = dir.path().join("config.toml");
+        std::fs::write(
+            &config,
+            format!(
+                "version = 2\nroot = \"{root}\"\nstate = \"{state}\"\n[grpc]\n  address = \"{sock}\"\n[ttrpc]\n  address = \"{sock}.ttrpc\"\n[debug]\n  address = \"\"\n[metrics]\n  address = \"\"\n",
+                root = dir.path().join("root").display(),
+                state = dir.path().join("state").display(),
+                sock = socket.display(),
+            ),
+        )
+        .expect("write containerd config");
+        let log = std::fs::File::create(dir.path().join("containerd.log")).expect("log");
+        let child = Command::new("containerd")
+            .arg("--config")
+            .arg(&config)
+            .stdin(std::process::Stdio::null())
+            .stdout(log.try_clone().expect("log"))
+            .stderr(log)
+            .spawn()
+            .expect("start containerd");
+        let me = Containerd { child, socket, dir };
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        while !me.socket.exists() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "containerd did not create {} within 30 s; log:\n{}",
+                me.socket.display(),
+                me.log()
+            );
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+        me
+    }
+
+    /// `ctr` talking to this containerd, in namespace `test`.
+    pub fn ctr(&self) -> Command {
+        let mut c = Command::new("ctr");
+        c.arg("--address").arg(&self.socket).args(["-n", "test"]);
+        c
+    }
+
+    /// What containerd logged so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("containerd.log")).unwrap_or_default()
+    }
+}
+
+impl Drop for Containerd {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

@@ -15,6 +15,7 @@ mod stage;
 use crate::assemble::{self, ManifestCompression};
 use crate::error::{io, BuildError, Result};
 use crate::events::{BuildEvent, BuildObserver};
+use crate::runconfig::OciCmd;
 use crate::sandbox::Network;
 use chasi_compiler::check::Context;
 use chasi_compiler::plan::Plan;
@@ -45,6 +46,8 @@ pub struct BuildOptions {
     pub offline: bool,
     /// Layer compression referenced by the manifests.
     pub compression: ManifestCompression,
+    /// Whether `CMD`/`CMDS` become the OCI `config.Cmd` (`--oci-cmd`; see [`crate::runconfig`]).
+    pub oci_cmd: OciCmd,
     /// Where stage filesystems are materialised (default: the store's session temp directory,
     /// which the next run or `store gc` removes when a killed build leaves it behind).
     pub work_dir: Option<PathBuf>,

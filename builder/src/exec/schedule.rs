@@ -77,6 +77,8 @@ fn build_target(
             annotations: &opts.annotations,
             epoch: opts.source_date_epoch,
             compression: opts.compression,
+            commands: &image.extension.launch.cmds,
+            oci_cmd: opts.oci_cmd,
         },
     )?;
     session.observer.event(BuildEvent::StepDone {

@@ -85,6 +85,8 @@ struct StageCx<'s, 'a> {
     slots: &'s [StageSlot],
     /// The target platform, as events name it.
     platform: String,
+    /// The stage's own platform (`FROM --platform`, else the target's): what `RUN` executes.
+    stage_platform: String,
     /// The history entries' `created`.
     created: String,
     fetcher: Fetcher<'s>,
@@ -102,6 +104,7 @@ pub(super) fn build_stage(
         session,
         slots,
         platform: input.platform.to_string(),
+        stage_platform: input.base_platform.to_string(),
         created: assemble::rfc3339(epoch),
         fetcher: Fetcher::new(session.store, session.opts.offline),
         stage: input.index,
@@ -157,7 +160,6 @@ struct Resolved {
 
 /// Fetches remote sources and waits for a `COPY --from` stage.
 fn resolve(cx: &StageCx<'_, '_>, node: &Node, op: &Op) -> Result<Resolved> {
-    let line = ops::line_of(node);
     let mut extra: Vec<String> = Vec::new();
     let mut fetched = BTreeMap::new();
     let sources: &[Source] = match op {
@@ -170,7 +172,7 @@ fn resolve(cx: &StageCx<'_, '_>, node: &Node, op: &Op) -> Result<Resolved> {
             let (f, _) = cx
                 .fetcher
                 .fetch(url)
-                .map_err(|e| ops::step_err(line, &node.label, e.into()))?;
+                .map_err(|e| ops::step_err(node, e.into()))?;
             extra.push(f.digest.to_string());
             fetched.insert(url.clone(), f);
         }
@@ -186,7 +188,7 @@ fn resolve(cx: &StageCx<'_, '_>, node: &Node, op: &Op) -> Result<Resolved> {
             Some(CopyFrom::Image { reference }) => {
                 let reference = reference.clone();
                 let e = StepError::CopyFromImage { reference };
-                return Err(ops::step_err(line, &node.label, e));
+                return Err(ops::step_err(node, e));
             }
             None => {}
         }
@@ -242,6 +244,7 @@ fn layer_step(
         session,
         node,
         op,
+        platform: &cx.stage_platform,
         fetched: &resolved.fetched,
         from_stage: resolved.from_stage.as_deref(),
     };

@@ -46,6 +46,10 @@
 //! kill. Rootless, `runc --rootless` runs without cgroup settings, with `/sys` bound instead of
 //! mounted, and the overlay keeps its markers in `user.` xattrs (`userxattr`).
 //!
+//! A program of another architecture runs only through a binfmt_misc emulator registered with
+//! flag F (qemu-user-static); [`binfmt`] refuses a step whose program has none before it starts,
+//! naming the packages to install, instead of the bare "exec format error".
+//!
 //! Limits, as they are: with `--network host` (the default, as in sealer and `buildah build
 //! --network host`, so steps can download) a step shares the host's network namespace and can
 //! reach services on the host's loopback and abstract unix sockets: build Kubefiles you do not
@@ -64,6 +68,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
 
+pub mod binfmt;
 mod config;
 mod mounts;
 pub mod seccomp;
@@ -185,26 +190,57 @@ fn io(action: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> Sandb
 
 /// Whether the rootfs can run its own shell (decides isolated vs host-tools mode).
 pub fn has_shell(rootfs: &Path) -> bool {
-    // `symlink_metadata` first: an absolute symlink such as `/bin/sh -> /usr/bin/dash` must be
-    // resolved inside the rootfs, not on the host.
-    let mut path = rootfs.join("bin/sh");
-    for _ in 0..16 {
-        match fs::symlink_metadata(&path) {
-            Ok(meta) if meta.file_type().is_symlink() => {
-                let Ok(target) = fs::read_link(&path) else {
-                    return false;
-                };
-                path = if target.is_absolute() {
-                    rootfs.join(target.strip_prefix("/").unwrap_or(&target))
-                } else {
-                    path.parent().map(|p| p.join(&target)).unwrap_or(target)
-                };
+    resolve_in_root(rootfs, Path::new("/bin/sh")).is_some_and(|p| p.is_file())
+}
+
+/// `path` (absolute or relative, as seen from the image's `/`) resolved inside `rootfs`:
+/// every symbolic link on the way is followed inside it (an absolute target such as
+/// `/bin/sh -> /usr/bin/dash` from the rootfs, not the host; `..` never above it). `None` when
+/// nothing is there or the links loop.
+pub(crate) fn resolve_in_root(rootfs: &Path, path: &Path) -> Option<PathBuf> {
+    use std::path::Component;
+    let mut pending: Vec<std::ffi::OsString> = path
+        .components()
+        .rev()
+        .filter_map(|c| match c {
+            Component::Normal(n) => Some(n.to_os_string()),
+            Component::ParentDir => Some("..".into()),
+            _ => None,
+        })
+        .collect();
+    let mut done: Vec<std::ffi::OsString> = Vec::new();
+    let mut links = 0;
+    while let Some(name) = pending.pop() {
+        if name == ".." {
+            done.pop();
+            continue;
+        }
+        let here = done
+            .iter()
+            .fold(rootfs.to_path_buf(), |p, n| p.join(n))
+            .join(&name);
+        let meta = fs::symlink_metadata(&here).ok()?;
+        if !meta.file_type().is_symlink() {
+            done.push(name);
+            continue;
+        }
+        links += 1;
+        if links > 40 {
+            return None;
+        }
+        let target = fs::read_link(&here).ok()?;
+        if target.is_absolute() {
+            done.clear();
+        }
+        for c in target.components().rev() {
+            match c {
+                Component::Normal(n) => pending.push(n.to_os_string()),
+                Component::ParentDir => pending.push("..".into()),
+                _ => {}
             }
-            Ok(meta) => return meta.is_file(),
-            Err(_) => return false,
         }
     }
-    false
+    Some(done.iter().fold(rootfs.to_path_buf(), |p, n| p.join(n)))
 }
 
 /// The set-up script, run by the host's `/bin/sh` as pid 1 of the new namespaces.

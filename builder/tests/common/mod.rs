@@ -1,6 +1,7 @@
 //! What the builder's library tests share: the options of an offline, reproducible build.
 
 use chasi_builder::assemble::ManifestCompression;
+use chasi_builder::runconfig::OciCmd;
 use chasi_builder::sandbox::Network;
 use chasi_builder::BuildOptions;
 use std::collections::BTreeMap;
@@ -18,6 +19,7 @@ pub fn options(context: &Path, tag: &str) -> BuildOptions {
         source_date_epoch: 0,
         offline: true,
         compression: ManifestCompression::Zstd,
+        oci_cmd: OciCmd::Auto,
         work_dir: None,
     }
 }

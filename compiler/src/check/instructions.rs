@@ -11,7 +11,7 @@ use super::{
     kubeversion, parse_platform, Base, Checker, Chown, Copy, CopyFrom, Op, Run, Source, StageState,
     Step, PLATFORM_VARIABLES,
 };
-use crate::check::program::{Command, Stage};
+use crate::check::program::{Command, Stage, PRESERVE_OWNERS};
 use crate::check::ContextError;
 use crate::diagnostics::{Code, Diagnostic};
 use crate::source::Span;
@@ -554,6 +554,7 @@ impl Checker<'_> {
             }
             None => None,
         };
+        let mut preserve_owners = false;
         let chown = match flags.get("chown").and_then(|f| f.value.as_ref()) {
             Some(value) => {
                 let text = self.word(value, Form::Decoded, true, &mut sink);
@@ -563,6 +564,19 @@ impl Checker<'_> {
                 };
                 if !self.no_nul(&text, value, "the `--chown` value") {
                     None
+                } else if user == PRESERVE_OWNERS {
+                    match group {
+                        None => preserve_owners = true,
+                        Some(_) => self.push(
+                            Diagnostic::new(
+                                Code::InvalidFlagValue,
+                                value.span,
+                                format!("`--chown={text}`: `{PRESERVE_OWNERS}` keeps each file's own user and group and takes no group"),
+                            )
+                            .with_help(format!("write `--chown={PRESERVE_OWNERS}`, or `--chown=user:group` to set one owner")),
+                        ),
+                    }
+                    None
                 } else if valid_owner(&user) && group.as_deref().is_none_or(valid_owner) {
                     Some(Chown { user, group })
                 } else {
@@ -570,10 +584,10 @@ impl Checker<'_> {
                         Diagnostic::new(
                             Code::InvalidFlagValue,
                             value.span,
-                            format!("`--chown={text}` is not `user[:group]`"),
+                            format!("`--chown={text}` is not `user[:group]` or `{PRESERVE_OWNERS}`"),
                         )
                         .with_help(
-                            "use names or numeric ids, e.g. `--chown=0:0` or `--chown=app:app`",
+                            "use names or numeric ids, e.g. `--chown=0:0` or `--chown=app:app`, or `--chown=preserve` to keep the files' own owners",
                         ),
                     );
                     None
@@ -709,6 +723,7 @@ impl Checker<'_> {
             dest,
             from,
             chown,
+            preserve_owners,
             chmod,
             checksum,
         };

@@ -214,6 +214,12 @@ pub struct Copy {
     /// `--chown=user[:group]`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub chown: Option<Chown>,
+    /// `--chown=preserve`: the sources keep their own numeric owners and extended attributes
+    /// (an OS root built from a directory); without it context files become `0:0`. A local
+    /// archive `ADD` unpacks keeps the owners, modes and extended attributes its entries
+    /// record either way, as Docker does.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub preserve_owners: bool,
     /// `--chmod=octal`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub chmod: Option<u32>,
@@ -237,6 +243,9 @@ pub enum CopyFrom {
         reference: String,
     },
 }
+
+/// The `--chown` value that keeps each source's own numeric owner ([`Copy::preserve_owners`]).
+pub const PRESERVE_OWNERS: &str = "preserve";
 
 /// `--chown=user[:group]` (names or numeric ids).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]

@@ -139,10 +139,20 @@ impl<'c> ContentHasher<'c> {
 
     /// The content digest of the given context paths, in order (see [`super::Node::id`]).
     pub fn digest(&mut self, paths: &[String]) -> Result<Digest, ContextError> {
+        self.digest_with(paths, false)
+    }
+
+    /// [`Self::digest`]; with `owners` (`COPY --chown=preserve`, whose layer carries them)
+    /// every entry's numeric uid and gid and its extended attributes but `security.selinux`
+    /// are part of it too.
+    pub fn digest_with(&mut self, paths: &[String], owners: bool) -> Result<Digest, ContextError> {
         let mut hasher = Sha256::new();
         put(&mut hasher, CONTENT_DIGEST_VERSION.as_bytes());
+        if owners {
+            put(&mut hasher, b"owners");
+        }
         for path in paths {
-            let tree = self.tree(path)?;
+            let tree = self.tree(path, owners)?;
             put(&mut hasher, path.as_bytes());
             hasher.update(tree);
         }
@@ -152,9 +162,15 @@ impl<'c> ContentHasher<'c> {
     /// The digest of one path's tree: for every entry (sorted by relative path) its kind,
     /// relative path, permission bits and, for a file, its size and the BLAKE3 of its bytes
     /// (fast without SHA instructions; never leaves chasi), for a
-    /// symbolic link, its target. Times, owners and inode numbers are left out.
-    fn tree(&mut self, path: &str) -> Result<[u8; 32], ContextError> {
-        if let Some(d) = self.cache.get(path) {
+    /// symbolic link, its target; with `owners`, its uid, gid and extended attributes. Times
+    /// and inode numbers are left out.
+    fn tree(&mut self, path: &str, owners: bool) -> Result<[u8; 32], ContextError> {
+        let key = if owners {
+            format!("{path}\0owners")
+        } else {
+            path.to_string()
+        };
+        if let Some(d) = self.cache.get(&key) {
             return Ok(*d);
         }
         let mut hasher = Sha256::new();
@@ -168,6 +184,9 @@ impl<'c> ContentHasher<'c> {
             hasher.update(kind);
             put(&mut hasher, entry.rel.as_bytes());
             hasher.update(entry.mode.to_le_bytes());
+            if owners {
+                owner_record(&mut hasher, &entry.path)?;
+            }
             match entry.kind {
                 EntryKind::File => {
                     let (size, digest) = self.file_digest(&entry.path)?;
@@ -186,9 +205,40 @@ impl<'c> ContentHasher<'c> {
             }
         }
         let digest: [u8; 32] = hasher.finalize().into();
-        self.cache.insert(path.to_string(), digest);
+        self.cache.insert(key, digest);
         Ok(digest)
     }
+}
+
+/// Hashes a path's numeric owner and its extended attributes (sorted by name, without
+/// `security.selinux`, which labels the build host and never goes into a layer).
+fn owner_record(hasher: &mut Sha256, path: &std::path::Path) -> Result<(), ContextError> {
+    use std::os::unix::fs::MetadataExt;
+    let read_err = |source: std::io::Error| ContextError::Read {
+        path: path.to_path_buf(),
+        source,
+    };
+    let meta = std::fs::symlink_metadata(path).map_err(read_err)?;
+    hasher.update(meta.uid().to_le_bytes());
+    hasher.update(meta.gid().to_le_bytes());
+    let mut names = vec![0u8; 65536];
+    let n = match rustix::fs::llistxattr(path, &mut names) {
+        Ok(n) => n,
+        Err(e) if e == rustix::io::Errno::NOTSUP || e == rustix::io::Errno::OPNOTSUPP => 0,
+        Err(e) => return Err(read_err(e.into())),
+    };
+    let mut list: Vec<&[u8]> = names[..n]
+        .split(|&b| b == 0)
+        .filter(|s| !s.is_empty())
+        .collect();
+    list.sort();
+    let mut value = vec![0u8; 65536];
+    for name in list.into_iter().filter(|n| *n != b"security.selinux") {
+        let len = rustix::fs::lgetxattr(path, name, &mut value).map_err(|e| read_err(e.into()))?;
+        put(hasher, name);
+        put(hasher, &value[..len]);
+    }
+    Ok(())
 }
 
 #[cfg(test)]

@@ -148,8 +148,9 @@ pub struct Node {
     /// with a build context and only for steps with local sources: see
     /// [`digest::ContentHasher::digest`] — SHA-256 over, per source in order, the matched
     /// context path and, per entry below it sorted by relative path, kind, relative path,
-    /// permission bits, and file size and content digest (BLAKE3) or symlink target. Modification times,
-    /// owners and the `.kubefileignore`d files are never part of it.
+    /// permission bits, and file size and content digest (BLAKE3) or symlink target. Modification times
+    /// and the `.kubefileignore`d files are never part of it, owners only for `--chown=preserve`
+    /// (with the extended attributes: [`digest::ContentHasher::digest_with`]).
     ///
     /// Consequences: an id changes when anything it depends on changes — a byte of a source,
     /// a mode, a used build argument, the instruction, the platform, or any ancestor — and
@@ -170,6 +171,10 @@ pub struct Node {
     /// 1-based Kubefile line (none for the image node).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub line: Option<usize>,
+    /// Where the instruction is, `FILE:LINE:COLUMN`, for messages (set by [`locate`] from the
+    /// source the plan was compiled from; not serialized, not part of [`Node::id`]).
+    #[serde(skip)]
+    pub location: Option<String>,
     /// A one-line human summary with expanded values.
     pub label: String,
     /// The normalized instruction that is hashed.
@@ -244,6 +249,9 @@ fn label_of(op: &Op, stage_names: &[Option<String>]) -> String {
                 )),
                 Some(CopyFrom::Image { reference }) => parts.push(format!("--from={reference}")),
                 None => {}
+            }
+            if c.preserve_owners {
+                parts.push("--chown=preserve".into());
             }
             if let Some(chown) = &c.chown {
                 match &chown.group {
@@ -367,6 +375,7 @@ pub fn plan(
                 parent,
                 deps: Vec::new(),
                 line: Some(stage.line),
+                location: None,
                 label,
                 definition,
                 build_args: stage.build_args.clone(),
@@ -390,8 +399,9 @@ pub fn plan(
                     _ => Vec::new(),
                 };
                 let paths = local_paths(step);
+                let owners = matches!(&step.op, Op::Copy(c) | Op::Add(c) if c.preserve_owners);
                 let content = match (&mut hasher, paths.is_empty()) {
-                    (Some(h), false) => Some(h.digest(&paths)?),
+                    (Some(h), false) => Some(h.digest_with(&paths, owners)?),
                     _ => None,
                 };
                 let definition = serde_json::to_value(&step.op).unwrap_or(Value::Null);
@@ -414,6 +424,7 @@ pub fn plan(
                     parent: Some(previous),
                     deps,
                     line: Some(step.line),
+                    location: None,
                     label: label_of(&step.op, &stage_names),
                     definition,
                     build_args: step.build_args.clone(),
@@ -451,6 +462,7 @@ pub fn plan(
             parent,
             deps: Vec::new(),
             line: None,
+            location: None,
             label: format!("image {}", target.platform),
             definition,
             build_args: BTreeMap::new(),
@@ -465,4 +477,16 @@ pub fn plan(
         });
     }
     Ok(Plan { targets })
+}
+
+/// Sets every instruction node's [`Node::location`] from `source`, the file it came from.
+pub fn locate(plan: &mut Plan, source: &crate::source::SourceFile) {
+    for node in plan.targets.iter_mut().flat_map(|t| t.nodes.iter_mut()) {
+        let span = match &node.step {
+            NodeStep::From { span, .. } | NodeStep::Step { span, .. } => *span,
+            NodeStep::Image(_) => continue,
+        };
+        let at = source.line_col(span.start);
+        node.location = Some(format!("{}:{}:{}", source.name(), at.line, at.column));
+    }
 }

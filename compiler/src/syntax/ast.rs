@@ -25,9 +25,9 @@ pub struct Kubefile {
 pub enum Keyword {
     /// `FROM [--platform=P] image [AS name]`
     From,
-    /// `COPY [--from=stage] [--chown=u:g] [--chmod=mode] src... dest`
+    /// `COPY [--from=stage] [--chown=u:g|preserve] [--chmod=mode] src... dest`
     Copy,
-    /// `ADD [--chown=u:g] [--chmod=mode] src... dest`
+    /// `ADD [--chown=u:g|preserve] [--chmod=mode] src... dest`
     Add,
     /// `RUN command` or `RUN ["exe", "arg"]`
     Run,

@@ -18,7 +18,7 @@ const DOCKERFILE_ONLY: &[(&str, &str)] = &[
     ("SHELL", "`RUN` always uses `/bin/sh -c`; use the JSON form to run another program"),
     ("STOPSIGNAL", "a cluster image has no main process to stop"),
     ("HEALTHCHECK", "check applications with their own probes (in their manifests)"),
-    ("ENTRYPOINT", "use `CMDS [\"…\"]` for commands to run on the cluster, or `LAUNCH` to start applications"),
+    ("ENTRYPOINT", "use `CMDS [\"…\"]` for the commands to run (a container image's `Cmd`, a cluster image's launch commands), or `LAUNCH` to start applications"),
 ];
 
 /// The diagnostic for a keyword that is not a Kubefile instruction.
@@ -65,8 +65,8 @@ fn suggest(upper: &str) -> Option<Keyword> {
 pub(crate) fn usage(keyword: Keyword) -> String {
     let form = match keyword {
         Keyword::From => "FROM [--platform=P] image [AS name]",
-        Keyword::Copy => "COPY [--from=stage] [--chown=u:g] [--chmod=mode] src... dest",
-        Keyword::Add => "ADD [--chown=u:g] [--chmod=mode] src... dest",
+        Keyword::Copy => "COPY [--from=stage] [--chown=u:g|preserve] [--chmod=mode] src... dest",
+        Keyword::Add => "ADD [--chown=u:g|preserve] [--chmod=mode] src... dest",
         Keyword::Run => "RUN command",
         Keyword::Arg => "ARG name[=default]",
         Keyword::Env => "ENV key=value ...",

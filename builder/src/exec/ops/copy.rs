@@ -3,7 +3,7 @@
 //! into the image by Docker's destination rules, and write them as one layer.
 
 use super::StepInput;
-use crate::copy::{self as files, CopyOptions, Mapping, SourceTree};
+use crate::copy::{self as files, CopyOptions, Mapping, SourceTree, TreeOwners};
 use crate::error::{io, Result, StepError};
 use crate::fetch::Fetched;
 use crate::rootfs::WorkRoot;
@@ -25,6 +25,14 @@ pub(super) fn copy(
     let store = input.session.store;
     let is_add = matches!(input.op, chasi_compiler::check::Op::Add(_));
     let scratch = input.scratch();
+    // `--chown=preserve` keeps the sources' own owners; an unpacked archive keeps its records.
+    let owners = || {
+        if c.preserve_owners {
+            TreeOwners::Kept
+        } else {
+            TreeOwners::Reset
+        }
+    };
     let mut trees = Vec::new();
     for (si, s) in c.sources.iter().enumerate() {
         match s {
@@ -32,11 +40,14 @@ pub(super) fn copy(
                 if let Some(done) = input.from_stage {
                     let mut other = done.root.lock().unwrap_or_else(|e| e.into_inner());
                     let other_root = other.sync(store, &done.state.layers)?.to_path_buf();
-                    trees.push(tree_in(input, &other_root, path)?);
+                    let mut t = tree_in(input, &other_root, path)?;
+                    t.owners = owners();
+                    trees.push(t);
                     continue;
                 }
                 for m in matches {
-                    let t = context_tree(input, &input.session.context, m)?;
+                    let mut t = context_tree(input, &input.session.context, m)?;
+                    t.owners = owners();
                     if is_add && !t.is_dir {
                         let dir = scratch.join(format!("add-{si}"));
                         if let Some(extracted) =
@@ -204,6 +215,7 @@ fn context_tree(
             .map(|e| e.rel.clone())
             .collect(),
         file_name: base_name(rel),
+        owners: TreeOwners::Reset,
     })
 }
 
@@ -233,6 +245,7 @@ fn tree_in(input: &StepInput<'_, '_>, root: &Path, path: &str) -> Result<SourceT
         root: full,
         is_dir,
         file_name: base_name(&rel),
+        owners: TreeOwners::Reset,
     })
 }
 
@@ -250,5 +263,6 @@ fn materialize_fetched(store: &Store, f: &Fetched, dir: &Path) -> Result<SourceT
         is_dir: false,
         below: Vec::new(),
         file_name: f.file_name.clone(),
+        owners: TreeOwners::Reset,
     })
 }

@@ -28,6 +28,8 @@ pub(super) struct StepInput<'s, 'a> {
     pub(super) node: &'s Node,
     /// What it does.
     pub(super) op: &'s Op,
+    /// The stage's platform, whose programs `RUN` executes.
+    pub(super) platform: &'s str,
     /// Its remote sources, by URL.
     pub(super) fetched: &'s BTreeMap<String, Fetched>,
     /// The stage a `COPY --from` reads.
@@ -52,7 +54,7 @@ impl StepInput<'_, '_> {
     }
 
     fn err(&self, source: impl Into<StepError>) -> BuildError {
-        step_err(line_of(self.node), &self.node.label, source.into())
+        step_err(self.node, source.into())
     }
 }
 
@@ -75,11 +77,20 @@ pub(super) fn line_of(node: &Node) -> usize {
     node.line.unwrap_or_default()
 }
 
-/// A step failure naming its line and label.
-pub(super) fn step_err(line: usize, label: &str, source: StepError) -> BuildError {
+/// Where a step node is, as its errors name it: `FILE:LINE:COLUMN` when the plan knows its
+/// source, else `line N`.
+pub(super) fn at(node: &Node) -> String {
+    node.location
+        .clone()
+        .unwrap_or_else(|| format!("line {}", line_of(node)))
+}
+
+/// A step failure naming where the step is and its label.
+pub(super) fn step_err(node: &Node, source: StepError) -> BuildError {
     BuildError::Step {
-        line,
-        label: label.to_string(),
+        line: line_of(node),
+        at: at(node),
+        label: node.label.clone(),
         source: Box::new(source),
     }
 }

@@ -1,10 +1,11 @@
 //! `RUN`: the command in the sandbox over the stage's filesystem; its changes are the layer.
+//! A program of another architecture that no emulator runs is refused first ([`binfmt`]).
 
 use super::StepInput;
 use crate::error::{BuildError, Result};
 use crate::events::BuildEvent;
 use crate::rootfs::WorkRoot;
-use crate::sandbox::{RunCommand, RunSpec, DEFAULT_PATH};
+use crate::sandbox::{binfmt, RunCommand, RunSpec, DEFAULT_PATH};
 use crate::state::ImageState;
 use chasi_compiler::check::{Command, Run};
 use chasi_layers::LayerInfo;
@@ -29,6 +30,14 @@ pub(super) fn execute(
         env: environment(state, run),
         network: session.opts.network,
     };
+    binfmt::check(
+        &spec.lower,
+        &spec.command,
+        &spec.env,
+        input.platform,
+        &binfmt::binfmt_dir(),
+    )
+    .map_err(|e| input.err(e))?;
     let report = |bytes: u64| input.report(bytes);
     let result = crate::run::run_step(store, &spec, session.opts.source_date_epoch, Some(&report))?;
     let text = crate::events::printable(&result.output);
@@ -41,11 +50,15 @@ pub(super) fn execute(
     if result.exit_code != 0 {
         return Err(BuildError::RunFailed {
             line: super::line_of(input.node),
+            at: super::at(input.node),
             command: match &run.command {
                 Command::Shell(s) => s.clone(),
                 Command::Exec(a) => serde_json::to_string(a).unwrap_or_default(),
             },
             exit_code: result.exit_code,
+            hint: binfmt::exec_format_hint(input.platform, &result.output)
+                .map(|h| format!("; {h}"))
+                .unwrap_or_default(),
             output: text,
         });
     }
