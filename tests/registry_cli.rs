@@ -1,0 +1,669 @@
+//! `chasi push` and `chasi pull` against a real `docker-registry` (Debian's build of the CNCF
+//! distribution registry) that each test starts on a free 127.0.0.1 port with its own storage
+//! and stops: skopeo reads what we push and we read what skopeo pushes, with the same digests;
+//! a second push uploads nothing; multi-platform indexes; htpasswd basic auth; TLS with a CA
+//! made here; a registry killed in the middle of a push; a blob corrupted in the registry's
+//! storage.
+
+mod common;
+
+use common::{fails, need, ok, run, sh, write_files};
+use std::fs;
+use std::io::Read;
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// A `docker-registry serve` child; stopped when dropped.
+struct Registry {
+    child: Option<Child>,
+    port: u16,
+    dir: PathBuf,
+    log: PathBuf,
+    tls: Option<(PathBuf, PathBuf)>,
+    htpasswd: Option<PathBuf>,
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free loopback port")
+}
+
+impl Registry {
+    fn start(dir: &Path) -> Registry {
+        Self::with(dir, None, None)
+    }
+
+    fn with(dir: &Path, tls: Option<(PathBuf, PathBuf)>, htpasswd: Option<PathBuf>) -> Registry {
+        need("docker-registry", "docker-registry");
+        fs::create_dir_all(dir).unwrap();
+        let mut r = Registry {
+            child: None,
+            port: free_port(),
+            dir: dir.to_path_buf(),
+            log: dir.join("registry.log"),
+            tls,
+            htpasswd,
+        };
+        r.restart();
+        r
+    }
+
+    fn addr(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+
+    /// Starts (again) on the same port and storage.
+    fn restart(&mut self) {
+        let storage = self.dir.join("storage");
+        let mut yaml = format!(
+            "version: 0.1\nlog:\n  level: info\n  formatter: text\nstorage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\nhttp:\n  addr: {}\n  secret: chasi-test\n",
+            storage.display(),
+            self.addr()
+        );
+        if let Some((cert, key)) = &self.tls {
+            yaml += &format!(
+                "  tls:\n    certificate: {}\n    key: {}\n",
+                cert.display(),
+                key.display()
+            );
+        }
+        if let Some(h) = &self.htpasswd {
+            yaml += &format!(
+                "auth:\n  htpasswd:\n    realm: chasi-test\n    path: {}\n",
+                h.display()
+            );
+        }
+        let config = self.dir.join("config.yml");
+        fs::write(&config, yaml).unwrap();
+        let log = fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log)
+            .unwrap();
+        let child = Command::new("docker-registry")
+            .arg("serve")
+            .arg(&config)
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .expect("start docker-registry");
+        self.child = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while TcpStream::connect(self.addr()).is_err() {
+            assert!(
+                Instant::now() < deadline,
+                "docker-registry did not listen on {}:\n{}",
+                self.addr(),
+                self.log_text()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    fn stop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    fn log_text(&self) -> String {
+        fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// How many requests of `method` on a path containing `path` the registry logged.
+    fn requests(&self, method: &str, path: &str) -> usize {
+        self.log_text()
+            .lines()
+            .filter(|l| l.contains(&format!("http.request.method={method} ")))
+            .filter(|l| l.contains("response completed"))
+            .filter(|l| {
+                l.split("http.request.uri=")
+                    .nth(1)
+                    .and_then(|u| u.trim_start_matches('"').split([' ', '"']).next())
+                    .is_some_and(|u| u.contains(path))
+            })
+            .count()
+    }
+}
+
+impl Drop for Registry {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// Builds `FROM scratch` + the files as `tag` (for each platform given).
+fn build(store: &Path, ctx: &Path, tag: &str, files: &[(&str, &str)], platforms: Option<&str>) {
+    let mut all = files.to_vec();
+    all.push(("Kubefile", "FROM scratch\nCOPY rootfs/ /\n"));
+    write_files(ctx, &all);
+    let mut args = vec!["build", "--progress", "plain", "-t", tag];
+    if let Some(p) = platforms {
+        args.extend(["--platform", p]);
+    }
+    args.push(ctx.to_str().unwrap());
+    ok(store, &args);
+}
+
+fn small_image(t: &Path, store: &Path, tag: &str) {
+    build(
+        store,
+        &t.join(format!("ctx-{}", tag.replace([':', '/'], "-"))),
+        tag,
+        &[
+            ("rootfs/etc/app.conf", "answer = 42\n"),
+            ("rootfs/usr/share/doc/readme", "a small image\n"),
+        ],
+        None,
+    );
+}
+
+fn digest_of(store: &Path, image: &str) -> String {
+    common::inspect(store, image)["digest"]
+        .as_str()
+        .unwrap()
+        .to_string()
+}
+
+fn skopeo_inspect(args: &[&str], image: &str) -> serde_json::Value {
+    let out = sh(Command::new("skopeo")
+        .arg("inspect")
+        .args(args)
+        .arg(format!("docker://{image}")));
+    serde_json::from_str(&out).unwrap()
+}
+
+fn json(stdout: &str) -> serde_json::Value {
+    serde_json::from_str(stdout).unwrap_or_else(|e| panic!("not JSON ({e}): {stdout}"))
+}
+
+#[test]
+fn what_we_push_skopeo_reads_with_our_digests_and_a_second_push_uploads_nothing() {
+    need("skopeo", "skopeo");
+    let t = tempfile::tempdir().unwrap();
+    let store = t.path().join("store");
+    small_image(t.path(), &store, "app:1");
+    let digest = digest_of(&store, "app:1");
+    let reg = Registry::start(&t.path().join("reg"));
+    let target = format!("{}/ns/app:1", reg.addr());
+
+    let first = json(&ok(&store, &["push", "app:1", &target, "--format", "json"]));
+    assert_eq!(first["digest"], digest.as_str());
+    let blobs = common::inspect(&store, "app:1")["images"][0]["layers"]
+        .as_array()
+        .unwrap()
+        .len()
+        + 1;
+    assert_eq!(
+        first["blobs_uploaded"], blobs,
+        "the config and the layers: {first}"
+    );
+    let uploads = reg.requests("POST", "/blobs/uploads/");
+    assert_eq!(uploads, blobs, "{}", reg.log_text());
+
+    let seen = skopeo_inspect(&["--tls-verify=false"], &target);
+    assert_eq!(seen["Digest"], digest.as_str());
+    let ours = common::inspect(&store, "app:1");
+    let layers: Vec<&str> = ours["images"][0]["layers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| l["digest"].as_str().unwrap())
+        .collect();
+    let theirs: Vec<&str> = seen["Layers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| l.as_str().unwrap())
+        .collect();
+    assert_eq!(layers, theirs, "layers keep the store's (zstd) digests");
+
+    // skopeo copies it back out byte for byte.
+    let layout = t.path().join("copied");
+    sh(Command::new("skopeo").args([
+        "copy",
+        "--src-tls-verify=false",
+        &format!("docker://{target}"),
+        &format!("oci:{}:copied", layout.display()),
+    ]));
+    let index: serde_json::Value =
+        serde_json::from_str(&fs::read_to_string(layout.join("index.json")).unwrap()).unwrap();
+    assert_eq!(index["manifests"][0]["digest"], digest.as_str());
+
+    // The second push only asks (HEAD): no upload is opened.
+    let second = json(&ok(&store, &["push", "app:1", &target, "--format", "json"]));
+    assert_eq!(second["blobs_uploaded"], 0, "{second}");
+    assert_eq!(second["blobs_present"], blobs, "{second}");
+    assert_eq!(reg.requests("POST", "/blobs/uploads/"), uploads);
+    assert_eq!(reg.requests("HEAD", "/blobs/sha256:"), 2 * blobs);
+}
+
+#[test]
+fn what_skopeo_pushes_as_docker_schema2_we_pull_with_its_digests() {
+    need("skopeo", "skopeo");
+    let t = tempfile::tempdir().unwrap();
+    let store = t.path().join("store");
+    small_image(t.path(), &store, "app:1");
+    let layout = t.path().join("layout");
+    ok(
+        &store,
+        &[
+            "save",
+            "app:1",
+            "--format",
+            "oci",
+            "--compression",
+            "gzip",
+            "-o",
+            layout.to_str().unwrap(),
+        ],
+    );
+    let reg = Registry::start(&t.path().join("reg"));
+    let target = format!("{}/skopeo/app:v2", reg.addr());
+    sh(Command::new("skopeo").args([
+        "copy",
+        "--format",
+        "v2s2",
+        "--dest-tls-verify=false",
+        &format!("oci:{}", layout.display()),
+        &format!("docker://{target}"),
+    ]));
+    let raw: serde_json::Value = serde_json::from_str(&sh(Command::new("skopeo").args([
+        "inspect",
+        "--raw",
+        "--tls-verify=false",
+        &format!("docker://{target}"),
+    ])))
+    .unwrap();
+    assert_eq!(
+        raw["mediaType"],
+        "application/vnd.docker.distribution.manifest.v2+json"
+    );
+    let want = skopeo_inspect(&["--tls-verify=false"], &target)["Digest"]
+        .as_str()
+        .unwrap()
+        .to_string();
+
+    let fresh = t.path().join("fresh");
+    let pulled = json(&ok(&fresh, &["pull", &target, "--format", "json"]));
+    assert_eq!(pulled["digest"], want.as_str());
+    assert_eq!(pulled["tag"], target.as_str());
+    let got = common::inspect(&fresh, &target);
+    let orig = common::inspect(&store, "app:1");
+    let diff_ids = |v: &serde_json::Value| v["images"][0]["config"]["rootfs"]["diff_ids"].clone();
+    assert_eq!(diff_ids(&got), diff_ids(&orig), "same layer contents");
+    assert_eq!(
+        got["images"][0]["layers"][0]["mediaType"],
+        "application/vnd.docker.image.rootfs.diff.tar.gzip"
+    );
+
+    // Pulled again: nothing is downloaded (the root is in the store already).
+    let gets = reg.requests("GET", "/blobs/sha256:");
+    let again = json(&ok(
+        &fresh,
+        &["pull", &target, "--tag", "copy:1", "--format", "json"],
+    ));
+    assert_eq!(again["blobs_stored"], 0, "{again}");
+    assert_eq!(reg.requests("GET", "/blobs/sha256:"), gets);
+    assert_eq!(digest_of(&fresh, "copy:1"), want);
+
+    let missing = fails(
+        &fresh,
+        &["pull", &format!("{}/skopeo/app:nope", reg.addr())],
+    );
+    assert!(
+        missing.contains("not found") && missing.contains("nope"),
+        "{missing}"
+    );
+}
+
+#[test]
+fn a_multi_platform_index_round_trips_and_mounts_blobs_between_repositories() {
+    need("skopeo", "skopeo");
+    let t = tempfile::tempdir().unwrap();
+    let store = t.path().join("store");
+    build(
+        &store,
+        &t.path().join("ctx"),
+        "multi:1",
+        &[("rootfs/etc/os-release", "NAME=multi\n")],
+        Some("linux/amd64,linux/arm64"),
+    );
+    let digest = digest_of(&store, "multi:1");
+    let reg = Registry::start(&t.path().join("reg"));
+    let target = format!("{}/ns/multi:1", reg.addr());
+    let pushed = json(&ok(
+        &store,
+        &["push", "multi:1", &target, "--format", "json"],
+    ));
+    assert_eq!(
+        pushed["manifests"], 3,
+        "two manifests and the index: {pushed}"
+    );
+
+    let raw: serde_json::Value = serde_json::from_str(&sh(Command::new("skopeo").args([
+        "inspect",
+        "--raw",
+        "--tls-verify=false",
+        &format!("docker://{target}"),
+    ])))
+    .unwrap();
+    assert_eq!(raw["manifests"].as_array().unwrap().len(), 2);
+    for arch in ["amd64", "arm64"] {
+        let one = skopeo_inspect(&["--tls-verify=false", "--override-arch", arch], &target);
+        assert_eq!(one["Architecture"], arch);
+    }
+
+    let fresh = t.path().join("fresh");
+    let pulled = json(&ok(&fresh, &["pull", &target, "--format", "json"]));
+    assert_eq!(pulled["digest"], digest.as_str());
+    let listed = json(&ok(&fresh, &["images", "--format", "json"]));
+    assert_eq!(
+        listed[0]["platforms"],
+        serde_json::json!(["linux/amd64", "linux/arm64"])
+    );
+
+    // The store knows the image came from ns/multi: pushing it to another repository of the
+    // same registry mounts its blobs instead of uploading them.
+    let copy = format!("{}/other/multi:1", reg.addr());
+    let mounted = json(&ok(&fresh, &["push", &target, &copy, "--format", "json"]));
+    assert_eq!(mounted["blobs_uploaded"], 0, "{mounted}");
+    assert!(mounted["blobs_mounted"].as_u64().unwrap() >= 3, "{mounted}");
+    assert_eq!(
+        skopeo_inspect(&["--tls-verify=false", "--raw"], &copy)["manifests"]
+            .as_array()
+            .map(Vec::len),
+        Some(2)
+    );
+}
+
+#[test]
+fn basic_auth_needs_credentials_from_the_flag_or_an_auth_file() {
+    need("htpasswd", "apache2-utils");
+    let t = tempfile::tempdir().unwrap();
+    let store = t.path().join("store");
+    small_image(t.path(), &store, "app:1");
+    let htpasswd = t.path().join("htpasswd");
+    let entry = sh(Command::new("htpasswd").args(["-Bbn", "alice", "wonder land"]));
+    fs::write(&htpasswd, entry).unwrap();
+    let reg = Registry::with(&t.path().join("reg"), None, Some(htpasswd));
+    let target = format!("{}/private/app:1", reg.addr());
+    let home = t.path().join("home");
+    fs::create_dir_all(&home).unwrap();
+    let chasi = |args: &[&str], envs: &[(&str, &Path)]| {
+        let mut c = common::chasi();
+        c.arg("--store").arg(&store).args(args).env("HOME", &home);
+        c.env_remove("REGISTRY_AUTH_FILE")
+            .env_remove("DOCKER_CONFIG");
+        for (k, v) in envs {
+            c.env(k, v);
+        }
+        c.output().unwrap()
+    };
+
+    let out = chasi(&["push", "app:1", &target], &[]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("401") && err.contains("no credentials") && err.contains(&target),
+        "{err}"
+    );
+    let out = chasi(&["push", "app:1", &target, "--creds", "alice:wrong"], &[]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("401") && err.contains("--creds"), "{err}");
+
+    let out = chasi(
+        &["push", "app:1", &target, "--creds", "alice:wonder land"],
+        &[],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    // The auth file docker and podman write: base64 of USER:PASS.
+    let auth = t.path().join("auth.json");
+    fs::write(
+        &auth,
+        format!(
+            r#"{{"auths":{{"{}":{{"auth":"YWxpY2U6d29uZGVyIGxhbmQ="}}}}}}"#,
+            reg.addr()
+        ),
+    )
+    .unwrap();
+    let out = chasi(
+        &["pull", &target, "--tag", "back:1"],
+        &[("REGISTRY_AUTH_FILE", &auth)],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // And ~/.docker/config.json.
+    fs::create_dir_all(home.join(".docker")).unwrap();
+    fs::copy(&auth, home.join(".docker/config.json")).unwrap();
+    let out = chasi(&["pull", &target, "--tag", "back:2"], &[]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(digest_of(&store, "back:2"), digest_of(&store, "app:1"));
+}
+
+/// A CA and a certificate for 127.0.0.1 it signed, made with openssl.
+fn make_tls(dir: &Path) -> (PathBuf, PathBuf, PathBuf) {
+    need("openssl", "openssl");
+    fs::create_dir_all(dir).unwrap();
+    let p = |n: &str| dir.join(n).to_str().unwrap().to_string();
+    sh(Command::new("openssl").args([
+        "req",
+        "-x509",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-days",
+        "2",
+        "-subj",
+        "/CN=chasi test CA",
+        "-keyout",
+        &p("ca.key"),
+        "-out",
+        &p("ca.pem"),
+    ]));
+    sh(Command::new("openssl").args([
+        "req",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-subj",
+        "/CN=127.0.0.1",
+        "-keyout",
+        &p("server.key"),
+        "-out",
+        &p("server.csr"),
+    ]));
+    fs::write(
+        dir.join("ext.cnf"),
+        "subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n",
+    )
+    .unwrap();
+    sh(Command::new("openssl").args([
+        "x509",
+        "-req",
+        "-in",
+        &p("server.csr"),
+        "-CA",
+        &p("ca.pem"),
+        "-CAkey",
+        &p("ca.key"),
+        "-CAcreateserial",
+        "-days",
+        "2",
+        "-extfile",
+        &p("ext.cnf"),
+        "-out",
+        &p("server.pem"),
+    ]));
+    (
+        dir.join("ca.pem"),
+        dir.join("server.pem"),
+        dir.join("server.key"),
+    )
+}
+
+#[test]
+fn tls_with_a_ca_file_or_without_verification() {
+    let t = tempfile::tempdir().unwrap();
+    let store = t.path().join("store");
+    small_image(t.path(), &store, "app:1");
+    let (ca, cert, key) = make_tls(&t.path().join("tls"));
+    let reg = Registry::with(&t.path().join("reg"), Some((cert, key)), None);
+    let target = format!("{}/tls/app:1", reg.addr());
+
+    let err = fails(&store, &["push", "app:1", &target]);
+    assert!(
+        err.contains("TLS certificate") && err.contains("--tls-ca"),
+        "{err}"
+    );
+    ok(
+        &store,
+        &["push", "app:1", &target, "--tls-ca", ca.to_str().unwrap()],
+    );
+    let fresh = t.path().join("fresh");
+    ok(&fresh, &["pull", &target, "--tls-verify=false"]);
+    assert_eq!(digest_of(&fresh, &target), digest_of(&store, "app:1"));
+    let bad = t.path().join("not-a-ca");
+    fs::write(&bad, "hello").unwrap();
+    let err = fails(
+        &store,
+        &["push", "app:1", &target, "--tls-ca", bad.to_str().unwrap()],
+    );
+    assert!(
+        err.contains("not-a-ca") && err.contains("no PEM certificate"),
+        "{err}"
+    );
+}
+
+/// Bytes that zstd cannot shrink, so the layer is as large as its file.
+fn noise(len: usize) -> String {
+    let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            char::from(b'!' + (x % 90) as u8)
+        })
+        .collect()
+}
+
+#[test]
+fn a_registry_killed_during_a_push_gives_a_clear_error_and_the_push_succeeds_after_restart() {
+    let t = tempfile::tempdir().unwrap();
+    let store = t.path().join("store");
+    let big = noise(48 << 20);
+    build(
+        &store,
+        &t.path().join("ctx"),
+        "big:1",
+        &[("rootfs/data/noise", big.as_str())],
+        None,
+    );
+    let mut reg = Registry::start(&t.path().join("reg"));
+    let target = format!("{}/ns/big:1", reg.addr());
+    let mut push = common::chasi()
+        .arg("--store")
+        .arg(&store)
+        .args(["push", "big:1", &target, "--retries", "3"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Killed once the upload is under way.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while reg.requests("PATCH", "/blobs/uploads/") == 0 {
+        assert!(
+            Instant::now() < deadline,
+            "no upload started:\n{}",
+            reg.log_text()
+        );
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    reg.stop();
+    let status = push.wait().unwrap();
+    let mut err = String::new();
+    push.stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut err)
+        .unwrap();
+    assert_eq!(status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("cannot reach the registry after 3 tries") && err.contains(&target),
+        "{err}"
+    );
+
+    reg.restart();
+    let out = run(&store, &["push", "big:1", &target, "--format", "json"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let fresh = t.path().join("fresh");
+    ok(&fresh, &["pull", &target]);
+    assert_eq!(digest_of(&fresh, &target), digest_of(&store, "big:1"));
+}
+
+#[test]
+fn a_blob_corrupted_in_the_registry_is_refused_with_both_digests_and_nothing_is_tagged() {
+    let t = tempfile::tempdir().unwrap();
+    let store = t.path().join("store");
+    build(
+        &store,
+        &t.path().join("ctx"),
+        "app:1",
+        &[("rootfs/data/noise", noise(200_000).as_str())],
+        None,
+    );
+    let reg = Registry::start(&t.path().join("reg"));
+    let target = format!("{}/ns/app:1", reg.addr());
+    ok(&store, &["push", "app:1", &target]);
+    let layer = common::inspect(&store, "app:1")["images"][0]["layers"][0]["digest"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let hex = layer.trim_start_matches("sha256:");
+    let data = reg
+        .dir
+        .join("storage/docker/registry/v2/blobs/sha256")
+        .join(&hex[..2])
+        .join(hex)
+        .join("data");
+    let mut bytes = fs::read(&data).unwrap();
+    let mid = bytes.len() / 2;
+    bytes[mid] ^= 0x20;
+    fs::write(&data, &bytes).unwrap();
+
+    let fresh = t.path().join("fresh");
+    let err = fails(&fresh, &["pull", &target]);
+    let actual = format!("sha256:{}", {
+        use sha2::Digest as _;
+        hex::encode(sha2::Sha256::digest(&bytes))
+    });
+    assert!(
+        err.contains(&layer) && err.contains(&actual) && err.contains("nothing was tagged"),
+        "{err}"
+    );
+    let listed = json(&ok(&fresh, &["images", "--format", "json"]));
+    assert_eq!(listed, serde_json::json!([]));
+}
