@@ -667,3 +667,182 @@ fn a_blob_corrupted_in_the_registry_is_refused_with_both_digests_and_nothing_is_
     let listed = json(&ok(&fresh, &["images", "--format", "json"]));
     assert_eq!(listed, serde_json::json!([]));
 }
+
+/// What [`Proxy`] does to the first response of a blob `GET` whose path holds its target.
+#[derive(Clone, Copy)]
+enum Mischief {
+    /// Closes the connection after this many bytes of the body.
+    Cut(usize),
+    /// Flips a bit of the body byte at this offset.
+    Flip(usize),
+}
+
+/// A one-request-per-connection HTTP proxy on 127.0.0.1 in front of the registry; it logs
+/// each request line (with its `Range` header) and misbehaves once on the target blob.
+struct Proxy {
+    port: u16,
+    seen: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+}
+
+impl Proxy {
+    fn start(upstream: u16, target: String, mischief: Mischief) -> Proxy {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let log = seen.clone();
+        std::thread::spawn(move || {
+            let mut done = false;
+            for conn in listener.incoming() {
+                let Ok(client) = conn else { return };
+                let hit = Self::relay(client, upstream, &target, (!done).then_some(mischief), &log);
+                done |= hit;
+            }
+        });
+        Proxy { port, seen }
+    }
+
+    /// Relays one request; `true` when it misbehaved.
+    fn relay(
+        mut client: TcpStream,
+        upstream: u16,
+        target: &str,
+        mischief: Option<Mischief>,
+        log: &std::sync::Mutex<Vec<String>>,
+    ) -> bool {
+        use std::io::Write;
+        let mut head = Vec::new();
+        let mut byte = [0u8; 1];
+        // Plain HTTP only: a TLS hello (the HTTPS probe) is answered by closing, as an HTTP
+        // server answers it with an error.
+        if client.peek(&mut byte).is_err() || byte[0] == 0x16 {
+            return false;
+        }
+        while !head.ends_with(b"\r\n\r\n") {
+            match client.read(&mut byte) {
+                Ok(1) => head.push(byte[0]),
+                _ => return false,
+            }
+        }
+        let text = String::from_utf8_lossy(&head).into_owned();
+        let mut lines = text.split("\r\n");
+        let request = lines.next().unwrap_or_default().to_string();
+        let mut length = 0usize;
+        let mut range = String::new();
+        let mut forwarded = format!("{request}\r\n");
+        for l in lines.filter(|l| !l.is_empty()) {
+            let lower = l.to_ascii_lowercase();
+            if let Some(v) = lower.strip_prefix("content-length:") {
+                length = v.trim().parse().unwrap_or(0);
+            }
+            if lower.starts_with("range:") {
+                range = l.to_string();
+            }
+            if !lower.starts_with("connection:") {
+                forwarded += &format!("{l}\r\n");
+            }
+        }
+        forwarded += "Connection: close\r\n\r\n";
+        let mut body = vec![0u8; length];
+        if client.read_exact(&mut body).is_err() {
+            return false;
+        }
+        log.lock().unwrap().push(format!("{request} {range}"));
+        let Ok(mut up) = TcpStream::connect(("127.0.0.1", upstream)) else {
+            return false;
+        };
+        if up
+            .write_all(forwarded.as_bytes())
+            .and_then(|_| up.write_all(&body))
+            .is_err()
+        {
+            return false;
+        }
+        let mut response = Vec::new();
+        let _ = up.read_to_end(&mut response);
+        let hit = request.starts_with("GET ") && request.contains(target);
+        let body_at = response
+            .windows(4)
+            .position(|w| w == b"\r\n\r\n")
+            .map_or(response.len(), |p| p + 4);
+        let out = match mischief.filter(|_| hit) {
+            Some(Mischief::Cut(n)) => &response[..(body_at + n).min(response.len())],
+            Some(Mischief::Flip(at)) => {
+                if let Some(b) = response.get_mut(body_at + at) {
+                    *b ^= 0x01;
+                }
+                &response[..]
+            }
+            None => &response[..],
+        };
+        let _ = client.write_all(out);
+        let _ = client.shutdown(std::net::Shutdown::Both);
+        hit && mischief.is_some()
+    }
+
+    fn requests(&self) -> Vec<String> {
+        self.seen.lock().unwrap().clone()
+    }
+}
+
+/// Pushes an image of one incompressible layer; returns the registry, the store, the layer's
+/// digest and its size.
+fn pushed_noise(t: &Path) -> (Registry, PathBuf, String) {
+    let store = t.join("store");
+    build(
+        &store,
+        &t.join("ctx"),
+        "app:1",
+        &[("rootfs/data/noise", noise(3 << 20).as_str())],
+        None,
+    );
+    let reg = Registry::start(&t.join("reg"));
+    ok(
+        &store,
+        &["push", "app:1", &format!("{}/ns/app:1", reg.addr())],
+    );
+    let layer = common::inspect(&store, "app:1")["images"][0]["layers"][0]["digest"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    (reg, store, layer)
+}
+
+#[test]
+fn a_download_cut_off_resumes_with_a_range_request_and_verifies() {
+    let t = tempfile::tempdir().unwrap();
+    let (reg, store, layer) = pushed_noise(t.path());
+    let proxy = Proxy::start(reg.port, layer.clone(), Mischief::Cut(1 << 20));
+    let via = format!("127.0.0.1:{}/ns/app:1", proxy.port);
+    let fresh = t.path().join("fresh");
+    let pulled = json(&ok(&fresh, &["pull", &via, "--format", "json"]));
+    assert_eq!(
+        pulled["digest"].as_str(),
+        Some(digest_of(&store, "app:1").as_str())
+    );
+    let gets: Vec<String> = proxy
+        .requests()
+        .into_iter()
+        .filter(|r| r.starts_with("GET ") && r.contains(&layer))
+        .collect();
+    assert_eq!(gets.len(), 2, "{gets:?}");
+    assert!(gets[1].contains("bytes=1048576-"), "{gets:?}");
+}
+
+#[test]
+fn a_blob_a_proxy_corrupts_is_refused_with_both_digests_and_nothing_is_tagged() {
+    let t = tempfile::tempdir().unwrap();
+    let (reg, _store, layer) = pushed_noise(t.path());
+    let proxy = Proxy::start(reg.port, layer.clone(), Mischief::Flip(2 << 20));
+    let via = format!("127.0.0.1:{}/ns/app:1", proxy.port);
+    let fresh = t.path().join("fresh");
+    let err = fails(&fresh, &["pull", &via]);
+    assert!(
+        err.contains(&format!("blob {layer} downloaded as sha256:"))
+            && err.contains("nothing was tagged"),
+        "{err}"
+    );
+    assert_eq!(
+        json(&ok(&fresh, &["images", "--format", "json"])),
+        serde_json::json!([])
+    );
+}

@@ -238,7 +238,12 @@ fn read_ca(path: &PathBuf) -> Result<Certificate> {
     })
 }
 
-fn build_client(opts: &Options, protocol: ClientProtocol) -> Result<Client> {
+/// How long a connection (TCP and TLS handshakes) may take; the HTTPS probe of a registry
+/// that may be plain HTTP waits less, so a server that ignores a TLS hello costs little.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
+const PROBE_TIMEOUT: Duration = Duration::from_secs(5);
+
+fn build_client(opts: &Options, protocol: ClientProtocol, connect: Duration) -> Result<Client> {
     // reqwest is built without a default crypto provider: ring, which the workspace already
     // uses. Installing fails only when a provider is installed already, which is as good.
     let _ = rustls::crypto::ring::default_provider().install_default();
@@ -250,7 +255,7 @@ fn build_client(opts: &Options, protocol: ClientProtocol) -> Result<Client> {
         protocol,
         accept_invalid_certificates: !opts.tls_verify,
         extra_root_certificates,
-        connect_timeout: Some(Duration::from_secs(30)),
+        connect_timeout: Some(connect),
         read_timeout: Some(Duration::from_secs(300)),
         platform_resolver: None,
         ..ClientConfig::default()
@@ -273,15 +278,17 @@ impl Session {
                 .insecure_registries
                 .iter()
                 .any(|r| r.eq_ignore_ascii_case(&registry));
-        let mut client = build_client(opts, ClientProtocol::Https)?;
-        if insecure
-            && !speaks_tls(&rt, &client, &parsed).map_err(|reason| tls_error(reference, reason))?
-        {
-            client = build_client(
-                opts,
-                ClientProtocol::HttpsExcept(vec![parsed.resolve_registry().to_string()]),
-            )?;
-        }
+        let protocol = if insecure {
+            let probe = build_client(opts, ClientProtocol::Https, PROBE_TIMEOUT)?;
+            if speaks_tls(&rt, &probe, &parsed).map_err(|reason| tls_error(reference, reason))? {
+                ClientProtocol::Https
+            } else {
+                ClientProtocol::HttpsExcept(vec![parsed.resolve_registry().to_string()])
+            }
+        } else {
+            ClientProtocol::Https
+        };
+        let client = build_client(opts, protocol, CONNECT_TIMEOUT)?;
         let session = Session {
             rt,
             client,

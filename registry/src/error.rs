@@ -39,7 +39,7 @@ pub enum RegistryError {
         what: String,
     },
     /// The registry kept answering 429 Too Many Requests.
-    #[error("{reference}: the registry answered 429 too many requests {attempts} times; try again later")]
+    #[error("{reference}: the registry answered 429 too many requests {attempts} {}; try again later", if *attempts == 1 { "time" } else { "times" })]
     TooManyRequests {
         /// The reference.
         reference: String,
@@ -47,7 +47,7 @@ pub enum RegistryError {
         attempts: u32,
     },
     /// The registry could not be reached (connection refused, reset, timed out), after retries.
-    #[error("{reference}: cannot reach the registry after {attempts} tries")]
+    #[error("{reference}: cannot reach the registry after {attempts} {}", if *attempts == 1 { "try" } else { "tries" })]
     Unreachable {
         /// The reference.
         reference: String,
