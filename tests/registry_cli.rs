@@ -846,3 +846,92 @@ fn a_blob_a_proxy_corrupts_is_refused_with_both_digests_and_nothing_is_tagged() 
         serde_json::json!([])
     );
 }
+
+#[test]
+fn from_a_registry_is_pulled_once_pinned_by_digest_and_offline_names_what_is_missing() {
+    let t = tempfile::tempdir().unwrap();
+    let origin = t.path().join("origin");
+    small_image(t.path(), &origin, "base:1");
+    let base = digest_of(&origin, "base:1");
+    let mut reg = Registry::start(&t.path().join("reg"));
+    let by_tag = format!("{}/ns/base:1", reg.addr());
+    let by_digest = format!("{}/ns/base@{base}", reg.addr());
+    ok(&origin, &["push", "base:1", &by_tag]);
+
+    let ctx = |name: &str, from: &str| {
+        let dir = t.path().join(name);
+        write_files(
+            &dir,
+            &[
+                ("Kubefile", &format!("FROM {from}\nCOPY app.txt /app.txt\n")),
+                ("app.txt", "on top\n"),
+            ],
+        );
+        dir.to_str().unwrap().to_string()
+    };
+    let build_top = |store: &Path, dir: &str, extra: &[&str]| {
+        let mut args = vec!["build", "--progress", "plain", "-t", "top:1"];
+        args.extend_from_slice(extra);
+        args.push(dir);
+        run(store, &args)
+    };
+    let tagged = ctx("ctx-tag", &by_tag);
+    let store = t.path().join("builder");
+    let out = build_top(&store, &tagged, &[]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        digest_of(&store, &by_tag),
+        base,
+        "pulled and tagged by its reference"
+    );
+    let top = digest_of(&store, "top:1");
+
+    // Pulled once: with the registry down the build uses the store (and its cache).
+    reg.stop();
+    let out = build_top(&store, &tagged, &[]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(digest_of(&store, "top:1"), top);
+
+    // Offline in an empty store: the missing reference is named.
+    let empty = t.path().join("empty");
+    let out = build_top(&empty, &tagged, &["--offline"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains(&by_tag) && err.contains("offline"), "{err}");
+
+    // By digest, in a fresh store: the same image, the same result.
+    reg.restart();
+    let pinned = ctx("ctx-digest", &by_digest);
+    let other = t.path().join("other");
+    let out = build_top(&other, &pinned, &[]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(digest_of(&other, "top:1"), top);
+
+    // The tag moves (a new base pulled under it): the cache key follows the digest.
+    build(
+        &origin,
+        &t.path().join("ctx-base2"),
+        "base:2",
+        &[("rootfs/etc/app.conf", "answer = 43\n")],
+        None,
+    );
+    assert_ne!(digest_of(&origin, "base:2"), base);
+    ok(&origin, &["push", "base:2", &by_tag]);
+    ok(&store, &["pull", &by_tag]);
+    let out = build_top(&store, &tagged, &[]);
+    let text = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{text}");
+    assert_ne!(digest_of(&store, "top:1"), top, "{text}");
+}

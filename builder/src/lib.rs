@@ -7,7 +7,8 @@
 //! - [`exec`] executes a [`chasi_compiler::plan::Plan`], which carries every step it needs;
 //!   [`kubefile`] is the whole Kubefile → image sequence in one call.
 //! - [`sandbox`] runs `RUN` commands in namespaces over an overlay; the upper dir is the diff.
-//! - [`fetch`] brings remote `APP`/`ADD` sources into the store, revalidated by `ETag`.
+//! - [`fetch`] brings remote `APP`/`ADD` sources into the store, revalidated by `ETag`;
+//!   [`pull`] brings `FROM` images of a registry into it, once.
 //! - [`events`] is how the executor reports progress; it never prints.
 
 pub mod archive;
@@ -19,6 +20,7 @@ pub mod exec;
 pub mod fetch;
 pub mod filecache;
 pub mod kubefile;
+pub mod pull;
 pub mod rootfs;
 pub mod run;
 pub mod sandbox;

@@ -8,9 +8,9 @@ use clap::Args;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-/// How to reach the registry (shared by push and pull).
+/// How to reach the registry (shared by push, pull and build's `FROM HOST/NAME:TAG`).
 #[derive(Debug, Args)]
-struct RegistryArgs {
+pub struct RegistryArgs {
     /// Credentials USER:PASSWORD (default: $REGISTRY_AUTH_FILE, then ~/.docker/config.json).
     #[arg(
         long,
@@ -35,13 +35,14 @@ struct RegistryArgs {
 }
 
 impl RegistryArgs {
-    fn options(self) -> Options {
+    /// The library's options, with the auth files of the environment.
+    pub fn options(&self) -> Options {
         Options {
-            creds: self.creds,
+            creds: self.creds.clone(),
             auth_files: AuthFiles::from_env(),
-            tls_ca: self.tls_ca,
+            tls_ca: self.tls_ca.clone(),
             tls_verify: self.tls_verify,
-            insecure_registries: self.insecure_registry,
+            insecure_registries: self.insecure_registry.clone(),
             retry: Retry {
                 attempts: self.retries.max(1),
                 ..Retry::default()

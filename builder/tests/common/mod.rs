@@ -17,6 +17,7 @@ pub fn options(context: &Path, tag: &str) -> BuildOptions {
         network: Network::None,
         source_date_epoch: 0,
         offline: true,
+        registry: chasi_registry::Options::default(),
         compression: ManifestCompression::Zstd,
         work_dir: None,
     }
