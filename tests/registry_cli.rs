@@ -116,6 +116,15 @@ impl Registry {
         fs::read_to_string(&self.log).unwrap_or_default()
     }
 
+    /// How many times the registry was asked `GET /v2/` (the version check, which also
+    /// tells a client how to authenticate).
+    fn pings(&self) -> usize {
+        self.log_text()
+            .lines()
+            .filter(|l| l.contains("response completed") && l.contains("http.request.uri=/v2/ "))
+            .count()
+    }
+
     /// How many requests of `method` on a path containing `path` the registry logged.
     fn requests(&self, method: &str, path: &str) -> usize {
         self.log_text()
@@ -206,6 +215,9 @@ fn what_we_push_skopeo_reads_with_our_digests_and_a_second_push_uploads_nothing(
     );
     let uploads = reg.requests("POST", "/blobs/uploads/");
     assert_eq!(uploads, blobs, "{}", reg.log_text());
+    // The registry asks for no credentials: it is asked how to authenticate once, not before
+    // every request.
+    assert_eq!(reg.pings(), 1, "{}", reg.log_text());
 
     let seen = skopeo_inspect(&["--tls-verify=false"], &target);
     assert_eq!(seen["Digest"], digest.as_str());
@@ -305,6 +317,7 @@ fn what_skopeo_pushes_as_docker_schema2_we_pull_with_its_digests() {
 
     // Pulled again: nothing is downloaded (the root is in the store already).
     let gets = reg.requests("GET", "/blobs/sha256:");
+    let pings = reg.pings();
     let again = json(&ok(
         &fresh,
         &["pull", &target, "--tag", "copy:1", "--format", "json"],
@@ -312,6 +325,8 @@ fn what_skopeo_pushes_as_docker_schema2_we_pull_with_its_digests() {
     assert_eq!(again["blobs_stored"], 0, "{again}");
     assert_eq!(reg.requests("GET", "/blobs/sha256:"), gets);
     assert_eq!(digest_of(&fresh, "copy:1"), want);
+    // The version check, then once more for the manifest client (oci-client's rule).
+    assert!(reg.pings() - pings <= 2, "{}", reg.log_text());
 
     let missing = fails(
         &fresh,

@@ -15,6 +15,7 @@ use crate::auth::{credentials, AuthFiles, Credentials};
 use crate::error::{RegistryError, Result};
 use oci_client::client::{Certificate, CertificateEncoding, ClientConfig, ClientProtocol};
 use oci_client::errors::{OciDistributionError, OciErrorCode};
+use oci_client::secrets::RegistryAuth;
 use oci_client::{Client, Reference, RegistryOperation};
 use std::future::Future;
 use std::path::PathBuf;
@@ -106,6 +107,10 @@ pub fn is_loopback(registry: &str) -> bool {
 pub struct Session {
     rt: tokio::runtime::Runtime,
     client: Client,
+    /// The client manifests are pulled with, when it must not be `client`: `oci-client` stores
+    /// the credentials given to a manifest pull, and with credentials stored but no token to
+    /// cache (a registry that asks for none) it asks `GET /v2/` again before every request.
+    manifests: Option<Client>,
     /// The reference operated on.
     pub reference: Reference,
     /// The reference as the user wrote it (for messages).
@@ -288,17 +293,42 @@ impl Session {
         } else {
             ClientProtocol::Https
         };
-        let client = build_client(opts, protocol, CONNECT_TIMEOUT)?;
-        let session = Session {
+        let client = build_client(opts, protocol.clone(), CONNECT_TIMEOUT)?;
+        let mut session = Session {
             rt,
             client,
+            manifests: None,
             reference: parsed,
             shown: reference.to_string(),
             credentials,
             retry: opts.retry,
         };
-        session.authenticate(op)?;
+        if session.asks_for_nothing(opts, &protocol, op)? {
+            session.manifests = Some(build_client(opts, protocol, CONNECT_TIMEOUT)?);
+        } else {
+            session.authenticate(op)?;
+        }
         Ok(session)
+    }
+
+    /// Whether the session is anonymous and the registry issues no token challenge: then no
+    /// credentials are stored in the client (asked on a throwaway client, which stores them).
+    fn asks_for_nothing(
+        &self,
+        opts: &Options,
+        protocol: &ClientProtocol,
+        op: RegistryOperation,
+    ) -> Result<bool> {
+        if !matches!(self.credentials.auth, RegistryAuth::Anonymous) {
+            return Ok(false);
+        }
+        let probe = build_client(opts, protocol.clone(), CONNECT_TIMEOUT)?;
+        self.retry("authenticate to", "the registry", || {
+            self.rt
+                .block_on(probe.auth(&self.reference, &RegistryAuth::Anonymous, op))
+                .map(|token| token.is_none())
+                .map_err(Failure::from)
+        })
     }
 
     fn authenticate(&self, op: RegistryOperation) -> Result<()> {
@@ -325,8 +355,13 @@ impl Session {
         &self.client
     }
 
+    /// The client to pull manifests with.
+    pub(crate) fn manifest_client(&self) -> &Client {
+        self.manifests.as_ref().unwrap_or(&self.client)
+    }
+
     /// The credentials in use.
-    pub(crate) fn auth(&self) -> &oci_client::secrets::RegistryAuth {
+    pub(crate) fn auth(&self) -> &RegistryAuth {
         &self.credentials.auth
     }
 
@@ -437,11 +472,8 @@ fn speaks_tls(
     client: &Client,
     reference: &Reference,
 ) -> std::result::Result<bool, String> {
-    let probe = rt.block_on(client.auth(
-        reference,
-        &oci_client::secrets::RegistryAuth::Anonymous,
-        RegistryOperation::Pull,
-    ));
+    let probe =
+        rt.block_on(client.auth(reference, &RegistryAuth::Anonymous, RegistryOperation::Pull));
     match probe {
         Ok(_) => Ok(true),
         Err(e) => match certificate_problem(&e) {

@@ -1,6 +1,6 @@
 //! `chasi-registry`: images between the store and an OCI distribution registry.
 //!
-//! `chasi push` and `chasi pull` (and, later, `FROM registry/…`) need the distribution API:
+//! `chasi push`, `chasi pull` and the builder's `FROM HOST/NAME:TAG` need the distribution API:
 //! auth challenges and bearer tokens, chunked uploads, manifests by tag and by digest. That
 //! protocol is `oci-client`'s; this crate wraps its async API behind a blocking one
 //! ([`client::Session`], a current-thread tokio runtime), and connects it to the store through

@@ -108,8 +108,11 @@ impl Session {
             ),
         };
         self.retry("pull", &what, || {
-            self.block_on(self.client().pull_manifest_raw(target, self.auth(), ACCEPT))
-                .map_err(Failure::from)
+            self.block_on(
+                self.manifest_client()
+                    .pull_manifest_raw(target, self.auth(), ACCEPT),
+            )
+            .map_err(Failure::from)
         })
     }
 
