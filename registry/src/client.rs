@@ -103,6 +103,12 @@ pub fn is_loopback(registry: &str) -> bool {
             .is_ok_and(|ip| ip.is_loopback())
 }
 
+/// Whether `registry` may be spoken to in plain HTTP (when it does not talk TLS): a loopback
+/// one, or one listed (`--insecure-registry HOST[:PORT]`, compared without case).
+pub fn may_be_plain(registry: &str, insecure: &[String]) -> bool {
+    is_loopback(registry) || insecure.iter().any(|r| r.eq_ignore_ascii_case(registry))
+}
+
 /// A connected, authenticated client for one reference.
 pub struct Session {
     rt: tokio::runtime::Runtime,
@@ -278,11 +284,7 @@ impl Session {
             .map_err(RegistryError::Client)?;
         let registry = parsed.registry().to_string();
         let credentials = credentials(&registry, opts.creds.as_deref(), &opts.auth_files)?;
-        let insecure = is_loopback(&registry)
-            || opts
-                .insecure_registries
-                .iter()
-                .any(|r| r.eq_ignore_ascii_case(&registry));
+        let insecure = may_be_plain(&registry, &opts.insecure_registries);
         let protocol = if insecure {
             let probe = build_client(opts, ClientProtocol::Https, PROBE_TIMEOUT)?;
             if speaks_tls(&rt, &probe, &parsed).map_err(|reason| tls_error(reference, reason))? {
@@ -506,6 +508,18 @@ mod tests {
         ] {
             assert!(!is_loopback(r), "{r}");
         }
+    }
+
+    #[test]
+    fn plain_http_only_for_loopback_and_listed_registries() {
+        let listed = vec!["Lab.Example:5000".to_string()];
+        assert!(may_be_plain("127.0.0.1:5000", &[]));
+        assert!(may_be_plain("lab.example:5000", &listed));
+        assert!(
+            !may_be_plain("lab.example", &listed),
+            "the port is part of the name"
+        );
+        assert!(!may_be_plain("registry.example", &listed));
     }
 
     #[test]

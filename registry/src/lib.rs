@@ -32,7 +32,7 @@ pub mod push;
 pub mod transfer;
 
 pub use auth::{AuthFiles, Credentials};
-pub use client::{is_loopback, parse_reference, Options, Retry, Session};
+pub use client::{is_loopback, may_be_plain, parse_reference, Options, Retry, Session};
 pub use error::{RegistryError, Result};
 pub use pull::{pull, PullReport};
 pub use push::{push, PushReport};
