@@ -328,6 +328,27 @@ fn what_skopeo_pushes_as_docker_schema2_we_pull_with_its_digests() {
     // The version check, then once more for the manifest client (oci-client's rule).
     assert!(reg.pings() - pings <= 2, "{}", reg.log_text());
 
+    // Pushed on from the store to another registry: the same bytes (gzip layers, Docker
+    // media types), so the same digests.
+    let reg2 = Registry::start(&t.path().join("reg2"));
+    let onward = format!("{}/back/app:v2", reg2.addr());
+    let pushed = json(&ok(
+        &fresh,
+        &["push", "copy:1", &onward, "--format", "json"],
+    ));
+    assert_eq!(pushed["digest"], want.as_str());
+    assert_eq!(
+        skopeo_inspect(&["--tls-verify=false"], &onward)["Digest"],
+        want.as_str()
+    );
+
+    // By digest without --tag: stored, not tagged.
+    let by_digest = format!("{}/skopeo/app@{want}", reg.addr());
+    let third = t.path().join("third");
+    let untagged = json(&ok(&third, &["pull", &by_digest, "--format", "json"]));
+    assert_eq!(untagged["digest"], want.as_str());
+    assert_eq!(untagged["tag"], serde_json::Value::Null);
+
     let missing = fails(
         &fresh,
         &["pull", &format!("{}/skopeo/app:nope", reg.addr())],
