@@ -711,10 +711,14 @@ enum Mischief {
     Cut(usize),
     /// Flips a bit of the body byte at this offset.
     Flip(usize),
+    /// Answers this status, with no body, to every request on the target (`HEAD` too), this
+    /// many times.
+    Status(u16, usize),
 }
 
 /// A one-request-per-connection HTTP proxy on 127.0.0.1 in front of the registry; it logs
-/// each request line (with its `Range` header) and misbehaves once on the target blob.
+/// each request line (with its `Range` header) and misbehaves on the target blob (once, or as
+/// many times as [`Mischief::Status`] says).
 struct Proxy {
     port: u16,
     seen: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
@@ -727,11 +731,16 @@ impl Proxy {
         let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
         let log = seen.clone();
         std::thread::spawn(move || {
-            let mut done = false;
+            let mut left = match mischief {
+                Mischief::Status(_, n) => n,
+                _ => 1,
+            };
             for conn in listener.incoming() {
                 let Ok(client) = conn else { return };
-                let hit = Self::relay(client, upstream, &target, (!done).then_some(mischief), &log);
-                done |= hit;
+                let now = (left > 0).then_some(mischief);
+                if Self::relay(client, upstream, &target, now, &log) {
+                    left -= 1;
+                }
             }
         });
         Proxy { port, seen }
@@ -783,6 +792,13 @@ impl Proxy {
             return false;
         }
         log.lock().unwrap().push(format!("{request} {range}"));
+        if let (Some(Mischief::Status(code, _)), true) = (mischief, request.contains(target)) {
+            let answer = format!(
+                "HTTP/1.1 {code} Mischief\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+            );
+            let _ = client.write_all(answer.as_bytes());
+            return true;
+        }
         let Ok(mut up) = TcpStream::connect(("127.0.0.1", upstream)) else {
             return false;
         };
@@ -808,7 +824,7 @@ impl Proxy {
                 }
                 &response[..]
             }
-            None => &response[..],
+            Some(Mischief::Status(..)) | None => &response[..],
         };
         let _ = client.write_all(out);
         let _ = client.shutdown(std::net::Shutdown::Both);
@@ -970,4 +986,38 @@ fn from_a_registry_is_pulled_once_pinned_by_digest_and_offline_names_what_is_mis
     let text = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{text}");
     assert_ne!(digest_of(&store, "top:1"), top, "{text}");
+}
+
+#[test]
+fn throttling_and_server_errors_are_retried_with_backoff_then_reported() {
+    let t = tempfile::tempdir().unwrap();
+    let (reg, store, layer) = pushed_noise(t.path());
+    let want = digest_of(&store, "app:1");
+    for code in [429, 503] {
+        // Twice refused, then served: the pull retries and succeeds.
+        let proxy = Proxy::start(reg.port, layer.clone(), Mischief::Status(code, 2));
+        let via = format!("127.0.0.1:{}/ns/app:1", proxy.port);
+        let fresh = t.path().join(format!("fresh-{code}"));
+        let pulled = json(&ok(&fresh, &["pull", &via, "--format", "json"]));
+        assert_eq!(pulled["digest"].as_str(), Some(want.as_str()));
+        let tries = proxy
+            .requests()
+            .iter()
+            .filter(|r| r.contains(&layer))
+            .count();
+        assert_eq!(
+            tries,
+            4,
+            "2 refused HEADs, the HEAD and the GET: {:?}",
+            proxy.requests()
+        );
+    }
+    // Refused every time: after --retries tries, the reference and the reason are named.
+    let proxy = Proxy::start(reg.port, layer.clone(), Mischief::Status(429, usize::MAX));
+    let via = format!("127.0.0.1:{}/ns/app:1", proxy.port);
+    let err = fails(&t.path().join("fresh-x"), &["pull", &via, "--retries", "2"]);
+    assert!(
+        err.contains(&via) && err.contains("429 too many requests 2 times"),
+        "{err}"
+    );
 }
