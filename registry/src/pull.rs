@@ -283,3 +283,52 @@ impl BlobSource for RegistrySource<'_> {
         format!("registry {}", self.session.shown)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn name(reference: &str, tag: Option<&str>) -> Option<String> {
+        let parsed = parse_reference(reference).unwrap();
+        store_name(&parsed, tag, reference).unwrap()
+    }
+
+    #[test]
+    fn pulled_images_are_named_by_their_reference_or_the_tag_given() {
+        assert_eq!(
+            name("127.0.0.1:5000/ns/app:1", None).as_deref(),
+            Some("127.0.0.1:5000/ns/app:1")
+        );
+        assert_eq!(
+            name("127.0.0.1:5000/ns/app", None).as_deref(),
+            Some("127.0.0.1:5000/ns/app:latest")
+        );
+        assert_eq!(
+            name("nginx", None).as_deref(),
+            Some("docker.io/library/nginx:latest")
+        );
+        let digest = format!("reg.example/app@sha256:{}", "a".repeat(64));
+        assert_eq!(name(&digest, None), None);
+        assert_eq!(name(&digest, Some("mine")).as_deref(), Some("mine:latest"));
+        let parsed = parse_reference("reg.example/app:1").unwrap();
+        assert!(store_name(&parsed, Some("Bad Name"), "reg.example/app:1").is_err());
+    }
+
+    #[test]
+    fn a_document_without_a_media_type_is_known_by_its_shape() {
+        let m = |t: &str| media_of(t.as_bytes()).map(|m| m.to_string());
+        assert_eq!(
+            m(r#"{"mediaType":"application/vnd.docker.distribution.manifest.v2+json"}"#).unwrap(),
+            "application/vnd.docker.distribution.manifest.v2+json"
+        );
+        assert_eq!(
+            m(r#"{"manifests":[]}"#).unwrap(),
+            "application/vnd.oci.image.index.v1+json"
+        );
+        assert_eq!(
+            m(r#"{"config":{}}"#).unwrap(),
+            "application/vnd.oci.image.manifest.v1+json"
+        );
+        assert!(m("not json").unwrap_err().contains("not JSON"));
+    }
+}
