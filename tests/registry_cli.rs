@@ -1021,3 +1021,61 @@ fn throttling_and_server_errors_are_retried_with_backoff_then_reported() {
         "{err}"
     );
 }
+
+#[test]
+fn a_multi_platform_build_from_a_registry_pulls_the_base_once() {
+    let t = tempfile::tempdir().unwrap();
+    let origin = t.path().join("origin");
+    build(
+        &origin,
+        &t.path().join("ctx-base"),
+        "base:1",
+        &[("rootfs/etc/os-release", "NAME=base\n")],
+        Some("linux/amd64,linux/arm64"),
+    );
+    let reg = Registry::start(&t.path().join("reg"));
+    let base = format!("{}/ns/base:1", reg.addr());
+    ok(&origin, &["push", "base:1", &base]);
+    let gets = reg.requests("GET", "/blobs/sha256:");
+
+    let store = t.path().join("builder");
+    let dir = t.path().join("ctx-from");
+    write_files(
+        &dir,
+        &[
+            ("Kubefile", &format!("FROM {base}\nCOPY app.txt /app.txt\n")),
+            ("app.txt", "on top\n"),
+        ],
+    );
+    ok(
+        &store,
+        &[
+            "build",
+            "--progress",
+            "plain",
+            "--platform",
+            "linux/amd64,linux/arm64",
+            "-t",
+            "from:1",
+            dir.to_str().unwrap(),
+        ],
+    );
+    let listed = json(&ok(&store, &["images", "--format", "json"]));
+    let from = listed
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|i| i["name"] == "from:1")
+        .unwrap();
+    assert_eq!(
+        from["platforms"],
+        serde_json::json!(["linux/amd64", "linux/arm64"])
+    );
+    // Two configs and one shared layer, each downloaded once.
+    assert_eq!(
+        reg.requests("GET", "/blobs/sha256:") - gets,
+        3,
+        "{}",
+        reg.log_text()
+    );
+}

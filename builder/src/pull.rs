@@ -10,6 +10,12 @@
 
 use crate::error::{BuildError, Result};
 use chasi_layers::{Digest, Store};
+use std::sync::Mutex;
+
+/// One registry base is looked up (and pulled) at a time: the stages of a multi-platform
+/// build that start from the same image then find it in the store instead of pulling it
+/// once each.
+static PULLING: Mutex<()> = Mutex::new(());
 
 /// Whether `reference` names an image in a registry rather than in the store or a file.
 pub fn is_registry_reference(reference: &str) -> bool {
@@ -45,6 +51,10 @@ pub fn registry_root(
         })?),
         None => None,
     };
+    // A thread that panicked while holding the lock left nothing half-done: the store is.
+    let _one_at_a_time = PULLING
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
     let name = match &pinned {
         Some(d) => format!("{repo}:sha256-{}", d.hex()),
         None => format!("{repo}:{}", parsed.tag().unwrap_or("latest")),
