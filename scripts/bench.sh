@@ -26,6 +26,7 @@ run() {
 run store "$repo/scripts/bench-store.sh"
 run build "$repo/scripts/bench-build.sh"
 run delta "$repo/scripts/bench-delta.sh"
+run registry "$repo/scripts/bench-registry.sh"
 run sandbox-run "$repo/scripts/bench-run.sh"
 run check "$repo/scripts/bench-check.sh"
 [ -n "${SKIP_SLOW:-}" ] || run formats "$repo/scripts/bench-formats.sh"

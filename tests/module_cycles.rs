@@ -19,6 +19,7 @@ const CHECKED: &[&str] = &[
     "builder/src",
     "tar/src",
     "delta/src",
+    "registry/src",
     "src",
 ];
 

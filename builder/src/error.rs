@@ -64,6 +64,21 @@ pub enum BuildError {
         #[source]
         source: chasi_oci::OciError,
     },
+    /// A base image in a registry could not be pulled.
+    #[error("base image {reference}: pull failed")]
+    BasePull {
+        /// The reference as written.
+        reference: String,
+        /// Why (boxed: the registry's errors are large).
+        #[source]
+        source: Box<chasi_registry::RegistryError>,
+    },
+    /// A base image in a registry is not in the store and the build may not pull it.
+    #[error("base image {reference} is not in the store and the build is offline (`chasi pull {reference}` brings it in)")]
+    BaseOffline {
+        /// The reference as written.
+        reference: String,
+    },
     /// A base image's reference in the store exists but cannot be read.
     #[error("base image {reference}")]
     BaseRef {

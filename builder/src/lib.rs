@@ -9,7 +9,8 @@
 //! - [`sandbox`] runs `RUN` commands in namespaces over an overlay; the upper dir is the diff.
 //! - [`runconfig`] decides whether `CMD`/`CMDS` become the OCI `Cmd` (container images) or
 //!   stay in the sealer extension only (cluster images).
-//! - [`fetch`] brings remote `APP`/`ADD` sources into the store, revalidated by `ETag`.
+//! - [`fetch`] brings remote `APP`/`ADD` sources into the store, revalidated by `ETag`;
+//!   [`pull`] brings `FROM` images of a registry into it, once.
 //! - [`events`] is how the executor reports progress; it never prints.
 
 pub mod archive;
@@ -21,6 +22,7 @@ pub mod exec;
 pub mod fetch;
 pub mod filecache;
 pub mod kubefile;
+pub mod pull;
 pub mod rootfs;
 pub mod run;
 pub mod runconfig;

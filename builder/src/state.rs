@@ -108,14 +108,26 @@ impl ImageState {
     }
 }
 
-/// A base image resolved to one manifest in the store.
-pub fn resolve_base(store: &Store, reference: &str, platform: &Platform) -> Result<ImageState> {
+/// A base image resolved to one manifest in the store (a registry's pulled first, see
+/// [`crate::pull`]).
+pub fn resolve_base(
+    store: &Store,
+    reference: &str,
+    platform: &Platform,
+    opts: &crate::BuildOptions,
+) -> Result<ImageState> {
     let oci_err = |source: oci::OciError| BuildError::BaseImage {
         reference: reference.to_string(),
         source,
     };
-    let parsed: ImageRef = reference.parse().map_err(oci_err)?;
     let mut blobs = StoreBlobs::new(store);
+    if crate::pull::is_registry_reference(reference) {
+        let digest = crate::pull::registry_root(store, reference, &opts.registry, opts.offline)?;
+        let root = chasi_images::blobs::descriptor_of(store, &digest)?;
+        let manifest = oci::select_manifest(&blobs, &root, Some(platform)).map_err(oci_err)?;
+        return state_of(&blobs, reference, manifest);
+    }
+    let parsed: ImageRef = reference.parse().map_err(oci_err)?;
     let manifest_desc = match &parsed {
         ImageRef::Store { name, tag } => {
             let name = format!("{name}:{tag}");
@@ -143,8 +155,21 @@ pub fn resolve_base(store: &Store, reference: &str, platform: &Platform) -> Resu
                 .manifest
         }
     };
-    let (manifest, _) = oci::read_manifest(&blobs, &manifest_desc).map_err(oci_err)?;
-    let (config, _) = oci::read_config(&blobs, manifest.config()).map_err(oci_err)?;
+    state_of(&blobs, reference, manifest_desc)
+}
+
+/// The state a stage starts from on the stored image manifest `manifest_desc`.
+fn state_of(
+    blobs: &StoreBlobs<'_>,
+    reference: &str,
+    manifest_desc: oci::Descriptor,
+) -> Result<ImageState> {
+    let oci_err = |source: oci::OciError| BuildError::BaseImage {
+        reference: reference.to_string(),
+        source,
+    };
+    let (manifest, _) = oci::read_manifest(blobs, &manifest_desc).map_err(oci_err)?;
+    let (config, _) = oci::read_config(blobs, manifest.config()).map_err(oci_err)?;
     let diff_ids = oci::image::diff_ids(&config, manifest.config().digest()).map_err(oci_err)?;
     if diff_ids.len() != manifest.layers().len() {
         return Err(BuildError::Base {

@@ -680,7 +680,9 @@ fn copy_blob(
     let mut reader = open_verified(source, d)?;
     let stored = match sink.put_blob(Some(d.digest()), d.media_type(), &mut reader) {
         Ok(desc) => desc,
-        Err(e) => return Err(reader.error().unwrap_or(e)),
+        // A sink that stopped early (a layer that does not decode) may have stopped because
+        // the blob is corrupt: read the rest, so that is what is reported when it is so.
+        Err(e) => return Err(reader.finish().err().unwrap_or(e)),
     };
     reader.finish()?;
     if stored.digest() != d.digest() || stored.size() != d.size() {

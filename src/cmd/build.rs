@@ -74,9 +74,12 @@ pub struct BuildArgs {
     /// for container images, not for cluster images (applications, LAUNCH, sealer labels).
     #[arg(long, value_enum, default_value = "auto")]
     oci_cmd: OciCmdArg,
-    /// Never download remote sources; use the copies in the store.
+    /// Never download remote sources or pull registry bases; use the copies in the store.
     #[arg(long)]
     offline: bool,
+    /// How to reach the registries of `FROM HOST[:PORT]/NAME:TAG` bases.
+    #[command(flatten)]
+    registry: crate::cmd::registry::RegistryArgs,
     /// Timestamp (seconds since 1970) every file time is clamped to and the image is dated
     /// with (default: $SOURCE_DATE_EPOCH, else 0, so builds are reproducible).
     #[arg(long, value_name = "SECONDS", env = "SOURCE_DATE_EPOCH")]
@@ -183,6 +186,7 @@ impl BuildArgs {
             },
             source_date_epoch: self.source_date_epoch.unwrap_or(0),
             offline: self.offline,
+            registry: self.registry.options(),
             compression: match self.compression {
                 CompressionArg::Zstd => ManifestCompression::Zstd,
                 CompressionArg::Gzip => ManifestCompression::Gzip,

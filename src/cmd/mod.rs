@@ -7,6 +7,7 @@ mod export;
 mod images;
 mod node;
 mod plan;
+mod registry;
 mod shell;
 mod store;
 
@@ -51,6 +52,10 @@ pub enum Command {
     Save(images::SaveArgs),
     /// Read the images of an OCI layout, oci-archive or docker-archive into the store.
     Load(images::LoadArgs),
+    /// Push an image of the store to an OCI registry (only the blobs it lacks).
+    Push(registry::PushArgs),
+    /// Pull an image from an OCI registry into the store (every blob verified).
+    Pull(registry::PullArgs),
     /// Make a static upgrade delta from one image to another (`chasi load` applies it); `delta inspect` shows one.
     Delta(delta::DeltaArgs),
     /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
@@ -81,6 +86,8 @@ impl Cli {
             Command::Inspect(_) => stdout(true),
             Command::Store(args) => stdout(args.format_is_json()),
             Command::Delta(args) => stdout(args.format_is_json()),
+            Command::Push(args) => stdout(args.format_is_json()),
+            Command::Pull(args) => stdout(args.format_is_json()),
             Command::Node(args) => Channels {
                 stdout_lines: args.format_is_json(),
                 ..stdout(args.format_is_json())
@@ -125,6 +132,8 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Load(args) => images::run_load(cli.store.as_deref(), args),
         Command::Store(args) => store::run(cli.store.as_deref(), args),
         Command::Delta(args) => delta::run(cli.store.as_deref(), args),
+        Command::Push(args) => registry::run_push(cli.store.as_deref(), args),
+        Command::Pull(args) => registry::run_pull(cli.store.as_deref(), args),
         Command::Completions(args) => shell::completions(args),
         Command::Man(args) => shell::man(args),
         Command::Export(args) => export::run(cli.store.as_deref(), args),

@@ -42,8 +42,10 @@ pub struct BuildOptions {
     pub network: Network,
     /// Times are clamped to this and the image's `created` is it (`SOURCE_DATE_EPOCH`, 0 by default).
     pub source_date_epoch: i64,
-    /// Never touch the network for remote sources (use what the store has).
+    /// Never touch the network for remote sources and registry bases (use what the store has).
     pub offline: bool,
+    /// How to reach the registries of `FROM HOST/NAME:TAG` bases.
+    pub registry: chasi_registry::Options,
     /// Layer compression referenced by the manifests.
     pub compression: ManifestCompression,
     /// Whether `CMD`/`CMDS` become the OCI `config.Cmd` (`--oci-cmd`; see [`crate::runconfig`]).

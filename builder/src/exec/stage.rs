@@ -138,7 +138,12 @@ fn start(cx: &StageCx<'_, '_>, input: &StageInput<'_>) -> Result<(ImageState, Di
     Ok(match input.base {
         Base::Scratch => (ImageState::scratch(), cache::key_of(&[&version, id])),
         Base::Image { reference } => {
-            let state = resolve_base(cx.session.store, reference, input.base_platform)?;
+            let state = resolve_base(
+                cx.session.store,
+                reference,
+                input.base_platform,
+                cx.session.opts,
+            )?;
             let base = state.base_digest.map(|d| d.to_string()).unwrap_or_default();
             (state, cache::key_of(&[&version, id, &base]))
         }

@@ -18,6 +18,7 @@ pub fn options(context: &Path, tag: &str) -> BuildOptions {
         network: Network::None,
         source_date_epoch: 0,
         offline: true,
+        registry: chasi_registry::Options::default(),
         compression: ManifestCompression::Zstd,
         oci_cmd: OciCmd::Auto,
         work_dir: None,
