@@ -203,34 +203,11 @@ impl<S: Slots> Node<S> {
         );
         if self.slots.reboot_to_switch() {
             // Post-verify runs on the next boot (`boot-check`); the table says which slot waits for it.
-            self.history(
-                "switched",
-                Some(slot),
-                Some(&plan.image),
-                Some(&journal.source),
-                None,
-            )?;
-            fsutil::remove_durably(&self.paths.journal())?;
-            obs.event(
-                &Event::new(
-                    "done",
-                    "ok",
-                    format!(
-                        "slot {slot} holds {} and boots next, once: reboot, then `boot-check` confirms it",
-                        describe(&plan.image)
-                    ),
-                )
-                .with("active_slot", slot)
-                .with("image", &plan.image)
-                .with("reboot_required", true),
+            let message = format!(
+                "slot {slot} holds {} and boots next, once: reboot, then `boot-check` confirms it",
+                describe(&plan.image)
             );
-            return Ok(ApplyReport {
-                slot,
-                from,
-                image: plan.image,
-                resumed,
-                reboot_required: true,
-            });
+            return self.finish(journal, plan.image, resumed, true, message, obs);
         }
         journal.phase = Phase::PostVerify;
         journal.save(&self.paths.journal())?;
@@ -268,29 +245,42 @@ impl<S: Slots> Node<S> {
         table.pending = false;
         table.fallback = None;
         self.save_table(&table)?;
-        self.history(
-            "applied",
-            Some(slot),
-            Some(&plan.image),
-            Some(&journal.source),
-            None,
-        )?;
+        let message = format!("slot {slot} runs {}", describe(&plan.image));
+        self.finish(journal, plan.image, resumed, false, message, obs)
+    }
+
+    /// Records the end of an apply (`applied`, or `switched` when the switch waits for a reboot), removes
+    /// the journal and reports `done`.
+    fn finish(
+        &mut self,
+        journal: &Journal,
+        image: ImageRecord,
+        resumed: bool,
+        reboot_required: bool,
+        message: String,
+        obs: &mut dyn Observer,
+    ) -> Result<ApplyReport> {
+        let slot = journal.slot;
+        let event = if reboot_required {
+            "switched"
+        } else {
+            "applied"
+        };
+        self.history(event, Some(slot), Some(&image), Some(&journal.source), None)?;
         fsutil::remove_durably(&self.paths.journal())?;
-        obs.event(
-            &Event::new(
-                "done",
-                "ok",
-                format!("slot {slot} runs {}", describe(&plan.image)),
-            )
+        let mut done = Event::new("done", "ok", message)
             .with("active_slot", slot)
-            .with("image", &plan.image),
-        );
+            .with("image", &image);
+        if reboot_required {
+            done = done.with("reboot_required", true);
+        }
+        obs.event(&done);
         Ok(ApplyReport {
             slot,
-            from,
-            image: plan.image,
+            from: journal.from,
+            image,
             resumed,
-            reboot_required: false,
+            reboot_required,
         })
     }
 

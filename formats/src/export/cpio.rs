@@ -63,6 +63,24 @@ fn header(w: &mut impl Write, h: &Header<'_>) -> ExportResult<()> {
     Ok(())
 }
 
+/// The archive's end record.
+fn trailer(w: &mut impl Write) -> ExportResult<()> {
+    header(
+        w,
+        &Header {
+            ino: 0,
+            mode: 0,
+            uid: 0,
+            gid: 0,
+            nlink: 1,
+            mtime: 0,
+            size: 0,
+            rdev: (0, 0),
+            name: b"TRAILER!!!",
+        },
+    )
+}
+
 fn pad_data(w: &mut impl Write, size: u64) -> ExportResult<()> {
     let pad = ((4 - size % 4) % 4) as usize;
     w.write_all(&[0u8; 3][..pad]).map_err(io_err)
@@ -130,20 +148,7 @@ pub fn write_plain_files(
         }
         pad_data(w, size)?;
     }
-    header(
-        w,
-        &Header {
-            ino: 0,
-            mode: 0,
-            uid: 0,
-            gid: 0,
-            nlink: 1,
-            mtime: 0,
-            size: 0,
-            rdev: (0, 0),
-            name: b"TRAILER!!!",
-        },
-    )
+    trailer(w)
 }
 
 /// Writes the whole view as a newc archive; `skip` filters out paths (e.g. the kernel,
@@ -228,20 +233,7 @@ pub fn write_cpio(
         pad_data(w, size)?;
         count += 1;
     }
-    header(
-        w,
-        &Header {
-            ino: 0,
-            mode: 0,
-            uid: 0,
-            gid: 0,
-            nlink: 1,
-            mtime: 0,
-            size: 0,
-            rdev: (0, 0),
-            name: b"TRAILER!!!",
-        },
-    )?;
+    trailer(w)?;
     Ok(count)
 }
 
