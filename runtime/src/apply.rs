@@ -106,6 +106,7 @@ impl<S: Slots> Node<S> {
         obs: &mut dyn Observer,
     ) -> Result<ApplyReport> {
         self.require_lock()?;
+        self.check_no_pending_boot()?;
         let from = self.slots.active()?;
         let slot = from.map_or(SlotId::A, SlotId::other);
         let mut journal = Journal {
@@ -318,6 +319,24 @@ impl<S: Slots> Node<S> {
             opts.hook_timeout,
         )?;
         Ok((plan, content))
+    }
+
+    /// A switch that waits for its boot must be booted (and confirmed or rolled back) first: the next
+    /// apply would otherwise stage the slot the machine runs.
+    fn check_no_pending_boot(&self) -> Result<()> {
+        let table = self.table()?;
+        if !self.slots.reboot_to_switch() || !table.pending {
+            return Ok(());
+        }
+        let waiting = table.fallback.map_or_else(
+            || "the new slot".to_string(),
+            |f| format!("slot {}", f.other()),
+        );
+        Err(NodeError::BootDisk {
+            detail: format!(
+                "{waiting} waits for the boot that confirms it: reboot (boot-check then confirms it or rolls back), or `rollback`, before another apply"
+            ),
+        })
     }
 
     fn check_base(&self, source: &Source, plan: &Plan) -> Result<()> {

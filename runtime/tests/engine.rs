@@ -673,6 +673,22 @@ fn bootable_apply_stops_at_the_switch_and_boot_check_confirms_after_the_reboot()
 }
 
 #[test]
+fn a_second_apply_before_the_reboot_is_refused() {
+    let f = Fixture::new();
+    bootable_after_apply(&f, &[]);
+    let v1 = f.path().join("app-1.tar");
+    let mut node = f.reopen(FakeSlots::bootable(
+        &f.path().join("slots"),
+        SlotId::B,
+        SlotId::A,
+    ));
+    let (r, _) = apply(&mut node, &v1, &mut FakeHooks::default());
+    let e = r.unwrap_err().to_string();
+    assert!(e.contains("slot b waits for the boot"), "{e}");
+    assert!(node.slots().calls.is_empty(), "nothing was staged");
+}
+
+#[test]
 fn boot_check_rolls_back_a_failing_post_verify_and_asks_for_a_reboot() {
     let f = Fixture::new();
     bootable_after_apply(
