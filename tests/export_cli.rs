@@ -612,8 +612,9 @@ fn bootable_image(store: &Path) -> String {
 const OVMF_CODE: &str = "/usr/share/OVMF/OVMF_CODE_4M.fd";
 const OVMF_VARS: &str = "/usr/share/OVMF/OVMF_VARS_4M.fd";
 
-/// Boots under qemu TCG and waits for the example's marker on the serial console.
-fn boot(dir: &Path, uefi: bool, drive: &[&str], what: &str) {
+/// Boots under qemu TCG, waits for the example's marker on the serial console and returns
+/// the serial log.
+fn boot(dir: &Path, uefi: bool, drive: &[&str], what: &str) -> String {
     need("qemu-system-x86_64", "qemu-system-x86");
     let log = dir.join(format!("{what}.log"));
     let mut c = Command::new("qemu-system-x86_64");
@@ -673,6 +674,7 @@ fn boot(dir: &Path, uefi: bool, drive: &[&str], what: &str) {
         seen,
         "{what}: no CHASI-BOOT-OK within {limit:?}; serial log tail:\n{tail}"
     );
+    text
 }
 
 #[test]
@@ -716,6 +718,36 @@ fn bootable_qcow2_and_ova_vmdk_boot_under_uefi() {
         ],
         "ova-vmdk-uefi",
     );
+}
+
+/// Disks whose root is read-only (`--fs squashfs`, `--fs erofs`) boot: the command line names
+/// the root's type, the example's initramfs mounts it by PARTUUID and the image's `/init` reports
+/// the type of the file system it runs from.
+#[test]
+fn bootable_qcow2_with_squashfs_and_erofs_roots_boot_under_uefi() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("store");
+    let image = bootable_image(&store);
+    for fs in ["squashfs", "erofs"] {
+        let q = dir.path().join(format!("{fs}.qcow2"));
+        let msg = export(&store, &image, "qcow2", &q, &["--fs", fs]);
+        assert!(msg.contains("bootable"), "{msg}");
+        let start = Instant::now();
+        let log = boot(
+            dir.path(),
+            true,
+            &[
+                "-drive",
+                &format!("file={},format=qcow2,if=virtio,snapshot=on", q.display()),
+            ],
+            &format!("qcow2-{fs}-uefi"),
+        );
+        eprintln!("{fs}: booted in {:?}", start.elapsed());
+        assert!(
+            log.contains(&format!("CHASI-BOOT-OK root={fs}")),
+            "{fs}: the root is not {fs}; serial log:\n{log}"
+        );
+    }
 }
 
 #[test]
