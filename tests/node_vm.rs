@@ -299,6 +299,11 @@ fn a_node_updates_from_a_stick_confirms_rolls_back_and_falls_back_by_itself() {
         "0-install",
     );
     expect(&log, "NODE-INSTALL rc=0", "boot 0: the installer");
+    expect(
+        &log,
+        "`chasi-node install --target DISK` writes it to DISK",
+        "boot 0: the installer says what it is",
+    );
     assert_eq!(phase(&phases(&log), "done")["status"], "ok");
     let delta = |from: &str, to: &str| {
         let p = dir.join(format!("d-{from}-{to}.tar"));

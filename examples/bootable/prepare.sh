@@ -8,7 +8,11 @@ cd "$(dirname "$0")"
 # and then finds the result ready.
 exec 9>.prepare.lock
 flock 9
-if [ -x rootfs/init ] && ls rootfs/boot/vmlinuz-* >/dev/null 2>&1; then
+# rootfs/ is current when it was made by this very recipe (a changed /init or module list
+# makes it again).
+recipe=$(sha256sum prepare.sh | cut -d' ' -f1)
+if [ -x rootfs/init ] && ls rootfs/boot/vmlinuz-* >/dev/null 2>&1 &&
+  [ "$(cat rootfs.recipe 2>/dev/null)" = "$recipe" ]; then
   exit 0
 fi
 work=$(mktemp -d)
@@ -35,7 +39,8 @@ cat > rootfs.tmp/init <<'INIT'
 /bin/busybox mount -t proc proc /proc
 /bin/busybox mount -t sysfs sysfs /sys
 /bin/busybox mount -t devtmpfs devtmpfs /dev || true
-root=$(/bin/busybox stat -f -c %T / 2>/dev/null)
+# The type of the file system mounted last on / (busybox's `stat -f` knows no erofs).
+root=$(/bin/busybox awk '$2 == "/" {t = $3} END {print t}' /proc/mounts)
 /bin/busybox echo "CHASI-BOOT-OK root=$root" > /dev/ttyS0
 /bin/busybox echo "CHASI-BOOT-OK root=$root" > /dev/console
 /bin/busybox poweroff -f
@@ -115,3 +120,4 @@ chmod 0755 "$ird/init"
 
 rm -rf rootfs
 mv rootfs.tmp rootfs
+echo "$recipe" > rootfs.recipe

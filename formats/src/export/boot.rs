@@ -56,7 +56,15 @@ const BIOS_MODULES: &[&str] = &[
     "echo",
     "test",
     "gzio",
+    "serial",
+    "terminal",
 ];
+
+/// What a BIOS GRUB runs first: it writes to the first serial port as well as the screen, as the
+/// kernel does (`console=ttyS0,115200`), so a headless machine shows what the medium is. (UEFI
+/// needs none: the firmware's console already reaches the serial port.) On a machine without a
+/// serial port both commands fail with a message and the boot goes on.
+const BIOS_SERIAL: &str = "serial --unit=0 --speed=115200\nterminal_output --append serial\n";
 
 /// The GRUB script that boots `kernel` (and `initrd`) with `cmdline` from the file system
 /// that holds `marker` (an absolute path inside it).
@@ -68,6 +76,22 @@ pub fn grub_script(marker: &str, kernel: &str, initrd: Option<&str>, cmdline: &s
         s.push_str(&format!("initrd {i}\n"));
     }
     s.push_str("boot\n");
+    s
+}
+
+/// A GRUB `echo` of `text` as one line: single-quoted, so `$`, `"` and `\\` print as they are
+/// (a `'` closes, escapes and reopens the quote); control characters, which would end or
+/// garble the line, print as `?`. Both GRUB's rescue parser and normal mode read it alike.
+pub fn grub_echo(text: &str) -> String {
+    let mut s = String::from("echo '");
+    for c in text.chars() {
+        match c {
+            '\'' => s.push_str("'\\''"),
+            c if c.is_control() => s.push('?'),
+            c => s.push(c),
+        }
+    }
+    s.push_str("'\n");
     s
 }
 
@@ -134,13 +158,14 @@ pub fn grub_efi_normal(script: &str, out: &Path, work: &Path, epoch: i64) -> Exp
     )
 }
 
-/// Builds GRUB's El Torito no-emulation image for BIOS running `script`.
+/// Builds GRUB's El Torito no-emulation image for BIOS running `script`, its output on the
+/// screen and the first serial port ([`BIOS_SERIAL`]).
 pub fn grub_bios_eltorito(script: &str, out: &Path, work: &Path, epoch: i64) -> ExportResult<()> {
     mkimage(
         "i386-pc-eltorito",
         "/usr/lib/grub/i386-pc",
         "/boot/grub",
-        script,
+        &format!("{BIOS_SERIAL}{script}"),
         BIOS_MODULES,
         out,
         work,
@@ -245,6 +270,16 @@ mod tests {
         assert!(s.contains("linux /vmlinuz root=X console=ttyS0\n"));
         assert!(s.ends_with("initrd /initrd.img\nboot\n"));
         assert!(fat_size(0) >= 2 << 20);
+    }
+
+    #[test]
+    fn echo_quotes_what_grub_would_expand() {
+        assert_eq!(grub_echo("plain text"), "echo 'plain text'\n");
+        assert_eq!(
+            grub_echo("a $x \"b\" \\c it's"),
+            "echo 'a $x \"b\" \\c it'\\''s'\n"
+        );
+        assert_eq!(grub_echo("two\nlines\t"), "echo 'two?lines?'\n");
     }
 
     /// A FAT date field: (year, month, day).

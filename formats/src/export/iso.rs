@@ -15,6 +15,9 @@
 //! - **Data** (no kernel): the image as an OCI layout under `oci/` plus a `README.txt`,
 //!   readable on any machine (`skopeo copy oci:/media/oci:TAG ...`, `chasi load`).
 //!
+//! The boot says what the medium is before the kernel starts ([`live_banner`]): the image, that
+//! it runs from RAM and keeps nothing, and for an installer how to install its disk.
+//!
 //! Reproducibility: xorriso honours `SOURCE_DATE_EPOCH` (volume dates, file dates, the
 //! volume UUID); every staged file's mtime is set to the clamp epoch as well.
 
@@ -27,6 +30,7 @@ use super::disks::{short_id, DiskExporter};
 use super::{boot, cpio, tools, work_dir, write_built, BootMode, ExportFormat};
 use super::{ExportError, ExportInput, ExportOptions, ExportReport, ExportResult, Exporter};
 use crate::slots::{self, InstallManifest, INSTALL_FORMAT};
+use chasi_layers::Digest;
 use chasi_oci::{write_oci_layout, WriteOptions};
 use sha2::{Digest as _, Sha256};
 
@@ -42,6 +46,31 @@ pub fn live_cmdline(init: &str, extra: Option<&str>) -> String {
         s.push_str(e.trim());
     }
     s
+}
+
+/// The GRUB `echo` lines that say, on the console, what the medium is before the live system
+/// starts: the image (its name when it has one, and its digest), that it runs from RAM and
+/// keeps nothing, and, for an installer (`--slots ab`), how to install the disk it carries.
+/// `name` is the image's `name:tag` (`None` when exported by digest), `digest` its platform
+/// manifest's digest. Each line fits an 80-column console (GRUB's serial terminal wraps at
+/// 80), a long image name aside.
+pub fn live_banner(name: Option<&str>, digest: &Digest, installer: bool) -> String {
+    let mut lines = vec![
+        match name {
+            Some(name) => format!("chasi live ISO: {name}"),
+            None => "chasi live ISO".to_string(),
+        },
+        format!("image {digest}"),
+        "runs from RAM: the whole root is in memory; changes are lost at power-off".to_string(),
+    ];
+    if installer {
+        lines.push(format!(
+            "installer: it carries an A/B disk in /{};",
+            slots::INSTALL_DIR
+        ));
+        lines.push("`chasi-node install --target DISK` writes it to DISK".to_string());
+    }
+    lines.iter().map(|l| boot::grub_echo(l)).collect()
 }
 
 fn set_tree_mtimes(dir: &Path, epoch: i64) -> ExportResult<()> {
@@ -174,8 +203,15 @@ impl Exporter for IsoExporter {
             std::fs::write(&marker_file, format!("{}\n", input.digest))
                 .map_err(ExportError::io("write", &marker_file))?;
             let cmdline = live_cmdline(init, opts.kernel_cmdline.as_deref());
-            let script =
-                boot::grub_script(&marker, "/boot/vmlinuz", Some("/boot/initrd.img"), &cmdline);
+            let script = format!(
+                "{}{}",
+                live_banner(
+                    input.oci.as_ref().and_then(|o| o.name.as_deref()),
+                    &input.digest,
+                    opts.slots.is_some()
+                ),
+                boot::grub_script(&marker, "/boot/vmlinuz", Some("/boot/initrd.img"), &cmdline)
+            );
             if bios {
                 let grubdir = bootdir.join("grub");
                 std::fs::create_dir_all(&grubdir).map_err(ExportError::io("create", &grubdir))?;
@@ -378,4 +414,71 @@ impl<W: Write> Write for HashingWriter<W> {
 fn finish_gz<W: Write>(gz: GzEncoder<std::io::BufWriter<W>>, path: &Path) -> ExportResult<()> {
     let mut w = gz.finish().map_err(ExportError::io("write", path))?;
     w.flush().map_err(ExportError::io("write", path))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn digest() -> Digest {
+        Digest::of(b"an image")
+    }
+
+    /// The text the console shows for `banner`.
+    fn shown(banner: &str) -> Vec<&str> {
+        banner
+            .lines()
+            .map(|l| {
+                l.strip_prefix("echo '")
+                    .and_then(|l| l.strip_suffix('\''))
+                    .unwrap_or_else(|| panic!("not a quoted echo: {l}"))
+            })
+            .collect()
+    }
+
+    #[test]
+    fn the_live_banner_names_the_image_and_says_it_keeps_nothing() {
+        let d = digest();
+        let b = live_banner(Some("node:v1"), &d, false);
+        let lines = shown(&b);
+        assert_eq!(lines[0], "chasi live ISO: node:v1", "{b}");
+        assert_eq!(lines[1], format!("image {d}"), "{b}");
+        assert!(lines[2].starts_with("runs from RAM"), "{b}");
+        assert!(lines[2].ends_with("changes are lost at power-off"), "{b}");
+        assert_eq!(lines.len(), 3, "{b}");
+        assert!(lines.iter().all(|l| l.len() < 80), "{b}");
+        let by_digest = live_banner(None, &d, false);
+        assert_eq!(shown(&by_digest)[0], "chasi live ISO", "{by_digest}");
+        assert_eq!(shown(&by_digest)[1], format!("image {d}"), "{by_digest}");
+    }
+
+    #[test]
+    fn an_installer_says_how_it_installs() {
+        let b = live_banner(Some("node:v1"), &digest(), true);
+        let lines = shown(&b);
+        assert_eq!(
+            lines[3..],
+            [
+                format!(
+                    "installer: it carries an A/B disk in /{};",
+                    slots::INSTALL_DIR
+                )
+                .as_str(),
+                "`chasi-node install --target DISK` writes it to DISK"
+            ],
+            "{b}"
+        );
+        assert!(lines.iter().all(|l| l.len() < 80), "{b}");
+    }
+
+    #[test]
+    fn the_script_echoes_the_banner_before_it_boots() {
+        let s = format!(
+            "{}{}",
+            live_banner(Some("x:y"), &digest(), false),
+            boot::grub_script("/boot/m.id", "/boot/vmlinuz", Some("/boot/initrd.img"), "c")
+        );
+        let banner = s.find("chasi live ISO").unwrap();
+        assert!(banner < s.find("\nlinux ").unwrap(), "{s}");
+    }
 }
