@@ -1,6 +1,8 @@
 //! The `chasi` command line: argument parsing and output formatting only.
 //! Every subcommand is a thin call into a library crate.
 
+#[macro_use]
+mod stdout;
 mod cmd;
 mod errors;
 mod progress;

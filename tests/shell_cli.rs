@@ -68,3 +68,41 @@ fn man_pages_exist_for_every_subcommand_and_render() {
         &top[..top.len().min(200)]
     );
 }
+
+/// `chasi … | head` closes the pipe early: chasi then ends quietly with SIGPIPE's status (141), as Unix
+/// tools do, never with a panic. The pipe's read end is closed before chasi writes, so every run hits it.
+#[test]
+fn a_closed_stdout_pipe_ends_quietly_without_a_panic() {
+    let t = tempfile::tempdir().unwrap();
+    let ctx = t.path().join("ctx");
+    fs::create_dir_all(&ctx).unwrap();
+    fs::write(
+        ctx.join("Kubefile"),
+        "FROM scratch\nCOPY a /a\nCMDS [\"true\"]\n",
+    )
+    .unwrap();
+    fs::write(ctx.join("a"), "a\n").unwrap();
+    let store = t.path().join("store");
+    common::ok(&store, &["build", "-t", "x:1", ctx.to_str().unwrap()]);
+    let ctx_s = ctx.to_str().unwrap();
+    let store_s = store.to_str().unwrap();
+    for args in [
+        vec!["completions", "bash"],
+        vec!["man"],
+        vec!["check", ctx_s, "--format", "json"],
+        vec!["plan", ctx_s, "--format", "json"],
+        vec!["--store", store_s, "images", "--format", "json"],
+    ] {
+        let (reader, writer) = std::io::pipe().unwrap();
+        drop(reader);
+        let out = common::chasi()
+            .args(&args)
+            .stdout(writer)
+            .stderr(std::process::Stdio::piped())
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!err.contains("panicked"), "chasi {args:?}: {err}");
+        assert_eq!(out.status.code(), Some(141), "chasi {args:?}: {err}");
+    }
+}

@@ -231,7 +231,7 @@ pub fn run(store: Option<&Path>, args: BuildArgs) -> anyhow::Result<ExitCode> {
     );
     match result {
         Ok(KubefileBuild::Built(output)) => {
-            println!("{} {}", output.name, output.digest);
+            outln!("{} {}", output.name, output.digest);
             Ok(ExitCode::SUCCESS)
         }
         Ok(KubefileBuild::Rejected { source, compiled }) => Ok(rejected(&source, &compiled, json)),

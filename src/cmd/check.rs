@@ -156,10 +156,10 @@ pub fn summary(compiled: &Compiled) -> String {
 pub fn run(args: CheckArgs) -> anyhow::Result<ExitCode> {
     let (source, compiled) = args.input.compile_with(true, None)?;
     match args.format {
-        CheckFormat::Json => println!("{}", render::json(&source, &compiled.diagnostics)),
+        CheckFormat::Json => outln!("{}", render::json(&source, &compiled.diagnostics)),
         CheckFormat::Human => {
-            print!("{}", render::human(&source, &compiled.diagnostics));
-            println!("{}: {}", source.name(), summary(&compiled));
+            out!("{}", render::human(&source, &compiled.diagnostics));
+            outln!("{}: {}", source.name(), summary(&compiled));
         }
     }
     Ok(if compiled.has_errors() {

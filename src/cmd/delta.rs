@@ -107,7 +107,7 @@ pub fn run(store: Option<&Path>, args: DeltaArgs) -> anyhow::Result<ExitCode> {
     };
     let store = Store::open_existing(chasi_layers::resolve_store_dir(store)?)?;
     let report = chasi_delta::create(&store, &from, &to, &output, &opts)?;
-    println!(
+    outln!(
         "{} {} ({})",
         output.display(),
         report.artifact,
@@ -119,12 +119,12 @@ pub fn run(store: Option<&Path>, args: DeltaArgs) -> anyhow::Result<ExitCode> {
 fn inspect(args: &InspectArgs) -> anyhow::Result<ExitCode> {
     let i = chasi_delta::inspect(&args.path)?;
     if matches!(args.format, crate::cmd::images::ListFormat::Json) {
-        println!("{}", serde_json::to_string_pretty(&i)?);
+        outln!("{}", serde_json::to_string_pretty(&i)?);
         return Ok(ExitCode::SUCCESS);
     }
-    println!("delta    {}", i.artifact);
-    println!("base     {}", i.base);
-    println!(
+    outln!("delta    {}", i.artifact);
+    outln!("base     {}", i.base);
+    outln!(
         "target   {}{}",
         i.target,
         i.name
@@ -132,18 +132,25 @@ fn inspect(args: &InspectArgs) -> anyhow::Result<ExitCode> {
             .map(|n| format!(" ({n})"))
             .unwrap_or_default()
     );
-    println!(
+    outln!(
         "level    {:?}, platforms {}",
         i.level,
         i.platforms.join(", ")
     );
-    println!(
+    outln!(
         "{:<20} {:>6} {:>10} {:>10} {:>10} {:>10} {:>10} {:>10}",
-        "LAYER", "METHOD", "TAR", "REUSED", "PATCHED", "FROM", "LITERAL", "PAYLOAD"
+        "LAYER",
+        "METHOD",
+        "TAR",
+        "REUSED",
+        "PATCHED",
+        "FROM",
+        "LITERAL",
+        "PAYLOAD"
     );
     for l in &i.layers {
         let s = &l.stats;
-        println!(
+        outln!(
             "{:<20} {:>6} {:>10} {:>10} {:>10} {:>10} {:>10} {:>10}",
             &l.diff_id.to_string()[..19],
             format!("{:?}", l.method).to_lowercase(),
@@ -155,7 +162,7 @@ fn inspect(args: &InspectArgs) -> anyhow::Result<ExitCode> {
             human_bytes(s.payload)
         );
     }
-    println!(
+    outln!(
         "total: delta {} for a target of {} ({:.1} %); applying needs up to {} per part",
         human_bytes(i.delta_size),
         human_bytes(i.target_size),

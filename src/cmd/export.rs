@@ -221,7 +221,7 @@ pub fn run(store: Option<&Path>, args: ExportArgs) -> anyhow::Result<ExitCode> {
     if chasi_oci::output::is_stdout(&args.output) {
         eprintln!("{line}");
     } else {
-        println!("{line}");
+        outln!("{line}");
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -129,16 +129,19 @@ fn open(store: Option<&Path>) -> anyhow::Result<Store> {
 pub fn run_images(store: Option<&Path>, args: ImagesArgs) -> anyhow::Result<ExitCode> {
     let list = images::list(&open(store)?)?;
     match args.format {
-        ListFormat::Json => println!("{}", serde_json::to_string_pretty(&list)?),
+        ListFormat::Json => outln!("{}", serde_json::to_string_pretty(&list)?),
         ListFormat::Human => {
-            println!(
+            outln!(
                 "{:<40} {:<20} {:<24} {:>10}",
-                "NAME", "DIGEST", "PLATFORMS", "SIZE"
+                "NAME",
+                "DIGEST",
+                "PLATFORMS",
+                "SIZE"
             );
             for i in list {
                 let digest = &i.digest.to_string()[..19];
                 match &i.problem {
-                    None => println!(
+                    None => outln!(
                         "{:<40} {:<20} {:<24} {:>10}",
                         i.name,
                         digest,
@@ -146,7 +149,7 @@ pub fn run_images(store: Option<&Path>, args: ImagesArgs) -> anyhow::Result<Exit
                         human_bytes(i.size)
                     ),
                     Some(problem) => {
-                        println!("{:<40} {:<20} {:<24} {:>10}", i.name, digest, "-", "-");
+                        outln!("{:<40} {:<20} {:<24} {:>10}", i.name, digest, "-", "-");
                         eprintln!("warning: image {}: {problem}", i.name);
                     }
                 }
@@ -159,14 +162,14 @@ pub fn run_images(store: Option<&Path>, args: ImagesArgs) -> anyhow::Result<Exit
 /// `chasi inspect`.
 pub fn run_inspect(store: Option<&Path>, args: InspectArgs) -> anyhow::Result<ExitCode> {
     let value = images::inspect(&open(store)?, &args.image)?;
-    println!("{}", serde_json::to_string_pretty(&value)?);
+    outln!("{}", serde_json::to_string_pretty(&value)?);
     Ok(ExitCode::SUCCESS)
 }
 
 /// `chasi tag`.
 pub fn run_tag(store: Option<&Path>, args: TagArgs) -> anyhow::Result<ExitCode> {
     let name = images::tag(&open(store)?, &args.source, &args.target)?;
-    println!("{name}");
+    outln!("{name}");
     Ok(ExitCode::SUCCESS)
 }
 
@@ -176,7 +179,7 @@ pub fn run_rmi(store: Option<&Path>, args: RmiArgs) -> anyhow::Result<ExitCode> 
     let mut failed = false;
     for image in &args.images {
         match images::remove(&store, image) {
-            Ok(()) => println!("untagged {image}"),
+            Ok(()) => outln!("untagged {image}"),
             Err(e) => {
                 eprintln!("error: {}", chasi_layers::error::chain(&e));
                 failed = true;
@@ -224,7 +227,7 @@ pub fn run_save(store: Option<&Path>, args: SaveArgs) -> anyhow::Result<ExitCode
     if chasi_oci::output::is_stdout(&args.output) {
         eprintln!("{line}");
     } else {
-        println!("{line}");
+        outln!("{line}");
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -239,7 +242,7 @@ pub fn run_load(store: Option<&Path>, args: LoadArgs) -> anyhow::Result<ExitCode
         };
         let report = chasi_delta::apply(&store, &args.path, &opts)
             .with_context(|| format!("applying the delta {}", args.path.display()))?;
-        println!(
+        outln!(
             "{} {}",
             report.name.as_deref().unwrap_or("(untagged)"),
             report.target
@@ -252,7 +255,7 @@ pub fn run_load(store: Option<&Path>, args: LoadArgs) -> anyhow::Result<ExitCode
     )
     .with_context(|| format!("loading {}", args.path.display()))?;
     for (name, digest) in loaded {
-        println!("{name} {digest}");
+        outln!("{name} {digest}");
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -51,6 +51,6 @@ pub fn run(args: PlanArgs) -> anyhow::Result<ExitCode> {
         PlanFormat::Json => plan_render::json(plan) + "\n",
         PlanFormat::Dot => plan_render::dot(plan),
     };
-    print!("{out}");
+    out!("{out}");
     Ok(ExitCode::SUCCESS)
 }

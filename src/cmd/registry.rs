@@ -101,10 +101,10 @@ pub fn run_push(store: Option<&Path>, args: PushArgs) -> anyhow::Result<ExitCode
     let opts = args.registry.options();
     let r = chasi_registry::push(&store, &args.image, args.reference.as_deref(), &opts)?;
     if json {
-        println!("{}", serde_json::to_string_pretty(&r)?);
+        outln!("{}", serde_json::to_string_pretty(&r)?);
     } else {
-        println!("{} {}", r.reference, r.digest);
-        println!(
+        outln!("{} {}", r.reference, r.digest);
+        outln!(
             "{} blobs uploaded ({}), {} already there, {} mounted; {} manifests",
             r.blobs_uploaded,
             human_bytes(r.bytes_uploaded),
@@ -123,10 +123,10 @@ pub fn run_pull(store: Option<&Path>, args: PullArgs) -> anyhow::Result<ExitCode
     let opts = args.registry.options();
     let r = chasi_registry::pull(&store, &args.reference, args.tag.as_deref(), &opts)?;
     if json {
-        println!("{}", serde_json::to_string_pretty(&r)?);
+        outln!("{}", serde_json::to_string_pretty(&r)?);
     } else {
-        println!("{} {}", r.tag.as_deref().unwrap_or("(untagged)"), r.digest);
-        println!(
+        outln!("{} {}", r.tag.as_deref().unwrap_or("(untagged)"), r.digest);
+        outln!(
             "{} blobs stored ({}), {} already in the store",
             r.blobs_stored,
             human_bytes(r.bytes_stored),

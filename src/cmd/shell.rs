@@ -47,7 +47,10 @@ pub fn completions(args: CompletionsArgs) -> anyhow::Result<ExitCode> {
         Shell::Powershell => S::PowerShell,
     };
     let mut cmd = super::Cli::command();
-    clap_complete::generate(shell, &mut cmd, "chasi", &mut std::io::stdout());
+    // Into memory first: clap_complete panics when its writer fails (a closed pipe).
+    let mut script = Vec::new();
+    clap_complete::generate(shell, &mut cmd, "chasi", &mut script);
+    out!("{}", String::from_utf8_lossy(&script));
     Ok(ExitCode::SUCCESS)
 }
 
@@ -55,11 +58,15 @@ pub fn completions(args: CompletionsArgs) -> anyhow::Result<ExitCode> {
 pub fn man(args: ManArgs) -> anyhow::Result<ExitCode> {
     let cmd = super::Cli::command();
     match args.output_dir {
-        None => clap_mangen::Man::new(cmd).render(&mut std::io::stdout())?,
+        None => {
+            let mut page = Vec::new();
+            clap_mangen::Man::new(cmd).render(&mut page)?;
+            out!("{}", String::from_utf8_lossy(&page));
+        }
         Some(dir) => {
             std::fs::create_dir_all(&dir)?;
             clap_mangen::generate_to(cmd, &dir)?;
-            println!("{}", dir.display());
+            outln!("{}", dir.display());
         }
     }
     Ok(ExitCode::SUCCESS)

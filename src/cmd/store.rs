@@ -78,26 +78,28 @@ pub fn run(store: Option<&Path>, args: StoreArgs) -> anyhow::Result<ExitCode> {
         Action::Du { format } => {
             let r = chasi_images::du(&open(store)?)?;
             match format {
-                Format::Json => println!("{}", serde_json::to_string_pretty(&r)?),
+                Format::Json => outln!("{}", serde_json::to_string_pretty(&r)?),
                 Format::Human => {
-                    println!("store:          {}", r.store);
-                    println!(
+                    outln!("store:          {}", r.store);
+                    outln!(
                         "logical bytes:  {} ({})",
                         r.logical_bytes,
                         human_bytes(r.logical_bytes)
                     );
-                    println!(
+                    outln!(
                         "physical bytes: {} ({})",
                         r.physical_bytes,
                         human_bytes(r.physical_bytes)
                     );
-                    println!("dedup ratio:    {:.2}", r.dedup_ratio);
-                    println!(
+                    outln!("dedup ratio:    {:.2}", r.dedup_ratio);
+                    outln!(
                         "layers: {}  chunks: {}  blobs: {}",
-                        r.layers, r.chunks, r.blobs
+                        r.layers,
+                        r.chunks,
+                        r.blobs
                     );
                     for i in &r.images {
-                        println!(
+                        outln!(
                             "  {}  {}  {}  {} layers",
                             i.name,
                             i.digest,
@@ -112,16 +114,16 @@ pub fn run(store: Option<&Path>, args: StoreArgs) -> anyhow::Result<ExitCode> {
         Action::Verify { format } => {
             let r = open(store)?.verify()?;
             match format {
-                Format::Json => println!("{}", serde_json::to_string_pretty(&r)?),
+                Format::Json => outln!("{}", serde_json::to_string_pretty(&r)?),
                 Format::Human => {
                     for p in &r.problems {
-                        println!("bad: {} ({}): {}", p.object, p.path, p.detail);
+                        outln!("bad: {} ({}): {}", p.object, p.path, p.detail);
                     }
                     for p in &r.ignored_partial {
-                        println!("ignored partial write: {p}");
+                        outln!("ignored partial write: {p}");
                     }
                     let verdict = if r.ok() { "ok" } else { "FAILED" };
-                    println!(
+                    outln!(
                         "{verdict}: {} objects checked, {} re-hashed, {} problem(s)",
                         r.checked,
                         human_bytes(r.bytes),
@@ -156,8 +158,8 @@ pub fn run(store: Option<&Path>, args: StoreArgs) -> anyhow::Result<ExitCode> {
                 other => other?,
             };
             match format {
-                Format::Json => println!("{}", serde_json::to_string_pretty(&r)?),
-                Format::Human => println!(
+                Format::Json => outln!("{}", serde_json::to_string_pretty(&r)?),
+                Format::Human => outln!(
                     "{}removed {} blob(s), {} layer(s), {} chunk(s); {} pack(s) rewritten; {} freed",
                     if dry_run { "would have " } else { "" },
                     r.blobs_removed,

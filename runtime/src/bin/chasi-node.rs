@@ -3,6 +3,7 @@
 
 use chasi_runtime::cli::{self, NodeArgs};
 use clap::Parser;
+use std::io::Write as _;
 use std::process::ExitCode;
 
 /// Apply images and deltas to this node's A/B slots, roll back, verify.
@@ -35,7 +36,7 @@ fn report(e: &anyhow::Error, json: bool) {
         .map_or("error", chasi_runtime::NodeError::kind);
     if json {
         let v = serde_json::json!({"error": {"message": message, "causes": causes, "kind": kind}});
-        println!("{v}");
+        let _ = writeln!(std::io::stdout(), "{v}");
     } else {
         let mut text = message;
         for c in causes {
