@@ -475,4 +475,29 @@ mod tests {
         assert!(GptLayout::read(&bad, l.disk_size).is_err());
         assert!(GptLayout::read(&primary[..600], l.disk_size).is_err());
     }
+
+    #[test]
+    fn every_header_mutation_with_a_repaired_crc_reads_or_fails_cleanly() {
+        let l = layout();
+        let primary = l.primary_bytes();
+        for at in 512..512 + 92 {
+            for v in [0u8, 1, 0x7f, 0xff] {
+                let mut p = primary.clone();
+                p[at] = v;
+                p[512 + 16..512 + 20].fill(0);
+                let crc = crc32fast::hash(&p[512..512 + 92]);
+                p[512 + 16..512 + 20].copy_from_slice(&crc.to_le_bytes());
+                let _ = GptLayout::read(&p, l.disk_size);
+            }
+        }
+        // Entries with absurd LBAs and a repaired array CRC.
+        let mut p = primary.clone();
+        p[1024 + 40..1024 + 48].copy_from_slice(&u64::MAX.to_le_bytes());
+        let crc = crc32fast::hash(&p[1024..GptLayout::primary_len()]);
+        p[512 + 88..512 + 92].copy_from_slice(&crc.to_le_bytes());
+        p[512 + 16..512 + 20].fill(0);
+        let hcrc = crc32fast::hash(&p[512..512 + 92]);
+        p[512 + 16..512 + 20].copy_from_slice(&hcrc.to_le_bytes());
+        assert!(GptLayout::read(&p, l.disk_size).is_err());
+    }
 }

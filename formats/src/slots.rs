@@ -404,4 +404,24 @@ mod tests {
         assert_eq!(slot_from_cmdline("chasi.slot=c"), None);
         assert_eq!(slot_from_cmdline("chasi.slotx=a"), None);
     }
+
+    #[test]
+    fn every_mutation_of_a_block_decodes_or_fails_cleanly() {
+        let block = env().encode().expect("encode");
+        for at in 0..block.len() {
+            for v in [0u8, b'\n', b'=', b'1', 0xff] {
+                let mut b = block.clone();
+                b[at] = v;
+                if let Ok(e) = BootEnv::decode(&b) {
+                    assert!(e.next_boot() < 2);
+                }
+            }
+        }
+        for len in [0, 1, 511, 1023] {
+            assert!(BootEnv::decode(&block[..len]).is_err());
+        }
+        let mut long = block.clone();
+        long.push(b'#');
+        assert!(BootEnv::decode(&long).is_err());
+    }
 }
