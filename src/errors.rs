@@ -337,11 +337,11 @@ mod tests {
     fn export_errors_have_their_kinds() {
         use chasi_formats::export::{ExportError, ExportFormat, ExportOptions};
         let kind_of_export = |e: ExportError| ErrorReport::of(&anyhow::Error::new(e)).kind;
-        let bios_disk = ExportOptions {
-            boot: Some(chasi_formats::export::BootMode::Bios),
+        let bad_label = ExportOptions {
+            label: "bad label".into(),
             ..Default::default()
         };
-        let bad_option = bios_disk.check(ExportFormat::Qcow2).unwrap_err();
+        let bad_option = bad_label.check(ExportFormat::Iso).unwrap_err();
         assert_eq!(kind_of_export(bad_option), "usage");
         let missing = chasi_formats::export::tools::Tool {
             name: "chasi-no-such-tool",

@@ -5,7 +5,7 @@
 
 mod common;
 
-use common::{example, need, ok, run, sh, write_files};
+use common::{example, fails, need, ok, run, sh, write_files};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -748,6 +748,66 @@ fn bootable_qcow2_with_squashfs_and_erofs_roots_boot_under_uefi() {
             "{fs}: the root is not {fs}; serial log:\n{log}"
         );
     }
+}
+
+/// Issue 11 item 9: `--boot hybrid` puts GRUB's core image in a BIOS boot partition and its boot code
+/// in the protective MBR, beside the ESP: one disk boots under SeaBIOS and under OVMF.
+#[test]
+fn a_hybrid_disk_boots_under_bios_and_uefi() {
+    need("sfdisk", "fdisk");
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("store");
+    let image = bootable_image(&store);
+    let raw = dir.path().join("hybrid.raw");
+    let msg = export(&store, &image, "raw", &raw, &["--boot", "hybrid"]);
+    assert!(msg.contains("bootable"), "{msg}");
+    let table: serde_json::Value =
+        serde_json::from_str(&sh(Command::new("sfdisk").arg("--json").arg(&raw))).unwrap();
+    let parts = table["partitiontable"]["partitions"]
+        .as_array()
+        .unwrap()
+        .clone();
+    let types: Vec<&str> = parts.iter().map(|p| p["type"].as_str().unwrap()).collect();
+    assert_eq!(
+        types,
+        [
+            "21686148-6449-6E6F-744E-656564454649",
+            "C12A7328-F81F-11D2-BA4B-00A0C93EC93B",
+            "4F68BCE3-E8CD-4DB1-96E7-FBCAF984B709"
+        ]
+    );
+    for uefi in [false, true] {
+        let log = boot(
+            dir.path(),
+            uefi,
+            &[
+                "-drive",
+                &format!("file={},format=raw,if=virtio,snapshot=on", raw.display()),
+            ],
+            if uefi { "hybrid-uefi" } else { "hybrid-bios" },
+        );
+        assert!(log.contains("CHASI-BOOT-OK root=ext4"), "{log}");
+    }
+    // A BIOS-only disk has no GRUB for UEFI on its ESP; an A/B disk stays UEFI-only.
+    let bios = dir.path().join("bios.raw");
+    let msg = export(&store, &image, "raw", &bios, &["--boot", "bios"]);
+    assert!(msg.contains("bootable"), "{msg}");
+    let err = fails(
+        &store,
+        &[
+            "export",
+            &image,
+            "--format",
+            "raw",
+            "--boot",
+            "bios",
+            "--slots",
+            "ab",
+            "-o",
+            bios.to_str().unwrap(),
+        ],
+    );
+    assert!(err.contains("UEFI only"), "{err}");
 }
 
 #[test]

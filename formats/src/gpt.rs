@@ -30,6 +30,8 @@ const ENTRIES: u64 = 128;
 const ENTRY_SIZE: u64 = 128;
 /// Sectors taken by the entry array (128 × 128 bytes).
 const ARRAY_SECTORS: u64 = ENTRIES * ENTRY_SIZE / SECTOR;
+/// Bytes of boot code before the MBR's disk signature and partition table.
+pub const MBR_CODE: usize = 440;
 /// Partition alignment (1 MiB).
 pub const ALIGN: u64 = 1 << 20;
 
@@ -39,6 +41,8 @@ pub const ESP_TYPE: Uuid = Uuid::from_u128(0xC12A7328_F81F_11D2_BA4B_00A0C93EC93
 pub const ROOT_X86_64_TYPE: Uuid = Uuid::from_u128(0x4F68BCE3_E8CD_4DB1_96E7_FBCAF984B709);
 /// Root partition (aarch64) type GUID from the Discoverable Partitions Specification.
 pub const ROOT_AARCH64_TYPE: Uuid = Uuid::from_u128(0xB921B045_1DF0_41C3_AF44_4C6F280D3FAE);
+/// BIOS boot partition type GUID (GRUB's core image on a GPT disk).
+pub const BIOS_BOOT_TYPE: Uuid = Uuid::from_u128(0x21686148_6449_6E6F_744E_656564454649);
 /// Generic Linux filesystem data type GUID.
 pub const LINUX_DATA_TYPE: Uuid = Uuid::from_u128(0x0FC63DAF_8483_4772_8E79_3D69D8477DE4);
 
@@ -84,6 +88,9 @@ pub struct GptLayout {
     pub disk_guid: Uuid,
     /// Partitions in table order.
     pub partitions: Vec<Partition>,
+    /// Boot code for the first 440 bytes of the protective MBR (BIOS boot: GRUB's `boot.img`);
+    /// `None` leaves them zero.
+    pub boot_code: Option<Vec<u8>>,
 }
 
 fn round_up(v: u64, a: u64) -> Option<u64> {
@@ -178,6 +185,7 @@ impl GptLayout {
             disk_size,
             disk_guid: derive_uuid(seed, "gpt-disk"),
             partitions,
+            boot_code: None,
         })
     }
 
@@ -224,6 +232,10 @@ impl GptLayout {
     pub fn primary_bytes(&self) -> Vec<u8> {
         let sectors = self.sectors();
         let mut out = vec![0u8; ((2 + ARRAY_SECTORS) * SECTOR) as usize];
+        if let Some(code) = &self.boot_code {
+            let n = code.len().min(MBR_CODE);
+            out[..n].copy_from_slice(&code[..n]);
+        }
         // Protective MBR: one entry of type 0xEE covering the disk from LBA 1.
         let pe = &mut out[446..462];
         pe[0] = 0x00;
@@ -328,6 +340,7 @@ impl GptLayout {
             disk_size,
             disk_guid: guid(&h[56..72]),
             partitions,
+            boot_code: Some(primary[..MBR_CODE].to_vec()).filter(|c| c.iter().any(|&b| b != 0)),
         };
         let last_usable = disk_size / SECTOR - ARRAY_SECTORS - 2;
         if let Some(p) = layout.partitions.iter().find(|p| p.last_lba > last_usable) {

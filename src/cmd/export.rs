@@ -70,7 +70,7 @@ Formats:
 
 Disks hold a root partition (--fs) and, when the image carries a kernel (/boot/vmlinuz-*
 or /vmlinuz, with its initrd), an EFI System Partition with GRUB: they boot under UEFI with
-root=PARTUUID=... console=ttyS0. With --slots ab a disk is laid out for chasi-node: two root
+root=PARTUUID=... console=ttyS0 (--boot bios|hybrid: under BIOS too, from a BIOS boot partition). With --slots ab a disk is laid out for chasi-node: two root
 partitions (slot a holds the image, slot b is empty), a data partition holding the node
 state (a store with the image, so the first delta applies) and GRUB choosing the slot from
 its environment block, falling back from a slot whose boot is never confirmed (chasi-node
@@ -95,7 +95,8 @@ pub struct ExportArgs {
     /// Root file system of disks: ext4, squashfs or erofs.
     #[arg(long, value_name = "FS", default_value = "ext4", value_parser = parsed::<RootFsType>)]
     fs: RootFsType,
-    /// Firmware of bootable exports: uefi (disks: the only choice), bios, hybrid (ISO default).
+    /// Firmware of bootable exports: uefi (disk default), bios, hybrid (ISO default; a disk then
+    /// also carries GRUB for BIOS in a BIOS boot partition).
     #[arg(long, value_name = "MODE", value_parser = parsed::<BootMode>)]
     boot: Option<BootMode>,
     /// Extra kernel command line, appended after root=... console=ttyS0.

@@ -173,6 +173,76 @@ pub fn grub_bios_eltorito(script: &str, out: &Path, work: &Path, epoch: i64) -> 
     )
 }
 
+/// GRUB's BIOS boot chain for a GPT disk, as `grub-bios-setup` writes it, without a device: the MBR
+/// code (`boot.img`, its 440 code bytes) pointing at the first sector of the BIOS boot partition, and
+/// that partition's content, the core image (`grub-mkimage -O i386-pc` running `script`), whose first
+/// sector is `diskboot.img` with a block list naming the sectors after it.
+/// Facts used (GRUB's `boot.S`, `diskboot.S`, `mkimage.c`): the core's LBA is the 8 bytes at 0x5c of
+/// `boot.img`; the core's first sector ends with one block-list entry at 0x1f4 (start LBA, 8 bytes;
+/// sector count, 2 bytes, set by grub-mkimage; load segment 0x820), an empty entry before it ending
+/// the list; only the start is left to fill in.
+pub struct BiosDiskBoot {
+    /// The first 440 bytes of the MBR.
+    pub mbr_code: Vec<u8>,
+    /// The BIOS boot partition's content.
+    pub partition: Vec<u8>,
+}
+
+/// Builds [`BiosDiskBoot`] for a BIOS boot partition starting at `part_lba`, of `part_bytes`.
+pub fn grub_bios_disk(
+    script: &str,
+    part_lba: u64,
+    part_bytes: u64,
+    work: &Path,
+    epoch: i64,
+) -> ExportResult<BiosDiskBoot> {
+    let dir = Path::new("/usr/lib/grub/i386-pc");
+    let core = work.join("core.img");
+    let mut modules: Vec<&str> = BIOS_MODULES.to_vec();
+    modules.extend(["fat", "ext2"]);
+    mkimage(
+        "i386-pc",
+        "/usr/lib/grub/i386-pc",
+        "/boot/grub",
+        &format!("{BIOS_SERIAL}{script}"),
+        &modules,
+        &core,
+        work,
+        epoch,
+    )?;
+    let read = |p: &Path| std::fs::read(p).map_err(ExportError::io("read", p));
+    let boot = read(&dir.join("boot.img"))?;
+    // grub-mkimage's i386-pc image starts with diskboot.img, its block list's length already set.
+    let mut partition = read(&core)?;
+    let sectors = partition.len().div_ceil(512) as u64;
+    let listed = partition
+        .get(0x1fc..0x1fe)
+        .map(|b| u64::from(u16::from_le_bytes([b[0], b[1]])));
+    if boot.len() != 512 || listed != Some(sectors.saturating_sub(1)) {
+        return Err(ExportError::option(
+            "bios",
+            "GRUB's boot.img or core image is not laid out as grub-pc-bin 2.x makes them",
+        ));
+    }
+    if sectors * 512 > part_bytes {
+        return Err(ExportError::option(
+            "bios",
+            format!(
+                "GRUB's core image ({} bytes) does not fit the {part_bytes}-byte BIOS boot partition",
+                partition.len()
+            ),
+        ));
+    }
+    let mut mbr_code = boot[..crate::gpt::MBR_CODE].to_vec();
+    mbr_code[0x5c..0x64].copy_from_slice(&part_lba.to_le_bytes());
+    partition[0x1f4..0x1fc].copy_from_slice(&(part_lba + 1).to_le_bytes());
+    partition.resize((sectors * 512) as usize, 0);
+    Ok(BiosDiskBoot {
+        mbr_code,
+        partition,
+    })
+}
+
 /// The hybrid MBR boot code GRUB provides for ISOs written to USB sticks.
 pub fn grub_hybrid_mbr() -> PathBuf {
     PathBuf::from("/usr/lib/grub/i386-pc/boot_hybrid.img")

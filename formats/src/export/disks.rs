@@ -7,7 +7,9 @@
 //! partition (Discoverable Partitions type for the architecture) holding the rootfs as ext4,
 //! squashfs or erofs. GRUB boots `root=PARTUUID=<partition 2> rootfstype=<fs> rootwait
 //! console=tty0 console=ttyS0`. Without a kernel the disk is a data disk: one root
-//! partition. Sizes: `auto` is the content plus headroom; an explicit `--size` that cannot
+//! partition. With `--boot bios|hybrid` a 1 MiB BIOS boot partition comes first, holding GRUB's
+//! i386-pc core image, and the protective MBR carries GRUB's boot code pointing at it
+//! ([`boot::grub_bios_disk`]); a BIOS-only disk has no EFI loader on its ESP. Sizes: `auto` is the content plus headroom; an explicit `--size` that cannot
 //! hold the content fails before anything is written. The partition contents are built in
 //! a work folder in the store's session `tmp/` and the disk is streamed from them
 //! ([`crate::disk::ExtentDisk`]), never materialised, into the output by the rules of
@@ -16,7 +18,9 @@
 use std::path::{Path, PathBuf};
 
 use super::rootfs;
-use super::{boot, tools, work_dir, ClusterCompression, ExportFormat, ExportInput, ExportOptions};
+use super::{
+    boot, tools, work_dir, BootMode, ClusterCompression, ExportFormat, ExportInput, ExportOptions,
+};
 use super::{ExportError, ExportReport, ExportResult, Exporter, RootFsType};
 use crate::gpt::{self, GptLayout, PartitionSpec};
 use crate::ova::{write_ova, OvaOptions};
@@ -42,6 +46,9 @@ fn root_type(platform: &str) -> uuid::Uuid {
         gpt::LINUX_DATA_TYPE
     }
 }
+
+/// Size of the BIOS boot partition (GRUB's core image takes about 100 KiB).
+const BIOS_BOOT_SIZE: u64 = 1 << 20;
 
 fn mib(v: u64) -> u64 {
     v.div_ceil(1 << 20) * (1 << 20)
@@ -82,9 +89,15 @@ impl Exporter for DiskExporter {
         let (info, epoch) = input.scan_rootfs()?;
         let seed = input.seed();
         let bootable = info.kernel.is_some() && input.bootable_arch();
+        let mode = opts.boot.unwrap_or(BootMode::Uefi);
+        let (bios, uefi) = (mode != BootMode::Uefi, mode != BootMode::Bios);
         let mut notes = Vec::new();
         if bootable {
-            tools::require(&boot::UEFI_TOOLS)?;
+            // The ESP (FAT) holds the kernel either way; GRUB for UEFI only when UEFI boots.
+            tools::require(&boot::UEFI_TOOLS[if uefi { 0 } else { 2 }..])?;
+            if bios {
+                tools::require(&boot::BIOS_TOOLS)?;
+            }
         } else if info.kernel.is_some() {
             notes.push(format!(
                 "kernel found but {} is not bootable by this exporter (x86-64 only): data disk",
@@ -114,8 +127,19 @@ impl Exporter for DiskExporter {
             type_guid: gpt::ESP_TYPE,
             size: Some(s),
         });
+        // BIOS: GRUB's core image in a BIOS boot partition, first (see `boot::grub_bios_disk`).
+        let bios_spec = (bootable && bios).then(|| PartitionSpec {
+            name: "bios-boot".into(),
+            type_guid: gpt::BIOS_BOOT_TYPE,
+            size: Some(BIOS_BOOT_SIZE),
+        });
         let specs_with = |root: Option<u64>| -> Vec<PartitionSpec> {
-            esp_spec.iter().cloned().chain([root_spec(root)]).collect()
+            bios_spec
+                .iter()
+                .chain(esp_spec.iter())
+                .cloned()
+                .chain([root_spec(root)])
+                .collect()
         };
         // Early size check for ext4 (known before building anything).
         if opts.fs == RootFsType::Ext4 {
@@ -161,7 +185,8 @@ impl Exporter for DiskExporter {
             }
             None => GptLayout::required_size(&specs_with(Some(mib(root_need))))?,
         };
-        let layout = GptLayout::new(disk_size, &seed, &specs_with(None))?;
+        let mut layout = GptLayout::new(disk_size, &seed, &specs_with(None))?;
+        let esp_idx = usize::from(bios_spec.is_some());
         let root_idx = layout.partitions.len() - 1;
         let root_part = &layout.partitions[root_idx];
         let root_range = root_part.byte_range();
@@ -197,21 +222,41 @@ impl Exporter for DiskExporter {
                 &cmdline,
             );
             let efi = work.path().join("BOOTX64.EFI");
-            boot::grub_efi(&script, &efi, work.path(), epoch)?;
             let kernel_src = tree.join(kernel);
-            let mut files: Vec<(&str, &Path)> = vec![
-                ("EFI/BOOT/BOOTX64.EFI", &efi),
-                (&marker[1..], &marker_file),
-                ("vmlinuz", &kernel_src),
-            ];
+            let mut files: Vec<(&str, &Path)> =
+                vec![(&marker[1..], &marker_file), ("vmlinuz", &kernel_src)];
+            if uefi {
+                boot::grub_efi(&script, &efi, work.path(), epoch)?;
+                files.insert(0, ("EFI/BOOT/BOOTX64.EFI", &efi));
+            }
+            if bios {
+                let part = &layout.partitions[0];
+                let range = part.byte_range();
+                let chain = boot::grub_bios_disk(
+                    &script,
+                    part.first_lba,
+                    range.end - range.start,
+                    work.path(),
+                    epoch,
+                )?;
+                let img = work.path().join("bios-boot.img");
+                std::fs::write(&img, &chain.partition).map_err(ExportError::io("write", &img))?;
+                contents.push((0, img));
+                layout.boot_code = Some(chain.mbr_code);
+            }
             let initrd_src = info.initrd.as_ref().map(|i| tree.join(i));
             if let Some(i) = &initrd_src {
                 files.push(("initrd.img", i));
             }
             boot::fat_image(&esp_img, esp, "ESP", &files, &seed, epoch)?;
-            contents.push((0, esp_img));
+            contents.push((esp_idx, esp_img));
+            let firmware = match mode {
+                BootMode::Uefi => "UEFI",
+                BootMode::Bios => "BIOS",
+                BootMode::Hybrid => "BIOS + UEFI",
+            };
             notes.push(format!(
-                "bootable (UEFI): kernel /{kernel}, cmdline `{cmdline}`"
+                "bootable ({firmware}): kernel /{kernel}, cmdline `{cmdline}`"
             ));
         }
         contents.sort();
@@ -299,7 +344,7 @@ impl DiskExporter {
                         vm_name: opts.vm_name.clone(),
                         cpus: opts.cpus,
                         memory_mib: opts.memory_mib,
-                        uefi: true,
+                        uefi: opts.boot != Some(BootMode::Bios),
                         seed,
                         mtime: epoch as u64,
                         threads: opts.threads,
@@ -314,7 +359,7 @@ impl DiskExporter {
                     name: opts.vm_name.clone(),
                     cores: opts.cpus,
                     memory_mib: opts.memory_mib,
-                    uefi: true,
+                    uefi: opts.boot != Some(BootMode::Bios),
                     ..Default::default()
                 };
                 let conf = vm.qemu_server_conf(&[crate::disk::DiskSource::size(disk)], &seed)?;

@@ -352,7 +352,8 @@ pub struct ExportOptions {
     pub size: Option<u64>,
     /// Root file system of disks.
     pub fs: RootFsType,
-    /// Firmware of bootable exports; `None` = UEFI for disks, hybrid for ISO.
+    /// Firmware of bootable exports; `None` = UEFI for disks, hybrid for ISO. A BIOS disk gets GRUB's
+    /// core image in a BIOS boot partition and its boot code in the protective MBR.
     pub boot: Option<BootMode>,
     /// Extra kernel command line (appended to `root=... console=ttyS0`).
     pub kernel_cmdline: Option<String>,
@@ -422,10 +423,10 @@ impl ExportOptions {
             return only("--fs", "raw, qcow2, vmdk, ova and vma");
         }
         if let Some(b) = self.boot {
-            if format.is_disk() && b != BootMode::Uefi {
+            if format.is_disk() && b != BootMode::Uefi && self.slots.is_some() {
                 return Err(ExportError::option(
                     f,
-                    "disk images boot under UEFI only (use --format iso for BIOS)",
+                    "--slots ab disks boot under UEFI only (its boot counting is GRUB's EFI build)",
                 ));
             }
             if !format.is_disk() && format != ExportFormat::Iso {
@@ -747,7 +748,16 @@ mod tests {
             ..Default::default()
         };
         assert!(o.check(ExportFormat::Iso).is_ok());
-        assert!(o.check(ExportFormat::Qcow2).is_err());
+        assert!(o.check(ExportFormat::Qcow2).is_ok());
+        let ab_bios = ExportOptions {
+            slots: Some(AbSlots {
+                data_dir: PathBuf::new(),
+                slot_size: None,
+                data_size: None,
+            }),
+            ..o
+        };
+        assert!(ab_bios.check(ExportFormat::Qcow2).is_err());
         let o = ExportOptions {
             label: "bad label".into(),
             ..Default::default()
