@@ -5,20 +5,23 @@
 //! holding the image and its slot table, made by `chasi_runtime::seed`); this exporter adds `grubenv`
 //! to it (slot `a` first, confirmed, with the image's kernel and initrd), builds slot `a` from the image,
 //! slot `b` empty with the same size and inode count, the data file system, and an ESP whose GRUB runs
-//! the slot-choosing script. Every file-system UUID derives from the image digest and the partition's
+//! the slot-choosing script (and, with `--boot bios|hybrid`, a BIOS boot partition whose GRUB core runs
+//! the same script in normal mode). Every file-system UUID derives from the image digest and the partition's
 //! name, so the same image and options give the same bytes.
 
 use std::path::Path;
 
 use super::disks::{disk_cmdline, DiskExporter};
 use super::rootfs::{self, RootfsInfo};
-use super::{boot, tools, work_dir, AbSlots, ExportError, ExportInput, ExportOptions};
+use super::{boot, tools, work_dir, AbSlots, BootMode, ExportError, ExportInput, ExportOptions};
 use super::{ExportReport, ExportResult, RootFsType};
 use crate::gpt::{self, GptLayout, PartitionSpec};
 use crate::slots::{self as layout, BootEnv, GrubDisk, SlotBoot};
 
 /// Size of the ESP: GRUB and its script only (kernels stay in the slots).
 const ESP_SIZE: u64 = 16 << 20;
+/// Size of the BIOS boot partition (`--boot bios|hybrid`): GRUB's core image with normal mode.
+const BIOS_BOOT_SIZE: u64 = 1 << 20;
 
 fn mib(v: u64) -> u64 {
     v.div_ceil(1 << 20) * (1 << 20)
@@ -159,12 +162,25 @@ impl DiskExporter {
             type_guid,
             size,
         };
+        let mode = opts.boot.unwrap_or(BootMode::Uefi);
+        let (bios, uefi) = (mode != BootMode::Uefi, mode != BootMode::Bios);
+        if bios {
+            tools::require(&boot::BIOS_TOOLS)?;
+        }
+        // With BIOS, GRUB's core image in a BIOS boot partition comes first: `o` shifts the others.
+        let o = usize::from(bios);
         let mut specs = vec![
             spec(layout::PART_ESP, gpt::ESP_TYPE, Some(ESP_SIZE)),
             spec(layout::PART_SLOTS[0], root_type, Some(slot_size)),
             spec(layout::PART_SLOTS[1], root_type, Some(slot_size)),
             spec(layout::PART_DATA, gpt::LINUX_DATA_TYPE, Some(data_size)),
         ];
+        if bios {
+            specs.insert(
+                0,
+                spec("bios-boot", gpt::BIOS_BOOT_TYPE, Some(BIOS_BOOT_SIZE)),
+            );
+        }
         let needed = GptLayout::required_size(&specs)?;
         let disk_size = match opts.size {
             Some(requested) if requested < needed => {
@@ -174,8 +190,8 @@ impl DiskExporter {
             None => needed,
         };
         // The data partition takes what a larger --size adds.
-        specs[3].size = None;
-        let layout_ = GptLayout::new(disk_size, &seed, &specs)?;
+        specs[3 + o].size = None;
+        let mut layout_ = GptLayout::new(disk_size, &seed, &specs)?;
         let len = |i: usize| {
             let r = layout_.partitions[i].byte_range();
             r.end - r.start
@@ -189,7 +205,7 @@ impl DiskExporter {
         let grub = GrubDisk {
             data_fs_uuid: rootfs::ext4_uuid(&seed, layout::PART_DATA).to_string(),
             slot_fs_uuids: layout::PART_SLOTS.map(|n| rootfs::ext4_uuid(&seed, n).to_string()),
-            cmdlines: [1, 2].map(|i| {
+            cmdlines: [1 + o, 2 + o].map(|i| {
                 disk_cmdline(
                     &layout_.partitions[i].guid.to_string(),
                     RootFsType::Ext4,
@@ -223,7 +239,7 @@ impl DiskExporter {
             layout::PART_SLOTS[0],
             &tree,
             &imgs[0],
-            len(1),
+            len(1 + o),
             &slot_info,
             &seed,
             epoch,
@@ -233,7 +249,7 @@ impl DiskExporter {
             layout::PART_SLOTS[1],
             &empty,
             &imgs[1],
-            len(2),
+            len(2 + o),
             &slot_info,
             &seed,
             epoch,
@@ -243,8 +259,8 @@ impl DiskExporter {
             layout::PART_DATA,
             &ab.data_dir,
             &imgs[2],
-            len(3),
-            &sized_info(&data_info, len(3)),
+            len(3 + o),
+            &sized_info(&data_info, len(3 + o)),
             &seed,
             epoch,
             work.path(),
@@ -252,29 +268,49 @@ impl DiskExporter {
 
         let esp_img = work.path().join("esp.img");
         let efi = work.path().join("BOOTX64.EFI");
-        boot::grub_efi_normal(&layout::grub_loader_script(), &efi, work.path(), epoch)?;
         let cfg = work.path().join("grub.cfg");
         std::fs::write(&cfg, layout::grub_cfg(&grub)).map_err(ExportError::io("write", &cfg))?;
-        boot::fat_image(
-            &esp_img,
-            ESP_SIZE,
-            "ESP",
-            &[("EFI/BOOT/BOOTX64.EFI", &efi), (layout::GRUB_CFG, &cfg)],
-            &seed,
-            epoch,
-        )?;
-        let contents: Vec<(usize, &Path)> = vec![
-            (0, esp_img.as_path()),
-            (1, imgs[0].as_path()),
-            (2, imgs[1].as_path()),
-            (3, imgs[2].as_path()),
+        let mut esp_files: Vec<(&str, &Path)> = vec![(layout::GRUB_CFG, &cfg)];
+        if uefi {
+            boot::grub_efi_normal(&layout::grub_loader_script(), &efi, work.path(), epoch)?;
+            esp_files.insert(0, ("EFI/BOOT/BOOTX64.EFI", &efi));
+        }
+        boot::fat_image(&esp_img, ESP_SIZE, "ESP", &esp_files, &seed, epoch)?;
+        let bios_img = work.path().join("bios-boot.img");
+        let mut contents: Vec<(usize, &Path)> = vec![
+            (o, esp_img.as_path()),
+            (1 + o, imgs[0].as_path()),
+            (2 + o, imgs[1].as_path()),
+            (3 + o, imgs[2].as_path()),
         ];
+        if bios {
+            let part = &layout_.partitions[0];
+            let range = part.byte_range();
+            let chain = boot::grub_bios_disk_normal(
+                &layout::grub_loader_script(),
+                part.first_lba,
+                range.end - range.start,
+                work.path(),
+                epoch,
+            )?;
+            std::fs::write(&bios_img, &chain.partition)
+                .map_err(ExportError::io("write", &bios_img))?;
+            layout_.boot_code = Some(chain.mbr_code);
+            contents.insert(0, (0, bios_img.as_path()));
+        }
         let disk = layout_.assemble(&contents)?;
         let notes = vec![
-            format!("bootable (UEFI) with A/B slots: kernel /{kernel}; slot a holds the image, slot b is empty, {slot_size} bytes each"),
+            format!(
+                "bootable ({}) with A/B slots: kernel /{kernel}; slot a holds the image, slot b is empty, {slot_size} bytes each",
+                match mode {
+                    BootMode::Uefi => "UEFI",
+                    BootMode::Bios => "BIOS",
+                    BootMode::Hybrid => "BIOS + UEFI",
+                }
+            ),
             format!(
                 "data partition {} bytes: the node state chasi-node starts with (store, slot table, grubenv)",
-                len(3)
+                len(3 + o)
             ),
             format!("disk {disk_size} bytes"),
         ];

@@ -196,10 +196,39 @@ pub fn grub_bios_disk(
     work: &Path,
     epoch: i64,
 ) -> ExportResult<BiosDiskBoot> {
+    bios_disk_with(script, &[], part_lba, part_bytes, work, epoch)
+}
+
+/// [`grub_bios_disk`] whose script hands over to a script file in normal mode (`configfile`), for the
+/// A/B boot choice of [`crate::slots`].
+pub fn grub_bios_disk_normal(
+    script: &str,
+    part_lba: u64,
+    part_bytes: u64,
+    work: &Path,
+    epoch: i64,
+) -> ExportResult<BiosDiskBoot> {
+    let extra: Vec<&str> = AB_MODULES
+        .iter()
+        .copied()
+        .chain(["search_fs_uuid"])
+        .collect();
+    bios_disk_with(script, &extra, part_lba, part_bytes, work, epoch)
+}
+
+fn bios_disk_with(
+    script: &str,
+    extra: &[&str],
+    part_lba: u64,
+    part_bytes: u64,
+    work: &Path,
+    epoch: i64,
+) -> ExportResult<BiosDiskBoot> {
     let dir = Path::new("/usr/lib/grub/i386-pc");
     let core = work.join("core.img");
     let mut modules: Vec<&str> = BIOS_MODULES.to_vec();
     modules.extend(["fat", "ext2"]);
+    modules.extend(extra);
     mkimage(
         "i386-pc",
         "/usr/lib/grub/i386-pc",

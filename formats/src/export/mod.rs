@@ -422,16 +422,8 @@ impl ExportOptions {
         if self.fs != RootFsType::Ext4 && !format.is_disk() {
             return only("--fs", "raw, qcow2, vmdk, ova and vma");
         }
-        if let Some(b) = self.boot {
-            if format.is_disk() && b != BootMode::Uefi && self.slots.is_some() {
-                return Err(ExportError::option(
-                    f,
-                    "--slots ab disks boot under UEFI only (its boot counting is GRUB's EFI build)",
-                ));
-            }
-            if !format.is_disk() && format != ExportFormat::Iso {
-                return only("--boot", "disks and iso");
-            }
+        if self.boot.is_some() && !format.is_disk() && format != ExportFormat::Iso {
+            return only("--boot", "disks and iso");
         }
         if let Some(c) = &self.kernel_cmdline {
             if c.contains(['\n', '\r', '"', '\'', '\\', '$', ';']) {
@@ -749,15 +741,6 @@ mod tests {
         };
         assert!(o.check(ExportFormat::Iso).is_ok());
         assert!(o.check(ExportFormat::Qcow2).is_ok());
-        let ab_bios = ExportOptions {
-            slots: Some(AbSlots {
-                data_dir: PathBuf::new(),
-                slot_size: None,
-                data_size: None,
-            }),
-            ..o
-        };
-        assert!(ab_bios.check(ExportFormat::Qcow2).is_err());
         let o = ExportOptions {
             label: "bad label".into(),
             ..Default::default()
