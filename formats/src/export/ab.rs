@@ -11,7 +11,7 @@
 
 use std::path::Path;
 
-use super::disks::{disk_cmdline, DiskExporter};
+use super::disks::{disk_cmdline, mib, root_type, DiskExporter, BIOS_BOOT_SIZE};
 use super::rootfs::{self, RootfsInfo};
 use super::{boot, tools, work_dir, AbSlots, BootMode, ExportError, ExportInput, ExportOptions};
 use super::{ExportReport, ExportResult, RootFsType};
@@ -20,12 +20,6 @@ use crate::slots::{self as layout, BootEnv, GrubDisk, SlotBoot};
 
 /// Size of the ESP: GRUB and its script only (kernels stay in the slots).
 const ESP_SIZE: u64 = 16 << 20;
-/// Size of the BIOS boot partition (`--boot bios|hybrid`): GRUB's core image with normal mode.
-const BIOS_BOOT_SIZE: u64 = 1 << 20;
-
-fn mib(v: u64) -> u64 {
-    v.div_ceil(1 << 20) * (1 << 20)
-}
 
 /// Default slot size: room for an image twice this one, at least 256 MiB.
 fn default_slot_size(info: &RootfsInfo) -> u64 {
@@ -48,40 +42,6 @@ fn tree_size(dir: &Path) -> ExportResult<(u64, u64)> {
         }
     }
     Ok((bytes, entries))
-}
-
-/// Dates everything in `dir` (the node state, written just now) at `epoch`, as the image's files are,
-/// so the data file system is the same bytes for the same image.
-fn clamp_tree_times(dir: &Path, epoch: i64) -> ExportResult<()> {
-    use rustix::fs::{utimensat, AtFlags, Timespec, Timestamps, CWD};
-    let t = Timespec {
-        tv_sec: epoch,
-        tv_nsec: 0,
-    };
-    let times = Timestamps {
-        last_access: t,
-        last_modification: t,
-    };
-    let mut stack = vec![dir.to_path_buf()];
-    let mut all = vec![dir.to_path_buf()];
-    while let Some(d) = stack.pop() {
-        for e in std::fs::read_dir(&d).map_err(ExportError::io("read", &d))? {
-            let e = e.map_err(ExportError::io("read", &d))?;
-            if e.file_type()
-                .map_err(ExportError::io("stat", e.path()))?
-                .is_dir()
-            {
-                stack.push(e.path());
-            }
-            all.push(e.path());
-        }
-    }
-    // Children first, so setting a directory's time is not undone by a change inside it.
-    for p in all.iter().rev() {
-        utimensat(CWD, p, &times, AtFlags::SYMLINK_NOFOLLOW)
-            .map_err(|e| ExportError::io("set the time of", p)(e.into()))?;
-    }
-    Ok(())
 }
 
 /// An info whose inode count and block budget fit a file system of `size` bytes holding at least
@@ -152,11 +112,7 @@ impl DiskExporter {
                 needed: data_min,
             });
         }
-        let root_type = if input.platform.contains("/amd64") {
-            gpt::ROOT_X86_64_TYPE
-        } else {
-            gpt::LINUX_DATA_TYPE
-        };
+        let root_type = root_type(&input.platform);
         let spec = |name: &str, type_guid, size| PartitionSpec {
             name: name.into(),
             type_guid,
@@ -231,7 +187,7 @@ impl DiskExporter {
         };
         let env_path = ab.data_dir.join(layout::GRUBENV);
         std::fs::write(&env_path, env.encode()?).map_err(ExportError::io("write", &env_path))?;
-        clamp_tree_times(&ab.data_dir, epoch)?;
+        boot::date_tree(&ab.data_dir, epoch)?;
 
         let slot_info = sized_info(&info, slot_size);
         let imgs = ["a.img", "b.img", "data.img"].map(|n| work.path().join(n));
@@ -302,11 +258,7 @@ impl DiskExporter {
         let notes = vec![
             format!(
                 "bootable ({}) with A/B slots: kernel /{kernel}; slot a holds the image, slot b is empty, {slot_size} bytes each",
-                match mode {
-                    BootMode::Uefi => "UEFI",
-                    BootMode::Bios => "BIOS",
-                    BootMode::Hybrid => "BIOS + UEFI",
-                }
+                mode.firmware()
             ),
             format!(
                 "data partition {} bytes: the node state chasi-node starts with (store, slot table, grubenv)",

@@ -25,6 +25,8 @@ pub const UEFI_TOOLS: [Tool; 5] = [
     tools::MCOPY,
     tools::MMD,
 ];
+/// The tools a FAT image (the ESP) needs.
+pub const FAT_TOOLS: [Tool; 3] = [tools::MKFS_VFAT, tools::MCOPY, tools::MMD];
 /// The tools a BIOS (El Torito) boot chain needs.
 pub const BIOS_TOOLS: [Tool; 2] = [tools::GRUB_MKIMAGE, tools::GRUB_PC];
 
@@ -286,6 +288,41 @@ pub fn set_mtime(path: &Path, epoch: i64) -> ExportResult<()> {
         .map_err(ExportError::io("open", path))?;
     f.set_modified(t)
         .map_err(ExportError::io("set the mtime of", path))
+}
+
+/// Dates everything in `dir` (access and modification, symlinks themselves, never followed) at
+/// `epoch`: trees staged for a file-system or ISO builder, so the output is the same bytes for the
+/// same image.
+pub fn date_tree(dir: &Path, epoch: i64) -> ExportResult<()> {
+    use rustix::fs::{utimensat, AtFlags, Timespec, Timestamps, CWD};
+    let t = Timespec {
+        tv_sec: epoch.max(0),
+        tv_nsec: 0,
+    };
+    let times = Timestamps {
+        last_access: t,
+        last_modification: t,
+    };
+    let mut stack = vec![dir.to_path_buf()];
+    let mut all = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).map_err(ExportError::io("read", &d))? {
+            let e = e.map_err(ExportError::io("read", &d))?;
+            if e.file_type()
+                .map_err(ExportError::io("stat", e.path()))?
+                .is_dir()
+            {
+                stack.push(e.path());
+            }
+            all.push(e.path());
+        }
+    }
+    // Children first, so setting a directory's time is not undone by a change inside it.
+    for p in all.iter().rev() {
+        utimensat(CWD, p, &times, AtFlags::SYMLINK_NOFOLLOW)
+            .map_err(|e| ExportError::io("set the time of", p)(e.into()))?;
+    }
+    Ok(())
 }
 
 /// 1980-01-01T00:00:00Z, the first time FAT can record.

@@ -37,7 +37,7 @@ pub struct DiskExporter {
     pub format: ExportFormat,
 }
 
-fn root_type(platform: &str) -> uuid::Uuid {
+pub(super) fn root_type(platform: &str) -> uuid::Uuid {
     if platform.contains("/amd64") {
         gpt::ROOT_X86_64_TYPE
     } else if platform.contains("/arm64") {
@@ -48,9 +48,9 @@ fn root_type(platform: &str) -> uuid::Uuid {
 }
 
 /// Size of the BIOS boot partition (GRUB's core image takes about 100 KiB).
-const BIOS_BOOT_SIZE: u64 = 1 << 20;
+pub(super) const BIOS_BOOT_SIZE: u64 = 1 << 20;
 
-fn mib(v: u64) -> u64 {
+pub(super) fn mib(v: u64) -> u64 {
     v.div_ceil(1 << 20) * (1 << 20)
 }
 
@@ -94,7 +94,11 @@ impl Exporter for DiskExporter {
         let mut notes = Vec::new();
         if bootable {
             // The ESP (FAT) holds the kernel either way; GRUB for UEFI only when UEFI boots.
-            tools::require(&boot::UEFI_TOOLS[if uefi { 0 } else { 2 }..])?;
+            tools::require(if uefi {
+                &boot::UEFI_TOOLS
+            } else {
+                &boot::FAT_TOOLS
+            })?;
             if bios {
                 tools::require(&boot::BIOS_TOOLS)?;
             }
@@ -250,11 +254,7 @@ impl Exporter for DiskExporter {
             }
             boot::fat_image(&esp_img, esp, "ESP", &files, &seed, epoch)?;
             contents.push((esp_idx, esp_img));
-            let firmware = match mode {
-                BootMode::Uefi => "UEFI",
-                BootMode::Bios => "BIOS",
-                BootMode::Hybrid => "BIOS + UEFI",
-            };
+            let firmware = mode.firmware();
             notes.push(format!(
                 "bootable ({firmware}): kernel /{kernel}, cmdline `{cmdline}`"
             ));

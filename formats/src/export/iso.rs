@@ -73,30 +73,6 @@ pub fn live_banner(name: Option<&str>, digest: &Digest, installer: bool) -> Stri
     lines.iter().map(|l| boot::grub_echo(l)).collect()
 }
 
-fn set_tree_mtimes(dir: &Path, epoch: i64) -> ExportResult<()> {
-    let t = std::time::UNIX_EPOCH + std::time::Duration::from_secs(epoch.max(0) as u64);
-    let mut stack = vec![dir.to_path_buf()];
-    let mut dirs = Vec::new();
-    while let Some(d) = stack.pop() {
-        for e in std::fs::read_dir(&d).map_err(ExportError::io("read", &d))? {
-            let e = e.map_err(ExportError::io("read", &d))?;
-            let ft = e.file_type().map_err(ExportError::io("stat", e.path()))?;
-            if ft.is_dir() {
-                stack.push(e.path());
-            } else if ft.is_file() {
-                boot::set_mtime(&e.path(), epoch)?;
-            }
-        }
-        dirs.push(d);
-    }
-    for d in dirs.iter().rev() {
-        let f = std::fs::File::open(d).map_err(ExportError::io("open", d))?;
-        f.set_modified(t)
-            .map_err(ExportError::io("set the mtime of", d))?;
-    }
-    Ok(())
-}
-
 impl Exporter for IsoExporter {
     fn format(&self) -> ExportFormat {
         ExportFormat::Iso
@@ -269,11 +245,7 @@ impl Exporter for IsoExporter {
             }
             notes.push(format!(
                 "live ISO ({}): kernel /{kernel}, rootfs as initramfs, cmdline `{cmdline}`",
-                match mode {
-                    BootMode::Uefi => "UEFI",
-                    BootMode::Bios => "BIOS",
-                    BootMode::Hybrid => "BIOS + UEFI",
-                }
+                mode.firmware()
             ));
         } else if let Some(oci) = &input.oci {
             let tag = oci
@@ -309,7 +281,7 @@ impl Exporter for IsoExporter {
             std::fs::remove_dir(&bootdir).map_err(ExportError::io("remove", &bootdir))?;
             notes.push("data ISO: OCI layout in oci/ and README.txt".into());
         }
-        set_tree_mtimes(&stage, epoch)?;
+        boot::date_tree(&stage, epoch)?;
         let size = write_built(out, work.path(), "out.iso", |iso| {
             let mut c = tools::command(tools::XORRISO, epoch)?;
             c.args([

@@ -286,6 +286,17 @@ pub enum BootMode {
     Hybrid,
 }
 
+impl BootMode {
+    /// The firmware it boots under, for people (`BIOS + UEFI`).
+    pub fn firmware(self) -> &'static str {
+        match self {
+            BootMode::Uefi => "UEFI",
+            BootMode::Bios => "BIOS",
+            BootMode::Hybrid => "BIOS + UEFI",
+        }
+    }
+}
+
 impl FromStr for BootMode {
     type Err = ExportError;
     fn from_str(s: &str) -> ExportResult<Self> {
