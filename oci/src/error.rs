@@ -176,6 +176,15 @@ pub enum OciError {
         /// The blob.
         digest: String,
     },
+    /// A registry storage directory (`registry/docker/registry/v2`) is not laid out as the
+    /// distribution registry lays it out.
+    #[error("malformed registry directory at {path}: {}", excerpt(message))]
+    BadRegistryLayout {
+        /// The file or directory at fault.
+        path: PathBuf,
+        /// What is wrong.
+        message: String,
+    },
     /// A reference string (`oci:PATH:TAG`, ...) is malformed.
     #[error("invalid image reference `{reference}`: {reason}")]
     BadReference {

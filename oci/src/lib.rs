@@ -21,6 +21,7 @@
 //! | [`image`] | manifests, indexes, configs; building images; platform selection |
 //! | [`platform`] | `os/arch[/variant]` |
 //! | [`layout`] | OCI layout directory and `oci-archive`, both ways |
+//! | [`distribution`] | the distribution registry's storage directory (sealer's `registry/`), both ways |
 //! | [`docker`] | `docker-archive`, both ways |
 //! | [`read`] | format detection, tag resolution, verified import into a sink |
 //! | [`write`](mod@write) | save options, report, [`save`] |
@@ -91,6 +92,7 @@
 
 pub mod blobs;
 pub mod digest;
+pub mod distribution;
 pub mod docker;
 pub mod error;
 pub mod image;
