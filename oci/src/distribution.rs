@@ -28,7 +28,7 @@ use std::path::{Path, PathBuf};
 use oci_spec::image::{Descriptor, Digest, MediaType};
 use serde_json::Value;
 
-use super::blobs::{open_verified, read_blob, BlobSource};
+use super::blobs::{read_blob, BlobSource};
 use super::digest::{parse_digest, Hasher, HashingWriter};
 use super::error::{OciError, OciResult};
 use super::image::{read_index, read_manifest};
@@ -474,7 +474,7 @@ pub fn check_tag(tag: &str) -> OciResult<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::blobs::MemoryBlobs;
+    use crate::blobs::{open_verified, MemoryBlobs};
     use crate::image::build_manifest;
 
     fn image(blobs: &mut MemoryBlobs, layer: &[u8]) -> Descriptor {
