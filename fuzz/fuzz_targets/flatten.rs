@@ -54,6 +54,7 @@ fuzz_target!(|data: &[u8]| {
             chown: false,
             devices: false,
             xattrs: false,
+            only: Vec::new(),
         };
         if let Err(e) = apply_layer(&flat[..], out.path(), &opts, "flattened") {
             panic!("a flattened tar does not apply: {e}");

@@ -56,6 +56,11 @@ pub struct ApplyOptions {
     /// Set extended attributes from `SCHILY.xattr.*` records; failures (no permission, unsupported) are counted,
     /// not fatal.
     pub xattrs: bool,
+    /// Apply only these subtrees (paths relative to the root, `/`-separated, such as
+    /// `manifests` or `application/apps`) and the directories leading to them; empty: everything.
+    /// A hard link below them whose target is outside is skipped and counted in
+    /// [`ApplyStats::outside_links`] (its data was not applied).
+    pub only: Vec<String>,
 }
 
 impl Default for ApplyOptions {
@@ -65,6 +70,7 @@ impl Default for ApplyOptions {
             chown: root,
             devices: root,
             xattrs: true,
+            only: Vec::new(),
         }
     }
 }
@@ -80,6 +86,8 @@ pub struct ApplyStats {
     pub skipped_devices: u64,
     /// Extended attributes that could not be set.
     pub xattr_failures: u64,
+    /// Hard links skipped because their target lies outside [`ApplyOptions::only`].
+    pub outside_links: u64,
 }
 
 /// Reads the metadata of a tar entry into a [`TarEntry`] (name normalized later by the caller).
@@ -429,6 +437,8 @@ enum Made {
 /// One layer being applied.
 struct Applier<'a> {
     tree: Tree<'a>,
+    /// [`ApplyOptions::only`] as path components.
+    only: Vec<Key>,
     opts: &'a ApplyOptions,
     what: &'a str,
     stats: ApplyStats,
@@ -439,9 +449,41 @@ struct Applier<'a> {
 }
 
 impl Applier<'_> {
+    /// Whether `comps` (an entry's path) is inside one of [`ApplyOptions::only`]'s subtrees,
+    /// or (`leading`) a directory on the way to one.
+    fn wanted(&self, comps: &[Vec<u8>], leading: bool) -> bool {
+        self.only.is_empty()
+            || self.only.iter().any(|p| {
+                comps.starts_with(p) || (leading && p.starts_with(comps) && comps.len() < p.len())
+            })
+    }
+
     fn entry(&mut self, meta: &TarEntry, data: &mut dyn Read) -> Result<()> {
         let show = String::from_utf8_lossy(&meta.path).into_owned();
-        let (parent, name) = match entry::classify(&meta.path, &show)? {
+        let op = entry::classify(&meta.path, &show)?;
+        if !self.only.is_empty() {
+            let keep = match &op {
+                EntryOp::Root => true,
+                // An opaque directory on the way down hides what lower layers left in it.
+                EntryOp::Opaque { parent } => self.wanted(parent, true),
+                EntryOp::Whiteout { parent, name } => self.wanted(&child(parent, name), true),
+                EntryOp::Put { parent, name } => {
+                    let full = child(parent, name);
+                    self.wanted(&full, meta.kind == EntryKind::Dir)
+                }
+            };
+            if !keep {
+                return Ok(());
+            }
+            if let EntryKind::Hardlink(t) = &meta.kind {
+                let (tp, tn) = entry::hard_link_target(t, &show)?;
+                if !self.wanted(&child(&tp, &tn), false) {
+                    self.stats.outside_links += 1;
+                    return Ok(());
+                }
+            }
+        }
+        let (parent, name) = match op {
             EntryOp::Root => return Ok(()),
             EntryOp::Opaque { parent } => {
                 let dir = self.tree.parent(&parent, &show)?;
@@ -767,6 +809,16 @@ pub fn apply_layer_seeing(
 ) -> Result<ApplyStats> {
     let mut applier = Applier {
         tree: Tree::open(root)?,
+        only: opts
+            .only
+            .iter()
+            .map(|p| {
+                p.split('/')
+                    .filter(|c| !c.is_empty() && *c != ".")
+                    .map(|c| c.as_bytes().to_vec())
+                    .collect()
+            })
+            .collect(),
         opts,
         what,
         stats: ApplyStats::default(),
@@ -823,6 +875,7 @@ impl Store {
             total.entries += s.entries;
             total.whiteouts += s.whiteouts;
             total.skipped_devices += s.skipped_devices;
+            total.outside_links += s.outside_links;
             total.xattr_failures += s.xattr_failures;
         }
         Ok(total)

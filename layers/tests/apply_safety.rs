@@ -16,6 +16,7 @@ fn opts() -> ApplyOptions {
         chown: false,
         devices: false,
         xattrs: false,
+        only: Vec::new(),
     }
 }
 
@@ -420,6 +421,7 @@ fn special_files_round_trip() {
                 chown: root,
                 devices: root,
                 xattrs: false,
+                only: Vec::new(),
             },
         )
         .unwrap();
@@ -767,4 +769,53 @@ fn tree_of(root: &Path) -> std::collections::BTreeMap<String, (char, u32, Vec<u8
         out.insert(rel, v);
     }
     out
+}
+
+#[test]
+fn a_subtree_filter_applies_only_those_trees_and_their_whiteouts() {
+    let t = tempfile::tempdir().unwrap();
+    let root = t.path().join("root");
+    fs::create_dir(&root).unwrap();
+    let mut lower = Vec::new();
+    raw_entry(&mut lower, "etc/", b'5', "", b"");
+    raw_entry(&mut lower, "etc/passwd", b'0', "", b"root");
+    raw_entry(&mut lower, "manifests/", b'5', "", b"");
+    raw_entry(&mut lower, "manifests/a.yaml", b'0', "", b"a");
+    raw_entry(&mut lower, "manifests/old.yaml", b'0', "", b"old");
+    raw_entry(&mut lower, "application/", b'5', "", b"");
+    raw_entry(&mut lower, "application/apps/", b'5', "", b"");
+    raw_entry(&mut lower, "application/apps/x/p.yaml", b'0', "", b"p");
+    raw_entry(&mut lower, "application/other", b'0', "", b"o");
+    let filtered = ApplyOptions {
+        only: vec!["manifests".into(), "application/apps".into()],
+        ..opts()
+    };
+    apply_layer(&finish(lower)[..], &root, &filtered, "lower").unwrap();
+    let mut upper = Vec::new();
+    raw_entry(&mut upper, "manifests/.wh.old.yaml", b'0', "", b"");
+    raw_entry(&mut upper, "manifests/link.yaml", b'1', "etc/passwd", b"");
+    raw_entry(
+        &mut upper,
+        "manifests/same.yaml",
+        b'1',
+        "manifests/a.yaml",
+        b"",
+    );
+    raw_entry(&mut upper, "etc/shadow", b'0', "", b"secret");
+    let stats = apply_layer(&finish(upper)[..], &root, &filtered, "upper").unwrap();
+    assert_eq!(stats.outside_links, 1, "{stats:?}");
+    assert_eq!(fs::read(root.join("manifests/a.yaml")).unwrap(), b"a");
+    assert_eq!(fs::read(root.join("manifests/same.yaml")).unwrap(), b"a");
+    assert!(
+        !root.join("manifests/old.yaml").exists(),
+        "the whiteout is honoured"
+    );
+    assert!(!root.join("manifests/link.yaml").exists());
+    assert_eq!(
+        fs::read(root.join("application/apps/x/p.yaml")).unwrap(),
+        b"p"
+    );
+    assert!(root.join("application").is_dir(), "the way down is made");
+    assert!(!root.join("application/other").exists());
+    assert!(!root.join("etc").exists(), "nothing outside the subtrees");
 }

@@ -16,6 +16,7 @@ fn opts() -> ApplyOptions {
         chown: false,
         devices: false,
         xattrs: false,
+        only: Vec::new(),
     }
 }
 

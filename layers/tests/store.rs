@@ -21,6 +21,7 @@ fn apply_opts() -> ApplyOptions {
         chown: false,
         devices: false,
         xattrs: false,
+        only: Vec::new(),
     }
 }
 
