@@ -15,6 +15,10 @@
 //!   repositories/<name>/_manifests/tags/<tag>/index/sha256/<hex>/link
 //! ```
 //!
+//! The images a cluster image carries are kept under repositories named by their registry host
+//! and path ([`repository_of`]: `docker.io/library/nginx`), so the node names them in containerd
+//! as the manifests that use them do.
+//!
 //! A `link` holds the digest text (`sha256:<hex>`, no newline). Repository names and tags are
 //! checked against the distribution grammar before they become paths, on writing and on reading,
 //! so neither can leave the directory; symbolic links are never followed when reading. Blobs are
@@ -45,6 +49,9 @@ const MAX_LINK: u64 = 256;
 #[derive(Debug, Clone)]
 pub struct RegistryDir {
     root: PathBuf,
+    /// The registry directory this one is layered over (an image layer over its base's):
+    /// blobs it holds are not written again.
+    lower: Option<Box<RegistryDir>>,
 }
 
 /// A tagged image found in a registry directory.
@@ -70,7 +77,20 @@ pub struct PutReport {
 impl RegistryDir {
     /// The registry storage rooted at `root` (the directory that holds `docker/`).
     pub fn new(root: impl Into<PathBuf>) -> Self {
-        RegistryDir { root: root.into() }
+        RegistryDir {
+            root: root.into(),
+            lower: None,
+        }
+    }
+
+    /// A registry directory at `root` layered over `lower`: a blob `lower` holds is neither
+    /// downloaded nor written again, and is read from there (the builder's `registry/` layer
+    /// over the base image's).
+    pub fn over(root: impl Into<PathBuf>, lower: RegistryDir) -> Self {
+        RegistryDir {
+            root: root.into(),
+            lower: Some(Box::new(lower)),
+        }
     }
 
     /// The storage root.
@@ -103,6 +123,7 @@ impl RegistryDir {
     pub fn holds(&self, descriptor: &Descriptor) -> bool {
         fs::symlink_metadata(self.blob_path(descriptor.digest()))
             .is_ok_and(|m| m.is_file() && m.len() == descriptor.size())
+            || self.lower.as_ref().is_some_and(|l| l.holds(descriptor))
     }
 
     /// Writes a blob unless [`RegistryDir::holds`] it: hashed while written, refused unless
@@ -161,16 +182,57 @@ impl RegistryDir {
         repository: &str,
         tag: &str,
     ) -> OciResult<PutReport> {
-        let repo = self.repository_dir(repository)?;
         check_tag(tag)?;
+        let report = self.put_untagged(source, root, repository)?;
+        self.set_tag(repository, tag, root.digest())?;
+        Ok(report)
+    }
+
+    /// Points `repository:tag` at a manifest or index the directory holds.
+    pub fn set_tag(&self, repository: &str, tag: &str, digest: &Digest) -> OciResult<()> {
+        check_tag(tag)?;
+        let tag_dir = self
+            .repository_dir(repository)?
+            .join("_manifests")
+            .join("tags")
+            .join(tag);
+        write_link(&tag_dir.join("current").join("link"), digest)?;
+        write_link(
+            &digest_dir(&tag_dir.join("index"), digest).join("link"),
+            digest,
+        )
+    }
+
+    /// Stores one manifest or index document (not what it references) as a revision of
+    /// `repository`: an index of which only some platforms are carried, as a pull-through
+    /// registry keeps it after serving one platform.
+    pub fn put_document(
+        &self,
+        descriptor: &Descriptor,
+        raw: &[u8],
+        repository: &str,
+    ) -> OciResult<u64> {
+        let repo = self.repository_dir(repository)?;
+        let written = self.put_blob(descriptor, &mut &raw[..])?;
+        let revisions = repo.join("_manifests").join("revisions");
+        write_link(
+            &digest_dir(&revisions, descriptor.digest()).join("link"),
+            descriptor.digest(),
+        )?;
+        Ok(written)
+    }
+
+    /// [`RegistryDir::put_image`] without a tag: the image is served by digest only
+    /// (`repository@sha256:…`), as a registry holds an image pulled by digest.
+    pub fn put_untagged(
+        &self,
+        source: &(impl BlobSource + ?Sized),
+        root: &Descriptor,
+        repository: &str,
+    ) -> OciResult<PutReport> {
+        let repo = self.repository_dir(repository)?;
         let mut report = PutReport::default();
         self.put_manifest_tree(source, root, &repo, &mut report, 0)?;
-        let tag_dir = repo.join("_manifests").join("tags").join(tag);
-        write_link(&tag_dir.join("current").join("link"), root.digest())?;
-        write_link(
-            &digest_dir(&tag_dir.join("index"), root.digest()).join("link"),
-            root.digest(),
-        )?;
         Ok(report)
     }
 
@@ -290,23 +352,32 @@ impl RegistryDir {
     }
 }
 
-impl BlobSource for RegistryDir {
-    fn blob_size(&self, digest: &Digest) -> OciResult<u64> {
+impl RegistryDir {
+    /// The directory holding `digest` (this one or a lower one) and the blob's size.
+    fn find(&self, digest: &Digest) -> OciResult<(PathBuf, u64)> {
         let path = self.blob_path(digest);
         match fs::symlink_metadata(&path) {
-            Ok(m) if m.is_file() => Ok(m.len()),
+            Ok(m) if m.is_file() => Ok((path, m.len())),
             Ok(_) => Err(bad_layout(&path, "is not a regular file")),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => Err(OciError::MissingBlob {
-                digest: digest.to_string(),
-                location: self.location(),
-            }),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => match &self.lower {
+                Some(lower) => lower.find(digest),
+                None => Err(OciError::MissingBlob {
+                    digest: digest.to_string(),
+                    location: self.location(),
+                }),
+            },
             Err(e) => Err(OciError::io("stat", path)(e)),
         }
     }
+}
+
+impl BlobSource for RegistryDir {
+    fn blob_size(&self, digest: &Digest) -> OciResult<u64> {
+        self.find(digest).map(|(_, size)| size)
+    }
 
     fn open_blob(&self, digest: &Digest) -> OciResult<Box<dyn Read + '_>> {
-        self.blob_size(digest)?;
-        let path = self.blob_path(digest);
+        let (path, _) = self.find(digest)?;
         let file = File::open(&path).map_err(OciError::io("open", &path))?;
         Ok(Box::new(io::BufReader::new(file)))
     }
@@ -400,6 +471,37 @@ fn find_repositories(
         find_repositories(&path, child, out, depth + 1)?;
     }
     Ok(())
+}
+
+/// The repository a carried image is kept under: its registry host and path
+/// (`docker.io/library/nginx`), so the node can name it as the manifests do. A host's port is
+/// written `_PORT` (`127.0.0.1_5000/app`): `:` is not allowed in a repository name and `_` is
+/// not allowed in a host name, so [`image_name_of`] reverses it exactly.
+pub fn repository_of(host: &str, path: &str) -> String {
+    let host = match host.rsplit_once(':') {
+        Some((h, port)) if !port.is_empty() && port.bytes().all(|b| b.is_ascii_digit()) => {
+            format!("{h}_{port}")
+        }
+        _ => host.to_string(),
+    };
+    format!("{host}/{path}")
+}
+
+/// The image name (without tag) of a repository written by [`repository_of`]:
+/// `127.0.0.1_5000/app` → `127.0.0.1:5000/app`.
+pub fn image_name_of(repository: &str) -> String {
+    let (first, rest) = repository.split_once('/').unwrap_or((repository, ""));
+    let host = match first.rsplit_once('_') {
+        Some((h, port)) if !port.is_empty() && port.bytes().all(|b| b.is_ascii_digit()) => {
+            format!("{h}:{port}")
+        }
+        _ => first.to_string(),
+    };
+    if rest.is_empty() {
+        host
+    } else {
+        format!("{host}/{rest}")
+    }
 }
 
 /// The distribution grammar of a repository name: `/`-separated components of
@@ -570,6 +672,45 @@ mod tests {
         let err = reg.put_blob(&forged, &mut &b"garbage"[..]).unwrap_err();
         assert!(matches!(err, OciError::DigestMismatch { .. }), "{err}");
         assert!(!reg.blob_path(layer.digest()).exists());
+    }
+
+    #[test]
+    fn a_directory_over_another_writes_only_what_the_lower_lacks() {
+        let mut blobs = MemoryBlobs::new();
+        let base = image(&mut blobs, b"shared layer");
+        let dir = tempfile::tempdir().unwrap();
+        let lower = RegistryDir::new(dir.path().join("lower"));
+        lower.put_image(&blobs, &base, "base", "v1").unwrap();
+        let upper = RegistryDir::over(dir.path().join("upper"), lower);
+        let report = upper.put_image(&blobs, &base, "copy", "v1").unwrap();
+        assert_eq!(report, PutReport::default(), "everything is in the lower");
+        let images = upper.images().unwrap();
+        assert_eq!(images.len(), 1, "the upper lists its own tags");
+        let (manifest, _) = read_manifest(&upper, &images[0].root).unwrap();
+        assert_eq!(
+            manifest.layers().len(),
+            1,
+            "blobs are read through to the lower"
+        );
+        assert!(!upper.blob_path(base.digest()).exists());
+    }
+
+    #[test]
+    fn carried_repositories_keep_their_registry_host() {
+        for (host, path, repo) in [
+            ("docker.io", "library/nginx", "docker.io/library/nginx"),
+            ("127.0.0.1:5000", "ns/app", "127.0.0.1_5000/ns/app"),
+            ("localhost:32000", "a", "localhost_32000/a"),
+            (
+                "quay.io",
+                "jetstack/cert-manager-controller",
+                "quay.io/jetstack/cert-manager-controller",
+            ),
+        ] {
+            assert_eq!(repository_of(host, path), repo);
+            check_repository(repo).unwrap();
+            assert_eq!(image_name_of(repo), format!("{host}/{path}"));
+        }
     }
 
     #[test]

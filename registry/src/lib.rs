@@ -10,6 +10,8 @@
 //! - [`pull`]: the registry is a `chasi_oci::BlobSource` that `chasi_oci::import_image` reads
 //!   into `chasi_images::StoreBlobs`, the path of `chasi load` (every blob verified, DiffIDs
 //!   checked, nothing tagged unless all of it is stored);
+//! - [`pull_to_dir`]: one platform of an image into a registry directory
+//!   (`chasi_oci::distribution`), for the images a cluster image carries;
 //! - [`client`]: the session, the scheme rule (plain HTTP only for loopback and
 //!   `--insecure-registry` registries that do not talk TLS), TLS options, retries with
 //!   exponential backoff, and the sorting of failures into [`RegistryError`];
@@ -34,5 +36,5 @@ pub mod transfer;
 pub use auth::{AuthFiles, Credentials};
 pub use client::{is_loopback, may_be_plain, parse_reference, Options, Retry, Session};
 pub use error::{RegistryError, Result};
-pub use pull::{pull, PullReport};
+pub use pull::{pull, pull_to_dir, DirPullReport, PullReport};
 pub use push::{push, PushReport};

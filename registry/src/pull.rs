@@ -72,6 +72,65 @@ pub fn pull(
     })
 }
 
+/// What [`pull_to_dir`] did.
+#[derive(Debug, Clone)]
+pub struct DirPullReport {
+    /// What the reference resolved to: an index, or the manifest itself.
+    pub root: Descriptor,
+    /// The platform's image manifest.
+    pub manifest: Descriptor,
+    /// Blobs written into the directory (blobs it held are not downloaded).
+    pub blobs_written: u64,
+    /// Their bytes.
+    pub bytes_written: u64,
+}
+
+/// Copies the `platform` image of `reference` from the registry into a registry directory as
+/// `repository` (and `tag`, when given), as a pull-through registry would keep it after serving
+/// that platform: the root document (an index is kept whole, so the reference's digest still
+/// resolves), the platform's manifest, its config and layers — never the other platforms.
+/// Only what the directory does not hold is downloaded, every blob verified as it is written.
+/// It is how a cluster image carries its container images (sealer's `registry/` layer).
+pub fn pull_to_dir(
+    reference: &str,
+    platform: &chasi_oci::Platform,
+    dir: &chasi_oci::distribution::RegistryDir,
+    repository: &str,
+    tag: Option<&str>,
+    opts: &Options,
+) -> Result<DirPullReport> {
+    let parsed = parse_reference(reference)?;
+    let session = Session::open(reference, opts, RegistryOperation::Pull)?;
+    let (source, root) = RegistrySource::fetch_platform(&session, &parsed, platform)?;
+    let copied = (|| {
+        let mut report = dir.put_untagged(&source, &source.root, repository)?;
+        // The indexes on the way (the root, nested ones), kept as documents only.
+        for digest in source.documents.digests() {
+            if digest == source.root.digest() {
+                continue;
+            }
+            let raw = source.documents.get(digest).unwrap_or_default();
+            let d = Descriptor::new(MediaType::ImageIndex, raw.len() as u64, digest.clone());
+            let written = dir.put_document(&d, raw, repository)?;
+            if written > 0 {
+                report.blobs_written += 1;
+                report.bytes_written += written;
+            }
+        }
+        if let Some(t) = tag {
+            dir.set_tag(repository, t, root.digest())?;
+        }
+        Ok(report)
+    })();
+    let report = copied.map_err(|e| source.explain(e))?;
+    Ok(DirPullReport {
+        root,
+        manifest: source.root.clone(),
+        blobs_written: report.blobs_written,
+        bytes_written: report.bytes_written,
+    })
+}
+
 /// The store name of a pulled image: `--tag`, else `REGISTRY/REPO:TAG` of a tagged reference.
 fn store_name(parsed: &Reference, tag: Option<&str>, shown: &str) -> Result<Option<String>> {
     let wanted = match (tag, parsed.tag()) {
@@ -139,6 +198,75 @@ impl<'s> RegistrySource<'s> {
         };
         source.walk(&root, 0)?;
         Ok(source)
+    }
+
+    /// Fetches the root document and, for an index, only the documents on the way to the
+    /// manifest of `platform`, which becomes the source's root; returns the reference's root too.
+    fn fetch_platform(
+        session: &'s Session,
+        reference: &Reference,
+        platform: &chasi_oci::Platform,
+    ) -> Result<(Self, Descriptor)> {
+        let (body, digest) = session.pull_manifest(reference)?;
+        let media = media_of(&body).map_err(|reason| bad(session, reason))?;
+        let mut documents = MemoryBlobs::new();
+        let root = documents.insert(media, body.to_vec());
+        if root.digest().to_string() != digest {
+            return Err(bad(
+                session,
+                format!(
+                    "the registry named the manifest {digest} but it hashes to {}",
+                    root.digest()
+                ),
+            ));
+        }
+        let mut source = RegistrySource {
+            session,
+            root: root.clone(),
+            documents,
+            sizes: HashMap::new(),
+            small: RefCell::new(HashMap::new()),
+            last_error: RefCell::new(None),
+        };
+        for _ in 0..=MAX_INDEX_DEPTH {
+            match chasi_oci::select_manifest(&source.documents, &root, Some(platform)) {
+                Ok(chosen) => {
+                    source.fetch_document(&chosen)?;
+                    source.root = chosen.clone();
+                    source.walk(&chosen, 0)?;
+                    return Ok((source, root));
+                }
+                // A nested index the selection needs to read: fetch it and select again.
+                Err(OciError::MissingBlob { digest, .. }) => {
+                    let nested = index_child(&source.documents, &root, &digest)
+                        .ok_or_else(|| bad(session, format!("index entry {digest} vanished")))?;
+                    source.fetch_document(&nested)?;
+                }
+                Err(e) => return Err(source.explain(e)),
+            }
+        }
+        Err(bad(session, "image indexes nest too deep".to_string()))
+    }
+
+    /// Fetches a manifest or index by digest into `documents` (once), checking its digest.
+    fn fetch_document(&mut self, d: &Descriptor) -> Result<()> {
+        if self.documents.get(d.digest()).is_some() {
+            return Ok(());
+        }
+        let target = self
+            .session
+            .reference
+            .clone_with_digest(d.digest().to_string());
+        let (body, _) = self.session.pull_manifest(&target)?;
+        let got = self.documents.insert(d.media_type().clone(), body.to_vec());
+        if got.digest() != d.digest() {
+            return Err(RegistryError::DigestMismatch {
+                reference: self.session.shown.clone(),
+                expected: d.digest().to_string(),
+                actual: got.digest().to_string(),
+            });
+        }
+        Ok(())
     }
 
     fn walk(&mut self, d: &Descriptor, depth: usize) -> Result<()> {
@@ -210,6 +338,25 @@ impl<'s> RegistrySource<'s> {
             message,
         }
     }
+}
+
+/// The descriptor of `digest` in any index held in `documents` below `root`.
+fn index_child(documents: &MemoryBlobs, root: &Descriptor, digest: &str) -> Option<Descriptor> {
+    let mut pending = vec![root.clone()];
+    while let Some(d) = pending.pop() {
+        let Ok((index, _)) = chasi_oci::read_index(documents, &d) else {
+            continue;
+        };
+        for child in index.manifests() {
+            if child.digest().to_string() == digest {
+                return Some(child.clone());
+            }
+            if matches!(classify(child.media_type()), BlobKind::Index) {
+                pending.push(child.clone());
+            }
+        }
+    }
+    None
 }
 
 fn bad(session: &Session, reason: String) -> RegistryError {
