@@ -1,0 +1,7 @@
+//! tmp
+mod fsroot;
+mod model;
+mod reference;
+mod template;
+mod yaml;
+pub use model::*;
