@@ -89,10 +89,15 @@ impl Root {
     pub(crate) fn open(base: &Path) -> io::Result<Root> {
         let meta = fs::metadata(base)?;
         if !meta.is_dir() {
-            return Err(io::Error::new(io::ErrorKind::NotADirectory, "not a directory"));
+            return Err(io::Error::new(
+                io::ErrorKind::NotADirectory,
+                "not a directory",
+            ));
         }
         fs::read_dir(base)?;
-        Ok(Root { base: base.to_path_buf() })
+        Ok(Root {
+            base: base.to_path_buf(),
+        })
     }
 
     /// `rel` with every symlink resolved beneath the root; `Missing` when a part is absent.
@@ -178,7 +183,9 @@ impl Root {
         }
         let file = fs::OpenOptions::new()
             .read(true)
-            .custom_flags((rustix::fs::OFlags::NOFOLLOW | rustix::fs::OFlags::NONBLOCK).bits() as i32)
+            .custom_flags(
+                (rustix::fs::OFlags::NOFOLLOW | rustix::fs::OFlags::NONBLOCK).bits() as i32,
+            )
             .open(self.base.join(&real))
             .map_err(Refusal::Io)?;
         let meta = file.metadata().map_err(Refusal::Io)?;
@@ -189,7 +196,9 @@ impl Root {
             return Err(Refusal::TooLarge(meta.len()));
         }
         let mut data = Vec::with_capacity(meta.len() as usize);
-        file.take(limit + 1).read_to_end(&mut data).map_err(Refusal::Io)?;
+        file.take(limit + 1)
+            .read_to_end(&mut data)
+            .map_err(Refusal::Io)?;
         if data.len() as u64 > limit {
             return Err(Refusal::TooLarge(data.len() as u64));
         }
@@ -229,18 +238,41 @@ mod tests {
         let root = Root::open(&base).unwrap();
         assert_eq!(root.read(Path::new("a/rel"), 100).unwrap(), b"x: 1");
         assert_eq!(root.read(Path::new("abs"), 100).unwrap(), b"x: 1");
-        assert!(matches!(root.read(Path::new("a/out"), 100), Err(Refusal::Escapes)));
-        assert!(matches!(root.read(Path::new("loop"), 100), Err(Refusal::Loop)));
-        assert!(matches!(root.read(Path::new("a/b/f.yaml"), 2), Err(Refusal::TooLarge(4))));
-        assert!(matches!(root.read(Path::new("a"), 100), Err(Refusal::NotRegular("directory"))));
-        assert!(matches!(root.read(Path::new("nope"), 100), Err(Refusal::Missing)));
+        assert!(matches!(
+            root.read(Path::new("a/out"), 100),
+            Err(Refusal::Escapes)
+        ));
+        assert!(matches!(
+            root.read(Path::new("loop"), 100),
+            Err(Refusal::Loop)
+        ));
+        assert!(matches!(
+            root.read(Path::new("a/b/f.yaml"), 2),
+            Err(Refusal::TooLarge(4))
+        ));
+        assert!(matches!(
+            root.read(Path::new("a"), 100),
+            Err(Refusal::NotRegular("directory"))
+        ));
+        assert!(matches!(
+            root.read(Path::new("nope"), 100),
+            Err(Refusal::Missing)
+        ));
     }
 
     #[test]
     fn fifos_are_not_read() {
         let dir = tempfile::tempdir().unwrap();
-        rustix::fs::mkfifoat(rustix::fs::CWD, dir.path().join("p.yaml"), rustix::fs::Mode::RWXU).unwrap();
+        rustix::fs::mkfifoat(
+            rustix::fs::CWD,
+            dir.path().join("p.yaml"),
+            rustix::fs::Mode::RWXU,
+        )
+        .unwrap();
         let root = Root::open(dir.path()).unwrap();
-        assert!(matches!(root.read(Path::new("p.yaml"), 100), Err(Refusal::NotRegular("fifo"))));
+        assert!(matches!(
+            root.read(Path::new("p.yaml"), 100),
+            Err(Refusal::NotRegular("fifo"))
+        ));
     }
 }

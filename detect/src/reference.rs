@@ -67,12 +67,24 @@ mod tests {
             ("nginx", "docker.io/library/nginx:latest".to_string()),
             ("nginx:1.25", "docker.io/library/nginx:1.25".into()),
             ("library/nginx", "docker.io/library/nginx:latest".into()),
-            ("index.docker.io/nginx", "docker.io/library/nginx:latest".into()),
-            ("quay.io/jetstack/cert-manager-controller", "quay.io/jetstack/cert-manager-controller:latest".into()),
+            (
+                "index.docker.io/nginx",
+                "docker.io/library/nginx:latest".into(),
+            ),
+            (
+                "quay.io/jetstack/cert-manager-controller",
+                "quay.io/jetstack/cert-manager-controller:latest".into(),
+            ),
             ("localhost/x", "localhost/x:latest".into()),
             ("registry:5000/a/b:v1", "registry:5000/a/b:v1".into()),
-            (&format!("nginx@{d}"), format!("docker.io/library/nginx@{d}")),
-            (&format!("k8s.gcr.io/pause:3.9@{d}"), format!("k8s.gcr.io/pause:3.9@{d}")),
+            (
+                &format!("nginx@{d}"),
+                format!("docker.io/library/nginx@{d}"),
+            ),
+            (
+                &format!("k8s.gcr.io/pause:3.9@{d}"),
+                format!("k8s.gcr.io/pause:3.9@{d}"),
+            ),
         ] {
             assert_eq!(normalize(raw).as_deref(), Ok(want.as_str()), "{raw}");
         }
@@ -87,7 +99,10 @@ mod tests {
             ("nginx:bad tag", "whitespace"),
             ("nginx:-bad", "invalid reference format"),
             ("{{ .Values.image }}", "unrendered template"),
-            ("nginx@sha256:0123456789abcdef0123456789abcdef01234567", "digest length"),
+            (
+                "nginx@sha256:0123456789abcdef0123456789abcdef01234567",
+                "digest length",
+            ),
         ] {
             let err = normalize(raw).unwrap_err();
             assert!(err.contains(why), "{raw}: {err}");

@@ -101,7 +101,11 @@ pub(crate) fn parse_stream(text: &str) -> Result<Vec<Node>, YamlError> {
             message: e.info().to_string(),
         })?;
         let (line, column) = pos(&span);
-        let err = |message: &str| YamlError { line, column, message: message.to_string() };
+        let err = |message: &str| YamlError {
+            line,
+            column,
+            message: message.to_string(),
+        };
         let done: Option<Node> = match event {
             Event::StreamStart | Event::StreamEnd | Event::Nothing => None,
             Event::DocumentStart(_) => {
@@ -117,16 +121,31 @@ pub(crate) fn parse_stream(text: &str) -> Result<Vec<Node>, YamlError> {
                 None
             }
             Event::Alias(id) => {
-                let node = anchors.get(&id).cloned().ok_or_else(|| err("unknown alias"))?;
+                let node = anchors
+                    .get(&id)
+                    .cloned()
+                    .ok_or_else(|| err("unknown alias"))?;
                 nodes += count(&node);
-                Some(Node { line, column, ..node })
+                Some(Node {
+                    line,
+                    column,
+                    ..node
+                })
             }
             Event::Scalar(value, style, anchor, tag) => {
                 nodes += 1;
                 let plain = style == ScalarStyle::Plain;
                 let tagged_str = tag.as_ref().is_some_and(|t| t.suffix == "str");
-                let v = if plain && !tagged_str { resolve(&value) } else { Yaml::Str(value.into_owned()) };
-                let node = Node { value: v, line, column };
+                let v = if plain && !tagged_str {
+                    resolve(&value)
+                } else {
+                    Yaml::Str(value.into_owned())
+                };
+                let node = Node {
+                    value: v,
+                    line,
+                    column,
+                };
                 if anchor > 0 {
                     anchors.insert(anchor, node.clone());
                 }
@@ -137,7 +156,14 @@ pub(crate) fn parse_stream(text: &str) -> Result<Vec<Node>, YamlError> {
                 if stack.len() >= MAX_DEPTH {
                     return Err(err("nesting too deep"));
                 }
-                stack.push(Frame::Seq(Node { value: Yaml::Seq(Vec::new()), line, column }, anchor));
+                stack.push(Frame::Seq(
+                    Node {
+                        value: Yaml::Seq(Vec::new()),
+                        line,
+                        column,
+                    },
+                    anchor,
+                ));
                 None
             }
             Event::MappingStart(anchor, _) => {
@@ -145,7 +171,15 @@ pub(crate) fn parse_stream(text: &str) -> Result<Vec<Node>, YamlError> {
                 if stack.len() >= MAX_DEPTH {
                     return Err(err("nesting too deep"));
                 }
-                stack.push(Frame::Map(Node { value: Yaml::Map(Vec::new()), line, column }, anchor, None));
+                stack.push(Frame::Map(
+                    Node {
+                        value: Yaml::Map(Vec::new()),
+                        line,
+                        column,
+                    },
+                    anchor,
+                    None,
+                ));
                 None
             }
             Event::SequenceEnd | Event::MappingEnd => match stack.pop() {
@@ -186,7 +220,12 @@ pub(crate) fn parse_stream(text: &str) -> Result<Vec<Node>, YamlError> {
 fn count(node: &Node) -> usize {
     match &node.value {
         Yaml::Seq(items) => 1 + items.iter().map(count).sum::<usize>(),
-        Yaml::Map(entries) => 1 + entries.iter().map(|(k, v)| count(k) + count(v)).sum::<usize>(),
+        Yaml::Map(entries) => {
+            1 + entries
+                .iter()
+                .map(|(k, v)| count(k) + count(v))
+                .sum::<usize>()
+        }
         _ => 1,
     }
 }
@@ -196,10 +235,18 @@ pub(crate) fn resolve(s: &str) -> Yaml {
     match s {
         "" | "~" | "null" | "Null" | "NULL" => return Yaml::Null,
         "true" | "True" | "TRUE" | "yes" | "Yes" | "YES" | "on" | "On" | "ON" | "y" | "Y" => {
-            return if s.eq_ignore_ascii_case("y") { Yaml::Str(s.into()) } else { Yaml::Bool(true) }
+            return if s.eq_ignore_ascii_case("y") {
+                Yaml::Str(s.into())
+            } else {
+                Yaml::Bool(true)
+            }
         }
-        "false" | "False" | "FALSE" | "no" | "No" | "NO" | "off" | "Off" | "OFF" => return Yaml::Bool(false),
-        ".inf" | ".Inf" | ".INF" | "+.inf" | "+.Inf" | "+.INF" => return Yaml::Float(f64::INFINITY),
+        "false" | "False" | "FALSE" | "no" | "No" | "NO" | "off" | "Off" | "OFF" => {
+            return Yaml::Bool(false)
+        }
+        ".inf" | ".Inf" | ".INF" | "+.inf" | "+.Inf" | "+.INF" => {
+            return Yaml::Float(f64::INFINITY)
+        }
         "-.inf" | "-.Inf" | "-.INF" => return Yaml::Float(f64::NEG_INFINITY),
         ".nan" | ".NaN" | ".NAN" => return Yaml::Float(f64::NAN),
         _ => {}
@@ -210,7 +257,8 @@ pub(crate) fn resolve(s: &str) -> Yaml {
     let looks_float = s
         .trim_start_matches(['-', '+'])
         .starts_with(|c: char| c.is_ascii_digit() || c == '.')
-        && s.chars().all(|c| c.is_ascii_digit() || "+-.eE_".contains(c))
+        && s.chars()
+            .all(|c| c.is_ascii_digit() || "+-.eE_".contains(c))
         && s.chars().any(|c| c.is_ascii_digit());
     if looks_float {
         if let Ok(f) = s.replace('_', "").parse::<f64>() {
@@ -236,7 +284,8 @@ fn parse_int(s: &str) -> Option<i64> {
         i64::from_str_radix(o, 8).ok()?
     } else if let Some(b) = clean.strip_prefix("0b") {
         i64::from_str_radix(b, 2).ok()?
-    } else if clean.len() > 1 && clean.starts_with('0') && clean.chars().all(|c| c.is_ascii_digit()) {
+    } else if clean.len() > 1 && clean.starts_with('0') && clean.chars().all(|c| c.is_ascii_digit())
+    {
         i64::from_str_radix(&clean[1..], 8).ok()?
     } else if clean.chars().all(|c| c.is_ascii_digit()) {
         clean.parse().ok()?
@@ -255,9 +304,14 @@ mod tests {
         let docs = parse_stream("a: 1\n---\n# empty\n---\nb:\n  - image: \"x\"\n").unwrap();
         assert_eq!(docs.len(), 2);
         let item = &docs[1].get("b").unwrap();
-        let Yaml::Seq(items) = &item.value else { panic!() };
+        let Yaml::Seq(items) = &item.value else {
+            panic!()
+        };
         let image = items[0].get("image").unwrap();
-        assert_eq!((image.line, image.column, image.as_str()), (6, 12, Some("x")));
+        assert_eq!(
+            (image.line, image.column, image.as_str()),
+            (6, 12, Some("x"))
+        );
     }
 
     #[test]
@@ -285,6 +339,9 @@ mod tests {
             let p = i - 1;
             text.push_str(&format!("a{i}: &a{i} [*a{p}, *a{p}, *a{p}, *a{p}, *a{p}, *a{p}, *a{p}, *a{p}, *a{p}, *a{p}]\n"));
         }
-        assert!(parse_stream(&text).unwrap_err().message.contains("too many nodes"));
+        assert!(parse_stream(&text)
+            .unwrap_err()
+            .message
+            .contains("too many nodes"));
     }
 }

@@ -83,7 +83,7 @@ pub(crate) struct Cmd {
 #[derive(Debug)]
 pub(crate) enum Arg {
     /// `.`.
-    Dot(Pos),
+    Dot,
     /// `.a.b`.
     Field(Pos, Vec<String>),
     /// `$x.a` (`$` is the root).
@@ -108,7 +108,7 @@ impl Arg {
     /// A name for the operand in messages.
     pub(crate) fn describe(&self) -> String {
         match self {
-            Arg::Dot(_) => ".".into(),
+            Arg::Dot => ".".into(),
             Arg::Field(_, f) => format!(".{}", f.join(".")),
             Arg::Var(_, v, f) if f.is_empty() => v.clone(),
             Arg::Var(_, v, f) => format!("{v}.{}", f.join(".")),

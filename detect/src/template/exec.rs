@@ -31,8 +31,8 @@ pub(crate) struct ExecError {
 
 enum Flow {
     Err(ExecError),
-    Break,
-    Continue,
+    Break(Pos),
+    Continue(Pos),
 }
 
 impl From<ExecError> for Flow {
@@ -44,7 +44,10 @@ impl From<ExecError> for Flow {
 type Res<T> = Result<T, Flow>;
 
 fn fail<T>(pos: Pos, message: impl Into<String>) -> Res<T> {
-    Err(Flow::Err(ExecError { pos, message: message.into() }))
+    Err(Flow::Err(ExecError {
+        pos,
+        message: message.into(),
+    }))
 }
 
 /// The named templates (`define`, `block`) of a chart and its subcharts.
@@ -67,7 +70,12 @@ pub(crate) struct Exec<'a> {
 impl<'a> Exec<'a> {
     /// An execution over `set`.
     pub(crate) fn new(set: &'a mut TemplateSet) -> Exec<'a> {
-        Exec { set, vars: Vec::new(), steps: 0, depth: 0 }
+        Exec {
+            set,
+            vars: Vec::new(),
+            steps: 0,
+            depth: 0,
+        }
     }
 
     /// Runs `body` with `dot` as `.` and `$`.
@@ -75,7 +83,10 @@ impl<'a> Exec<'a> {
         match self.invoke(body, dot, pos) {
             Ok(s) => Ok(s),
             Err(Flow::Err(e)) => Err(e),
-            Err(_) => Err(ExecError { pos, message: "break or continue outside range".into() }),
+            Err(Flow::Break(p) | Flow::Continue(p)) => Err(ExecError {
+                pos: p,
+                message: "break or continue outside range".into(),
+            }),
         }
     }
 
@@ -83,7 +94,10 @@ impl<'a> Exec<'a> {
         self.depth += 1;
         if self.depth > MAX_CALL_DEPTH {
             self.depth -= 1;
-            return fail(pos, "templates nested too deep (more than 100 template, include or tpl calls)");
+            return fail(
+                pos,
+                "templates nested too deep (more than 100 template, include or tpl calls)",
+            );
         }
         let saved = std::mem::replace(&mut self.vars, vec![("$".to_string(), dot.clone())]);
         let mut out = String::new();
@@ -92,7 +106,7 @@ impl<'a> Exec<'a> {
         self.depth -= 1;
         match r {
             Ok(()) => Ok(out),
-            Err(Flow::Break | Flow::Continue) => fail(pos, "break or continue outside range"),
+            Err(Flow::Break(p) | Flow::Continue(p)) => fail(p, "break or continue outside range"),
             Err(e) => Err(e),
         }
     }
@@ -138,7 +152,11 @@ impl<'a> Exec<'a> {
                 }
                 Ok(())
             }
-            Node::Cond { with, branches, otherwise } => {
+            Node::Cond {
+                with,
+                branches,
+                otherwise,
+            } => {
                 let mark = self.vars.len();
                 for (pipe, body) in branches {
                     self.step(pipe.pos)?;
@@ -157,7 +175,11 @@ impl<'a> Exec<'a> {
                 self.vars.truncate(mark);
                 r
             }
-            Node::Range { pipe, body, otherwise } => self.range(pipe, body, otherwise.as_ref(), dot, out),
+            Node::Range {
+                pipe,
+                body,
+                otherwise,
+            } => self.range(pipe, body, otherwise.as_ref(), dot, out),
             Node::Template { pos, name, pipe } => {
                 self.step(*pos)?;
                 let data = match pipe {
@@ -167,8 +189,8 @@ impl<'a> Exec<'a> {
                 let s = self.call_template(name, &data, *pos)?;
                 Self::emit(out, &s, *pos)
             }
-            Node::Break(_) => Err(Flow::Break),
-            Node::Continue(_) => Err(Flow::Continue),
+            Node::Break(p) => Err(Flow::Break(*p)),
+            Node::Continue(p) => Err(Flow::Continue(*p)),
         }
     }
 
@@ -179,13 +201,28 @@ impl<'a> Exec<'a> {
         self.invoke(&body, data, pos)
     }
 
-    fn range(&mut self, pipe: &Pipe, body: &List, otherwise: Option<&List>, dot: &Value, out: &mut String) -> Res<()> {
+    fn range(
+        &mut self,
+        pipe: &Pipe,
+        body: &List,
+        otherwise: Option<&List>,
+        dot: &Value,
+        out: &mut String,
+    ) -> Res<()> {
         self.step(pipe.pos)?;
         let mark = self.vars.len();
         let v = self.pipe_value(pipe, dot)?;
         let items: Vec<(Value, Value)> = match &v {
-            Value::List(l) => l.iter().enumerate().map(|(i, v)| (Value::Int(i as i64), v.clone())).collect(),
-            Value::Map(m) => m.borrow().iter().map(|(k, v)| (Value::str(k.as_str()), v.clone())).collect(),
+            Value::List(l) => l
+                .iter()
+                .enumerate()
+                .map(|(i, v)| (Value::Int(i as i64), v.clone()))
+                .collect(),
+            Value::Map(m) => m
+                .borrow()
+                .iter()
+                .map(|(k, v)| (Value::str(k.as_str()), v.clone()))
+                .collect(),
             Value::Int(n) if *n >= 0 => {
                 if *n > 10_000_000 {
                     return fail(pipe.pos, "range over an integer larger than 10000000");
@@ -194,10 +231,18 @@ impl<'a> Exec<'a> {
             }
             Value::Nil => Vec::new(),
             Value::Object(o) => match &**o {
-                Object::Files(f) => f.keys().map(|k| (Value::str(k.as_str()), Value::str(k.as_str()))).collect(),
+                Object::Files(f) => f
+                    .keys()
+                    .map(|k| (Value::str(k.as_str()), Value::str(k.as_str())))
+                    .collect(),
                 _ => return fail(pipe.pos, format!("range can't iterate over {}", v.to_go())),
             },
-            other => return fail(pipe.pos, format!("range can't iterate over {}", other.to_go())),
+            other => {
+                return fail(
+                    pipe.pos,
+                    format!("range can't iterate over {}", other.to_go()),
+                )
+            }
         };
         if items.is_empty() {
             let r = match otherwise {
@@ -220,8 +265,8 @@ impl<'a> Exec<'a> {
             let r = self.scoped(body, &item, out);
             self.vars.truncate(mark);
             match r {
-                Ok(()) | Err(Flow::Continue) => {}
-                Err(Flow::Break) => break,
+                Ok(()) | Err(Flow::Continue(_)) => {}
+                Err(Flow::Break(_)) => break,
                 Err(e) => return Err(e),
             }
         }
@@ -292,14 +337,17 @@ impl<'a> Exec<'a> {
 
     fn no_args(&self, what: &Arg, rest: &[Arg], last: &Option<Value>, pos: Pos) -> Res<()> {
         if !rest.is_empty() || last.is_some() {
-            return fail(pos, format!("can't give argument to non-function {}", what.describe()));
+            return fail(
+                pos,
+                format!("can't give argument to non-function {}", what.describe()),
+            );
         }
         Ok(())
     }
 
     fn arg(&mut self, arg: &Arg, dot: &Value) -> Res<Value> {
         Ok(match arg {
-            Arg::Dot(_) => dot.clone(),
+            Arg::Dot => dot.clone(),
             Arg::Field(pos, fields) => self.chain(dot.clone(), fields, *pos, &[], None, dot)?,
             Arg::Var(pos, name, fields) => {
                 let v = self.var(name, *pos)?;
@@ -339,13 +387,23 @@ impl<'a> Exec<'a> {
     }
 
     #[allow(clippy::too_many_arguments)]
-    fn chain(&mut self, mut recv: Value, fields: &[String], pos: Pos, rest: &[Arg], last: Option<Value>, dot: &Value) -> Res<Value> {
+    fn chain(
+        &mut self,
+        mut recv: Value,
+        fields: &[String],
+        pos: Pos,
+        rest: &[Arg],
+        last: Option<Value>,
+        dot: &Value,
+    ) -> Res<Value> {
         let mut last = last;
         for (i, name) in fields.iter().enumerate() {
             let final_field = i + 1 == fields.len();
             let has_args = final_field && (!rest.is_empty() || last.is_some());
             recv = match &recv {
-                Value::Nil => return fail(pos, format!("nil pointer evaluating interface {{}}.{name}")),
+                Value::Nil => {
+                    return fail(pos, format!("nil pointer evaluating interface {{}}.{name}"))
+                }
                 Value::Map(m) => {
                     if has_args {
                         return fail(pos, format!("{name} is not a method but has arguments"));
@@ -353,27 +411,44 @@ impl<'a> Exec<'a> {
                     m.borrow().get(name.as_str()).cloned().unwrap_or(Value::Nil)
                 }
                 Value::Object(o) => {
-                    let args = if final_field { self.args(rest, last.take(), dot)? } else { Vec::new() };
+                    let args = if final_field {
+                        self.args(rest, last.take(), dot)?
+                    } else {
+                        Vec::new()
+                    };
                     match object_field(o, name, args) {
                         Ok(v) => v,
                         Err(m) => return fail(pos, m),
                     }
                 }
                 other => {
-                    return fail(pos, format!("can't evaluate field {name} in type {}", other.type_name()))
+                    return fail(
+                        pos,
+                        format!("can't evaluate field {name} in type {}", other.type_name()),
+                    )
                 }
             };
         }
         Ok(recv)
     }
 
-    fn call(&mut self, name: &str, pos: Pos, rest: &[Arg], last: Option<Value>, dot: &Value) -> Res<Value> {
+    fn call(
+        &mut self,
+        name: &str,
+        pos: Pos,
+        rest: &[Arg],
+        last: Option<Value>,
+        dot: &Value,
+    ) -> Res<Value> {
         match name {
             "and" | "or" => {
                 let mut v = Value::Nil;
                 let n = rest.len() + usize::from(last.is_some());
                 if n == 0 {
-                    return fail(pos, format!("wrong number of args for {name}: want at least 1 got 0"));
+                    return fail(
+                        pos,
+                        format!("wrong number of args for {name}: want at least 1 got 0"),
+                    );
                 }
                 for a in rest {
                     v = match a {
@@ -389,7 +464,10 @@ impl<'a> Exec<'a> {
             "include" => {
                 let args = self.args(rest, last, dot)?;
                 let [Value::Str(n), data] = args.as_slice() else {
-                    return fail(pos, "error calling include: want a template name and a value");
+                    return fail(
+                        pos,
+                        "error calling include: want a template name and a value",
+                    );
                 };
                 Ok(Value::str(self.call_template(n, data, pos)?))
             }
@@ -427,19 +505,38 @@ impl<'a> Exec<'a> {
             _ => {
                 let args = self.args(rest, last, dot)?;
                 let budget = MAX_OUTPUT;
-                funcs::call(name, args, budget).map_err(|m| Flow::Err(ExecError { pos, message: format!("error calling {name}: {m}") }))
+                funcs::call(name, args, budget).map_err(|m| {
+                    Flow::Err(ExecError {
+                        pos,
+                        message: format!("error calling {name}: {m}"),
+                    })
+                })
             }
         }
     }
 
     fn tpl(&mut self, text: &str, data: &Value, pos: Pos) -> Res<Value> {
         let file = u32::try_from(self.set.files.len()).unwrap_or(u32::MAX);
-        let origin = self.set.files.get(pos.file as usize).cloned().unwrap_or_default();
-        self.set.files.push(format!("{origin} (tpl at line {}, column {})", pos.line, pos.col));
+        let origin = self
+            .set
+            .files
+            .get(pos.file as usize)
+            .cloned()
+            .unwrap_or_default();
+        self.set.files.push(format!(
+            "{origin} (tpl at line {}, column {})",
+            pos.line, pos.col
+        ));
         let parsed = match parse(text, file) {
             Ok(p) => p,
             Err(e) => {
-                return fail(pos, format!("error calling tpl: line {}, column {}: {}", e.pos.line, e.pos.col, e.message))
+                return fail(
+                    pos,
+                    format!(
+                        "error calling tpl: line {}, column {}: {}",
+                        e.pos.line, e.pos.col, e.message
+                    ),
+                )
             }
         };
         for (name, body, _) in parsed.defines {
@@ -449,7 +546,10 @@ impl<'a> Exec<'a> {
             Ok(s) => Ok(Value::str(s)),
             Err(Flow::Err(e)) if e.pos.file == file => fail(
                 pos,
-                format!("error calling tpl: line {}, column {}: {}", e.pos.line, e.pos.col, e.message),
+                format!(
+                    "error calling tpl: line {}, column {}: {}",
+                    e.pos.line, e.pos.col, e.message
+                ),
             ),
             Err(e) => Err(e),
         }
@@ -458,7 +558,9 @@ impl<'a> Exec<'a> {
 
 fn object_field(o: &Object, name: &str, args: Vec<Value>) -> Result<Value, String> {
     match o {
-        Object::Struct { type_name, fields, .. } => match fields.get(name) {
+        Object::Struct {
+            type_name, fields, ..
+        } => match fields.get(name) {
             Some(v) if args.is_empty() => Ok(v.clone()),
             Some(_) => Err(format!("{name} is not a method but has arguments")),
             None => Err(format!("can't evaluate field {name} in type {type_name}")),
@@ -466,7 +568,9 @@ fn object_field(o: &Object, name: &str, args: Vec<Value>) -> Result<Value, Strin
         Object::ApiVersions(list) => match (name, args.as_slice()) {
             ("Has", [Value::Str(v)]) => Ok(Value::Bool(list.iter().any(|x| x == &**v))),
             ("Has", _) => Err("wrong arguments for Has: want one string".into()),
-            _ => Err(format!("can't evaluate field {name} in type chartutil.VersionSet")),
+            _ => Err(format!(
+                "can't evaluate field {name} in type chartutil.VersionSet"
+            )),
         },
         Object::Files(files) => funcs::files_method(files, name, args),
     }
@@ -479,11 +583,16 @@ mod tests {
 
     fn render(src: &str, dot: Value) -> Result<String, String> {
         let parsed = parse(src, 0).map_err(|e| e.message)?;
-        let mut set = TemplateSet { files: vec!["t".into()], ..Default::default() };
+        let mut set = TemplateSet {
+            files: vec!["t".into()],
+            ..Default::default()
+        };
         for (n, b, _) in parsed.defines {
             set.defines.insert(n, b);
         }
-        Exec::new(&mut set).run(&parsed.body, &dot, Pos::default()).map_err(|e| e.message)
+        Exec::new(&mut set)
+            .run(&parsed.body, &dot, Pos::default())
+            .map_err(|e| e.message)
     }
 
     fn values() -> Value {
@@ -492,7 +601,10 @@ mod tests {
         image.insert("tag".into(), Value::Float(1.0));
         let mut v = Map::new();
         v.insert("image".into(), Value::map(image));
-        v.insert("list".into(), Value::list(vec![Value::str("a"), Value::str("b")]));
+        v.insert(
+            "list".into(),
+            Value::list(vec![Value::str("a"), Value::str("b")]),
+        );
         v.insert("on".into(), Value::Bool(true));
         let mut top = Map::new();
         top.insert("Values".into(), Value::map(v));
@@ -508,7 +620,10 @@ mod tests {
 {{ range .Values.list }}{{ if eq . "a" }}{{ continue }}{{ end }}{{ . }}{{ break }}{{ end }}
 {{ define "t" }}[{{ .repository }}]{{ end }}{{ template "t" .Values.image }}{{ include "t" $.Values.image | upper }}
 {{ .Values.missing }}|{{ (index .Values.list 1) }}|{{ and 1 0 }}{{ or 0 "" "z" }}"#;
-        assert_eq!(render(src, values()).unwrap(), "yes 2\n0=a,1=b,\nnginx:1\nb\n[nginx][NGINX]\n|b|0z");
+        assert_eq!(
+            render(src, values()).unwrap(),
+            "yes 2\n0=a,1=b,\nnginx:1\nb\n[nginx][NGINX]\n|b|0z"
+        );
     }
 
     #[test]
@@ -517,11 +632,19 @@ mod tests {
         assert_eq!(e, "nil pointer evaluating interface {}.tag");
         let e = render("{{ .Values.list.x }}", values()).unwrap_err();
         assert!(e.contains("can't evaluate field x"), "{e}");
-        let e = render(r#"{{ required "image.name is required" .Values.image.name }}"#, values()).unwrap_err();
+        let e = render(
+            r#"{{ required "image.name is required" .Values.image.name }}"#,
+            values(),
+        )
+        .unwrap_err();
         assert!(e.contains("image.name is required"), "{e}");
         let e = render(r#"{{ include "nope" . }}"#, values()).unwrap_err();
         assert!(e.contains("no template \"nope\""), "{e}");
-        let e = render(r#"{{ define "r" }}{{ include "r" . }}{{ end }}{{ include "r" . }}"#, values()).unwrap_err();
+        let e = render(
+            r#"{{ define "r" }}{{ include "r" . }}{{ end }}{{ include "r" . }}"#,
+            values(),
+        )
+        .unwrap_err();
         assert!(e.contains("nested too deep"), "{e}");
         assert!(render("{{ $y }}", values()).is_err());
     }
@@ -533,6 +656,9 @@ mod tests {
         v.insert("t".into(), Value::str("{{ .Values.name }}-suffix"));
         let mut top = Map::new();
         top.insert("Values".into(), Value::map(v));
-        assert_eq!(render("{{ tpl .Values.t . }}", Value::map(top)).unwrap(), "x-suffix");
+        assert_eq!(
+            render("{{ tpl .Values.t . }}", Value::map(top)).unwrap(),
+            "x-suffix"
+        );
     }
 }

@@ -89,14 +89,26 @@ fn is_space(c: char) -> bool {
 
 /// Tokens of `src`, the template file number `file`.
 pub(crate) fn lex(src: &str, file: u32) -> Result<Vec<Token>, LexError> {
-    let mut lx = Lexer { chars: src.chars().collect(), i: 0, line: 1, col: 1, file, out: Vec::new(), _src: src };
+    let mut lx = Lexer {
+        chars: src.chars().collect(),
+        i: 0,
+        line: 1,
+        col: 1,
+        file,
+        out: Vec::new(),
+        _src: src,
+    };
     lx.run()?;
     Ok(lx.out)
 }
 
 impl Lexer<'_> {
     fn pos(&self) -> Pos {
-        Pos { file: self.file, line: self.line, col: self.col }
+        Pos {
+            file: self.file,
+            line: self.line,
+            col: self.col,
+        }
     }
 
     fn peek(&self, k: usize) -> Option<char> {
@@ -120,7 +132,10 @@ impl Lexer<'_> {
     }
 
     fn err<T>(&self, pos: Pos, message: impl Into<String>) -> Result<T, LexError> {
-        Err(LexError { pos, message: message.into() })
+        Err(LexError {
+            pos,
+            message: message.into(),
+        })
     }
 
     fn push(&mut self, tok: Tok, pos: Pos, spaced: bool) {
@@ -139,7 +154,8 @@ impl Lexer<'_> {
                 text = text.trim_start_matches(is_space).to_string();
             }
             let at_end = self.peek(0).is_none();
-            let trim_left = !at_end && self.peek(2) == Some('-') && self.peek(3).is_some_and(is_space);
+            let trim_left =
+                !at_end && self.peek(2) == Some('-') && self.peek(3).is_some_and(is_space);
             if trim_left {
                 text = text.trim_end_matches(is_space).to_string();
             }
@@ -271,7 +287,9 @@ impl Lexer<'_> {
                         Tok::Field(fields)
                     }
                 }
-                '+' | '-' if self.peek(1).is_some_and(|d| d.is_ascii_digit() || d == '.') => self.number(pos)?,
+                '+' | '-' if self.peek(1).is_some_and(|d| d.is_ascii_digit() || d == '.') => {
+                    self.number(pos)?
+                }
                 c if c.is_ascii_digit() => self.number(pos)?,
                 c if c.is_alphabetic() || c == '_' => {
                     let word = self.ident();
@@ -306,7 +324,9 @@ impl Lexer<'_> {
 
     fn fields(&mut self) -> Vec<String> {
         let mut fields = Vec::new();
-        while self.peek(0) == Some('.') && self.peek(1).is_some_and(|c| c.is_alphabetic() || c == '_') {
+        while self.peek(0) == Some('.')
+            && self.peek(1).is_some_and(|c| c.is_alphabetic() || c == '_')
+        {
             self.bump();
             fields.push(self.ident());
         }
@@ -320,14 +340,21 @@ impl Lexer<'_> {
                 && s.ends_with(['e', 'E', 'p', 'P'])
                 && !s.starts_with("0x")
                 && !s.starts_with("-0x");
-            if c.is_ascii_alphanumeric() || c == '_' || c == '.' || exp_sign || (s.is_empty() && (c == '+' || c == '-')) {
+            if c.is_ascii_alphanumeric()
+                || c == '_'
+                || c == '.'
+                || exp_sign
+                || (s.is_empty() && (c == '+' || c == '-'))
+            {
                 s.push(c);
                 self.bump();
             } else {
                 break;
             }
         }
-        parse_number(&s).ok_or(()).or_else(|_| self.err(pos, format!("bad number syntax: {s:?}")))
+        parse_number(&s)
+            .ok_or(())
+            .or_else(|_| self.err(pos, format!("bad number syntax: {s:?}")))
     }
 
     fn quoted(&mut self, pos: Pos) -> Result<String, LexError> {
@@ -363,7 +390,9 @@ impl Lexer<'_> {
                 let mut code = 0u32;
                 for _ in 0..n {
                     let d = self.bump().and_then(|d| d.to_digit(16));
-                    let Some(d) = d else { return self.err(pos, "bad escape in string") };
+                    let Some(d) = d else {
+                        return self.err(pos, "bad escape in string");
+                    };
                     code = code * 16 + d;
                 }
                 match char::from_u32(code) {
@@ -420,7 +449,14 @@ fn parse_number(s: &str) -> Option<Tok> {
         Some(b) => (true, b.to_string()),
         None => (false, clean.strip_prefix('+').unwrap_or(&clean).to_string()),
     };
-    let radix = [("0x", 16), ("0X", 16), ("0o", 8), ("0O", 8), ("0b", 2), ("0B", 2)];
+    let radix = [
+        ("0x", 16),
+        ("0X", 16),
+        ("0o", 8),
+        ("0O", 8),
+        ("0b", 2),
+        ("0B", 2),
+    ];
     for (p, r) in radix {
         if let Some(digits) = body.strip_prefix(p) {
             let v = i64::from_str_radix(digits, r).ok()?;

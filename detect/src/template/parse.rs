@@ -32,16 +32,35 @@ const MAX_DEPTH: usize = 100;
 
 /// Parses template source `src` (file number `file`).
 pub(crate) fn parse(src: &str, file: u32) -> Result<Parsed, ParseError> {
-    let tokens = lex(src, file).map_err(|e| ParseError { pos: e.pos, message: e.message })?;
-    let mut p = Parser { toks: tokens, i: 0, defines: Vec::new(), depth: 0, end: Pos { file, line: 1, col: 1 } };
+    let tokens = lex(src, file).map_err(|e| ParseError {
+        pos: e.pos,
+        message: e.message,
+    })?;
+    let mut p = Parser {
+        toks: tokens,
+        i: 0,
+        defines: Vec::new(),
+        depth: 0,
+        end: Pos {
+            file,
+            line: 1,
+            col: 1,
+        },
+    };
     if let Some(last) = p.toks.last() {
         p.end = last.pos;
     }
     let (body, stop) = p.list()?;
     if let Some((kw, pos)) = stop {
-        return Err(ParseError { pos, message: format!("unexpected {{{{{kw}}}}}") });
+        return Err(ParseError {
+            pos,
+            message: format!("unexpected {{{{{kw}}}}}"),
+        });
     }
-    Ok(Parsed { body, defines: p.defines })
+    Ok(Parsed {
+        body,
+        defines: p.defines,
+    })
 }
 
 struct Parser {
@@ -55,7 +74,10 @@ struct Parser {
 type Res<T> = Result<T, ParseError>;
 
 fn err<T>(pos: Pos, message: impl Into<String>) -> Res<T> {
-    Err(ParseError { pos, message: message.into() })
+    Err(ParseError {
+        pos,
+        message: message.into(),
+    })
 }
 
 impl Parser {
@@ -90,7 +112,9 @@ impl Parser {
         }
         let mut out = List::new();
         let result = loop {
-            let Some(t) = self.peek().cloned() else { break None };
+            let Some(t) = self.peek().cloned() else {
+                break None;
+            };
             match t.tok {
                 Tok::Text(s) => {
                     self.i += 1;
@@ -134,7 +158,11 @@ impl Parser {
                 let pipe = self.pipeline(t.pos, "block", false)?;
                 let body = self.body_to_end("block")?;
                 self.defines.push((name.clone(), Rc::new(body), t.pos));
-                Ok(Some(Node::Template { pos: t.pos, name, pipe: Some(pipe) }))
+                Ok(Some(Node::Template {
+                    pos: t.pos,
+                    name,
+                    pipe: Some(pipe),
+                }))
             }
             Tok::Keyword("template") => {
                 let name = self.name(t.pos, "template")?;
@@ -144,7 +172,11 @@ impl Parser {
                 } else {
                     Some(self.pipeline(t.pos, "template", false)?)
                 };
-                Ok(Some(Node::Template { pos: t.pos, name, pipe }))
+                Ok(Some(Node::Template {
+                    pos: t.pos,
+                    name,
+                    pipe,
+                }))
             }
             Tok::Keyword("break") => {
                 self.expect_close("break")?;
@@ -166,7 +198,10 @@ impl Parser {
         let t = self.next()?;
         match t.tok {
             Tok::Str(s) => Ok(s),
-            _ => err(pos, format!("unexpected {:?} in {ctx} clause: want a quoted name", t.tok)),
+            _ => err(
+                pos,
+                format!("unexpected {:?} in {ctx} clause: want a quoted name", t.tok),
+            ),
         }
     }
 
@@ -178,7 +213,10 @@ impl Parser {
                 Ok(body)
             }
             Some((kw, pos)) => err(pos, format!("unexpected {{{{{kw}}}}} in {ctx}")),
-            None => err(self.end, format!("unexpected EOF: {ctx} has no {{{{end}}}}")),
+            None => err(
+                self.end,
+                format!("unexpected EOF: {ctx} has no {{{{end}}}}"),
+            ),
         }
     }
 
@@ -213,7 +251,11 @@ impl Parser {
                 _ => return err(pos, format!("unexpected EOF: {ctx} has no {{{{end}}}}")),
             }
         }
-        Ok(Node::Cond { with, branches, otherwise })
+        Ok(Node::Cond {
+            with,
+            branches,
+            otherwise,
+        })
     }
 
     fn range(&mut self, pos: Pos) -> Res<Node> {
@@ -230,12 +272,21 @@ impl Parser {
             }
             _ => return err(pos, "unexpected EOF: range has no {{end}}"),
         };
-        Ok(Node::Range { pipe, body, otherwise })
+        Ok(Node::Range {
+            pipe,
+            body,
+            otherwise,
+        })
     }
 
     /// A pipeline up to `}}` (consumed), with declarations when `decl` is allowed.
     fn pipeline(&mut self, pos: Pos, ctx: &str, decl: bool) -> Res<Pipe> {
-        let mut pipe = Pipe { pos, vars: Vec::new(), assign: false, cmds: Vec::new() };
+        let mut pipe = Pipe {
+            pos,
+            vars: Vec::new(),
+            assign: false,
+            cmds: Vec::new(),
+        };
         if decl {
             self.declarations(&mut pipe)?;
         }
@@ -246,8 +297,11 @@ impl Parser {
     fn declarations(&mut self, pipe: &mut Pipe) -> Res<()> {
         let start = self.i;
         let mut vars = Vec::new();
-        loop {
-            let Some(Token { tok: Tok::Var(name, fields), .. }) = self.peek().cloned() else { break };
+        while let Some(Token {
+            tok: Tok::Var(name, fields),
+            ..
+        }) = self.peek().cloned()
+        {
             if !fields.is_empty() {
                 break;
             }
@@ -307,13 +361,16 @@ impl Parser {
     fn operand(&mut self) -> Res<Arg> {
         let t = self.next()?;
         let arg = match t.tok {
-            Tok::Dot => Arg::Dot(t.pos),
+            Tok::Dot => Arg::Dot,
             Tok::Field(f) => Arg::Field(t.pos, f),
             Tok::Var(v, f) => Arg::Var(t.pos, v, f),
             Tok::Ident(name) => match funcs::known(&name) {
                 Known::Yes => Arg::Func(t.pos, name),
                 Known::Unsupported => {
-                    return err(t.pos, format!("function {name:?} is not supported by chasi's chart renderer"))
+                    return err(
+                        t.pos,
+                        format!("function {name:?} is not supported by chasi's chart renderer"),
+                    )
                 }
                 Known::No => return err(t.pos, format!("function {name:?} not defined")),
             },
@@ -327,12 +384,22 @@ impl Parser {
                 if self.depth > MAX_DEPTH {
                     return err(t.pos, "parentheses nested too deep");
                 }
-                let mut pipe = Pipe { pos: t.pos, vars: Vec::new(), assign: false, cmds: Vec::new() };
+                let mut pipe = Pipe {
+                    pos: t.pos,
+                    vars: Vec::new(),
+                    assign: false,
+                    cmds: Vec::new(),
+                };
                 self.declarations(&mut pipe)?;
                 self.commands(&mut pipe, "parenthesized pipeline", Tok::RParen)?;
                 self.depth -= 1;
                 let mut fields = Vec::new();
-                if let Some(Token { tok: Tok::Field(f), spaced: false, .. }) = self.peek().cloned() {
+                if let Some(Token {
+                    tok: Tok::Field(f),
+                    spaced: false,
+                    ..
+                }) = self.peek().cloned()
+                {
                     self.i += 1;
                     fields = f;
                 }
@@ -364,14 +431,28 @@ mod tests {
     fn unknown_and_unsupported_functions_are_named() {
         let e = parse("a\n  {{ frobnicate .X }}", 0).unwrap_err();
         assert_eq!((e.pos.line, e.pos.col), (2, 6));
-        assert!(e.message.contains("\"frobnicate\" not defined"), "{}", e.message);
+        assert!(
+            e.message.contains("\"frobnicate\" not defined"),
+            "{}",
+            e.message
+        );
         let e = parse("{{ genCA \"x\" 365 }}", 0).unwrap_err();
-        assert!(e.message.contains("\"genCA\" is not supported"), "{}", e.message);
+        assert!(
+            e.message.contains("\"genCA\" is not supported"),
+            "{}",
+            e.message
+        );
     }
 
     #[test]
     fn structure_errors() {
-        for bad in ["{{ if .A }}", "{{ end }}", "{{ range }}{{ end }}", "{{ (.a }}", "{{ define a }}{{ end }}"] {
+        for bad in [
+            "{{ if .A }}",
+            "{{ end }}",
+            "{{ range }}{{ end }}",
+            "{{ (.a }}",
+            "{{ define a }}{{ end }}",
+        ] {
             assert!(parse(bad, 0).is_err(), "{bad}");
         }
     }

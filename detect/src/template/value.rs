@@ -208,9 +208,14 @@ impl Value {
             return Value::Nil;
         }
         match self {
-            Value::List(items) => Value::list(items.iter().map(|v| v.deep_copy(depth + 1)).collect()),
+            Value::List(items) => {
+                Value::list(items.iter().map(|v| v.deep_copy(depth + 1)).collect())
+            }
             Value::Map(m) => Value::map(
-                m.borrow().iter().map(|(k, v)| (k.clone(), v.deep_copy(depth + 1))).collect(),
+                m.borrow()
+                    .iter()
+                    .map(|(k, v)| (k.clone(), v.deep_copy(depth + 1)))
+                    .collect(),
             ),
             other => other.clone(),
         }
@@ -224,10 +229,18 @@ pub(crate) fn format_float_g(f: f64) -> String {
         return "NaN".into();
     }
     if f.is_infinite() {
-        return if f > 0.0 { "+Inf".into() } else { "-Inf".into() };
+        return if f > 0.0 {
+            "+Inf".into()
+        } else {
+            "-Inf".into()
+        };
     }
     if f == 0.0 {
-        return if f.is_sign_negative() { "-0".into() } else { "0".into() };
+        return if f.is_sign_negative() {
+            "-0".into()
+        } else {
+            "0".into()
+        };
     }
     let e = format!("{f:e}");
     let (mantissa, exp) = e.split_once('e').unwrap_or((&e, "0"));

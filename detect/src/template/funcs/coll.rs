@@ -40,7 +40,10 @@ pub(super) fn deep_eq(a: &Value, b: &Value, depth: usize) -> bool {
         (Value::Float(x), Value::Float(y)) => x == y,
         (Value::Str(x), Value::Str(y)) => x == y,
         (Value::List(x), Value::List(y)) => {
-            x.len() == y.len() && x.iter().zip(y.iter()).all(|(a, b)| deep_eq(a, b, depth + 1))
+            x.len() == y.len()
+                && x.iter()
+                    .zip(y.iter())
+                    .all(|(a, b)| deep_eq(a, b, depth + 1))
         }
         (Value::Map(x), Value::Map(y)) => {
             if Rc::ptr_eq(x, y) {
@@ -48,7 +51,9 @@ pub(super) fn deep_eq(a: &Value, b: &Value, depth: usize) -> bool {
             }
             let (x, y) = (x.borrow(), y.borrow());
             x.len() == y.len()
-                && x.iter().zip(y.iter()).all(|((ka, va), (kb, vb))| ka == kb && deep_eq(va, vb, depth + 1))
+                && x.iter()
+                    .zip(y.iter())
+                    .all(|((ka, va), (kb, vb))| ka == kb && deep_eq(va, vb, depth + 1))
         }
         (Value::Object(x), Value::Object(y)) => Rc::ptr_eq(x, y),
         _ => false,
@@ -56,7 +61,9 @@ pub(super) fn deep_eq(a: &Value, b: &Value, depth: usize) -> bool {
 }
 
 fn eq(args: &[Value]) -> Result<bool, String> {
-    let (a, rest) = args.split_first().ok_or("missing argument for comparison")?;
+    let (a, rest) = args
+        .split_first()
+        .ok_or("missing argument for comparison")?;
     if rest.is_empty() {
         return Err("missing argument for comparison".into());
     }
@@ -70,7 +77,9 @@ fn eq(args: &[Value]) -> Result<bool, String> {
             false
         } else {
             match (a, b) {
-                (Value::List(_) | Value::Map(_), _) => return Err(format!("non-comparable type {}", a.type_name())),
+                (Value::List(_) | Value::Map(_), _) => {
+                    return Err(format!("non-comparable type {}", a.type_name()))
+                }
                 _ => deep_eq(a, b, 0),
             }
         };
@@ -86,7 +95,12 @@ fn less(a: &Value, b: &Value) -> Result<bool, String> {
         (Value::Int(x), Value::Int(y)) => Ok(x < y),
         (Value::Float(x), Value::Float(y)) => Ok(x < y),
         (Value::Str(x), Value::Str(y)) => Ok(x < y),
-        _ if kind(a) != kind(b) && kind(a) != Kind::Other && kind(b) != Kind::Other && kind(a) != Kind::Invalid && kind(b) != Kind::Invalid => {
+        _ if kind(a) != kind(b)
+            && kind(a) != Kind::Other
+            && kind(b) != Kind::Other
+            && kind(a) != Kind::Invalid
+            && kind(b) != Kind::Invalid =>
+        {
             Err("incompatible types for comparison".into())
         }
         _ => Err("invalid type for comparison".into()),
@@ -152,17 +166,27 @@ fn list_of<'a>(name: &str, v: &'a Value) -> Result<Option<&'a [Value]>, String> 
     }
 }
 
-fn dict_of<'a>(v: &'a Value) -> Result<&'a Rc<std::cell::RefCell<Map>>, String> {
+fn dict_of(v: &Value) -> Result<&Rc<std::cell::RefCell<Map>>, String> {
     match v {
         Value::Map(m) => Ok(m),
-        Value::Nil => Err("wrong type for value; expected map[string]interface {}; got interface {}".into()),
-        other => Err(format!("wrong type for value; expected map[string]interface {{}}; got {}", other.type_name())),
+        Value::Nil => {
+            Err("wrong type for value; expected map[string]interface {}; got interface {}".into())
+        }
+        other => Err(format!(
+            "wrong type for value; expected map[string]interface {{}}; got {}",
+            other.type_name()
+        )),
     }
 }
 
 /// Deep merge of `src` into `dst`, mergo's rules: a missing or nil key is filled, maps are
 /// merged, other keys are replaced only when `overwrite` and the source is not empty.
-pub(super) fn merge_into(dst: &Rc<std::cell::RefCell<Map>>, src: &Value, overwrite: bool, depth: usize) -> Result<(), String> {
+pub(super) fn merge_into(
+    dst: &Rc<std::cell::RefCell<Map>>,
+    src: &Value,
+    overwrite: bool,
+    depth: usize,
+) -> Result<(), String> {
     if depth > 100 {
         return Err("maps nested too deep to merge".into());
     }
@@ -175,7 +199,11 @@ pub(super) fn merge_into(dst: &Rc<std::cell::RefCell<Map>>, src: &Value, overwri
     if Rc::ptr_eq(dst, src) {
         return Ok(());
     }
-    let entries: Vec<(String, Value)> = src.borrow().iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+    let entries: Vec<(String, Value)> = src
+        .borrow()
+        .iter()
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
     for (k, sv) in entries {
         let dv = dst.borrow().get(&k).cloned();
         match (dv, &sv) {
@@ -197,11 +225,15 @@ pub(super) fn call(name: &str, args: &[Value], budget: usize) -> Result<Option<V
     let v = match name {
         "eq" => Value::Bool(eq(args)?),
         "ne" => {
-            let [a, b] = args else { return Err(count(name, 2, args.len())) };
+            let [a, b] = args else {
+                return Err(count(name, 2, args.len()));
+            };
             Value::Bool(!eq(&[a.clone(), b.clone()])?)
         }
         "lt" | "le" | "gt" | "ge" => {
-            let [a, b] = args else { return Err(count(name, 2, args.len())) };
+            let [a, b] = args else {
+                return Err(count(name, 2, args.len()));
+            };
             let r = match name {
                 "lt" => less(a, b)?,
                 "le" => less(a, b)? || eq(&[a.clone(), b.clone()])?,
@@ -211,7 +243,9 @@ pub(super) fn call(name: &str, args: &[Value], budget: usize) -> Result<Option<V
             Value::Bool(r)
         }
         "not" => {
-            let [a] = args else { return Err(count(name, 1, args.len())) };
+            let [a] = args else {
+                return Err(count(name, 1, args.len()));
+            };
             Value::Bool(!a.truthy())
         }
         "default" => {
@@ -222,33 +256,62 @@ pub(super) fn call(name: &str, args: &[Value], budget: usize) -> Result<Option<V
             }
         }
         "empty" => {
-            let [a] = args else { return Err(count(name, 1, args.len())) };
+            let [a] = args else {
+                return Err(count(name, 1, args.len()));
+            };
             Value::Bool(empty(a))
         }
-        "coalesce" => args.iter().find(|v| !empty(v)).cloned().unwrap_or(Value::Nil),
+        "coalesce" => args
+            .iter()
+            .find(|v| !empty(v))
+            .cloned()
+            .unwrap_or(Value::Nil),
         "ternary" => {
-            let [t, f, c] = args else { return Err(count(name, 3, args.len())) };
+            let [t, f, c] = args else {
+                return Err(count(name, 3, args.len()));
+            };
             match c {
                 Value::Bool(true) => t.clone(),
                 Value::Bool(false) => f.clone(),
-                other => return Err(format!("wrong type for value; expected bool; got {}", other.type_name())),
+                other => {
+                    return Err(format!(
+                        "wrong type for value; expected bool; got {}",
+                        other.type_name()
+                    ))
+                }
             }
         }
         "typeOf" | "kindOf" => {
-            let [a] = args else { return Err(count(name, 1, args.len())) };
-            Value::str(if name == "typeOf" { a.type_name() } else { a.kind_name() })
+            let [a] = args else {
+                return Err(count(name, 1, args.len()));
+            };
+            Value::str(if name == "typeOf" {
+                a.type_name()
+            } else {
+                a.kind_name()
+            })
         }
         "typeIs" | "kindIs" => {
-            let [t, a] = args else { return Err(count(name, 2, args.len())) };
+            let [t, a] = args else {
+                return Err(count(name, 2, args.len()));
+            };
             let t = string(t)?;
-            Value::Bool(if name == "typeIs" { a.type_name() == t } else { a.kind_name() == t })
+            Value::Bool(if name == "typeIs" {
+                a.type_name() == t
+            } else {
+                a.kind_name() == t
+            })
         }
         "deepEqual" => {
-            let [a, b] = args else { return Err(count(name, 2, args.len())) };
+            let [a, b] = args else {
+                return Err(count(name, 2, args.len()));
+            };
             Value::Bool(deep_eq(a, b, 0))
         }
         "len" => {
-            let [a] = args else { return Err(count(name, 1, args.len())) };
+            let [a] = args else {
+                return Err(count(name, 1, args.len()));
+            };
             Value::Int(match a {
                 Value::Str(s) => s.len(),
                 Value::List(l) => l.len(),
@@ -258,18 +321,37 @@ pub(super) fn call(name: &str, args: &[Value], budget: usize) -> Result<Option<V
             } as i64)
         }
         "index" => {
-            let (mut cur, idx) = args.split_first().map(|(a, r)| (a.clone(), r)).ok_or_else(|| count(name, 1, 0))?;
+            let (mut cur, idx) = args
+                .split_first()
+                .map(|(a, r)| (a.clone(), r))
+                .ok_or_else(|| count(name, 1, 0))?;
             for i in idx {
                 cur = match (&cur, i) {
-                    (Value::List(l), Value::Int(n)) => match usize::try_from(*n).ok().and_then(|n| l.get(n)) {
-                        Some(v) => v.clone(),
-                        None => return Err(format!("index out of range: {n}")),
-                    },
-                    (Value::Map(m), Value::Str(k)) => m.borrow().get(&**k).cloned().unwrap_or(Value::Nil),
+                    (Value::List(l), Value::Int(n)) => {
+                        match usize::try_from(*n).ok().and_then(|n| l.get(n)) {
+                            Some(v) => v.clone(),
+                            None => return Err(format!("index out of range: {n}")),
+                        }
+                    }
+                    (Value::Map(m), Value::Str(k)) => {
+                        m.borrow().get(&**k).cloned().unwrap_or(Value::Nil)
+                    }
                     (Value::Nil, _) => return Err("index of untyped nil".into()),
-                    (Value::List(_), other) => return Err(format!("cannot index slice/array with type {}", other.type_name())),
-                    (Value::Map(_), other) => return Err(format!("value has type {}; should be string", other.type_name())),
-                    (other, _) => return Err(format!("can't index item of type {}", other.type_name())),
+                    (Value::List(_), other) => {
+                        return Err(format!(
+                            "cannot index slice/array with type {}",
+                            other.type_name()
+                        ))
+                    }
+                    (Value::Map(_), other) => {
+                        return Err(format!(
+                            "value has type {}; should be string",
+                            other.type_name()
+                        ))
+                    }
+                    (other, _) => {
+                        return Err(format!("can't index item of type {}", other.type_name()))
+                    }
                 };
             }
             cur
@@ -289,7 +371,9 @@ pub(super) fn call(name: &str, args: &[Value], budget: usize) -> Result<Option<V
             }
             match item {
                 Value::List(l) => Value::list(l[a as usize..b as usize].to_vec()),
-                Value::Str(s) => Value::str(String::from_utf8_lossy(&s.as_bytes()[a as usize..b as usize]).into_owned()),
+                Value::Str(s) => Value::str(
+                    String::from_utf8_lossy(&s.as_bytes()[a as usize..b as usize]).into_owned(),
+                ),
                 _ => Value::Nil,
             }
         }
@@ -303,24 +387,32 @@ pub(super) fn call(name: &str, args: &[Value], budget: usize) -> Result<Option<V
             Value::map(m)
         }
         "get" => {
-            let [d, k] = args else { return Err(count(name, 2, args.len())) };
+            let [d, k] = args else {
+                return Err(count(name, 2, args.len()));
+            };
             let (d, k) = (dict_of(d)?, string(k)?);
             let found = d.borrow().get(k).cloned();
             found.unwrap_or_else(|| Value::str(""))
         }
         "set" => {
-            let [d, k, v] = args else { return Err(count(name, 3, args.len())) };
+            let [d, k, v] = args else {
+                return Err(count(name, 3, args.len()));
+            };
             let m = dict_of(d)?;
             m.borrow_mut().insert(string(k)?.to_string(), v.clone());
             d.clone()
         }
         "unset" => {
-            let [d, k] = args else { return Err(count(name, 2, args.len())) };
+            let [d, k] = args else {
+                return Err(count(name, 2, args.len()));
+            };
             dict_of(d)?.borrow_mut().remove(string(k)?);
             d.clone()
         }
         "hasKey" => {
-            let [d, k] = args else { return Err(count(name, 2, args.len())) };
+            let [d, k] = args else {
+                return Err(count(name, 2, args.len()));
+            };
             let (d, k) = (dict_of(d)?, string(k)?);
             let has = d.borrow().contains_key(k);
             Value::Bool(has)
@@ -333,7 +425,9 @@ pub(super) fn call(name: &str, args: &[Value], budget: usize) -> Result<Option<V
             Value::list(out)
         }
         "values" => {
-            let [d] = args else { return Err(count(name, 1, args.len())) };
+            let [d] = args else {
+                return Err(count(name, 1, args.len()));
+            };
             let vals: Vec<Value> = dict_of(d)?.borrow().values().cloned().collect();
             Value::list(vals)
         }
@@ -357,11 +451,15 @@ pub(super) fn call(name: &str, args: &[Value], budget: usize) -> Result<Option<V
             d.clone()
         }
         "deepCopy" | "mustDeepCopy" => {
-            let [a] = args else { return Err(count(name, 1, args.len())) };
+            let [a] = args else {
+                return Err(count(name, 1, args.len()));
+            };
             a.deep_copy(0)
         }
         "append" | "push" | "mustAppend" | "mustPush" | "prepend" | "mustPrepend" => {
-            let [l, v] = args else { return Err(count(name, 2, args.len())) };
+            let [l, v] = args else {
+                return Err(count(name, 2, args.len()));
+            };
             let mut items = list_of(name, l)?.map(<[Value]>::to_vec).unwrap_or_default();
             if name.contains("repend") {
                 items.insert(0, v.clone());
@@ -371,13 +469,22 @@ pub(super) fn call(name: &str, args: &[Value], budget: usize) -> Result<Option<V
             Value::list(items)
         }
         "first" | "mustFirst" | "last" | "mustLast" => {
-            let [l] = args else { return Err(count(name, 1, args.len())) };
+            let [l] = args else {
+                return Err(count(name, 1, args.len()));
+            };
             let items = list_of(name, l)?.unwrap_or(&[]);
-            let pick = if name.contains("irst") { items.first() } else { items.last() };
+            let pick = if name.contains("irst") {
+                items.first()
+            } else {
+                items.last()
+            };
             pick.cloned().unwrap_or(Value::Nil)
         }
-        "rest" | "mustRest" | "initial" | "mustInitial" | "reverse" | "mustReverse" | "uniq" | "mustUniq" | "compact" | "mustCompact" => {
-            let [l] = args else { return Err(count(name, 1, args.len())) };
+        "rest" | "mustRest" | "initial" | "mustInitial" | "reverse" | "mustReverse" | "uniq"
+        | "mustUniq" | "compact" | "mustCompact" => {
+            let [l] = args else {
+                return Err(count(name, 1, args.len()));
+            };
             let items = list_of(name, l)?.unwrap_or(&[]);
             let out: Vec<Value> = match name.trim_start_matches("must").to_lowercase().as_str() {
                 "rest" => items.iter().skip(1).cloned().collect(),
@@ -397,14 +504,22 @@ pub(super) fn call(name: &str, args: &[Value], budget: usize) -> Result<Option<V
             Value::list(out)
         }
         "has" | "mustHas" => {
-            let [needle, l] = args else { return Err(count(name, 2, args.len())) };
+            let [needle, l] = args else {
+                return Err(count(name, 2, args.len()));
+            };
             let items = list_of(name, l)?.unwrap_or(&[]);
             Value::Bool(items.iter().any(|v| deep_eq(v, needle, 0)))
         }
         "without" | "mustWithout" => {
             let (l, drop) = args.split_first().ok_or_else(|| count(name, 1, 0))?;
             let items = list_of(name, l)?.unwrap_or(&[]);
-            Value::list(items.iter().filter(|v| !drop.iter().any(|d| deep_eq(d, v, 0))).cloned().collect())
+            Value::list(
+                items
+                    .iter()
+                    .filter(|v| !drop.iter().any(|d| deep_eq(d, v, 0)))
+                    .cloned()
+                    .collect(),
+            )
         }
         "concat" => {
             let mut out = Vec::new();
@@ -435,11 +550,15 @@ pub(super) fn call(name: &str, args: &[Value], budget: usize) -> Result<Option<V
         "add" => Value::Int(args.iter().map(to_i64).fold(0i64, i64::wrapping_add)),
         "mul" => Value::Int(args.iter().map(to_i64).fold(1i64, i64::wrapping_mul)),
         "add1" => {
-            let [a] = args else { return Err(count(name, 1, args.len())) };
+            let [a] = args else {
+                return Err(count(name, 1, args.len()));
+            };
             Value::Int(to_i64(a).wrapping_add(1))
         }
         "sub" | "div" | "mod" => {
-            let [a, b] = args else { return Err(count(name, 2, args.len())) };
+            let [a, b] = args else {
+                return Err(count(name, 2, args.len()));
+            };
             let (a, b) = (to_i64(a), to_i64(b));
             Value::Int(match name {
                 "sub" => a.wrapping_sub(b),
@@ -450,11 +569,17 @@ pub(super) fn call(name: &str, args: &[Value], budget: usize) -> Result<Option<V
         }
         "max" | "min" => {
             let vals: Vec<i64> = args.iter().map(to_i64).collect();
-            let r = if name == "max" { vals.iter().max() } else { vals.iter().min() };
+            let r = if name == "max" {
+                vals.iter().max()
+            } else {
+                vals.iter().min()
+            };
             Value::Int(*r.ok_or_else(|| count(name, 1, 0))?)
         }
         "floor" | "ceil" => {
-            let [a] = args else { return Err(count(name, 1, args.len())) };
+            let [a] = args else {
+                return Err(count(name, 1, args.len()));
+            };
             let f = to_f64(a);
             Value::Float(if name == "floor" { f.floor() } else { f.ceil() })
         }
@@ -504,20 +629,44 @@ mod tests {
 
     #[test]
     fn comparisons_follow_go_kinds() {
-        assert_eq!(run("eq", &[Value::Int(1), Value::Int(2), Value::Int(1)]).unwrap(), "true");
-        assert!(run("eq", &[Value::Int(1), Value::Float(1.0)]).unwrap_err().contains("incompatible"));
+        assert_eq!(
+            run("eq", &[Value::Int(1), Value::Int(2), Value::Int(1)]).unwrap(),
+            "true"
+        );
+        assert!(run("eq", &[Value::Int(1), Value::Float(1.0)])
+            .unwrap_err()
+            .contains("incompatible"));
         assert_eq!(run("eq", &[Value::Nil, Value::str("x")]).unwrap(), "false");
-        assert_eq!(run("lt", &[Value::str("a"), Value::str("b")]).unwrap(), "true");
+        assert_eq!(
+            run("lt", &[Value::str("a"), Value::str("b")]).unwrap(),
+            "true"
+        );
         assert_eq!(run("ge", &[Value::Int(2), Value::Int(2)]).unwrap(), "true");
-        assert_eq!(run("gt", &[Value::Float(1.5), Value::Float(2.0)]).unwrap(), "false");
+        assert_eq!(
+            run("gt", &[Value::Float(1.5), Value::Float(2.0)]).unwrap(),
+            "false"
+        );
     }
 
     #[test]
     fn dicts_are_shared_and_merged() {
-        let d = call("dict", &[Value::str("a"), Value::Int(1)], 100).unwrap().unwrap();
+        let d = call("dict", &[Value::str("a"), Value::Int(1)], 100)
+            .unwrap()
+            .unwrap();
         call("set", &[d.clone(), Value::str("b"), Value::Int(2)], 100).unwrap();
         assert_eq!(d.to_go(), "map[a:1 b:2]");
-        let src = call("dict", &[Value::str("a"), Value::Int(9), Value::str("c"), Value::Int(3)], 100).unwrap().unwrap();
+        let src = call(
+            "dict",
+            &[
+                Value::str("a"),
+                Value::Int(9),
+                Value::str("c"),
+                Value::Int(3),
+            ],
+            100,
+        )
+        .unwrap()
+        .unwrap();
         call("merge", &[d.clone(), src.clone()], 100).unwrap();
         assert_eq!(d.to_go(), "map[a:1 b:2 c:3]");
         call("mergeOverwrite", &[d.clone(), src], 100).unwrap();
@@ -532,10 +681,16 @@ mod tests {
         assert_eq!(run("compact", std::slice::from_ref(&l)).unwrap(), "[a a]");
         assert_eq!(run("uniq", std::slice::from_ref(&l)).unwrap(), "[a ]");
         assert_eq!(run("until", &[Value::Int(3)]).unwrap(), "[0 1 2]");
-        assert_eq!(run("add", &[Value::Int(1), Value::Float(2.0), Value::str("3")]).unwrap(), "6");
+        assert_eq!(
+            run("add", &[Value::Int(1), Value::Float(2.0), Value::str("3")]).unwrap(),
+            "6"
+        );
         assert!(run("div", &[Value::Int(1), Value::Int(0)]).is_err());
         assert_eq!(run("default", &[Value::str("d"), Value::Nil]).unwrap(), "d");
-        assert_eq!(run("default", &[Value::str("d"), Value::str("x")]).unwrap(), "x");
+        assert_eq!(
+            run("default", &[Value::str("d"), Value::str("x")]).unwrap(),
+            "x"
+        );
         assert_eq!(run("index", &[l, Value::Int(2)]).unwrap(), "a");
     }
 }

@@ -75,13 +75,19 @@ fn plain_ok(s: &str) -> bool {
     }
     let first = s.chars().next().unwrap_or(' ');
     if "-?:,[]{}#&*!|>'\"%@`".contains(first) {
-        return s.len() > 1 && (first == '-' || first == '?' || first == ':') && !s[1..].starts_with(' ') && plain_rest(s);
+        return s.len() > 1
+            && (first == '-' || first == '?' || first == ':')
+            && !s[1..].starts_with(' ')
+            && plain_rest(s);
     }
     plain_rest(s)
 }
 
 fn plain_rest(s: &str) -> bool {
-    !s.contains(": ") && !s.contains(" #") && !s.ends_with(':') && !s.chars().any(|c| c.is_control() || c == '\u{feff}')
+    !s.contains(": ")
+        && !s.contains(" #")
+        && !s.ends_with(':')
+        && !s.chars().any(|c| c.is_control() || c == '\u{feff}')
 }
 
 fn quoted(s: &str) -> String {
@@ -122,7 +128,11 @@ fn scalar(v: &Value) -> Option<String> {
 }
 
 fn literal_ok(s: &str) -> bool {
-    !s.starts_with([' ', '\t', '\n']) && !s.chars().any(|c| (c.is_control() && c != '\n') || c == '\u{feff}') && !s.lines().any(|l| l.ends_with([' ', '\t']))
+    !s.starts_with([' ', '\t', '\n'])
+        && !s
+            .chars()
+            .any(|c| (c.is_control() && c != '\n') || c == '\u{feff}')
+        && !s.lines().any(|l| l.ends_with([' ', '\t']))
 }
 
 struct Emitter {
@@ -167,7 +177,13 @@ impl Emitter {
         if !literal_ok(s) {
             return self.push(&format!(" {}\n", quoted(s)));
         }
-        let chomp = if s.ends_with("\n\n") { "+" } else if s.ends_with('\n') { "" } else { "-" };
+        let chomp = if s.ends_with("\n\n") {
+            "+"
+        } else if s.ends_with('\n') {
+            ""
+        } else {
+            "-"
+        };
         self.push(&format!(" |{chomp}\n"))?;
         let pad = " ".repeat(indent);
         let body = s.strip_suffix('\n').unwrap_or(s);
@@ -223,7 +239,10 @@ impl Emitter {
 
 /// go-yaml v2's encoding of `v`, ending in a newline.
 pub(crate) fn to_yaml(v: &Value) -> Result<String, String> {
-    let mut e = Emitter { out: String::new(), budget: crate::template::exec::MAX_OUTPUT };
+    let mut e = Emitter {
+        out: String::new(),
+        budget: crate::template::exec::MAX_OUTPUT,
+    };
     match v {
         Value::Map(m) if !m.borrow().is_empty() => {
             let m = m.borrow().clone();
@@ -264,7 +283,13 @@ pub(crate) fn to_json(v: &Value, html: bool, pretty: bool) -> Result<String, Str
         }
         out.push('"');
     }
-    fn go(out: &mut String, v: &Value, html: bool, pretty: bool, depth: usize) -> Result<(), String> {
+    fn go(
+        out: &mut String,
+        v: &Value,
+        html: bool,
+        pretty: bool,
+        depth: usize,
+    ) -> Result<(), String> {
         if depth > MAX_DEPTH || out.len() > crate::template::exec::MAX_OUTPUT {
             return Err("value too large or nested too deep to encode".into());
         }
@@ -340,7 +365,15 @@ fn from_yaml(text: &str, array: bool) -> Value {
             None => Value::map(Map::new()),
             Some(v @ Value::Map(_)) if !array => v,
             Some(v @ Value::List(_)) if array => v,
-            Some(other) => error(format!("cannot unmarshal {} into {}", other.type_name(), if array { "[]interface {}" } else { "map[string]interface {}" })),
+            Some(other) => error(format!(
+                "cannot unmarshal {} into {}",
+                other.type_name(),
+                if array {
+                    "[]interface {}"
+                } else {
+                    "map[string]interface {}"
+                }
+            )),
         },
         Err(e) => error(format!("yaml: line {}: {}", e.line, e.message)),
     }
@@ -361,14 +394,17 @@ pub(super) fn call(name: &str, args: &[Value], _budget: usize) -> Result<Option<
                 Err(e) => Value::str(e.to_string()),
             }
         }
-        "sha256sum" => Value::str(hex::encode(sha2::Sha256::digest(string(one()?)?.as_bytes()))),
+        "sha256sum" => Value::str(hex::encode(sha2::Sha256::digest(
+            string(one()?)?.as_bytes(),
+        ))),
         "toYaml" | "mustToYaml" => match to_yaml(one()?) {
             Ok(s) => Value::str(s.strip_suffix('\n').unwrap_or(&s)),
             Err(e) if name == "mustToYaml" => return Err(e),
             Err(e) if e.contains("output bound") => return Err(e),
             Err(_) => Value::str(""),
         },
-        "toJson" | "mustToJson" | "toRawJson" | "mustToRawJson" | "toPrettyJson" | "mustToPrettyJson" => {
+        "toJson" | "mustToJson" | "toRawJson" | "mustToRawJson" | "toPrettyJson"
+        | "mustToPrettyJson" => {
             let html = !name.contains("Raw");
             match to_json(one()?, html, name.contains("Pretty")) {
                 Ok(s) => Value::str(s),
@@ -404,19 +440,29 @@ mod tests {
         let v = parse(text);
         let out = to_yaml(&v).unwrap();
         assert_eq!(parse(&out).to_go(), v.to_go(), "{out}");
-        assert!(out.starts_with("a: \"\"\nb:\n  list:\n  - x: 1\n    \"y\": \"true\"\n"), "{out}");
+        assert!(
+            out.starts_with("a: \"\"\nb:\n  list:\n  - x: 1\n    \"y\": \"true\"\n"),
+            "{out}"
+        );
     }
 
     #[test]
     fn to_json_is_gos() {
         let v = parse("b: [1, 2.5, \"<x>\"]\na: {c: null}\n");
-        assert_eq!(to_json(&v, true, false).unwrap(), r#"{"a":{"c":null},"b":[1,2.5,"\u003cx\u003e"]}"#);
+        assert_eq!(
+            to_json(&v, true, false).unwrap(),
+            r#"{"a":{"c":null},"b":[1,2.5,"\u003cx\u003e"]}"#
+        );
         assert_eq!(to_json(&v, false, true).unwrap().lines().count(), 10);
     }
 
     #[test]
     fn from_yaml_errors_in_a_map() {
         let v = from_yaml("a: [", false);
-        assert!(v.to_go().starts_with("map[Error:yaml: line"), "{}", v.to_go());
+        assert!(
+            v.to_go().starts_with("map[Error:yaml: line"),
+            "{}",
+            v.to_go()
+        );
     }
 }

@@ -15,7 +15,7 @@ use std::rc::Rc;
 
 use super::value::{Object, Value};
 
-pub(crate) use conv::{to_json, to_yaml, yaml_to_value};
+pub(crate) use conv::{to_yaml, yaml_to_value};
 
 /// Whether a function name exists.
 pub(crate) enum Known {
@@ -30,45 +30,246 @@ pub(crate) enum Known {
 /// The implemented functions (including those the executor handles itself).
 const SUPPORTED: &[&str] = &[
     // executor
-    "and", "or", "include", "tpl", "required", "fail", "lookup",
+    "and",
+    "or",
+    "include",
+    "tpl",
+    "required",
+    "fail",
+    "lookup",
     // Go builtins
-    "print", "printf", "println", "len", "index", "slice", "eq", "ne", "lt", "le", "gt", "ge", "not",
+    "print",
+    "printf",
+    "println",
+    "len",
+    "index",
+    "slice",
+    "eq",
+    "ne",
+    "lt",
+    "le",
+    "gt",
+    "ge",
+    "not",
     // strings
-    "default", "quote", "squote", "upper", "lower", "title", "untitle", "trim", "trimAll", "trimSuffix",
-    "trimPrefix", "trunc", "replace", "contains", "hasPrefix", "hasSuffix", "repeat", "substr", "nospace",
-    "cat", "indent", "nindent", "snakecase", "camelcase", "kebabcase", "regexMatch", "mustRegexMatch",
-    "regexFind", "mustRegexFind", "regexFindAll", "mustRegexFindAll", "regexReplaceAll",
-    "mustRegexReplaceAll", "regexReplaceAllLiteral", "mustRegexReplaceAllLiteral", "regexSplit",
-    "mustRegexSplit", "splitList", "split", "splitn", "join", "toString", "toStrings", "sortAlpha",
-    "abbrev", "wrap", "plural", "randAlphaNum", "randAlpha", "randNumeric", "randAscii", "uuidv4",
+    "default",
+    "quote",
+    "squote",
+    "upper",
+    "lower",
+    "title",
+    "untitle",
+    "trim",
+    "trimAll",
+    "trimSuffix",
+    "trimPrefix",
+    "trunc",
+    "replace",
+    "contains",
+    "hasPrefix",
+    "hasSuffix",
+    "repeat",
+    "substr",
+    "nospace",
+    "cat",
+    "indent",
+    "nindent",
+    "snakecase",
+    "camelcase",
+    "kebabcase",
+    "regexMatch",
+    "mustRegexMatch",
+    "regexFind",
+    "mustRegexFind",
+    "regexFindAll",
+    "mustRegexFindAll",
+    "regexReplaceAll",
+    "mustRegexReplaceAll",
+    "regexReplaceAllLiteral",
+    "mustRegexReplaceAllLiteral",
+    "regexSplit",
+    "mustRegexSplit",
+    "splitList",
+    "split",
+    "splitn",
+    "join",
+    "toString",
+    "toStrings",
+    "sortAlpha",
+    "abbrev",
+    "wrap",
+    "plural",
+    "randAlphaNum",
+    "randAlpha",
+    "randNumeric",
+    "randAscii",
+    "uuidv4",
     // encodings and conversions
-    "b64enc", "b64dec", "sha256sum", "toYaml", "mustToYaml", "toJson", "mustToJson", "toRawJson",
-    "mustToRawJson", "toPrettyJson", "mustToPrettyJson", "fromYaml", "fromJson", "fromYamlArray",
-    "fromJsonArray", "int", "int64", "float64", "atoi",
+    "b64enc",
+    "b64dec",
+    "sha256sum",
+    "toYaml",
+    "mustToYaml",
+    "toJson",
+    "mustToJson",
+    "toRawJson",
+    "mustToRawJson",
+    "toPrettyJson",
+    "mustToPrettyJson",
+    "fromYaml",
+    "fromJson",
+    "fromYamlArray",
+    "fromJsonArray",
+    "int",
+    "int64",
+    "float64",
+    "atoi",
     // math
-    "add", "add1", "sub", "mul", "div", "mod", "max", "min", "floor", "ceil", "round", "until", "untilStep",
+    "add",
+    "add1",
+    "sub",
+    "mul",
+    "div",
+    "mod",
+    "max",
+    "min",
+    "floor",
+    "ceil",
+    "round",
+    "until",
+    "untilStep",
     // lists and dicts
-    "list", "tuple", "dict", "get", "set", "unset", "hasKey", "keys", "values", "pick", "omit", "merge",
-    "mustMerge", "mergeOverwrite", "mustMergeOverwrite", "deepCopy", "mustDeepCopy", "append", "push",
-    "mustAppend", "mustPush", "prepend", "mustPrepend", "first", "mustFirst", "last", "mustLast", "rest",
-    "mustRest", "initial", "mustInitial", "reverse", "mustReverse", "uniq", "mustUniq", "compact",
-    "mustCompact", "has", "mustHas", "without", "mustWithout", "concat", "dig",
+    "list",
+    "tuple",
+    "dict",
+    "get",
+    "set",
+    "unset",
+    "hasKey",
+    "keys",
+    "values",
+    "pick",
+    "omit",
+    "merge",
+    "mustMerge",
+    "mergeOverwrite",
+    "mustMergeOverwrite",
+    "deepCopy",
+    "mustDeepCopy",
+    "append",
+    "push",
+    "mustAppend",
+    "mustPush",
+    "prepend",
+    "mustPrepend",
+    "first",
+    "mustFirst",
+    "last",
+    "mustLast",
+    "rest",
+    "mustRest",
+    "initial",
+    "mustInitial",
+    "reverse",
+    "mustReverse",
+    "uniq",
+    "mustUniq",
+    "compact",
+    "mustCompact",
+    "has",
+    "mustHas",
+    "without",
+    "mustWithout",
+    "concat",
+    "dig",
     // logic and types
-    "empty", "coalesce", "ternary", "typeOf", "kindOf", "kindIs", "typeIs", "deepEqual", "semverCompare",
+    "empty",
+    "coalesce",
+    "ternary",
+    "typeOf",
+    "kindOf",
+    "kindIs",
+    "typeIs",
+    "deepEqual",
+    "semverCompare",
 ];
 
 /// Helm and sprig functions that exist but are not implemented: named, never guessed.
 const UNSUPPORTED: &[&str] = &[
-    "html", "js", "urlquery", "call", "genCA", "genCAWithKey", "genSelfSignedCert",
-    "genSelfSignedCertWithKey", "genSignedCert", "genSignedCertWithKey", "genPrivateKey",
-    "derivePassword", "buildCustomCert", "encryptAES", "decryptAES", "htpasswd", "bcrypt", "sha1sum",
-    "sha512sum", "adler32sum", "b32enc", "b32dec", "now", "date", "dateInZone", "dateModify", "ago",
-    "toDate", "mustToDate", "unixEpoch", "duration", "durationRound", "htmlDate", "htmlDateInZone",
-    "semver", "urlParse", "urlJoin", "getHostByName", "toToml", "fromToml", "mustFromJson", "osBase",
-    "osDir", "osExt", "osClean", "osIsAbs", "base", "dir", "ext", "clean", "isAbs", "shuffle", "initials",
-    "swapcase", "seq", "toDecimal", "addf", "add1f", "subf", "mulf", "divf", "maxf", "minf",
-    "randInt", "randBytes", "biggest", "chunk", "mustChunk", "regexQuoteMeta",
-    "mustDig", "abbrevboth", "wrapWith", "typeIsLike", ];
+    "html",
+    "js",
+    "urlquery",
+    "call",
+    "genCA",
+    "genCAWithKey",
+    "genSelfSignedCert",
+    "genSelfSignedCertWithKey",
+    "genSignedCert",
+    "genSignedCertWithKey",
+    "genPrivateKey",
+    "derivePassword",
+    "buildCustomCert",
+    "encryptAES",
+    "decryptAES",
+    "htpasswd",
+    "bcrypt",
+    "sha1sum",
+    "sha512sum",
+    "adler32sum",
+    "b32enc",
+    "b32dec",
+    "now",
+    "date",
+    "dateInZone",
+    "dateModify",
+    "ago",
+    "toDate",
+    "mustToDate",
+    "unixEpoch",
+    "duration",
+    "durationRound",
+    "htmlDate",
+    "htmlDateInZone",
+    "semver",
+    "urlParse",
+    "urlJoin",
+    "getHostByName",
+    "toToml",
+    "fromToml",
+    "mustFromJson",
+    "osBase",
+    "osDir",
+    "osExt",
+    "osClean",
+    "osIsAbs",
+    "base",
+    "dir",
+    "ext",
+    "clean",
+    "isAbs",
+    "shuffle",
+    "initials",
+    "swapcase",
+    "seq",
+    "toDecimal",
+    "addf",
+    "add1f",
+    "subf",
+    "mulf",
+    "divf",
+    "maxf",
+    "minf",
+    "randInt",
+    "randBytes",
+    "biggest",
+    "chunk",
+    "mustChunk",
+    "regexQuoteMeta",
+    "mustDig",
+    "abbrevboth",
+    "wrapWith",
+    "typeIsLike",
+];
 
 /// Whether `name` is a function, for the parser.
 pub(crate) fn known(name: &str) -> Known {
@@ -96,11 +297,15 @@ pub(crate) fn call(name: &str, args: Vec<Value>, budget: usize) -> Result<Value,
         "print" => Ok(Value::str(printf::sprint(&args))),
         "println" => Ok(Value::str(printf::sprintln(&args))),
         "printf" => {
-            let (fmt, rest) = args.split_first().ok_or("wrong number of args for printf: want at least 1 got 0")?;
+            let (fmt, rest) = args
+                .split_first()
+                .ok_or("wrong number of args for printf: want at least 1 got 0")?;
             Ok(Value::str(printf::sprintf(string(fmt)?, rest, budget)?))
         }
         "semverCompare" => {
-            let [c, v] = args.as_slice() else { return Err(count(name, 2, args.len())) };
+            let [c, v] = args.as_slice() else {
+                return Err(count(name, 2, args.len()));
+            };
             Ok(Value::Bool(semver::compare(string(c)?, string(v)?)?))
         }
         _ => Err(format!("function {name:?} is not implemented")),
@@ -117,7 +322,10 @@ pub(super) fn string(v: &Value) -> Result<&str, String> {
     match v {
         Value::Str(s) => Ok(s),
         Value::Nil => Err("wrong type for value; expected string; got interface {}".into()),
-        other => Err(format!("wrong type for value; expected string; got {}", other.type_name())),
+        other => Err(format!(
+            "wrong type for value; expected string; got {}",
+            other.type_name()
+        )),
     }
 }
 
@@ -126,7 +334,10 @@ pub(super) fn int(v: &Value) -> Result<i64, String> {
     match v {
         Value::Int(i) => Ok(*i),
         Value::Nil => Err("wrong type for value; expected int; got interface {}".into()),
-        other => Err(format!("wrong type for value; expected int; got {}", other.type_name())),
+        other => Err(format!(
+            "wrong type for value; expected int; got {}",
+            other.type_name()
+        )),
     }
 }
 
@@ -148,13 +359,18 @@ pub(crate) fn files_method(
     let arg = |args: &[Value]| -> Result<String, String> {
         match args {
             [v] => Ok(string(v)?.to_string()),
-            _ => Err(format!("wrong number of args for {name}: want 1 got {}", args.len())),
+            _ => Err(format!(
+                "wrong number of args for {name}: want 1 got {}",
+                args.len()
+            )),
         }
     };
     match name {
         "Get" | "GetBytes" => {
             let n = arg(&args)?;
-            Ok(Value::str(files.get(&n).map(|b| text(b)).unwrap_or_default()))
+            Ok(Value::str(
+                files.get(&n).map(|b| text(b)).unwrap_or_default(),
+            ))
         }
         "Lines" => {
             let n = arg(&args)?;
@@ -189,7 +405,9 @@ pub(crate) fn files_method(
                 };
                 m.insert(base, Value::str(content));
             }
-            Ok(Value::str(to_yaml(&Value::map(m))?.trim_end_matches('\n').to_string()))
+            Ok(Value::str(
+                to_yaml(&Value::map(m))?.trim_end_matches('\n').to_string(),
+            ))
         }
         _ => Err(format!("can't evaluate field {name} in type chart.Files")),
     }

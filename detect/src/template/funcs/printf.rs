@@ -43,7 +43,11 @@ fn pad(s: String, spec: &Spec, numeric: bool) -> String {
     if spec.minus {
         s + &" ".repeat(fill)
     } else if spec.zero && numeric {
-        let (sign, digits) = if s.starts_with(['-', '+']) { s.split_at(1) } else { ("", s.as_str()) };
+        let (sign, digits) = if s.starts_with(['-', '+']) {
+            s.split_at(1)
+        } else {
+            ("", s.as_str())
+        };
         format!("{sign}{}{digits}", "0".repeat(fill))
     } else {
         " ".repeat(fill) + &s
@@ -70,12 +74,24 @@ fn int_verb(verb: char, i: i64, spec: &Spec) -> String {
         (true, 'o') => "0",
         _ => "",
     };
-    let sign = if i < 0 { "-" } else if spec.plus { "+" } else if spec.space { " " } else { "" };
+    let sign = if i < 0 {
+        "-"
+    } else if spec.plus {
+        "+"
+    } else if spec.space {
+        " "
+    } else {
+        ""
+    };
     format!("{sign}{prefix}{body}")
 }
 
 fn float_verb(verb: char, f: f64, spec: &Spec) -> String {
-    let sign = if f.is_sign_negative() || !spec.plus { "" } else { "+" };
+    let sign = if f.is_sign_negative() || !spec.plus {
+        ""
+    } else {
+        "+"
+    };
     let body = match verb {
         'f' | 'F' => format!("{:.*}", spec.prec.unwrap_or(6), f),
         'e' | 'E' => {
@@ -83,7 +99,11 @@ fn float_verb(verb: char, f: f64, spec: &Spec) -> String {
             let (m, e) = s.split_once('e').unwrap_or((&s, "0"));
             let e: i32 = e.parse().unwrap_or(0);
             let s = format!("{m}e{}{:02}", if e < 0 { '-' } else { '+' }, e.abs());
-            if verb == 'E' { s.to_uppercase() } else { s }
+            if verb == 'E' {
+                s.to_uppercase()
+            } else {
+                s
+            }
         }
         _ => match spec.prec {
             Some(p) => {
@@ -91,11 +111,22 @@ fn float_verb(verb: char, f: f64, spec: &Spec) -> String {
                 let (_, e) = s.split_once('e').unwrap_or((&s, "0"));
                 let e: i32 = e.parse().unwrap_or(0);
                 if e < -4 || e >= p.max(1) as i32 {
-                    float_verb('e', f, &Spec { prec: Some(p.max(1) - 1), ..*spec })
+                    float_verb(
+                        'e',
+                        f,
+                        &Spec {
+                            prec: Some(p.max(1) - 1),
+                            ..*spec
+                        },
+                    )
                 } else {
                     let decimals = (p.max(1) as i32 - 1 - e).max(0) as usize;
                     let s = format!("{f:.decimals$}");
-                    if s.contains('.') { s.trim_end_matches('0').trim_end_matches('.').to_string() } else { s }
+                    if s.contains('.') {
+                        s.trim_end_matches('0').trim_end_matches('.').to_string()
+                    } else {
+                        s
+                    }
                 }
             }
             None => format_float_g(f),
@@ -114,7 +145,15 @@ pub(super) fn sprintf(format: &str, args: &[Value], budget: usize) -> Result<Str
             out.push(c);
             continue;
         }
-        let mut spec = Spec { minus: false, plus: false, zero: false, space: false, sharp: false, width: None, prec: None };
+        let mut spec = Spec {
+            minus: false,
+            plus: false,
+            zero: false,
+            space: false,
+            sharp: false,
+            width: None,
+            prec: None,
+        };
         while let Some(&f) = chars.peek() {
             match f {
                 '-' => spec.minus = true,
@@ -126,7 +165,7 @@ pub(super) fn sprintf(format: &str, args: &[Value], budget: usize) -> Result<Str
             }
             chars.next();
         }
-        let mut num = |chars: &mut std::iter::Peekable<std::str::Chars>| {
+        let num = |chars: &mut std::iter::Peekable<std::str::Chars>| {
             let mut n: Option<usize> = None;
             while let Some(d) = chars.peek().and_then(|c| c.to_digit(10)) {
                 n = Some(n.unwrap_or(0).saturating_mul(10).saturating_add(d as usize));
@@ -157,16 +196,30 @@ pub(super) fn sprintf(format: &str, args: &[Value], budget: usize) -> Result<Str
         next += 1;
         let (s, numeric) = match (verb, arg) {
             ('v', v) => (v.to_go(), false),
-            ('s', Value::Str(s)) => (s.chars().take(spec.prec.unwrap_or(usize::MAX)).collect(), false),
-            ('s', v @ (Value::List(_) | Value::Map(_) | Value::Nil | Value::Bool(_))) => (v.to_go(), false),
+            ('s', Value::Str(s)) => (
+                s.chars().take(spec.prec.unwrap_or(usize::MAX)).collect(),
+                false,
+            ),
+            ('s', v @ (Value::List(_) | Value::Map(_) | Value::Nil | Value::Bool(_))) => {
+                (v.to_go(), false)
+            }
             ('s', Value::Object(_)) => (arg.to_go(), false),
             ('q', Value::Str(s)) => (go_quote(s), false),
             ('t', Value::Bool(b)) => (b.to_string(), false),
             ('d' | 'x' | 'X' | 'o' | 'b', Value::Int(i)) => (int_verb(verb, *i, &spec), true),
             ('x', Value::Str(s)) => (hex::encode(s.as_bytes()), false),
             ('X', Value::Str(s)) => (hex::encode_upper(s.as_bytes()), false),
-            ('c', Value::Int(i)) => (u32::try_from(*i).ok().and_then(char::from_u32).unwrap_or('\u{fffd}').to_string(), false),
-            ('f' | 'F' | 'e' | 'E' | 'g' | 'G', Value::Float(f)) => (float_verb(verb, *f, &spec), true),
+            ('c', Value::Int(i)) => (
+                u32::try_from(*i)
+                    .ok()
+                    .and_then(char::from_u32)
+                    .unwrap_or('\u{fffd}')
+                    .to_string(),
+                false,
+            ),
+            ('f' | 'F' | 'e' | 'E' | 'g' | 'G', Value::Float(f)) => {
+                (float_verb(verb, *f, &spec), true)
+            }
             ('f' | 'F' | 'e' | 'E' | 'g' | 'G', Value::Int(_)) => (bad(verb, arg), false),
             _ => (bad(verb, arg), false),
         };
@@ -176,7 +229,10 @@ pub(super) fn sprintf(format: &str, args: &[Value], budget: usize) -> Result<Str
         }
     }
     if next < args.len() {
-        let extra: Vec<String> = args[next..].iter().map(|a| format!("{}={}", a.type_name(), a.to_go())).collect();
+        let extra: Vec<String> = args[next..]
+            .iter()
+            .map(|a| format!("{}={}", a.type_name(), a.to_go()))
+            .collect();
         out.push_str(&format!("%!(EXTRA {})", extra.join(", ")));
     }
     Ok(out)
@@ -189,11 +245,51 @@ mod tests {
     #[test]
     fn printf_verbs() {
         let s = |v: &str| Value::str(v);
-        assert_eq!(sprintf("%s/%s:%s", &[s("registry.k8s.io"), s("ingress-nginx/controller"), s("v1.9.4")], 1000).unwrap(), "registry.k8s.io/ingress-nginx/controller:v1.9.4");
-        assert_eq!(sprintf("%d-%05d|%-4s|%q|%v", &[Value::Int(3), Value::Int(-42), s("ab"), s("x\"y"), Value::Float(1.0)], 1000).unwrap(), "3--0042|ab  |\"x\\\"y\"|1");
-        assert_eq!(sprintf("%d", &[Value::Float(1.0)], 1000).unwrap(), "%!d(float64=1)");
-        assert_eq!(sprintf("%.2f %x %t %%", &[Value::Float(2.5), Value::Int(255), Value::Bool(true)], 1000).unwrap(), "2.50 ff true %");
+        assert_eq!(
+            sprintf(
+                "%s/%s:%s",
+                &[
+                    s("registry.k8s.io"),
+                    s("ingress-nginx/controller"),
+                    s("v1.9.4")
+                ],
+                1000
+            )
+            .unwrap(),
+            "registry.k8s.io/ingress-nginx/controller:v1.9.4"
+        );
+        assert_eq!(
+            sprintf(
+                "%d-%05d|%-4s|%q|%v",
+                &[
+                    Value::Int(3),
+                    Value::Int(-42),
+                    s("ab"),
+                    s("x\"y"),
+                    Value::Float(1.0)
+                ],
+                1000
+            )
+            .unwrap(),
+            "3--0042|ab  |\"x\\\"y\"|1"
+        );
+        assert_eq!(
+            sprintf("%d", &[Value::Float(1.0)], 1000).unwrap(),
+            "%!d(float64=1)"
+        );
+        assert_eq!(
+            sprintf(
+                "%.2f %x %t %%",
+                &[Value::Float(2.5), Value::Int(255), Value::Bool(true)],
+                1000
+            )
+            .unwrap(),
+            "2.50 ff true %"
+        );
         assert_eq!(sprintf("%s", &[], 1000).unwrap(), "%!s(MISSING)");
-        assert_eq!(sprint(&[Value::Int(1), Value::Int(2), s("a"), Value::Int(3)]), "1 2a3");
+        assert_eq!(
+            sprint(&[Value::Int(1), Value::Int(2), s("a"), Value::Int(3)]),
+            "1 2a3"
+        );
     }
 }

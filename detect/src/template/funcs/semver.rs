@@ -43,10 +43,20 @@ fn parse_partial(s: &str) -> Result<Partial, String> {
         if wild {
             return Err(format!("invalid semantic version {s:?}"));
         }
-        nums[i] = p.parse().map_err(|_| format!("invalid semantic version {s:?}"))?;
+        nums[i] = p
+            .parse()
+            .map_err(|_| format!("invalid semantic version {s:?}"))?;
         given = i + 1;
     }
-    Ok(Partial { v: Version { major: nums[0], minor: nums[1], patch: nums[2], pre }, given })
+    Ok(Partial {
+        v: Version {
+            major: nums[0],
+            minor: nums[1],
+            patch: nums[2],
+            pre,
+        },
+        given,
+    })
 }
 
 fn cmp_pre(a: &[String], b: &[String]) -> Ordering {
@@ -71,17 +81,39 @@ fn cmp_pre(a: &[String], b: &[String]) -> Ordering {
 }
 
 fn cmp(a: &Version, b: &Version) -> Ordering {
-    (a.major, a.minor, a.patch).cmp(&(b.major, b.minor, b.patch)).then_with(|| cmp_pre(&a.pre, &b.pre))
+    (a.major, a.minor, a.patch)
+        .cmp(&(b.major, b.minor, b.patch))
+        .then_with(|| cmp_pre(&a.pre, &b.pre))
 }
 
 /// The smallest version above every version matching the given parts (`1.2` → `1.3.0`).
 fn next(p: &Partial) -> Version {
     let v = &p.v;
     match p.given {
-        0 => Version { major: u64::MAX, minor: 0, patch: 0, pre: Vec::new() },
-        1 => Version { major: v.major + 1, minor: 0, patch: 0, pre: Vec::new() },
-        2 => Version { major: v.major, minor: v.minor + 1, patch: 0, pre: Vec::new() },
-        _ => Version { major: v.major, minor: v.minor, patch: v.patch + 1, pre: Vec::new() },
+        0 => Version {
+            major: u64::MAX,
+            minor: 0,
+            patch: 0,
+            pre: Vec::new(),
+        },
+        1 => Version {
+            major: v.major + 1,
+            minor: 0,
+            patch: 0,
+            pre: Vec::new(),
+        },
+        2 => Version {
+            major: v.major,
+            minor: v.minor + 1,
+            patch: 0,
+            pre: Vec::new(),
+        },
+        _ => Version {
+            major: v.major,
+            minor: v.minor,
+            patch: v.patch + 1,
+            pre: Vec::new(),
+        },
     }
 }
 
@@ -130,7 +162,17 @@ fn check(term: &str, v: &Version) -> Result<bool, String> {
             }
         }
         "~" | "~>" => {
-            let upper = if c.given <= 1 { next(&Partial { given: 1, ..c.clone() }) } else { next(&Partial { given: 2, ..c.clone() }) };
+            let upper = if c.given <= 1 {
+                next(&Partial {
+                    given: 1,
+                    ..c.clone()
+                })
+            } else {
+                next(&Partial {
+                    given: 2,
+                    ..c.clone()
+                })
+            };
             ge && cmp(v, &upper) == Ordering::Less
         }
         _ => {
@@ -162,7 +204,11 @@ pub(super) fn compare(constraint: &str, version: &str) -> Result<bool, String> {
             None => group.to_string(),
         };
         let mut terms: Vec<String> = Vec::new();
-        for t in normal.split([',', ' ']).map(str::trim).filter(|t| !t.is_empty()) {
+        for t in normal
+            .split([',', ' '])
+            .map(str::trim)
+            .filter(|t| !t.is_empty())
+        {
             // An operator written apart from its version: ">= 1.2".
             match terms.last_mut() {
                 Some(last) if last.chars().all(|c| "<>=!~^".contains(c)) => last.push_str(t),

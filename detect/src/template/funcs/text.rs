@@ -46,7 +46,9 @@ pub(super) fn go_quote(s: &str) -> String {
             '\u{8}' => out.push_str("\\b"),
             '\u{c}' => out.push_str("\\f"),
             '\u{b}' => out.push_str("\\v"),
-            c if (c as u32) < 0x20 || c as u32 == 0x7f => out.push_str(&format!("\\x{:02x}", c as u32)),
+            c if (c as u32) < 0x20 || c as u32 == 0x7f => {
+                out.push_str(&format!("\\x{:02x}", c as u32))
+            }
             c => out.push(c),
         }
     }
@@ -112,7 +114,9 @@ pub(crate) fn glob_match(pattern: &str, name: &str) -> bool {
             }
             Some('?') => n.first().is_some_and(|c| *c != '/') && go(&p[1..], &n[1..]),
             Some('[') => {
-                let Some(end) = p.iter().position(|c| *c == ']') else { return false };
+                let Some(end) = p.iter().position(|c| *c == ']') else {
+                    return false;
+                };
                 let Some(c) = n.first() else { return false };
                 let set = &p[1..end];
                 let (neg, set) = match set.first() {
@@ -149,7 +153,11 @@ fn random(n: i64, alphabet: &str, budget: usize) -> Result<Value, String> {
     let n = usize::try_from(n).map_err(|_| "negative length".to_string())?;
     bounded(n, budget)?;
     let chars: Vec<char> = alphabet.chars().collect();
-    Ok(Value::str((0..n).map(|i| chars[(i * 7 + 3) % chars.len()]).collect::<String>()))
+    Ok(Value::str(
+        (0..n)
+            .map(|i| chars[(i * 7 + 3) % chars.len()])
+            .collect::<String>(),
+    ))
 }
 
 /// The string functions; `None` when `name` is not one of them.
@@ -173,7 +181,12 @@ pub(super) fn call(name: &str, args: &[Value], budget: usize) -> Result<Option<V
             Value::str(out)
         }
         "trim" => Value::str(s1(name, args)?.trim()),
-        "nospace" => Value::str(s1(name, args)?.chars().filter(|c| !c.is_whitespace()).collect::<String>()),
+        "nospace" => Value::str(
+            s1(name, args)?
+                .chars()
+                .filter(|c| !c.is_whitespace())
+                .collect::<String>(),
+        ),
         "trimAll" => {
             let (cut, s) = s2(name, args)?;
             Value::str(s.trim_matches(|c| cut.contains(c)))
@@ -199,14 +212,18 @@ pub(super) fn call(name: &str, args: &[Value], budget: usize) -> Result<Option<V
             Value::Bool(s.ends_with(suf))
         }
         "replace" => {
-            let [old, new, src] = args else { return Err(count(name, 3, args.len())) };
+            let [old, new, src] = args else {
+                return Err(count(name, 3, args.len()));
+            };
             let (old, new, src) = (string(old)?, string(new)?, string(src)?);
             let out = src.replace(old, new);
             bounded(out.len(), budget)?;
             Value::str(out)
         }
         "trunc" => {
-            let [c, s] = args else { return Err(count(name, 2, args.len())) };
+            let [c, s] = args else {
+                return Err(count(name, 2, args.len()));
+            };
             let (c, s) = (int(c)?, string(s)?);
             let chars: Vec<char> = s.chars().collect();
             let n = chars.len() as i64;
@@ -218,7 +235,9 @@ pub(super) fn call(name: &str, args: &[Value], budget: usize) -> Result<Option<V
             Value::str(out)
         }
         "abbrev" => {
-            let [w, s] = args else { return Err(count(name, 2, args.len())) };
+            let [w, s] = args else {
+                return Err(count(name, 2, args.len()));
+            };
             let (w, s) = (int(w)?, string(s)?);
             let chars: Vec<char> = s.chars().collect();
             if w < 4 || chars.len() as i64 <= w {
@@ -228,34 +247,58 @@ pub(super) fn call(name: &str, args: &[Value], budget: usize) -> Result<Option<V
             }
         }
         "repeat" => {
-            let [c, s] = args else { return Err(count(name, 2, args.len())) };
+            let [c, s] = args else {
+                return Err(count(name, 2, args.len()));
+            };
             let (c, s) = (int(c)?, string(s)?);
             let c = usize::try_from(c).map_err(|_| "negative repeat count".to_string())?;
             bounded(c.saturating_mul(s.len()), budget)?;
             Value::str(s.repeat(c))
         }
         "substr" => {
-            let [a, b, s] = args else { return Err(count(name, 3, args.len())) };
+            let [a, b, s] = args else {
+                return Err(count(name, 3, args.len()));
+            };
             let (a, b, s) = (int(a)?, int(b)?, string(s)?);
             let bytes = s.as_bytes();
             let n = bytes.len() as i64;
             let (a, b) = if a < 0 { (0, b) } else { (a, b) };
-            let out = if b < 0 || b > n { &bytes[a.min(n) as usize..] } else if a > b { &[][..] } else { &bytes[a as usize..b as usize] };
+            let out = if b < 0 || b > n {
+                &bytes[a.min(n) as usize..]
+            } else if a > b {
+                &[][..]
+            } else {
+                &bytes[a as usize..b as usize]
+            };
             Value::str(String::from_utf8_lossy(out).into_owned())
         }
-        "cat" => Value::str(args.iter().filter(|v| !matches!(v, Value::Nil)).map(strval).collect::<Vec<_>>().join(" ")),
+        "cat" => Value::str(
+            args.iter()
+                .filter(|v| !matches!(v, Value::Nil))
+                .map(strval)
+                .collect::<Vec<_>>()
+                .join(" "),
+        ),
         "indent" | "nindent" => {
-            let [n, s] = args else { return Err(count(name, 2, args.len())) };
+            let [n, s] = args else {
+                return Err(count(name, 2, args.len()));
+            };
             let (n, s) = (int(n)?, string(s)?);
             let n = usize::try_from(n).map_err(|_| "negative indent".to_string())?;
             let lines = s.matches('\n').count() + 1;
             bounded(n.saturating_mul(lines).saturating_add(s.len()), budget)?;
             let pad = " ".repeat(n);
             let body = format!("{pad}{}", s.replace('\n', &format!("\n{pad}")));
-            Value::str(if name == "nindent" { format!("\n{body}") } else { body })
+            Value::str(if name == "nindent" {
+                format!("\n{body}")
+            } else {
+                body
+            })
         }
         "wrap" => {
-            let [w, s] = args else { return Err(count(name, 2, args.len())) };
+            let [w, s] = args else {
+                return Err(count(name, 2, args.len()));
+            };
             let (w, s) = (int(w)?.max(1) as usize, string(s)?);
             let mut out = String::new();
             let mut line = 0;
@@ -273,11 +316,29 @@ pub(super) fn call(name: &str, args: &[Value], budget: usize) -> Result<Option<V
             Value::str(out)
         }
         "plural" => {
-            let [one, many, n] = args else { return Err(count(name, 3, args.len())) };
-            Value::str(if int(n)? == 1 { string(one)? } else { string(many)? })
+            let [one, many, n] = args else {
+                return Err(count(name, 3, args.len()));
+            };
+            Value::str(if int(n)? == 1 {
+                string(one)?
+            } else {
+                string(many)?
+            })
         }
-        "snakecase" => Value::str(words(s1(name, args)?).iter().map(|w| w.to_lowercase()).collect::<Vec<_>>().join("_")),
-        "kebabcase" => Value::str(words(s1(name, args)?).iter().map(|w| w.to_lowercase()).collect::<Vec<_>>().join("-")),
+        "snakecase" => Value::str(
+            words(s1(name, args)?)
+                .iter()
+                .map(|w| w.to_lowercase())
+                .collect::<Vec<_>>()
+                .join("_"),
+        ),
+        "kebabcase" => Value::str(
+            words(s1(name, args)?)
+                .iter()
+                .map(|w| w.to_lowercase())
+                .collect::<Vec<_>>()
+                .join("-"),
+        ),
         "camelcase" => Value::str(
             s1(name, args)?
                 .split('_')
@@ -299,20 +360,38 @@ pub(super) fn call(name: &str, args: &[Value], budget: usize) -> Result<Option<V
             Value::str(regex(re)?.find(s).map(|m| m.as_str()).unwrap_or(""))
         }
         "regexFindAll" | "mustRegexFindAll" => {
-            let [re, s, n] = args else { return Err(count(name, 3, args.len())) };
+            let [re, s, n] = args else {
+                return Err(count(name, 3, args.len()));
+            };
             let (re, s, n) = (regex(string(re)?)?, string(s)?, int(n)?);
             let limit = if n < 0 { usize::MAX } else { n as usize };
-            Value::list(re.find_iter(s).take(limit).map(|m| Value::str(m.as_str())).collect())
+            Value::list(
+                re.find_iter(s)
+                    .take(limit)
+                    .map(|m| Value::str(m.as_str()))
+                    .collect(),
+            )
         }
-        "regexReplaceAll" | "mustRegexReplaceAll" | "regexReplaceAllLiteral" | "mustRegexReplaceAllLiteral" => {
-            let [re, s, r] = args else { return Err(count(name, 3, args.len())) };
+        "regexReplaceAll"
+        | "mustRegexReplaceAll"
+        | "regexReplaceAllLiteral"
+        | "mustRegexReplaceAllLiteral" => {
+            let [re, s, r] = args else {
+                return Err(count(name, 3, args.len()));
+            };
             let (re, s, r) = (regex(string(re)?)?, string(s)?, string(r)?);
-            let out = if name.contains("Literal") { re.replace_all(s, regex::NoExpand(r)) } else { re.replace_all(s, r) };
+            let out = if name.contains("Literal") {
+                re.replace_all(s, regex::NoExpand(r))
+            } else {
+                re.replace_all(s, r)
+            };
             bounded(out.len(), budget)?;
             Value::str(out.into_owned())
         }
         "regexSplit" | "mustRegexSplit" => {
-            let [re, s, n] = args else { return Err(count(name, 3, args.len())) };
+            let [re, s, n] = args else {
+                return Err(count(name, 3, args.len()));
+            };
             let (re, s, n) = (regex(string(re)?)?, string(s)?, int(n)?);
             let parts: Vec<Value> = if n < 0 {
                 re.split(s).map(Value::str).collect()
@@ -323,12 +402,21 @@ pub(super) fn call(name: &str, args: &[Value], budget: usize) -> Result<Option<V
         }
         "splitList" => {
             let (sep, s) = s2(name, args)?;
-            Value::list(split(s, sep, usize::MAX).into_iter().map(Value::str).collect())
+            Value::list(
+                split(s, sep, usize::MAX)
+                    .into_iter()
+                    .map(Value::str)
+                    .collect(),
+            )
         }
         "split" | "splitn" => {
             let (sep, s, n) = match (name, args) {
                 ("split", [sep, s]) => (string(sep)?, string(s)?, usize::MAX),
-                ("splitn", [sep, n, s]) => (string(sep)?, string(s)?, usize::try_from(int(n)?).unwrap_or(0)),
+                ("splitn", [sep, n, s]) => (
+                    string(sep)?,
+                    string(s)?,
+                    usize::try_from(int(n)?).unwrap_or(0),
+                ),
                 _ => return Err(count(name, if name == "split" { 2 } else { 3 }, args.len())),
             };
             let mut m = crate::template::value::Map::new();
@@ -338,27 +426,37 @@ pub(super) fn call(name: &str, args: &[Value], budget: usize) -> Result<Option<V
             Value::map(m)
         }
         "join" => {
-            let [sep, v] = args else { return Err(count(name, 2, args.len())) };
+            let [sep, v] = args else {
+                return Err(count(name, 2, args.len()));
+            };
             let sep = string(sep)?;
             let parts: Vec<String> = strslice(v);
             Value::str(parts.join(sep))
         }
         "toStrings" => {
-            let [v] = args else { return Err(count(name, 1, args.len())) };
+            let [v] = args else {
+                return Err(count(name, 1, args.len()));
+            };
             Value::list(strslice(v).into_iter().map(Value::str).collect())
         }
         "sortAlpha" => {
-            let [v] = args else { return Err(count(name, 1, args.len())) };
+            let [v] = args else {
+                return Err(count(name, 1, args.len()));
+            };
             let mut parts = strslice(v);
             parts.sort();
             Value::list(parts.into_iter().map(Value::str).collect())
         }
         "toString" => {
-            let [v] = args else { return Err(count(name, 1, args.len())) };
+            let [v] = args else {
+                return Err(count(name, 1, args.len()));
+            };
             Value::str(strval(v))
         }
         "randAlphaNum" | "randAlpha" | "randNumeric" | "randAscii" => {
-            let [n] = args else { return Err(count(name, 1, args.len())) };
+            let [n] = args else {
+                return Err(count(name, 1, args.len()));
+            };
             let alphabet = match name {
                 "randAlphaNum" => "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789",
                 "randAlpha" => "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ",
@@ -396,7 +494,11 @@ fn split<'a>(s: &'a str, sep: &str, n: usize) -> Vec<&'a str> {
 /// sprig's `strslice`: a list's non-nil items as strings; a string alone; nil as nothing.
 pub(super) fn strslice(v: &Value) -> Vec<String> {
     match v {
-        Value::List(items) => items.iter().filter(|v| !matches!(v, Value::Nil)).map(strval).collect(),
+        Value::List(items) => items
+            .iter()
+            .filter(|v| !matches!(v, Value::Nil))
+            .map(strval)
+            .collect(),
         Value::Nil => Vec::new(),
         other => vec![strval(other)],
     }
@@ -418,15 +520,32 @@ mod tests {
     fn string_functions() {
         assert_eq!(run("trunc", &[Value::Int(5), s("ingress-nginx")]), "ingre");
         assert_eq!(run("trunc", &[Value::Int(-5), s("ingress-nginx")]), "nginx");
-        assert_eq!(run("nindent", &[Value::Int(2), s("a: 1\nb: 2")]), "\n  a: 1\n  b: 2");
+        assert_eq!(
+            run("nindent", &[Value::Int(2), s("a: 1\nb: 2")]),
+            "\n  a: 1\n  b: 2"
+        );
         assert_eq!(run("title", &[s("hello wide world")]), "Hello Wide World");
         assert_eq!(run("replace", &[s("+"), s("_"), s("v1+k3s")]), "v1_k3s");
         assert_eq!(run("splitList", &[s(","), s("a,b")]), "[a b]");
-        assert_eq!(run("join", &[s("-"), Value::list(vec![s("a"), Value::Int(1), Value::Nil])]), "a-1");
-        assert_eq!(run("regexReplaceAll", &[s("a(x*)b"), s("-ab-axxb-"), s("${1}W")]), "-W-xxW-");
+        assert_eq!(
+            run(
+                "join",
+                &[s("-"), Value::list(vec![s("a"), Value::Int(1), Value::Nil])]
+            ),
+            "a-1"
+        );
+        assert_eq!(
+            run(
+                "regexReplaceAll",
+                &[s("a(x*)b"), s("-ab-axxb-"), s("${1}W")]
+            ),
+            "-W-xxW-"
+        );
         assert_eq!(run("snakecase", &[s("FirstName")]), "first_name");
         assert_eq!(go_quote("a\"b\n"), "\"a\\\"b\\n\"");
-        assert!(call("upper", &[Value::Float(1.0)], 10).unwrap_err().contains("expected string; got float64"));
+        assert!(call("upper", &[Value::Float(1.0)], 10)
+            .unwrap_err()
+            .contains("expected string; got float64"));
         assert!(call("repeat", &[Value::Int(1 << 40), s("x")], 10).is_err());
     }
 
