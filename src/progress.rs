@@ -75,6 +75,7 @@ impl BuildObserver for Plain {
             } => format!("{platform} {label} CACHED"),
             BuildEvent::StepOutput { line, .. } => format!("  | {line}"),
             BuildEvent::StepBytes { .. } => return,
+            BuildEvent::Warning { platform, message } => format!("{platform} warning: {message}"),
             BuildEvent::StepDone {
                 platform,
                 label,
@@ -153,6 +154,11 @@ impl BuildObserver for Live {
             }
             BuildEvent::StepOutput { line, .. } => {
                 let _ = self.multi.println(format!("  | {line}"));
+            }
+            BuildEvent::Warning { platform, message } => {
+                let _ = self
+                    .multi
+                    .println(format!("! {platform} warning: {message}"));
             }
             BuildEvent::StepBytes { id, bytes } => {
                 if let Some((bar, _)) = bars.get(&id) {

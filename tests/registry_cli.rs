@@ -1079,3 +1079,272 @@ fn a_multi_platform_build_from_a_registry_pulls_the_base_once() {
         reg.log_text()
     );
 }
+
+/// A registry serving `dir` (its storage root) read-only, as a node would serve a cluster
+/// image's `registry/`.
+fn serve_dir(dir: &Path, work: &Path) -> Registry {
+    let r = Registry::start(work);
+    let mut r = r;
+    r.stop();
+    let storage = work.join("storage");
+    let _ = fs::remove_dir_all(&storage);
+    std::os::unix::fs::symlink(dir, &storage).unwrap();
+    r.restart();
+    r
+}
+
+/// Two small images in a registry, one of them for two platforms.
+fn carried_images(t: &Path, reg: &Registry) -> (String, String) {
+    let origin = t.join("origin");
+    build(
+        &origin,
+        &t.join("ctx-a"),
+        "a:1",
+        &[("rootfs/etc/a.conf", "a = 1\n")],
+        Some("linux/amd64,linux/arm64"),
+    );
+    build(
+        &origin,
+        &t.join("ctx-b"),
+        "b:1",
+        &[("rootfs/etc/b.conf", "b = 1\n")],
+        Some("linux/arm64"),
+    );
+    let a = format!("{}/team/a:1", reg.addr());
+    let b = format!("{}/team/b:1", reg.addr());
+    ok(&origin, &["push", "a:1", &a]);
+    ok(&origin, &["push", "b:1", &b]);
+    (a, b)
+}
+
+fn cluster_context(dir: &Path, a: &str, b: &str) {
+    let deployment = format!(
+        "# image: docker.io/library/commented-out:1\napiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: a\nspec:\n  template:\n    spec:\n      initContainers:\n      - name: init\n        image: {a}\n      containers:\n      - name: a\n        image: \"{a}\"\n"
+    );
+    write_files(
+        dir,
+        &[
+            (
+                "Kubefile",
+                "FROM scratch\nCOPY manifests manifests\nCOPY etc etc\n",
+            ),
+            ("manifests/a.yaml", &deployment),
+            ("manifests/imageList", &format!("# extra images\n{b}\n\n")),
+            ("etc/cluster.conf", "name = test\n"),
+        ],
+    );
+}
+
+#[test]
+fn build_mode_all_carries_the_images_a_cluster_needs_for_its_platform_in_a_registry_layer() {
+    need("skopeo", "skopeo");
+    let t = tempfile::tempdir().unwrap();
+    let reg = Registry::start(&t.path().join("reg"));
+    let (a, b) = carried_images(t.path(), &reg);
+    let store = t.path().join("store");
+    let ctx = t.path().join("cluster");
+    cluster_context(&ctx, &a, &b);
+    let build_all = |extra: &[&str]| {
+        let mut args = vec![
+            "build",
+            "--progress",
+            "plain",
+            "--build-mode",
+            "all",
+            "--platform",
+            "linux/arm64",
+            "-t",
+            "cluster:1",
+        ];
+        args.extend(extra);
+        args.push(ctx.to_str().unwrap());
+        ok(&store, &args)
+    };
+    let first = common::built_digest(&build_all(&[]));
+
+    // The manifest lists what it carries, as sealer writes it.
+    let image = &common::inspect(&store, "cluster:1")["images"][0];
+    let listed: serde_json::Value = serde_json::from_str(
+        image["manifest"]["annotations"]["sealer.image.container.images"]
+            .as_str()
+            .expect("the container images annotation"),
+    )
+    .unwrap();
+    let platform = serde_json::json!({"architecture": "arm64", "os": "linux", "variant": "v8"});
+    let expected: Vec<serde_json::Value> = [&a, &b]
+        .iter()
+        .map(|r| serde_json::json!({"image": r, "platform": platform}))
+        .collect();
+    let mut got: Vec<serde_json::Value> = listed.as_array().unwrap().clone();
+    got.iter_mut().for_each(|e| {
+        e["platform"].as_object_mut().unwrap().remove("variant");
+    });
+    let mut want = expected.clone();
+    want.iter_mut().for_each(|e| {
+        e["platform"].as_object_mut().unwrap().remove("variant");
+    });
+    assert_eq!(got, want, "{listed}");
+    let layers = image["layers"].as_array().unwrap();
+    assert_eq!(layers.len(), 3, "manifests, etc, and the registry layer");
+    let history = image["config"]["history"].as_array().unwrap();
+    assert!(
+        history.last().unwrap()["created_by"]
+            .as_str()
+            .unwrap()
+            .contains("2 container images"),
+        "{history:?}"
+    );
+
+    // An unmodified registry serving the image's registry/ serves both, for the platform built.
+    let rootfs = t.path().join("rootfs.tar");
+    ok(
+        &store,
+        &[
+            "export",
+            "cluster:1",
+            "--format",
+            "tar",
+            "-o",
+            rootfs.to_str().unwrap(),
+        ],
+    );
+    let unpacked = t.path().join("unpacked");
+    fs::create_dir_all(&unpacked).unwrap();
+    sh(Command::new("tar")
+        .arg("-xf")
+        .arg(&rootfs)
+        .arg("-C")
+        .arg(&unpacked));
+    let node = serve_dir(&unpacked.join("registry"), &t.path().join("node-reg"));
+    let origin = t.path().join("origin");
+    for (reference, name, repo) in [(&a, "a:1", "team/a"), (&b, "b:1", "team/b")] {
+        let served = format!("{}/127.0.0.1_{}/{repo}:1", node.addr(), reg.port);
+        let seen = skopeo_inspect(&["--tls-verify=false", "--override-arch", "arm64"], &served);
+        let original = skopeo_inspect(
+            &["--tls-verify=false", "--override-arch", "arm64"],
+            reference,
+        );
+        assert_eq!(seen["Digest"], original["Digest"], "{name}");
+        assert_eq!(seen["Layers"], original["Layers"], "{name}");
+        assert_eq!(seen["Architecture"], "arm64");
+    }
+    // Only the arm64 image of the two-platform `a` is carried: not the amd64 config.
+    let origin_images = common::inspect(&origin, "a:1")["images"].clone();
+    let amd64 = origin_images
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|i| i["config"]["architecture"] == "amd64")
+        .unwrap();
+    let config = amd64["manifest"]["config"]["digest"].as_str().unwrap();
+    let hex = config.trim_start_matches("sha256:");
+    let blobs = unpacked.join("registry/docker/registry/v2/blobs/sha256");
+    assert!(blobs.is_dir());
+    assert!(
+        !blobs.join(&hex[..2]).join(hex).exists(),
+        "the amd64 config of a is not carried"
+    );
+
+    // Unchanged: the registry is not asked again, and the digest is the same.
+    let gets = reg.requests("GET", "/");
+    let again = common::built_digest(&build_all(&[]));
+    assert_eq!(again, first);
+    assert_eq!(reg.requests("GET", "/"), gets, "{}", reg.log_text());
+    let offline = common::built_digest(&build_all(&["--offline"]));
+    assert_eq!(offline, first);
+
+    // A fresh store gives the same digest (reproducible, the registry asked once more).
+    let other = t.path().join("other-store");
+    let mut args = vec![
+        "build",
+        "--build-mode",
+        "all",
+        "--platform",
+        "linux/arm64",
+        "-t",
+        "cluster:1",
+    ];
+    args.push(ctx.to_str().unwrap());
+    assert_eq!(common::built_digest(&ok(&other, &args)), first);
+
+    // `b` has no amd64 image: an amd64 build says so instead of carrying the arm64 one.
+    let err = fails(
+        &store,
+        &[
+            "build",
+            "--build-mode",
+            "all",
+            "--platform",
+            "linux/amd64",
+            "-t",
+            "cluster:2",
+            ctx.to_str().unwrap(),
+        ],
+    );
+    assert!(
+        err.contains(&format!("container image {b} for linux/amd64")),
+        "{err}"
+    );
+    assert!(err.contains("linux/arm64"), "{err}");
+}
+
+#[test]
+fn build_mode_all_refuses_invalid_references_and_offline_misses_and_lite_carries_nothing() {
+    let t = tempfile::tempdir().unwrap();
+    let store = t.path().join("store");
+    let ctx = t.path().join("cluster");
+    write_files(
+        &ctx,
+        &[
+            ("Kubefile", "FROM scratch\nCOPY manifests manifests\n"),
+            (
+                "manifests/pod.yaml",
+                "apiVersion: v1\nkind: Pod\nmetadata:\n  name: p\nspec:\n  containers:\n  - name: c\n    image: Not/Valid:Ref\n",
+            ),
+        ],
+    );
+    let dir = ctx.to_str().unwrap();
+    let err = fails(&store, &["build", "--build-mode", "all", "-t", "c:1", dir]);
+    assert!(err.contains("manifests/pod.yaml:8:"), "{err}");
+    assert!(err.contains("Not/Valid:Ref"), "{err}");
+    let listed = run(&store, &["images"]);
+    assert!(
+        !String::from_utf8_lossy(&listed.stdout).contains("c:1"),
+        "nothing is tagged"
+    );
+
+    // lite (the default) does not look: the same context builds, with no registry layer.
+    ok(&store, &["build", "-t", "c:1", dir]);
+    let image = &common::inspect(&store, "c:1")["images"][0];
+    assert!(image["manifest"]["annotations"]
+        .get("sealer.image.container.images")
+        .is_none());
+    assert_eq!(image["layers"].as_array().unwrap().len(), 1);
+
+    // Offline with nothing cached names the image it would fetch.
+    fs::write(
+        ctx.join("manifests/pod.yaml"),
+        "apiVersion: v1\nkind: Pod\nmetadata:\n  name: p\nspec:\n  containers:\n  - name: c\n    image: 127.0.0.1:9/none/app:1\n",
+    )
+    .unwrap();
+    let err = fails(
+        &store,
+        &[
+            "build",
+            "--build-mode",
+            "all",
+            "--offline",
+            "-t",
+            "c:2",
+            dir,
+        ],
+    );
+    assert!(err.contains("127.0.0.1:9/none/app:1"), "{err}");
+    assert!(err.contains("offline"), "{err}");
+    // And online with the registry down, the reference and the platform are named.
+    let err = fails(&store, &["build", "--build-mode", "all", "-t", "c:2", dir]);
+    assert!(
+        err.contains("container image 127.0.0.1:9/none/app:1"),
+        "{err}"
+    );
+}

@@ -79,6 +79,36 @@ pub enum BuildError {
         /// The reference as written.
         reference: String,
     },
+    /// A container image the cluster needs (`--build-mode all`) could not be fetched.
+    #[error("container image {reference} for {platform} (--build-mode all): cannot carry it")]
+    Carry {
+        /// The normalised reference.
+        reference: String,
+        /// The target platform.
+        platform: String,
+        /// Why (boxed: the registry's errors are large).
+        #[source]
+        source: Box<chasi_registry::RegistryError>,
+    },
+    /// Finding the container images the cluster needs reported errors (an invalid reference,
+    /// a chart that cannot be rendered), each with the image file, line and column.
+    #[error("{platform}: {count} problem{} finding the container images to carry (--build-mode all):\n{problems}", if *count == 1 { "" } else { "s" })]
+    CarryDetect {
+        /// The target platform.
+        platform: String,
+        /// How many.
+        count: usize,
+        /// One per line, `path:line:column: error: message`.
+        problems: String,
+    },
+    /// A container image to carry is not cached and the build is offline.
+    #[error("container image {reference} for {platform} is not in the build cache and the build is offline (build once without --offline to fetch it)")]
+    CarryOffline {
+        /// The normalised reference.
+        reference: String,
+        /// The target platform.
+        platform: String,
+    },
     /// A base image's reference in the store exists but cannot be read.
     #[error("base image {reference}")]
     BaseRef {

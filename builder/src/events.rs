@@ -64,6 +64,13 @@ pub enum BuildEvent {
         /// Wall time in seconds.
         seconds: f64,
     },
+    /// Something the user should know that does not stop the build (a file detection skipped).
+    Warning {
+        /// The platform.
+        platform: String,
+        /// The message.
+        message: String,
+    },
     /// The image is complete and tagged.
     ImageDone {
         /// The name it was tagged as.

@@ -4,7 +4,8 @@
 //! and the store: each layer-producing step is executed here, cached by its plan identity,
 //! and the final OCI image (config, manifest, index, sealer extension) is assembled here.
 //!
-//! - [`exec`] executes a [`chasi_compiler::plan::Plan`], which carries every step it needs;
+//! - [`exec`] executes a [`chasi_compiler::plan::Plan`], which carries every step it needs
+//!   ([`exec::carry`] puts the container images a cluster needs into its image, `--build-mode all`);
 //!   [`kubefile`] is the whole Kubefile → image sequence in one call.
 //! - [`sandbox`] runs `RUN` commands in namespaces over an overlay; the upper dir is the diff.
 //! - [`runconfig`] decides whether `CMD`/`CMDS` become the OCI `Cmd` (container images) or
@@ -29,6 +30,7 @@ pub mod runconfig;
 pub mod sandbox;
 pub mod state;
 
+pub use exec::carry::{BuildMode, CarryOptions};
 pub use error::{BuildError, BuildThread, ChownError, DestinationError, Result, StepError};
 pub use exec::{build, BuildOptions, BuildOutput};
 pub use kubefile::{build_kubefile, CompileObserver, KubefileBuild, KubefileError, KubefileInput};

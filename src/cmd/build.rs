@@ -9,13 +9,14 @@ use chasi_builder::assemble::ManifestCompression;
 use chasi_builder::runconfig::OciCmd;
 use chasi_builder::sandbox::Network;
 use chasi_builder::{
-    build_kubefile, BuildOptions, CompileObserver, KubefileBuild, KubefileError, KubefileInput,
+    build_kubefile, BuildMode, BuildOptions, CarryOptions, CompileObserver, KubefileBuild,
+    KubefileError, KubefileInput,
 };
 use chasi_compiler::source::SourceFile;
 use chasi_compiler::{render, Compiled};
 use clap::{Args, ValueEnum};
 use std::collections::BTreeMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 /// `--network` of RUN steps.
@@ -45,6 +46,16 @@ pub enum OciCmdArg {
     Always,
     /// Never: the commands stay in the sealer extension only, as sealer does.
     Never,
+}
+
+/// `--build-mode`: sealer's flag, whether the image carries its cluster's container images.
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum BuildModeArg {
+    /// Carry nothing (the default: a build reaches a registry only when asked to).
+    Lite,
+    /// Carry every image that manifests/, charts/, application/apps/ and the image lists
+    /// reference, in a registry/ layer (sealer's default).
+    All,
 }
 
 /// `chasi build` options.
@@ -77,7 +88,17 @@ pub struct BuildArgs {
     /// Never download remote sources or pull registry bases; use the copies in the store.
     #[arg(long)]
     offline: bool,
-    /// How to reach the registries of `FROM HOST[:PORT]/NAME:TAG` bases.
+    /// `all`: put the container images the cluster needs into the image (a registry/ layer, one
+    /// per platform, and the sealer.image.container.images annotation), as sealer does.
+    #[arg(long, value_enum, default_value = "lite")]
+    build_mode: BuildModeArg,
+    /// With --build-mode all: more images to carry, one reference per line (# comments).
+    #[arg(long, value_name = "FILE")]
+    image_list: Option<PathBuf>,
+    /// With --build-mode all: images not to carry, one reference per line.
+    #[arg(long, value_name = "FILE")]
+    ignored_image_list: Option<PathBuf>,
+    /// How to reach the registries of `FROM HOST[:PORT]/NAME:TAG` bases and carried images.
     #[command(flatten)]
     registry: crate::cmd::registry::RegistryArgs,
     /// Timestamp (seconds since 1970) every file time is clamped to and the image is dated
@@ -195,6 +216,14 @@ impl BuildArgs {
                 OciCmdArg::Auto => OciCmd::Auto,
                 OciCmdArg::Always => OciCmd::Always,
                 OciCmdArg::Never => OciCmd::Never,
+            },
+            carry: CarryOptions {
+                mode: match self.build_mode {
+                    BuildModeArg::Lite => BuildMode::Lite,
+                    BuildModeArg::All => BuildMode::All,
+                },
+                image_list: self.image_list.clone(),
+                ignored_image_list: self.ignored_image_list.clone(),
             },
             work_dir: None,
         }

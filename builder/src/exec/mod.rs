@@ -7,6 +7,7 @@
 //! [`ops`] executes one layer step (`RUN`; `COPY`/`ADD`/`APP`) or applies a configuration step.
 
 pub mod cache;
+pub mod carry;
 mod ops;
 mod schedule;
 mod slots;
@@ -50,6 +51,9 @@ pub struct BuildOptions {
     pub compression: ManifestCompression,
     /// Whether `CMD`/`CMDS` become the OCI `config.Cmd` (`--oci-cmd`; see [`crate::runconfig`]).
     pub oci_cmd: OciCmd,
+    /// `--build-mode`, `--image-list`, `--ignored-image-list`: the container images carried
+    /// (see [`carry`]).
+    pub carry: carry::CarryOptions,
     /// Where stage filesystems are materialised (default: the store's session temp directory,
     /// which the next run or `store gc` removes when a killed build leaves it behind).
     pub work_dir: Option<PathBuf>,

@@ -10,6 +10,7 @@ use super::slots::{StageDone, StageSlot};
 use super::stage::{build_stage, StageInput};
 use super::Session;
 use crate::assemble::{self, ManifestSpec};
+use super::carry;
 use crate::error::{BuildError, BuildThread, Result};
 use crate::events::BuildEvent;
 use chasi_compiler::plan::{NodeStep, Plan, TargetPlan};
@@ -65,16 +66,37 @@ fn build_target(
         ));
     };
     let extension = assemble::extension_json(&image.extension, &done.state.inherited_apps);
-    let started = Instant::now();
     let opts = session.opts;
+    let mut state = done.state.clone();
+    let mut annotations = opts.annotations.clone();
+    let carried = carry::carry(
+        &carry::CarryInput {
+            store: session.store,
+            options: &opts.carry,
+            registry: &opts.registry,
+            observer: session.observer,
+            platform: &tplan.platform,
+            work: session.work.join(format!("carry-{target_index}")),
+            parent_key: &done.key,
+            no_cache: opts.no_cache,
+            offline: opts.offline,
+            epoch: opts.source_date_epoch,
+            created: assemble::rfc3339(opts.source_date_epoch),
+        },
+        &mut state,
+    )?;
+    if let Some(list) = carried {
+        annotations.insert(carry::ANNOTATION_CONTAINER_IMAGES.to_string(), list);
+    }
+    let started = Instant::now();
     let desc = assemble::write_manifest(
         session.store,
-        &done.state,
+        &state,
         &ManifestSpec {
             platform: &tplan.platform,
             extension: &extension,
             labels: &opts.labels,
-            annotations: &opts.annotations,
+            annotations: &annotations,
             epoch: opts.source_date_epoch,
             compression: opts.compression,
             commands: &image.extension.launch.cmds,

@@ -21,6 +21,7 @@ pub fn options(context: &Path, tag: &str) -> BuildOptions {
         registry: chasi_registry::Options::default(),
         compression: ManifestCompression::Zstd,
         oci_cmd: OciCmd::Auto,
+        carry: Default::default(),
         work_dir: None,
     }
 }
