@@ -1100,7 +1100,10 @@ fn carried_images(t: &Path, reg: &Registry) -> (String, String) {
         &origin,
         &t.join("ctx-a"),
         "a:1",
-        &[("rootfs/etc/a.conf", "a = 1\n")],
+        &[
+            ("rootfs/etc/a.conf", "a = 1\n"),
+            ("rootfs/usr/lib/a.bin", &noise(2_000_000)),
+        ],
         Some("linux/amd64,linux/arm64"),
     );
     build(
@@ -1266,6 +1269,67 @@ fn build_mode_all_carries_the_images_a_cluster_needs_for_its_platform_in_a_regis
     ];
     args.push(ctx.to_str().unwrap());
     assert_eq!(common::built_digest(&ok(&other, &args)), first);
+
+    // The images are stored once: another cluster image carrying them adds few new bytes,
+    // and one built on top of a cluster image that carries them writes no blob again.
+    let du = |store: &Path| -> u64 {
+        json(&ok(store, &["store", "du", "--format", "json"]))["physical_bytes"]
+            .as_u64()
+            .unwrap()
+    };
+    let before = du(&store);
+    let twin = t.path().join("twin");
+    cluster_context(&twin, &a, &b);
+    fs::write(twin.join("etc/cluster.conf"), "name = twin\n").unwrap();
+    let mut args = vec![
+        "build",
+        "--build-mode",
+        "all",
+        "--platform",
+        "linux/arm64",
+        "-t",
+        "twin:1",
+    ];
+    args.push(twin.to_str().unwrap());
+    ok(&store, &args);
+    let grown = du(&store) - before;
+    assert!(
+        grown < 200_000,
+        "a second cluster image carrying the same 2 MB grew the store by {grown} bytes"
+    );
+    let on_top = t.path().join("on-top");
+    write_files(
+        &on_top,
+        &[
+            ("Kubefile", "FROM cluster:1\nCOPY more.yaml manifests/more.yaml\n"),
+            ("more.yaml", &format!("apiVersion: v1\nkind: Pod\nmetadata:\n  name: more\nspec:\n  containers:\n  - name: a\n    image: {a}\n")),
+        ],
+    );
+    let mut args = vec![
+        "build",
+        "--build-mode",
+        "all",
+        "--platform",
+        "linux/arm64",
+        "-t",
+        "on-top:1",
+    ];
+    args.push(on_top.to_str().unwrap());
+    ok(&store, &args);
+    let top = &common::inspect(&store, "on-top:1")["images"][0];
+    let top_layers = top["layers"].as_array().unwrap();
+    assert_eq!(
+        top_layers.len(),
+        5,
+        "the base's three, the COPY, a registry layer"
+    );
+    let registry_layer = top_layers.last().unwrap()["uncompressed_size"]
+        .as_u64()
+        .unwrap();
+    assert!(
+        registry_layer < 100_000,
+        "blobs the base carries are not written again: {registry_layer} bytes"
+    );
 
     // `b` has no amd64 image: an amd64 build says so instead of carrying the arm64 one.
     let err = fails(

@@ -30,7 +30,7 @@ pub mod runconfig;
 pub mod sandbox;
 pub mod state;
 
-pub use exec::carry::{BuildMode, CarryOptions};
 pub use error::{BuildError, BuildThread, ChownError, DestinationError, Result, StepError};
+pub use exec::carry::{BuildMode, CarryOptions};
 pub use exec::{build, BuildOptions, BuildOutput};
 pub use kubefile::{build_kubefile, CompileObserver, KubefileBuild, KubefileError, KubefileInput};

@@ -234,6 +234,10 @@ impl<'s> RegistrySource<'s> {
                     source.fetch_document(&chosen)?;
                     source.root = chosen.clone();
                     source.walk(&chosen, 0)?;
+                    // A manifest named directly carries no platform but its config's: an image
+                    // of another platform is refused, never carried into the wrong image.
+                    chasi_oci::select_platform_manifest(&source, &chosen, platform)
+                        .map_err(|e| source.explain(e))?;
                     return Ok((source, root));
                 }
                 // A nested index the selection needs to read: fetch it and select again.

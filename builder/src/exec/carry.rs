@@ -28,9 +28,9 @@
 //! image it would have to fetch. The images are stored once, as the layer's chunks: a second
 //! cluster image carrying the same image costs no new chunks.
 
+use super::cache::{self, CacheRecord};
 use crate::error::{io, BuildError, Result};
 use crate::events::{BuildEvent, BuildObserver};
-use super::cache::{self, CacheRecord};
 use crate::state::{ImageState, LayerRef};
 use chasi_detect::{ContainerImage, Severity};
 use chasi_layers::{ApplyOptions, Digest, OwnerPolicy, Store, TarOptions};

@@ -6,11 +6,11 @@
 //! a [`StageSlot`] that the stages reading it wait on; the first failure that is not just
 //! "a dependency failed" is the one reported.
 
+use super::carry;
 use super::slots::{StageDone, StageSlot};
 use super::stage::{build_stage, StageInput};
 use super::Session;
 use crate::assemble::{self, ManifestSpec};
-use super::carry;
 use crate::error::{BuildError, BuildThread, Result};
 use crate::events::BuildEvent;
 use chasi_compiler::plan::{NodeStep, Plan, TargetPlan};
