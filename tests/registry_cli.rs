@@ -1412,3 +1412,126 @@ fn build_mode_all_refuses_invalid_references_and_offline_misses_and_lite_carries
         "{err}"
     );
 }
+
+#[test]
+fn a_cache_pushed_by_one_runner_gives_another_with_an_empty_store_a_hit_for_every_layer_step() {
+    let t = tempfile::tempdir().unwrap();
+    let reg = Registry::start(&t.path().join("reg"));
+    let (a, b) = carried_images(t.path(), &reg);
+    let ctx = t.path().join("cluster");
+    cluster_context(&ctx, &a, &b);
+    write_files(
+        &ctx,
+        &[(
+            "Kubefile",
+            "FROM scratch\nCOPY manifests manifests\nCOPY etc etc\nCOPY etc/cluster.conf /etc/second.conf\n",
+        )],
+    );
+    let cache = format!("registry:{}/ci/cache:main", reg.addr());
+    let build = |store: &Path, cache_flag: &str| {
+        let out = run(
+            store,
+            &[
+                "build",
+                "--progress",
+                "plain",
+                "--build-mode",
+                "all",
+                "--platform",
+                "linux/arm64",
+                cache_flag,
+                &cache,
+                "-t",
+                "cluster:1",
+                ctx.to_str().unwrap(),
+            ],
+        );
+        let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+        assert!(out.status.success(), "{stderr}");
+        (String::from_utf8_lossy(&out.stdout).into_owned(), stderr)
+    };
+    let runner_a = t.path().join("runner-a");
+    let out_a = build(&runner_a, "--cache-to");
+    let seen = skopeo_inspect(
+        &["--tls-verify=false", "--raw"],
+        &cache["registry:".len()..],
+    );
+    assert_eq!(
+        seen["layers"].as_array().unwrap().len(),
+        4,
+        "three COPY layers and the registry layer: {seen}"
+    );
+
+    // Runner B: an empty store, the same Kubefile: every layer step is a hit, nothing is
+    // fetched from the images' repositories, and the image is the same.
+    let carried_gets = reg.requests("GET", "/team/");
+    let runner_b = t.path().join("runner-b");
+    let (out_b, log_b) = build(&runner_b, "--cache-from");
+    let cached = log_b.lines().filter(|l| l.ends_with("CACHED")).count();
+    assert_eq!(cached, 4, "{log_b}");
+    assert!(
+        !log_b
+            .lines()
+            .any(|l| l.contains("] ") && l.contains(" done in ")),
+        "no layer step executed:\n{log_b}"
+    );
+    assert_eq!(common::built_digest(&out_b), common::built_digest(&out_a.0));
+    assert_eq!(
+        reg.requests("GET", "/team/"),
+        carried_gets,
+        "{}",
+        reg.log_text()
+    );
+    assert!(
+        !ok(&runner_b, &["images"]).contains("ci/cache"),
+        "the cache image is not listed as an image"
+    );
+    // It survives gc (its entries keep it) and exports like a built image.
+    ok(&runner_b, &["store", "gc"]);
+    let (_, rebuilt) = build(&runner_b, "--cache-from");
+    assert_eq!(
+        rebuilt.lines().filter(|l| l.ends_with("CACHED")).count(),
+        4,
+        "{rebuilt}"
+    );
+    ok(&runner_b, &["store", "verify"]);
+
+    // A missing cache is a warning, not a failed build.
+    let runner_c = t.path().join("runner-c");
+    let missing = format!("registry:{}/ci/none:main", reg.addr());
+    let out = run(
+        &runner_c,
+        &[
+            "build",
+            "--progress",
+            "plain",
+            "--cache-from",
+            &missing,
+            "-t",
+            "plain:1",
+            ctx.to_str().unwrap(),
+        ],
+    );
+    assert!(out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("warning: --cache-from registry:"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("not found"), "{stderr}");
+    // A cache location that is not a registry is a usage error.
+    let usage = run(
+        &runner_c,
+        &[
+            "build",
+            "--cache-to",
+            "type=local,dest=x",
+            "-t",
+            "p:1",
+            ctx.to_str().unwrap(),
+        ],
+    );
+    assert_eq!(usage.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&usage.stderr);
+    assert!(err.contains("registry:HOST/NAME:TAG"), "{err}");
+}

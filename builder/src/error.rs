@@ -101,6 +101,15 @@ pub enum BuildError {
         /// One per line, `path:line:column: error: message`.
         problems: String,
     },
+    /// `--cache-to`: the build cache could not be pushed.
+    #[error("--cache-to registry:{reference}: cannot push the build cache")]
+    CacheTo {
+        /// The registry reference.
+        reference: String,
+        /// Why.
+        #[source]
+        source: Box<chasi_registry::RegistryError>,
+    },
     /// A container image to carry is not cached and the build is offline.
     #[error("container image {reference} for {platform} is not in the build cache and the build is offline (build once without --offline to fetch it)")]
     CarryOffline {

@@ -11,7 +11,8 @@
 //! - [`runconfig`] decides whether `CMD`/`CMDS` become the OCI `Cmd` (container images) or
 //!   stay in the sealer extension only (cluster images).
 //! - [`fetch`] brings remote `APP`/`ADD` sources into the store, revalidated by `ETag`;
-//!   [`pull`] brings `FROM` images of a registry into it, once.
+//!   [`pull`] brings `FROM` images of a registry into it, once; [`remotecache`] shares the
+//!   build cache through a registry (`--cache-to`, `--cache-from`).
 //! - [`events`] is how the executor reports progress; it never prints.
 
 pub mod archive;
@@ -24,6 +25,7 @@ pub mod fetch;
 pub mod filecache;
 pub mod kubefile;
 pub mod pull;
+pub mod remotecache;
 pub mod rootfs;
 pub mod run;
 pub mod runconfig;

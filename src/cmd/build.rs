@@ -98,7 +98,14 @@ pub struct BuildArgs {
     /// With --build-mode all: images not to carry, one reference per line.
     #[arg(long, value_name = "FILE")]
     ignored_image_list: Option<PathBuf>,
-    /// How to reach the registries of `FROM HOST[:PORT]/NAME:TAG` bases and carried images.
+    /// Import the build cache another run pushed, before building (registry:HOST/NAME:TAG);
+    /// repeatable. A cache that cannot be read is a warning.
+    #[arg(long, value_name = "registry:REF", value_parser = parse_cache)]
+    cache_from: Vec<String>,
+    /// Push the cache entries and layers of this build as a cache image (registry:HOST/NAME:TAG).
+    #[arg(long, value_name = "registry:REF", value_parser = parse_cache)]
+    cache_to: Option<String>,
+    /// How to reach the registries of `FROM HOST[:PORT]/NAME:TAG` bases, carried images and caches.
     #[command(flatten)]
     registry: crate::cmd::registry::RegistryArgs,
     /// Timestamp (seconds since 1970) every file time is clamped to and the image is dated
@@ -121,6 +128,10 @@ pub fn parse_tag(text: &str) -> Result<String, String> {
         Err(chasi_oci::OciError::BadReference { reason, .. }) => Err(reason),
         Err(e) => Err(e.to_string()),
     }
+}
+
+fn parse_cache(text: &str) -> Result<String, String> {
+    chasi_builder::remotecache::registry_reference(text).map(str::to_string)
 }
 
 fn parse_kv(text: &str) -> Result<(String, String), String> {
@@ -225,6 +236,8 @@ impl BuildArgs {
                 image_list: self.image_list.clone(),
                 ignored_image_list: self.ignored_image_list.clone(),
             },
+            cache_from: self.cache_from.clone(),
+            cache_to: self.cache_to.clone(),
             work_dir: None,
         }
     }

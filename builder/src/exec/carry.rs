@@ -83,6 +83,8 @@ pub(crate) struct CarryInput<'a> {
     pub offline: bool,
     pub epoch: i64,
     pub created: String,
+    /// Hears every cache entry the step used or wrote (for `--cache-to`).
+    pub remember: &'a (dyn Fn(Digest, Value) + Sync),
 }
 
 /// Adds the registry layer to `state` and returns the annotation value, or `None` when the
@@ -156,6 +158,7 @@ pub(crate) fn carry(input: &CarryInput<'_>, state: &mut ImageState) -> Result<Op
     let key = all_pinned.then(|| layer_key(input, &pins));
     if let Some(key) = &key {
         if let Some(Some(layer)) = cache::lookup(input.store, key)? {
+            remember_entries(input, key, &pins)?;
             input.observer.event(BuildEvent::StepCached {
                 id: *key,
                 platform: platform.clone(),
@@ -194,6 +197,7 @@ pub(crate) fn carry(input: &CarryInput<'_>, state: &mut ImageState) -> Result<Op
     let info = ingest_tree(input, &upper)?;
     let blob = input.store.layer_blob(&info.diff_id)?;
     cache::record(input.store, &key, &CacheRecord::layer(&info, &blob))?;
+    remember_entries(input, &key, &resolved)?;
     push_layer(
         state,
         LayerRef {
@@ -211,6 +215,24 @@ pub(crate) fn carry(input: &CarryInput<'_>, state: &mut ImageState) -> Result<Op
         seconds: started.elapsed().as_secs_f64(),
     });
     Ok(Some(annotation(&detection.images, input.platform)))
+}
+
+/// Tells `--cache-to` about the layer's entry and every pin behind it.
+fn remember_entries(
+    input: &CarryInput<'_>,
+    key: &Digest,
+    pins: &BTreeMap<&str, Option<Descriptor>>,
+) -> Result<()> {
+    for reference in pins.keys() {
+        let pin = pin_key(reference, input.platform);
+        if let Some(value) = input.store.get_cache(&pin)? {
+            (input.remember)(pin, value);
+        }
+    }
+    if let Some(value) = input.store.get_cache(key)? {
+        (input.remember)(*key, value);
+    }
+    Ok(())
 }
 
 fn unique_references(images: &[ContainerImage]) -> Vec<&str> {

@@ -54,6 +54,11 @@ pub struct BuildOptions {
     /// `--build-mode`, `--image-list`, `--ignored-image-list`: the container images carried
     /// (see [`carry`]).
     pub carry: carry::CarryOptions,
+    /// `--cache-from registry:REF`: build caches imported before the build (a cache that cannot
+    /// be read is a warning).
+    pub cache_from: Vec<String>,
+    /// `--cache-to registry:REF`: where the cache entries of this build are pushed after it.
+    pub cache_to: Option<String>,
     /// Where stage filesystems are materialised (default: the store's session temp directory,
     /// which the next run or `store gc` removes when a killed build leaves it behind).
     pub work_dir: Option<PathBuf>,
@@ -84,9 +89,16 @@ struct Session<'a> {
     work: PathBuf,
     /// Layer steps served from the cache and executed.
     counters: Mutex<(usize, usize)>,
+    /// The cache entries this build used or wrote, for `--cache-to`.
+    entries: Mutex<Vec<(Digest, serde_json::Value)>>,
 }
 
 impl Session<'_> {
+    fn remember(&self, key: Digest, value: serde_json::Value) {
+        let mut e = self.entries.lock().unwrap_or_else(|e| e.into_inner());
+        e.push((key, value));
+    }
+
     fn count(&self, cached: bool) {
         let mut c = self.counters.lock().unwrap_or_else(|e| e.into_inner());
         if cached {
@@ -126,6 +138,7 @@ pub fn build(
         context: Mutex::new(context),
         work: work.path().to_path_buf(),
         counters: Mutex::new((0, 0)),
+        entries: Mutex::new(Vec::new()),
     };
     observer.event(BuildEvent::Planned {
         platforms: plan
@@ -135,6 +148,24 @@ pub fn build(
             .collect(),
         steps: plan.targets.iter().map(|t| t.nodes.len()).sum(),
     });
+    for reference in &opts.cache_from {
+        let warning = match crate::remotecache::import(store, reference, &opts.registry) {
+            Ok(r) if r.refused == 0 => None,
+            Ok(r) => Some(format!(
+                "--cache-from registry:{reference}: {} entries refused (malformed, or naming a layer the cache does not carry), {} imported",
+                r.refused, r.entries
+            )),
+            Err(why) => Some(format!(
+                "--cache-from registry:{reference}: not used ({why})"
+            )),
+        };
+        if let Some(message) = warning {
+            observer.event(BuildEvent::Warning {
+                platform: "build".into(),
+                message,
+            });
+        }
+    }
     let manifests = schedule::build_targets(&session, plan)?;
     let digest = if manifests.len() == 1 {
         Digest::from_oci(manifests[0].1.digest())?
@@ -142,6 +173,10 @@ pub fn build(
         let descs: Vec<_> = manifests.iter().map(|(_, d)| d.clone()).collect();
         assemble::write_index(store, &descs, &opts.annotations)?
     };
+    if let Some(reference) = &opts.cache_to {
+        let entries = session.entries.lock().unwrap_or_else(|e| e.into_inner());
+        crate::remotecache::export(store, &entries, reference, &opts.registry)?;
+    }
     store.set_ref(&name, &digest)?;
     let (cached, executed) = *session.counters.lock().unwrap_or_else(|e| e.into_inner());
     observer.event(BuildEvent::ImageDone {

@@ -82,6 +82,7 @@ fn build_target(
             offline: opts.offline,
             epoch: opts.source_date_epoch,
             created: assemble::rfc3339(opts.source_date_epoch),
+            remember: &|key, value| session.remember(key, value),
         },
         &mut state,
     )?;

@@ -237,6 +237,9 @@ fn layer_step(
         }
         state.push_history(&cx.created, &node.label, empty);
         session.count(true);
+        if let Some(value) = session.store.get_cache(&key)? {
+            session.remember(key, value);
+        }
         return Ok(key);
     }
     session.observer.event(BuildEvent::StepStarted {
@@ -267,6 +270,7 @@ fn layer_step(
         None => CacheRecord::Unchanged,
     };
     cache::record(session.store, &key, &record)?;
+    session.remember(key, record.to_json());
     let layer_bytes = layer.as_ref().map(|(l, _)| l.size).unwrap_or(0);
     let empty = layer.is_none();
     if let Some((info, blob)) = layer {

@@ -22,6 +22,8 @@ pub fn options(context: &Path, tag: &str) -> BuildOptions {
         compression: ManifestCompression::Zstd,
         oci_cmd: OciCmd::Auto,
         carry: Default::default(),
+        cache_from: Vec::new(),
+        cache_to: None,
         work_dir: None,
     }
 }
