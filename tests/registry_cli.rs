@@ -2,8 +2,9 @@
 //! distribution registry) that each test starts on a free 127.0.0.1 port with its own storage
 //! and stops: skopeo reads what we push and we read what skopeo pushes, with the same digests;
 //! a second push uploads nothing; multi-platform indexes; htpasswd basic auth; TLS with a CA
-//! made here; a registry killed in the middle of a push; a blob corrupted in the registry's
-//! storage.
+//! made here; bearer tokens from a token server of the test's own; a registry killed in the
+//! middle of a push; a blob corrupted in the registry's storage; `--build-mode all` carrying
+//! container images; a build cache shared through the registry.
 
 mod common;
 
@@ -23,6 +24,8 @@ struct Registry {
     log: PathBuf,
     tls: Option<(PathBuf, PathBuf)>,
     htpasswd: Option<PathBuf>,
+    /// More configuration (an `auth:` block of another kind).
+    extra: String,
 }
 
 fn free_port() -> u16 {
@@ -47,6 +50,7 @@ impl Registry {
             log: dir.join("registry.log"),
             tls,
             htpasswd,
+            extra: String::new(),
         };
         r.restart();
         r
@@ -77,6 +81,7 @@ impl Registry {
                 h.display()
             );
         }
+        yaml += &self.extra;
         let config = self.dir.join("config.yml");
         fs::write(&config, yaml).unwrap();
         let log = fs::OpenOptions::new()
@@ -493,6 +498,161 @@ fn basic_auth_needs_credentials_from_the_flag_or_an_auth_file() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert_eq!(digest_of(&store, "back:2"), digest_of(&store, "app:1"));
+}
+
+/// A token server as `docker login` to a hub-like registry meets it: it checks the basic
+/// credentials the client sends and answers a JWT (RS256, with its certificate in `x5c`) that
+/// grants pull and push on `private/app`, signed with openssl.
+struct TokenServer {
+    port: u16,
+    served: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    refused: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl TokenServer {
+    fn start(dir: &Path, user_pass: &str) -> (TokenServer, PathBuf) {
+        use base64::Engine as _;
+        need("openssl", "openssl");
+        let key = dir.join("token.key");
+        let cert = dir.join("token.crt");
+        sh(Command::new("openssl")
+            .args([
+                "req",
+                "-x509",
+                "-newkey",
+                "rsa:2048",
+                "-nodes",
+                "-days",
+                "2",
+                "-subj",
+                "/CN=chasi-test-token",
+            ])
+            .arg("-keyout")
+            .arg(&key)
+            .arg("-out")
+            .arg(&cert));
+        sh(Command::new("openssl")
+            .args(["x509", "-outform", "DER", "-in"])
+            .arg(&cert)
+            .args(["-out"])
+            .arg(dir.join("token.der")));
+        let der = fs::read(dir.join("token.der")).unwrap();
+        let b64 = base64::engine::general_purpose::STANDARD;
+        let url = base64::engine::general_purpose::URL_SAFE_NO_PAD;
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs();
+        let header = serde_json::json!({"alg": "RS256", "typ": "JWT", "x5c": [b64.encode(&der)]});
+        let claims = serde_json::json!({
+            "iss": "chasi-test-issuer", "sub": "alice", "aud": "chasi-test-service",
+            "exp": now + 3600, "nbf": now - 60, "iat": now - 60, "jti": "chasi-test",
+            "access": [{"type": "repository", "name": "private/app", "actions": ["pull", "push"]}],
+        });
+        let input = format!(
+            "{}.{}",
+            url.encode(header.to_string()),
+            url.encode(claims.to_string())
+        );
+        fs::write(dir.join("token.input"), &input).unwrap();
+        sh(Command::new("openssl")
+            .args(["dgst", "-sha256", "-sign"])
+            .arg(&key)
+            .arg("-out")
+            .arg(dir.join("token.sig"))
+            .arg(dir.join("token.input")));
+        let token = format!(
+            "{input}.{}",
+            url.encode(fs::read(dir.join("token.sig")).unwrap())
+        );
+        let expected = format!("Basic {}", b64.encode(user_pass));
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let served = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let refused = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let (s, r) = (served.clone(), refused.clone());
+        std::thread::spawn(move || {
+            for conn in listener.incoming() {
+                let Ok(mut conn) = conn else { continue };
+                let mut buf = vec![0u8; 16384];
+                let mut got = Vec::new();
+                while !got.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match conn.read(&mut buf) {
+                        Ok(0) | Err(_) => break,
+                        Ok(n) => got.extend_from_slice(&buf[..n]),
+                    }
+                }
+                let request = String::from_utf8_lossy(&got);
+                let authorized = request.lines().any(|l| {
+                    l.to_ascii_lowercase().starts_with("authorization:")
+                        && l[14..].trim() == expected
+                });
+                let (status, body) = if authorized {
+                    s.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                    ("200 OK", serde_json::json!({"token": token, "access_token": token, "expires_in": 3600}).to_string())
+                } else {
+                    r.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                    (
+                        "401 Unauthorized",
+                        "{\"errors\":[{\"code\":\"UNAUTHORIZED\"}]}".to_string(),
+                    )
+                };
+                let _ = std::io::Write::write_all(
+                    &mut conn,
+                    format!("HTTP/1.1 {status}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}", body.len()).as_bytes(),
+                );
+            }
+        });
+        (
+            TokenServer {
+                port,
+                served,
+                refused,
+            },
+            cert,
+        )
+    }
+}
+
+#[test]
+fn bearer_token_auth_gets_a_token_with_the_credentials_and_uses_it() {
+    let t = tempfile::tempdir().unwrap();
+    let store = t.path().join("store");
+    small_image(t.path(), &store, "app:1");
+    let (tokens, cert) = TokenServer::start(t.path(), "alice:s3cret");
+    let mut reg = Registry::start(&t.path().join("reg"));
+    reg.stop();
+    reg.extra = format!(
+        "auth:\n  token:\n    realm: http://127.0.0.1:{}/token\n    service: chasi-test-service\n    issuer: chasi-test-issuer\n    rootcertbundle: {}\n",
+        tokens.port,
+        cert.display()
+    );
+    reg.restart();
+    let target = format!("{}/private/app:1", reg.addr());
+    let err = fails(
+        &store,
+        &["push", "app:1", &target, "--creds", "alice:wrong"],
+    );
+    assert!(err.contains("401") && err.contains(&target), "{err}");
+    assert!(tokens.refused.load(std::sync::atomic::Ordering::SeqCst) > 0);
+    ok(
+        &store,
+        &["push", "app:1", &target, "--creds", "alice:s3cret"],
+    );
+    assert!(tokens.served.load(std::sync::atomic::Ordering::SeqCst) > 0);
+    let back = t.path().join("back");
+    let mut c = common::chasi();
+    c.arg("--store")
+        .arg(&back)
+        .args(["pull", &target, "--creds", "alice:s3cret"]);
+    let out = c.output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}\n{}",
+        String::from_utf8_lossy(&out.stderr),
+        reg.log_text()
+    );
+    assert_eq!(digest_of(&back, &target), digest_of(&store, "app:1"));
 }
 
 /// A CA and a certificate for 127.0.0.1 it signed, made with openssl.
