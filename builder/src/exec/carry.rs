@@ -187,11 +187,7 @@ pub(crate) fn carry(input: &CarryInput<'_>, state: &mut ImageState) -> Result<Op
         upper.join("registry"),
         RegistryDir::new(lower.join("registry")),
     );
-    let mut resolved = BTreeMap::new();
-    for (reference, pin) in &pins {
-        let manifest = fetch(input, &dir, reference, pin.as_ref())?;
-        resolved.insert(*reference, Some(manifest));
-    }
+    let resolved = fetch_all(input, &dir, &pins)?;
     let key = layer_key(input, &resolved);
     std::fs::create_dir_all(upper.join("registry")).map_err(io("create", &upper))?;
     let info = ingest_tree(input, &upper)?;
@@ -292,6 +288,57 @@ fn layer_key(input: &CarryInput<'_>, pins: &BTreeMap<&str, Option<Descriptor>>) 
         );
     }
     cache::key_of(&parts.iter().map(String::as_str).collect::<Vec<_>>())
+}
+
+/// Images fetched at once: registries serve blobs in parallel, and one image's small
+/// documents then overlap another's layers (sealer pulls two repositories at a time).
+const PARALLEL_FETCHES: usize = 4;
+
+/// [`fetch`] for every reference, [`PARALLEL_FETCHES`] at a time; the first failure in
+/// reference order is the one reported. Two images sharing a blob may both write it: a blob
+/// is renamed into place whole, so the directory stays consistent.
+fn fetch_all<'r>(
+    input: &CarryInput<'_>,
+    dir: &RegistryDir,
+    pins: &BTreeMap<&'r str, Option<Descriptor>>,
+) -> Result<BTreeMap<&'r str, Option<Descriptor>>> {
+    let work: Vec<(&'r str, Option<&Descriptor>)> =
+        pins.iter().map(|(r, p)| (*r, p.as_ref())).collect();
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    let results: Vec<std::sync::Mutex<Option<Result<Descriptor>>>> =
+        work.iter().map(|_| std::sync::Mutex::new(None)).collect();
+    std::thread::scope(|scope| {
+        for _ in 0..PARALLEL_FETCHES.min(work.len()) {
+            scope.spawn(|| loop {
+                let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                let Some((reference, pin)) = work.get(i) else {
+                    break;
+                };
+                let got = fetch(input, dir, reference, *pin);
+                let failed = got.is_err();
+                *results[i].lock().unwrap_or_else(|e| e.into_inner()) = Some(got);
+                if failed {
+                    // Stop handing out work: the build fails anyway.
+                    next.fetch_add(work.len(), std::sync::atomic::Ordering::Relaxed);
+                }
+            });
+        }
+    });
+    let mut resolved = BTreeMap::new();
+    for ((reference, _), result) in work.iter().zip(results) {
+        match result.into_inner().unwrap_or_else(|e| e.into_inner()) {
+            Some(r) => {
+                resolved.insert(*reference, Some(r?));
+            }
+            None => continue,
+        }
+    }
+    if resolved.len() != work.len() {
+        return Err(BuildError::ThreadPanicked(
+            crate::error::BuildThread::Target,
+        ));
+    }
+    Ok(resolved)
 }
 
 /// Copies one image's platform manifest into the registry directory and pins the reference
