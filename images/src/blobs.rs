@@ -108,6 +108,11 @@ impl BlobSink for StoreBlobs<'_> {
                 .map(|b| (*b).clone())
                 .unwrap_or_else(|| tar.clone());
             (blob.digest, blob.size)
+        } else if let Some(d) = expected_digest.filter(|d| self.store.has_blob(d)) {
+            // Present already (the config and manifest of an unchanged rebuild): named by its
+            // content, so nothing is written and nothing fsynced again.
+            let size = self.store.blob_size(&d).map_err(|e| sink_err(&shown, e))?;
+            (d, size)
         } else {
             // Streamed: configs are small but other artifacts need not be. A blob whose content
             // does not match is left unreferenced in the store (gc removes it) and refused here.

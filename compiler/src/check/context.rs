@@ -78,6 +78,9 @@ pub struct Entry {
     pub mode: u32,
     /// Size in bytes (files).
     pub size: u64,
+    /// What `lstat` said when the context was walked (`stat` for the source itself), so a
+    /// content digest needs no second `stat` per file.
+    pub meta: std::fs::Metadata,
 }
 
 /// An opened build context.
@@ -282,6 +285,7 @@ impl Context {
                 kind: kind_of(meta.file_type()),
                 mode: mode_of(&meta),
                 size: meta.len(),
+                meta,
             });
         }
         Ok(out)

@@ -99,21 +99,26 @@ impl<'c> ContentHasher<'c> {
         }
     }
 
-    /// BLAKE3 of a file's bytes, from the stamp cache when it knows the file.
-    fn file_digest(&self, path: &std::path::Path) -> Result<(u64, [u8; 32]), ContextError> {
+    /// BLAKE3 of a file's bytes, from the stamp cache when it knows the file (`meta` is
+    /// what the context walk's `lstat` said).
+    fn file_digest(
+        &self,
+        path: &std::path::Path,
+        meta: &std::fs::Metadata,
+    ) -> Result<(u64, [u8; 32]), ContextError> {
         let read_err = |source| ContextError::Read {
             path: path.to_path_buf(),
             source,
         };
-        let stamp = match (self.files, std::fs::symlink_metadata(path)) {
-            (Some(files), Ok(meta)) => {
-                let stamp = FileStamp::of(path, &meta);
+        let stamp = match self.files {
+            Some(files) => {
+                let stamp = FileStamp::of(path, meta);
                 if let Some(d) = files.get(&stamp) {
                     return Ok((stamp.size, d));
                 }
                 Some(stamp)
             }
-            _ => None,
+            None => None,
         };
         let mut file = std::fs::File::open(path).map_err(read_err)?;
         let mut content = blake3::Hasher::new();
@@ -189,7 +194,7 @@ impl<'c> ContentHasher<'c> {
             }
             match entry.kind {
                 EntryKind::File => {
-                    let (size, digest) = self.file_digest(&entry.path)?;
+                    let (size, digest) = self.file_digest(&entry.path, &entry.meta)?;
                     hasher.update(size.to_le_bytes());
                     hasher.update(digest);
                 }

@@ -30,6 +30,10 @@ impl Store {
     /// Points `name` (e.g. `app:1.0`) at a manifest digest, atomically replacing any previous value.
     pub fn set_ref(&self, name: &str, digest: &Digest) -> Result<()> {
         let p = self.ref_path(name)?;
+        // An unchanged rebuild re-tags the same image: nothing to write or fsync.
+        if self.get_ref(name).is_ok_and(|d| d == *digest) {
+            return Ok(());
+        }
         let rec = RefRecord {
             name: name.to_string(),
             digest: *digest,
