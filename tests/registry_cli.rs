@@ -1390,6 +1390,12 @@ fn build_mode_all_carries_the_images_a_cluster_needs_for_its_platform_in_a_regis
         assert_eq!(seen["Digest"], original["Digest"], "{name}");
         assert_eq!(seen["Layers"], original["Layers"], "{name}");
         assert_eq!(seen["Architecture"], "arm64");
+        // And as sealer's mirror serves it: the path without the registry host.
+        let mirrored = skopeo_inspect(
+            &["--tls-verify=false", "--override-arch", "arm64"],
+            &format!("{}/{repo}:1", node.addr()),
+        );
+        assert_eq!(mirrored["Digest"], original["Digest"], "{name}");
     }
     // Only the arm64 image of the two-platform `a` is carried: not the amd64 config.
     let origin_images = common::inspect(&origin, "a:1")["images"].clone();

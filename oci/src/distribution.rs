@@ -330,6 +330,25 @@ impl RegistryDir {
         Ok(images)
     }
 
+    /// The images a cluster image carries, by their full names: [`RegistryDir::images`] less
+    /// the links the builder adds for sealer's registry mirror (`library/nginx` beside
+    /// `docker.io/library/nginx`): a repository `R` is such a link when `HOST/R` is also there.
+    pub fn carried_images(&self) -> OciResult<Vec<RegistryImage>> {
+        let all = self.images()?;
+        let names: std::collections::BTreeSet<&str> =
+            all.iter().map(|i| i.repository.as_str()).collect();
+        let is_link = |repo: &str| {
+            names
+                .iter()
+                .any(|n| n.split_once('/').is_some_and(|(_, rest)| rest == repo))
+        };
+        Ok(all
+            .iter()
+            .filter(|i| !is_link(&i.repository))
+            .cloned()
+            .collect())
+    }
+
     /// A descriptor for a manifest or index blob: its size, and the media type its own
     /// `mediaType` field declares.
     fn describe(&self, digest: &Digest, link: &Path) -> OciResult<Descriptor> {
@@ -693,6 +712,37 @@ mod tests {
             "blobs are read through to the lower"
         );
         assert!(!upper.blob_path(base.digest()).exists());
+    }
+
+    #[test]
+    fn mirror_links_are_not_carried_images() {
+        let mut blobs = MemoryBlobs::new();
+        let root = image(&mut blobs, b"nginx");
+        let dir = tempfile::tempdir().unwrap();
+        let reg = RegistryDir::new(dir.path());
+        reg.put_image(&blobs, &root, "docker.io/library/nginx", "1")
+            .unwrap();
+        reg.put_image(&blobs, &root, "library/nginx", "1").unwrap();
+        reg.put_image(&blobs, &root, "ghcr.io/org.name/x", "1")
+            .unwrap();
+        reg.put_image(&blobs, &root, "org.name/x", "1").unwrap();
+        reg.put_image(&blobs, &root, "127.0.0.1_5000/solo", "1")
+            .unwrap();
+        let names: Vec<String> = reg
+            .carried_images()
+            .unwrap()
+            .into_iter()
+            .map(|i| i.repository)
+            .collect();
+        assert_eq!(
+            names,
+            [
+                "127.0.0.1_5000/solo",
+                "docker.io/library/nginx",
+                "ghcr.io/org.name/x"
+            ]
+        );
+        assert_eq!(reg.images().unwrap().len(), 5);
     }
 
     #[test]

@@ -19,7 +19,9 @@
 //!
 //! A repository in the directory is the image's full name without its tag
 //! (`docker.io/library/nginx`), so the node can give containerd the names the manifests use;
-//! a registry port is written `_PORT` ([`chasi_oci::distribution::repository_of`]).
+//! a registry port is written `_PORT` ([`chasi_oci::distribution::repository_of`]). Each image
+//! is also linked under its path without the host (`library/nginx`), the name sealer's nodes
+//! ask their registry mirror for ([`write_aliases`]).
 //!
 //! Caching: a tag is pinned on first pull (a store cache record from reference and platform to
 //! the manifest digest), as `FROM HOST/NAME:TAG` pins a base, and the layer is cached under its
@@ -187,7 +189,14 @@ pub(crate) fn carry(input: &CarryInput<'_>, state: &mut ImageState) -> Result<Op
         upper.join("registry"),
         RegistryDir::new(lower.join("registry")),
     );
-    let resolved = fetch_all(input, &dir, &pins)?;
+    let fetched = fetch_all(input, &dir, &pins)?;
+    for message in write_aliases(&dir, &fetched)? {
+        warn(message);
+    }
+    let resolved: BTreeMap<&str, Option<Descriptor>> = fetched
+        .iter()
+        .map(|(r, (root, _))| (*r, Some(root.clone())))
+        .collect();
     let key = layer_key(input, &resolved);
     std::fs::create_dir_all(upper.join("registry")).map_err(io("create", &upper))?;
     let info = ingest_tree(input, &upper)?;
@@ -290,6 +299,9 @@ fn layer_key(input: &CarryInput<'_>, pins: &BTreeMap<&str, Option<Descriptor>>) 
     cache::key_of(&parts.iter().map(String::as_str).collect::<Vec<_>>())
 }
 
+/// What a reference resolved to (an index, or the manifest) and the platform's manifest.
+type Fetched = (Descriptor, Descriptor);
+
 /// Images fetched at once: registries serve blobs in parallel, and one image's small
 /// documents then overlap another's layers (sealer pulls two repositories at a time).
 const PARALLEL_FETCHES: usize = 4;
@@ -301,11 +313,11 @@ fn fetch_all<'r>(
     input: &CarryInput<'_>,
     dir: &RegistryDir,
     pins: &BTreeMap<&'r str, Option<Descriptor>>,
-) -> Result<BTreeMap<&'r str, Option<Descriptor>>> {
+) -> Result<BTreeMap<&'r str, Fetched>> {
     let work: Vec<(&'r str, Option<&Descriptor>)> =
         pins.iter().map(|(r, p)| (*r, p.as_ref())).collect();
     let next = std::sync::atomic::AtomicUsize::new(0);
-    let results: Vec<std::sync::Mutex<Option<Result<Descriptor>>>> =
+    let results: Vec<std::sync::Mutex<Option<Result<Fetched>>>> =
         work.iter().map(|_| std::sync::Mutex::new(None)).collect();
     std::thread::scope(|scope| {
         for _ in 0..PARALLEL_FETCHES.min(work.len()) {
@@ -328,7 +340,7 @@ fn fetch_all<'r>(
     for ((reference, _), result) in work.iter().zip(results) {
         match result.into_inner().unwrap_or_else(|e| e.into_inner()) {
             Some(r) => {
-                resolved.insert(*reference, Some(r?));
+                resolved.insert(*reference, r?);
             }
             None => continue,
         }
@@ -348,7 +360,7 @@ fn fetch(
     dir: &RegistryDir,
     reference: &str,
     pin: Option<&Descriptor>,
-) -> Result<Descriptor> {
+) -> Result<Fetched> {
     let failed = |source| BuildError::Carry {
         reference: reference.to_string(),
         platform: input.platform.to_string(),
@@ -385,7 +397,50 @@ fn fetch(
     input
         .store
         .put_cache(&pin_key(reference, input.platform), &value)?;
-    Ok(m.clone())
+    Ok((m.clone(), report.manifest))
+}
+
+/// sealer's registry is a mirror: its nodes pull `docker.io/library/nginx:1.25` from it as
+/// `library/nginx:1.25`, the path without the registry host. So every image is also linked
+/// under that name (links only: the blobs are stored once). Two images of different registries
+/// with the same path and tag cannot both have it: the first in reference order keeps it, and
+/// the returned warning names both.
+fn write_aliases(dir: &RegistryDir, fetched: &BTreeMap<&str, Fetched>) -> Result<Vec<String>> {
+    let mut warnings = Vec::new();
+    let mut taken: BTreeMap<(String, String), (&str, String)> = BTreeMap::new();
+    for (reference, (root, manifest)) in fetched {
+        let Ok(parsed) = chasi_registry::parse_reference(reference) else {
+            continue;
+        };
+        let alias = parsed.repository().to_string();
+        let name = parsed
+            .tag()
+            .map(str::to_string)
+            .unwrap_or_else(|| root.digest().to_string());
+        match taken.get(&(alias.clone(), name.clone())) {
+            Some((first, digest)) if *digest != root.digest().to_string() => {
+                warnings.push(format!(
+                    "{reference} and {first} are both `{alias}:{name}` to a registry mirror (sealer's): only {first} is served under that name"
+                ));
+                continue;
+            }
+            Some(_) => continue,
+            None => {}
+        }
+        taken.insert(
+            (alias.clone(), name),
+            (reference, root.digest().to_string()),
+        );
+        dir.put_untagged(dir, manifest, &alias)?;
+        if root.digest() != manifest.digest() {
+            let raw = chasi_oci::blobs::read_blob(dir, root, "image index")?;
+            dir.put_document(root, &raw, &alias)?;
+        }
+        if let Some(tag) = parsed.tag() {
+            dir.set_tag(&alias, tag, root.digest())?;
+        }
+    }
+    Ok(warnings)
 }
 
 /// The registry directory under `upper` as one layer in the store.
@@ -421,4 +476,54 @@ fn annotation(images: &[ContainerImage], platform: &Platform) -> String {
         .ok()
         .and_then(|b| String::from_utf8(b).ok())
         .unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chasi_oci::MemoryBlobs;
+
+    fn image(blobs: &mut MemoryBlobs, content: &[u8]) -> Descriptor {
+        let layer = blobs.insert(MediaType::ImageLayerGzip, content.to_vec());
+        let config = json!({"architecture": "amd64", "os": "linux",
+            "rootfs": {"type": "layers", "diff_ids": [format!("sha256:{}", "b".repeat(64))]}});
+        chasi_oci::build_manifest(blobs, &config, &[layer], &Default::default()).unwrap()
+    }
+
+    #[test]
+    fn mirror_names_are_linked_once_and_a_collision_is_named() {
+        let mut blobs = MemoryBlobs::new();
+        let hub = image(&mut blobs, b"from docker hub");
+        let quay = image(&mut blobs, b"from quay");
+        let dir = tempfile::tempdir().unwrap();
+        let reg = RegistryDir::new(dir.path());
+        reg.put_image(&blobs, &hub, "docker.io/team/app", "1")
+            .unwrap();
+        reg.put_image(&blobs, &quay, "quay.io/team/app", "1")
+            .unwrap();
+        let mut fetched = BTreeMap::new();
+        fetched.insert("docker.io/team/app:1", (hub.clone(), hub.clone()));
+        fetched.insert("quay.io/team/app:1", (quay.clone(), quay.clone()));
+        let warnings = write_aliases(&reg, &fetched).unwrap();
+        assert_eq!(warnings.len(), 1, "{warnings:?}");
+        assert!(
+            warnings[0].contains("quay.io/team/app:1")
+                && warnings[0].contains("docker.io/team/app:1"),
+            "{warnings:?}"
+        );
+        let all = reg.images().unwrap();
+        let alias = all.iter().find(|i| i.repository == "team/app").unwrap();
+        assert_eq!(
+            alias.root.digest(),
+            hub.digest(),
+            "the first keeps the name"
+        );
+        let carried: Vec<String> = reg
+            .carried_images()
+            .unwrap()
+            .into_iter()
+            .map(|i| i.repository)
+            .collect();
+        assert_eq!(carried, ["docker.io/team/app", "quay.io/team/app"]);
+    }
 }
