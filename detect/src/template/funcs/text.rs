@@ -163,6 +163,20 @@ fn random(n: i64, alphabet: &str, budget: usize) -> Result<Value, String> {
 /// The string functions; `None` when `name` is not one of them.
 pub(super) fn call(name: &str, args: &[Value], budget: usize) -> Result<Option<Value>, String> {
     let v = match name {
+        "quote" => Value::str(
+            args.iter()
+                .filter(|v| !matches!(v, Value::Nil))
+                .map(|v| go_quote(&strval(v)))
+                .collect::<Vec<_>>()
+                .join(" "),
+        ),
+        "squote" => Value::str(
+            args.iter()
+                .filter(|v| !matches!(v, Value::Nil))
+                .map(|v| format!("'{}'", strval(v)))
+                .collect::<Vec<_>>()
+                .join(" "),
+        ),
         "upper" => Value::str(s1(name, args)?.to_uppercase()),
         "lower" => Value::str(s1(name, args)?.to_lowercase()),
         "title" => Value::str(title(s1(name, args)?)),
