@@ -59,8 +59,13 @@ pub(crate) fn scan(root: &Root, report: &mut Report) {
         };
         for (name, kind) in entries {
             let dir = apps.join(&name);
-            if kind != Kind::Dir {
-                continue;
+            match kind {
+                Kind::Dir => {}
+                Kind::Symlink if root.is_dir(&dir) => {
+                    report.warning(&dir, 0, 0, "app directory is a symlink, not followed");
+                    continue;
+                }
+                _ => continue,
             }
             if is_chart(root, &dir) {
                 feed(chart::render_dir(root, &dir, report), Some(&name), report);
