@@ -186,7 +186,7 @@ fn yaml_file(root: &Root, path: &Path, yamls: Yamls, app: Option<&str>, report: 
     };
     match parse_stream(&text) {
         Ok(docs) => {
-            let origin = Origin { path, app, detail: None };
+            let origin = Origin { path, app, detail: None, install_time: template };
             for doc in &docs {
                 manifest::images(doc, &origin, report);
             }
@@ -211,6 +211,7 @@ fn feed(rendered: Vec<Rendered>, app: Option<&str>, report: &mut Report) {
                     path: &path,
                     app,
                     detail: Some(&r.detail),
+                    install_time: false,
                 };
                 for doc in &docs {
                     manifest::images(doc, &origin, report);

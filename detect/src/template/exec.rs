@@ -661,6 +661,30 @@ mod tests {
     }
 
     #[test]
+    fn helm_idioms() {
+        let src = r#"{{- range $k, $v := dict "b" 2 "a" 1 }}{{ $k }}={{ $v }}{{ $.Values.image.repository }};{{ end }}
+{{ with .Values.none }}x{{ else with .Values.image }}{{ .repository }}{{ else }}y{{ end }}
+{{- define "labels" }}app: {{ .name }}
+tier: {{ .tier | default "web" }}{{ end }}
+labels:
+  {{- include "labels" (dict "name" "demo") | nindent 2 }}
+resources: {{- toYaml (dict "limits" (dict "cpu" "1")) | nindent 2 }}
+{{ printf "%s:%v" .Values.image.repository .Values.image.tag | quote }} {{ len .Values.list }} {{ .Values.list | join "," | upper }}
+{{ if and .Values.on (not .Values.off) (eq (index .Values.list 0) "a") }}ok{{ end }} {{ ternary "y" "n" (hasKey .Values "on") }}"#;
+        let want = "a=1nginx;b=2nginx;
+nginx
+labels:
+  app: demo
+  tier: web
+resources:
+  limits:
+    cpu: \"1\"
+\"nginx:1\" 2 A,B
+ok y";
+        assert_eq!(render(src, values()).unwrap(), want);
+    }
+
+    #[test]
     fn tpl_renders_values_strings() {
         let mut v = Map::new();
         v.insert("name".into(), Value::str("x"));
