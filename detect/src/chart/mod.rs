@@ -85,6 +85,17 @@ mod tests {
     }
 
     #[test]
+    fn files_are_templates_too() {
+        let (out, problems) = render(&[
+            ("Chart.yaml", "apiVersion: v2\nname: c\nversion: 1.0.0\n"),
+            ("templates/configmap.yaml", "kind: ConfigMap\n"),
+            ("templates/deploy.yaml", "checksum: {{ include (print $.Template.BasePath \"/configmap.yaml\") . | sha256sum | trunc 8 }}"),
+        ]);
+        assert!(problems.is_empty(), "{problems:?}");
+        assert_eq!(out[1].1, "checksum: bb6c7fb1");
+    }
+
+    #[test]
     fn tpl_defines_stay_local_and_parent_defines_win() {
         let (out, problems) = render(&[
             ("Chart.yaml", "apiVersion: v2\nname: c\nversion: 1.0.0\n"),

@@ -246,7 +246,7 @@ pub(crate) fn render(root: &Resolved, report: &mut Report) -> Vec<Rendered> {
     });
     let mut set = TemplateSet::default();
     let mut paths = Vec::new();
-    let mut bodies: Vec<Option<List>> = Vec::new();
+    let mut bodies: Vec<Option<Rc<List>>> = Vec::new();
     for (i, u) in all.iter().enumerate() {
         let path = u.resolved.chart.base.join(&u.rel);
         set.files.push(u.name.clone());
@@ -257,7 +257,11 @@ pub(crate) fn render(root: &Resolved, report: &mut Report) -> Vec<Rendered> {
                 for (name, body, _) in parsed.defines {
                     set.defines.insert(name, body);
                 }
-                bodies.push(Some(parsed.body));
+                // A file is a template too, named by its path (`include (print
+                // $.Template.BasePath "/configmap.yaml") . | sha256sum`).
+                let body = Rc::new(parsed.body);
+                set.defines.insert(u.name.clone(), body.clone());
+                bodies.push(Some(body));
             }
             Err(e) => {
                 report.error(
