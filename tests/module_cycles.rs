@@ -20,6 +20,7 @@ const CHECKED: &[&str] = &[
     "tar/src",
     "delta/src",
     "registry/src",
+    "detect/src",
     "src",
 ];
 

@@ -6,7 +6,7 @@
 
 use std::path::Path;
 
-use crate::model::Source;
+use crate::model::{Severity, Source};
 use crate::report::Report;
 use crate::yaml::{Node, Yaml};
 
@@ -24,6 +24,9 @@ pub(crate) struct Origin<'a> {
     pub(crate) app: Option<&'a str>,
     /// Prefix of each source's detail, e.g. `rendered from chart x, templates/y.yaml`.
     pub(crate) detail: Option<&'a str>,
+    /// A `.tmpl` file sealer renders at install time: an image that is not a reference yet
+    /// (templating left) is a warning, not an error.
+    pub(crate) install_time: bool,
 }
 
 /// Reports the container images of one YAML document.
@@ -90,27 +93,40 @@ fn container(item: &Node, label: &str, object: &str, origin: &Origin<'_>, report
     if let Some(prefix) = origin.detail {
         detail = format!("{prefix}: {detail}");
     }
+    let severity = if origin.install_time {
+        Severity::Warning
+    } else {
+        Severity::Error
+    };
+    let later = if origin.install_time {
+        "; the file is rendered at install time, so the image is not detected"
+    } else {
+        ""
+    };
+    let (line, column) = (image.line, image.column);
     match &image.value {
         Yaml::Str(s) => {
             let source = Source {
                 path: origin.path.to_path_buf(),
-                line: image.line,
-                column: image.column,
+                line,
+                column,
                 detail: Some(detail),
             };
-            report.image(s, origin.app, source);
+            report.image_or(s, origin.app, source, severity);
         }
-        Yaml::Null => report.warning(
+        Yaml::Null => report.problem(
+            severity,
             origin.path,
-            image.line,
-            image.column,
-            format!("{detail} has an empty image"),
+            line,
+            column,
+            format!("empty image reference ({detail}){later}"),
         ),
-        _ => report.error(
+        _ => report.problem(
+            severity,
             origin.path,
-            image.line,
-            image.column,
-            format!("{detail}: image is not a string"),
+            line,
+            column,
+            format!("{detail}: image is not a string{later}"),
         ),
     }
 }
@@ -127,6 +143,7 @@ mod tests {
             path: Path::new("m.yaml"),
             app: None,
             detail: None,
+            install_time: false,
         };
         for doc in parse_stream(text).unwrap() {
             images(&doc, &origin, &mut report);

@@ -58,6 +58,17 @@ impl Report {
 
     /// Records a reference as written at `source`; an invalid one is an error there.
     pub(crate) fn image(&mut self, raw: &str, app: Option<&str>, source: Source) {
+        self.image_or(raw, app, source, Severity::Error);
+    }
+
+    /// As [`Report::image`], an invalid reference being a problem of `severity`.
+    pub(crate) fn image_or(
+        &mut self,
+        raw: &str,
+        app: Option<&str>,
+        source: Source,
+        severity: Severity,
+    ) {
         match normalize(raw) {
             Ok(reference) => {
                 self.images
@@ -70,7 +81,7 @@ impl Report {
                     Some(d) => format!("{why} ({d})"),
                     None => why,
                 };
-                self.error(&source.path, source.line, source.column, message);
+                self.problem(severity, &source.path, source.line, source.column, message);
             }
         }
     }

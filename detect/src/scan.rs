@@ -59,8 +59,13 @@ pub(crate) fn scan(root: &Root, report: &mut Report) {
         };
         for (name, kind) in entries {
             let dir = apps.join(&name);
-            if kind != Kind::Dir {
-                continue;
+            match kind {
+                Kind::Dir => {}
+                Kind::Symlink if root.is_dir(&dir) => {
+                    report.warning(&dir, 0, 0, "app directory is a symlink, not followed");
+                    continue;
+                }
+                _ => continue,
             }
             if is_chart(root, &dir) {
                 feed(chart::render_dir(root, &dir, report), Some(&name), report);
@@ -181,7 +186,7 @@ fn yaml_file(root: &Root, path: &Path, yamls: Yamls, app: Option<&str>, report: 
     };
     match parse_stream(&text) {
         Ok(docs) => {
-            let origin = Origin { path, app, detail: None };
+            let origin = Origin { path, app, detail: None, install_time: template };
             for doc in &docs {
                 manifest::images(doc, &origin, report);
             }
@@ -206,6 +211,7 @@ fn feed(rendered: Vec<Rendered>, app: Option<&str>, report: &mut Report) {
                     path: &path,
                     app,
                     detail: Some(&r.detail),
+                    install_time: false,
                 };
                 for doc in &docs {
                     manifest::images(doc, &origin, report);

@@ -1,7 +1,8 @@
 //! Renders a resolved chart tree as `helm template` does with sealer's settings: release
 //! `dryrun` in namespace `default`, default values, every chart's templates parsed into one
 //! set (deeper charts first, so a parent's `define` wins), each non-partial template
-//! executed with its own chart's `.Values`, `.Chart`, `.Template` and `.Files`.
+//! executed with its own chart's `.Values`, `.Chart`, `.Template` and `.Files`. `NOTES.txt`
+//! is parsed (its defines count) but not rendered; a library chart only defines.
 //!
 //! `.Capabilities` is fixed: Kubernetes v1.28.0 ([`KUBE_VERSION`]) with its GA API group
 //! versions and their kinds, Helm v3.14.0.
@@ -245,7 +246,7 @@ pub(crate) fn render(root: &Resolved, report: &mut Report) -> Vec<Rendered> {
     });
     let mut set = TemplateSet::default();
     let mut paths = Vec::new();
-    let mut bodies: Vec<Option<List>> = Vec::new();
+    let mut bodies: Vec<Option<Rc<List>>> = Vec::new();
     for (i, u) in all.iter().enumerate() {
         let path = u.resolved.chart.base.join(&u.rel);
         set.files.push(u.name.clone());
@@ -256,7 +257,11 @@ pub(crate) fn render(root: &Resolved, report: &mut Report) -> Vec<Rendered> {
                 for (name, body, _) in parsed.defines {
                     set.defines.insert(name, body);
                 }
-                bodies.push(Some(parsed.body));
+                // A file is a template too, named by its path (`include (print
+                // $.Template.BasePath "/configmap.yaml") . | sha256sum`).
+                let body = Rc::new(parsed.body);
+                set.defines.insert(u.name.clone(), body.clone());
+                bodies.push(Some(body));
             }
             Err(e) => {
                 report.error(
@@ -282,7 +287,14 @@ pub(crate) fn render(root: &Resolved, report: &mut Report) -> Vec<Rendered> {
     let mut out = Vec::new();
     for (i, u) in all.iter().enumerate() {
         let base = u.rel.rsplit('/').next().unwrap_or(&u.rel);
-        if base.starts_with('_') || base == "NOTES.txt" {
+        let library = u
+            .resolved
+            .chart
+            .metadata
+            .get("type")
+            .and_then(|t| t.as_str())
+            == Some("library");
+        if base.starts_with('_') || base == "NOTES.txt" || library {
             continue;
         }
         let Some(body) = bodies[i].as_ref() else {

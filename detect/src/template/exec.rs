@@ -16,7 +16,7 @@ use super::value::{Object, Value};
 /// Most evaluation steps of one render.
 const MAX_STEPS: u64 = 20_000_000;
 /// Deepest nesting of `template`/`include`/`tpl`.
-const MAX_CALL_DEPTH: usize = 100;
+const MAX_CALL_DEPTH: usize = 64;
 /// Most bytes one template, include or tpl may produce.
 pub(crate) const MAX_OUTPUT: usize = 16 << 20;
 
@@ -57,6 +57,8 @@ pub(crate) struct TemplateSet {
     pub(crate) defines: HashMap<String, Rc<List>>,
     /// File names by file number, for `tpl` sources and messages.
     pub(crate) files: Vec<String>,
+    /// The file number given to the text of each `tpl` call site.
+    pub(crate) tpl_files: HashMap<(u32, u32, u32), u32>,
 }
 
 /// One execution: the set, the variables, the budget.
@@ -96,7 +98,7 @@ impl<'a> Exec<'a> {
             self.depth -= 1;
             return fail(
                 pos,
-                "templates nested too deep (more than 100 template, include or tpl calls)",
+                "templates nested too deep (more than 64 template, include or tpl calls)",
             );
         }
         let saved = std::mem::replace(&mut self.vars, vec![("$".to_string(), dot.clone())]);
@@ -516,41 +518,50 @@ impl<'a> Exec<'a> {
     }
 
     fn tpl(&mut self, text: &str, data: &Value, pos: Pos) -> Res<Value> {
-        let file = u32::try_from(self.set.files.len()).unwrap_or(u32::MAX);
-        let origin = self
+        let next = u32::try_from(self.set.files.len()).unwrap_or(u32::MAX);
+        let file = *self
             .set
-            .files
-            .get(pos.file as usize)
-            .cloned()
-            .unwrap_or_default();
-        self.set.files.push(format!(
-            "{origin} (tpl at line {}, column {})",
-            pos.line, pos.col
-        ));
+            .tpl_files
+            .entry((pos.file, pos.line, pos.col))
+            .or_insert(next);
+        if file == next {
+            let origin = self
+                .set
+                .files
+                .get(pos.file as usize)
+                .cloned()
+                .unwrap_or_default();
+            self.set.files.push(format!(
+                "{origin} (tpl at line {}, column {})",
+                pos.line, pos.col
+            ));
+        }
+        let at = |e_pos: Pos, m: &str| {
+            format!(
+                "error calling tpl: line {}, column {}: {m}",
+                e_pos.line, e_pos.col
+            )
+        };
         let parsed = match parse(text, file) {
             Ok(p) => p,
-            Err(e) => {
-                return fail(
-                    pos,
-                    format!(
-                        "error calling tpl: line {}, column {}: {}",
-                        e.pos.line, e.pos.col, e.message
-                    ),
-                )
-            }
+            Err(e) => return fail(pos, at(e.pos, &e.message)),
         };
+        // As Helm's tpl (which parses into a clone of the set), defines stay local to it.
+        let mut shadowed = Vec::new();
         for (name, body, _) in parsed.defines {
-            self.set.defines.insert(name, body);
+            let old = self.set.defines.insert(name.clone(), body);
+            shadowed.push((name, old));
         }
-        match self.invoke(&parsed.body, data, pos) {
+        let result = self.invoke(&parsed.body, data, pos);
+        for (name, old) in shadowed.into_iter().rev() {
+            match old {
+                Some(b) => self.set.defines.insert(name, b),
+                None => self.set.defines.remove(&name),
+            };
+        }
+        match result {
             Ok(s) => Ok(Value::str(s)),
-            Err(Flow::Err(e)) if e.pos.file == file => fail(
-                pos,
-                format!(
-                    "error calling tpl: line {}, column {}: {}",
-                    e.pos.line, e.pos.col, e.message
-                ),
-            ),
+            Err(Flow::Err(e)) if e.pos.file == file => fail(pos, at(e.pos, &e.message)),
             Err(e) => Err(e),
         }
     }
@@ -647,6 +658,30 @@ mod tests {
         .unwrap_err();
         assert!(e.contains("nested too deep"), "{e}");
         assert!(render("{{ $y }}", values()).is_err());
+    }
+
+    #[test]
+    fn helm_idioms() {
+        let src = r#"{{- range $k, $v := dict "b" 2 "a" 1 }}{{ $k }}={{ $v }}{{ $.Values.image.repository }};{{ end }}
+{{ with .Values.none }}x{{ else with .Values.image }}{{ .repository }}{{ else }}y{{ end }}
+{{- define "labels" }}app: {{ .name }}
+tier: {{ .tier | default "web" }}{{ end }}
+labels:
+  {{- include "labels" (dict "name" "demo") | nindent 2 }}
+resources: {{- toYaml (dict "limits" (dict "cpu" "1")) | nindent 2 }}
+{{ printf "%s:%v" .Values.image.repository .Values.image.tag | quote }} {{ len .Values.list }} {{ .Values.list | join "," | upper }}
+{{ if and .Values.on (not .Values.off) (eq (index .Values.list 0) "a") }}ok{{ end }} {{ ternary "y" "n" (hasKey .Values "on") }}"#;
+        let want = "a=1nginx;b=2nginx;
+nginx
+labels:
+  app: demo
+  tier: web
+resources:
+  limits:
+    cpu: \"1\"
+\"nginx:1\" 2 A,B
+ok y";
+        assert_eq!(render(src, values()).unwrap(), want);
     }
 
     #[test]

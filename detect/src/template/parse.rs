@@ -28,7 +28,7 @@ pub(crate) struct Parsed {
 }
 
 /// Deepest nesting of control structures and parentheses.
-const MAX_DEPTH: usize = 100;
+const MAX_DEPTH: usize = 64;
 
 /// Parses template source `src` (file number `file`).
 pub(crate) fn parse(src: &str, file: u32) -> Result<Parsed, ParseError> {

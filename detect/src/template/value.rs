@@ -140,7 +140,8 @@ impl Value {
     }
 
     fn write_go(&self, out: &mut String, depth: usize, top: bool) {
-        if depth > 64 {
+        // Shared maps can hold themselves: bound the depth and the text.
+        if depth > 64 || out.len() > super::exec::MAX_OUTPUT {
             out.push_str("...");
             return;
         }

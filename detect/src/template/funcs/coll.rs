@@ -186,10 +186,12 @@ pub(super) fn merge_into(
     src: &Value,
     overwrite: bool,
     depth: usize,
+    budget: &mut usize,
 ) -> Result<(), String> {
-    if depth > 100 {
-        return Err("maps nested too deep to merge".into());
+    if depth > 100 || *budget == 0 {
+        return Err("maps too large or nested too deep to merge".into());
     }
+    *budget -= 1;
     let Value::Map(src) = src else {
         return match src {
             Value::Nil => Ok(()),
@@ -207,7 +209,9 @@ pub(super) fn merge_into(
     for (k, sv) in entries {
         let dv = dst.borrow().get(&k).cloned();
         match (dv, &sv) {
-            (Some(Value::Map(dm)), Value::Map(_)) => merge_into(&dm, &sv, overwrite, depth + 1)?,
+            (Some(Value::Map(dm)), Value::Map(_)) => {
+                merge_into(&dm, &sv, overwrite, depth + 1, budget)?
+            }
             (None | Some(Value::Nil), _) => {
                 dst.borrow_mut().insert(k, sv);
             }
@@ -445,8 +449,9 @@ pub(super) fn call(name: &str, args: &[Value], budget: usize) -> Result<Option<V
         "merge" | "mustMerge" | "mergeOverwrite" | "mustMergeOverwrite" => {
             let (d, srcs) = args.split_first().ok_or_else(|| count(name, 1, 0))?;
             let dst = dict_of(d)?;
+            let mut budget = 1_000_000;
             for s in srcs {
-                merge_into(dst, s, name.contains("Overwrite"), 0)?;
+                merge_into(dst, s, name.contains("Overwrite"), 0, &mut budget)?;
             }
             d.clone()
         }

@@ -163,6 +163,20 @@ fn random(n: i64, alphabet: &str, budget: usize) -> Result<Value, String> {
 /// The string functions; `None` when `name` is not one of them.
 pub(super) fn call(name: &str, args: &[Value], budget: usize) -> Result<Option<Value>, String> {
     let v = match name {
+        "quote" => Value::str(
+            args.iter()
+                .filter(|v| !matches!(v, Value::Nil))
+                .map(|v| go_quote(&strval(v)))
+                .collect::<Vec<_>>()
+                .join(" "),
+        ),
+        "squote" => Value::str(
+            args.iter()
+                .filter(|v| !matches!(v, Value::Nil))
+                .map(|v| format!("'{}'", strval(v)))
+                .collect::<Vec<_>>()
+                .join(" "),
+        ),
         "upper" => Value::str(s1(name, args)?.to_uppercase()),
         "lower" => Value::str(s1(name, args)?.to_lowercase()),
         "title" => Value::str(title(s1(name, args)?)),
@@ -466,9 +480,121 @@ pub(super) fn call(name: &str, args: &[Value], budget: usize) -> Result<Option<V
             random(int(n)?, alphabet, budget)?
         }
         "uuidv4" => Value::str("00000000-0000-4000-8000-000000000000"),
+        "base" | "dir" | "ext" | "clean" | "isAbs" => {
+            let p = s1(name, args)?;
+            match name {
+                "base" => Value::str(path_base(p)),
+                "dir" => Value::str(path_clean(match p.rfind('/') {
+                    Some(i) => &p[..=i],
+                    None => "",
+                })),
+                "ext" => {
+                    let b = &p[p.rfind('/').map_or(0, |i| i + 1)..];
+                    Value::str(b.rfind('.').map_or("", |i| &b[i..]))
+                }
+                "clean" => Value::str(path_clean(p)),
+                _ => Value::Bool(p.starts_with('/')),
+            }
+        }
+        "html" | "js" | "urlquery" => {
+            let text: String = args.iter().map(strval).collect::<Vec<_>>().join(" ");
+            Value::str(match name {
+                "html" => escape_html(&text),
+                "js" => escape_js(&text),
+                _ => escape_query(&text),
+            })
+        }
         _ => return Ok(None),
     };
     Ok(Some(v))
+}
+
+/// Go's `path.Base`.
+fn path_base(p: &str) -> String {
+    if p.is_empty() {
+        return ".".into();
+    }
+    let t = p.trim_end_matches('/');
+    if t.is_empty() {
+        return "/".into();
+    }
+    t.rsplit('/').next().unwrap_or(t).to_string()
+}
+
+/// Go's `path.Clean`.
+fn path_clean(p: &str) -> String {
+    if p.is_empty() {
+        return ".".into();
+    }
+    let rooted = p.starts_with('/');
+    let mut out: Vec<&str> = Vec::new();
+    for part in p.split('/') {
+        match part {
+            "" | "." => {}
+            ".." => {
+                if out.last().is_some_and(|l| *l != "..") {
+                    out.pop();
+                } else if !rooted {
+                    out.push("..");
+                }
+            }
+            other => out.push(other),
+        }
+    }
+    let joined = out.join("/");
+    match (rooted, joined.is_empty()) {
+        (true, _) => format!("/{joined}"),
+        (false, true) => ".".into(),
+        (false, false) => joined,
+    }
+}
+
+/// Go's `template.HTMLEscapeString`.
+fn escape_html(s: &str) -> String {
+    let mut out = String::new();
+    for c in s.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '\'' => out.push_str("&#39;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&#34;"),
+            '\0' => out.push('\u{fffd}'),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+/// Go's `template.JSEscapeString`.
+fn escape_js(s: &str) -> String {
+    let mut out = String::new();
+    for c in s.chars() {
+        match c {
+            '\\' => out.push_str("\\\\"),
+            '\'' => out.push_str("\\'"),
+            '"' => out.push_str("\\\""),
+            '<' | '>' | '&' | '=' => out.push_str(&format!("\\u{:04X}", c as u32)),
+            c if (c as u32) < 0x20 => out.push_str(&format!("\\u{:04X}", c as u32)),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+/// Go's `url.QueryEscape`.
+fn escape_query(s: &str) -> String {
+    let mut out = String::new();
+    for b in s.bytes() {
+        match b {
+            b'a'..=b'z' | b'A'..=b'Z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                out.push(b as char)
+            }
+            b' ' => out.push('+'),
+            b => out.push_str(&format!("%{b:02X}")),
+        }
+    }
+    out
 }
 
 fn split<'a>(s: &'a str, sep: &str, n: usize) -> Vec<&'a str> {
@@ -547,6 +673,20 @@ mod tests {
             .unwrap_err()
             .contains("expected string; got float64"));
         assert!(call("repeat", &[Value::Int(1 << 40), s("x")], 10).is_err());
+    }
+
+    #[test]
+    fn paths_and_escapes() {
+        assert_eq!(run("base", &[s("a/b/c.yaml")]), "c.yaml");
+        assert_eq!(run("dir", &[s("a/b/c.yaml")]), "a/b");
+        assert_eq!(run("ext", &[s("a/b/c.yaml")]), ".yaml");
+        assert_eq!(run("clean", &[s("a/../b/./c/")]), "b/c");
+        assert_eq!(
+            run("html", &[s("<a href=\"x\">&</a>")]),
+            "&lt;a href=&#34;x&#34;&gt;&amp;&lt;/a&gt;"
+        );
+        assert_eq!(run("js", &[s("it's <b>")]), "it\\'s \\u003Cb\\u003E");
+        assert_eq!(run("urlquery", &[s("a b&c")]), "a+b%26c");
     }
 
     #[test]
