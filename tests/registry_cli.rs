@@ -1289,10 +1289,27 @@ fn cluster_context(dir: &Path, a: &str, b: &str) {
         &[
             (
                 "Kubefile",
-                "FROM scratch\nCOPY manifests manifests\nCOPY etc etc\n",
+                "FROM scratch\nCOPY manifests manifests\nCOPY charts charts\nCOPY etc etc\n",
             ),
             ("manifests/a.yaml", &deployment),
-            ("manifests/imageList", &format!("# extra images\n{b}\n\n")),
+            // `a` once more (listed once), and `b` only through the chart.
+            ("manifests/imageList", &format!("# extra images\n\"{a}\"\n\n")),
+            (
+                "charts/app/Chart.yaml",
+                "apiVersion: v2\nname: app\nversion: 0.1.0\nappVersion: \"1\"\n",
+            ),
+            (
+                "charts/app/values.yaml",
+                &format!("image:\n  repository: {}\n  tag: \"\"\n", b.rsplit_once(':').unwrap().0),
+            ),
+            (
+                "charts/app/templates/_helpers.tpl",
+                "{{- define \"app.image\" -}}\n{{ .Values.image.repository }}:{{ .Values.image.tag | default .Chart.AppVersion }}\n{{- end -}}\n",
+            ),
+            (
+                "charts/app/templates/deployment.yaml",
+                "apiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: {{ .Release.Name }}-app\nspec:\n  template:\n    spec:\n      containers:\n      - name: app\n        image: {{ include \"app.image\" . | quote }}\n",
+            ),
             ("etc/cluster.conf", "name = test\n"),
         ],
     );
@@ -1348,7 +1365,11 @@ fn build_mode_all_carries_the_images_a_cluster_needs_for_its_platform_in_a_regis
     });
     assert_eq!(got, want, "{listed}");
     let layers = image["layers"].as_array().unwrap();
-    assert_eq!(layers.len(), 3, "manifests, etc, and the registry layer");
+    assert_eq!(
+        layers.len(),
+        4,
+        "manifests, charts, etc, and the registry layer"
+    );
     let history = image["config"]["history"].as_array().unwrap();
     assert!(
         history.last().unwrap()["created_by"]
@@ -1486,8 +1507,8 @@ fn build_mode_all_carries_the_images_a_cluster_needs_for_its_platform_in_a_regis
     let top_layers = top["layers"].as_array().unwrap();
     assert_eq!(
         top_layers.len(),
-        5,
-        "the base's three, the COPY, a registry layer"
+        6,
+        "the base's four, the COPY, a registry layer"
     );
     let registry_layer = top_layers.last().unwrap()["uncompressed_size"]
         .as_u64()
