@@ -74,7 +74,7 @@ impl BuildObserver for Plain {
                 platform, label, ..
             } => format!("{platform} {label} CACHED"),
             BuildEvent::StepOutput { line, .. } => format!("  | {line}"),
-            BuildEvent::StepBytes { .. } => return,
+            BuildEvent::StepBytes { .. } | BuildEvent::StepTotal { .. } => return,
             BuildEvent::Warning { platform, message } => format!("{platform} warning: {message}"),
             BuildEvent::StepDone {
                 platform,
@@ -118,6 +118,15 @@ impl Live {
         }
     }
 
+    /// A step whose total is known: a bar with its percentage and an ETA.
+    fn bar_style() -> ProgressStyle {
+        ProgressStyle::with_template(
+            "{spinner} {msg} [{bar:24}] {percent:>3}% {bytes}/{total_bytes} ({bytes_per_sec}, ETA {eta}) {elapsed}",
+        )
+        .unwrap_or_else(|_| ProgressStyle::default_bar())
+        .progress_chars("=> ")
+    }
+
     fn style() -> ProgressStyle {
         ProgressStyle::with_template("{spinner} {msg} {bytes} ({bytes_per_sec}) {elapsed}")
             .unwrap_or_else(|_| ProgressStyle::default_spinner())
@@ -159,6 +168,12 @@ impl BuildObserver for Live {
                 let _ = self
                     .multi
                     .println(format!("! {platform} warning: {message}"));
+            }
+            BuildEvent::StepTotal { id, bytes } => {
+                if let Some((bar, _)) = bars.get(&id) {
+                    bar.set_length(bytes);
+                    bar.set_style(Self::bar_style());
+                }
             }
             BuildEvent::StepBytes { id, bytes } => {
                 if let Some((bar, _)) = bars.get(&id) {

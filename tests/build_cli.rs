@@ -787,3 +787,46 @@ fn a_bad_tag_is_a_usage_error_before_any_step_runs() {
         "chasi tag checks its target too"
     );
 }
+
+#[test]
+fn a_copy_of_context_files_announces_its_total_bytes_and_processes_exactly_them() {
+    let tmp = tempfile::tempdir().unwrap();
+    let store = tmp.path().join("store");
+    let ctx = tmp.path().join("ctx");
+    std::fs::create_dir_all(ctx.join("rootfs/etc")).unwrap();
+    std::fs::write(ctx.join("rootfs/etc/a.conf"), "a".repeat(3000)).unwrap();
+    std::fs::write(ctx.join("rootfs/etc/b.conf"), "").unwrap();
+    std::fs::write(ctx.join("rootfs/big"), vec![7u8; 1 << 20]).unwrap();
+    std::fs::write(ctx.join("Kubefile"), "FROM scratch\nCOPY rootfs/ /\n").unwrap();
+    let out = run(
+        &store,
+        &[
+            "build",
+            "--progress",
+            "json",
+            "-t",
+            "total:1",
+            ctx.to_str().unwrap(),
+        ],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let all = events(&out.stderr);
+    let total: Vec<u64> = all
+        .iter()
+        .filter(|e| e["event"] == "step_total")
+        .map(|e| e["bytes"].as_u64().unwrap())
+        .collect();
+    assert_eq!(total.len(), 1, "{all:?}");
+    let processed: u64 = all
+        .iter()
+        .filter(|e| e["event"] == "step_bytes")
+        .map(|e| e["bytes"].as_u64().unwrap())
+        .sum();
+    assert_eq!(processed, total[0], "the total is the layer tar's size");
+    let done = all.iter().find(|e| e["event"] == "step_done").unwrap();
+    assert_eq!(done["layer_bytes"].as_u64().unwrap(), total[0]);
+}

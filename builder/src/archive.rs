@@ -94,6 +94,7 @@ pub fn maybe_extract(store: &Store, path: &Path, dir: &Path) -> Result<Option<So
         below: list_tree(dir)?,
         file_name: String::new(),
         owners: TreeOwners::Recorded(Arc::new(recorded)),
+        tar_bytes: None,
     }))
 }
 

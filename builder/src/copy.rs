@@ -144,6 +144,9 @@ pub struct SourceTree {
     pub file_name: String,
     /// Whose owners its paths get.
     pub owners: TreeOwners,
+    /// The bytes its tar entries will take, when the walk that listed it knew the file sizes
+    /// (context sources): the step's total for a percentage and an ETA.
+    pub tar_bytes: Option<u64>,
 }
 
 /// Applies Docker's COPY rules. `dest_exists_as_dir` answers whether an image path is an
@@ -677,6 +680,7 @@ mod tests {
             below: vec![],
             file_name: name.rsplit('/').next().unwrap().to_string(),
             owners: TreeOwners::Reset,
+            tar_bytes: None,
         }
     }
 

@@ -51,6 +51,14 @@ pub enum BuildEvent {
         /// Bytes processed since the last event for this step.
         bytes: u64,
     },
+    /// How many bytes a step will process, when it knows before it starts (a `COPY` of
+    /// context files: the size of its tar), so a display can show a percentage and an ETA.
+    StepTotal {
+        /// The plan node identity.
+        id: Digest,
+        /// The expected total of its [`BuildEvent::StepBytes`].
+        bytes: u64,
+    },
     /// A step finished.
     StepDone {
         /// The plan node identity.

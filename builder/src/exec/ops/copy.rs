@@ -152,6 +152,9 @@ fn write(
 ) -> Result<LayerInfo> {
     let store = input.session.store;
     let mappings = map_with_root(store, state, root, trees, dest).map_err(|m| input.err(m))?;
+    if let Some(total) = trees.iter().map(|t| t.tar_bytes).sum::<Option<u64>>() {
+        input.total(total + 1024);
+    }
     let report = |bytes: u64| input.report(bytes);
     let info = files::write_layer(store, &mappings, options, Some(&report))?;
     let _ = std::fs::remove_dir_all(input.scratch());
@@ -216,7 +219,22 @@ fn context_tree(
             .collect(),
         file_name: base_name(rel),
         owners: TreeOwners::Reset,
+        tar_bytes: Some(tar_estimate(&entries)),
     })
+}
+
+/// The tar bytes of these entries: a 512-byte header each, file data padded to 512 bytes
+/// (exact for ustar names; a long name's PAX record or a destination's parent directories add
+/// a little). A directory source's own entry is not copied, only what is below it.
+fn tar_estimate(entries: &[chasi_compiler::check::context::Entry]) -> u64 {
+    entries
+        .iter()
+        .filter(|e| !(e.rel.is_empty() && e.kind == EntryKind::Dir))
+        .map(|e| match e.kind {
+            EntryKind::File => 512 + e.size.div_ceil(512) * 512,
+            _ => 512,
+        })
+        .sum()
 }
 
 /// A path inside another stage's filesystem (`COPY --from`), never leaving it.
@@ -246,6 +264,7 @@ fn tree_in(input: &StepInput<'_, '_>, root: &Path, path: &str) -> Result<SourceT
         is_dir,
         file_name: base_name(&rel),
         owners: TreeOwners::Reset,
+        tar_bytes: None,
     })
 }
 
@@ -264,5 +283,6 @@ fn materialize_fetched(store: &Store, f: &Fetched, dir: &Path) -> Result<SourceT
         below: Vec::new(),
         file_name: f.file_name.clone(),
         owners: TreeOwners::Reset,
+        tar_bytes: None,
     })
 }

@@ -53,6 +53,16 @@ impl StepInput<'_, '_> {
             })
     }
 
+    /// Tells the observer how many bytes the step will process.
+    fn total(&self, bytes: u64) {
+        self.session
+            .observer
+            .event(crate::events::BuildEvent::StepTotal {
+                id: self.node.id,
+                bytes,
+            })
+    }
+
     fn err(&self, source: impl Into<StepError>) -> BuildError {
         step_err(self.node, source.into())
     }
