@@ -124,7 +124,7 @@ mod tests {
     #[test]
     fn conditions_tags_and_library_charts() {
         let (out, problems) = render(&[
-            ("Chart.yaml", "apiVersion: v2\nname: c\nversion: 1.0.0\ndependencies:\n- {name: a, condition: a.enabled}\n- {name: b, tags: [extras]}\n- {name: lib}\n- {name: gone}\n"),
+            ("Chart.yaml", "apiVersion: v2\nname: c\nversion: 1.0.0\ndependencies:\n- {name: a, condition: a.enabled}\n- {name: b, tags: [extras], import-values: [data]}\n- {name: lib}\n- {name: gone}\n"),
             ("values.yaml", "tags: {extras: false}\n"),
             ("charts/a/Chart.yaml", "name: a\nversion: 1.0.0\n"),
             ("charts/a/values.yaml", "enabled: false\n"),
@@ -136,6 +136,12 @@ mod tests {
             ("templates/t.yaml", "parent"),
         ]);
         assert_eq!(out.len(), 1, "{out:?}");
-        assert_eq!(problems, vec!["charts/c/Chart.yaml:0:0: error: dependency gone of chart c is declared but missing in charts/"]);
+        assert_eq!(
+            problems,
+            vec![
+                "charts/c/Chart.yaml:0:0: error: dependency gone of chart c is declared but missing in charts/",
+                "charts/c/Chart.yaml:0:0: warning: import-values of dependency b is not supported: the values it imports are not set",
+            ]
+        );
     }
 }
