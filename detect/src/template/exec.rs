@@ -226,8 +226,8 @@ impl<'a> Exec<'a> {
                 .map(|(k, v)| (Value::str(k.as_str()), v.clone()))
                 .collect(),
             Value::Int(n) if *n >= 0 => {
-                if *n > 10_000_000 {
-                    return fail(pipe.pos, "range over an integer larger than 10000000");
+                if *n > 1_000_000 {
+                    return fail(pipe.pos, "range over an integer larger than 1000000");
                 }
                 (0..*n).map(|i| (Value::Int(i), Value::Int(i))).collect()
             }
