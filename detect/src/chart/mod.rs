@@ -106,19 +106,20 @@ mod tests {
             ("templates/_h.tpl", "{{ define \"n\" }}parent{{ end }}"),
             (
                 "templates/t.yaml",
-                "{{ tpl .Values.t . }} {{ include \"n\" . }} {{ include \"s\" . }}",
+                "{{ tpl .Values.t . }} {{ include \"n\" . }} {{ include \"s\" . }} {{ .Subcharts.sub.Values.v }}",
             ),
             (
                 "charts/sub/Chart.yaml",
                 "apiVersion: v2\nname: sub\nversion: 1.0.0\n",
             ),
+            ("charts/sub/values.yaml", "v: sub-value\n"),
             (
                 "charts/sub/templates/_h.tpl",
                 "{{ define \"n\" }}sub{{ end }}{{ define \"s\" }}from-sub{{ end }}",
             ),
         ]);
         assert!(problems.is_empty(), "{problems:?}");
-        assert_eq!(out[0].1, "tpl parent from-sub");
+        assert_eq!(out[0].1, "tpl parent from-sub sub-value");
     }
 
     #[test]
