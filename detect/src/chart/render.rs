@@ -1,8 +1,9 @@
 //! Renders a resolved chart tree as `helm template` does with sealer's settings: release
 //! `dryrun` in namespace `default`, default values, every chart's templates parsed into one
 //! set (deeper charts first, so a parent's `define` wins), each non-partial template
-//! executed with its own chart's `.Values`, `.Chart`, `.Template`, `.Files` and `.Subcharts`. `NOTES.txt`
-//! is parsed (its defines count) but not rendered; a library chart only defines.
+//! executed with its own chart's `.Values`, `.Chart`, `.Template`, `.Files` and
+//! `.Subcharts`. `NOTES.txt` is parsed (its defines count) but not rendered; a library
+//! chart only defines. Each file is also a template named by its path, for `include`.
 //!
 //! `.Capabilities` is fixed: Kubernetes v1.28.0 ([`KUBE_VERSION`]) with its GA API group
 //! versions and their kinds, Helm v3.14.0.
