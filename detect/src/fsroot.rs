@@ -3,6 +3,9 @@
 //! chroot), and a path that climbs out with `..` is refused. Only regular files are read,
 //! never devices or FIFOs (opened non-blocking and checked again after opening), and never
 //! more than a caller's size bound.
+//!
+//! The tree is the builder's own unpacked copy, not changed while detection runs; the
+//! checks are made on paths, with only the last component opened `O_NOFOLLOW`.
 
 use std::collections::VecDeque;
 use std::ffi::OsString;

@@ -14,6 +14,15 @@
 //! does not support, `required`/`fail` hitting on default values. Detection continues past
 //! problems; the builder fails the build when [`Detection::has_errors`]. The only `Err` is
 //! a root or a list file that cannot be read.
+//!
+//! Bounds, each reported when hit: 16 MiB per YAML file, template, values file or packaged
+//! chart; 64 MiB and 10000 files per chart; per template, 20 million evaluation steps,
+//! 16 MiB of output and 64 nested `include`/`template`/`tpl` calls; YAML nesting of 200
+//! levels and two million nodes with aliases expanded.
+//!
+//! Positions: lines and columns are 1-based (0 when a problem concerns a whole file); for a
+//! chart they are those of the template file for parse and execution errors, and of the
+//! template's rendered output for the images it yields and for YAML errors in that output.
 
 mod chart;
 mod fsroot;

@@ -26,6 +26,13 @@ pub(crate) fn normalize(raw: &str) -> Result<String, String> {
             chasi_oci::error::excerpt(raw)
         ));
     }
+    // The grammar is ASCII (Go's `\w`); the regex crate's `\w` would take any letter.
+    if !raw.is_ascii() {
+        return Err(format!(
+            "`{}` is not an image reference: it contains non-ASCII characters",
+            chasi_oci::error::excerpt(raw)
+        ));
+    }
     match Reference::try_from(raw) {
         Ok(r) => Ok(r.whole()),
         Err(e) => Err(format!(
@@ -98,6 +105,7 @@ mod tests {
             ("quay.io/Jetstack/x:v1", "lowercase"),
             ("nginx:bad tag", "whitespace"),
             ("nginx:-bad", "invalid reference format"),
+            ("nginx:t\u{e9}g", "non-ASCII"),
             ("{{ .Values.image }}", "unrendered template"),
             (
                 "nginx@sha256:0123456789abcdef0123456789abcdef01234567",

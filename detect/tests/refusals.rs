@@ -1,6 +1,7 @@
 //! What detection refuses, and where it says so: malformed YAML, unknown and unsupported
 //! template functions, `required`/`fail` on default values, invalid references, a symlink
-//! out of the root, an oversized file, a FIFO, missing list files and roots.
+//! out of the root, an oversized file, a FIFO, missing list files and roots; and what must
+//! still be read (CRLF line ends, a byte order mark).
 
 mod common;
 
@@ -244,4 +245,25 @@ fn non_yaml_tmpl_is_a_warning_and_yaml_tmpl_is_scanned() {
     assert_eq!(d.images.len(), 1);
     assert_eq!(d.problems.len(), 1);
     assert_eq!(d.problems[0].severity, Severity::Warning);
+}
+
+#[test]
+fn crlf_files_and_byte_order_marks_are_read() {
+    let root = tempfile::tempdir().unwrap();
+    write(
+        root.path(),
+        "manifests/crlf.yaml",
+        "\u{feff}kind: Pod\r\nspec:\r\n  containers:\r\n  - image: crlf/pod:1\r\n",
+    );
+    write(root.path(), "charts/demo/Chart.yaml", CHART);
+    write(
+        root.path(),
+        "charts/demo/values.yaml",
+        "image: crlf/chart:2\r\n",
+    );
+    write(root.path(), "charts/demo/templates/pod.yaml", "kind: Pod\r\nspec:\r\n  containers:\r\n  {{- if .Values.image }}\r\n  - image: {{ .Values.image }}\r\n  {{- end }}\r\n");
+    let d = run(root.path());
+    assert!(d.problems.is_empty(), "{:#?}", d.problems);
+    let refs: Vec<&str> = d.images.iter().map(|i| i.reference.as_str()).collect();
+    assert_eq!(refs, vec!["docker.io/crlf/chart:2", "docker.io/crlf/pod:1"]);
 }

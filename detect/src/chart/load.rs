@@ -352,6 +352,25 @@ pub(crate) fn load(
         }
     }
     let dependencies = dependencies(&metadata);
+    if let Some(Value::List(deps)) = metadata.get("dependencies") {
+        for d in deps.iter() {
+            if let Value::Map(m) = d {
+                if m.borrow().contains_key("import-values") {
+                    let dep = m
+                        .borrow()
+                        .get("name")
+                        .map(super::meta_text)
+                        .unwrap_or_default();
+                    report.warning(
+                        &chart_yaml,
+                        0,
+                        0,
+                        format!("import-values of dependency {dep} is not supported: the values it imports are not set"),
+                    );
+                }
+            }
+        }
+    }
     Some(Chart {
         name,
         base,

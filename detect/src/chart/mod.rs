@@ -106,25 +106,26 @@ mod tests {
             ("templates/_h.tpl", "{{ define \"n\" }}parent{{ end }}"),
             (
                 "templates/t.yaml",
-                "{{ tpl .Values.t . }} {{ include \"n\" . }} {{ include \"s\" . }}",
+                "{{ tpl .Values.t . }} {{ include \"n\" . }} {{ include \"s\" . }} {{ .Subcharts.sub.Values.v }}",
             ),
             (
                 "charts/sub/Chart.yaml",
                 "apiVersion: v2\nname: sub\nversion: 1.0.0\n",
             ),
+            ("charts/sub/values.yaml", "v: sub-value\n"),
             (
                 "charts/sub/templates/_h.tpl",
                 "{{ define \"n\" }}sub{{ end }}{{ define \"s\" }}from-sub{{ end }}",
             ),
         ]);
         assert!(problems.is_empty(), "{problems:?}");
-        assert_eq!(out[0].1, "tpl parent from-sub");
+        assert_eq!(out[0].1, "tpl parent from-sub sub-value");
     }
 
     #[test]
     fn conditions_tags_and_library_charts() {
         let (out, problems) = render(&[
-            ("Chart.yaml", "apiVersion: v2\nname: c\nversion: 1.0.0\ndependencies:\n- {name: a, condition: a.enabled}\n- {name: b, tags: [extras]}\n- {name: lib}\n- {name: gone}\n"),
+            ("Chart.yaml", "apiVersion: v2\nname: c\nversion: 1.0.0\ndependencies:\n- {name: a, condition: a.enabled}\n- {name: b, tags: [extras], import-values: [data]}\n- {name: lib}\n- {name: gone}\n"),
             ("values.yaml", "tags: {extras: false}\n"),
             ("charts/a/Chart.yaml", "name: a\nversion: 1.0.0\n"),
             ("charts/a/values.yaml", "enabled: false\n"),
@@ -136,6 +137,12 @@ mod tests {
             ("templates/t.yaml", "parent"),
         ]);
         assert_eq!(out.len(), 1, "{out:?}");
-        assert_eq!(problems, vec!["charts/c/Chart.yaml:0:0: error: dependency gone of chart c is declared but missing in charts/"]);
+        assert_eq!(
+            problems,
+            vec![
+                "charts/c/Chart.yaml:0:0: error: dependency gone of chart c is declared but missing in charts/",
+                "charts/c/Chart.yaml:0:0: warning: import-values of dependency b is not supported: the values it imports are not set",
+            ]
+        );
     }
 }

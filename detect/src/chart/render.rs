@@ -1,8 +1,9 @@
 //! Renders a resolved chart tree as `helm template` does with sealer's settings: release
 //! `dryrun` in namespace `default`, default values, every chart's templates parsed into one
 //! set (deeper charts first, so a parent's `define` wins), each non-partial template
-//! executed with its own chart's `.Values`, `.Chart`, `.Template` and `.Files`. `NOTES.txt`
-//! is parsed (its defines count) but not rendered; a library chart only defines.
+//! executed with its own chart's `.Values`, `.Chart`, `.Template`, `.Files` and
+//! `.Subcharts`. `NOTES.txt` is parsed (its defines count) but not rendered; a library
+//! chart only defines. Each file is also a template named by its path, for `include`.
 //!
 //! `.Capabilities` is fixed: Kubernetes v1.28.0 ([`KUBE_VERSION`]) with its GA API group
 //! versions and their kinds, Helm v3.14.0.
@@ -209,6 +210,34 @@ fn chart_object(meta: &Map, name: &str) -> Value {
     )
 }
 
+/// A chart's top-level object without `.Template`: `.Values`, `.Release`, `.Chart`,
+/// `.Capabilities`, `.Files` and `.Subcharts` (each subchart's own object).
+fn chart_top(r: &Resolved, release: &Value, caps: &Value, depth: usize) -> Map {
+    let mut top = Map::new();
+    top.insert("Values".into(), r.values.clone());
+    top.insert("Release".into(), release.clone());
+    top.insert(
+        "Chart".into(),
+        chart_object(&r.chart.metadata, &r.chart.name),
+    );
+    top.insert("Capabilities".into(), caps.clone());
+    top.insert(
+        "Files".into(),
+        Value::Object(Rc::new(Object::Files(r.chart.files.clone()))),
+    );
+    let mut subs = Map::new();
+    if depth < 16 {
+        for sub in &r.subcharts {
+            subs.insert(
+                sub.chart.name.clone(),
+                Value::map(chart_top(sub, release, caps, depth + 1)),
+            );
+        }
+    }
+    top.insert("Subcharts".into(), Value::map(subs));
+    top
+}
+
 struct Unit<'a> {
     /// Helm's template name: `<chart path>/templates/x.yaml`.
     name: String,
@@ -283,7 +312,7 @@ pub(crate) fn render(root: &Resolved, report: &mut Report) -> Vec<Rendered> {
     release.insert("IsUpgrade".into(), Value::Bool(false));
     release.insert("Revision".into(), Value::Int(1));
     let release = Value::map(release);
-    let mut charts: BTreeMap<String, Value> = BTreeMap::new();
+    let mut charts: BTreeMap<String, Map> = BTreeMap::new();
     let mut out = Vec::new();
     for (i, u) in all.iter().enumerate() {
         let base = u.rel.rsplit('/').next().unwrap_or(&u.rel);
@@ -300,9 +329,9 @@ pub(crate) fn render(root: &Resolved, report: &mut Report) -> Vec<Rendered> {
         let Some(body) = bodies[i].as_ref() else {
             continue;
         };
-        let chart = charts
+        let chart_top = charts
             .entry(u.chart_path.clone())
-            .or_insert_with(|| chart_object(&u.resolved.chart.metadata, &u.resolved.chart.name))
+            .or_insert_with(|| chart_top(u.resolved, &release, &caps, 0))
             .clone();
         let mut template = Map::new();
         template.insert("Name".into(), Value::str(u.name.as_str()));
@@ -310,16 +339,8 @@ pub(crate) fn render(root: &Resolved, report: &mut Report) -> Vec<Rendered> {
             "BasePath".into(),
             Value::str(format!("{}/templates", u.chart_path)),
         );
-        let mut top = Map::new();
-        top.insert("Values".into(), u.resolved.values.clone());
-        top.insert("Release".into(), release.clone());
-        top.insert("Chart".into(), chart);
-        top.insert("Capabilities".into(), caps.clone());
+        let mut top = chart_top;
         top.insert("Template".into(), Value::map(template));
-        top.insert(
-            "Files".into(),
-            Value::Object(Rc::new(Object::Files(u.resolved.chart.files.clone()))),
-        );
         let top = Value::map(top);
         let file = u32::try_from(i).unwrap_or(u32::MAX);
         let result = Exec::new(&mut set).run(

@@ -226,8 +226,8 @@ impl<'a> Exec<'a> {
                 .map(|(k, v)| (Value::str(k.as_str()), v.clone()))
                 .collect(),
             Value::Int(n) if *n >= 0 => {
-                if *n > 10_000_000 {
-                    return fail(pipe.pos, "range over an integer larger than 10000000");
+                if *n > 1_000_000 {
+                    return fail(pipe.pos, "range over an integer larger than 1000000");
                 }
                 (0..*n).map(|i| (Value::Int(i), Value::Int(i))).collect()
             }
@@ -670,7 +670,7 @@ labels:
   {{- include "labels" (dict "name" "demo") | nindent 2 }}
 resources: {{- toYaml (dict "limits" (dict "cpu" "1")) | nindent 2 }}
 {{ printf "%s:%v" .Values.image.repository .Values.image.tag | quote }} {{ len .Values.list }} {{ .Values.list | join "," | upper }}
-{{ if and .Values.on (not .Values.off) (eq (index .Values.list 0) "a") }}ok{{ end }} {{ ternary "y" "n" (hasKey .Values "on") }}"#;
+{{ if and .Values.on (not .Values.off) (eq (index .Values.list 0) "a") }}ok{{ end }} {{ ternary "y" "n" (hasKey .Values "on") }} {{ (semver "v1.28.3").Minor }}"#;
         let want = "a=1nginx;b=2nginx;
 nginx
 labels:
@@ -680,7 +680,7 @@ resources:
   limits:
     cpu: \"1\"
 \"nginx:1\" 2 A,B
-ok y";
+ok y 28";
         assert_eq!(render(src, values()).unwrap(), want);
     }
 

@@ -412,6 +412,30 @@ pub(super) fn call(name: &str, args: &[Value], _budget: usize) -> Result<Option<
                 Err(_) => Value::str(""),
             }
         }
+        "sha1sum" => Value::str(hex::encode(ring::digest::digest(
+            &ring::digest::SHA1_FOR_LEGACY_USE_ONLY,
+            string(one()?)?.as_bytes(),
+        ))),
+        "sha512sum" => Value::str(hex::encode(sha2::Sha512::digest(
+            string(one()?)?.as_bytes(),
+        ))),
+        "adler32sum" => {
+            let (mut a, mut b) = (1u32, 0u32);
+            for byte in string(one()?)?.bytes() {
+                a = (a + u32::from(byte)) % 65521;
+                b = (b + a) % 65521;
+            }
+            Value::str(((b << 16) | a).to_string())
+        }
+        "mustFromJson" => {
+            let v = from_yaml(string(one()?)?, false);
+            if let Value::Map(m) = &v {
+                if let Some(Value::Str(e)) = m.borrow().get("Error") {
+                    return Err(e.to_string());
+                }
+            }
+            v
+        }
         "fromYaml" | "fromJson" => from_yaml(string(one()?)?, false),
         "fromYamlArray" | "fromJsonArray" => from_yaml(string(one()?)?, true),
         "int" | "int64" => Value::Int(match one()? {
@@ -454,6 +478,23 @@ mod tests {
             r#"{"a":{"c":null},"b":[1,2.5,"\u003cx\u003e"]}"#
         );
         assert_eq!(to_json(&v, false, true).unwrap().lines().count(), 10);
+    }
+
+    #[test]
+    fn checksums() {
+        let run = |name: &str| {
+            call(name, &[Value::str("abc")], 100)
+                .unwrap()
+                .unwrap()
+                .to_go()
+        };
+        assert_eq!(run("sha1sum"), "a9993e364706816aba3e25717850c26c9cd0d89d");
+        assert_eq!(
+            run("sha256sum"),
+            "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+        );
+        assert!(run("sha512sum").starts_with("ddaf35a193617aba"));
+        assert_eq!(run("adler32sum"), "38600999");
     }
 
     #[test]

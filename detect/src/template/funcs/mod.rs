@@ -108,6 +108,10 @@ const SUPPORTED: &[&str] = &[
     "b64enc",
     "b64dec",
     "sha256sum",
+    "sha1sum",
+    "sha512sum",
+    "adler32sum",
+    "mustFromJson",
     "toYaml",
     "mustToYaml",
     "toJson",
@@ -192,6 +196,7 @@ const SUPPORTED: &[&str] = &[
     "typeIs",
     "deepEqual",
     "semverCompare",
+    "semver",
 ];
 
 /// Helm and sprig functions that exist but are not implemented: named, never guessed.
@@ -213,9 +218,6 @@ const UNSUPPORTED: &[&str] = &[
     "decryptAES",
     "htpasswd",
     "bcrypt",
-    "sha1sum",
-    "sha512sum",
-    "adler32sum",
     "b32enc",
     "b32dec",
     "now",
@@ -230,13 +232,11 @@ const UNSUPPORTED: &[&str] = &[
     "durationRound",
     "htmlDate",
     "htmlDateInZone",
-    "semver",
     "urlParse",
     "urlJoin",
     "getHostByName",
     "toToml",
     "fromToml",
-    "mustFromJson",
     "osBase",
     "osDir",
     "osExt",
@@ -301,6 +301,12 @@ pub(crate) fn call(name: &str, args: Vec<Value>, budget: usize) -> Result<Value,
                 .split_first()
                 .ok_or("wrong number of args for printf: want at least 1 got 0")?;
             Ok(Value::str(printf::sprintf(string(fmt)?, rest, budget)?))
+        }
+        "semver" => {
+            let [v] = args.as_slice() else {
+                return Err(count(name, 1, args.len()));
+            };
+            semver::parse_object(string(v)?)
         }
         "semverCompare" => {
             let [c, v] = args.as_slice() else {

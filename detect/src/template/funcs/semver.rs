@@ -189,6 +189,42 @@ fn check(term: &str, v: &Version) -> Result<bool, String> {
     })
 }
 
+/// sprig's `semver`: the parts of a version, as the fields of Masterminds' `*semver.Version`.
+pub(super) fn parse_object(version: &str) -> Result<crate::template::value::Value, String> {
+    use crate::template::value::{Object, Value};
+    let p = parse_partial(version)?;
+    if p.given == 0 {
+        return Err(format!("invalid semantic version {version:?}"));
+    }
+    let core = version.trim().trim_start_matches(['v', 'V']);
+    let metadata = core.split_once('+').map(|(_, m)| m).unwrap_or("");
+    let int = |n: u64| Value::Int(i64::try_from(n).unwrap_or(i64::MAX));
+    let fields = [
+        ("Major", int(p.v.major)),
+        ("Minor", int(p.v.minor)),
+        ("Patch", int(p.v.patch)),
+        ("Prerelease", Value::str(p.v.pre.join("."))),
+        ("Metadata", Value::str(metadata)),
+        ("Original", Value::str(version)),
+    ];
+    let text = format!("{}.{}.{}", p.v.major, p.v.minor, p.v.patch)
+        + &if p.v.pre.is_empty() {
+            String::new()
+        } else {
+            format!("-{}", p.v.pre.join("."))
+        }
+        + &if metadata.is_empty() {
+            String::new()
+        } else {
+            format!("+{metadata}")
+        };
+    Ok(Value::Object(std::rc::Rc::new(Object::Struct {
+        type_name: "*semver.Version",
+        fields: fields.into_iter().collect(),
+        text: Some(text),
+    })))
+}
+
 /// Whether `version` satisfies `constraint`.
 pub(super) fn compare(constraint: &str, version: &str) -> Result<bool, String> {
     let v = parse_partial(version)?;
@@ -259,5 +295,7 @@ mod tests {
         assert!(compare(">=1.19-0", "v1.28.0-gke.1").unwrap());
         assert!(compare("nonsense!", k).is_err());
         assert!(compare(">=1.0", "not-a-version").is_err());
+        let v = super::parse_object("v1.28.3-rc.1+abc").unwrap();
+        assert_eq!(v.to_go(), "1.28.3-rc.1+abc");
     }
 }
