@@ -15,6 +15,10 @@
 //!   repositories/<name>/_manifests/tags/<tag>/index/sha256/<hex>/link
 //! ```
 //!
+//! A repository name is the image's full normalised name without the tag
+//! (`docker.io/library/nginx`, not `library/nginx`), so a reader knows the host each image
+//! came from: the node runtime names the containerd image `<repository>:<tag>`.
+//!
 //! A `link` holds the digest text (`sha256:<hex>`, no newline). Repository names and tags are
 //! checked against the distribution grammar before they become paths, on writing and on reading,
 //! so neither can leave the directory; symbolic links are never followed when reading. Blobs are
@@ -50,7 +54,8 @@ pub struct RegistryDir {
 /// A tagged image found in a registry directory.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RegistryImage {
-    /// The repository (`library/nginx`, `ingress-nginx/controller`).
+    /// The repository: the full normalised name without the tag (`docker.io/library/nginx`,
+    /// `registry.k8s.io/ingress-nginx/controller`).
     pub repository: String,
     /// The tag.
     pub tag: String,
