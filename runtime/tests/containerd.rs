@@ -436,6 +436,17 @@ fn containerd_absent_a_bad_namespace_and_a_malformed_directory_are_named() {
         "{v}"
     );
     assert_eq!(v["error"]["kind"], "unavailable");
+    // A socket nobody listens on (containerd died and left it).
+    let stale = tmp.path().join("stale.sock");
+    drop(std::os::unix::net::UnixListener::bind(&stale).unwrap());
+    let (out, v) = import(&stale, &f.reg, &[]);
+    assert!(!out.status.success());
+    let message = v["error"]["message"].as_str().unwrap();
+    assert!(
+        message.contains(&format!("cannot reach containerd at {}", stale.display()))
+            && message.to_lowercase().contains("refused"),
+        "{v}"
+    );
     // A file that is not a socket.
     let (_, v) = import(&f.reg.join("docker/registry/v2/repositories"), &f.reg, &[]);
     assert!(
