@@ -99,7 +99,7 @@
 //!
 //! `images import` prints one document: `from`, `address`, `namespace`, `images` (each `name`, `digest`,
 //! `media_type`, `blobs_written`, `blobs_present`, `bytes_written`, `record`: `created`, `updated` or
-//! `unchanged`), `blobs_written`, `bytes_written`, `seconds`.
+//! `unchanged`, `id`: the CRI's image id or null), `blobs_written`, `bytes_written`, `seconds`.
 //!
 //! `status` prints [`node::Status`]: `backend` (`directory` or `bootable`), `booted_slot`, `active_slot`, `pending`, `fallback_slot`,
 //! `apply_in_progress` (`source`, `phase`, `slot` or null), `slots` (`a`, `b`: `state`, `dir`, `image`:

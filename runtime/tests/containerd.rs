@@ -281,6 +281,40 @@ fn two_images_are_imported_once_and_a_second_import_writes_nothing() {
         assert!(line.contains(&d.digest().to_string()), "{line}");
         assert!(line.contains("io.cri-containerd.image=managed"), "{line}");
     }
+    // As after a CRI pull, each image is also named by its id (its config's digest), and the
+    // CRI plugin took both into its image store (its event handler logs each, failing loudly).
+    let reg = RegistryDir::new(&f.reg);
+    let ids = ctd.ctr_ok(&["-n", "k8s.io", "images", "ls"]);
+    for (i, d) in [&f.a, &f.b].into_iter().enumerate() {
+        let (m, _) = chasi_oci::image::read_manifest(&reg, d).unwrap();
+        let id = m.config().digest().to_string();
+        assert_eq!(images[i]["id"], id.as_str(), "{v}");
+        let line = ids
+            .lines()
+            .find(|l| l.starts_with(&format!("{id} ")))
+            .unwrap_or_else(|| panic!("{ids}"));
+        assert!(
+            line.contains(&d.digest().to_string())
+                && line.contains("io.cri-containerd.image=managed"),
+            "{line}"
+        );
+    }
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let log = fs::read_to_string(ctd.dir.path().join("containerd.log")).unwrap();
+        let seen = [A, B]
+            .iter()
+            .all(|n| log.contains(&format!("ImageCreate event &ImageCreate{{Name:{n},")));
+        if seen {
+            assert!(!log.contains("Failed to handle"), "{log}");
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the CRI plugin saw no ImageCreate events:\n{log}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
     let content = ctd.content();
     for d in &f.blobs {
         let n = content.iter().filter(|(c, _)| c == d).count();

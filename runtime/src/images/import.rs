@@ -8,9 +8,9 @@ use super::{image_name, CRI_LABEL, DEFAULT_ADDRESS, DEFAULT_NAMESPACE};
 use crate::error::{NodeError, Result};
 use chasi_oci::blobs::{open_verified, BlobSource};
 use chasi_oci::distribution::{RegistryDir, RegistryImage};
-use chasi_oci::image::{read_index, read_manifest};
+use chasi_oci::image::{read_index, read_manifest, select_platform_manifest};
 use chasi_oci::media::{classify, BlobKind};
-use chasi_oci::{Descriptor, OciError};
+use chasi_oci::{Descriptor, OciError, Platform};
 use containerd_client::types::Descriptor as CtrDescriptor;
 use serde::Serialize;
 use std::collections::BTreeMap;
@@ -54,6 +54,10 @@ pub struct ImportedImage {
     /// What happened to the image record: `created`, `updated` (it named another target) or
     /// `unchanged`.
     pub record: &'static str,
+    /// The image's id as the CRI plugin names it, the digest of the config for the node's
+    /// platform (also recorded as an image of that name, as a CRI pull does); `null` when the
+    /// image has no manifest for this platform.
+    pub id: Option<String>,
 }
 
 /// What an import did.
@@ -156,6 +160,18 @@ fn import_one(cd: &Containerd, reg: &RegistryDir, image: &RegistryImage) -> Resu
     walk.tree(&image.root, 0)?;
     let name = image_name(&image.repository, &image.tag);
     let record = walk.record(&name, &image.root)?;
+    // The CRI plugin's own reference, `sha256:<config>`: it keeps the content while containers
+    // use the image, even when its tag moves.
+    let id = match select_platform_manifest(reg, &image.root, &Platform::host()) {
+        Ok(m) => {
+            let (manifest, _) = read_manifest(reg, &m).map_err(|e| walk.fail(&m, e))?;
+            let id = manifest.config().digest().to_string();
+            walk.record(&id, &image.root)?;
+            Some(id)
+        }
+        Err(OciError::NoSuchPlatform { .. }) => None,
+        Err(e) => return Err(walk.fail(&image.root, e)),
+    };
     Ok(ImportedImage {
         name,
         digest: image.root.digest().to_string(),
@@ -164,6 +180,7 @@ fn import_one(cd: &Containerd, reg: &RegistryDir, image: &RegistryImage) -> Resu
         blobs_present: walk.counts.present,
         bytes_written: walk.counts.bytes,
         record,
+        id,
     })
 }
 

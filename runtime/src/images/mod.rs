@@ -21,7 +21,11 @@
 //! collector keeps what an image references: on a manifest `containerd.io/gc.ref.content.config`
 //! (its config) and `containerd.io/gc.ref.content.l.<i>` (its layers, in order); on an index
 //! `containerd.io/gc.ref.content.m.<i>` (its manifests). The image record gets
-//! `io.cri-containerd.image=managed`, the CRI plugin's mark, so `crictl images` lists it.
+//! `io.cri-containerd.image=managed`, the CRI plugin's mark, so `crictl images` lists it; as
+//! after a CRI pull, a second record named by the image id (`sha256:<config>` of the node's
+//! platform) points at the same target, so the content stays while containers use the image
+//! even if its tag moves. (The CRI plugin makes that record itself only for images that lack
+//! the label.)
 //! An index whose registry directory holds only some of its manifests (the builder keeps the
 //! build's platforms) is imported with the manifests present, as a pull for one platform does.
 //!
