@@ -347,7 +347,11 @@ fn apply(root: &Path, a: &ApplyArgs, p: &mut Printer<'_>) -> Result<u8> {
 /// `images import`: one line per image as it is tagged, then a summary (human), or one document (JSON).
 fn images_import(root: &Path, i: &ImportArgs, out: &mut dyn Write, json: bool) -> Result<u8> {
     let from = match &i.from {
-        Some(d) => d.clone(),
+        Some(d) => {
+            // Given explicitly, a directory that is not there is a mistake, not "no images".
+            std::fs::read_dir(d).map_err(|e| NodeError::io("read registry directory", d, e))?;
+            d.clone()
+        }
         None => {
             let mut quiet = Collect::default();
             let node = Node::open_any(root, Access::Inspect, &mut quiet)?;

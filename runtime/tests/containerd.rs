@@ -345,6 +345,23 @@ fn two_images_are_imported_once_and_a_second_import_writes_nothing() {
         assert_eq!(i["record"], "unchanged", "{again}");
         assert_eq!(i["blobs_written"], 0, "{again}");
     }
+    let human = node()
+        .args(["images", "import", "--from"])
+        .arg(&f.reg)
+        .arg("--address")
+        .arg(ctd.sock())
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&human.stdout);
+    assert!(human.status.success(), "{text}");
+    assert!(
+        text.contains(&format!(
+            "imported {A} {}: 0 blob(s) written (0 bytes), 4 present",
+            f.a.digest()
+        )) && text.contains("2 image(s) in namespace k8s.io of containerd at")
+            && text.contains("0 blob(s), 0 bytes written"),
+        "{text}"
+    );
     // After a GC (run synchronously by deleting a lease), everything is still there: the
     // labels keep the children.
     ctd.ctr_ok(&["-n", "k8s.io", "leases", "create", "--id", "chasi-test-gc"]);
@@ -511,6 +528,15 @@ fn containerd_absent_a_bad_namespace_and_a_malformed_directory_are_named() {
         "{v}"
     );
     assert_eq!(v["error"]["kind"], "invalid_input");
+    let (out, v) = import(&sock, &tmp.path().join("nowhere"), &[]);
+    assert!(!out.status.success());
+    assert!(
+        v["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("cannot read registry directory"),
+        "{v}"
+    );
     // An empty directory imports nothing and needs no containerd.
     let empty = tmp.path().join("empty");
     fs::create_dir(&empty).unwrap();
