@@ -691,6 +691,29 @@ fn apply_without_containerd_fails_before_the_switch_unless_images_are_skipped() 
     let p = phases(&lines);
     assert!(p.contains(&"images skipped".to_string()), "{p:?}");
     assert_eq!(active_slot(&root), "a");
+    // An apply killed in its `images` phase (the journal says so) never left slot a.
+    let journal = json!({"format": 1, "source": archive, "phase": "images", "slot": "b",
+        "from": "a", "image": null, "started": 0});
+    fs::write(
+        root.join("var/lib/chasi-node/journal.json"),
+        journal.to_string(),
+    )
+    .unwrap();
+    let out = node()
+        .arg("--root")
+        .arg(&root)
+        .args(["status", "--format", "json"])
+        .output()
+        .unwrap();
+    let status: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(status["active_slot"], "a", "{status}");
+    assert_eq!(status["apply_in_progress"], Value::Null, "{status}");
+    assert_eq!(status["last_event"]["event"], "recovered", "{status}");
+    let reason = status["last_event"]["reason"].as_str().unwrap();
+    assert!(
+        reason.contains("interrupted in images") && reason.contains("stays on slot a"),
+        "{reason}"
+    );
 }
 
 #[test]
