@@ -686,6 +686,16 @@ fn apply_without_containerd_fails_before_the_switch_unless_images_are_skipped() 
         "{rec}"
     );
 
+    let (ok, lines) = apply(&root, &archive, &sock, &["--dry-run"]);
+    assert!(!ok, "{lines:?}");
+    assert_eq!(lines[0]["container_images"], 2, "{lines:?}");
+    assert!(
+        lines[0]["problems"][0]
+            .as_str()
+            .unwrap()
+            .contains(sock.to_str().unwrap()),
+        "{lines:?}"
+    );
     let (ok, lines) = apply(&root, &archive, &sock, &["--skip-images"]);
     assert!(ok, "{lines:?}");
     let p = phases(&lines);
