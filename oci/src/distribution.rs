@@ -15,9 +15,12 @@
 //!   repositories/<name>/_manifests/tags/<tag>/index/sha256/<hex>/link
 //! ```
 //!
-//! The images a cluster image carries are kept under repositories named by their registry host
-//! and path ([`repository_of`]: `docker.io/library/nginx`), so the node names them in containerd
-//! as the manifests that use them do.
+//! A repository name is the image's full normalised name without the tag, its registry host
+//! first ([`repository_of`]: `docker.io/library/nginx`, a port written `_5000`), so a reader
+//! knows the host each image came from: the node runtime names the containerd image
+//! `<repository>:<tag>` ([`image_name_of`]). The builder also links each image under its path
+//! alone (`library/nginx`), as sealer's registry mirror serves it; [`RegistryDir::carried_images`]
+//! leaves those links out.
 //!
 //! A `link` holds the digest text (`sha256:<hex>`, no newline). Repository names and tags are
 //! checked against the distribution grammar before they become paths, on writing and on reading,
@@ -57,7 +60,8 @@ pub struct RegistryDir {
 /// A tagged image found in a registry directory.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RegistryImage {
-    /// The repository (`library/nginx`, `ingress-nginx/controller`).
+    /// The repository: the full normalised name without the tag (`docker.io/library/nginx`,
+    /// `registry.k8s.io/ingress-nginx/controller`).
     pub repository: String,
     /// The tag.
     pub tag: String,

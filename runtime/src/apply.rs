@@ -1,4 +1,4 @@
-//! `apply SOURCE`: pre-check → stage → switch → post-verify, each phase recorded in the journal before it
+//! `apply SOURCE`: pre-check → stage → images → switch → post-verify, each phase recorded in the journal before it
 //! starts, and `apply --dry-run`, which reads the same things and writes nothing.
 //!
 //! Pre-check, in order, all before a slot is touched: the source is found and is a delta or an image;
@@ -9,7 +9,10 @@
 //! what emptying the inactive slot frees; the image's pre-check hooks must pass. Stage empties the
 //! inactive slot and unpacks the layers from the store (each DiffID verified as it streams), unless that
 //! slot already holds exactly this image, complete and synced (an interrupted apply resumes there).
-//! Switch is the backend's atomic switch. Post-verify runs the image's post-verify hooks; a failure or a
+//! Images, when the image carries container images (its `registry/`): they are imported from the staged
+//! slot into containerd ([`crate::images`]); pre-check already made sure containerd answers (unless
+//! `--skip-images`), and a failure here ends the apply before the switch. Switch is the backend's atomic
+//! switch. Post-verify runs the image's post-verify hooks; a failure or a
 //! timeout switches back and records why.
 
 use crate::content::{Content, HookPhase};
@@ -17,6 +20,7 @@ use crate::error::{NodeError, Result};
 use crate::event::{Event, Observer};
 use crate::fsutil;
 use crate::hooks::{self, HookEnv, HookRunner};
+use crate::images::{self, ImportOptions, ImportReport};
 use crate::node::{slot_text, Node};
 use crate::slots::{SlotId, Slots, Space};
 use crate::source::{Plan, Source, SourceKind, SourceReader};
@@ -33,12 +37,18 @@ pub const DEFAULT_HOOK_TIMEOUT: Duration = Duration::from_secs(300);
 pub struct ApplyOptions {
     /// The deadline of each hook.
     pub hook_timeout: Duration,
+    /// Where the container images the image carries go (`--containerd`, `--namespace`).
+    pub containerd: ImportOptions,
+    /// Do not import them (`--skip-images`).
+    pub skip_images: bool,
 }
 
 impl Default for ApplyOptions {
     fn default() -> Self {
         ApplyOptions {
             hook_timeout: DEFAULT_HOOK_TIMEOUT,
+            containerd: ImportOptions::default(),
+            skip_images: false,
         }
     }
 }
@@ -92,7 +102,11 @@ pub struct DryRun {
     pub hooks_passed: Vec<String>,
     /// Hooks that could not be read (they are in layers a delta rebuilds).
     pub hooks_unread_layers: Vec<String>,
-    /// Why the apply would fail although every check ran (not enough space).
+    /// Tagged container images the image's `registry/` carries (imported into containerd before
+    /// the switch).
+    pub container_images: u64,
+    /// Why the apply would fail although every check ran (not enough space, containerd not
+    /// reachable for the container images).
     pub problems: Vec<String>,
 }
 
@@ -184,6 +198,12 @@ impl<S: Slots> Node<S> {
             .with("entries", content.entries)
             .with("bytes", content.bytes),
         );
+        if content.container_images > 0 {
+            journal.phase = Phase::Images;
+            journal.save(&self.paths.journal())?;
+            self.import_images(slot, content.container_images, opts, obs)
+                .inspect_err(|e| obs.event(&failed("images", e)))?;
+        }
         journal.phase = Phase::Switch;
         journal.save(&self.paths.journal())?;
         let mut table = self.table()?;
@@ -311,6 +331,7 @@ impl<S: Slots> Node<S> {
             content.disk_bytes,
             space.reclaimable,
         )?;
+        check_containerd(content.container_images, opts)?;
         let env = self.hook_env(slot, &plan.image, HookPhase::PreCheck);
         hooks::run_all(
             runner,
@@ -319,6 +340,55 @@ impl<S: Slots> Node<S> {
             opts.hook_timeout,
         )?;
         Ok((plan, content))
+    }
+
+    /// The `images` phase: the staged slot's `registry/` into containerd (or skipped).
+    fn import_images(
+        &mut self,
+        slot: SlotId,
+        count: u64,
+        opts: &ApplyOptions,
+        obs: &mut dyn Observer,
+    ) -> Result<()> {
+        if opts.skip_images {
+            obs.event(
+                &Event::new(
+                    "images",
+                    "skipped",
+                    format!("{count} container image(s) not imported (--skip-images)"),
+                )
+                .with("container_images", count),
+            );
+            return Ok(());
+        }
+        let mut report: Option<ImportReport> = None;
+        self.slots.read_tree(slot, &mut |tree| {
+            let dir = tree.join(images::REGISTRY_DIR);
+            report = Some(images::import(&dir, &opts.containerd, &mut |_| {})?);
+            Ok(())
+        })?;
+        let Some(r) = report else {
+            return Ok(());
+        };
+        obs.event(
+            &Event::new(
+                "images",
+                "ok",
+                format!(
+                    "{} container image(s) in containerd (namespace {}): {} blob(s), {} bytes written",
+                    r.images.len(),
+                    r.namespace,
+                    r.blobs_written,
+                    r.bytes_written
+                ),
+            )
+            .with("address", &r.address)
+            .with("namespace", &r.namespace)
+            .with("images", &r.images)
+            .with("blobs_written", r.blobs_written)
+            .with("bytes_written", r.bytes_written),
+        );
+        Ok(())
     }
 
     /// A switch that waits for its boot must be booted (and confirmed or rolled back) first: the next
@@ -418,6 +488,9 @@ impl<S: Slots> Node<S> {
             opts.hook_timeout,
         )?;
         let mut problems = Vec::new();
+        if let Err(e) = check_containerd(content.container_images, opts) {
+            problems.push(chasi_oci::error::chain(&e));
+        }
         let store_space = self.slots.store_space(slot)?;
         // Where the store and the slots share a file system, the slot's figures include the import.
         let shared = store_space.path == space.path;
@@ -443,6 +516,7 @@ impl<S: Slots> Node<S> {
         }
         Ok(DryRun {
             problems,
+            container_images: content.container_images,
             kind: source.kind.name(),
             source: source.path.clone(),
             slot,
@@ -463,6 +537,24 @@ impl<S: Slots> Node<S> {
             },
             image: plan.image,
         })
+    }
+}
+
+/// An image that carries container images needs containerd (unless `--skip-images`): checked before
+/// anything is staged, so the apply fails while the node is untouched.
+fn check_containerd(count: u64, opts: &ApplyOptions) -> Result<()> {
+    if count == 0 || opts.skip_images {
+        return Ok(());
+    }
+    let c = &opts.containerd;
+    match images::containerd::Containerd::connect(&c.address, &c.namespace) {
+        Ok(_) => Ok(()),
+        Err(e @ NodeError::ContainerdUnreachable { .. }) => Err(NodeError::ImagesUnimportable {
+            count,
+            address: c.address.clone(),
+            cause: Box::new(e),
+        }),
+        Err(e) => Err(e),
     }
 }
 

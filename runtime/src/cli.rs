@@ -6,6 +6,7 @@ use crate::bootcheck::BootAction;
 use crate::error::{NodeError, Result};
 use crate::event::{Collect, Event, Observer};
 use crate::hooks::ProcessHooks;
+use crate::images::{ImportOptions, ImportedImage};
 use crate::node::{state_name, Access, Node, Status};
 use clap::{Args, Subcommand, ValueEnum};
 use serde_json::json;
@@ -41,9 +42,44 @@ pub enum NodeCommand {
     /// Run once per boot on a bootable node: post-verify and confirm the slot an update switched to, or
     /// roll back; notice when the boot loader fell back from a slot that never confirmed.
     BootCheck(BootCheckArgs),
+    /// Container images the node's image carries (its `registry/` directory) and containerd.
+    Images(ImagesArgs),
     /// Write the A/B disk an installer medium carries (`chasi export --format iso --slots ab`) onto a
     /// disk; the machine then boots from it as a node.
     Install(InstallArgs),
+}
+
+/// `images` commands.
+#[derive(Debug, Args)]
+pub struct ImagesArgs {
+    /// The command.
+    #[command(subcommand)]
+    pub command: ImagesCommand,
+}
+
+/// One `images` command.
+#[derive(Debug, Subcommand)]
+pub enum ImagesCommand {
+    /// Load the container images of a registry directory (by default the running slot's
+    /// `registry/`) into containerd, verifying every blob; writes only what containerd lacks.
+    Import(ImportArgs),
+}
+
+/// `images import` options.
+#[derive(Debug, Args)]
+pub struct ImportArgs {
+    /// The registry directory (distribution storage layout); default: the running slot's `registry/`.
+    #[arg(long, value_name = "DIR")]
+    pub from: Option<PathBuf>,
+    /// containerd's socket.
+    #[arg(long, value_name = "SOCKET", default_value = crate::images::DEFAULT_ADDRESS)]
+    pub address: PathBuf,
+    /// The containerd namespace the images go to.
+    #[arg(long, value_name = "NAME", default_value = crate::images::DEFAULT_NAMESPACE)]
+    pub namespace: String,
+    /// Output format.
+    #[arg(long, value_enum, default_value = "human")]
+    pub format: Format,
 }
 
 /// `install` options.
@@ -92,6 +128,15 @@ pub struct ApplyArgs {
     /// On a bootable node, reboot into the new slot when the apply switched to it.
     #[arg(long)]
     pub reboot: bool,
+    /// containerd's socket, for the container images the image carries.
+    #[arg(long = "containerd", value_name = "SOCKET", default_value = crate::images::DEFAULT_ADDRESS)]
+    pub containerd: PathBuf,
+    /// The containerd namespace they go to.
+    #[arg(long, value_name = "NAME", default_value = crate::images::DEFAULT_NAMESPACE)]
+    pub namespace: String,
+    /// Do not import the container images the image carries.
+    #[arg(long)]
+    pub skip_images: bool,
     /// Output format.
     #[arg(long, value_enum, default_value = "human")]
     pub format: Format,
@@ -121,6 +166,9 @@ impl NodeArgs {
             NodeCommand::Apply(a) => a.format,
             NodeCommand::BootCheck(b) => b.format,
             NodeCommand::Install(i) => i.format,
+            NodeCommand::Images(ImagesArgs {
+                command: ImagesCommand::Import(i),
+            }) => i.format,
             NodeCommand::Status(f)
             | NodeCommand::Rollback(f)
             | NodeCommand::Verify(f)
@@ -212,9 +260,13 @@ pub fn run(args: NodeArgs, out: &mut dyn Write) -> Result<u8> {
             crate::install::install(&i.manifest, &i.target, &mut p)?;
             Ok(0)
         }
+        NodeCommand::Images(ImagesArgs {
+            command: ImagesCommand::Import(i),
+        }) => images_import(&root, &i, p.out, json),
         NodeCommand::BootCheck(b) => {
             let opts = ApplyOptions {
                 hook_timeout: Duration::from_secs(b.hook_timeout),
+                ..ApplyOptions::default()
             };
             let mut node = Node::open_any(&root, Access::Change, &mut quiet)?;
             let mut runner = ProcessHooks::new(&node.paths().tmp().join("hooks"));
@@ -254,6 +306,11 @@ fn reboot() -> Result<()> {
 fn apply(root: &Path, a: &ApplyArgs, p: &mut Printer<'_>) -> Result<u8> {
     let opts = ApplyOptions {
         hook_timeout: Duration::from_secs(a.hook_timeout),
+        containerd: ImportOptions {
+            address: a.containerd.clone(),
+            namespace: a.namespace.clone(),
+        },
+        skip_images: a.skip_images,
     };
     let json = p.json;
     if a.dry_run {
@@ -284,6 +341,56 @@ fn apply(root: &Path, a: &ApplyArgs, p: &mut Printer<'_>) -> Result<u8> {
     if report.reboot_required && a.reboot {
         reboot()?;
     }
+    Ok(0)
+}
+
+/// `images import`: one line per image as it is tagged, then a summary (human), or one document (JSON).
+fn images_import(root: &Path, i: &ImportArgs, out: &mut dyn Write, json: bool) -> Result<u8> {
+    let from = match &i.from {
+        Some(d) => {
+            // Given explicitly, a directory that is not there is a mistake, not "no images".
+            std::fs::read_dir(d).map_err(|e| NodeError::io("read registry directory", d, e))?;
+            d.clone()
+        }
+        None => {
+            let mut quiet = Collect::default();
+            let node = Node::open_any(root, Access::Inspect, &mut quiet)?;
+            node.running_registry()?
+        }
+    };
+    let opts = ImportOptions {
+        address: i.address.clone(),
+        namespace: i.namespace.clone(),
+    };
+    let mut each = |m: &ImportedImage| {
+        if !json {
+            let _ = writeln!(
+                out,
+                "imported {} {}: {} blob(s) written ({} bytes), {} present, record {}",
+                m.name, m.digest, m.blobs_written, m.bytes_written, m.blobs_present, m.record
+            );
+        }
+    };
+    let report = crate::images::import(&from, &opts, &mut each)?;
+    if json {
+        return emit(out, &serde_json::to_value(&report).unwrap_or_default()).map(|()| 0);
+    }
+    let mut text = String::new();
+    if report.images.is_empty() {
+        text.push_str(&format!("no container images in {}\n", from.display()));
+    } else {
+        let mb_s = report.bytes_written as f64 / 1e6 / report.seconds.max(1e-9);
+        text.push_str(&format!(
+            "{} image(s) in namespace {} of containerd at {}: {} blob(s), {} bytes written in {:.2} s ({mb_s:.1} MB/s)\n",
+            report.images.len(),
+            report.namespace,
+            report.address.display(),
+            report.blobs_written,
+            report.bytes_written,
+            report.seconds,
+        ));
+    }
+    write!(out, "{text}").map_err(|e| NodeError::io("write", "stdout", e))?;
     Ok(0)
 }
 
@@ -402,6 +509,12 @@ fn human_dry_run(out: &mut dyn Write, d: &DryRun) -> Result<()> {
             d.hooks_passed.join(", ")
         },
     );
+    if d.container_images > 0 {
+        text.push_str(&format!(
+            "container images: {} (imported into containerd before the switch)\n",
+            d.container_images
+        ));
+    }
     if !d.hooks_unread_layers.is_empty() {
         text.push_str(&format!(
             "not read (rebuilt by the delta at apply, their hooks run then): {}\n",

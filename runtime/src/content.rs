@@ -1,5 +1,6 @@
 //! What an image's tree holds, before it is staged: how many entries and bytes (for the free-space check
-//! and `--dry-run`), and the image's own hooks (`/etc/chasi/hooks/pre-check.d/*`, `post-verify.d/*`).
+//! and `--dry-run`), the image's own hooks (`/etc/chasi/hooks/pre-check.d/*`, `post-verify.d/*`), and how
+//! many container images its `registry/` carries (so pre-check knows whether containerd is needed).
 //!
 //! Two readers give the same [`Content`]: [`Content::from_store`] reads the store's flattened view of the
 //! image (exact: the rules staging follows), and [`Content::scan`] reads layer tars from wherever a
@@ -84,6 +85,9 @@ pub struct Content {
     pub pre_check: Vec<Hook>,
     /// `post-verify.d` hooks, in name order.
     pub post_verify: Vec<Hook>,
+    /// Tagged container images in the image's `registry/` directory (its tags' `current/link`
+    /// files), which the `images` phase of apply imports into containerd.
+    pub container_images: u64,
 }
 
 impl Content {
@@ -95,8 +99,11 @@ impl Content {
         }
     }
 
-    fn add(&mut self, kind: &EntryKind, size: u64, block: u64) {
+    fn add(&mut self, path: &[u8], kind: &EntryKind, size: u64, block: u64) {
         self.entries += 1;
+        if *kind == EntryKind::File && crate::images::is_tag_link(path) {
+            self.container_images += 1;
+        }
         match kind {
             EntryKind::File => {
                 self.files += 1;
@@ -131,7 +138,7 @@ impl Content {
         let block = block.max(1);
         let mut hooks = Vec::new();
         for (i, e) in view.entries().iter().enumerate() {
-            c.add(&e.entry.kind, e.entry.size, block);
+            c.add(&e.entry.path, &e.entry.kind, e.entry.size, block);
             if let Some((phase, name)) = HookPhase::of_path(&e.entry.path) {
                 let target = match &e.entry.kind {
                     EntryKind::Hardlink(t) => {
@@ -174,7 +181,7 @@ impl Content {
             }
         }
         for (path, node) in tree {
-            c.add(&node.kind, node.size, block);
+            c.add(&path, &node.kind, node.size, block);
             if let (Some((phase, name)), Some(data)) = (HookPhase::of_path(&path), node.data) {
                 if node.mode & 0o111 != 0 {
                     c.push_hook(phase, name, data);

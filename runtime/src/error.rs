@@ -151,6 +151,66 @@ pub enum NodeError {
         /// Why.
         reason: String,
     },
+    /// containerd does not answer at its socket.
+    #[error("cannot reach containerd at {address}: {reason}")]
+    ContainerdUnreachable {
+        /// The socket.
+        address: PathBuf,
+        /// Why (`no such socket`, `connection refused`, ...).
+        reason: String,
+    },
+    /// containerd answered a call with an error.
+    #[error("containerd at {address} refused to {call}: {status}")]
+    Containerd {
+        /// The socket.
+        address: PathBuf,
+        /// What was asked (`write blob sha256:…`, `create image NAME`).
+        call: String,
+        /// Its gRPC status, code and message.
+        status: String,
+    },
+    /// A containerd namespace name that containerd would refuse.
+    #[error("invalid containerd namespace {namespace:?}: {reason}")]
+    BadNamespace {
+        /// The name given.
+        namespace: String,
+        /// Why.
+        reason: String,
+    },
+    /// A blob of a carried container image does not match its digest or size.
+    #[error("container image blob {digest} in {path} is corrupt")]
+    CorruptImageBlob {
+        /// The blob.
+        digest: String,
+        /// Its file in the registry directory.
+        path: PathBuf,
+        /// The mismatch.
+        #[source]
+        source: Box<chasi_oci::OciError>,
+    },
+    /// A registry directory (an image's `registry/`) that cannot be read as the distribution layout.
+    #[error("registry directory {dir} is malformed")]
+    BadRegistry {
+        /// The directory.
+        dir: PathBuf,
+        /// What is wrong.
+        #[source]
+        source: Box<chasi_oci::OciError>,
+    },
+    /// The image carries container images and containerd cannot take them (apply without
+    /// `--skip-images`).
+    #[error(
+        "the image carries {count} container image(s) in registry/, but containerd is not reachable at {address}; start containerd, give --containerd ADDR, or --skip-images"
+    )]
+    ImagesUnimportable {
+        /// Tagged images in the image's `registry/`.
+        count: u64,
+        /// The socket tried.
+        address: PathBuf,
+        /// Why it is not reachable.
+        #[source]
+        cause: Box<NodeError>,
+    },
     /// Post-verify failed and the node went back to the previous slot.
     #[error("post-verify of slot {slot} failed; rolled back to {back}")]
     RolledBack {
@@ -183,7 +243,7 @@ impl NodeError {
     }
 
     /// A stable class for tools: `busy`, `disk_full`, `no_space`, `precheck`, `rolled_back`, `corrupt`,
-    /// `invalid_input`, `io` or `error`.
+    /// `invalid_input`, `unavailable` (containerd), `io` or `error`.
     pub fn kind(&self) -> &'static str {
         match self {
             NodeError::Busy { .. } => "busy",
@@ -193,13 +253,21 @@ impl NodeError {
             | NodeError::WrongPlatform { .. }
             | NodeError::Hook { .. }
             | NodeError::BadHook { .. }
-            | NodeError::NotBootable { .. } => "precheck",
+            | NodeError::NotBootable { .. }
+            | NodeError::ImagesUnimportable { .. } => "precheck",
+            NodeError::ContainerdUnreachable { .. } => "unavailable",
+            NodeError::CorruptImageBlob { .. } => "corrupt",
             NodeError::RolledBack { .. } => "rolled_back",
             NodeError::BadState { .. } => "corrupt",
             NodeError::BadSource { .. }
             | NodeError::EmptySlot { .. }
-            | NodeError::NoRollback { .. } => "invalid_input",
-            NodeError::Io { .. } | NodeError::Slot { .. } | NodeError::BootDisk { .. } => "io",
+            | NodeError::NoRollback { .. }
+            | NodeError::BadNamespace { .. }
+            | NodeError::BadRegistry { .. } => "invalid_input",
+            NodeError::Io { .. }
+            | NodeError::Slot { .. }
+            | NodeError::BootDisk { .. }
+            | NodeError::Containerd { .. } => "io",
             NodeError::Store(chasi_layers::Error::DiskFull { .. }) => "disk_full",
             _ => "error",
         }

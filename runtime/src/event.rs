@@ -7,7 +7,7 @@ use serde_json::{Map, Value};
 /// One phase ended (or was skipped, or failed).
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Event {
-    /// `recover`, `pre-check`, `stage`, `switch`, `post-verify`, `rollback`, `done` or `dry-run`.
+    /// `recover`, `pre-check`, `stage`, `images`, `switch`, `post-verify`, `rollback`, `done` or `dry-run`.
     pub phase: &'static str,
     /// `ok`, `failed` or `skipped`.
     pub status: &'static str,

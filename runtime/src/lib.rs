@@ -1,6 +1,7 @@
 //! `chasi-runtime`: the node runtime. A site gets an image or a delta on offline media; `chasi-node apply`
 //! puts it into the inactive of two slots and switches to it, or leaves the node on what it ran — never
-//! between. One library, two fronts: the static `chasi-node` binary and `chasi node …` (both call
+//! between. The container images a cluster image carries (its `registry/`) go into the node's containerd
+//! before the switch (`chasi-node images import` loads them on their own). One library, two fronts: the static `chasi-node` binary and `chasi node …` (both call
 //! [`cli::run`]).
 //!
 //! # Node state
@@ -30,12 +31,13 @@
 //!
 //! # Crash rules
 //!
-//! Apply records each phase in the journal before starting it (`pre-check`, `stage`, `switch`,
-//! `post-verify`). A slot is marked `staging` before it is emptied and `staged` only after its tree was
+//! Apply records each phase in the journal before starting it (`pre-check`, `stage`, `images` (only when
+//! the image carries container images), `switch`, `post-verify`). A slot is marked `staging` before it is emptied and `staged` only after its tree was
 //! unpacked and `syncfs`ed, so a half-written slot is never switched to; the switch is a rename of a link.
 //! The next command that takes the lock (`apply`, `status`, `rollback`, `mark-good`) reads a leftover
-//! journal and recovers: interrupted before or while staging, the node never left the old slot (a
-//! `staging` slot stays marked incomplete); interrupted after the switch but before confirmation, it
+//! journal and recovers: interrupted before or while staging, or while importing container images, the
+//! node never left the old slot (a `staging` slot stays marked incomplete; what containerd got stays
+//! there, held by a lease that expires, and a re-run writes only what is missing); interrupted after the switch but before confirmation, it
 //! switches back, since a slot that was never confirmed must not stay (the boot-counting rule of RAUC),
 //! and keeps the new slot as `staged`. Re-running the same apply then resumes: the store is
 //! content-addressed, so the import finds every layer it has and writes nothing again, and a `staged`
@@ -54,13 +56,16 @@
 //! writes and the lock; [`node`] holds `status`, `rollback`, `mark-good`, `verify` and the recovery;
 //! [`event`] is what the engine reports; [`cli`] is both fronts' arguments and rendering; [`bootcheck`]
 //! finishes an update on the boot it took effect; [`seed`] writes the state an A/B disk starts with;
+//! [`images`] loads the container images an image carries into containerd (its API over
+//! `containerd-client`);
 //! [`install`] writes an installer's A/B disk onto a machine's disk.
 //!
 //! # JSON output (`--format json`), for the rollout tool
 //!
 //! Stable: fields are only ever added. A failure of any command is one line
 //! `{"error":{"message","causes","kind"}}` on stdout (`kind`: `busy`, `disk_full`, `no_space`, `precheck`,
-//! `rolled_back`, `corrupt`, `invalid_input`, `io`, `error`) and exit status 1.
+//! `rolled_back`, `corrupt`, `invalid_input`, `unavailable` (containerd does not answer), `io`, `error`)
+//! and exit status 1.
 //!
 //! `apply` prints one line per phase as it ends: `{"phase","status","message",…}` with `status` `ok` or
 //! `failed` (then `kind` as above) and, per phase:
@@ -68,6 +73,9 @@
 //! - `pre-check`: `image` (`name`, `root`, `manifest`, `platform`, `diff_ids`), `slot`, `layers`,
 //!   `layers_reused`, `hooks` (names that passed);
 //! - `stage`: `slot`, `resumed` (the slot held the image already), `entries`, `bytes`;
+//! - `images` (only when the image carries container images): `address`, `namespace`, `images` (each as
+//!   in `images import` below), `blobs_written`, `bytes_written`; or `status` `skipped` with
+//!   `container_images` (`--skip-images`);
 //! - `switch`: `from` (slot or null), `to`;
 //! - `post-verify`: `hooks`;
 //! - `rollback` (after a failed post-verify): `to`, `reason`;
@@ -87,7 +95,11 @@
 //! `apply --dry-run` prints one line `{"phase":"dry-run","status":"ok"|"failed",…}` with the fields of
 //! [`apply::DryRun`]: `kind`, `source`, `image`, `slot`, `layers`, `layers_reused`, `import_bytes`,
 //! `entries`, `files`, `bytes`, `estimated`, `space_needed`, `space_available`, `hooks_passed`,
-//! `hooks_unread_layers`, `problems`.
+//! `hooks_unread_layers`, `container_images`, `problems`.
+//!
+//! `images import` prints one document: `from`, `address`, `namespace`, `images` (each `name`, `digest`,
+//! `media_type`, `blobs_written`, `blobs_present`, `bytes_written`, `record`: `created`, `updated` or
+//! `unchanged`, `id`: the CRI's image id or null), `blobs_written`, `bytes_written`, `seconds`.
 //!
 //! `status` prints [`node::Status`]: `backend` (`directory` or `bootable`), `booted_slot`, `active_slot`, `pending`, `fallback_slot`,
 //! `apply_in_progress` (`source`, `phase`, `slot` or null), `slots` (`a`, `b`: `state`, `dir`, `image`:
@@ -105,6 +117,7 @@ pub mod error;
 pub mod event;
 pub mod fsutil;
 pub mod hooks;
+pub mod images;
 pub mod install;
 pub mod node;
 pub mod seed;

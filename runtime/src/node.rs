@@ -112,6 +112,18 @@ impl<S: Slots> Node<S> {
         &self.slots
     }
 
+    /// The registry directory the running slot carries (`registry/` at its root): where `images
+    /// import` reads by default.
+    pub fn running_registry(&self) -> Result<std::path::PathBuf> {
+        let slot = self.slots.booted()?.ok_or_else(|| NodeError::BadSource {
+            path: self.paths.root.clone(),
+            reason:
+                "no slot runs on this node yet, so it carries no container images; give --from DIR"
+                    .into(),
+        })?;
+        Ok(self.slots.slot_dir(slot).join(crate::images::REGISTRY_DIR))
+    }
+
     /// The paths of its state.
     pub fn paths(&self) -> &NodePaths {
         &self.paths
@@ -167,7 +179,7 @@ impl<S: Slots> Node<S> {
         let active = self.slots.active()?;
         let image = j.image.as_ref();
         let done = match j.phase {
-            Phase::PreCheck | Phase::Stage => format!(
+            Phase::PreCheck | Phase::Stage | Phase::Images => format!(
                 "an apply of {} was interrupted in {}; the node stays on {}",
                 j.source.display(),
                 j.phase.name(),

@@ -192,6 +192,8 @@ pub enum Phase {
     PreCheck,
     /// Writing the inactive slot.
     Stage,
+    /// Importing the container images the staged slot carries into containerd.
+    Images,
     /// Making it active.
     Switch,
     /// Its post-verify hooks.
@@ -204,6 +206,7 @@ impl Phase {
         match self {
             Phase::PreCheck => "pre-check",
             Phase::Stage => "stage",
+            Phase::Images => "images",
             Phase::Switch => "switch",
             Phase::PostVerify => "post-verify",
         }

@@ -66,7 +66,8 @@ pub enum Command {
     Store(store::StoreArgs),
     /// Export one platform of an image as tar, squashfs, a disk (raw, qcow2, vmdk, ova, vma) or an ISO.
     Export(export::ExportArgs),
-    /// Run this machine as a node: apply an image or delta to A/B slots, status, rollback, verify, mark-good.
+    /// Run this machine as a node: apply an image or delta to A/B slots, status, rollback, verify, mark-good,
+    /// import the container images it carries into containerd.
     Node(chasi_runtime::cli::NodeArgs),
 }
 

@@ -1,4 +1,5 @@
-//! `chasi node …`: the node runtime's commands (`apply`, `status`, `rollback`, `verify`, `mark-good`),
+//! `chasi node …`: the node runtime's commands (`apply`, `status`, `rollback`, `verify`, `mark-good`,
+//! `images import`, ...),
 //! the same as the `chasi-node` binary: both fronts call `chasi_runtime::cli::run`.
 
 use chasi_runtime::cli::NodeArgs;

@@ -208,6 +208,13 @@ impl Slots for BootSlots {
         }
     }
 
+    fn read_tree(&self, slot: SlotId, f: &mut dyn FnMut(&Path) -> Result<()>) -> Result<()> {
+        if self.booted == Some(slot) {
+            return f(&self.root);
+        }
+        self.with_mounted(slot, false, |at| f(at))
+    }
+
     fn space(&self, slot: SlotId) -> Result<Space> {
         if self.booted == Some(slot) {
             return Err(NodeError::Slot {

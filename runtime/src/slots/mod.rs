@@ -60,6 +60,10 @@ pub trait Slots {
     fn booted(&self) -> Result<Option<SlotId>>;
     /// The tree of `slot` as hooks see it (`CHASI_SLOT_DIR`).
     fn slot_dir(&self, slot: SlotId) -> PathBuf;
+    /// Runs `f` on the tree of `slot`, readable (a bootable slot is mounted read-only for it).
+    fn read_tree(&self, slot: SlotId, f: &mut dyn FnMut(&Path) -> Result<()>) -> Result<()> {
+        f(&self.slot_dir(slot))
+    }
     /// Free space for staging `slot`.
     fn space(&self, slot: SlotId) -> Result<Space>;
     /// Free space for what an import adds to the node's store (by default where the slots are).
@@ -114,6 +118,9 @@ impl<T: Slots + ?Sized> Slots for Box<T> {
     }
     fn slot_dir(&self, slot: SlotId) -> PathBuf {
         (**self).slot_dir(slot)
+    }
+    fn read_tree(&self, slot: SlotId, f: &mut dyn FnMut(&Path) -> Result<()>) -> Result<()> {
+        (**self).read_tree(slot, f)
     }
     fn space(&self, slot: SlotId) -> Result<Space> {
         (**self).space(slot)
