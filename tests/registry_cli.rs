@@ -1418,6 +1418,43 @@ fn build_mode_all_carries_the_images_a_cluster_needs_for_its_platform_in_a_regis
         );
         assert_eq!(mirrored["Digest"], original["Digest"], "{name}");
     }
+    // chasi-node loads both into a containerd, under the names the manifests use.
+    let ctd = common::Containerd::start();
+    let imported = ok(
+        &store,
+        &[
+            "node",
+            "images",
+            "import",
+            "--from",
+            unpacked.join("registry").to_str().unwrap(),
+            "--address",
+            ctd.socket().to_str().unwrap(),
+            "--format",
+            "json",
+        ],
+    );
+    let listed = sh(ctd.ctr_in("k8s.io").args(["images", "ls"]));
+    for reference in [&a, &b] {
+        let line = listed
+            .lines()
+            .find(|l| l.starts_with(&format!("{reference} ")))
+            .unwrap_or_else(|| panic!("{reference} not in containerd:\n{listed}\n{imported}"));
+        // The tag's digest as the registry serves it (the index of the two-platform `a`).
+        let digest = sh(Command::new("sh").arg("-c").arg(format!(
+            "skopeo inspect --tls-verify=false --raw docker://{reference} | sha256sum | cut -d' ' -f1"
+        )));
+        assert!(
+            line.contains(&format!("sha256:{}", digest.trim())),
+            "{line}"
+        );
+    }
+    assert!(
+        !listed.contains("docker.io/team/"),
+        "the mirror links are not imported as Docker Hub images:\n{listed}"
+    );
+    drop(ctd);
+
     // Only the arm64 image of the two-platform `a` is carried: not the amd64 config.
     let origin_images = common::inspect(&origin, "a:1")["images"].clone();
     let amd64 = origin_images

@@ -192,6 +192,18 @@ impl Containerd {
         c
     }
 
+    /// Its socket.
+    pub fn socket(&self) -> &Path {
+        &self.socket
+    }
+
+    /// `ctr` talking to this containerd, in namespace `ns`.
+    pub fn ctr_in(&self, ns: &str) -> Command {
+        let mut c = Command::new("ctr");
+        c.arg("--address").arg(&self.socket).args(["-n", ns]);
+        c
+    }
+
     /// What containerd logged so far.
     pub fn log(&self) -> String {
         std::fs::read_to_string(self.dir.path().join("containerd.log")).unwrap_or_default()

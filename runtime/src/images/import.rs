@@ -171,7 +171,9 @@ fn import_one(cd: &Containerd, reg: &RegistryDir, image: &RegistryImage) -> Resu
             walk.record(&id, &image.root)?;
             Some(id)
         }
-        Err(OciError::NoSuchPlatform { .. }) => None,
+        // No image for this node's platform, or one the directory does not carry (a cluster
+        // image built for another platform carries only its own).
+        Err(OciError::NoSuchPlatform { .. } | OciError::MissingBlob { .. }) => None,
         Err(e) => return Err(walk.fail(&image.root, e)),
     };
     Ok(ImportedImage {
