@@ -10,7 +10,8 @@ use chasi_compiler::plan::files::{FileDigests, FileStamp};
 use chasi_layers::{Digest, Store};
 use serde::{Deserialize, Serialize};
 use std::collections::{HashMap, HashSet};
-use std::path::{Path, PathBuf};
+use std::os::unix::ffi::OsStrExt;
+use std::path::Path;
 use std::sync::Mutex;
 
 const VERSION: &str = "chasi.filedigests/v1";
@@ -23,12 +24,32 @@ struct Record {
 }
 
 /// A [`FileDigests`] cache for one build context, loaded from and saved to a store.
+///
+/// Maps are keyed by the path's bytes: hashing and comparing a `Path` goes component by
+/// component, which an unchanged rebuild of a large context would pay twice per file.
 #[derive(Debug)]
 pub struct StoreFileDigests {
     key: Digest,
-    known: HashMap<PathBuf, (FileStamp, [u8; 32])>,
-    fresh: Mutex<HashMap<PathBuf, (FileStamp, [u8; 32])>>,
-    used: Mutex<HashSet<PathBuf>>,
+    known: Digests,
+    fresh: Mutex<Digests>,
+    used: Mutex<HashSet<Box<[u8]>>>,
+}
+
+/// File digests by the bytes of the file's path, with the stamp they were taken at.
+type Digests = HashMap<Box<[u8]>, (FileStamp, [u8; 32])>;
+
+fn path_key(path: &Path) -> Box<[u8]> {
+    path.as_os_str().as_bytes().into()
+}
+
+/// The same stamp, the paths compared as bytes.
+fn same(a: &FileStamp, b: &FileStamp) -> bool {
+    a.ino == b.ino
+        && a.size == b.size
+        && a.mtime_ns == b.mtime_ns
+        && a.ctime_ns == b.ctime_ns
+        && a.dev == b.dev
+        && a.path.as_os_str().as_bytes() == b.path.as_os_str().as_bytes()
 }
 
 fn now_ns() -> i128 {
@@ -46,14 +67,13 @@ impl StoreFileDigests {
             .unwrap_or_else(|_| context.to_path_buf());
         let key = Digest::of(format!("{VERSION}\0{}", canonical.display()).as_bytes());
         let mut known = HashMap::new();
-        if let Ok(Some(value)) = store.get_cache(&key) {
-            if let Ok(record) = serde_json::from_value::<Record>(value) {
-                if record.version == VERSION {
-                    for (stamp, hex) in record.files {
-                        let mut digest = [0u8; 32];
-                        if hex::decode_to_slice(&hex, &mut digest).is_ok() {
-                            known.insert(stamp.path.clone(), (stamp, digest));
-                        }
+        if let Ok(Some(record)) = store.get_cache_as::<Record>(&key) {
+            if record.version == VERSION {
+                known.reserve(record.files.len());
+                for (stamp, hex) in record.files {
+                    let mut digest = [0u8; 32];
+                    if hex::decode_to_slice(&hex, &mut digest).is_ok() {
+                        known.insert(path_key(&stamp.path), (stamp, digest));
                     }
                 }
             }
@@ -93,12 +113,13 @@ impl StoreFileDigests {
 
 impl FileDigests for StoreFileDigests {
     fn get(&self, stamp: &FileStamp) -> Option<[u8; 32]> {
-        let (known, digest) = self.known.get(&stamp.path)?;
-        if known == stamp && !stamp.is_racy(now_ns()) {
+        let key = path_key(&stamp.path);
+        let (known, digest) = self.known.get(&key)?;
+        if same(known, stamp) && !stamp.is_racy(now_ns()) {
             self.used
                 .lock()
                 .unwrap_or_else(|e| e.into_inner())
-                .insert(stamp.path.clone());
+                .insert(key);
             Some(*digest)
         } else {
             None
@@ -112,6 +133,6 @@ impl FileDigests for StoreFileDigests {
         self.fresh
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .insert(stamp.path.clone(), (stamp, digest));
+            .insert(path_key(&stamp.path), (stamp, digest));
     }
 }

@@ -42,6 +42,18 @@ impl Store {
     /// Looks up a build-cache entry. A malformed record, or one written for another key (a file renamed or copied
     /// over this key's), reads as a miss; `verify` reports both.
     pub fn get_cache(&self, key: &Digest) -> Result<Option<serde_json::Value>> {
+        self.get_cache_as(key)
+    }
+
+    /// [`Store::get_cache`] parsed straight into `T` (no intermediate JSON value: a large
+    /// record, such as the file-digest cache of a big build context, is read once). A record
+    /// that does not parse as `T` is a miss.
+    pub fn get_cache_as<T: serde::de::DeserializeOwned>(&self, key: &Digest) -> Result<Option<T>> {
+        #[derive(Deserialize)]
+        struct Typed<T> {
+            key: Digest,
+            value: T,
+        }
         let p = self.cache_path(key);
         let data = match json::read_bounded(&p, json::MAX_DOC, "cache record") {
             Ok(Some(data)) => data,
@@ -50,7 +62,7 @@ impl Store {
             Err(e) => return Err(e),
         };
         Ok(
-            json::parse::<CacheRecord>(&data, json::MAX_DOC, "cache record", &p)
+            json::parse::<Typed<T>>(&data, json::MAX_DOC, "cache record", &p)
                 .ok()
                 .filter(|r| r.key == *key)
                 .map(|r| r.value),
