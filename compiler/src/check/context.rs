@@ -12,7 +12,6 @@ use super::ignore::{self, Ignore, IgnoreError, Pattern};
 use std::cell::OnceCell;
 use std::io;
 use std::path::{Path, PathBuf};
-use walkdir::WalkDir;
 
 /// An I/O failure while reading the build context (not a problem of the Kubefile).
 #[derive(Debug, thiserror::Error)]
@@ -80,7 +79,34 @@ pub struct Entry {
     pub size: u64,
     /// What `lstat` said when the context was walked (`stat` for the source itself), so a
     /// content digest needs no second `stat` per file.
-    pub meta: std::fs::Metadata,
+    pub stat: Stat,
+}
+
+/// The parts of a `stat` the checker and the content digest use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Stat {
+    /// Device number.
+    pub dev: u64,
+    /// Inode number.
+    pub ino: u64,
+    /// Size in bytes.
+    pub size: u64,
+    /// Modification time, nanoseconds since the epoch.
+    pub mtime_ns: i128,
+    /// Status change time, nanoseconds since the epoch.
+    pub ctime_ns: i128,
+}
+
+impl Stat {
+    fn of(st: &rustix::fs::Stat) -> Stat {
+        Stat {
+            dev: st.st_dev,
+            ino: st.st_ino,
+            size: st.st_size as u64,
+            mtime_ns: st.st_mtime as i128 * 1_000_000_000 + st.st_mtime_nsec as i128,
+            ctime_ns: st.st_ctime as i128 * 1_000_000_000 + st.st_ctime_nsec as i128,
+        }
+    }
 }
 
 /// An opened build context.
@@ -98,30 +124,12 @@ fn read_err(path: &Path) -> impl FnOnce(io::Error) -> ContextError + '_ {
     }
 }
 
-#[cfg(unix)]
-fn mode_of(meta: &std::fs::Metadata) -> u32 {
-    use std::os::unix::fs::PermissionsExt;
-    meta.permissions().mode() & 0o7777
-}
-
-#[cfg(not(unix))]
-fn mode_of(meta: &std::fs::Metadata) -> u32 {
-    if meta.permissions().readonly() {
-        0o444
-    } else {
-        0o644
-    }
-}
-
-fn kind_of(ft: std::fs::FileType) -> EntryKind {
-    if ft.is_symlink() {
-        EntryKind::Symlink
-    } else if ft.is_dir() {
-        EntryKind::Dir
-    } else if ft.is_file() {
-        EntryKind::File
-    } else {
-        EntryKind::Other
+fn kind_of(st: &rustix::fs::Stat) -> EntryKind {
+    match rustix::fs::FileType::from_raw_mode(st.st_mode) {
+        rustix::fs::FileType::Symlink => EntryKind::Symlink,
+        rustix::fs::FileType::Directory => EntryKind::Dir,
+        rustix::fs::FileType::RegularFile => EntryKind::File,
+        _ => EntryKind::Other,
     }
 }
 
@@ -239,64 +247,100 @@ impl Context {
     /// Lists a resolved source (from [`Self::resolve`]): the source itself (`rel == ""`)
     /// and, for a directory, everything below it that `.kubefileignore` keeps, sorted by
     /// path. Symbolic links below the source are listed, not followed.
+    ///
+    /// Each directory is read through its own descriptor and each entry `lstat`ed relative
+    /// to it (`fstatat`), so the kernel resolves one name per entry instead of its whole path:
+    /// the walk is most of an unchanged rebuild.
     pub fn walk(&self, source: &str) -> Result<Vec<Entry>, ContextError> {
+        use rustix::fs::{Mode, OFlags};
         let top = self.root.join(source);
         let prefix = if source == "." {
             String::new()
         } else {
             format!("{source}/")
         };
-        let mut out = Vec::new();
-        let walker = WalkDir::new(&top)
-            .follow_links(false)
-            .follow_root_links(true)
-            .sort_by_file_name()
-            .into_iter()
-            .filter_entry(|e| {
-                if e.depth() == 0 || !self.ignore.can_prune() {
-                    return true;
-                }
-                let rel = e.path().strip_prefix(&top).unwrap_or(e.path());
-                !self.ignore.is_excluded(&format!("{prefix}{}", slash(rel)))
-            });
-        for item in walker {
-            let item = item.map_err(|e| {
-                let path = e.path().unwrap_or(&top).to_path_buf();
-                ContextError::Read {
-                    path,
-                    source: e.into_io_error().unwrap_or_else(|| {
-                        io::Error::other("a symbolic link loop in the build context")
-                    }),
-                }
-            })?;
-            let rel = slash(item.path().strip_prefix(&top).unwrap_or(item.path()));
-            if item.depth() > 0 && self.ignore.is_excluded(&format!("{prefix}{rel}")) {
-                continue;
-            }
-            let meta = if item.depth() == 0 {
-                std::fs::metadata(item.path())
-            } else {
-                std::fs::symlink_metadata(item.path())
-            }
-            .map_err(read_err(item.path()))?;
-            out.push(Entry {
-                rel,
-                path: item.path().to_path_buf(),
-                kind: kind_of(meta.file_type()),
-                mode: mode_of(&meta),
-                size: meta.len(),
-                meta,
-            });
+        let st = rustix::fs::stat(&top).map_err(|e| read_err(&top)(e.into()))?;
+        let mut out = vec![Entry {
+            rel: String::new(),
+            path: top.clone(),
+            kind: kind_of(&st),
+            mode: st.st_mode & 0o7777,
+            size: st.st_size as u64,
+            stat: Stat::of(&st),
+        }];
+        if out[0].kind == EntryKind::Dir {
+            let fd = rustix::fs::open(
+                &top,
+                OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
+                Mode::empty(),
+            )
+            .map_err(|e| read_err(&top)(e.into()))?;
+            self.walk_dir(&fd, &top, "", &prefix, &mut out)?;
         }
         Ok(out)
     }
-}
 
-fn slash(path: &Path) -> String {
-    path.components()
-        .map(|c| c.as_os_str().to_string_lossy())
-        .collect::<Vec<_>>()
-        .join("/")
+    /// Appends the entries below the open directory `fd` (at `path`, `rel` below the source)
+    /// in sorted pre-order.
+    fn walk_dir(
+        &self,
+        fd: &rustix::fd::OwnedFd,
+        path: &Path,
+        rel: &str,
+        prefix: &str,
+        out: &mut Vec<Entry>,
+    ) -> Result<(), ContextError> {
+        use rustix::fs::{AtFlags, Mode, OFlags};
+        use std::os::unix::ffi::OsStrExt;
+        let mut names: Vec<Vec<u8>> = Vec::new();
+        let mut dir = rustix::fs::Dir::read_from(fd).map_err(|e| read_err(path)(e.into()))?;
+        for item in dir.by_ref() {
+            let item = item.map_err(|e| read_err(path)(e.into()))?;
+            let name = item.file_name().to_bytes();
+            if name != b"." && name != b".." {
+                names.push(name.to_vec());
+            }
+        }
+        names.sort_unstable();
+        for name in names {
+            let os = std::ffi::OsStr::from_bytes(&name);
+            let child_path = path.join(os);
+            let child_rel = if rel.is_empty() {
+                os.to_string_lossy().into_owned()
+            } else {
+                format!("{rel}/{}", os.to_string_lossy())
+            };
+            let excluded = self.ignore.is_excluded(&format!("{prefix}{child_rel}"));
+            if excluded && self.ignore.can_prune() {
+                continue;
+            }
+            let st = rustix::fs::statat(fd, os, AtFlags::SYMLINK_NOFOLLOW)
+                .map_err(|e| read_err(&child_path)(e.into()))?;
+            let kind = kind_of(&st);
+            let is_dir = kind == EntryKind::Dir;
+            if !excluded {
+                out.push(Entry {
+                    rel: child_rel.clone(),
+                    path: child_path.clone(),
+                    kind,
+                    mode: st.st_mode & 0o7777,
+                    size: st.st_size as u64,
+                    stat: Stat::of(&st),
+                });
+            }
+            if is_dir {
+                let child = rustix::fs::openat(
+                    fd,
+                    os,
+                    OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+                    Mode::empty(),
+                )
+                .map_err(|e| read_err(&child_path)(e.into()))?;
+                self.walk_dir(&child, &child_path, &child_rel, prefix, out)?;
+            }
+        }
+        Ok(())
+    }
 }
 
 #[cfg(test)]

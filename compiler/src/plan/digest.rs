@@ -104,7 +104,7 @@ impl<'c> ContentHasher<'c> {
     fn file_digest(
         &self,
         path: &std::path::Path,
-        meta: &std::fs::Metadata,
+        stat: &crate::check::context::Stat,
     ) -> Result<(u64, [u8; 32]), ContextError> {
         let read_err = |source| ContextError::Read {
             path: path.to_path_buf(),
@@ -112,7 +112,7 @@ impl<'c> ContentHasher<'c> {
         };
         let stamp = match self.files {
             Some(files) => {
-                let stamp = FileStamp::of(path, meta);
+                let stamp = FileStamp::of(path, stat);
                 if let Some(d) = files.get(&stamp) {
                     return Ok((stamp.size, d));
                 }
@@ -194,7 +194,7 @@ impl<'c> ContentHasher<'c> {
             }
             match entry.kind {
                 EntryKind::File => {
-                    let (size, digest) = self.file_digest(&entry.path, &entry.meta)?;
+                    let (size, digest) = self.file_digest(&entry.path, &entry.stat)?;
                     hasher.update(size.to_le_bytes());
                     hasher.update(digest);
                 }

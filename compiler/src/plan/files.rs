@@ -28,17 +28,15 @@ pub struct FileStamp {
 }
 
 impl FileStamp {
-    /// The stamp of `path` from its metadata.
-    #[cfg(unix)]
-    pub fn of(path: &Path, meta: &std::fs::Metadata) -> FileStamp {
-        use std::os::unix::fs::MetadataExt;
+    /// The stamp of `path` from what the context walk's `lstat` said.
+    pub fn of(path: &Path, stat: &crate::check::context::Stat) -> FileStamp {
         FileStamp {
             path: path.to_path_buf(),
-            dev: meta.dev(),
-            ino: meta.ino(),
-            size: meta.size(),
-            mtime_ns: meta.mtime() as i128 * 1_000_000_000 + meta.mtime_nsec() as i128,
-            ctime_ns: meta.ctime() as i128 * 1_000_000_000 + meta.ctime_nsec() as i128,
+            dev: stat.dev,
+            ino: stat.ino,
+            size: stat.size,
+            mtime_ns: stat.mtime_ns,
+            ctime_ns: stat.ctime_ns,
         }
     }
 
