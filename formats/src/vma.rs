@@ -194,23 +194,10 @@ pub fn vzdump_file_name(vmid: u32, epoch: i64) -> Result<String> {
             format!("vmid {vmid} is outside 100..=999999999"),
         ));
     }
-    let days = epoch.div_euclid(86400);
-    let secs = epoch.rem_euclid(86400);
-    // Civil date from days since 1970-01-01 (proleptic Gregorian).
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + i64::from(m <= 2);
+    let t = chasi_oci::time::utc(epoch);
     Ok(format!(
-        "vzdump-qemu-{vmid}-{y:04}_{m:02}_{d:02}-{:02}_{:02}_{:02}.vma",
-        secs / 3600,
-        secs / 60 % 60,
-        secs % 60
+        "vzdump-qemu-{vmid}-{:04}_{:02}_{:02}-{:02}_{:02}_{:02}.vma",
+        t.year, t.month, t.day, t.hour, t.minute, t.second
     ))
 }
 

@@ -275,24 +275,12 @@ impl DirBlobs {
         reader: &mut dyn Read,
     ) -> OciResult<(Digest, u64)> {
         let dir = self.root.join("blobs").join("sha256");
-        fs::create_dir_all(&dir).map_err(OciError::io("create directory", &dir))?;
-        // Blobs are outputs too: 0644 minus the umask, like every file chasi writes for users.
-        let tmp = tempfile::Builder::new()
-            .prefix(".tmp-")
-            .permissions(<fs::Permissions as std::os::unix::fs::PermissionsExt>::from_mode(0o644))
-            .tempfile_in(&dir)
-            .map_err(OciError::io("create a temporary file in", &dir))?;
         let hasher = match expected {
             Some(d) => Hasher::for_digest(d)?,
             None => Hasher::sha256(),
         };
-        let mut writer = HashingWriter::with_hasher(io::BufWriter::new(tmp), hasher);
         let label = expected.map_or_else(|| "(new)".to_string(), ToString::to_string);
-        io::copy(reader, &mut writer).map_err(OciError::blob_io("write", &label))?;
-        let (buf, digest, size) = writer.finish();
-        let tmp = buf
-            .into_inner()
-            .map_err(|e| OciError::blob_io("write", &label)(e.into_error()))?;
+        let (tmp, digest, size) = spool(&dir, hasher, &label, reader)?;
         if let Some(e) = expected {
             if *e != digest {
                 return Err(OciError::DigestMismatch {
@@ -301,9 +289,6 @@ impl DirBlobs {
                 });
             }
         }
-        tmp.as_file()
-            .sync_all()
-            .map_err(OciError::io("sync", tmp.path()))?;
         let target = self.blob_path(&digest);
         if let Some(parent) = target.parent() {
             fs::create_dir_all(parent).map_err(OciError::io("create directory", parent))?;
@@ -317,6 +302,33 @@ impl DirBlobs {
     pub fn write_bytes(&self, bytes: &[u8]) -> OciResult<(Digest, u64)> {
         self.write_blob(None, &mut &bytes[..])
     }
+}
+
+/// Copies `reader` into a new temporary file in `dir` (created if needed), hashed on the way
+/// and synced: the caller checks the digest, then renames the file into place. Blobs are
+/// outputs too: 0644 minus the umask, like every file chasi writes for users.
+pub(crate) fn spool(
+    dir: &Path,
+    hasher: Hasher,
+    label: &str,
+    reader: &mut dyn Read,
+) -> OciResult<(tempfile::NamedTempFile, Digest, u64)> {
+    fs::create_dir_all(dir).map_err(OciError::io("create directory", dir))?;
+    let tmp = tempfile::Builder::new()
+        .prefix(".tmp-")
+        .permissions(<fs::Permissions as std::os::unix::fs::PermissionsExt>::from_mode(0o644))
+        .tempfile_in(dir)
+        .map_err(OciError::io("create a temporary file in", dir))?;
+    let mut writer = HashingWriter::with_hasher(io::BufWriter::new(tmp), hasher);
+    io::copy(reader, &mut writer).map_err(OciError::blob_io("write", label))?;
+    let (buf, digest, size) = writer.finish();
+    let tmp = buf
+        .into_inner()
+        .map_err(|e| OciError::blob_io("write", label)(e.into_error()))?;
+    tmp.as_file()
+        .sync_all()
+        .map_err(OciError::io("sync", tmp.path()))?;
+    Ok((tmp, digest, size))
 }
 
 impl BlobSource for DirBlobs {

@@ -36,7 +36,7 @@ use oci_spec::image::{Descriptor, Digest, MediaType};
 use serde_json::Value;
 
 use super::blobs::{read_blob, BlobSource};
-use super::digest::{parse_digest, Hasher, HashingWriter};
+use super::digest::{parse_digest, Hasher};
 use super::error::{OciError, OciResult};
 use super::image::{read_index, read_manifest};
 use super::json::parse_document;
@@ -138,21 +138,10 @@ impl RegistryDir {
             return Ok(0);
         }
         let target = self.blob_path(descriptor.digest());
-        let dir = target
-            .parent()
-            .expect("a blob path has a parent")
-            .to_path_buf();
-        fs::create_dir_all(&dir).map_err(OciError::io("create directory", &dir))?;
-        let tmp = tempfile::Builder::new()
-            .prefix(".tmp-")
-            .permissions(<fs::Permissions as std::os::unix::fs::PermissionsExt>::from_mode(0o644))
-            .tempfile_in(&dir)
-            .map_err(OciError::io("create a temporary file in", &dir))?;
+        let dir = target.parent().expect("a blob path has a parent");
         let hasher = Hasher::for_digest(descriptor.digest())?;
-        let mut writer = HashingWriter::with_hasher(io::BufWriter::new(tmp), hasher);
         let label = descriptor.digest().to_string();
-        io::copy(reader, &mut writer).map_err(OciError::blob_io("write", &label))?;
-        let (buf, digest, size) = writer.finish();
+        let (tmp, digest, size) = super::blobs::spool(dir, hasher, &label, reader)?;
         if digest != *descriptor.digest() {
             return Err(OciError::DigestMismatch {
                 expected: label,
@@ -166,12 +155,6 @@ impl RegistryDir {
                 actual: size,
             });
         }
-        let tmp = buf
-            .into_inner()
-            .map_err(|e| OciError::blob_io("write", &label)(e.into_error()))?;
-        tmp.as_file()
-            .sync_all()
-            .map_err(OciError::io("sync", tmp.path()))?;
         tmp.persist(&target)
             .map_err(|e| OciError::io("rename into", &target)(e.error))?;
         Ok(size)

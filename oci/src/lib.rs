@@ -26,6 +26,7 @@
 //! | [`read`] | format detection, tag resolution, verified import into a sink |
 //! | [`write`](mod@write) | save options, report, [`save`] |
 //! | [`output`] | the output rules of `-o PATH`: a file atomically, a pipe or device in place |
+//! | [`time`](mod@time) | UTC calendar time of a timestamp (RFC 3339), for every date chasi writes |
 //! | [`error`] | [`OciError`], and the text rules of every error message ([`error::chain`]) |
 //!
 //! Types from the `oci-spec` crate ([`Descriptor`], [`OciDigest`], [`MediaType`], ...) are
@@ -107,6 +108,7 @@ pub mod read;
 pub mod reference;
 pub mod sha256;
 pub(crate) mod tarball;
+pub mod time;
 pub mod write;
 
 pub use oci_spec::image::{

@@ -172,41 +172,15 @@ struct RegistrySource<'s> {
 impl<'s> RegistrySource<'s> {
     /// Fetches the root document and, for an index, every manifest below it.
     fn fetch(session: &'s Session, reference: &Reference) -> Result<Self> {
-        let (body, digest) = session.pull_manifest(reference)?;
-        let media = media_of(&body).map_err(|reason| RegistryError::BadImage {
-            reference: session.shown.clone(),
-            reason,
-        })?;
-        let mut documents = MemoryBlobs::new();
-        let root = documents.insert(media, body.to_vec());
-        if root.digest().to_string() != digest {
-            return Err(bad(
-                session,
-                format!(
-                    "the registry named the manifest {digest} but it hashes to {}",
-                    root.digest()
-                ),
-            ));
-        }
-        let mut source = RegistrySource {
-            session,
-            root: root.clone(),
-            documents,
-            sizes: HashMap::new(),
-            small: RefCell::new(HashMap::new()),
-            last_error: RefCell::new(None),
-        };
+        let mut source = Self::fetch_root(session, reference)?;
+        let root = source.root.clone();
         source.walk(&root, 0)?;
         Ok(source)
     }
 
-    /// Fetches the root document and, for an index, only the documents on the way to the
-    /// manifest of `platform`, which becomes the source's root; returns the reference's root too.
-    fn fetch_platform(
-        session: &'s Session,
-        reference: &Reference,
-        platform: &chasi_oci::Platform,
-    ) -> Result<(Self, Descriptor)> {
+    /// A source holding only the document `reference` names, checked against the digest the
+    /// registry gave.
+    fn fetch_root(session: &'s Session, reference: &Reference) -> Result<Self> {
         let (body, digest) = session.pull_manifest(reference)?;
         let media = media_of(&body).map_err(|reason| bad(session, reason))?;
         let mut documents = MemoryBlobs::new();
@@ -220,14 +194,25 @@ impl<'s> RegistrySource<'s> {
                 ),
             ));
         }
-        let mut source = RegistrySource {
+        Ok(RegistrySource {
             session,
-            root: root.clone(),
+            root,
             documents,
             sizes: HashMap::new(),
             small: RefCell::new(HashMap::new()),
             last_error: RefCell::new(None),
-        };
+        })
+    }
+
+    /// Fetches the root document and, for an index, only the documents on the way to the
+    /// manifest of `platform`, which becomes the source's root; returns the reference's root too.
+    fn fetch_platform(
+        session: &'s Session,
+        reference: &Reference,
+        platform: &chasi_oci::Platform,
+    ) -> Result<(Self, Descriptor)> {
+        let mut source = Self::fetch_root(session, reference)?;
+        let root = source.root.clone();
         for _ in 0..=MAX_INDEX_DEPTH {
             match chasi_oci::select_manifest(&source.documents, &root, Some(platform)) {
                 Ok(chosen) => {
