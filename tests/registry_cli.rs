@@ -1280,6 +1280,23 @@ fn carried_images(t: &Path, reg: &Registry) -> (String, String) {
     (a, b)
 }
 
+/// `chasi build --build-mode all --platform PLATFORM -t TAG CTX` in `store`; its stdout.
+fn build_carrying(store: &Path, ctx: &Path, tag: &str, platform: &str) -> String {
+    ok(
+        store,
+        &[
+            "build",
+            "--build-mode",
+            "all",
+            "--platform",
+            platform,
+            "-t",
+            tag,
+            ctx.to_str().unwrap(),
+        ],
+    )
+}
+
 fn cluster_context(dir: &Path, a: &str, b: &str) {
     let deployment = format!(
         "# image: docker.io/library/commented-out:1\napiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: a\nspec:\n  template:\n    spec:\n      initContainers:\n      - name: init\n        image: {a}\n      containers:\n      - name: a\n        image: \"{a}\"\n"
@@ -1482,17 +1499,8 @@ fn build_mode_all_carries_the_images_a_cluster_needs_for_its_platform_in_a_regis
 
     // A fresh store gives the same digest (reproducible, the registry asked once more).
     let other = t.path().join("other-store");
-    let mut args = vec![
-        "build",
-        "--build-mode",
-        "all",
-        "--platform",
-        "linux/arm64",
-        "-t",
-        "cluster:1",
-    ];
-    args.push(ctx.to_str().unwrap());
-    assert_eq!(common::built_digest(&ok(&other, &args)), first);
+    let fresh = build_carrying(&other, &ctx, "cluster:1", "linux/arm64");
+    assert_eq!(common::built_digest(&fresh), first);
 
     // The images are stored once: another cluster image carrying them adds few new bytes,
     // and one built on top of a cluster image that carries them writes no blob again.
@@ -1505,17 +1513,7 @@ fn build_mode_all_carries_the_images_a_cluster_needs_for_its_platform_in_a_regis
     let twin = t.path().join("twin");
     cluster_context(&twin, &a, &b);
     fs::write(twin.join("etc/cluster.conf"), "name = twin\n").unwrap();
-    let mut args = vec![
-        "build",
-        "--build-mode",
-        "all",
-        "--platform",
-        "linux/arm64",
-        "-t",
-        "twin:1",
-    ];
-    args.push(twin.to_str().unwrap());
-    ok(&store, &args);
+    build_carrying(&store, &twin, "twin:1", "linux/arm64");
     let grown = du(&store) - before;
     assert!(
         grown < 200_000,
@@ -1529,17 +1527,7 @@ fn build_mode_all_carries_the_images_a_cluster_needs_for_its_platform_in_a_regis
             ("more.yaml", &format!("apiVersion: v1\nkind: Pod\nmetadata:\n  name: more\nspec:\n  containers:\n  - name: a\n    image: {a}\n")),
         ],
     );
-    let mut args = vec![
-        "build",
-        "--build-mode",
-        "all",
-        "--platform",
-        "linux/arm64",
-        "-t",
-        "on-top:1",
-    ];
-    args.push(on_top.to_str().unwrap());
-    ok(&store, &args);
+    build_carrying(&store, &on_top, "on-top:1", "linux/arm64");
     let top = &common::inspect(&store, "on-top:1")["images"][0];
     let top_layers = top["layers"].as_array().unwrap();
     assert_eq!(
