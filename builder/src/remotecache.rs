@@ -153,6 +153,23 @@ pub fn import(
     let (manifest, _) = chasi_oci::read_manifest(&blobs, &manifest).map_err(|e| shown(&e))?;
     let (config, _) =
         chasi_oci::image::read_config(&blobs, manifest.config()).map_err(|e| shown(&e))?;
+    let (entries, refused) = accepted_entries(&config).ok_or_else(|| {
+        format!("{reference} is not a chasi build cache (its config has no `{ENTRIES_FIELD}`)")
+    })?;
+    for (key, value) in &entries {
+        store.put_cache(key, value).map_err(|e| shown(&e))?;
+    }
+    Ok(ImportReport {
+        entries: entries.len(),
+        refused,
+    })
+}
+
+/// The entries of a cache image's config that may go into the store, and how many were
+/// refused: malformed ones, and those naming a layer the image does not carry (its
+/// `rootfs.diff_ids`, each checked on import), so a cache cannot point a step at some other
+/// layer of the store. `None` when the config is not a build cache's.
+fn accepted_entries(config: &Value) -> Option<(Vec<(Digest, Value)>, usize)> {
     let carried: BTreeSet<Digest> = config["rootfs"]["diff_ids"]
         .as_array()
         .map(|ids| {
@@ -161,12 +178,9 @@ pub fn import(
                 .collect()
         })
         .unwrap_or_default();
-    let Some(listed) = config.get(ENTRIES_FIELD).and_then(Value::as_array) else {
-        return Err(format!(
-            "{reference} is not a chasi build cache (its config has no `{ENTRIES_FIELD}`)"
-        ));
-    };
-    let mut report = ImportReport::default();
+    let listed = config.get(ENTRIES_FIELD)?.as_array()?;
+    let mut accepted = Vec::new();
+    let mut refused = 0;
     for entry in listed {
         let key = entry
             .get("key")
@@ -174,18 +188,66 @@ pub fn import(
             .and_then(|k| k.parse::<Digest>().ok());
         let value = entry.get("value").filter(|v| v.is_object());
         let (Some(key), Some(value)) = (key, value) else {
-            report.refused += 1;
+            refused += 1;
             continue;
         };
         if let Some(diff_id) = value.get("diff_id") {
             let named = diff_id.as_str().and_then(|d| d.parse::<Digest>().ok());
             if !named.is_some_and(|d| carried.contains(&d)) {
-                report.refused += 1;
+                refused += 1;
                 continue;
             }
         }
-        store.put_cache(&key, value).map_err(|e| shown(&e))?;
-        report.entries += 1;
+        accepted.push((key, value.clone()));
     }
-    Ok(report)
+    Some((accepted, refused))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn forged_and_malformed_entries_are_refused() {
+        let carried = Digest::of(b"carried layer");
+        let elsewhere = Digest::of(b"a layer of the store the cache does not carry");
+        let key = |n: &[u8]| Digest::of(n).to_string();
+        let config = json!({
+            "rootfs": {"type": "layers", "diff_ids": [carried.to_string()]},
+            ENTRIES_FIELD: [
+                {"key": key(b"1"), "value": {"diff_id": carried.to_string(), "blob": {}}},
+                {"key": key(b"2"), "value": {"empty": true}},
+                {"key": key(b"3"), "value": {"digest": "sha256:pin", "size": 1}},
+                {"key": key(b"4"), "value": {"diff_id": elsewhere.to_string(), "blob": {}}},
+                {"key": key(b"5"), "value": {"diff_id": "sha256:not-hex"}},
+                {"key": "not a digest", "value": {"empty": true}},
+                {"key": key(b"7"), "value": "not an object"},
+                {"value": {"empty": true}},
+            ],
+        });
+        let (accepted, refused) = accepted_entries(&config).unwrap();
+        let keys: Vec<String> = accepted.iter().map(|(k, _)| k.to_string()).collect();
+        assert_eq!(keys, [key(b"1"), key(b"2"), key(b"3")]);
+        assert_eq!(refused, 5);
+        assert!(
+            accepted_entries(&json!({"rootfs": {}})).is_none(),
+            "not a cache"
+        );
+        assert!(accepted_entries(&json!({ENTRIES_FIELD: {}})).is_none());
+    }
+
+    #[test]
+    fn only_registry_locations_are_caches() {
+        assert_eq!(
+            registry_reference("registry:reg.example/ci/cache:main"),
+            Ok("reg.example/ci/cache:main")
+        );
+        for bad in [
+            "type=local,dest=x",
+            "registry:",
+            "reg.example/ci/cache:main",
+        ] {
+            assert!(registry_reference(bad).is_err(), "{bad}");
+        }
+    }
 }
