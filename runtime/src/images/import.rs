@@ -92,8 +92,8 @@ pub fn registry_images(dir: &Path) -> Result<Vec<RegistryImage>> {
 }
 
 /// Imports every tagged image of the registry directory `dir` into containerd; `each` is told
-/// of every image once it is tagged. A failure stops the import: the images before it are
-/// tagged, the failing one is not.
+/// of every image once it is tagged. Every image's content is written before any is tagged,
+/// so a failure while writing (a corrupt blob) tags none.
 pub fn import(
     dir: &Path,
     opts: &ImportOptions,
@@ -117,21 +117,23 @@ pub fn import(
     let mut cd = Containerd::connect(&opts.address, &opts.namespace)?;
     cd.begin_lease()?;
     let reg = RegistryDir::new(dir);
-    let mut result = Ok(());
-    for image in &images {
-        match import_one(&cd, &reg, image) {
-            Ok(done) => {
-                report.blobs_written += done.blobs_written;
-                report.bytes_written += done.bytes_written;
-                each(&done);
-                report.images.push(done);
-            }
-            Err(e) => {
-                result = Err(e);
-                break;
-            }
+    // All content first, then the records: an import tags every image or none, so a corrupt
+    // blob in one image leaves containerd's images as they were (the lease keeps what was
+    // written from being collected until it ends; a rerun finds it).
+    let result = (|| -> Result<()> {
+        let written = images
+            .iter()
+            .map(|image| write_content(&cd, &reg, image))
+            .collect::<Result<Vec<_>>>()?;
+        for (image, counts) in images.iter().zip(written) {
+            let done = tag(&cd, &reg, image, counts)?;
+            report.blobs_written += done.blobs_written;
+            report.bytes_written += done.bytes_written;
+            each(&done);
+            report.images.push(done);
         }
-    }
+        Ok(())
+    })();
     let ended = cd.end_lease();
     result?;
     ended?;
@@ -153,13 +155,25 @@ struct Walk<'a> {
     counts: Counts,
 }
 
-fn import_one(cd: &Containerd, reg: &RegistryDir, image: &RegistryImage) -> Result<ImportedImage> {
+/// Writes what containerd lacks of one image; returns what was written.
+fn write_content(cd: &Containerd, reg: &RegistryDir, image: &RegistryImage) -> Result<Counts> {
     let mut walk = Walk {
         cd,
         reg,
         counts: Counts::default(),
     };
     walk.tree(&image.root, 0)?;
+    Ok(walk.counts)
+}
+
+/// Creates or updates the records of an image whose content is written.
+fn tag(
+    cd: &Containerd,
+    reg: &RegistryDir,
+    image: &RegistryImage,
+    counts: Counts,
+) -> Result<ImportedImage> {
+    let walk = Walk { cd, reg, counts };
     let name = image_name(&image.repository, &image.tag);
     let record = walk.record(&name, &image.root)?;
     // The CRI plugin's own reference, `sha256:<config>`: it keeps the content while containers
