@@ -275,16 +275,17 @@ impl Context {
                 Mode::empty(),
             )
             .map_err(|e| read_err(&top)(e.into()))?;
-            self.walk_dir(&fd, &top, "", &prefix, &mut out)?;
+            self.walk_dir(fd, &top, "", &prefix, &mut out)?;
         }
         Ok(out)
     }
 
     /// Appends the entries below the open directory `fd` (at `path`, `rel` below the source)
-    /// in sorted pre-order.
+    /// in sorted pre-order. The directory stream owns the descriptor, and the same descriptor
+    /// serves `fstatat` and `openat` (which do not move its position).
     fn walk_dir(
         &self,
-        fd: &rustix::fd::OwnedFd,
+        fd: rustix::fd::OwnedFd,
         path: &Path,
         rel: &str,
         prefix: &str,
@@ -293,7 +294,7 @@ impl Context {
         use rustix::fs::{AtFlags, Mode, OFlags};
         use std::os::unix::ffi::OsStrExt;
         let mut names: Vec<Vec<u8>> = Vec::new();
-        let mut dir = rustix::fs::Dir::read_from(fd).map_err(|e| read_err(path)(e.into()))?;
+        let mut dir = rustix::fs::Dir::new(fd).map_err(|e| read_err(path)(e.into()))?;
         for item in dir.by_ref() {
             let item = item.map_err(|e| read_err(path)(e.into()))?;
             let name = item.file_name().to_bytes();
@@ -302,6 +303,7 @@ impl Context {
             }
         }
         names.sort_unstable();
+        let fd = dir.fd().map_err(|e| read_err(path)(e.into()))?;
         for name in names {
             let os = std::ffi::OsStr::from_bytes(&name);
             let child_path = path.join(os);
@@ -336,7 +338,7 @@ impl Context {
                     Mode::empty(),
                 )
                 .map_err(|e| read_err(&child_path)(e.into()))?;
-                self.walk_dir(&child, &child_path, &child_rel, prefix, out)?;
+                self.walk_dir(child, &child_path, &child_rel, prefix, out)?;
             }
         }
         Ok(())
