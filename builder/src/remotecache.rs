@@ -137,11 +137,20 @@ pub fn import(
     registry: &chasi_registry::Options,
 ) -> std::result::Result<ImportReport, String> {
     let shown = |e: &dyn std::error::Error| chasi_layers::error::chain(e);
+    // What the store called by the cache's name before (a user's `chasi pull` of it), put back.
+    let before = chasi_images::normalize_name(reference)
+        .ok()
+        .map(|name| (store.get_ref(&name).ok(), name));
     let pulled = chasi_registry::pull(store, reference, None, registry).map_err(|e| shown(&e))?;
     // The cache image is not an image anyone runs: it stays in the store only through the
     // entries, which `gc` keeps.
     if let Some(tag) = &pulled.tag {
-        let _ = store.delete_ref(tag);
+        match before.as_ref().filter(|(_, name)| name == tag) {
+            Some((Some(previous), _)) => store.set_ref(tag, previous).map_err(|e| shown(&e))?,
+            _ => {
+                let _ = store.delete_ref(tag);
+            }
+        }
     }
     let root = chasi_oci::Descriptor::new(
         MediaType::ImageManifest,

@@ -493,15 +493,20 @@ pub fn repository_of(host: &str, path: &str) -> String {
     format!("{host}/{path}")
 }
 
-/// The image name (without tag) of a repository written by [`repository_of`]:
-/// `127.0.0.1_5000/app` → `127.0.0.1:5000/app`.
+/// The image name (without tag) of a repository: one written by [`repository_of`] decoded
+/// (`127.0.0.1_5000/app` → `127.0.0.1:5000/app`); one whose first component is no host (no `.`,
+/// not `localhost`, no `_PORT`: a directory written by another tool) read as Docker Hub's, as
+/// docker normalises names (`library/nginx`, `nginx` → `docker.io/library/nginx`).
 pub fn image_name_of(repository: &str) -> String {
     let (first, rest) = repository.split_once('/').unwrap_or((repository, ""));
-    let host = match first.rsplit_once('_') {
-        Some((h, port)) if !port.is_empty() && port.bytes().all(|b| b.is_ascii_digit()) => {
-            format!("{h}:{port}")
-        }
-        _ => first.to_string(),
+    let port = first
+        .rsplit_once('_')
+        .filter(|(h, p)| !h.is_empty() && !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()));
+    let host = match port {
+        Some((h, p)) => format!("{h}:{p}"),
+        None if first.contains('.') || first == "localhost" => first.to_string(),
+        None if rest.is_empty() => return format!("docker.io/library/{repository}"),
+        None => return format!("docker.io/{repository}"),
     };
     if rest.is_empty() {
         host

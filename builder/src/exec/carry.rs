@@ -4,8 +4,9 @@
 //! sealer does this after the Kubefile's layers (`../shared/notes/sealer.md` §4.4), and so does
 //! this module, once per target platform, on the finished stage:
 //!
-//! 1. the image's `manifests/`, `charts/`, `application/apps/` and `registry/` subtrees (base
-//!    layers included, whiteouts honoured) are unpacked into the work directory, nothing else;
+//! 1. the image's `manifests/`, `charts/` and `application/apps/` subtrees (base layers
+//!    included, whiteouts honoured) are unpacked into the work directory, nothing else (the
+//!    base's `registry/` too, but only when images must be fetched);
 //! 2. `chasi_detect::detect` lists the images they reference (YAML parsed, charts rendered,
 //!    `manifests/imageList`, `--image-list`, `--ignored-image-list`); an error it reports (an
 //!    invalid reference, a chart construct it cannot render) fails the build with file and line;
@@ -46,8 +47,28 @@ use std::time::Instant;
 /// The manifest annotation sealer lists carried images in.
 pub const ANNOTATION_CONTAINER_IMAGES: &str = "sealer.image.container.images";
 
-/// The subtrees detection reads, and the base's registry directory.
-const SUBTREES: [&str; 4] = ["manifests", "charts", "application/apps", "registry"];
+/// The subtrees detection reads.
+const SUBTREES: [&str; 3] = ["manifests", "charts", "application/apps"];
+
+/// The base's registry directory, unpacked only when images are fetched (it can be large,
+/// and a cached layer needs none of it).
+const REGISTRY: &str = "registry";
+
+/// Unpacks only `subtrees` of the image's layers into `dir`.
+fn unpack_only(
+    input: &CarryInput<'_>,
+    diff_ids: &[Digest],
+    dir: &Path,
+    subtrees: &[&str],
+) -> Result<chasi_layers::apply::ApplyStats> {
+    let only = ApplyOptions {
+        chown: false,
+        devices: false,
+        xattrs: false,
+        only: subtrees.iter().map(|s| s.to_string()).collect(),
+    };
+    Ok(input.store.unpack(diff_ids, dir, &only)?)
+}
 
 /// sealer's `--build-mode`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -97,13 +118,7 @@ pub(crate) fn carry(input: &CarryInput<'_>, state: &mut ImageState) -> Result<Op
     }
     let lower = input.work.join("image");
     let diff_ids: Vec<Digest> = state.layers.iter().map(|l| l.diff_id).collect();
-    let only = ApplyOptions {
-        chown: false,
-        devices: false,
-        xattrs: false,
-        only: SUBTREES.iter().map(|s| s.to_string()).collect(),
-    };
-    let applied = input.store.unpack(&diff_ids, &lower, &only)?;
+    let applied = unpack_only(input, &diff_ids, &lower, &SUBTREES)?;
     let platform = input.platform.to_string();
     let warn = |message: String| {
         input.observer.event(BuildEvent::Warning {
@@ -184,10 +199,12 @@ pub(crate) fn carry(input: &CarryInput<'_>, state: &mut ImageState) -> Result<Op
         platform: platform.clone(),
         label: label.clone(),
     });
+    let base = input.work.join("base");
+    unpack_only(input, &diff_ids, &base, &[REGISTRY])?;
     let upper = input.work.join("layer");
     let dir = RegistryDir::over(
         upper.join("registry"),
-        RegistryDir::new(lower.join("registry")),
+        RegistryDir::new(base.join(REGISTRY)),
     );
     let fetched = fetch_all(input, &dir, &pins)?;
     for message in write_aliases(&dir, &fetched)? {

@@ -54,22 +54,10 @@ pub const CRI_LABEL: (&str, &str) = ("io.cri-containerd.image", "managed");
 
 /// The containerd name of `repository:tag` (see the module documentation).
 pub fn image_name(repository: &str, tag: &str) -> String {
-    let first = repository.split('/').next().unwrap_or_default();
-    // `127.0.0.1_5000/app`: a host with its port, as the builder writes it.
-    let has_port = first.rsplit_once('_').is_some_and(|(h, p)| {
-        !h.is_empty() && !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit())
-    });
-    let has_host = first.contains('.') || first == "localhost" || has_port;
-    if has_host {
-        format!(
-            "{}:{tag}",
-            chasi_oci::distribution::image_name_of(repository)
-        )
-    } else if repository.contains('/') {
-        format!("docker.io/{repository}:{tag}")
-    } else {
-        format!("docker.io/library/{repository}:{tag}")
-    }
+    format!(
+        "{}:{tag}",
+        chasi_oci::distribution::image_name_of(repository)
+    )
 }
 
 /// Whether an image tree path (no leading `/`) is a tag's `current/link` of the image's

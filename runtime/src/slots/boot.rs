@@ -274,12 +274,7 @@ impl Slots for BootSlots {
         env.slots[i].kernel = kernel;
         env.slots[i].initrd = initrd;
         self.save_env(&env)?;
-        Ok(StageReport {
-            entries: stats.entries,
-            whiteouts: stats.whiteouts,
-            skipped_devices: stats.skipped_devices,
-            xattr_failures: stats.xattr_failures,
-        })
+        Ok(StageReport::from(&stats))
     }
 
     fn switch(&mut self, slot: SlotId) -> Result<()> {

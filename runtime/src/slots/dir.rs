@@ -117,12 +117,7 @@ impl Slots for DirSlots {
         let stats = store.unpack(layers, &dir, &self.apply)?;
         let f = File::open(&dir).ctx("open", &dir)?;
         rustix::fs::syncfs(&f).map_err(|e| NodeError::io("sync file system of", &dir, e.into()))?;
-        Ok(StageReport {
-            entries: stats.entries,
-            whiteouts: stats.whiteouts,
-            skipped_devices: stats.skipped_devices,
-            xattr_failures: stats.xattr_failures,
-        })
+        Ok(StageReport::from(&stats))
     }
 
     fn switch(&mut self, slot: SlotId) -> Result<()> {

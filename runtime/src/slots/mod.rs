@@ -50,6 +50,17 @@ pub struct StageReport {
     pub xattr_failures: u64,
 }
 
+impl From<&chasi_layers::apply::ApplyStats> for StageReport {
+    fn from(stats: &chasi_layers::apply::ApplyStats) -> Self {
+        StageReport {
+            entries: stats.entries,
+            whiteouts: stats.whiteouts,
+            skipped_devices: stats.skipped_devices,
+            xattr_failures: stats.xattr_failures,
+        }
+    }
+}
+
 /// The slots of one node.
 pub trait Slots {
     /// The backend's name in `status` (`directory`).
