@@ -874,6 +874,14 @@ enum Mischief {
     /// Answers this status, with no body, to every request on the target (`HEAD` too), this
     /// many times.
     Status(u16, usize),
+    /// Closes the connection of the n-th `PATCH` on the target (counted from 1) without
+    /// passing it on: the registry holds every piece before it.
+    DropPatch(usize),
+    /// Passes the n-th `PATCH` on the target on with only this many bytes of its body, then
+    /// closes both connections: the registry holds part of the piece.
+    CutPatch(usize, usize),
+    /// Answers the n-th `PATCH` on the target `429` with `Retry-After: <seconds>`.
+    ThrottlePatch(usize, u64),
 }
 
 /// A one-request-per-connection HTTP proxy on 127.0.0.1 in front of the registry; it logs
@@ -895,10 +903,11 @@ impl Proxy {
                 Mischief::Status(_, n) => n,
                 _ => 1,
             };
+            let mut patches = 0;
             for conn in listener.incoming() {
                 let Ok(client) = conn else { return };
                 let now = (left > 0).then_some(mischief);
-                if Self::relay(client, upstream, &target, now, &log) {
+                if Self::relay(client, upstream, &target, now, &log, &mut patches) {
                     left -= 1;
                 }
             }
@@ -913,6 +922,7 @@ impl Proxy {
         target: &str,
         mischief: Option<Mischief>,
         log: &std::sync::Mutex<Vec<String>>,
+        patches: &mut usize,
     ) -> bool {
         use std::io::Write;
         let mut head = Vec::new();
@@ -939,7 +949,7 @@ impl Proxy {
             if let Some(v) = lower.strip_prefix("content-length:") {
                 length = v.trim().parse().unwrap_or(0);
             }
-            if lower.starts_with("range:") {
+            if lower.starts_with("range:") || lower.starts_with("content-range:") {
                 range = l.to_string();
             }
             if !lower.starts_with("connection:") {
@@ -959,15 +969,41 @@ impl Proxy {
             let _ = client.write_all(answer.as_bytes());
             return true;
         }
+        let patch = request.starts_with("PATCH ") && request.contains(target);
+        if patch {
+            *patches += 1;
+        }
+        let cut = match mischief {
+            Some(Mischief::DropPatch(n)) if patch && *patches == n => {
+                let _ = client.shutdown(std::net::Shutdown::Both);
+                return true;
+            }
+            Some(Mischief::CutPatch(n, keep)) if patch && *patches == n => Some(keep),
+            Some(Mischief::ThrottlePatch(n, secs)) if patch && *patches == n => {
+                let answer = format!(
+                    "HTTP/1.1 429 Slow Down\r\nRetry-After: {secs}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+                );
+                let _ = client.write_all(answer.as_bytes());
+                return true;
+            }
+            _ => None,
+        };
         let Ok(mut up) = TcpStream::connect(("127.0.0.1", upstream)) else {
             return false;
         };
+        let sent = &body[..cut.unwrap_or(body.len()).min(body.len())];
         if up
             .write_all(forwarded.as_bytes())
-            .and_then(|_| up.write_all(&body))
+            .and_then(|_| up.write_all(sent))
             .is_err()
         {
             return false;
+        }
+        if cut.is_some() {
+            std::thread::sleep(Duration::from_millis(200));
+            let _ = up.shutdown(std::net::Shutdown::Both);
+            let _ = client.shutdown(std::net::Shutdown::Both);
+            return true;
         }
         let mut response = Vec::new();
         let _ = up.read_to_end(&mut response);
@@ -984,7 +1020,7 @@ impl Proxy {
                 }
                 &response[..]
             }
-            Some(Mischief::Status(..)) | None => &response[..],
+            Some(_) | None => &response[..],
         };
         let _ = client.write_all(out);
         let _ = client.shutdown(std::net::Shutdown::Both);
@@ -1038,6 +1074,112 @@ fn a_download_cut_off_resumes_with_a_range_request_and_verifies() {
         .collect();
     assert_eq!(gets.len(), 2, "{gets:?}");
     assert!(gets[1].contains("bytes=1048576-"), "{gets:?}");
+}
+
+/// Pushes `big:1` (one noise layer of about 15 MB: four pieces) through a proxy that
+/// misbehaves once on the uploads (the config's `PATCH` is the first); returns what the
+/// proxy saw and the layer's size.
+fn push_through(t: &Path, mischief: Mischief) -> (Vec<String>, u64) {
+    let store = t.join("store");
+    build(
+        &store,
+        &t.join("ctx"),
+        "big:1",
+        &[("rootfs/data/noise", noise(18 << 20).as_str())],
+        None,
+    );
+    let size = common::inspect(&store, "big:1")["images"][0]["layers"][0]["size"]
+        .as_u64()
+        .unwrap();
+    assert!((12 << 20..16 << 20).contains(&size), "{size}");
+    let reg = Registry::start(&t.join("reg"));
+    let proxy = Proxy::start(reg.port, "/blobs/uploads/".into(), mischief);
+    let via = format!("127.0.0.1:{}/ns/big:1", proxy.port);
+    let pushed = json(&ok(&store, &["push", "big:1", &via, "--format", "json"]));
+    assert_eq!(pushed["blobs_uploaded"], 2, "{pushed}");
+    // What arrived is the image, byte for byte.
+    let fresh = t.join("fresh");
+    let direct = format!("{}/ns/big:1", reg.addr());
+    ok(&fresh, &["pull", &direct]);
+    assert_eq!(digest_of(&fresh, &direct), digest_of(&store, "big:1"));
+    (proxy.requests(), size)
+}
+
+/// The `PATCH`es of an upload of `size` bytes in pieces, from `from` on.
+fn pieces(from: u64, size: u64) -> Vec<String> {
+    let piece = 4u64 << 20;
+    (from / piece..size.div_ceil(piece))
+        .map(|i| format!("PATCH {}-{}", i * piece, ((i + 1) * piece).min(size) - 1))
+        .collect()
+}
+
+/// The upload requests of the layer (the blob sent in more than one `PATCH`), from the
+/// `POST` that opened it: `METHOD` and, for a `PATCH`, its range.
+fn upload_of_layer(log: &[String]) -> Vec<String> {
+    let log: Vec<String> = log.iter().map(|r| r.to_ascii_lowercase()).collect();
+    let first_big = log
+        .iter()
+        .position(|r| r.starts_with("patch ") && r.contains("content-range: 4194304-"))
+        .expect("the layer went in pieces");
+    let opened = log[..first_big]
+        .iter()
+        .rposition(|r| r.starts_with("post "))
+        .unwrap();
+    log[opened..]
+        .iter()
+        .filter(|r| r.contains("/blobs/uploads/"))
+        .map(|r| {
+            let (method, rest) = r.split_once(' ').unwrap();
+            let range = rest.split("content-range: ").nth(1).unwrap_or_default();
+            format!("{} {range}", method.to_ascii_uppercase())
+                .trim()
+                .to_string()
+        })
+        .collect()
+}
+
+#[test]
+fn an_upload_cut_between_pieces_resumes_where_the_registry_stopped() {
+    let t = tempfile::tempdir().unwrap();
+    let (log, size) = push_through(t.path(), Mischief::DropPatch(4));
+    // The layer's third piece is lost; the registry is asked what it holds and the upload
+    // goes on from there: no piece before it is sent again, no second upload is opened.
+    let mut want = vec!["POST".to_string()];
+    want.extend(pieces(0, 12 << 20));
+    want.push("GET".into());
+    want.extend(pieces(8 << 20, size));
+    want.push("PUT".into());
+    assert_eq!(upload_of_layer(&log), want, "{log:#?}");
+}
+
+#[test]
+fn an_upload_cut_inside_a_piece_the_registry_will_not_resume_is_sent_again_whole() {
+    let t = tempfile::tempdir().unwrap();
+    let (log, size) = push_through(t.path(), Mischief::CutPatch(4, 1 << 20));
+    // The registry holds a part of the layer's third piece. The distribution registry does
+    // not resume an upload whose size differs from the offset its upload state records: the
+    // status request is refused, and the upload is opened again and sent whole (the pull in
+    // `push_through` checks what arrived).
+    let mut want = vec!["POST".to_string()];
+    want.extend(pieces(0, 12 << 20));
+    want.extend(["GET".to_string(), "POST".to_string()]);
+    want.extend(pieces(0, size));
+    want.push("PUT".into());
+    assert_eq!(upload_of_layer(&log), want, "{log:#?}");
+}
+
+#[test]
+fn a_throttled_piece_waits_the_registrys_retry_after_and_is_sent_again() {
+    let t = tempfile::tempdir().unwrap();
+    let started = Instant::now();
+    let (log, size) = push_through(t.path(), Mischief::ThrottlePatch(3, 3));
+    // The backoff alone would wait 250 ms; the registry asked for 3 s.
+    assert!(started.elapsed() >= Duration::from_secs(3), "{log:#?}");
+    let mut want = vec!["POST".to_string()];
+    want.extend(pieces(0, 8 << 20));
+    want.extend(pieces(4 << 20, size));
+    want.push("PUT".into());
+    assert_eq!(upload_of_layer(&log), want, "{log:#?}");
 }
 
 #[test]

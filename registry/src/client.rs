@@ -4,7 +4,8 @@
 //! Everything that crosses the network goes through [`Session::retry`]: a transient failure
 //! (connection refused or reset, a timeout, 5xx, 429) is tried again after an exponentially
 //! growing delay; what is left is sorted into [`RegistryError`]'s variants. `oci-client` does
-//! not hand out response headers, so a 429's `Retry-After` is not read: the backoff applies.
+//! not hand out response headers, so a 429's `Retry-After` is read on uploads only (which
+//! [`crate::upload`] speaks itself): elsewhere the backoff applies.
 //!
 //! The scheme is HTTPS, except for registries that are insecure by default (loopback, as in
 //! docker) or by `--insecure-registry`: those are probed with HTTPS first and spoken to in
@@ -19,6 +20,7 @@ use oci_client::secrets::RegistryAuth;
 use oci_client::{Client, Reference, RegistryOperation};
 use std::future::Future;
 use std::path::PathBuf;
+use std::sync::Mutex;
 use std::time::Duration;
 
 /// How transient failures are retried.
@@ -123,20 +125,13 @@ pub struct Session {
     pub shown: String,
     credentials: Credentials,
     retry: Retry,
-}
-
-/// How one try failed.
-pub(crate) enum Failure {
-    /// The registry or the connection failed.
-    Client(OciDistributionError),
-    /// Something outside the conversation failed (the store): not retried.
-    Fatal(RegistryError),
-}
-
-impl From<OciDistributionError> for Failure {
-    fn from(e: OciDistributionError) -> Self {
-        Failure::Client(e)
-    }
+    /// The HTTP client resumable uploads are sent with ([`crate::upload`]), configured as
+    /// `client` is.
+    http: reqwest::Client,
+    /// `scheme://host[:port]` of the registry.
+    base: reqwest::Url,
+    /// The bearer token `oci-client` got for pushing, if the registry asked for one.
+    bearer: Mutex<Option<String>>,
 }
 
 /// What a client error means for retrying and for the user.
@@ -232,6 +227,14 @@ fn certificate_problem(e: &(dyn std::error::Error + 'static)) -> Option<String> 
 }
 
 fn read_ca(path: &PathBuf) -> Result<Certificate> {
+    let data = read_pem(path)?;
+    Ok(Certificate {
+        encoding: CertificateEncoding::Pem,
+        data,
+    })
+}
+
+fn read_pem(path: &PathBuf) -> Result<Vec<u8>> {
     let bad = |reason: String| RegistryError::TlsCa {
         path: path.clone(),
         reason,
@@ -243,10 +246,25 @@ fn read_ca(path: &PathBuf) -> Result<Certificate> {
     {
         return Err(bad("no PEM certificate in it".into()));
     }
-    Ok(Certificate {
-        encoding: CertificateEncoding::Pem,
-        data,
-    })
+    Ok(data)
+}
+
+/// The HTTP client of uploads, with `build_client`'s TLS settings and timeouts.
+fn build_http(opts: &Options) -> Result<reqwest::Client> {
+    let mut b = reqwest::Client::builder()
+        .danger_accept_invalid_certs(!opts.tls_verify)
+        .connect_timeout(CONNECT_TIMEOUT)
+        .read_timeout(Duration::from_secs(300));
+    if let Some(p) = &opts.tls_ca {
+        let cert =
+            reqwest::Certificate::from_pem(&read_pem(p)?).map_err(|e| RegistryError::TlsCa {
+                path: p.clone(),
+                reason: e.to_string(),
+            })?;
+        b = b.tls_certs_merge([cert]);
+    }
+    b.build()
+        .map_err(|e| RegistryError::Client(std::io::Error::other(e)))
 }
 
 /// How long a connection (TCP and TLS handshakes) may take; the HTTPS probe of a registry
@@ -296,6 +314,17 @@ impl Session {
             ClientProtocol::Https
         };
         let client = build_client(opts, protocol.clone(), CONNECT_TIMEOUT)?;
+        let scheme = match &protocol {
+            ClientProtocol::HttpsExcept(_) | ClientProtocol::Http => "http",
+            ClientProtocol::Https => "https",
+        };
+        let host = parsed.resolve_registry().to_string();
+        let base = reqwest::Url::parse(&format!("{scheme}://{host}/")).map_err(|e| {
+            RegistryError::BadReference {
+                reference: reference.to_string(),
+                reason: format!("registry {host}: {e}"),
+            }
+        })?;
         let mut session = Session {
             rt,
             client,
@@ -304,6 +333,9 @@ impl Session {
             shown: reference.to_string(),
             credentials,
             retry: opts.retry,
+            http: build_http(opts)?,
+            base,
+            bearer: Mutex::new(None),
         };
         if session.asks_for_nothing(opts, &protocol, op)? {
             session.manifests = Some(build_client(opts, protocol, CONNECT_TIMEOUT)?);
@@ -329,7 +361,6 @@ impl Session {
             self.rt
                 .block_on(probe.auth(&self.reference, &RegistryAuth::Anonymous, op))
                 .map(|token| token.is_none())
-                .map_err(Failure::from)
         })
     }
 
@@ -339,12 +370,65 @@ impl Session {
             self.client
                 .store_auth_if_needed(self.reference.resolve_registry(), &auth),
         );
-        self.retry("authenticate to", "the registry", || {
+        let token = self.retry("authenticate to", "the registry", || {
             self.rt
                 .block_on(self.client.auth(&self.reference, &auth, op))
-                .map(|_| ())
-                .map_err(Failure::from)
-        })
+        })?;
+        if op == RegistryOperation::Push {
+            *self.bearer.lock().unwrap_or_else(|p| p.into_inner()) = token;
+        }
+        Ok(())
+    }
+
+    /// Asks for a new push token (the one held was refused: it may have expired).
+    pub(crate) fn refresh_push_token(&self) -> Result<()> {
+        self.authenticate(RegistryOperation::Push)
+    }
+
+    /// The HTTP client of uploads.
+    pub(crate) fn http(&self) -> &reqwest::Client {
+        &self.http
+    }
+
+    /// The URL that opens an upload to the session's repository.
+    pub(crate) fn upload_url(&self) -> std::result::Result<reqwest::Url, OciDistributionError> {
+        let path = format!("v2/{}/blobs/uploads/", self.reference.repository());
+        self.base
+            .join(&path)
+            .map_err(|e| OciDistributionError::UrlParseError(format!("{path}: {e}")))
+    }
+
+    /// The `Authorization` of a request to `url`: none for another host than the registry's
+    /// (a `Location` may send an upload to object storage), else the bearer token or the
+    /// basic credentials.
+    pub(crate) fn upload_auth(&self, url: &reqwest::Url) -> Option<http::HeaderValue> {
+        let same = url.scheme() == self.base.scheme()
+            && url.host_str() == self.base.host_str()
+            && url.port_or_known_default() == self.base.port_or_known_default();
+        if !same {
+            return None;
+        }
+        let bearer = self.bearer.lock().unwrap_or_else(|p| p.into_inner());
+        let value = match (bearer.as_deref(), &self.credentials.auth) {
+            (Some(token), _) => format!("Bearer {token}"),
+            (None, RegistryAuth::Basic(user, pass)) => {
+                use base64::Engine as _;
+                let pair = format!("{user}:{pass}");
+                format!(
+                    "Basic {}",
+                    base64::engine::general_purpose::STANDARD.encode(pair)
+                )
+            }
+            (None, _) => return None,
+        };
+        let mut v = http::HeaderValue::from_str(&value).ok()?;
+        v.set_sensitive(true);
+        Some(v)
+    }
+
+    /// Whether a failure is one that is tried again (transient or throttled).
+    pub(crate) fn is_retried(&self, e: &OciDistributionError) -> bool {
+        matches!(classify(e), Class::Transient | Class::Throttled)
     }
 
     /// Runs a future on the session's runtime.
@@ -390,7 +474,7 @@ impl Session {
         &self,
         verb: &str,
         what: &str,
-        mut attempt: impl FnMut() -> std::result::Result<T, Failure>,
+        mut attempt: impl FnMut() -> std::result::Result<T, OciDistributionError>,
     ) -> Result<T> {
         let attempts = self.retry.attempts.max(1);
         let mut n = 0;
@@ -398,8 +482,7 @@ impl Session {
             n += 1;
             let err = match attempt() {
                 Ok(v) => return Ok(v),
-                Err(Failure::Fatal(e)) => return Err(e),
-                Err(Failure::Client(e)) => e,
+                Err(e) => e,
             };
             let class = classify(&err);
             let again = matches!(class, Class::Transient | Class::Throttled) && n < attempts;

@@ -16,15 +16,16 @@
 //!   `--insecure-registry` registries that do not talk TLS), TLS options, retries with
 //!   exponential backoff, and the sorting of failures into [`RegistryError`];
 //! - [`auth`]: `--creds`, `$REGISTRY_AUTH_FILE`, `~/.docker/config.json`;
-//! - [`transfer`]: blob and manifest bytes across the network (streamed uploads, resumable
-//!   downloads).
+//! - [`transfer`]: blob and manifest bytes across the network (resumable downloads), and
+//!   `upload` (private): resumable chunked uploads, spoken over `reqwest` because
+//!   `oci-client` cannot resume one.
 //!
 //! It depends on `chasi-images`, `chasi-layers` and `chasi-oci` only, never on the builder or
 //! the compiler.
 //!
-//! Not done yet: resuming an interrupted upload (a blob is sent again from its start),
-//! `Retry-After` (`oci-client` does not expose response headers: a 429 waits the backoff),
-//! credential helpers, pushing with re-compression, pushing or pulling blobs in parallel.
+//! Not done yet: `Retry-After` outside uploads (`oci-client` does not expose response
+//! headers: a 429 there waits the backoff), credential helpers, pushing with re-compression,
+//! pushing or pulling blobs in parallel.
 
 pub mod auth;
 pub mod client;
@@ -32,6 +33,7 @@ pub mod error;
 pub mod pull;
 pub mod push;
 pub mod transfer;
+mod upload;
 
 pub use auth::{AuthFiles, Credentials};
 pub use client::{is_loopback, may_be_plain, parse_reference, Options, Retry, Session};

@@ -1,13 +1,12 @@
-//! Blob and manifest bytes across the network: uploads streamed from the store in the pieces
-//! `oci-client` sends as one chunked-upload `PATCH` each, downloads as a blocking [`Read`] that
-//! resumes an interrupted transfer with a `Range` request.
+//! Blob and manifest bytes across the network: uploads (resumable, [`crate::upload`]),
+//! manifests, and downloads as a blocking [`Read`] that resumes an interrupted transfer with a
+//! `Range` request.
 //!
 //! Downloads are not verified here: the OCI import reading them (`chasi_oci::import_image`)
 //! verifies size and digest of every blob as it streams, so a corrupt blob is reported with
-//! its expected and actual digests. An upload is retried from the start of the blob (a
-//! registry keeps no partial upload `oci-client` could resume).
+//! its expected and actual digests.
 
-use crate::client::{Failure, Session};
+use crate::client::Session;
 use crate::error::{RegistryError, Result};
 use bytes::{Buf, Bytes};
 use chasi_layers::{Digest, Store};
@@ -18,9 +17,6 @@ use oci_client::errors::{DigestError, OciDistributionError};
 use oci_client::Reference;
 use std::cell::RefCell;
 use std::io::{self, Read};
-
-/// The size of one upload piece: `oci-client`'s largest chunk, so each is one `PATCH`.
-const PIECE: usize = 4 << 20;
 
 /// The media types a pull accepts for a manifest or index.
 const ACCEPT: &[&str] = &[
@@ -35,7 +31,6 @@ impl Session {
     pub fn blob_exists(&self, digest: &str) -> Result<bool> {
         self.retry("check", &format!("blob {digest}"), || {
             self.block_on(self.client().blob_exists(&self.reference, digest))
-                .map_err(Failure::from)
         })
     }
 
@@ -46,36 +41,9 @@ impl Session {
             .is_ok()
     }
 
-    /// Uploads a blob of the store, streamed in [`PIECE`]s.
+    /// Uploads a blob of the store in a resumable chunked upload ([`crate::upload`]).
     pub fn push_blob(&self, store: &Store, digest: &Digest, size: u64) -> Result<()> {
-        let shown = digest.to_string();
-        self.retry("push", &format!("blob {shown}"), || {
-            std::thread::scope(|scope| {
-                let (tx, rx) = tokio::sync::mpsc::channel(2);
-                let feeder = scope.spawn(move || feed(store, digest, tx));
-                let stream = futures_util::stream::unfold(rx, |mut rx| async move {
-                    rx.recv().await.map(|piece| (piece, rx))
-                });
-                let pushed = self.block_on(self.client().push_blob_stream(
-                    &self.reference,
-                    stream,
-                    &shown,
-                    Some(size),
-                ));
-                let fed = feeder
-                    .join()
-                    .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
-                match (fed, pushed) {
-                    (Err(source), _) => Err(Failure::Fatal(RegistryError::StoreBlob {
-                        reference: self.shown.clone(),
-                        digest: *digest,
-                        source,
-                    })),
-                    (Ok(()), Ok(_)) => Ok(()),
-                    (Ok(()), Err(e)) => Err(Failure::Client(e)),
-                }
-            })
-        })
+        crate::upload::upload(self, store, digest, size)
     }
 
     /// Puts a manifest or index under `target` (a tag or its digest), byte for byte.
@@ -93,7 +61,6 @@ impl Session {
                     .push_manifest_raw(target, body, content_type.clone()),
             )
             .map(|_| ())
-            .map_err(Failure::from)
         })
     }
 
@@ -112,7 +79,6 @@ impl Session {
                 self.manifest_client()
                     .pull_manifest_raw(target, self.auth(), ACCEPT),
             )
-            .map_err(Failure::from)
         })
     }
 
@@ -131,42 +97,6 @@ impl Session {
             pending: Bytes::new(),
             failures: 0,
             last_error,
-        }
-    }
-}
-
-/// Sends the blob in pieces; a store failure is sent too (so the upload stops) and returned.
-fn feed(
-    store: &Store,
-    digest: &Digest,
-    tx: tokio::sync::mpsc::Sender<oci_client::errors::Result<Bytes>>,
-) -> std::result::Result<(), Box<dyn std::error::Error + Send + Sync>> {
-    let mut reader = store.open_blob(digest)?;
-    loop {
-        let mut piece = vec![0u8; PIECE];
-        let mut n = 0;
-        while n < PIECE {
-            match reader.read(&mut piece[n..]) {
-                Ok(0) => break,
-                Ok(k) => n += k,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => {
-                    let copy = io::Error::new(e.kind(), e.to_string());
-                    let _ = tx.blocking_send(Err(OciDistributionError::IoError(copy)));
-                    return Err(Box::new(e));
-                }
-            }
-        }
-        if n == 0 {
-            return Ok(());
-        }
-        piece.truncate(n);
-        if tx.blocking_send(Ok(Bytes::from(piece))).is_err() {
-            // The upload gave up; its error is the one reported.
-            return Ok(());
-        }
-        if n < PIECE {
-            return Ok(());
         }
     }
 }
@@ -221,7 +151,6 @@ impl BlobReader<'_> {
                         BlobResponse::Partial(st) => (st.stream, 0),
                     })
             }
-            .map_err(Failure::from)
         });
         match opened {
             Ok((stream, skip)) => {
