@@ -460,10 +460,10 @@ impl ExportOptions {
         }
         if let Some(p) = self.vm_profile {
             if format != ExportFormat::Ova {
-                return only(
-                    "--vm-profile",
-                    "ova (a vmdk alone declares no hardware; vma carries Proxmox's own configuration)",
-                );
+                return Err(ExportError::option(
+                    f,
+                    "--vm-profile applies to ova only: a vmdk alone declares no hardware and a vma carries Proxmox's own configuration",
+                ));
             }
             if self.boot == Some(BootMode::Uefi) && !p.declares_firmware() {
                 return Err(ExportError::option(
