@@ -26,9 +26,10 @@ use sha2::{Digest, Sha256, Sha512};
 
 use crate::disk::DiskSource;
 use crate::error::{FormatError, Result};
-use crate::ovf::{descriptor, DiskRef, VmProfile};
+use crate::ids::derive_uuid;
+use crate::ovf::{descriptor, DiskRef, VirtualSystem, VmProfile};
 use crate::ustar::UstarWriter;
-use crate::vmdk::{write_vmdk_stream, VmdkOptions};
+use crate::vmdk::{write_vmdk_stream, VmdkOptions, UUID_LABEL};
 use chasi_oci::output::Output;
 
 /// Where the manifest goes in the archive (both are allowed by DSP0243).
@@ -198,6 +199,22 @@ impl OvaOptions {
         Ok(())
     }
 
+    /// The virtual machine the descriptor declares.
+    pub fn virtual_system(&self) -> VirtualSystem<'_> {
+        VirtualSystem {
+            profile: self.profile,
+            name: &self.vm_name,
+            cpus: self.cpus,
+            memory_mib: self.memory_mib,
+            hardware_version: self.hardware_version,
+            uefi: self.uefi,
+            cim_os_id: self.cim_os_id,
+            vmware_os_type: &self.vmware_os_type,
+            virtualbox_os_type: &self.virtualbox_os_type,
+            disk_uuid: derive_uuid(&self.seed, UUID_LABEL),
+        }
+    }
+
     /// Member names: (descriptor, disk, manifest).
     pub fn member_names(&self) -> (String, String, String) {
         (
@@ -279,7 +296,7 @@ pub fn write_ova(src: &dyn DiskSource, out: &Path, opts: &OvaOptions) -> Result<
     let disk_512 = hc.sha512.finalize();
 
     let ovf = descriptor(
-        opts,
+        &opts.virtual_system(),
         &DiskRef {
             name: &disk_name,
             size: disk_size,

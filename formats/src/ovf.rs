@@ -28,15 +28,13 @@
 //!   so that form is checked against the structure its exporter writes and against virt-v2v.
 //!
 //! Each renderer writes elements in schema order and escapes nothing: every value is either a
-//! constant or validated by [`crate::ova::OvaOptions::validate`] to be free of XML
-//! metacharacters.
+//! constant or a name or number the OVA packager has validated to be free of XML
+//! metacharacters ([`VirtualSystem`]).
 
 use std::fmt;
 use std::str::FromStr;
 
 use crate::error::FormatError;
-use crate::ids::derive_uuid;
-use crate::ova::OvaOptions;
 use crate::vmdk::AdapterType;
 
 /// Which hypervisor family the OVA's virtual hardware is chosen for.
@@ -129,7 +127,7 @@ pub struct Nic {
 /// The virtual hardware a profile declares.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct VirtualHardware {
-    /// `vssd:VirtualSystemType`; `None`: VMware's `vmx-NN` of [`OvaOptions::hardware_version`].
+    /// `vssd:VirtualSystemType`; `None`: VMware's `vmx-NN` of [`VirtualSystem::hardware_version`].
     pub system_type: Option<&'static str>,
     /// The controller the disk hangs on.
     pub controller: Controller,
@@ -190,6 +188,32 @@ const VIRTUALBOX: VirtualHardware = VirtualHardware {
     network: "NAT",
 };
 
+/// The virtual machine a descriptor describes (its values validated by the OVA packager: names
+/// of `[A-Za-z0-9._-]`, OS types of `[A-Za-z0-9_]`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct VirtualSystem<'a> {
+    /// The hardware profile.
+    pub profile: VmProfile,
+    /// VM name (`ovf:id`, `Name`, `VirtualSystemIdentifier`).
+    pub name: &'a str,
+    /// Virtual CPUs.
+    pub cpus: u32,
+    /// Memory in MiB.
+    pub memory_mib: u64,
+    /// VMware hardware version (`vmx-NN`; VMware profile).
+    pub hardware_version: u32,
+    /// Declare UEFI (`vmw:Config firmware=efi`) instead of BIOS (profiles that declare firmware).
+    pub uefi: bool,
+    /// CIM operating system id.
+    pub cim_os_id: u32,
+    /// VMware guest id (`vmw:osType`; VMware profile).
+    pub vmware_os_type: &'a str,
+    /// VirtualBox guest type (`vbox:OSType`; VirtualBox profile).
+    pub virtualbox_os_type: &'a str,
+    /// The disk's UUID (the VMDK's `ddb.uuid`; VirtualBox's `vbox:uuid`).
+    pub disk_uuid: uuid::Uuid,
+}
+
 /// The disk member a descriptor refers to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct DiskRef<'a> {
@@ -201,35 +225,35 @@ pub struct DiskRef<'a> {
     pub capacity: u64,
 }
 
-/// The OVF 1.x descriptor of `opts.profile` for one disk.
-pub fn descriptor(opts: &OvaOptions, disk: &DiskRef<'_>) -> String {
-    match opts.profile {
-        VmProfile::Vmware | VmProfile::Kvm => dmtf(opts, disk),
-        VmProfile::Virtualbox => virtualbox(opts, disk),
+/// The OVF 1.x descriptor of `vm.profile` for one disk.
+pub fn descriptor(vm: &VirtualSystem<'_>, disk: &DiskRef<'_>) -> String {
+    match vm.profile {
+        VmProfile::Vmware | VmProfile::Kvm => dmtf(vm, disk),
+        VmProfile::Virtualbox => virtualbox(vm, disk),
     }
 }
 
 /// `vssd:VirtualSystemType`: the profile's, or VMware's hardware family of the options.
-fn system_type(opts: &OvaOptions) -> String {
-    match opts.profile.hardware().system_type {
+fn system_type(vm: &VirtualSystem<'_>) -> String {
+    match vm.profile.hardware().system_type {
         Some(t) => t.to_string(),
-        None => format!("vmx-{:02}", opts.hardware_version),
+        None => format!("vmx-{:02}", vm.hardware_version),
     }
 }
 
 /// The DSP0243 form VMware's tools write, with VMware's firmware and guest-type extensions
 /// (read by virt-v2v and Proxmox as well).
-fn dmtf(opts: &OvaOptions, disk: &DiskRef<'_>) -> String {
-    let hw = opts.profile.hardware();
-    let name = &opts.vm_name;
-    let firmware = if opts.uefi { "efi" } else { "bios" };
-    let system_type = system_type(opts);
-    let os = match opts.profile {
+fn dmtf(vm: &VirtualSystem<'_>, disk: &DiskRef<'_>) -> String {
+    let hw = vm.profile.hardware();
+    let name = vm.name;
+    let firmware = if vm.uefi { "efi" } else { "bios" };
+    let system_type = system_type(vm);
+    let os = match vm.profile {
         VmProfile::Vmware => format!(
             r#"ovf:id="{}" vmw:osType="{}""#,
-            opts.cim_os_id, opts.vmware_os_type
+            vm.cim_os_id, vm.vmware_os_type
         ),
-        _ => format!(r#"ovf:id="{}""#, opts.cim_os_id),
+        _ => format!(r#"ovf:id="{}""#, vm.cim_os_id),
     };
     let (c, nic, net) = (&hw.controller, &hw.nic, hw.network);
     format!(
@@ -312,8 +336,8 @@ fn dmtf(opts: &OvaOptions, disk: &DiskRef<'_>) -> String {
         href = disk.name,
         size = disk.size,
         capacity = disk.capacity,
-        cpus = opts.cpus,
-        mem = opts.memory_mib,
+        cpus = vm.cpus,
+        mem = vm.memory_mib,
         c_desc = c.description,
         c_name = c.name,
         c_sub = c.subtype,
@@ -327,11 +351,11 @@ fn dmtf(opts: &OvaOptions, disk: &DiskRef<'_>) -> String {
 /// Instance ids follow VirtualBox's order (devices first, then the disk and the NIC); the disk's
 /// `vbox:uuid` is the VMDK's `ddb.uuid`, so VirtualBox registers the medium under the id the
 /// disk itself carries.
-fn virtualbox(opts: &OvaOptions, disk: &DiskRef<'_>) -> String {
-    let hw = opts.profile.hardware();
-    let name = &opts.vm_name;
+fn virtualbox(vm: &VirtualSystem<'_>, disk: &DiskRef<'_>) -> String {
+    let hw = vm.profile.hardware();
+    let name = vm.name;
     let (c, nic, net) = (&hw.controller, &hw.nic, hw.network);
-    let uuid = derive_uuid(&opts.seed, crate::vmdk::UUID_LABEL);
+    let uuid = vm.disk_uuid;
     format!(
         r#"<?xml version="1.0" encoding="UTF-8"?>
 <Envelope ovf:version="1.0" xml:lang="en-US" xmlns="http://schemas.dmtf.org/ovf/envelope/1" xmlns:ovf="http://schemas.dmtf.org/ovf/envelope/1" xmlns:rasd="http://schemas.dmtf.org/wbem/wscim/1/cim-schema/2/CIM_ResourceAllocationSettingData" xmlns:vssd="http://schemas.dmtf.org/wbem/wscim/1/cim-schema/2/CIM_VirtualSystemSettingData" xmlns:xsi="http://www.w3.org/2001/XMLSchema-instance" xmlns:vbox="http://www.virtualbox.org/ovf/machine">
@@ -416,11 +440,11 @@ fn virtualbox(opts: &OvaOptions, disk: &DiskRef<'_>) -> String {
         href = disk.name,
         size = disk.size,
         capacity = disk.capacity,
-        os_id = opts.cim_os_id,
-        vbox_os = opts.virtualbox_os_type,
-        system_type = system_type(opts),
-        cpus = opts.cpus,
-        mem = opts.memory_mib,
+        os_id = vm.cim_os_id,
+        vbox_os = vm.virtualbox_os_type,
+        system_type = system_type(vm),
+        cpus = vm.cpus,
+        mem = vm.memory_mib,
         c_desc = c.description,
         c_name = c.name,
         c_sub = c.subtype,
@@ -453,12 +477,19 @@ mod tests {
             capacity: 1 << 20,
         };
         for p in VmProfile::ALL {
-            let opts = OvaOptions {
+            let vm = VirtualSystem {
                 profile: p,
+                name: "x",
+                cpus: 1,
+                memory_mib: 64,
+                hardware_version: 14,
                 uefi: p.declares_firmware(),
-                ..Default::default()
+                cim_os_id: 101,
+                vmware_os_type: "otherLinux64Guest",
+                virtualbox_os_type: "Linux_64",
+                disk_uuid: uuid::Uuid::nil(),
             };
-            let ovf = descriptor(&opts, &disk);
+            let ovf = descriptor(&vm, &disk);
             let hw = p.hardware();
             assert!(ovf.contains(&format!(
                 "<rasd:ResourceSubType>{}</rasd:ResourceSubType>",
