@@ -9,14 +9,18 @@
 //!   `ResourceType` only: 5 IDE, 6 SCSI, 20 SATA (anything else: a warning, no bus); the NIC
 //!   model is `ResourceSubType` (`E1000` → e1000, any other lowercased, so `virtio` is its own
 //!   name for virtio-net); the firmware is `vmw:Config firmware=efi|bios`; `VirtualSystemType`
-//!   is not read. **Proxmox** (`PVE/GuestImport/OVF.pm`, proxmox/pve-storage) maps 5/6/20 to
+//!   is not read (virt-v2v 2.2 reports BIOS when `vmw:Config` is absent, as seen here).
+//!   **Proxmox** (`PVE/GuestImport/OVF.pm`, proxmox/pve-storage) maps 5/6/20 to
 //!   ide/scsi/sata, takes the firmware from the same `vmw:Config`, the OS from the CIM id
-//!   (101 → `l26`), needs `HostResource` as `ovf:/disk/ID`, and does not read
-//!   `VirtualSystemType` either. There is no CIM `ResourceType` for virtio-blk, so a virtio
+//!   (101 → `l26`), needs `HostResource` as `ovf:/disk/ID`, does not read
+//!   `VirtualSystemType` either, and keeps only the NIC models e1000, e1000e and vmxnet3 (the
+//!   version read turns `virtio` into e1000; the disk still lands on SCSI). There is no CIM `ResourceType` for virtio-blk, so a virtio
 //!   disk that importers can place is a `virtio-scsi` controller (libvirt's model name) of type
 //!   6; KVM importers build virtio-blk or virtio-scsi for the converted guest themselves.
 //! - **VMware** requires `VirtualSystemType` `vmx-NN` ("Missing/unsupported hardware family"
-//!   otherwise, formats.md §1.3) and takes the firmware from `vmw:Config`.
+//!   otherwise, formats.md §1.3) and takes the firmware from `vmw:Config`. The VMware profile
+//!   is the descriptor this crate always wrote (LSI Logic, the controller VMware gives
+//!   `otherLinux64Guest` and VirtualBox also emulates; VMXNET3), byte for byte.
 //! - **VirtualBox** (`ApplianceImplExport.cpp` and `ovfreader.cpp`, VirtualBox/virtualbox)
 //!   writes OVF 1.0 as `ovf:version="1.0" xml:lang="en-US"` with the `vbox` namespace,
 //!   `VirtualSystemType` `virtualbox-2.2`, a SATA controller as type 20 / `AHCI` (Caption and
