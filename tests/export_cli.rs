@@ -383,6 +383,102 @@ fn vma_read(f: &[u8]) -> (Named, Named) {
     (configs, devs.into_iter().map(|d| (d.1, d.2)).collect())
 }
 
+/// `virt-v2v -i ova X --print-source`: its report, or the test fails with it.
+fn print_source(ova: &Path) -> String {
+    need("virt-v2v", "virt-v2v");
+    let o = Command::new("virt-v2v")
+        .args(["-i", "ova"])
+        .arg(ova)
+        .arg("--print-source")
+        .env("LIBGUESTFS_BACKEND", "direct")
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&o.stdout).into_owned();
+    assert!(
+        o.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    text
+}
+
+/// `--vm-profile`: each profile's OVA is read by virt-v2v with that profile's bus and NIC, is
+/// reproducible, and the option is refused where it means nothing.
+#[test]
+fn ova_vm_profiles_from_the_cli() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("store");
+    let d = dir.path();
+    let image = data_image(d, &store);
+    let default = d.join("default.ova");
+    export(&store, &image, "ova", &default, &[]);
+    for (profile, disk, nic, firmware) in [
+        (
+            "vmware",
+            "0 [scsi]",
+            "\"VM Network\" [vmxnet3]",
+            "firmware: uefi",
+        ),
+        (
+            "kvm",
+            "0 [scsi]",
+            "\"VM Network\" [virtio]",
+            "firmware: uefi",
+        ),
+        (
+            "virtualbox",
+            "0 [sata]",
+            "\"NAT\" [e1000]",
+            "firmware: bios",
+        ),
+    ] {
+        let ova = d.join(format!("{profile}.ova"));
+        export(&store, &image, "ova", &ova, &["--vm-profile", profile]);
+        let text = print_source(&ova);
+        assert!(text.lines().any(|l| l.trim() == disk), "{profile}: {text}");
+        assert!(text.contains(nic), "{profile}: {text}");
+        assert!(text.contains(firmware), "{profile}: {text}");
+        let again = d.join(format!("{profile}-again.ova"));
+        export(&store, &image, "ova", &again, &["--vm-profile", profile]);
+        let bytes = std::fs::read(&ova).unwrap();
+        assert!(
+            bytes == std::fs::read(&again).unwrap(),
+            "{profile}: not reproducible"
+        );
+        assert_eq!(
+            bytes == std::fs::read(&default).unwrap(),
+            profile == "vmware",
+            "{profile}: only vmware is the default"
+        );
+    }
+
+    // Refusals: a format without virtual hardware, UEFI for VirtualBox, an unknown profile.
+    let refused = |format: &str, extra: &[&str]| {
+        let out_path = d.join(format!("refused.{format}"));
+        let mut args = vec!["export", &image, "--format", format, "-o"];
+        args.push(out_path.to_str().unwrap());
+        args.extend_from_slice(extra);
+        let out = run(&store, &args);
+        assert!(!out_path.exists(), "{args:?} wrote its output");
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let (code, err) = refused("qcow2", &["--vm-profile", "kvm"]);
+    assert_eq!(code, Some(1), "{err}");
+    assert!(err.contains("--vm-profile applies to ova only"), "{err}");
+    let (code, err) = refused("ova", &["--vm-profile", "virtualbox", "--boot", "uefi"]);
+    assert_eq!(code, Some(1), "{err}");
+    assert!(
+        err.contains("--vm-profile virtualbox cannot declare UEFI"),
+        "{err}"
+    );
+    let (code, err) = refused("ova", &["--vm-profile", "hyperv"]);
+    assert_eq!(code, Some(2), "{err}");
+    assert!(err.contains("unknown vm profile `hyperv`"), "{err}");
+}
+
 #[test]
 fn data_iso_carries_an_oci_layout() {
     for (t, p) in [
@@ -699,24 +795,46 @@ fn bootable_qcow2_and_ova_vmdk_boot_under_uefi() {
         "qcow2-uefi",
     );
 
+    // The KVM profile's OVA boots on the devices its descriptor declares: the disk on a
+    // virtio-scsi controller, a virtio-net NIC beside it.
     let ova = dir.path().join("boot.ova");
-    export(&store, &image, "ova", &ova, &[]);
+    export(&store, &image, "ova", &ova, &["--vm-profile", "kvm"]);
     let x = dir.path().join("ova");
     std::fs::create_dir(&x).unwrap();
     sh(Command::new("tar").arg("-xf").arg(&ova).arg("-C").arg(&x));
-    let vmdk: PathBuf = std::fs::read_dir(&x)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .find(|p| p.extension().is_some_and(|e| e == "vmdk"))
-        .expect("a vmdk in the OVA");
+    let member = |ext: &str| -> PathBuf {
+        std::fs::read_dir(&x)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .find(|p| p.extension().is_some_and(|e| e == ext))
+            .unwrap_or_else(|| panic!("a .{ext} in the OVA"))
+    };
+    let ovf = std::fs::read_to_string(member("ovf")).unwrap();
+    for declared in [
+        "<rasd:ResourceSubType>virtio-scsi</rasd:ResourceSubType>",
+        "<rasd:ResourceSubType>virtio</rasd:ResourceSubType>",
+        r#"vmw:key="firmware" vmw:value="efi""#,
+    ] {
+        assert!(ovf.contains(declared), "the OVF lacks {declared}:\n{ovf}");
+    }
+    let vmdk = member("vmdk");
     boot(
         dir.path(),
         true,
         &[
+            "-device",
+            "virtio-scsi-pci,id=c0",
             "-drive",
-            &format!("file={},format=vmdk,if=virtio,snapshot=on", vmdk.display()),
+            &format!(
+                "file={},format=vmdk,if=none,id=d0,snapshot=on",
+                vmdk.display()
+            ),
+            "-device",
+            "scsi-hd,drive=d0,bus=c0.0,bootindex=0",
+            "-device",
+            "virtio-net-pci,romfile=",
         ],
-        "ova-vmdk-uefi",
+        "ova-kvm-virtio-scsi-uefi",
     );
 }
 

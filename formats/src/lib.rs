@@ -40,6 +40,7 @@
 //! | [`qcow2`] | v3, 16-bit refcounts, optionally zlib or zstd; data first, then L2s, L1, refcounts (fixpoint), header last | `qemu-img check`, `compare` with the raw export, `info` |
 //! | [`vmdk`] | streamOptimized: grain markers and zlib grains, GT after each 512-grain group, GD, footer, end-of-stream marker | `qemu-img compare`/`check`/`info`, a structural walk of the tail |
 //! | [`ova`] | `.ovf` first, then the disk and a SHA-256 (or SHA-512) manifest, in a deterministic ustar ([`ustar`]: no PAX, 0/0, 0644, fixed mtime) | `virt-v2v -i ova --print-source`, which rejects a tampered package |
+//! | [`ovf`] | the OVF descriptor of one [`ovf::VmProfile`]: VMware (LSI Logic, VMXNET3, `vmx-NN`), KVM (virtio-scsi, virtio-net), VirtualBox (SATA AHCI, E1000, `virtualbox-2.2`) | `virt-v2v --print-source` reports each profile's bus and NIC; the XML read back with `roxmltree`; qemu starts the KVM profile's devices |
 //! | [`vma`] | Proxmox VMA as its C reader checks it: header and blob buffer, MD5s, `qemu-server.conf`, every cluster once in 59-slot extents, zero 4 KiB blocks masked | an independent reader in `formats/tests/vma.rs` |
 
 mod compress;
@@ -49,6 +50,7 @@ pub mod export;
 pub mod gpt;
 pub mod ids;
 pub mod ova;
+pub mod ovf;
 pub mod qcow2;
 pub mod raw;
 pub mod slots;

@@ -9,12 +9,9 @@
 //!   --tag` and OpenSSL 3 spellings are rejected by vSphere);
 //! - `ovf:size` is the exact byte size of the member; the disk is a streamOptimized VMDK
 //!   ([`crate::vmdk`], with footer and end-of-stream marker);
-//! - `vssd:VirtualSystemType` is a VMware hardware family `vmx-NN` (a VirtualBox-only type
-//!   makes vSphere fail with "Missing/unsupported hardware family");
-//! - RASD items carry InstanceID, ResourceType and ElementName (elements in schema order):
-//!   CPU (3), memory (4, `byte * 2^20`), LSI Logic SCSI controller (6), disk (17), and a
-//!   VmxNet3 NIC (10) on a `NetworkSection` network; UEFI is the
-//!   `vmw:Config firmware=efi` entry;
+//! - the descriptor itself, and the virtual hardware it declares, come from [`crate::ovf`]:
+//!   one [`VmProfile`] (VMware, KVM or VirtualBox) chooses the controller, the NIC, the VMDK's
+//!   `ddb.adapterType`, `VirtualSystemType` and how the firmware is said;
 //! - ustar, no PAX, fixed owners and mtime ([`crate::ustar`]).
 //!
 //! The VMDK is spooled to a temporary file first ([`OvaOptions::work_dir`], the exporter
@@ -29,8 +26,10 @@ use sha2::{Digest, Sha256, Sha512};
 
 use crate::disk::DiskSource;
 use crate::error::{FormatError, Result};
+use crate::ids::derive_uuid;
+use crate::ovf::{descriptor, DiskRef, VirtualSystem, VmProfile};
 use crate::ustar::UstarWriter;
-use crate::vmdk::{write_vmdk_stream, AdapterType, VmdkOptions};
+use crate::vmdk::{write_vmdk_stream, VmdkOptions, UUID_LABEL};
 use chasi_oci::output::Output;
 
 /// Where the manifest goes in the archive (both are allowed by DSP0243).
@@ -62,13 +61,19 @@ pub struct OvaOptions {
     pub cpus: u32,
     /// Memory in MiB.
     pub memory_mib: u64,
+    /// The virtual hardware the descriptor declares (default: VMware's).
+    pub profile: VmProfile,
     /// VMware virtual hardware version (`vmx-NN`), 4–21; default 14 (ESXi 6.7 and later).
+    /// Written by the VMware profile only.
     pub hardware_version: u32,
-    /// Boot with UEFI (`firmware=efi`) instead of BIOS.
+    /// Boot with UEFI (`firmware=efi`) instead of BIOS. The VirtualBox profile cannot say so
+    /// ([`VmProfile::declares_firmware`]) and refuses it.
     pub uefi: bool,
-    /// VMware guest OS id, e.g. `otherLinux64Guest`.
+    /// VMware guest OS id, e.g. `otherLinux64Guest` (VMware profile).
     pub vmware_os_type: String,
-    /// CIM operating system id matching it (101 = 64-bit Linux).
+    /// VirtualBox guest OS type, e.g. `Linux_64` (VirtualBox profile, `vbox:OSType`).
+    pub virtualbox_os_type: String,
+    /// CIM operating system id matching them (101 = 64-bit Linux; Proxmox maps it to `l26`).
     pub cim_os_id: u32,
     /// Seed for UUIDs (normally the image digest).
     pub seed: Vec<u8>,
@@ -95,9 +100,11 @@ impl Default for OvaOptions {
             vm_name: "chasi".into(),
             cpus: 2,
             memory_mib: 2048,
+            profile: VmProfile::Vmware,
             hardware_version: 14,
             uefi: true,
             vmware_os_type: "otherLinux64Guest".into(),
+            virtualbox_os_type: "Linux_64".into(),
             cim_os_id: 101,
             seed: Vec::new(),
             mtime: 0,
@@ -165,7 +172,47 @@ impl OvaOptions {
                 format!("os type {:?} must be alphanumeric", self.vmware_os_type),
             ));
         }
+        let vbox_ok = !self.virtualbox_os_type.is_empty()
+            && self.virtualbox_os_type.len() <= 64
+            && self
+                .virtualbox_os_type
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '_');
+        if !vbox_ok {
+            return Err(FormatError::option(
+                "ova",
+                format!(
+                    "virtualbox os type {:?} must be 1-64 of [A-Za-z0-9_]",
+                    self.virtualbox_os_type
+                ),
+            ));
+        }
+        if self.uefi && !self.profile.declares_firmware() {
+            return Err(FormatError::option(
+                "ova",
+                format!(
+                    "the {} profile cannot declare UEFI firmware (VirtualBox reads it only from its own vbox:Machine section): give it a disk that boots under BIOS",
+                    self.profile
+                ),
+            ));
+        }
         Ok(())
+    }
+
+    /// The virtual machine the descriptor declares.
+    pub fn virtual_system(&self) -> VirtualSystem<'_> {
+        VirtualSystem {
+            profile: self.profile,
+            name: &self.vm_name,
+            cpus: self.cpus,
+            memory_mib: self.memory_mib,
+            hardware_version: self.hardware_version,
+            uefi: self.uefi,
+            cim_os_id: self.cim_os_id,
+            vmware_os_type: &self.vmware_os_type,
+            virtualbox_os_type: &self.virtualbox_os_type,
+            disk_uuid: derive_uuid(&self.seed, UUID_LABEL),
+        }
     }
 
     /// Member names: (descriptor, disk, manifest).
@@ -223,7 +270,7 @@ pub fn write_ova(src: &dyn DiskSource, out: &Path, opts: &OvaOptions) -> Result<
     let vmdk_opts = VmdkOptions {
         seed: opts.seed.clone(),
         file_name: disk_name.clone(),
-        adapter: AdapterType::LsiLogic,
+        adapter: opts.profile.hardware().adapter,
         level: opts.level,
         threads: opts.threads,
         sync: false,
@@ -248,7 +295,14 @@ pub fn write_ova(src: &dyn DiskSource, out: &Path, opts: &OvaOptions) -> Result<
     let disk_256 = hc.sha256.finalize();
     let disk_512 = hc.sha512.finalize();
 
-    let ovf = descriptor(opts, &disk_name, disk_size, src.size());
+    let ovf = descriptor(
+        &opts.virtual_system(),
+        &DiskRef {
+            name: &disk_name,
+            size: disk_size,
+            capacity: src.size(),
+        },
+    );
     let mut mf = digest_line(
         opts.digest,
         &ovf_name,
@@ -292,94 +346,4 @@ pub fn write_ova(src: &dyn DiskSource, out: &Path, opts: &OvaOptions) -> Result<
         disk_size,
         members,
     })
-}
-
-/// The OVF 1.x descriptor for one disk of `capacity` bytes stored as `disk_name`
-/// (`disk_size` bytes).
-pub fn descriptor(opts: &OvaOptions, disk_name: &str, disk_size: u64, capacity: u64) -> String {
-    let name = &opts.vm_name; // validated: no XML metacharacters
-    let firmware = if opts.uefi { "efi" } else { "bios" };
-    format!(
-        r#"<?xml version="1.0" encoding="UTF-8"?>
-<Envelope xmlns="http://schemas.dmtf.org/ovf/envelope/1" xmlns:cim="http://schemas.dmtf.org/wbem/wscim/1/common" xmlns:ovf="http://schemas.dmtf.org/ovf/envelope/1" xmlns:rasd="http://schemas.dmtf.org/wbem/wscim/1/cim-schema/2/CIM_ResourceAllocationSettingData" xmlns:vmw="http://www.vmware.com/schema/ovf" xmlns:vssd="http://schemas.dmtf.org/wbem/wscim/1/cim-schema/2/CIM_VirtualSystemSettingData" xmlns:xsi="http://www.w3.org/2001/XMLSchema-instance">
-  <References>
-    <File ovf:href="{disk_name}" ovf:id="file1" ovf:size="{disk_size}"/>
-  </References>
-  <DiskSection>
-    <Info>Virtual disk information</Info>
-    <Disk ovf:capacity="{capacity}" ovf:capacityAllocationUnits="byte" ovf:diskId="vmdisk1" ovf:fileRef="file1" ovf:format="http://www.vmware.com/interfaces/specifications/vmdk.html#streamOptimized"/>
-  </DiskSection>
-  <NetworkSection>
-    <Info>The list of logical networks</Info>
-    <Network ovf:name="VM Network">
-      <Description>The VM Network network</Description>
-    </Network>
-  </NetworkSection>
-  <VirtualSystem ovf:id="{name}">
-    <Info>A virtual machine</Info>
-    <Name>{name}</Name>
-    <OperatingSystemSection ovf:id="{os_id}" vmw:osType="{os_type}">
-      <Info>The kind of installed guest operating system</Info>
-    </OperatingSystemSection>
-    <VirtualHardwareSection>
-      <Info>Virtual hardware requirements</Info>
-      <System>
-        <vssd:ElementName>Virtual Hardware Family</vssd:ElementName>
-        <vssd:InstanceID>0</vssd:InstanceID>
-        <vssd:VirtualSystemIdentifier>{name}</vssd:VirtualSystemIdentifier>
-        <vssd:VirtualSystemType>vmx-{hw:02}</vssd:VirtualSystemType>
-      </System>
-      <Item>
-        <rasd:AllocationUnits>hertz * 10^6</rasd:AllocationUnits>
-        <rasd:Description>Number of Virtual CPUs</rasd:Description>
-        <rasd:ElementName>{cpus} virtual CPU(s)</rasd:ElementName>
-        <rasd:InstanceID>1</rasd:InstanceID>
-        <rasd:ResourceType>3</rasd:ResourceType>
-        <rasd:VirtualQuantity>{cpus}</rasd:VirtualQuantity>
-      </Item>
-      <Item>
-        <rasd:AllocationUnits>byte * 2^20</rasd:AllocationUnits>
-        <rasd:Description>Memory Size</rasd:Description>
-        <rasd:ElementName>{mem}MB of memory</rasd:ElementName>
-        <rasd:InstanceID>2</rasd:InstanceID>
-        <rasd:ResourceType>4</rasd:ResourceType>
-        <rasd:VirtualQuantity>{mem}</rasd:VirtualQuantity>
-      </Item>
-      <Item>
-        <rasd:Address>0</rasd:Address>
-        <rasd:Description>SCSI Controller</rasd:Description>
-        <rasd:ElementName>SCSI Controller 0</rasd:ElementName>
-        <rasd:InstanceID>3</rasd:InstanceID>
-        <rasd:ResourceSubType>lsilogic</rasd:ResourceSubType>
-        <rasd:ResourceType>6</rasd:ResourceType>
-      </Item>
-      <Item>
-        <rasd:AddressOnParent>0</rasd:AddressOnParent>
-        <rasd:ElementName>Hard Disk 1</rasd:ElementName>
-        <rasd:HostResource>ovf:/disk/vmdisk1</rasd:HostResource>
-        <rasd:InstanceID>4</rasd:InstanceID>
-        <rasd:Parent>3</rasd:Parent>
-        <rasd:ResourceType>17</rasd:ResourceType>
-      </Item>
-      <Item>
-        <rasd:AddressOnParent>7</rasd:AddressOnParent>
-        <rasd:AutomaticAllocation>true</rasd:AutomaticAllocation>
-        <rasd:Connection>VM Network</rasd:Connection>
-        <rasd:Description>VmxNet3 ethernet adapter on "VM Network"</rasd:Description>
-        <rasd:ElementName>Network adapter 1</rasd:ElementName>
-        <rasd:InstanceID>5</rasd:InstanceID>
-        <rasd:ResourceSubType>VmxNet3</rasd:ResourceSubType>
-        <rasd:ResourceType>10</rasd:ResourceType>
-      </Item>
-      <vmw:Config ovf:required="false" vmw:key="firmware" vmw:value="{firmware}"/>
-    </VirtualHardwareSection>
-  </VirtualSystem>
-</Envelope>
-"#,
-        os_id = opts.cim_os_id,
-        os_type = opts.vmware_os_type,
-        hw = opts.hardware_version,
-        cpus = opts.cpus,
-        mem = opts.memory_mib,
-    )
 }

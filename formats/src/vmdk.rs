@@ -41,6 +41,8 @@ const DESCRIPTOR_SECTORS: u64 = 20;
 const OVERHEAD_SECTORS: u64 = 128;
 const GD_AT_END: u64 = u64::MAX;
 const FLAGS: u32 = 0x1 | 0x1_0000 | 0x2_0000;
+/// The [`crate::ids`] label of the disk's `ddb.uuid` (the OVF's `vbox:uuid` names the same id).
+pub(crate) const UUID_LABEL: &str = "vmdk-uuid";
 
 /// Controller type recorded in the descriptor (`ddb.adapterType`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -48,14 +50,16 @@ pub enum AdapterType {
     /// LSI Logic SCSI (supported by VMware and VirtualBox).
     #[default]
     LsiLogic,
-    /// IDE.
+    /// IDE: also what VMware and VirtualBox write for SATA disks. Its geometry is ATA's
+    /// (16 heads, 63 sectors, at most 16383 cylinders).
     Ide,
     /// BusLogic SCSI.
     BusLogic,
 }
 
 impl AdapterType {
-    fn ddb(self) -> &'static str {
+    /// The `ddb.adapterType` value.
+    pub fn ddb(self) -> &'static str {
         match self {
             AdapterType::LsiLogic => "lsilogic",
             AdapterType::Ide => "ide",
@@ -313,8 +317,13 @@ fn header(capacity: u64, gd_offset: u64) -> [u8; SECTOR as usize] {
 fn descriptor(capacity: u64, opts: &VmdkOptions) -> String {
     let cid = derive_u32(&opts.seed, "vmdk-cid");
     let long = hex::encode(&derive_bytes(&opts.seed, "vmdk-long-content-id")[..16]);
-    let uuid = crate::ids::derive_uuid(&opts.seed, "vmdk-uuid");
-    let cylinders = (capacity / (255 * 63)).clamp(1, 65535);
+    let uuid = crate::ids::derive_uuid(&opts.seed, UUID_LABEL);
+    let (heads, cylinders) = match opts.adapter {
+        AdapterType::Ide => (16, (capacity / (16 * 63)).clamp(1, 16383)),
+        AdapterType::LsiLogic | AdapterType::BusLogic => {
+            (255, (capacity / (255 * 63)).clamp(1, 65535))
+        }
+    };
     format!(
         "# Disk DescriptorFile\n\
          version=1\n\
@@ -331,7 +340,7 @@ fn descriptor(capacity: u64, opts: &VmdkOptions) -> String {
          \n\
          ddb.adapterType = \"{adapter}\"\n\
          ddb.geometry.cylinders = \"{cylinders}\"\n\
-         ddb.geometry.heads = \"255\"\n\
+         ddb.geometry.heads = \"{heads}\"\n\
          ddb.geometry.sectors = \"63\"\n\
          ddb.longContentID = \"{long}\"\n\
          ddb.toolsInstallType = \"4\"\n\
@@ -365,5 +374,18 @@ mod tests {
         let d = descriptor(2048, &VmdkOptions::default());
         assert!(d.contains("createType=\"streamOptimized\""));
         assert!(d.contains("RW 2048 SPARSE \"disk.vmdk\""));
+        assert!(d.contains("ddb.adapterType = \"lsilogic\""));
+        assert!(d.contains("ddb.geometry.heads = \"255\""));
+        // An IDE disk of 8 GiB: ATA geometry, cylinders capped at 16383.
+        let ide = VmdkOptions {
+            adapter: AdapterType::Ide,
+            ..Default::default()
+        };
+        let d = descriptor(16 << 20, &ide);
+        assert!(d.contains("ddb.adapterType = \"ide\""));
+        assert!(d.contains("ddb.geometry.heads = \"16\""));
+        assert!(d.contains("ddb.geometry.cylinders = \"16383\""));
+        let d = descriptor(16 * 63 * 100, &ide);
+        assert!(d.contains("ddb.geometry.cylinders = \"100\""));
     }
 }

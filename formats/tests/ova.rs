@@ -12,38 +12,6 @@ use chasi_formats::raw::write_raw;
 use common::*;
 use sha2::{Digest, Sha256, Sha512};
 
-struct Member {
-    name: String,
-    header: Vec<u8>,
-    data_at: usize,
-    size: usize,
-}
-
-fn members(tar: &[u8]) -> Vec<Member> {
-    let mut out = Vec::new();
-    let mut pos = 0;
-    loop {
-        let h = &tar[pos..pos + 512];
-        if h.iter().all(|&b| b == 0) {
-            // Two zero blocks, then only zero padding to a 10240-byte record.
-            assert!(tar[pos..].iter().all(|&b| b == 0));
-            assert!(tar.len() - pos >= 1024);
-            assert_eq!(tar.len() % 10240, 0);
-            break;
-        }
-        let name = String::from_utf8(h[..100].split(|&b| b == 0).next().unwrap().to_vec()).unwrap();
-        let size = usize::from_str_radix(std::str::from_utf8(&h[124..135]).unwrap(), 8).unwrap();
-        out.push(Member {
-            name,
-            header: h.to_vec(),
-            data_at: pos + 512,
-            size,
-        });
-        pos += 512 + size.div_ceil(512) * 512;
-    }
-    out
-}
-
 fn check_headers(ms: &[Member]) {
     for m in ms {
         let h = &m.header;

@@ -4,7 +4,7 @@
 use anyhow::Context as _;
 use chasi_formats::export::{
     self, parse_bytes, AbSlots, BootMode, ClusterCompression, ExportFormat, ExportInput,
-    ExportOptions, OciImage, RootFsType,
+    ExportOptions, OciImage, RootFsType, VmProfile,
 };
 use chasi_images::{self as images, StoreBlobs};
 use chasi_layers::Store;
@@ -50,7 +50,10 @@ fn memory_arg(s: &str) -> Result<u64, String> {
         .ok_or_else(|| format!("`{s}` is not a memory size (MiB, or with M/G)"))
 }
 
-fn parsed<T: std::str::FromStr<Err = export::ExportError>>(s: &str) -> Result<T, String> {
+fn parsed<T: std::str::FromStr>(s: &str) -> Result<T, String>
+where
+    T::Err: std::fmt::Display,
+{
     s.parse::<T>().map_err(|e| e.to_string())
 }
 
@@ -63,7 +66,7 @@ Formats:
   raw       GPT disk image (sparse file)
   qcow2     GPT disk as QCOW2 v3 (--compress none|zlib|zstd)
   vmdk      GPT disk as a streamOptimized VMDK
-  ova       OVF + VMDK + SHA-256 manifest (--vm-name, --cpus, --memory)
+  ova       OVF + VMDK + SHA-256 manifest (--vm-name, --cpus, --memory, --vm-profile)
   vma       Proxmox VMA backup with qemu-server.conf (--vm-name, --cpus, --memory)
   iso       ISO 9660 + Rock Ridge + Joliet, hybrid; a live system booting under BIOS and
             UEFI when the image has a kernel, else the image as an OCI layout (--label)
@@ -75,7 +78,15 @@ partitions (slot a holds the image, slot b is empty), a data partition holding t
 state (a store with the image, so the first delta applies) and GRUB choosing the slot from
 its environment block, falling back from a slot whose boot is never confirmed (chasi-node
 boot-check). Output is reproducible: the same image and options give
-the same bytes (set SOURCE_DATE_EPOCH to choose the time stamps).")]
+the same bytes (set SOURCE_DATE_EPOCH to choose the time stamps).
+
+OVA virtual hardware (--vm-profile):
+  vmware      LSI Logic SCSI, VMXNET3 NIC, vmx-14, firmware in vmw:Config (default)
+  kvm         virtio-scsi controller, virtio-net NIC, for virt-v2v (oVirt, OpenStack,
+              libvirt) and Proxmox, firmware in vmw:Config
+  virtualbox  SATA AHCI, Intel E1000 NIC, virtualbox-2.2, VirtualBox's standard OVF 1.0
+              form; it cannot declare UEFI, so the disk boots under BIOS and UEFI
+              (--boot hybrid, the default for this profile) or BIOS")]
 pub struct ExportArgs {
     /// Image name (NAME[:TAG]) or digest.
     image: String,
@@ -114,6 +125,9 @@ pub struct ExportArgs {
     /// Memory (OVA, VMA): MiB, or a size with M/G.
     #[arg(long, value_name = "MIB", default_value = "2048", value_parser = memory_arg)]
     memory: u64,
+    /// Virtual hardware of an OVA: vmware (default), kvm or virtualbox (see below).
+    #[arg(long, value_name = "PROFILE", value_parser = parsed::<VmProfile>)]
+    vm_profile: Option<VmProfile>,
     /// ISO volume id (A-Z, 0-9, _; at most 32).
     #[arg(long, value_name = "LABEL", default_value = "CHASI")]
     label: String,
@@ -148,6 +162,7 @@ pub fn run(store: Option<&Path>, args: ExportArgs) -> anyhow::Result<ExitCode> {
         vm_name: args.vm_name,
         cpus: args.cpus,
         memory_mib: args.memory,
+        vm_profile: args.vm_profile,
         label: args.label,
         threads: args.threads,
         // Checked now; the data partition's tree is made once the image is known.

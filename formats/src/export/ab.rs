@@ -118,7 +118,7 @@ impl DiskExporter {
             type_guid,
             size,
         };
-        let mode = opts.boot.unwrap_or(BootMode::Uefi);
+        let mode = opts.disk_boot();
         let (bios, uefi) = (mode != BootMode::Uefi, mode != BootMode::Bios);
         if bios {
             tools::require(&boot::BIOS_TOOLS)?;

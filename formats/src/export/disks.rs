@@ -89,7 +89,7 @@ impl Exporter for DiskExporter {
         let (info, epoch) = input.scan_rootfs()?;
         let seed = input.seed();
         let bootable = info.kernel.is_some() && input.bootable_arch();
-        let mode = opts.boot.unwrap_or(BootMode::Uefi);
+        let mode = opts.disk_boot();
         let (bios, uefi) = (mode != BootMode::Uefi, mode != BootMode::Bios);
         let mut notes = Vec::new();
         if bootable {
@@ -337,6 +337,7 @@ impl DiskExporter {
                 .file_size
             }
             ExportFormat::Ova => {
+                let profile = opts.profile();
                 write_ova(
                     disk,
                     out,
@@ -344,7 +345,9 @@ impl DiskExporter {
                         vm_name: opts.vm_name.clone(),
                         cpus: opts.cpus,
                         memory_mib: opts.memory_mib,
-                        uefi: opts.boot != Some(BootMode::Bios),
+                        profile,
+                        // A hybrid disk is declared UEFI where the profile can say so.
+                        uefi: profile.declares_firmware() && opts.disk_boot() != BootMode::Bios,
                         seed,
                         mtime: epoch as u64,
                         threads: opts.threads,

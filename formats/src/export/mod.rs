@@ -46,8 +46,10 @@
 //! This crate reaches the store only through `chasi-layers` (the merged view, unpack, the work
 //! directory) and never depends on the builder: the CLI passes the OCI blob source for the data
 //! ISO (`StoreBlobs`). The kernel is `/boot/vmlinuz-*` (newest version by name), else `/vmlinuz`,
-//! with its initrd (`initrd.img-V`, `initramfs-V.img`, `initrd-V`); disks boot by UEFI only
-//! (`--boot bios` is for `--format iso`). `examples/bootable/README.md` shows an image that
+//! with its initrd (`initrd.img-V`, `initramfs-V.img`, `initrd-V`); disks boot by UEFI unless
+//! `--boot bios|hybrid` says otherwise ([`ExportOptions::disk_boot`]: an OVA for VirtualBox,
+//! which cannot be told UEFI, defaults to hybrid). An OVA's virtual hardware is one
+//! [`VmProfile`] (`--vm-profile`, [`crate::ovf`]). `examples/bootable/README.md` shows an image that
 //! boots this way; `tests/export_cli.rs` validates every format with the external tools that
 //! read it and boots the disks and ISO under QEMU (TCG) with OVMF and SeaBIOS.
 
@@ -67,6 +69,7 @@ use std::str::FromStr;
 use chasi_layers::{Digest, Store};
 
 use crate::error::FormatError;
+pub use crate::ovf::VmProfile;
 use chasi_oci::output::{self, Output, OutputError};
 use chasi_oci::{BlobSource, Descriptor, OciError};
 
@@ -376,6 +379,8 @@ pub struct ExportOptions {
     pub cpus: u32,
     /// Memory in MiB (OVA, VMA).
     pub memory_mib: u64,
+    /// Virtual hardware of an OVA (`--vm-profile`); `None`: VMware's. Refused for other formats.
+    pub vm_profile: Option<VmProfile>,
     /// ISO volume id.
     pub label: String,
     /// Compression threads.
@@ -406,6 +411,7 @@ impl Default for ExportOptions {
             vm_name: "chasi".into(),
             cpus: 2,
             memory_mib: 2048,
+            vm_profile: None,
             label: "CHASI".into(),
             threads: 2,
             slots: None,
@@ -414,6 +420,22 @@ impl Default for ExportOptions {
 }
 
 impl ExportOptions {
+    /// The OVA's virtual hardware: `--vm-profile`, else VMware's.
+    pub fn profile(&self) -> VmProfile {
+        self.vm_profile.unwrap_or_default()
+    }
+
+    /// The firmware a disk is built for: `--boot`, else UEFI; for the VirtualBox OVA profile
+    /// BIOS + UEFI, since its descriptor cannot ask for UEFI ([`VmProfile::declares_firmware`])
+    /// and VirtualBox starts an imported Linux guest with BIOS.
+    pub fn disk_boot(&self) -> BootMode {
+        self.boot.unwrap_or(if self.profile().declares_firmware() {
+            BootMode::Uefi
+        } else {
+            BootMode::Hybrid
+        })
+    }
+
     /// The early option check shared by all formats: rejects options the format does not
     /// use (so a typo'd intent is not silently ignored) and malformed values.
     pub fn check(&self, format: ExportFormat) -> ExportResult<()> {
@@ -435,6 +457,22 @@ impl ExportOptions {
         }
         if self.boot.is_some() && !format.is_disk() && format != ExportFormat::Iso {
             return only("--boot", "disks and iso");
+        }
+        if let Some(p) = self.vm_profile {
+            if format != ExportFormat::Ova {
+                return Err(ExportError::option(
+                    f,
+                    "--vm-profile applies to ova only: a vmdk alone declares no hardware and a vma carries Proxmox's own configuration",
+                ));
+            }
+            if self.boot == Some(BootMode::Uefi) && !p.declares_firmware() {
+                return Err(ExportError::option(
+                    f,
+                    format!(
+                        "--vm-profile {p} cannot declare UEFI firmware (VirtualBox reads it only from its own vbox:Machine section, which this standard OVF does not carry) and VirtualBox starts the guest with BIOS: use --boot hybrid (the default for this profile) or --boot bios"
+                    ),
+                ));
+            }
         }
         if let Some(c) = &self.kernel_cmdline {
             if c.contains(['\n', '\r', '"', '\'', '\\', '$', ';']) {
@@ -762,5 +800,45 @@ mod tests {
             ..Default::default()
         };
         assert!(o.check(ExportFormat::Vma).is_err());
+    }
+
+    #[test]
+    fn vm_profile_is_for_ova_and_sets_the_disk_firmware() {
+        for format in ExportFormat::ALL {
+            let o = ExportOptions {
+                vm_profile: Some(VmProfile::Vmware),
+                ..Default::default()
+            };
+            let r = o.check(format);
+            if format == ExportFormat::Ova {
+                assert!(r.is_ok(), "{format}: {r:?}");
+            } else {
+                let e = r.unwrap_err().to_string();
+                assert!(e.contains("--vm-profile applies to ova only"), "{e}");
+            }
+        }
+        let vbox = |boot| ExportOptions {
+            vm_profile: Some(VmProfile::Virtualbox),
+            boot,
+            ..Default::default()
+        };
+        let e = vbox(Some(BootMode::Uefi))
+            .check(ExportFormat::Ova)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("--vm-profile virtualbox cannot declare UEFI"),
+            "{e}"
+        );
+        assert!(vbox(Some(BootMode::Bios)).check(ExportFormat::Ova).is_ok());
+        assert_eq!(vbox(None).disk_boot(), BootMode::Hybrid);
+        assert_eq!(vbox(Some(BootMode::Bios)).disk_boot(), BootMode::Bios);
+        assert_eq!(ExportOptions::default().disk_boot(), BootMode::Uefi);
+        let kvm = ExportOptions {
+            vm_profile: Some(VmProfile::Kvm),
+            ..Default::default()
+        };
+        assert_eq!(kvm.disk_boot(), BootMode::Uefi);
+        assert_eq!(kvm.profile(), VmProfile::Kvm);
     }
 }

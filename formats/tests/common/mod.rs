@@ -110,3 +110,37 @@ pub fn assert_same(fmt_a: &str, a: &Path, fmt_b: &str, b: &Path) {
     );
     assert!(out.contains("Images are identical"), "{out}");
 }
+
+/// One member of a ustar archive (an OVA), read back by hand.
+pub struct Member {
+    pub name: String,
+    pub header: Vec<u8>,
+    pub data_at: usize,
+    pub size: usize,
+}
+
+/// The members of a ustar archive; asserts the end-of-archive blocks and record padding.
+pub fn members(tar: &[u8]) -> Vec<Member> {
+    let mut out = Vec::new();
+    let mut pos = 0;
+    loop {
+        let h = &tar[pos..pos + 512];
+        if h.iter().all(|&b| b == 0) {
+            // Two zero blocks, then only zero padding to a 10240-byte record.
+            assert!(tar[pos..].iter().all(|&b| b == 0));
+            assert!(tar.len() - pos >= 1024);
+            assert_eq!(tar.len() % 10240, 0);
+            break;
+        }
+        let name = String::from_utf8(h[..100].split(|&b| b == 0).next().unwrap().to_vec()).unwrap();
+        let size = usize::from_str_radix(std::str::from_utf8(&h[124..135]).unwrap(), 8).unwrap();
+        out.push(Member {
+            name,
+            header: h.to_vec(),
+            data_at: pos + 512,
+            size,
+        });
+        pos += 512 + size.div_ceil(512) * 512;
+    }
+    out
+}
