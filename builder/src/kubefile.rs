@@ -8,7 +8,7 @@ use crate::events::BuildObserver;
 use crate::exec::{build, BuildOptions, BuildOutput};
 use crate::filecache::StoreFileDigests;
 use crate::BuildError;
-use chasi_compiler::check::ContextError;
+use chasi_compiler::check::{ContextError, ImageType};
 use chasi_compiler::source::SourceFile;
 use chasi_compiler::{compile_bytes, CompileOptions, Compiled};
 use chasi_layers::Store;
@@ -26,6 +26,8 @@ pub struct KubefileInput<'a> {
     pub build_args: BTreeMap<String, String>,
     /// Target platforms; empty means the host's.
     pub platforms: Vec<Platform>,
+    /// `--type`: a cluster image (the default) or an application image.
+    pub image_type: ImageType,
 }
 
 /// Hears what happens before the build starts.
@@ -78,6 +80,7 @@ pub fn build_kubefile(
         context: Some(&opts.context),
         build_args: input.build_args.clone(),
         platforms: input.platforms.clone(),
+        image_type: input.image_type,
         skip_plan: false,
         file_digests: Some(&file_digests),
     };

@@ -32,6 +32,7 @@ fn input(bytes: &[u8]) -> KubefileInput<'_> {
         bytes,
         build_args: BTreeMap::new(),
         platforms: vec![Platform::linux_amd64()],
+        image_type: Default::default(),
     }
 }
 
@@ -77,6 +78,7 @@ fn plan(context: &Path) -> chasi_compiler::plan::Plan {
         context: Some(context),
         build_args: BTreeMap::new(),
         platforms: vec![Platform::linux_amd64()],
+        image_type: Default::default(),
         skip_plan: false,
         file_digests: None,
     };

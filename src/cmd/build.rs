@@ -261,6 +261,7 @@ pub fn run(store: Option<&Path>, args: BuildArgs) -> anyhow::Result<ExitCode> {
         bytes: &bytes,
         build_args: args.input.build_arg_values(),
         platforms: args.input.platforms.clone(),
+        image_type: args.input.image_type.into(),
     };
     let json = args.progress_is_json();
     let progress = observer(args.progress);
