@@ -22,6 +22,7 @@ struct Quiet;
 impl CompileObserver for Quiet {
     fn compiled(&self, _: &SourceFile, _: &Compiled) {}
     fn warning(&self, _: &str) {}
+    fn refused(&self, _: &SourceFile, _: &[chasi_compiler::diagnostics::Diagnostic]) {}
 }
 
 /// Builds `kubefile` in an empty context; the build's error.

@@ -8,6 +8,7 @@ use chasi_builder::{
     build, build_kubefile, BuildError, CompileObserver, KubefileBuild, KubefileInput,
 };
 use chasi_compiler::check::Platform;
+use chasi_compiler::diagnostics::Diagnostic;
 use chasi_compiler::source::SourceFile;
 use chasi_compiler::Compiled;
 use chasi_layers::Store;
@@ -23,6 +24,9 @@ impl CompileObserver for Quiet {
     fn compiled(&self, _: &SourceFile, _: &Compiled) {}
     fn warning(&self, message: &str) {
         panic!("unexpected warning: {message}");
+    }
+    fn refused(&self, _: &SourceFile, diagnostics: &[Diagnostic]) {
+        panic!("unexpected refusal: {diagnostics:?}");
     }
 }
 
