@@ -1,4 +1,6 @@
 //! One stage: its base (`FROM`), then its steps in order, each keyed and looked up in the cache.
+//! The final image's stage checks the image its files start from against `--type` before its
+//! first step (`chasi_compiler::check::imagetype::check_base`).
 //!
 //! Configuration steps change the image state and the running key only; layer steps are
 //! keyed with what the plan cannot know (remote source digests, the key of a `COPY --from`
