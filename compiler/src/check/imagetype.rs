@@ -18,7 +18,8 @@
 //!   `applications` (by name; a later declaration wins) and reads nothing else of its
 //!   extension: `type`, `launch` and `env` are not inherited, and the base's type is never
 //!   compared with `--type` (a base without an extension fails: `failed to get
-//!   image-extension`).
+//!   image-extension`, from `pkg/imageengine/buildah/inspect.go`'s `sealer.image.extension does
+//!   not exist`).
 //! - `cmd/sealer/cmd/cluster/run.go`: an image whose type is `app-installer` goes to the
 //!   `AppInstaller`, any other (empty included) to the `KubeInstaller`, which creates a
 //!   cluster; `apply.go` likewise reconciles the cluster only for `kube-installer`.
@@ -41,8 +42,9 @@
 //! - KF239 (warning): an app-installer image's `COPY`/`ADD` writes a top-level directory of
 //!   the cluster runtime ([`CLUSTER_RUNTIME_DIRS`]), which the `AppInstaller` copies over the
 //!   running cluster's own (or, for `plugins/`, never runs). Checked on the destination, and
-//!   for a copy into the image root on the context entries it brings; a `RUN`'s writes and a
-//!   `COPY --from` into the root are not known before the build.
+//!   for a copy into the image root on the context entries it brings (with a build context);
+//!   a `RUN`'s writes, a `COPY --from` into the root and the contents of an archive `ADD`
+//!   unpacks there are not known before the build.
 //! - KF240 (warning): an app-installer image with no `LAUNCH`, `CMDS` or `CMD` of its own
 //!   (a base's are not inherited) starts nothing when it is run.
 //! - KF241 (error, found by the builder once the base is resolved, [`check_base`]): an
