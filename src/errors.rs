@@ -141,6 +141,8 @@ fn kind_of(e: &(dyn std::error::Error + 'static)) -> Option<&'static str> {
             BuildError::RunFailed { .. } => Some("run_failed"),
             BuildError::BaseNotFound { .. } => Some("not_found"),
             BuildError::BadTag { .. } => Some("usage"),
+            // A Kubefile problem only the build can see (`build_kubefile` makes it a diagnostic).
+            BuildError::ImageType { .. } => Some("diagnostics"),
             BuildError::Images(inner) => kind_of(inner),
             // The rest are classed by their source (an extraction's unsafe entry, a context
             // directory that does not exist, …), else `error`.

@@ -86,3 +86,41 @@ fn build_save_delta_then_chasi_node_apply_and_rollback() {
     assert!(!okay);
     assert_eq!(v.last().unwrap()["error"]["kind"], "invalid_input", "{v:?}");
 }
+
+#[test]
+fn chasi_node_apply_refuses_an_app_installer_image() {
+    let tmp = tempfile::tempdir().unwrap();
+    let store = tmp.path().join("store");
+    let root = tmp.path().join("node");
+    ok(
+        &store,
+        &[
+            "build",
+            "--type",
+            "app-installer",
+            "-t",
+            "apps:1",
+            example("app-image").to_str().unwrap(),
+        ],
+    );
+    let archive = tmp.path().join("apps.tar");
+    ok(&store, &["save", "apps:1", "-o", archive.to_str().unwrap()]);
+    let (okay, v) = node(&root, &store, &["apply", archive.to_str().unwrap()]);
+    assert!(!okay);
+    let error = &v.last().unwrap()["error"];
+    assert_eq!(error["kind"], "precheck", "{v:?}");
+    assert_eq!(
+        error["message"],
+        format!(
+            "image {} is an app-installer image (the type in its sealer.image.extension): it \
+             holds applications for a running cluster, not a system a slot can run; apply a \
+             kube-installer or OS image",
+            archive.display()
+        )
+    );
+    let (_, st) = node(&root, &store, &["status"]);
+    assert!(
+        st[0]["active_slot"].is_null(),
+        "nothing was applied: {st:?}"
+    );
+}

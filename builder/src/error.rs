@@ -36,6 +36,15 @@ pub enum BuildError {
         #[source]
         source: Box<StepError>,
     },
+    /// The image a build's final image starts from does not fit `--type` (KF241: an
+    /// app-installer image on a kube-installer, untyped or non-sealer base).
+    #[error("{at}: {} {}", .diagnostic.code.as_str(), .diagnostic.message)]
+    ImageType {
+        /// Where the base's `FROM` is: `FILE:LINE:COLUMN`, or `line N` for a plan without a source.
+        at: String,
+        /// The diagnostic, with the `FROM`'s span in the Kubefile (boxed: it is rare).
+        diagnostic: Box<chasi_compiler::diagnostics::Diagnostic>,
+    },
     /// A base image's documents do not agree (its config and manifest list different
     /// numbers of layers).
     #[error("base image {reference}: {message}")]

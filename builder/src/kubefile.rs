@@ -1,5 +1,6 @@
 //! A Kubefile to an image in one call: compile it with the store's file-digest cache, save
-//! that cache, and execute the plan.
+//! that cache, and execute the plan; a problem of the Kubefile only the build can see (the
+//! base image's type, KF241) comes back as a diagnostic like the compiler's.
 //!
 //! This is the sequence `chasi build` runs; keeping it here leaves the CLI to read its
 //! arguments and print, and lets other front ends build a Kubefile the same way.
@@ -8,7 +9,8 @@ use crate::events::BuildObserver;
 use crate::exec::{build, BuildOptions, BuildOutput};
 use crate::filecache::StoreFileDigests;
 use crate::BuildError;
-use chasi_compiler::check::ContextError;
+use chasi_compiler::check::{sort_diagnostics, ContextError, ImageType};
+use chasi_compiler::diagnostics::Diagnostic;
 use chasi_compiler::source::SourceFile;
 use chasi_compiler::{compile_bytes, CompileOptions, Compiled};
 use chasi_layers::Store;
@@ -26,6 +28,8 @@ pub struct KubefileInput<'a> {
     pub build_args: BTreeMap<String, String>,
     /// Target platforms; empty means the host's.
     pub platforms: Vec<Platform>,
+    /// `--type`: a cluster image (the default) or an application image.
+    pub image_type: ImageType,
 }
 
 /// Hears what happens before the build starts.
@@ -34,12 +38,17 @@ pub trait CompileObserver {
     fn compiled(&self, source: &SourceFile, compiled: &Compiled);
     /// A problem that does not stop the build (the file-digest cache could not be saved).
     fn warning(&self, message: &str);
+    /// Diagnostics only the build could find (the base image's type does not fit `--type`):
+    /// the build stopped and tagged nothing. Called at most once, after [`Self::compiled`].
+    fn refused(&self, source: &SourceFile, diagnostics: &[Diagnostic]);
 }
 
 /// How a Kubefile build ended, short of an error.
 #[derive(Debug)]
 pub enum KubefileBuild {
-    /// The Kubefile has errors (in `compiled.diagnostics`): nothing was built.
+    /// The Kubefile has errors (in `compiled.diagnostics`): nothing was tagged. Usually the
+    /// compiler found them and nothing was built; an error only the build can find (KF241)
+    /// stops it at the final stage's base.
     Rejected {
         /// The source the diagnostics refer to.
         source: SourceFile,
@@ -78,6 +87,7 @@ pub fn build_kubefile(
         context: Some(&opts.context),
         build_args: input.build_args.clone(),
         platforms: input.platforms.clone(),
+        image_type: input.image_type,
         skip_plan: false,
         file_digests: Some(&file_digests),
     };
@@ -93,5 +103,18 @@ pub fn build_kubefile(
     if let Err(e) = file_digests.save(store) {
         compile.warning(&chasi_layers::error::chain(&e));
     }
-    Ok(KubefileBuild::Built(build(store, plan, opts, observer)?))
+    match build(store, plan, opts, observer) {
+        Ok(output) => Ok(KubefileBuild::Built(output)),
+        Err(BuildError::ImageType { diagnostic, .. }) => {
+            compile.refused(&source, std::slice::from_ref(&*diagnostic));
+            let mut compiled = compiled;
+            compiled.diagnostics.push(*diagnostic);
+            sort_diagnostics(&mut compiled.diagnostics);
+            Ok(KubefileBuild::Rejected {
+                source,
+                compiled: Box::new(compiled),
+            })
+        }
+        Err(e) => Err(e.into()),
+    }
 }

@@ -1,4 +1,5 @@
-//! The image a stage is building: its layers, its OCI configuration and its inherited apps.
+//! The image a stage is building: its layers, its OCI configuration, its inherited apps and
+//! the base image it started from (with that base's sealer type, for `--type`).
 //!
 //! A stage starts from `scratch`, from an earlier stage, or from an image (in the store, or in
 //! an OCI layout or archive, which is imported into the store first so that its layers are
@@ -6,6 +7,7 @@
 //! configuration of this state; the final stage's state becomes the image.
 
 use crate::error::{BuildError, Result};
+use chasi_compiler::source::Span;
 use chasi_images::blobs::StoreBlobs;
 use chasi_layers::{BlobDesc, Digest, Store};
 use chasi_oci::{self as oci, ImageRef, Platform};
@@ -35,6 +37,23 @@ pub struct ImageState {
     pub inherited_apps: Vec<Value>,
     /// The manifest digest of the base image, when the stage starts from one (cache input).
     pub base_digest: Option<Digest>,
+    /// The image the stage's filesystem starts from, through `FROM <stage>` too; `None` for
+    /// `scratch` (what `--type` is checked against).
+    pub origin: Option<BaseOrigin>,
+}
+
+/// The base image a stage's filesystem starts from, and what its sealer extension says.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BaseOrigin {
+    /// The reference as written.
+    pub reference: String,
+    /// The extension's `type` (`""` when it has none); `None` when the manifest has no
+    /// `sealer.image.extension` or one that is not JSON.
+    pub sealer_type: Option<String>,
+    /// The `FROM` instruction in the Kubefile.
+    pub span: Span,
+    /// Where it is, `FILE:LINE:COLUMN` (from the plan).
+    pub at: String,
 }
 
 impl ImageState {
@@ -47,6 +66,7 @@ impl ImageState {
             author: None,
             inherited_apps: Vec::new(),
             base_digest: None,
+            origin: None,
         }
     }
 
@@ -202,13 +222,22 @@ fn state_of(
         .and_then(Value::as_array)
         .cloned()
         .unwrap_or_default();
-    let inherited_apps = manifest
+    let extension = manifest
         .annotations()
         .as_ref()
         .and_then(|a| a.get(oci::ANNOTATION_SEALER_EXTENSION))
         .and_then(|text| serde_json::from_str::<Value>(text).ok())
+        .filter(Value::is_object);
+    let inherited_apps = extension
+        .as_ref()
         .and_then(|ext| ext.get("applications").and_then(Value::as_array).cloned())
         .unwrap_or_default();
+    let sealer_type = extension.as_ref().map(|ext| {
+        ext.get("type")
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_string()
+    });
     Ok(ImageState {
         layers,
         config: inner,
@@ -219,5 +248,11 @@ fn state_of(
             .map(str::to_string),
         inherited_apps,
         base_digest: Some(Digest::from_oci(manifest_desc.digest())?),
+        origin: Some(BaseOrigin {
+            reference: reference.to_string(),
+            sealer_type,
+            span: Span::default(),
+            at: String::new(),
+        }),
     })
 }

@@ -22,6 +22,7 @@ struct Quiet;
 impl CompileObserver for Quiet {
     fn compiled(&self, _: &SourceFile, _: &Compiled) {}
     fn warning(&self, _: &str) {}
+    fn refused(&self, _: &SourceFile, _: &[chasi_compiler::diagnostics::Diagnostic]) {}
 }
 
 /// Builds `kubefile` in an empty context; the build's error.
@@ -42,6 +43,7 @@ fn build_error_in(store: &Store, kubefile: &[u8], tag: &str, files: &[(&str, &st
         bytes: kubefile,
         build_args: BTreeMap::new(),
         platforms: vec![Platform::linux_amd64()],
+        image_type: Default::default(),
     };
     let opts = options(context.path(), tag);
     match build_kubefile(store, &input, &opts, &Quiet, &Silent) {
@@ -124,6 +126,7 @@ fn a_bad_tag_and_a_missing_context_are_typed() {
             context: Some(context.path()),
             build_args: BTreeMap::new(),
             platforms: vec![Platform::linux_amd64()],
+            image_type: Default::default(),
             skip_plan: false,
             file_digests: None,
         };

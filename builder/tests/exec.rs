@@ -8,6 +8,7 @@ use chasi_builder::{
     build, build_kubefile, BuildError, CompileObserver, KubefileBuild, KubefileInput,
 };
 use chasi_compiler::check::Platform;
+use chasi_compiler::diagnostics::Diagnostic;
 use chasi_compiler::source::SourceFile;
 use chasi_compiler::Compiled;
 use chasi_layers::Store;
@@ -24,6 +25,9 @@ impl CompileObserver for Quiet {
     fn warning(&self, message: &str) {
         panic!("unexpected warning: {message}");
     }
+    fn refused(&self, _: &SourceFile, diagnostics: &[Diagnostic]) {
+        panic!("unexpected refusal: {diagnostics:?}");
+    }
 }
 
 fn input(bytes: &[u8]) -> KubefileInput<'_> {
@@ -32,6 +36,7 @@ fn input(bytes: &[u8]) -> KubefileInput<'_> {
         bytes,
         build_args: BTreeMap::new(),
         platforms: vec![Platform::linux_amd64()],
+        image_type: Default::default(),
     }
 }
 
@@ -77,6 +82,7 @@ fn plan(context: &Path) -> chasi_compiler::plan::Plan {
         context: Some(context),
         build_args: BTreeMap::new(),
         platforms: vec![Platform::linux_amd64()],
+        image_type: Default::default(),
         skip_plan: false,
         file_digests: None,
     };

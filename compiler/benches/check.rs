@@ -65,6 +65,7 @@ fn main() {
             context: None,
             build_args: &Default::default(),
             platforms: &[Platform::linux_amd64()],
+            image_type: Default::default(),
         },
     )
     .expect("check");

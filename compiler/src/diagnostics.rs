@@ -168,6 +168,14 @@ codes! {
     CopyRemoteSource = "KF237", Error, "`COPY` cannot fetch URLs; use `ADD` or `APP`";
     /// A path, image reference, owner or command holding a NUL byte (written or expanded).
     NulByte = "KF238", Error, "a value that becomes a path, an image reference, an owner or a command contains a NUL byte, which none of them can hold";
+    /// An app-installer image writing a directory of the cluster runtime.
+    AppImageClusterFiles = "KF239", Warning, "an app-installer image writes `bin/`, `cri/`, `etc/`, `images/`, `plugins/`, `scripts/` or `statics/`, which running it copies over the cluster's own files on every master";
+    /// An app-installer image without `LAUNCH`, `CMDS` or `CMD`.
+    AppImageLaunchesNothing = "KF240", Warning, "an app-installer image has no `LAUNCH`, `CMDS` or `CMD` of its own (a base image's are not inherited), so running it starts nothing";
+    /// An app-installer image based on something other than `scratch` or an app-installer image.
+    AppImageBase = "KF241", Error, "an app-installer image must start from `scratch` or an app-installer image, not a kube-installer, untyped or non-sealer image (reported by `chasi build` once the base is resolved)";
+    /// A kube-installer image based on an app-installer image.
+    ClusterImageFromAppImage = "KF242", Warning, "a kube-installer image based on an app-installer image gets no Kubernetes from it (reported by `chasi build` once the base is resolved)";
 
     // --- KF3xx: the build context ---
     /// A local source that does not exist in the context.

@@ -21,6 +21,8 @@ pub struct CompileOptions<'a> {
     pub build_args: std::collections::BTreeMap<String, String>,
     /// Target platforms; empty means the host platform (`linux/<host arch>`).
     pub platforms: Vec<check::Platform>,
+    /// `--type`: a cluster image (the default) or an application image.
+    pub image_type: check::ImageType,
     /// Stop after checking: no plan (and the context's files are not hashed).
     pub skip_plan: bool,
     /// A cache of file digests by `stat` stamp, so unchanged files are not read again.
@@ -93,6 +95,7 @@ fn compile_parsed(
         context: context.as_ref(),
         build_args: &options.build_args,
         platforms: &options.platforms,
+        image_type: options.image_type,
     };
     let (program, mut found) = check::check(source, &parse.kubefile, &check_options)?;
     diagnostics.append(&mut found);

@@ -10,7 +10,7 @@
 //!   DOT output renders with Graphviz.
 
 use chasi_compiler::check::{
-    parse_platform, AppType, Command, CopyFrom, Op, Platform, Program, Source,
+    parse_platform, AppType, Command, CopyFrom, ImageType, Op, Platform, Program, Source,
 };
 use chasi_compiler::diagnostics::Code;
 use chasi_compiler::plan::{render, Plan};
@@ -42,6 +42,16 @@ fn compile_with(
     build_args: &[(&str, &str)],
     platforms: Vec<Platform>,
 ) -> (SourceFile, Compiled) {
+    compile_typed(text, context, build_args, platforms, ImageType::default())
+}
+
+fn compile_typed(
+    text: &str,
+    context: Option<&Path>,
+    build_args: &[(&str, &str)],
+    platforms: Vec<Platform>,
+    image_type: ImageType,
+) -> (SourceFile, Compiled) {
     let source = SourceFile::new("Kubefile", text);
     let options = CompileOptions {
         context,
@@ -50,6 +60,7 @@ fn compile_with(
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect(),
         platforms,
+        image_type,
         skip_plan: false,
         file_digests: None,
     };
@@ -272,6 +283,137 @@ fn context_cases() {
     }
 }
 
+/// `--type` cases: `(name, image type, context files, Kubefile, expected diagnostics)`.
+type TypeCase = (
+    &'static str,
+    ImageType,
+    &'static [File],
+    &'static str,
+    &'static [(&'static str, usize, usize)],
+);
+
+const APP_FILES: &[File] = &[
+    ("rootfs/etc/kubeadm.yml", "k"),
+    ("rootfs/scripts/init.sh", "i"),
+    ("rootfs/manifests/x.yaml", "x"),
+    ("app.yaml", "a"),
+    ("init-kube.sh", "i"),
+];
+
+const CLUSTER_WRITES: &str = "FROM scratch\nCOPY rootfs .\nCOPY init-kube.sh /scripts/\n\
+    COPY app.yaml manifests/\nCOPY app.yaml etc\nAPP app local://app.yaml\nLAUNCH [\"app\"]\n";
+
+const TYPE_CASES: &[TypeCase] = &[
+    (
+        "an app image writing directories of the cluster runtime",
+        ImageType::AppInstaller,
+        APP_FILES,
+        CLUSTER_WRITES,
+        &[("KF239", 2, 13), ("KF239", 3, 19), ("KF239", 5, 15)],
+    ),
+    (
+        "the same files in a cluster image",
+        ImageType::KubeInstaller,
+        APP_FILES,
+        CLUSTER_WRITES,
+        &[],
+    ),
+    (
+        "an app image that launches nothing",
+        ImageType::AppInstaller,
+        APP_FILES,
+        "FROM scratch\nCOPY app.yaml manifests/\nAPP app local://app.yaml\n",
+        &[("KF240", 1, 1)],
+    ),
+    (
+        "a cluster image may launch nothing",
+        ImageType::KubeInstaller,
+        APP_FILES,
+        "FROM scratch\nAPP app local://app.yaml\n",
+        &[],
+    ),
+    (
+        "only the stages the final image is based on count",
+        ImageType::AppInstaller,
+        APP_FILES,
+        "FROM scratch AS tools\nCOPY init-kube.sh scripts/\nFROM scratch AS base\n\
+         COPY app.yaml etc/\nFROM base\nCOPY --from=tools scripts/init-kube.sh application/apps/app/\n\
+         COPY --from=tools scripts .\nAPP app local://app.yaml\nCMDS [\"kubectl apply -f application/apps/app/app.yaml\"]\n",
+        &[("KF239", 4, 15)],
+    ),
+    (
+        "an app image launching by CMD, files under application/",
+        ImageType::AppInstaller,
+        APP_FILES,
+        "FROM scratch\nCOPY rootfs/manifests manifests/\nCOPY app.yaml application/apps/x/\nCMD kubectl apply -f manifests/x.yaml\n",
+        &[("KF210", 4, 1)],
+    ),
+];
+
+#[test]
+fn image_type_cases() {
+    for (name, image_type, files, kubefile, expect) in TYPE_CASES {
+        let dir = make_context(files);
+        let (source, compiled) =
+            compile_typed(kubefile, Some(dir.path()), &[], amd64(), *image_type);
+        let expected: Expected = expect
+            .iter()
+            .map(|(c, l, col)| (c.to_string(), *l, *col))
+            .collect();
+        assert_eq!(
+            found(&source, &compiled),
+            expected,
+            "{name}: found\n{}",
+            describe(&source, &compiled)
+        );
+        assert!(!compiled.has_errors(), "{name}: the rules are warnings");
+        let program = compiled.program.expect("no errors");
+        let extension = serde_json::to_value(&program.targets[0].image.extension).expect("json");
+        assert_eq!(extension["type"], image_type.as_str(), "{name}");
+    }
+}
+
+#[test]
+fn image_type_messages_name_the_directories() {
+    let dir = make_context(APP_FILES);
+    let (_, compiled) = compile_typed(
+        CLUSTER_WRITES,
+        Some(dir.path()),
+        &[],
+        amd64(),
+        ImageType::AppInstaller,
+    );
+    let messages: Vec<&str> = compiled
+        .diagnostics
+        .iter()
+        .map(|d| d.message.as_str())
+        .collect();
+    assert_eq!(
+        messages,
+        [
+            "the app-installer image writes `etc/`, `scripts/`, a directory of the cluster runtime: \
+             `sealer run` copies an application image's files over the running cluster's own on every master",
+            "the app-installer image writes `scripts/`, a directory of the cluster runtime: \
+             `sealer run` copies an application image's files over the running cluster's own on every master",
+            "the app-installer image writes `etc/`, a directory of the cluster runtime: \
+             `sealer run` copies an application image's files over the running cluster's own on every master",
+        ]
+    );
+    // Without a context, a copy into the root cannot be seen through.
+    let (source, compiled) =
+        compile_typed(CLUSTER_WRITES, None, &[], amd64(), ImageType::AppInstaller);
+    let lines: Vec<usize> = compiled
+        .diagnostics
+        .iter()
+        .map(|d| source.line_col(d.span.start).line)
+        .collect();
+    assert_eq!(lines, [3, 5]);
+}
+
+/// Codes only the builder reports (they need the resolved base image): tested by the unit
+/// tests of `compiler/src/check/imagetype.rs` and by `tests/build_cli.rs`.
+const BUILDER_CODES: &[&str] = &["KF241", "KF242"];
+
 #[test]
 fn every_owned_code_has_a_case() {
     let mut covered: BTreeSet<String> = BTreeSet::new();
@@ -284,6 +426,10 @@ fn every_owned_code_has_a_case() {
     for case in CONTEXT_CASES {
         covered.extend(case.expect.iter().map(|(c, _, _)| c.to_string()));
     }
+    for (_, _, _, _, expect) in TYPE_CASES {
+        covered.extend(expect.iter().map(|(c, _, _)| c.to_string()));
+    }
+    covered.extend(BUILDER_CODES.iter().map(|c| c.to_string()));
     let missing: Vec<&str> = Code::ALL
         .iter()
         .map(|c| c.as_str())

@@ -145,6 +145,17 @@ pub enum NodeError {
         /// What is wrong.
         detail: String,
     },
+    /// The image is a sealer application image (`app-installer`), which holds applications for a
+    /// running cluster, not a system (`sealer upgrade` refuses it likewise).
+    #[error(
+        "image {image} is an app-installer image (the type in its sealer.image.extension): it holds \
+         applications for a running cluster, not a system a slot can run; apply a kube-installer \
+         or OS image"
+    )]
+    AppImage {
+        /// The image (the source, or the delta's target).
+        image: String,
+    },
     /// The image cannot be booted from a slot.
     #[error("the image cannot be booted from a slot: {reason}")]
     NotBootable {
@@ -254,6 +265,7 @@ impl NodeError {
             | NodeError::Hook { .. }
             | NodeError::BadHook { .. }
             | NodeError::NotBootable { .. }
+            | NodeError::AppImage { .. }
             | NodeError::ImagesUnimportable { .. } => "precheck",
             NodeError::ContainerdUnreachable { .. } => "unavailable",
             NodeError::CorruptImageBlob { .. } => "corrupt",

@@ -4,7 +4,9 @@
 //!
 //! Reading ([`Source::plan`]) checks the documents it reads (digests and sizes), picks the manifest of
 //! the node's platform ([`chasi_oci::Platform::host`] and [`chasi_oci::Platform::matches`], the rule the
-//! rest of chasi uses) and names every layer with whether the node's store has it. Importing
+//! rest of chasi uses), refuses a sealer application image (`app-installer`: applications for a
+//! running cluster, no system; a delta's target likewise, from the documents it carries) and names
+//! every layer with whether the node's store has it. Importing
 //! ([`Source::import`]) goes through the checked readers: `chasi_oci::import_image` for an image (every
 //! blob verified, the layers' DiffIDs checked before the store keeps them) and `chasi_delta::apply` for a
 //! delta (every payload, layer and document verified before it tags the target).
@@ -21,6 +23,19 @@ use sha2::{Digest as _, Sha256};
 use std::fs;
 use std::io::{self, Read};
 use std::path::{Path, PathBuf};
+
+/// The largest manifest a delta's target may have (OCI documents are small; this bounds the read).
+const MAX_MANIFEST: u64 = 4 << 20;
+
+/// Whether a manifest's `sealer.image.extension` names an `app-installer` image (sealer's
+/// `cmd/sealer/cmd/cluster/upgrade.go` refuses any type but `kube-installer`; the node refuses
+/// only the application type, since OS images built without sealer have no extension).
+fn is_app_image(extension: Option<&str>) -> bool {
+    extension
+        .and_then(|text| serde_json::from_str::<serde_json::Value>(text).ok())
+        .and_then(|ext| ext.get("type").and_then(|t| t.as_str()).map(str::to_string))
+        .is_some_and(|t| t == "app-installer")
+}
 
 /// What a source is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -169,6 +184,15 @@ impl Source {
         let entry = opened.resolve(None)?.clone();
         let manifest_desc = self.select(&opened, &entry.root, platform)?;
         let (manifest, _) = chasi_oci::read_manifest(&opened, &manifest_desc)?;
+        let extension = manifest
+            .annotations()
+            .as_ref()
+            .and_then(|a| a.get(chasi_oci::ANNOTATION_SEALER_EXTENSION));
+        if is_app_image(extension.map(String::as_str)) {
+            return Err(NodeError::AppImage {
+                image: self.path.display().to_string(),
+            });
+        }
         let (config, _) = chasi_oci::read_config(&opened, manifest.config())?;
         let config_digest = Digest::from_oci(manifest.config().digest())?;
         let diff_ids = chasi_oci::image::diff_ids(&config, manifest.config().digest())?
@@ -254,6 +278,15 @@ impl Source {
                     .join(", "),
                 node: platform.to_string(),
             })?;
+        if self.delta_target_is_app_image(&art, &pd.target_manifest)? {
+            return Err(NodeError::AppImage {
+                image: format!(
+                    "{} (the target of delta {})",
+                    config.target.name.as_deref().unwrap_or("without a name"),
+                    self.path.display()
+                ),
+            });
+        }
         let layers = pd
             .target_layers
             .iter()
@@ -281,6 +314,28 @@ impl Source {
             base: Some(config.base),
             layers,
         })
+    }
+
+    /// Whether the manifest a delta rebuilds (one of the documents it carries, read verified and
+    /// bounded) is an app-installer image's.
+    fn delta_target_is_app_image(&self, art: &DeltaArtifact, manifest: &Digest) -> Result<bool> {
+        let mut bytes = Vec::new();
+        art.blob(manifest)?
+            .take(MAX_MANIFEST + 1)
+            .read_to_end(&mut bytes)
+            .map_err(|e| NodeError::io("read the delta's target manifest", &self.path, e))?;
+        if bytes.len() as u64 > MAX_MANIFEST {
+            return Err(self.bad(format!(
+                "the target manifest {manifest} is larger than {MAX_MANIFEST} bytes"
+            )));
+        }
+        let value: serde_json::Value = serde_json::from_slice(&bytes)
+            .map_err(|e| self.bad(format!("the target manifest {manifest} is not JSON: {e}")))?;
+        let extension = value
+            .pointer("/annotations")
+            .and_then(|a| a.get(chasi_oci::ANNOTATION_SEALER_EXTENSION))
+            .and_then(serde_json::Value::as_str);
+        Ok(is_app_image(extension))
     }
 
     /// Checks every blob of the source against its digest, reading it once (no write).

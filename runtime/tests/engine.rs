@@ -14,6 +14,7 @@ use chasi_runtime::state::{Journal, NodePaths, Phase, SlotState, SlotTable, STAT
 use chasi_runtime::verify::VerifyReport;
 use chasi_runtime::{ApplyOptions, Node, NodeError};
 use common::*;
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 /// Slots that only record what the engine asks.
@@ -365,6 +366,53 @@ fn wrong_platform_is_refused_before_anything() {
     assert!(e.to_string().contains(other), "{e}");
     assert!(node.slots().calls.is_empty());
     assert!(node.store().list_layers().unwrap().is_empty());
+}
+
+/// An image whose sealer extension has `type`.
+fn typed_image(f: &Fixture, name: &str, image_type: &str, tars: &[Vec<u8>]) {
+    let ext = format!(r#"{{"schemaVersion":"v1alpha1","type":"{image_type}"}}"#);
+    let annotations = BTreeMap::from([("sealer.image.extension".to_string(), ext)]);
+    annotated_image(&f.build, name, &host(), tars, &annotations);
+}
+
+#[test]
+fn an_app_installer_image_is_refused_before_anything_as_sealer_upgrade_does() {
+    let f = Fixture::new();
+    let v = versions(100);
+    typed_image(&f, "apps:1", "app-installer", &v.v1);
+    let src = save(&f.build, "apps:1", f.path(), "apps.tar");
+    let mut node = f.node();
+    let (r, _) = apply(&mut node, &src, &mut FakeHooks::default());
+    let e = r.unwrap_err();
+    assert!(matches!(e, NodeError::AppImage { .. }), "{e}");
+    assert_eq!(e.kind(), "precheck");
+    assert_eq!(
+        e.to_string(),
+        format!(
+            "image {} is an app-installer image (the type in its sealer.image.extension): it \
+             holds applications for a running cluster, not a system a slot can run; apply a \
+             kube-installer or OS image",
+            src.display()
+        )
+    );
+    assert!(node.slots().calls.is_empty());
+    assert!(node.store().list_layers().unwrap().is_empty());
+    // A cluster image (and an image without an extension, the other tests) applies.
+    typed_image(&f, "cluster:1", "kube-installer", &v.v1);
+    let src = save(&f.build, "cluster:1", f.path(), "cluster.tar");
+    let (r, _) = apply(&mut node, &src, &mut FakeHooks::default());
+    r.expect("a kube-installer image applies");
+    // A delta whose target is an app image is refused too, before it is imported.
+    typed_image(&f, "cluster:2", "app-installer", &v.v2);
+    let d = delta(&f.build, "cluster:1", "cluster:2", f.path(), "d.tar");
+    let (r, _) = apply(&mut node, &d, &mut FakeHooks::default());
+    let e = r.unwrap_err();
+    assert!(matches!(e, NodeError::AppImage { .. }), "{e}");
+    assert!(
+        e.to_string()
+            .starts_with("image cluster:2 (the target of delta "),
+        "{e}"
+    );
 }
 
 #[test]

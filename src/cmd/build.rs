@@ -12,6 +12,7 @@ use chasi_builder::{
     build_kubefile, BuildMode, BuildOptions, CarryOptions, CompileObserver, KubefileBuild,
     KubefileError, KubefileInput,
 };
+use chasi_compiler::diagnostics::Diagnostic;
 use chasi_compiler::source::SourceFile;
 use chasi_compiler::{render, Compiled};
 use clap::{Args, ValueEnum};
@@ -148,28 +149,19 @@ impl BuildArgs {
     }
 }
 
-/// Prints what happens before the build: the compiler's diagnostics (code frames, or one
-/// `diagnostics` event) and warnings.
+/// Prints what happens around the build: the compiler's diagnostics and those only the build
+/// finds (code frames, or one `diagnostics` event), and warnings.
 struct CompileReport {
     json: bool,
 }
 
 impl CompileObserver for CompileReport {
     fn compiled(&self, source: &SourceFile, compiled: &Compiled) {
-        if compiled.diagnostics.is_empty() {
-            return;
-        }
-        if !self.json {
-            eprint!("{}", render::human(source, &compiled.diagnostics));
-            return;
-        }
-        let diagnostics: serde_json::Value =
-            serde_json::from_str(&render::json(source, &compiled.diagnostics)).unwrap_or_default();
-        let line = serde_json::json!({
-            "event": "diagnostics",
-            "diagnostics": diagnostics["diagnostics"],
-        });
-        eprintln!("{line}");
+        self.print(source, &compiled.diagnostics);
+    }
+
+    fn refused(&self, source: &SourceFile, diagnostics: &[Diagnostic]) {
+        self.print(source, diagnostics);
     }
 
     fn warning(&self, message: &str) {
@@ -179,6 +171,26 @@ impl CompileObserver for CompileReport {
         } else {
             eprintln!("warning: {message}");
         }
+    }
+}
+
+impl CompileReport {
+    /// Code frames on stderr, or one `diagnostics` event.
+    fn print(&self, source: &SourceFile, diagnostics: &[Diagnostic]) {
+        if diagnostics.is_empty() {
+            return;
+        }
+        if !self.json {
+            eprint!("{}", render::human(source, diagnostics));
+            return;
+        }
+        let diagnostics: serde_json::Value =
+            serde_json::from_str(&render::json(source, diagnostics)).unwrap_or_default();
+        let line = serde_json::json!({
+            "event": "diagnostics",
+            "diagnostics": diagnostics["diagnostics"],
+        });
+        eprintln!("{line}");
     }
 }
 
@@ -261,6 +273,7 @@ pub fn run(store: Option<&Path>, args: BuildArgs) -> anyhow::Result<ExitCode> {
         bytes: &bytes,
         build_args: args.input.build_arg_values(),
         platforms: args.input.platforms.clone(),
+        image_type: args.input.image_type.into(),
     };
     let json = args.progress_is_json();
     let progress = observer(args.progress);

@@ -1,10 +1,10 @@
 //! `chasi check`: parse and check a Kubefile (and its build context), print the diagnostics.
 //!
-//! Also home of the input options `check` and `plan` share (Kubefile, context, build
-//! arguments, platforms) and of loading the Kubefile; all logic is in `chasi_compiler`.
+//! Also home of the input options `check`, `plan` and `build` share (Kubefile, context, build
+//! arguments, platforms, image type) and of loading the Kubefile; all logic is in `chasi_compiler`.
 
 use anyhow::Context as _;
-use chasi_compiler::check::parse_platform as parse_checked_platform;
+use chasi_compiler::check::{parse_platform as parse_checked_platform, ImageType};
 use chasi_compiler::plan::files::FileDigests;
 use chasi_compiler::source::SourceFile;
 use chasi_compiler::{compile_bytes, render, CompileOptions, Compiled};
@@ -30,6 +30,28 @@ pub struct InputArgs {
     /// Target platforms os/arch[/variant], comma-separated or repeated (default: linux/<host arch>).
     #[arg(long = "platform", value_name = "PLATFORMS", value_delimiter = ',', value_parser = parse_platform)]
     pub platforms: Vec<Platform>,
+    /// What the image installs (sealer's image types; written into the sealer extension):
+    /// app-installer images get the application-image checks (KF239-KF242).
+    #[arg(long = "type", value_enum, default_value = "kube-installer")]
+    pub image_type: ImageTypeArg,
+}
+
+/// `--type`: sealer v0.11's image types.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ImageTypeArg {
+    /// A cluster image: Kubernetes and what it launches (sealer's default).
+    KubeInstaller,
+    /// An application image, run onto an existing cluster.
+    AppInstaller,
+}
+
+impl From<ImageTypeArg> for ImageType {
+    fn from(arg: ImageTypeArg) -> ImageType {
+        match arg {
+            ImageTypeArg::KubeInstaller => ImageType::KubeInstaller,
+            ImageTypeArg::AppInstaller => ImageType::AppInstaller,
+        }
+    }
 }
 
 fn parse_build_arg(text: &str) -> Result<(String, Option<String>), String> {
@@ -73,6 +95,7 @@ impl InputArgs {
             context: self.context.as_deref(),
             build_args,
             platforms: self.platforms.clone(),
+            image_type: self.image_type.into(),
             skip_plan,
             file_digests,
         };

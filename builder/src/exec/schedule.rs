@@ -13,6 +13,7 @@ use super::Session;
 use crate::assemble::{self, ManifestSpec};
 use crate::error::{BuildError, BuildThread, Result};
 use crate::events::BuildEvent;
+use chasi_compiler::check::ImageType;
 use chasi_compiler::plan::{NodeStep, Plan, TargetPlan};
 use chasi_oci::Descriptor;
 use std::sync::{Arc, OnceLock};
@@ -54,7 +55,6 @@ fn build_target(
     target_index: usize,
     tplan: &TargetPlan,
 ) -> Result<(String, Descriptor)> {
-    let done = build_stages(session, target_index, tplan)?;
     let image_node = tplan
         .nodes
         .get(tplan.image)
@@ -65,6 +65,7 @@ fn build_target(
             format!("node #{} is not the image node", tplan.image),
         ));
     };
+    let done = build_stages(session, target_index, tplan, image.extension.image_type)?;
     let extension = assemble::extension_json(&image.extension, &done.state.inherited_apps);
     let opts = session.opts;
     let mut state = done.state.clone();
@@ -114,11 +115,13 @@ fn build_target(
     Ok((tplan.platform.to_string(), desc))
 }
 
-/// Runs each stage of a platform on its own thread; returns the last stage.
+/// Runs each stage of a platform on its own thread (the last one checks its base against
+/// `image_type`); returns the last stage.
 fn build_stages(
     session: &Session<'_>,
     target_index: usize,
     tplan: &TargetPlan,
+    image_type: ImageType,
 ) -> Result<Arc<StageDone>> {
     let mut inputs = Vec::with_capacity(tplan.stages.len());
     let mut next = 0;
@@ -140,11 +143,13 @@ fn build_stages(
             )
         })?;
         let problem = |what: &str| malformed(tplan, format!("stage {si}: {what}"));
+        let last = si + 1 == tplan.stages.len();
         inputs.push(StageInput::new(
             target_index,
             si,
             &tplan.platform,
             nodes,
+            last.then_some(image_type),
             problem,
         )?);
     }

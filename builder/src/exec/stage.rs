@@ -1,4 +1,6 @@
 //! One stage: its base (`FROM`), then its steps in order, each keyed and looked up in the cache.
+//! The final image's stage checks the image its files start from against `--type` before its
+//! first step (`chasi_compiler::check::imagetype::check_base`).
 //!
 //! Configuration steps change the image state and the running key only; layer steps are
 //! keyed with what the plan cannot know (remote source digests, the key of a `COPY --from`
@@ -15,7 +17,8 @@ use crate::events::BuildEvent;
 use crate::fetch::{Fetched, Fetcher};
 use crate::rootfs::WorkRoot;
 use crate::state::{resolve_base, ImageState, LayerRef};
-use chasi_compiler::check::{Base, CopyFrom, Op, Source};
+use chasi_compiler::check::imagetype::{check_base, BaseType};
+use chasi_compiler::check::{Base, CopyFrom, ImageType, Op, Source};
 use chasi_compiler::plan::{Node, NodeStep};
 use chasi_layers::Digest;
 use chasi_oci::Platform;
@@ -34,6 +37,8 @@ pub(super) struct StageInput<'a> {
     /// The stage's own platform (`FROM --platform`), which picks the base image's manifest.
     base_platform: &'a Platform,
     steps: Vec<(&'a Node, &'a Op)>,
+    /// For the final image's stage, `--type`: its base is checked against it.
+    image_type: Option<ImageType>,
 }
 
 impl<'a> StageInput<'a> {
@@ -43,6 +48,7 @@ impl<'a> StageInput<'a> {
         index: usize,
         platform: &'a Platform,
         nodes: &'a [Node],
+        image_type: Option<ImageType>,
         problem: impl Fn(&str) -> BuildError,
     ) -> Result<Self> {
         let Some((
@@ -75,6 +81,7 @@ impl<'a> StageInput<'a> {
             base,
             base_platform,
             steps,
+            image_type,
         })
     }
 }
@@ -135,15 +142,21 @@ fn start(cx: &StageCx<'_, '_>, input: &StageInput<'_>) -> Result<(ImageState, Di
     // File times are clamped to the epoch, so layers made with another epoch differ.
     let version = format!("chasi.build/v1 epoch={}", cx.session.opts.source_date_epoch);
     let id = &input.base_node.id.to_string();
-    Ok(match input.base {
+    let (state, key) = match input.base {
         Base::Scratch => (ImageState::scratch(), cache::key_of(&[&version, id])),
         Base::Image { reference } => {
-            let state = resolve_base(
+            let mut state = resolve_base(
                 cx.session.store,
                 reference,
                 input.base_platform,
                 cx.session.opts,
             )?;
+            if let Some(origin) = &mut state.origin {
+                if let NodeStep::From { span, .. } = &input.base_node.step {
+                    origin.span = *span;
+                }
+                origin.at = ops::at(input.base_node);
+            }
             let base = state.base_digest.map(|d| d.to_string()).unwrap_or_default();
             (state, cache::key_of(&[&version, id, &base]))
         }
@@ -152,7 +165,42 @@ fn start(cx: &StageCx<'_, '_>, input: &StageInput<'_>) -> Result<(ImageState, Di
             let key = cache::key_of(&[&version, id, &done.key.to_string()]);
             (done.state.clone(), key)
         }
-    })
+    };
+    if let Some(image_type) = input.image_type {
+        check_image_type(cx, image_type, &state)?;
+    }
+    Ok((state, key))
+}
+
+/// `--type` against the image the final image starts from (`chasi_compiler::check::imagetype`):
+/// a refusal (KF241) stops the build before its first step, a warning (KF242) is reported.
+fn check_image_type(cx: &StageCx<'_, '_>, image_type: ImageType, state: &ImageState) -> Result<()> {
+    let Some(origin) = &state.origin else {
+        return Ok(());
+    };
+    let base = match &origin.sealer_type {
+        Some(text) => BaseType::Sealer(text),
+        None => BaseType::NotSealer,
+    };
+    let Some(diagnostic) = check_base(image_type, &origin.reference, base, origin.span) else {
+        return Ok(());
+    };
+    if diagnostic.is_error() {
+        return Err(BuildError::ImageType {
+            at: origin.at.clone(),
+            diagnostic: Box::new(diagnostic),
+        });
+    }
+    cx.session.observer.event(BuildEvent::Warning {
+        platform: cx.platform.clone(),
+        message: format!(
+            "{}: {} {}",
+            origin.at,
+            diagnostic.code.as_str(),
+            diagnostic.message
+        ),
+    });
+    Ok(())
 }
 
 /// What a layer step resolved before it can be keyed.

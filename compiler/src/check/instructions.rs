@@ -717,6 +717,7 @@ impl Checker<'_> {
                 .with_help(format!("write `{dest}/`")),
             );
         }
+        self.note_cluster_writes(&dest, dest_word.span, &sources, from.is_some())?;
         let used = self.drain(sink);
         let copy = Copy {
             sources,

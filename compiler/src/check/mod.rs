@@ -13,6 +13,7 @@
 //!
 //! Modules: [`words`] (quotes, escapes, `$VAR`), `instructions` (one function per
 //! instruction), `apps` (APP/CNI/CSI, APPCMDS, APPENV, LAUNCH and type detection),
+//! [`imagetype`] (`--type kube-installer|app-installer`: what an app image may hold and start from),
 //! [`context`] and [`ignore`] (the build context), `kubeversion` (the range grammar),
 //! `reference` (the shape of a `FROM` image after expansion), [`program`] (the output model).
 //!
@@ -56,6 +57,7 @@
 mod apps;
 pub mod context;
 pub mod ignore;
+pub mod imagetype;
 mod instructions;
 mod kubeversion;
 pub mod program;
@@ -80,6 +82,8 @@ pub struct CheckOptions<'a> {
     pub build_args: &'a BTreeMap<String, String>,
     /// Target platforms (at least one).
     pub platforms: &'a [Platform],
+    /// `--type`: what the image installs (the app-installer rules are in [`imagetype`]).
+    pub image_type: ImageType,
 }
 
 /// Checks a parsed Kubefile and lowers it for every target platform.
@@ -184,6 +188,9 @@ pub(crate) struct StageState {
     labels: BTreeMap<String, String>,
     maintainer: Option<String>,
     launch: Launch,
+    /// Where a `COPY`/`ADD` of this stage writes a top-level directory of the cluster runtime
+    /// (recorded for app-installer builds only; see [`imagetype`]).
+    cluster_writes: Vec<(Span, String)>,
 }
 
 impl StageState {
@@ -199,6 +206,7 @@ impl StageState {
             labels: BTreeMap::new(),
             maintainer: None,
             launch: Launch::default(),
+            cluster_writes: Vec::new(),
         }
     }
 
@@ -331,6 +339,7 @@ impl<'a> Checker<'a> {
         for stage in 0..self.stages.len() {
             self.check_app_types(stage);
         }
+        self.check_image_type();
         Ok(())
     }
 
@@ -382,9 +391,13 @@ impl<'a> Checker<'a> {
 
     fn finish(self) -> Target {
         let Checker {
-            platform, stages, ..
+            platform,
+            stages,
+            options,
+            ..
         } = self;
         let mut image = Image::default();
+        image.extension.image_type = options.image_type;
         if let Some(last) = stages.last() {
             image.env = last.env.clone();
             image.labels = last.labels.clone();

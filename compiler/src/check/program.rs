@@ -382,15 +382,54 @@ pub struct Image {
     pub extension: ImageExtension,
 }
 
+/// What a sealer image installs (`sealer build --type`, the extension's `type`): sealer v0.11
+/// runs an `app-installer` image onto an existing cluster and anything else as a cluster to
+/// create; `sealer upgrade`/`rollback` take `kube-installer` images only. The rules chasi
+/// derives from this are in `compiler/src/check/imagetype.rs`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize)]
+pub enum ImageType {
+    /// A cluster image: Kubernetes (or another runtime) and what it launches (the default).
+    #[default]
+    #[serde(rename = "kube-installer")]
+    KubeInstaller,
+    /// An application image for a running cluster: applications and their container images.
+    #[serde(rename = "app-installer")]
+    AppInstaller,
+}
+
+impl ImageType {
+    /// Every type, in the order `--type` lists them.
+    pub const ALL: [ImageType; 2] = [ImageType::KubeInstaller, ImageType::AppInstaller];
+
+    /// The extension's spelling: `kube-installer` or `app-installer`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ImageType::KubeInstaller => "kube-installer",
+            ImageType::AppInstaller => "app-installer",
+        }
+    }
+
+    /// The type an extension's `type` value names, if it names one exactly.
+    pub fn parse(text: &str) -> Option<ImageType> {
+        ImageType::ALL.into_iter().find(|t| t.as_str() == text)
+    }
+}
+
+impl std::fmt::Display for ImageType {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 /// sealer v0.11's `ImageExtension`, without the `buildClient` the builder adds.
 #[derive(Debug, Clone, Serialize)]
 pub struct ImageExtension {
     /// Always `v1alpha1` (sealer never bumped it).
     #[serde(rename = "schemaVersion")]
     pub schema_version: String,
-    /// `kube-installer` (default) or `app-installer`.
+    /// `kube-installer` (default) or `app-installer`: `chasi build --type`, never inherited.
     #[serde(rename = "type")]
-    pub image_type: String,
+    pub image_type: ImageType,
     /// Applications declared in the final stage (and inherited from earlier stages it is
     /// based on; applications of a base *image* are merged by the builder).
     #[serde(skip_serializing_if = "Vec::is_empty")]
@@ -406,7 +445,7 @@ impl Default for ImageExtension {
     fn default() -> Self {
         ImageExtension {
             schema_version: "v1alpha1".into(),
-            image_type: "kube-installer".into(),
+            image_type: ImageType::KubeInstaller,
             applications: Vec::new(),
             env: BTreeMap::new(),
             launch: Launch::default(),

@@ -70,6 +70,17 @@ pub fn host() -> String {
 
 /// Tags image `name` (one manifest for `platform` over `tars`, bottom first); returns its digest.
 pub fn image(store: &Store, name: &str, platform: &str, tars: &[Vec<u8>]) -> Digest {
+    annotated_image(store, name, platform, tars, &BTreeMap::new())
+}
+
+/// [`image`] with manifest annotations (a sealer extension, say).
+pub fn annotated_image(
+    store: &Store,
+    name: &str,
+    platform: &str,
+    tars: &[Vec<u8>],
+    annotations: &BTreeMap<String, String>,
+) -> Digest {
     let p: Platform = platform.parse().expect("platform");
     let mut descs = Vec::new();
     let mut ids = Vec::new();
@@ -92,13 +103,8 @@ pub fn image(store: &Store, name: &str, platform: &str, tars: &[Vec<u8>]) -> Dig
     if let Some(v) = &p.variant {
         config["variant"] = json!(v);
     }
-    let m = oci::build_manifest(
-        &mut StoreBlobs::new(store),
-        &config,
-        &descs,
-        &BTreeMap::new(),
-    )
-    .expect("manifest");
+    let m = oci::build_manifest(&mut StoreBlobs::new(store), &config, &descs, annotations)
+        .expect("manifest");
     let d: Digest = m.digest().to_string().parse().unwrap();
     store.set_ref(name, &d).expect("tag");
     d
