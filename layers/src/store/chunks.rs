@@ -130,35 +130,40 @@ impl Store {
     /// The compressed bytes of a pack frame that holds exactly `chunks`, in order, if there is one. Pack frames and
     /// blob frames share the encoder and the grouping rule, so such a frame is the blob frame of that group
     /// byte for byte and is served without recompressing.
+    ///
+    /// The frame is found by the group's first chunk and raw length (`ChunkMap::frames`), not through the
+    /// chunks' own places: a chunk the layer repeats is recorded at one of its places only, so asking every chunk
+    /// for the same frame (as this did once) missed every frame holding a repeat, which on a real root file system
+    /// is nearly all of them. The frame is then checked by content: it is decoded (once, cached) and every chunk
+    /// of the group is compared by its BLAKE3 name at its offset, so a digest computed from these bytes never
+    /// comes from a damaged or different frame. Any mismatch falls back to recompressing from the chunks, whose
+    /// reads report damage precisely.
     pub(crate) fn stored_frame(&self, chunks: &[ChunkRef]) -> Result<Option<Vec<u8>>> {
-        let Some((pack, first)) = chunks.first().and_then(|c| self.chunk_loc(&c.id)) else {
+        let total: u64 = chunks.iter().map(|c| u64::from(c.len)).sum();
+        let (Some(first), Ok(total)) = (chunks.first(), u32::try_from(total)) else {
             return Ok(None);
         };
-        let mut next = 0u32;
+        let found = {
+            let m = self.chunks.read().unwrap_or_else(|e| e.into_inner());
+            m.frames
+                .get(&(first.id, total))
+                .map(|l| (m.packs[l.pack as usize], *l))
+        };
+        let Some((pack, loc)) = found else {
+            return Ok(None);
+        };
+        let raw = self.frame(&pack, &loc)?;
+        let mut off = 0usize;
         for c in chunks {
-            match self.chunk_loc(&c.id) {
-                Some((p, l))
-                    if p == pack
-                        && l.frame_offset == first.frame_offset
-                        && l.offset == next
-                        && l.raw_len == c.len =>
-                {
-                    next += c.len
-                }
+            let end = off + c.len as usize;
+            match raw.get(off..end) {
+                Some(bytes) if ChunkId::of(bytes) == c.id => off = end,
                 _ => return Ok(None),
             }
         }
-        if next != first.frame_raw_len {
-            return Ok(None);
-        }
-        // The chunks are verified all the same (one decode, cached): a digest computed from these bytes gets
-        // recorded, and must never come from a damaged pack.
-        for c in chunks {
-            self.read_chunk(c)?;
-        }
         let f = self.pack_file(&pack)?;
         let path = self.pack_path(&pack, "pack");
-        pack::read_frame(&f, &path, first.frame_offset, first.frame_len).map(Some)
+        pack::read_frame(&f, &path, loc.frame_offset, loc.frame_len).map(Some)
     }
 
     /// Reads and verifies (BLAKE3 name and size) one uncompressed chunk.

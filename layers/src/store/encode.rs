@@ -199,3 +199,69 @@ impl Store {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{ChunkParams, Layout, TarOptions};
+
+    /// Pseudo-random bytes (xorshift), incompressible.
+    fn noise(seed: u64, len: usize) -> Vec<u8> {
+        let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+        (0..len)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                x as u8
+            })
+            .collect()
+    }
+
+    #[test]
+    fn every_blob_frame_of_a_layer_repeating_its_chunks_is_a_stored_frame() {
+        let t = tempfile::tempdir().unwrap();
+        let src = t.path().join("src");
+        std::fs::create_dir_all(&src).unwrap();
+        // Files repeated across the layer, as identical files in a root file system are.
+        for i in 0..12u64 {
+            std::fs::write(src.join(format!("f{i:02}")), noise(i % 4, 150_000)).unwrap();
+        }
+        let mut layout = Layout::new(ChunkParams {
+            min_size: 1024,
+            avg_size: 4096,
+            max_size: 16384,
+            ..ChunkParams::default()
+        });
+        layout.compression.pack_frame_bytes = 64 << 10;
+        layout.compression.blob_frame_bytes = 64 << 10;
+        let s = Store::open_with_layout(&t.path().join("s"), layout).unwrap();
+        let opts = TarOptions {
+            source_date_epoch: Some(1_700_000_000),
+            ..Default::default()
+        };
+        let l = s.ingest_dir(&src, &opts).unwrap();
+        let idx = s.layer(&l.diff_id).unwrap();
+        let r = BlobReader::new(&s, idx.chunks.clone(), BlobEncoding::Zstd);
+        assert!(r.groups.len() > 20, "{} groups", r.groups.len());
+        let mut seen = std::collections::HashSet::new();
+        let mut repeats = 0;
+        for g in &r.groups {
+            let group = &r.chunks[g.clone()];
+            repeats += group.iter().filter(|c| !seen.insert(c.id)).count();
+            let frame = s.stored_frame(group).unwrap();
+            let frame = frame.unwrap_or_else(|| panic!("group {g:?} recompressed"));
+            // The stored frame is what compressing the group gives.
+            let raw: Vec<u8> = group
+                .iter()
+                .flat_map(|c| s.read_chunk(c).unwrap())
+                .collect();
+            assert_eq!(frame, pack::encode_frame(3, &raw).unwrap(), "group {g:?}");
+        }
+        assert!(repeats > 100, "the layer repeats its chunks: {repeats}");
+        // A group whose content is not a frame is not passed off as one.
+        let mut shifted = r.chunks[r.groups[1].clone()].to_vec();
+        shifted.rotate_left(1);
+        assert!(s.stored_frame(&shifted).unwrap().is_none());
+    }
+}

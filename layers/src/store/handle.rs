@@ -29,6 +29,9 @@ pub(crate) struct ChunkMap {
     pub(crate) sizes: Vec<(u64, u64)>,
     pub(crate) loaded: HashSet<Digest>,
     pub(crate) map: HashMap<ChunkId, ChunkLoc>,
+    /// Every frame by its first chunk and its raw length (the place of that first chunk): how a blob frame
+    /// finds the pack frame that holds it, even when all its chunks are repeats recorded elsewhere in `map`.
+    pub(crate) frames: HashMap<(ChunkId, u32), ChunkLoc>,
 }
 
 impl ChunkMap {
@@ -40,14 +43,18 @@ impl ChunkMap {
         self.packs.push(idx.pack);
         self.sizes.push((idx.pack_size, idx_len));
         for e in &idx.entries {
-            self.map.entry(e.chunk).or_insert(ChunkLoc {
+            let loc = ChunkLoc {
                 pack: p,
                 frame_offset: e.frame_offset,
                 frame_len: e.frame_len,
                 frame_raw_len: e.frame_raw_len,
                 offset: e.offset,
                 raw_len: e.raw_len,
-            });
+            };
+            self.map.entry(e.chunk).or_insert(loc);
+            if e.offset == 0 {
+                self.frames.entry((e.chunk, e.frame_raw_len)).or_insert(loc);
+            }
         }
     }
 }
