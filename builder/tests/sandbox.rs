@@ -317,14 +317,19 @@ fn killing_the_builder_kills_the_step() {
         let _ = sandbox::run(&s);
     });
     std::thread::sleep(std::time::Duration::from_millis(300));
-    // Kill the sandbox's setpriv/unshare process the way the death of chasi would.
+    // Kill the sandbox's setpriv/unshare process the way the death of chasi would: this test's
+    // own (its command line names the test's root), not one of a test running beside it.
     let me = std::process::id().to_string();
     let ps = std::process::Command::new("pgrep")
-        .args(["-P", &me, "unshare"])
+        .args(["-P", &me, "-f"])
+        .arg(format!("^[^ ]*unshare .*{}", lower.display()))
         .output()
         .unwrap();
     let pid = String::from_utf8_lossy(&ps.stdout).trim().to_string();
-    assert!(!pid.is_empty(), "no sandbox process found");
+    assert!(
+        !pid.is_empty() && !pid.contains('\n'),
+        "not one sandbox process found: {pid:?}"
+    );
     std::process::Command::new("kill")
         .args(["-KILL", &pid])
         .status()
