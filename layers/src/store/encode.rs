@@ -235,7 +235,7 @@ mod tests {
         });
         layout.compression.pack_frame_bytes = 64 << 10;
         layout.compression.blob_frame_bytes = 64 << 10;
-        let s = Store::open_with_layout(&t.path().join("s"), layout).unwrap();
+        let s = Store::open_with_layout(t.path().join("s"), layout).unwrap();
         let opts = TarOptions {
             source_date_epoch: Some(1_700_000_000),
             ..Default::default()
