@@ -52,6 +52,9 @@ pub(super) fn root_type(platform: &str) -> uuid::Uuid {
     }
 }
 
+/// The ESP's FAT label (its volume id derives from it).
+const ESP_LABEL: &str = "ESP";
+
 /// Size of the BIOS boot partition (GRUB's core image takes about 100 KiB).
 pub(super) const BIOS_BOOT_SIZE: u64 = 1 << 20;
 
@@ -170,7 +173,7 @@ impl Exporter for DiskExporter {
                 fs: opts.fs,
                 root_fs_uuid: ext4_uuid,
                 root_partuuid: gpt::partition_guid(&seed, esp_idx + 1),
-                esp_partuuid: gpt::partition_guid(&seed, esp_idx),
+                esp_fs_uuid: boot::fat_uuid(&seed, ESP_LABEL),
                 repart_root_type: "root-x86-64",
             };
             notes.extend(installed::install(
@@ -291,7 +294,7 @@ impl Exporter for DiskExporter {
             if let Some(i) = &initrd_src {
                 files.push(("initrd.img", i));
             }
-            boot::fat_image(&esp_img, esp, "ESP", &files, &seed, epoch)?;
+            boot::fat_image(&esp_img, esp, ESP_LABEL, &files, &seed, epoch)?;
             contents.push((esp_idx, esp_img));
             let firmware = mode.firmware();
             notes.push(format!(

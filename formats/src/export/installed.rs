@@ -36,8 +36,8 @@ pub struct DiskIds {
     pub root_fs_uuid: Option<uuid::Uuid>,
     /// The root partition's GPT unique GUID.
     pub root_partuuid: uuid::Uuid,
-    /// The ESP's GPT unique GUID.
-    pub esp_partuuid: uuid::Uuid,
+    /// The ESP's FAT volume id, as fstab's `UUID=` spells it (`ABCD-1234`).
+    pub esp_fs_uuid: String,
     /// The GPT type name of the root partition for `repart.d` (`root-x86-64`).
     pub repart_root_type: &'static str,
 }
@@ -67,8 +67,9 @@ impl FstabEntry {
 }
 
 /// The fstab entries of a disk: the root (ext4 read-write by file-system UUID, grown to its
-/// partition by systemd; squashfs and erofs read-only by PARTUUID) and the ESP (vfat, by
-/// PARTUUID, readable by root only as Debian's installer mounts it).
+/// partition by systemd; squashfs and erofs read-only by PARTUUID) and the ESP (vfat, by its
+/// volume id, readable by root only, as Debian's installer mounts it; libguestfs inspection
+/// resolves `UUID=` but not `PARTUUID=` for it).
 pub fn fstab_entries(ids: &DiskIds) -> Vec<FstabEntry> {
     let root = match (ids.fs, ids.root_fs_uuid) {
         (RootFsType::Ext4, Some(u)) => FstabEntry {
@@ -87,7 +88,7 @@ pub fn fstab_entries(ids: &DiskIds) -> Vec<FstabEntry> {
         },
     };
     let esp = FstabEntry {
-        spec: format!("PARTUUID={}", ids.esp_partuuid),
+        spec: format!("UUID={}", ids.esp_fs_uuid),
         mount: ESP_MOUNT.into(),
         fstype: "vfat".into(),
         options: "umask=0077".into(),
@@ -414,7 +415,7 @@ mod tests {
             fs,
             root_fs_uuid: (fs == RootFsType::Ext4).then(|| uuid::Uuid::from_u128(1)),
             root_partuuid: uuid::Uuid::from_u128(2),
-            esp_partuuid: uuid::Uuid::from_u128(3),
+            esp_fs_uuid: "ABCD-0123".into(),
             repart_root_type: "root-x86-64",
         }
     }
@@ -426,10 +427,7 @@ mod tests {
             e[0].line(),
             "UUID=00000000-0000-0000-0000-000000000001 / ext4 errors=remount-ro,x-systemd.growfs 0 1"
         );
-        assert_eq!(
-            e[1].line(),
-            "PARTUUID=00000000-0000-0000-0000-000000000003 /boot/efi vfat umask=0077 0 1"
-        );
+        assert_eq!(e[1].line(), "UUID=ABCD-0123 /boot/efi vfat umask=0077 0 1");
         let s = fstab_entries(&ids(RootFsType::Squashfs));
         assert_eq!(
             s[0].line(),
