@@ -785,7 +785,7 @@ fn bootable_qcow2_and_ova_vmdk_boot_under_uefi() {
         qemu_img(&["check", q.to_str().unwrap()]).status.code(),
         Some(0)
     );
-    boot(
+    let log = boot(
         dir.path(),
         true,
         &[
@@ -793,6 +793,12 @@ fn bootable_qcow2_and_ova_vmdk_boot_under_uefi() {
             &format!("file={},format=qcow2,if=virtio", q.display()),
         ],
         "qcow2-uefi",
+    );
+    // Issue 11 item 8: GRUB reads the ESP's menu and boots the kernel from the ext4 root (where
+    // the guest's kernel packages put new kernels), not the export's copy on the ESP.
+    assert!(
+        log.contains("chasi: booting /boot/vmlinuz-"),
+        "not booted from the root file system:\n{log}"
     );
 
     // The KVM profile's OVA boots on the devices its descriptor declares: the disk on a
@@ -865,6 +871,8 @@ fn bootable_qcow2_with_squashfs_and_erofs_roots_boot_under_uefi() {
             log.contains(&format!("CHASI-BOOT-OK root={fs}")),
             "{fs}: the root is not {fs}; serial log:\n{log}"
         );
+        // A read-only root boots the ESP's copy of the kernel (the menu's only entry).
+        assert!(log.contains("chasi: booting /vmlinuz"), "{fs}:\n{log}");
     }
 }
 
@@ -905,6 +913,10 @@ fn a_hybrid_disk_boots_under_bios_and_uefi() {
             if uefi { "hybrid-uefi" } else { "hybrid-bios" },
         );
         assert!(log.contains("CHASI-BOOT-OK root=ext4"), "{log}");
+        if !uefi {
+            // GRUB's BIOS core reaches the same menu (its output is on the serial port too).
+            assert!(log.contains("chasi: booting /boot/vmlinuz-"), "{log}");
+        }
     }
     // A BIOS-only disk: no GRUB for UEFI on its ESP.
     let bios = dir.path().join("bios.raw");

@@ -97,6 +97,12 @@ fn round_up(v: u64, a: u64) -> Option<u64> {
     v.checked_add(a - 1).map(|x| x / a * a)
 }
 
+/// The unique GUID of the partition at `index` (from 0) of a layout seeded by `seed`: known before
+/// the layout is (the disk's size does not enter it), so a file system can name its partitions.
+pub fn partition_guid(seed: &[u8], index: usize) -> Uuid {
+    derive_uuid(seed, &format!("gpt-partition-{}", index + 1))
+}
+
 impl GptLayout {
     /// Smallest disk size that holds `parts` with fixed sizes (plus the GPT and alignment),
     /// rounded up to 1 MiB. Specs with `size: None` count as 1 MiB.
@@ -175,7 +181,7 @@ impl GptLayout {
             partitions.push(Partition {
                 name: p.name.clone(),
                 type_guid: p.type_guid,
-                guid: derive_uuid(seed, &format!("gpt-partition-{}", i + 1)),
+                guid: partition_guid(seed, i),
                 first_lba: first,
                 last_lba: last,
             });

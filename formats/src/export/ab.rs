@@ -23,7 +23,7 @@ const ESP_SIZE: u64 = 16 << 20;
 
 /// Default slot size: room for an image twice this one, at least 256 MiB.
 fn default_slot_size(info: &RootfsInfo) -> u64 {
-    mib((2 * rootfs::ext4_auto_size(info)).max(256 << 20))
+    mib((2 * rootfs::ext4_auto_size(info, false)).max(256 << 20))
 }
 
 /// Bytes and entries of a tree (the data partition's content).

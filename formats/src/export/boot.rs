@@ -341,6 +341,17 @@ pub fn fat_size(content: u64) -> u64 {
     s.div_ceil(1 << 20) * (1 << 20)
 }
 
+/// The volume id of the FAT labelled `label` in an export seeded by `seed`.
+pub fn fat_volume_id(seed: &[u8], label: &str) -> u32 {
+    derive_u32(seed, &format!("fat-{label}"))
+}
+
+/// The FAT's volume id as blkid, udev and fstab's `UUID=` spell it (`ABCD-1234`).
+pub fn fat_uuid(seed: &[u8], label: &str) -> String {
+    let v = fat_volume_id(seed, label);
+    format!("{:04X}-{:04X}", v >> 16, v & 0xffff)
+}
+
 /// Creates a FAT image of `size` bytes at `img` holding `files` (`(path in the image, source
 /// file)`; parent folders are created), with a volume id derived from `seed`. Everything is
 /// dated `epoch` clamped by [`fat_epoch`]; the sources' mtimes are set to it.
@@ -356,7 +367,7 @@ pub fn fat_image(
     if img.exists() {
         std::fs::remove_file(img).map_err(ExportError::io("remove", img))?;
     }
-    let volid = format!("{:08X}", derive_u32(seed, &format!("fat-{label}")));
+    let volid = format!("{:08X}", fat_volume_id(seed, label));
     let mut c = tools::command(tools::MKFS_VFAT, epoch)?;
     c.args(["--invariant", "-i", &volid, "-n", label, "-C"])
         .arg(img)

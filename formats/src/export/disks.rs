@@ -6,10 +6,15 @@
 //! tries), the kernel (`/vmlinuz`) and its initrd (`/initrd.img`); partition 2 is the root
 //! partition (Discoverable Partitions type for the architecture) holding the rootfs as ext4,
 //! squashfs or erofs. GRUB boots `root=PARTUUID=<partition 2> rootfstype=<fs> rootwait
-//! console=tty0 console=ttyS0`. Without a kernel the disk is a data disk: one root
+//! console=tty0 console=ttyS0` through the ESP's menu ([`super::menu`]: the distro's own GRUB
+//! config, else the kernel on the ext4 root, else the ESP's copy), and the root's tree gets the
+//! fstab lines, mount point and growth drop-in of an installed system ([`super::installed`]),
+//! named by identifiers known before the partitions are built ([`gpt::partition_guid`],
+//! [`rootfs::ext4_uuid`]). Without a kernel the disk is a data disk: one root
 //! partition. With `--boot bios|hybrid` a 1 MiB BIOS boot partition comes first, holding GRUB's
 //! i386-pc core image, and the protective MBR carries GRUB's boot code pointing at it
-//! ([`boot::grub_bios_disk`]); a BIOS-only disk has no EFI loader on its ESP. Sizes: `auto` is the content plus headroom; an explicit `--size` that cannot
+//! ([`boot::grub_bios_disk`]); a BIOS-only disk has no EFI loader on its ESP. Sizes: `auto` is the content plus headroom ([`rootfs::ext4_auto_size`]: at least 1 GiB free
+//! on a bootable disk); an explicit `--size` that cannot
 //! hold the content fails before anything is written. The partition contents are built in
 //! a work folder in the store's session `tmp/` and the disk is streamed from them
 //! ([`crate::disk::ExtentDisk`]), never materialised, into the output by the rules of
@@ -17,10 +22,10 @@
 
 use std::path::{Path, PathBuf};
 
-use super::rootfs;
 use super::{
     boot, tools, work_dir, BootMode, ClusterCompression, ExportFormat, ExportInput, ExportOptions,
 };
+use super::{installed, menu, rootfs};
 use super::{ExportError, ExportReport, ExportResult, Exporter, RootFsType};
 use crate::gpt::{self, GptLayout, PartitionSpec};
 use crate::ova::{write_ova, OvaOptions};
@@ -46,6 +51,9 @@ pub(super) fn root_type(platform: &str) -> uuid::Uuid {
         gpt::LINUX_DATA_TYPE
     }
 }
+
+/// The ESP's FAT label (its volume id derives from it).
+const ESP_LABEL: &str = "ESP";
 
 /// Size of the BIOS boot partition (GRUB's core image takes about 100 KiB).
 pub(super) const BIOS_BOOT_SIZE: u64 = 1 << 20;
@@ -158,6 +166,23 @@ impl Exporter for DiskExporter {
         let work = work_dir(input.store)?;
         let tree = work.path().join("rootfs");
         rootfs::unpack(input.store, &input.layers, &tree)?;
+        let esp_idx = usize::from(bios_spec.is_some());
+        let ext4_uuid = (opts.fs == RootFsType::Ext4).then(|| rootfs::ext4_uuid(&seed, "root"));
+        if bootable {
+            let ids = installed::DiskIds {
+                fs: opts.fs,
+                root_fs_uuid: ext4_uuid,
+                root_partuuid: gpt::partition_guid(&seed, esp_idx + 1),
+                esp_fs_uuid: boot::fat_uuid(&seed, ESP_LABEL),
+                repart_root_type: "root-x86-64",
+            };
+            notes.extend(installed::install(
+                &tree,
+                &ids,
+                &input.digest.to_string(),
+                epoch,
+            )?);
+        }
         let root_img = work.path().join("root.img");
         // squashfs / erofs: build first, their size is what they need.
         let built = if opts.fs == RootFsType::Ext4 {
@@ -175,7 +200,7 @@ impl Exporter for DiskExporter {
                 work.path(),
             )?)
         };
-        let root_need = built.unwrap_or_else(|| rootfs::ext4_auto_size(&info));
+        let root_need = built.unwrap_or_else(|| rootfs::ext4_auto_size(&info, bootable));
         let disk_size = match opts.size {
             Some(requested) => {
                 let needed = GptLayout::required_size(&specs_with(Some(match built {
@@ -190,7 +215,6 @@ impl Exporter for DiskExporter {
             None => GptLayout::required_size(&specs_with(Some(mib(root_need))))?,
         };
         let mut layout = GptLayout::new(disk_size, &seed, &specs_with(None))?;
-        let esp_idx = usize::from(bios_spec.is_some());
         let root_idx = layout.partitions.len() - 1;
         let root_part = &layout.partitions[root_idx];
         let root_range = root_part.byte_range();
@@ -219,24 +243,42 @@ impl Exporter for DiskExporter {
             let marker_file = work.path().join("marker.id");
             std::fs::write(&marker_file, format!("{}\n", input.digest))
                 .map_err(ExportError::io("write", &marker_file))?;
-            let script = boot::grub_script(
+            let script = menu::loader_script(
                 &marker,
-                "/vmlinuz",
-                info.initrd.as_ref().map(|_| "/initrd.img"),
-                &cmdline,
+                &boot::grub_script(
+                    &marker,
+                    "/vmlinuz",
+                    info.initrd.as_ref().map(|_| "/initrd.img"),
+                    &cmdline,
+                ),
             );
+            let origin = input.digest.to_string();
+            let menu_text = menu::menu(&menu::Menu {
+                origin: &origin,
+                marker: &marker,
+                cmdline: &cmdline,
+                esp_initrd: info.initrd.is_some(),
+                root: ext4_uuid.map(|u| {
+                    menu::root_kernel(&tree, &u.to_string(), kernel, info.initrd.as_deref())
+                }),
+            });
+            let menu_file = work.path().join("grub.cfg");
+            std::fs::write(&menu_file, &menu_text).map_err(ExportError::io("write", &menu_file))?;
             let efi = work.path().join("BOOTX64.EFI");
             let kernel_src = tree.join(kernel);
-            let mut files: Vec<(&str, &Path)> =
-                vec![(&marker[1..], &marker_file), ("vmlinuz", &kernel_src)];
+            let mut files: Vec<(&str, &Path)> = vec![
+                (menu::MENU_PATH, &menu_file),
+                (&marker[1..], &marker_file),
+                ("vmlinuz", &kernel_src),
+            ];
             if uefi {
-                boot::grub_efi(&script, &efi, work.path(), epoch)?;
+                boot::grub_efi_normal(&script, &efi, work.path(), epoch)?;
                 files.insert(0, ("EFI/BOOT/BOOTX64.EFI", &efi));
             }
             if bios {
                 let part = &layout.partitions[0];
                 let range = part.byte_range();
-                let chain = boot::grub_bios_disk(
+                let chain = boot::grub_bios_disk_normal(
                     &script,
                     part.first_lba,
                     range.end - range.start,
@@ -252,7 +294,7 @@ impl Exporter for DiskExporter {
             if let Some(i) = &initrd_src {
                 files.push(("initrd.img", i));
             }
-            boot::fat_image(&esp_img, esp, "ESP", &files, &seed, epoch)?;
+            boot::fat_image(&esp_img, esp, ESP_LABEL, &files, &seed, epoch)?;
             contents.push((esp_idx, esp_img));
             let firmware = mode.firmware();
             notes.push(format!(

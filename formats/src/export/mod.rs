@@ -16,6 +16,8 @@
 //! | [`iso`] | `iso`: live hybrid ISO (BIOS + UEFI) with a kernel, else an OCI-layout data medium |
 //! | [`rootfs`] | root file-system images: ext4 (`mke2fs -d`), squashfs, erofs |
 //! | [`boot`] | ESP (FAT via mtools) and GRUB images for UEFI and BIOS |
+//! | [`installed`] | what makes a bootable disk look installed: `/etc/fstab`, `/boot/efi`, root growth |
+//! | [`menu`] | the single-root disk's boot path: the loader script and the ESP menu |
 //! | [`cpio`] | the live ISO's initramfs (the rootfs as a newc archive) |
 //!
 //! Work directories (the unpacked rootfs, partition images, the ISO tree) are made by
@@ -58,7 +60,9 @@ pub mod archive;
 pub mod boot;
 pub mod cpio;
 pub mod disks;
+pub mod installed;
 pub mod iso;
+pub mod menu;
 pub mod rootfs;
 pub mod tools;
 

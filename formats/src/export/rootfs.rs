@@ -176,10 +176,30 @@ pub fn ext4_min_size(info: &RootfsInfo) -> u64 {
     size.div_ceil(1 << 20) * (1 << 20)
 }
 
-/// Size of the root file system in `auto` mode: the minimum plus 20 % free space.
-pub fn ext4_auto_size(info: &RootfsInfo) -> u64 {
+/// Free space an `auto`-sized ext4 root of a bootable disk gets at least: room for what a
+/// running system does to its root (a kernel upgrade keeps two kernels with their modules and
+/// initrds, about 450 MiB for Debian's; apt's download cache; logs). Zero blocks cost nothing in
+/// qcow2, VMDK, OVA and VMA (and a raw file is written sparse), and the root grows with its disk
+/// on boot ([`super::installed`]), so this is a floor, not a quota.
+pub const OS_HEADROOM: u64 = 1 << 30;
+
+/// Size of the root file system in `auto` mode: the minimum plus 20 % free space, and for the
+/// root of a bootable disk (`os`) at least [`OS_HEADROOM`] free.
+pub fn ext4_auto_size(info: &RootfsInfo, os: bool) -> u64 {
     let min = ext4_min_size(info);
-    (min + min / 5).div_ceil(1 << 20) * (1 << 20)
+    let free = if os {
+        (min / 5).max(OS_HEADROOM)
+    } else {
+        min / 5
+    };
+    (min + free).div_ceil(1 << 20) * (1 << 20)
+}
+
+/// Inodes of an ext4 of `size` bytes: the rootfs's [`ext4_inodes`], plus one per 16 KiB of the
+/// space beyond [`ext4_min_size`] (mke2fs's usual ratio), so free space can hold new files and
+/// not only bigger ones; a minimum-size file system gets exactly what its content needs.
+fn ext4_inodes_for(info: &RootfsInfo, size: u64) -> u64 {
+    ext4_inodes(info) + size.saturating_sub(ext4_min_size(info)) / 16384
 }
 
 const MKE2FS_CONF: &str = "[defaults]
@@ -227,7 +247,7 @@ pub fn build_ext4(
         .env("E2FSPROGS_FAKE_TIME", fake_time(epoch))
         .args(["-q", "-F", "-t", "ext4", "-L", name, "-m", "0"])
         .arg("-N")
-        .arg(ext4_inodes(info).to_string())
+        .arg(ext4_inodes_for(info, size).to_string())
         .arg("-U")
         .arg(uuid.to_string())
         .arg("-E")
@@ -440,7 +460,21 @@ mod tests {
         };
         assert!(ext4_min_size(&small) >= 8 << 20);
         assert!(ext4_min_size(&big) > 550 << 20);
-        assert!(ext4_auto_size(&big) > ext4_min_size(&big));
+        assert!(ext4_auto_size(&big, false) > ext4_min_size(&big));
+        // A bootable disk's root gets at least OS_HEADROOM free; a data disk 20 %.
+        assert_eq!(
+            ext4_auto_size(&small, true),
+            ext4_min_size(&small) + OS_HEADROOM
+        );
+        assert!(ext4_auto_size(&small, false) < ext4_min_size(&small) * 2);
+        assert_eq!(
+            ext4_inodes_for(&small, ext4_min_size(&small)),
+            ext4_inodes(&small)
+        );
+        assert_eq!(
+            ext4_inodes_for(&small, ext4_min_size(&small) + (16 << 20)),
+            ext4_inodes(&small) + 1024
+        );
         assert_eq!(ext4_min_size(&big) % (1 << 20), 0);
     }
 }
