@@ -144,10 +144,12 @@ struct Upload<'scope, 'env> {
     asked: bool,
 }
 
-/// A response's status and headers (the body is read for error messages only).
+/// A response's status and headers, and for an error the start of its body (which names the
+/// registry's error code, `BLOB_UPLOAD_INVALID`).
 struct Answer {
     status: StatusCode,
     headers: HeaderMap,
+    message: String,
 }
 
 impl Upload<'_, '_> {
@@ -285,44 +287,29 @@ impl Upload<'_, '_> {
         s.block_on(async {
             let res = req.send().await?;
             let (status, headers) = (res.status(), res.headers().clone());
-            if status.is_success() {
-                return Ok(Answer { status, headers });
-            }
-            // The body of an error names its code (`BLOB_UPLOAD_INVALID`): keep a little.
-            let text = res.text().await.unwrap_or_default();
-            let message: String = text.chars().take(400).collect();
+            let message = if status.is_success() {
+                String::new()
+            } else {
+                let text = res.text().await.unwrap_or_default();
+                text.trim().chars().take(400).collect()
+            };
             Ok(Answer {
                 status,
-                headers: with_message(headers, &message),
+                headers,
+                message,
             })
         })
     }
 }
 
-/// An error response's body, carried in a header of the answer for [`status_error`].
-const MESSAGE: &str = "x-chasi-error-body";
-
-fn with_message(mut headers: HeaderMap, message: &str) -> HeaderMap {
-    if let Ok(v) = HeaderValue::from_str(message.trim()) {
-        headers.insert(MESSAGE, v);
-    }
-    headers
-}
-
 fn status_error(a: &Answer, url: &Url, reopen: bool) -> Broken {
-    let message = a
-        .headers
-        .get(MESSAGE)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or_default()
-        .to_string();
     let mut shown = url.clone();
     shown.set_query(None);
     Broken::Http {
         error: OciDistributionError::ServerError {
             code: a.status.as_u16(),
             url: shown.to_string(),
-            message,
+            message: a.message.clone(),
         },
         after: retry_after(&a.headers, SystemTime::now()),
         reopen,

@@ -152,7 +152,11 @@ impl Store {
         let Some((pack, loc)) = found else {
             return Ok(None);
         };
-        let raw = self.frame(&pack, &loc)?;
+        // One read: the compressed bytes are decoded to check them, then returned as they are.
+        let f = self.pack_file(&pack)?;
+        let path = self.pack_path(&pack, "pack");
+        let compressed = pack::read_frame(&f, &path, loc.frame_offset, loc.frame_len)?;
+        let raw = pack::decode_frame(&compressed, loc.frame_raw_len, &path, loc.frame_offset)?;
         let mut off = 0usize;
         for c in chunks {
             let end = off + c.len as usize;
@@ -161,9 +165,7 @@ impl Store {
                 _ => return Ok(None),
             }
         }
-        let f = self.pack_file(&pack)?;
-        let path = self.pack_path(&pack, "pack");
-        pack::read_frame(&f, &path, loc.frame_offset, loc.frame_len).map(Some)
+        Ok(Some(compressed))
     }
 
     /// Reads and verifies (BLAKE3 name and size) one uncompressed chunk.
