@@ -55,8 +55,8 @@ impl Framer<'_> {
     /// Queues a chunk for storage unless the store (or this ingest) has it already; returns a frame once full.
     ///
     /// While no chunk was known before this ingest, a chunk repeated within the layer is stored again: that keeps
-    /// the pack frames identical to the blob frames, whose digest then comes for free (a layer's own repeats are
-    /// few; gc keeps one copy when it rewrites the pack).
+    /// the pack frames identical to the blob frames, whose digest then comes for free and which serving copies
+    /// (a layer's own repeats are few; gc keeps such frames whole while the layer is reachable).
     fn add(&mut self, id: ChunkId, data: &[u8]) -> Option<OpenFrame> {
         if self
             .store
@@ -294,7 +294,7 @@ fn ingest(store: &Store, mut r: impl Read, expected: Option<&Digest>) -> Result<
         });
     }
     if let Some(pw) = pack {
-        commit_pack(store, pw)?;
+        store.commit_pack(pw)?;
     }
     let c = &store.layout.compression;
     let zstd = (framer.all_new && !chunks.is_empty() && c.pack_frame_bytes == c.blob_frame_bytes)
@@ -337,22 +337,4 @@ fn write_index(store: &Store, idx: &LayerIndex) -> Result<()> {
         Some(z) => store.record_blob(idx, &z.digest, "zstd"),
         None => store.write_layer_index(idx),
     }
-}
-
-fn commit_pack(store: &Store, pw: PackWriter) -> Result<()> {
-    let (tmp, idx) = pw.finish()?;
-    let dest = store.pack_path(&idx.pack, "pack");
-    let res = (|| {
-        fs::rename(&tmp, &dest).map_err(|e| Error::io("rename into", &dest, e))?;
-        fsutil::atomic_write(
-            store.tmp_dir(),
-            &store.pack_path(&idx.pack, "idx"),
-            &idx.encode(),
-        )
-    })();
-    if res.is_err() {
-        let _ = fs::remove_file(&tmp);
-    }
-    res?;
-    store.refresh_chunks()
 }

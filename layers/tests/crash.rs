@@ -163,7 +163,8 @@ fn sigkill_at_random_points_never_corrupts_the_store() {
         "no image was ever committed; the kill delays are too short"
     );
     s.gc(&GcOptions::default()).unwrap();
-    assert!(s.verify().unwrap().ok());
+    let rep = s.verify().unwrap();
+    assert!(rep.ok(), "after gc: {:?}", rep.problems);
     assert_eq!(check_committed(&s, &work), committed);
 }
 
@@ -196,6 +197,7 @@ fn concurrent_processes_and_gc_are_safe() {
     assert!(a.wait().unwrap().success() && b.wait().unwrap().success());
     assert!(started.elapsed() < Duration::from_secs(120));
     let _ = rep;
-    assert!(s.verify().unwrap().ok());
+    let rep = s.verify().unwrap();
+    assert!(rep.ok(), "after gc: {:?}", rep.problems);
     assert_eq!(check_committed(&s, &work), 8);
 }

@@ -2,11 +2,12 @@
 //! (blobs, links, layer indexes, dead chunks), every cache record when asked to prune, and dead temp sessions;
 //! packs whose chunks are partly dead are rewritten with the live ones.
 
+use super::marks::Marks;
 use crate::digest::ChunkId;
 use crate::error::{Error, IoCtx, Result};
 use crate::fsutil::{self, TempSession};
 use crate::pack::{self, PackEntry, PackIndex, PackWriter};
-use crate::store::{list_hex, Store};
+use crate::store::{list_hex, FrameKey, Store};
 use serde::Serialize;
 use std::collections::{BTreeMap, HashSet};
 use std::fs;
@@ -116,7 +117,7 @@ impl Store {
                 remove(&mut rep, &self.layer_path(&l));
             }
         }
-        self.sweep_packs(opts, &marks.chunks, &mut rep, &remove)?;
+        self.sweep_packs(opts, &marks, &mut rep, &remove)?;
         if !opts.dry_run {
             for d in ["blobs", "links", "layers", "packs", "cache"] {
                 fsutil::fsync_dir(&self.root.join(d))?;
@@ -125,16 +126,18 @@ impl Store {
         Ok(rep)
     }
 
-    /// Packs: drops dead chunks; each chunk is kept once even if it was stored twice.
+    /// Packs: drops dead chunks; each chunk is kept once even if it was stored twice, except in the frames that
+    /// are blob frames of a reachable layer (`Marks::frames`): the first pack frame holding such a group is kept
+    /// whole, duplicates and all, because serving the layer copies it. Packs are visited in name order; a pack this
+    /// sweep wrote (a rewrite can produce the very bytes of a pack not visited yet) is never visited.
     fn sweep_packs(
         &self,
         opts: &GcOptions,
-        live_chunks: &HashSet<ChunkId>,
+        marks: &Marks,
         rep: &mut GcReport,
         remove: &dyn Fn(&mut GcReport, &Path),
     ) -> Result<()> {
         let pdir = self.root.join("packs");
-        let mut kept: HashSet<ChunkId> = HashSet::new();
         let mut packs: BTreeMap<String, bool> = BTreeMap::new();
         for ent in fs::read_dir(&pdir).ctx("read directory", &pdir)?.flatten() {
             let name = ent.file_name().to_string_lossy().into_owned();
@@ -144,6 +147,7 @@ impl Store {
                 packs.entry(h.to_string()).or_insert(false);
             }
         }
+        let mut indexes: Vec<(String, PackIndex)> = Vec::new();
         for (hex, has_idx) in packs {
             let pack_path = pdir.join(format!("{hex}.pack"));
             let idx_path = pdir.join(format!("{hex}.idx"));
@@ -166,15 +170,43 @@ impl Store {
                     remove(rep, &idx_path);
                     continue;
                 }
-                Ok(m) if m.len() == idx.pack_size => {}
+                Ok(m) if m.len() == idx.pack_size => indexes.push((hex, idx)),
                 _ => continue,
             }
-            // Live and not kept yet (in an earlier pack, or earlier in this one: a layer's own repeats).
-            let live: Vec<_> = idx
+        }
+        // The frames kept whole: (pack, frame offset) of the first frame per reachable blob-frame key.
+        let mut kept: HashSet<ChunkId> = HashSet::new();
+        let mut whole: HashSet<(usize, u64)> = HashSet::new();
+        let mut claimed: HashSet<FrameKey> = HashSet::new();
+        for (n, (_, idx)) in indexes.iter().enumerate() {
+            for frame in idx
+                .entries
+                .chunk_by(|a, b| a.frame_offset == b.frame_offset)
+            {
+                let key = FrameKey::of(frame.iter().map(|e| (e.chunk, e.raw_len)));
+                if marks.frames.contains(&key) && claimed.insert(key) {
+                    whole.insert((n, frame[0].frame_offset));
+                    kept.extend(frame.iter().map(|e| e.chunk));
+                }
+            }
+        }
+        let mut written: HashSet<String> = HashSet::new();
+        for (n, (hex, idx)) in indexes.iter().enumerate() {
+            if written.contains(hex) {
+                continue;
+            }
+            let pack_path = pdir.join(format!("{hex}.pack"));
+            let idx_path = pdir.join(format!("{hex}.idx"));
+            // Kept whole, or live and not kept yet (in an earlier pack, or earlier in this one: a layer's own
+            // repeats).
+            let live: Vec<(PackEntry, bool)> = idx
                 .entries
                 .iter()
-                .filter(|e| live_chunks.contains(&e.chunk) && kept.insert(e.chunk))
-                .copied()
+                .filter_map(|e| {
+                    let w = whole.contains(&(n, e.frame_offset));
+                    (w || (marks.chunks.contains(&e.chunk) && kept.insert(e.chunk)))
+                        .then_some((*e, w))
+                })
                 .collect();
             if live.len() == idx.entries.len() {
                 continue;
@@ -182,8 +214,9 @@ impl Store {
             rep.chunks_removed += (idx.entries.len() - live.len()) as u64;
             rep.packs_rewritten += 1;
             if !live.is_empty() && !opts.dry_run {
-                let written = self.repack(&pack_path, &live)?;
-                rep.bytes_freed = rep.bytes_freed.saturating_sub(written);
+                let (name, size) = self.repack(&pack_path, &live)?;
+                rep.bytes_freed = rep.bytes_freed.saturating_sub(size);
+                written.insert(name);
             }
             // Index first: a pack without index is an ignored leftover, never a dangling reference.
             remove(rep, &idx_path);
@@ -192,39 +225,50 @@ impl Store {
         Ok(())
     }
 
-    /// Writes the live chunks of a pack into a new pack (frames regrouped to the store's frame size), then names
-    /// it. Chunk names do not change, so layer indexes and blob digests stay valid.
-    /// Returns the bytes the new pack and index occupy.
-    fn repack(&self, pack_path: &std::path::Path, live: &[PackEntry]) -> Result<u64> {
+    /// Writes the live chunks of a pack into a new pack, then names it: the frames kept whole (flag `true`) are
+    /// copied verbatim once their chunks are checked, the other chunks regrouped to the store's frame size. Chunk
+    /// names do not change, so layer indexes and blob digests stay valid.
+    /// Returns the new pack's name and the bytes it and its index occupy.
+    fn repack(
+        &self,
+        pack_path: &std::path::Path,
+        live: &[(PackEntry, bool)],
+    ) -> Result<(String, u64)> {
         let src = fs::File::open(pack_path).ctx("open", pack_path)?;
         let c = &self.layout.compression;
         let mut pw = PackWriter::create(
             self.tmp_dir()
                 .join(format!("{}.pack", fsutil::unique_name())),
         )?;
-        let mut frame: Option<(u64, Vec<u8>)> = None;
         let mut open = (Vec::new(), Vec::new());
         let res = (|| -> Result<()> {
-            for (i, e) in live.iter().enumerate() {
-                if frame.as_ref().is_none_or(|f| f.0 != e.frame_offset) {
-                    let raw = pack::load_frame(
-                        &src,
-                        pack_path,
-                        e.frame_offset,
-                        e.frame_len,
-                        e.frame_raw_len,
-                    )?;
-                    frame = Some((e.frame_offset, raw));
+            let loose: Vec<&PackEntry> = live.iter().filter(|(_, w)| !w).map(|(e, _)| e).collect();
+            for frame in live.chunk_by(|a, b| a.0.frame_offset == b.0.frame_offset) {
+                let e0 = &frame[0].0;
+                let z = pack::read_frame(&src, pack_path, e0.frame_offset, e0.frame_len)?;
+                let raw = pack::decode_frame(&z, e0.frame_raw_len, pack_path, e0.frame_offset)?;
+                for (e, _) in frame {
+                    pack::chunk_in_frame(&raw, &e.chunk, e.offset, e.raw_len, pack_path)?;
                 }
-                let raw = frame.as_ref().map(|f| &f.1[..]).unwrap_or_default();
-                let data = pack::chunk_in_frame(raw, &e.chunk, e.offset, e.raw_len, pack_path)?;
-                open.1.push((e.chunk, open.0.len() as u32, e.raw_len));
-                open.0.extend_from_slice(data);
-                if open.0.len() >= c.pack_frame_bytes as usize || i + 1 == live.len() {
-                    let z = pack::encode_frame(c.level, &open.0)
-                        .map_err(|err| Error::io("compress", pack_path, err))?;
-                    pw.append(&z, open.0.len() as u32, open.1.drain(..))?;
-                    open.0.clear();
+                if frame[0].1 {
+                    pw.append(
+                        &z,
+                        e0.frame_raw_len,
+                        frame.iter().map(|(e, _)| (e.chunk, e.offset, e.raw_len)),
+                    )?;
+                    continue;
+                }
+                for (e, _) in frame {
+                    let data = &raw[e.offset as usize..(e.offset + e.raw_len) as usize];
+                    open.1.push((e.chunk, open.0.len() as u32, e.raw_len));
+                    open.0.extend_from_slice(data);
+                    let last = loose.last().is_some_and(|l| std::ptr::eq(*l, e));
+                    if open.0.len() >= c.pack_frame_bytes as usize || last {
+                        let z = pack::encode_frame(c.level, &open.0)
+                            .map_err(|err| Error::io("compress", pack_path, err))?;
+                        pw.append(&z, open.0.len() as u32, open.1.drain(..))?;
+                        open.0.clear();
+                    }
                 }
             }
             Ok(())
@@ -238,6 +282,9 @@ impl Store {
         fs::rename(&tmp, &dest).ctx("rename into", &dest)?;
         let idx_path = self.pack_path(&nidx.pack, "idx");
         fsutil::atomic_write(self.tmp_dir(), &idx_path, &nidx.encode())?;
-        Ok(fsutil::dir_size(&dest) + fsutil::dir_size(&idx_path))
+        Ok((
+            nidx.pack.hex(),
+            fsutil::dir_size(&dest) + fsutil::dir_size(&idx_path),
+        ))
     }
 }

@@ -5,17 +5,19 @@
 use crate::digest::{ChunkId, Digest};
 use crate::error::{Error, IoCtx, Result};
 use crate::json;
-use crate::store::Store;
+use crate::store::{blob_frame_keys, FrameKey, Store};
 use serde_json::Value;
 use std::collections::HashSet;
 use std::fs;
 use std::io::Read;
 use std::rc::Rc;
 
-/// What gc keeps: every reachable digest and the chunks of every reachable layer.
+/// What gc keeps: every reachable digest, the chunks of every reachable layer, and the keys of those layers'
+/// zstd blob frames (a pack frame that is one is kept whole, so serving the layer stays a copy).
 pub(super) struct Marks {
     pub(super) digests: HashSet<Digest>,
     pub(super) chunks: HashSet<ChunkId>,
+    pub(super) frames: HashSet<FrameKey>,
 }
 
 /// A digest to mark and the root it was reached from (`ref NAME`, `cache record FILE`), for error messages.
@@ -41,19 +43,20 @@ impl Store {
         let mut marks = Marks {
             digests: HashSet::new(),
             chunks: HashSet::new(),
+            frames: HashSet::new(),
         };
         let mut todo = roots;
         while let Some((d, origin)) = todo.pop() {
             if !marks.digests.insert(d) {
                 continue;
             }
-            let next =
-                self.references_of(&d, &mut marks.chunks)
-                    .map_err(|cause| Error::GcUnreadable {
-                        origin: origin.to_string(),
-                        digest: d,
-                        cause: Box::new(cause),
-                    })?;
+            let next = self
+                .references_of(&d, &mut marks)
+                .map_err(|cause| Error::GcUnreadable {
+                    origin: origin.to_string(),
+                    digest: d,
+                    cause: Box::new(cause),
+                })?;
             todo.extend(next.into_iter().map(|n| (n, origin.clone())));
         }
         Ok(marks)
@@ -61,7 +64,7 @@ impl Store {
 
     /// The digests one object keeps alive: a link's layer, a layer's blobs (and its chunks, into `chunks`), the
     /// digests inside a JSON document blob.
-    fn references_of(&self, d: &Digest, chunks: &mut HashSet<ChunkId>) -> Result<Vec<Digest>> {
+    fn references_of(&self, d: &Digest, marks: &mut Marks) -> Result<Vec<Digest>> {
         let mut out = Vec::new();
         let link = self.read_link(d)?;
         if let Some(l) = &link {
@@ -69,7 +72,9 @@ impl Store {
         }
         match self.layer(d) {
             Ok(idx) => {
-                chunks.extend(idx.chunks.iter().map(|c| c.id));
+                marks.chunks.extend(idx.chunks.iter().map(|c| c.id));
+                let target = self.layout.compression.blob_frame_bytes;
+                marks.frames.extend(blob_frame_keys(&idx.chunks, target));
                 out.extend(
                     idx.zstd
                         .iter()

@@ -147,8 +147,9 @@ impl Store {
                     _ => (layer.gzip.clone(), BlobEncoding::Gzip),
                 };
                 let b = desc.ok_or_else(|| self.not_found(*d))?;
-                let r = BlobReader::new(self, layer.chunks.clone(), enc);
-                Ok(Box::new(VerifyingReader::new(r, b.digest, b.size)))
+                Ok(Box::new(
+                    BlobReader::new(self, layer.chunks.clone(), enc).serving(b.digest, b.size),
+                ))
             }
             "tar" => Ok(Box::new(self.open_layer(&layer.diff_id)?)),
             _ => Err(self.not_found(*d)),

@@ -2,14 +2,45 @@
 //! processes add packs), the open pack files, the small cache of decoded frames, and verified chunk reads. Also
 //! finds a stored pack frame that *is* a blob frame, so serving a layer blob need not recompress it.
 
-use super::handle::{ChunkLoc, ChunkMap, Store};
+use super::handle::{ChunkLoc, ChunkMap, FrameKey, Store};
 use super::records::ChunkRef;
 use crate::digest::{ChunkId, Digest};
 use crate::error::{Error, IoCtx, Result};
-use crate::pack::{self, PackIndex};
+use crate::fsutil;
+use crate::pack::{self, PackIndex, PackWriter};
 use std::fs::{self, File};
 use std::io;
 use std::sync::Arc;
+
+/// How far the bytes of a stored frame found for a blob group are trusted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum FrameCheck {
+    /// Decoded, and every chunk compared by its BLAKE3 name: for bytes a blob digest is about to be computed
+    /// from, which must never come from a damaged frame.
+    Decode,
+    /// Taken as the pack index lists it: for a blob whose recorded digest checks the whole stream as it is
+    /// served (a damaged frame fails that check, and [`Store::check_stored_frame`] then names it).
+    Digest,
+}
+
+/// Why a decoded frame does not hold `chunks` in order (`None` when it does); undecodable bytes are an error.
+fn frame_mismatch(
+    compressed: &[u8],
+    loc: &ChunkLoc,
+    chunks: &[ChunkRef],
+    path: &std::path::Path,
+) -> Result<Option<String>> {
+    let raw = pack::decode_frame(compressed, loc.frame_raw_len, path, loc.frame_offset)?;
+    let mut off = 0usize;
+    for c in chunks {
+        let end = off + c.len as usize;
+        match raw.get(off..end) {
+            Some(bytes) if ChunkId::of(bytes) == c.id => off = end,
+            _ => return Ok(Some(format!("does not hold chunk {} at {off}", c.id))),
+        }
+    }
+    Ok(None)
+}
 
 /// Decoded pack frames kept in memory (4 MiB each by default): enough for a sequential reader and a few parallel
 /// blob-frame encoders to decode each frame once.
@@ -63,6 +94,26 @@ impl Store {
                 .add(&idx, data.len() as u64);
         }
         Ok(())
+    }
+
+    /// Names a written pack: pack fsync → pack rename → pack index (temp, fsync, rename), then loads it. Until
+    /// the index is named, nothing refers to the new chunks and a crash leaves only temp files.
+    pub(crate) fn commit_pack(&self, pw: PackWriter) -> Result<()> {
+        let (tmp, idx) = pw.finish()?;
+        let dest = self.pack_path(&idx.pack, "pack");
+        let res = (|| {
+            fs::rename(&tmp, &dest).map_err(|e| Error::io("rename into", &dest, e))?;
+            fsutil::atomic_write(
+                self.tmp_dir(),
+                &self.pack_path(&idx.pack, "idx"),
+                &idx.encode(),
+            )
+        })();
+        if res.is_err() {
+            let _ = fs::remove_file(&tmp);
+        }
+        res?;
+        self.refresh_chunks()
     }
 
     /// Drops all cached pack state (after gc rewrote packs).
@@ -131,41 +182,54 @@ impl Store {
     /// blob frames share the encoder and the grouping rule, so such a frame is the blob frame of that group
     /// byte for byte and is served without recompressing.
     ///
-    /// The frame is found by the group's first chunk and raw length (`ChunkMap::frames`), not through the
-    /// chunks' own places: a chunk the layer repeats is recorded at one of its places only, so asking every chunk
-    /// for the same frame (as this did once) missed every frame holding a repeat, which on a real root file system
-    /// is nearly all of them. The frame is then checked by content: it is decoded (once, cached) and every chunk
-    /// of the group is compared by its BLAKE3 name at its offset, so a digest computed from these bytes never
-    /// comes from a damaged or different frame. Any mismatch falls back to recompressing from the chunks, whose
-    /// reads report damage precisely.
-    pub(crate) fn stored_frame(&self, chunks: &[ChunkRef]) -> Result<Option<Vec<u8>>> {
-        let total: u64 = chunks.iter().map(|c| u64::from(c.len)).sum();
-        let (Some(first), Ok(total)) = (chunks.first(), u32::try_from(total)) else {
+    /// The frame is found by the sequence of chunks it holds (`ChunkMap::frames`, a [`FrameKey`] per frame of
+    /// every pack index), not through the chunks' own places: a chunk the layer repeats is recorded at one of its
+    /// places only, so asking every chunk for the same frame (as this did once) missed every frame holding a
+    /// repeat, which on a real root file system is nearly all of them. How far the frame's bytes are then trusted
+    /// is the caller's [`FrameCheck`]; with `Decode`, a frame that does not hold its chunks gives `None`, and the
+    /// caller recompresses from the chunks, whose reads report damage precisely.
+    pub(crate) fn stored_frame(
+        &self,
+        chunks: &[ChunkRef],
+        check: FrameCheck,
+    ) -> Result<Option<Vec<u8>>> {
+        let Some((pack, loc)) = self.find_frame(chunks) else {
             return Ok(None);
         };
-        let found = {
-            let m = self.chunks.read().unwrap_or_else(|e| e.into_inner());
-            m.frames
-                .get(&(first.id, total))
-                .map(|l| (m.packs[l.pack as usize], *l))
-        };
-        let Some((pack, loc)) = found else {
-            return Ok(None);
-        };
-        // One read: the compressed bytes are decoded to check them, then returned as they are.
         let f = self.pack_file(&pack)?;
         let path = self.pack_path(&pack, "pack");
         let compressed = pack::read_frame(&f, &path, loc.frame_offset, loc.frame_len)?;
-        let raw = pack::decode_frame(&compressed, loc.frame_raw_len, &path, loc.frame_offset)?;
-        let mut off = 0usize;
-        for c in chunks {
-            let end = off + c.len as usize;
-            match raw.get(off..end) {
-                Some(bytes) if ChunkId::of(bytes) == c.id => off = end,
-                _ => return Ok(None),
-            }
+        if check == FrameCheck::Decode
+            && frame_mismatch(&compressed, &loc, chunks, &path)?.is_some()
+        {
+            return Ok(None);
         }
         Ok(Some(compressed))
+    }
+
+    /// After a served blob failed its digest: whether the stored frame that stood for `chunks` is damaged, as an
+    /// error naming its pack and offset (`Ok` when there is no such frame or it is intact).
+    pub(crate) fn check_stored_frame(&self, chunks: &[ChunkRef]) -> Result<()> {
+        let Some((pack, loc)) = self.find_frame(chunks) else {
+            return Ok(());
+        };
+        let f = self.pack_file(&pack)?;
+        let path = self.pack_path(&pack, "pack");
+        let compressed = pack::read_frame(&f, &path, loc.frame_offset, loc.frame_len)?;
+        match frame_mismatch(&compressed, &loc, chunks, &path)? {
+            None => Ok(()),
+            Some(detail) => Err(Error::Malformed {
+                what: "pack frame",
+                path,
+                detail: format!("frame at offset {}: {detail}", loc.frame_offset),
+            }),
+        }
+    }
+
+    pub(crate) fn find_frame(&self, chunks: &[ChunkRef]) -> Option<(Digest, ChunkLoc)> {
+        let key = FrameKey::of(chunks.iter().map(|c| (c.id, c.len)));
+        let m = self.chunks.read().unwrap_or_else(|e| e.into_inner());
+        m.frames.get(&key).map(|l| (m.packs[l.pack as usize], *l))
     }
 
     /// Reads and verifies (BLAKE3 name and size) one uncompressed chunk.

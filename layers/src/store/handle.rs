@@ -6,7 +6,7 @@ use crate::digest::{ChunkId, Digest};
 use crate::error::{Error, IoCtx, Result};
 use crate::fsutil::{FileLock, TempSession};
 use crate::layout::Layout;
-use crate::pack::PackIndex;
+use crate::pack::{PackEntry, PackIndex};
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::fs::{self, File};
 use std::path::{Path, PathBuf};
@@ -29,9 +29,26 @@ pub(crate) struct ChunkMap {
     pub(crate) sizes: Vec<(u64, u64)>,
     pub(crate) loaded: HashSet<Digest>,
     pub(crate) map: HashMap<ChunkId, ChunkLoc>,
-    /// Every frame by its first chunk and its raw length (the place of that first chunk): how a blob frame
-    /// finds the pack frame that holds it, even when all its chunks are repeats recorded elsewhere in `map`.
-    pub(crate) frames: HashMap<(ChunkId, u32), ChunkLoc>,
+    /// Every frame by the sequence of chunks it holds ([`FrameKey`]), with the place of its first chunk: how a
+    /// blob frame finds the pack frame that is it, even when its chunks are repeats recorded elsewhere in `map`.
+    pub(crate) frames: HashMap<FrameKey, ChunkLoc>,
+}
+
+/// Names the exact sequence of chunks a frame holds: BLAKE3 over each chunk's name and length, in order. Two
+/// frames with the same key hold the same bytes (the chunks are named by their content), so a pack frame whose
+/// key is a blob group's key is that group's blob frame once the pack's bytes are intact.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub(crate) struct FrameKey([u8; 32]);
+
+impl FrameKey {
+    pub(crate) fn of(chunks: impl IntoIterator<Item = (ChunkId, u32)>) -> Self {
+        let mut h = blake3::Hasher::new();
+        for (id, len) in chunks {
+            h.update(&id.0);
+            h.update(&len.to_le_bytes());
+        }
+        FrameKey(*h.finalize().as_bytes())
+    }
 }
 
 impl ChunkMap {
@@ -42,18 +59,31 @@ impl ChunkMap {
         let p = self.packs.len() as u32;
         self.packs.push(idx.pack);
         self.sizes.push((idx.pack_size, idx_len));
+        let loc = |e: &PackEntry| ChunkLoc {
+            pack: p,
+            frame_offset: e.frame_offset,
+            frame_len: e.frame_len,
+            frame_raw_len: e.frame_raw_len,
+            offset: e.offset,
+            raw_len: e.raw_len,
+        };
         for e in &idx.entries {
-            let loc = ChunkLoc {
-                pack: p,
-                frame_offset: e.frame_offset,
-                frame_len: e.frame_len,
-                frame_raw_len: e.frame_raw_len,
-                offset: e.offset,
-                raw_len: e.raw_len,
-            };
-            self.map.entry(e.chunk).or_insert(loc);
-            if e.offset == 0 {
-                self.frames.entry((e.chunk, e.frame_raw_len)).or_insert(loc);
+            self.map.entry(e.chunk).or_insert(loc(e));
+        }
+        for frame in idx
+            .entries
+            .chunk_by(|a, b| a.frame_offset == b.frame_offset)
+        {
+            // Only a frame its chunks tile exactly, in order, can be a blob frame.
+            let mut end = 0u32;
+            let tiled = frame.iter().all(|e| {
+                let ok = e.offset == end;
+                end = end.saturating_add(e.raw_len);
+                ok
+            }) && end == frame[0].frame_raw_len;
+            if tiled {
+                let key = FrameKey::of(frame.iter().map(|e| (e.chunk, e.raw_len)));
+                self.frames.entry(key).or_insert(loc(&frame[0]));
             }
         }
     }

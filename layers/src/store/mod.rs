@@ -30,9 +30,9 @@ mod records;
 mod refs;
 
 pub(crate) use cache::CacheRecord;
-pub(crate) use encode::BlobEncoding;
-pub(crate) use handle::list_hex;
+pub(crate) use encode::{blob_frame_keys, BlobEncoding};
 pub use handle::Store;
+pub(crate) use handle::{list_hex, FrameKey};
 pub use reader::LayerReader;
 pub use records::{
     BlobDesc, BlobLink, ChunkRef, LayerIndex, LayerInfo, RefRecord, MEDIA_TYPE_LAYER_GZIP,
