@@ -80,9 +80,11 @@ impl ChunkParams {
 /// `pack_frame_bytes` (large frames give zstd context: ~2 % above one solid stream instead of ~25 % with one frame
 /// per 64 KiB chunk). The OCI `tar+zstd` blob of a layer is a function of its chunk list alone: consecutive chunks
 /// grouped until a group holds at least `blob_frame_bytes`, one frame per group; `tar+gzip` uses the same groups,
-/// one gzip member each. Both are regenerated whenever served and checked against the recorded digest. With the
-/// two sizes equal (the default), a layer whose chunks were all new when ingested has pack frames that *are* its
-/// blob frames, so its blob digest is known at ingest for the cost of hashing the compressed bytes.
+/// one gzip member each. Both are produced from the chunks when served and checked against the recorded digest.
+/// With the two sizes equal (the default), a layer whose chunks were all new when ingested has pack frames that
+/// *are* its blob frames, so its blob digest is known at ingest for the cost of hashing the compressed bytes, and
+/// serving copies them; a layer mixing known and new chunks gets its frames compressed once, on first need, and
+/// kept in a pack of their own.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CompressionParams {
     /// Always `"zstd"`.

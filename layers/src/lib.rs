@@ -31,11 +31,12 @@
 //! FastCDC 2020 (16/64/256 KiB by default, recorded in `layout.json` and used for the store's
 //! life). New chunks are packed into zstd frames of at least 4 MiB. A layer's OCI `tar+zstd` blob
 //! is a pure function of its chunk list (consecutive chunks grouped into frames of at least 4 MiB,
-//! pinned encoder: level 3, no checksum, single-threaded), so it is regenerated whenever served
-//! and verified against the recorded digest as it streams. Because the grouping rules are the
-//! same, a layer whose chunks were all new has pack frames that *are* its blob frames: ingest
-//! records its digest at no extra cost and serving reads the stored frames. Otherwise the digest
-//! is computed on first need ([`Store::ensure_zstd`]). `tar+gzip` is made on demand
+//! pinned encoder: level 3, no checksum, single-threaded), so it is produced from the store when
+//! served and verified against the recorded digest as it streams. Because the grouping rules are
+//! the same, a layer whose chunks were all new has pack frames that *are* its blob frames: ingest
+//! records its digest at no extra cost and serving copies the stored frames. Otherwise the digest
+//! is computed on first need ([`Store::ensure_zstd`]), and the frames compressed then are kept in
+//! a pack so that serving copies them too; gc keeps the blob frames of reachable layers whole. `tar+gzip` is made on demand
 //! ([`Store::ensure_gzip`]: one member per frame, level 6, mtime 0, OS 255). A blob from outside
 //! ([`Store::import_layer_blob`]) is verified, chunked like any layer and compared with the blob
 //! the chunks reproduce; if it differs, the raw blob is kept too (an `external` encoding), so

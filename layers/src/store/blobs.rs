@@ -124,7 +124,8 @@ impl Store {
     }
 
     /// Opens a blob for streaming. The reader checks digest and size as it goes and fails at the end on mismatch;
-    /// layer blobs are regenerated from chunks with the pinned framing (see [`crate::layout::CompressionParams`]).
+    /// layer blobs are produced from their stored frames or chunks with the pinned framing (see
+    /// [`crate::layout::CompressionParams`]).
     pub fn open_blob(&self, d: &Digest) -> Result<Box<dyn Read + Send + '_>> {
         let p = self.blob_path(d);
         match File::open(&p) {

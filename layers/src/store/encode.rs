@@ -1,6 +1,6 @@
 //! Reproducible layer blobs: a layer's `tar+zstd` and `tar+gzip` blobs are pure functions of its chunk list
-//! (grouping rule and pinned encoders here), regenerated whenever served; their digests are computed once and
-//! recorded in the layer index.
+//! (grouping rule and pinned encoders here), produced when served (zstd: from the stored frames that are its
+//! blob frames); their digests are computed once and recorded in the layer index.
 
 use super::chunks::FrameCheck;
 use super::handle::{FrameKey, Store};
@@ -306,13 +306,14 @@ impl Store {
     }
 
     /// Makes sure the layer's reproducible `tar+zstd` blob digest is known (computing it once by compressing the
-    /// chunks with the pinned framing, in parallel) and returns its descriptor. The blob is regenerated when served.
+    /// chunks with the pinned framing, in parallel, and keeping the frames no pack held) and returns its
+    /// descriptor.
     pub fn ensure_zstd(&self, diff_id: &Digest) -> Result<BlobDesc> {
         self.ensure_encoded(diff_id, BlobEncoding::Zstd)
     }
 
     /// Makes sure the layer's reproducible `tar+gzip` blob digest is known (one gzip member per blob frame at the
-    /// pinned level) and returns its descriptor. The blob is regenerated when served.
+    /// pinned level) and returns its descriptor. The blob is compressed again whenever served.
     pub fn ensure_gzip(&self, diff_id: &Digest) -> Result<BlobDesc> {
         self.ensure_encoded(diff_id, BlobEncoding::Gzip)
     }

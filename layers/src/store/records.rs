@@ -63,7 +63,7 @@ pub struct LayerIndex {
     /// Chunks in tar order.
     pub chunks: Vec<ChunkRef>,
     /// The reproducible `tar+zstd` blob, once computed ([`Store::ensure_zstd`](crate::Store::ensure_zstd));
-    /// regenerated from the chunks whenever served.
+    /// served from the stored frames that are its blob frames (see [`crate::layout::CompressionParams`]).
     #[serde(default)]
     pub zstd: Option<BlobDesc>,
     /// The reproducible `tar+gzip` blob, once computed ([`Store::ensure_gzip`](crate::Store::ensure_gzip)).
