@@ -55,7 +55,8 @@ impl WorkRoot {
 }
 
 /// Streams a tar produced by `write` into the store as a layer, without a temporary file:
-/// the producer runs on its own thread and writes into a pipe the store reads from.
+/// the producer runs on its own thread and hands the stream to the store's ingest
+/// ([`Store::ingest_written`]) as it is written.
 pub fn ingest_stream<F>(
     store: &Store,
     progress: Option<Progress<'_>>,
@@ -64,51 +65,48 @@ pub fn ingest_stream<F>(
 where
     F: FnOnce(&mut dyn Write) -> Result<()> + Send,
 {
-    let (reader, writer) = std::io::pipe().map_err(io("create a pipe for", store.root()))?;
-    std::thread::scope(|scope| {
-        let producer = scope.spawn(move || {
-            let mut w = std::io::BufWriter::with_capacity(1 << 20, writer);
-            let res = write(&mut w);
-            // Flushing closes the pipe for the reader either way (the writer drops here).
-            let flushed = w.flush().map_err(io("write a layer for", store.root()));
-            res.and(flushed)
-        });
-        let ingested = store.ingest_tar(Counting {
-            inner: reader,
+    let ingested = store.ingest_written(|out| {
+        let mut counted = Counting {
+            inner: out,
             pending: 0,
             progress,
-        });
-        let produced = producer
-            .join()
-            .unwrap_or(Err(crate::BuildError::ThreadPanicked(
-                crate::error::BuildThread::LayerWriter,
-            )));
-        // The producer's error explains a broken stream better than the reader's.
-        produced?;
-        Ok(ingested?)
-    })
+        };
+        let res = write(&mut counted);
+        counted.report();
+        res
+    })?;
+    Ok(ingested?)
 }
 
 /// Reports bytes as they are processed (the live progress display's byte count and rate).
 pub type Progress<'a> = &'a (dyn Fn(u64) + Sync);
 
-/// Counts what the store reads and reports it in 1 MiB steps (and the rest at the end).
-struct Counting<'p, R> {
-    inner: R,
+/// Counts what the producer writes and reports it in 1 MiB steps (and the rest at the end).
+struct Counting<'p, W> {
+    inner: W,
     pending: u64,
     progress: Option<Progress<'p>>,
 }
 
-impl<R: std::io::Read> std::io::Read for Counting<'_, R> {
-    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-        let n = self.inner.read(buf)?;
-        if let Some(report) = self.progress {
-            self.pending += n as u64;
-            if self.pending >= 1 << 20 || (n == 0 && self.pending > 0) {
-                report(self.pending);
-                self.pending = 0;
-            }
+impl<W> Counting<'_, W> {
+    fn report(&mut self) {
+        if let (Some(report), true) = (self.progress, self.pending > 0) {
+            report(self.pending);
+            self.pending = 0;
+        }
+    }
+}
+
+impl<W: Write> Write for Counting<'_, W> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let n = self.inner.write(buf)?;
+        self.pending += n as u64;
+        if self.pending >= 1 << 20 {
+            self.report();
         }
         Ok(n)
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.inner.flush()
     }
 }

@@ -26,24 +26,36 @@ impl Store {
                 io::Error::new(io::ErrorKind::NotADirectory, "not a directory"),
             ));
         }
+        self.ingest_written(|w| tarwriter::write_tree(dir, opts, w).map(|_| ()))?
+    }
+
+    /// Ingests the tar stream `write` produces, as it is written: the producer runs on a helper thread and hands
+    /// 1 MiB pieces over a bounded in-process channel (no pipe, no temporary file; the stream is never whole in
+    /// memory). The producer's error comes first (`Err`): it explains a short stream better than the ingest's
+    /// view of it; otherwise the ingest's result. A panic in the producer is resumed on the calling thread.
+    pub fn ingest_written<E, F>(&self, write: F) -> std::result::Result<Result<LayerInfo>, E>
+    where
+        F: FnOnce(&mut dyn io::Write) -> std::result::Result<(), E> + Send,
+        E: Send,
+    {
         let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<u8>>(8);
         std::thread::scope(|s| {
             let producer = s.spawn(move || {
-                let w = io::BufWriter::with_capacity(1 << 20, ChannelWriter { tx });
-                tarwriter::write_tree(dir, opts, w).map(|_| ())
+                let mut w = io::BufWriter::with_capacity(1 << 20, ChannelWriter { tx });
+                let res = write(&mut w);
+                // An unflushed tail after a failure is irrelevant; after success it is the stream's end.
+                (res, io::Write::flush(&mut w))
             });
             let mut reader = ChannelReader::new(rx);
             let res = self.ingest_tar(&mut reader);
             drop(reader);
-            let prod = producer.join().unwrap_or_else(|_| {
-                Err(Error::Unsupported {
-                    path: dir.into(),
-                    reason: "tar writer panicked".into(),
-                })
-            });
-            // A producer failure explains a short stream better than the consumer's view of it.
+            let (prod, flushed) = producer
+                .join()
+                .unwrap_or_else(|p| std::panic::resume_unwind(p));
             prod?;
-            res
+            Ok(flushed
+                .map_err(|e| Error::io("write layer stream", "<input>", e))
+                .and(res))
         })
     }
 
