@@ -8,10 +8,19 @@
 use super::files::{FileDigests, FileStamp};
 use crate::check::context::{Context, ContextError, EntryKind};
 use chasi_oci::Digest;
+use rayon::prelude::*;
 use serde_json::Value;
 use sha2::{Digest as _, Sha256};
+use std::cell::RefCell;
 use std::collections::HashMap;
 use std::io::Read;
+
+/// A file's size and BLAKE3, or why it could not be read.
+type FileDigest = Result<(u64, [u8; 32]), ContextError>;
+
+thread_local! {
+    static READ_BUF: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
+}
 
 /// Version tag hashed into every node identity.
 pub const NODE_DIGEST_VERSION: &str = "chasi.plan.node/v1";
@@ -99,49 +108,6 @@ impl<'c> ContentHasher<'c> {
         }
     }
 
-    /// BLAKE3 of a file's bytes, from the stamp cache when it knows the file (`meta` is
-    /// what the context walk's `lstat` said).
-    fn file_digest(
-        &self,
-        path: &std::path::Path,
-        stat: &crate::check::context::Stat,
-    ) -> Result<(u64, [u8; 32]), ContextError> {
-        let read_err = |source| ContextError::Read {
-            path: path.to_path_buf(),
-            source,
-        };
-        let stamp = match self.files {
-            Some(files) => {
-                let stamp = FileStamp::of(path, stat);
-                if let Some(d) = files.get(&stamp) {
-                    return Ok((stamp.size, d));
-                }
-                Some(stamp)
-            }
-            None => None,
-        };
-        let mut file = std::fs::File::open(path).map_err(read_err)?;
-        let mut content = blake3::Hasher::new();
-        let mut buf = vec![0u8; 256 * 1024];
-        let mut size = 0u64;
-        loop {
-            let n = file.read(&mut buf).map_err(read_err)?;
-            if n == 0 {
-                break;
-            }
-            size += n as u64;
-            content.update(&buf[..n]);
-        }
-        let digest: [u8; 32] = content.finalize().into();
-        if let (Some(files), Some(stamp)) = (self.files, stamp) {
-            // A file that changed while it was read is not remembered under either stamp.
-            if stamp.size == size {
-                files.put(stamp, digest);
-            }
-        }
-        Ok((size, digest))
-    }
-
     /// The content digest of the given context paths, in order (see [`super::Node::id`]).
     pub fn digest(&mut self, paths: &[String]) -> Result<Digest, ContextError> {
         self.digest_with(paths, false)
@@ -178,8 +144,16 @@ impl<'c> ContentHasher<'c> {
         if let Some(d) = self.cache.get(&key) {
             return Ok(*d);
         }
+        let entries = self.context.walk(path)?;
+        let files = self.files;
+        // Files are read and hashed in parallel (the plan's one pass over the context's bytes), then folded into
+        // the tree digest in walk order; the first failing file in that order is the error.
+        let files: Vec<Option<FileDigest>> = entries
+            .par_iter()
+            .map(|e| (e.kind == EntryKind::File).then(|| file_digest(files, &e.path, &e.stat)))
+            .collect();
         let mut hasher = Sha256::new();
-        for entry in self.context.walk(path)? {
+        for (entry, file) in entries.iter().zip(files) {
             let kind: &[u8] = match entry.kind {
                 EntryKind::Dir => b"d",
                 EntryKind::File => b"f",
@@ -194,9 +168,11 @@ impl<'c> ContentHasher<'c> {
             }
             match entry.kind {
                 EntryKind::File => {
-                    let (size, digest) = self.file_digest(&entry.path, &entry.stat)?;
-                    hasher.update(size.to_le_bytes());
-                    hasher.update(digest);
+                    if let Some(file) = file {
+                        let (size, digest) = file?;
+                        hasher.update(size.to_le_bytes());
+                        hasher.update(digest);
+                    }
                 }
                 EntryKind::Symlink => {
                     let target =
@@ -244,6 +220,55 @@ fn owner_record(hasher: &mut Sha256, path: &std::path::Path) -> Result<(), Conte
         put(hasher, &value[..len]);
     }
     Ok(())
+}
+
+/// BLAKE3 of a file's bytes, from the stamp cache when it knows the file (`meta` is
+/// what the context walk's `lstat` said).
+fn file_digest(
+    files: Option<&dyn FileDigests>,
+    path: &std::path::Path,
+    stat: &crate::check::context::Stat,
+) -> FileDigest {
+    let read_err = |source| ContextError::Read {
+        path: path.to_path_buf(),
+        source,
+    };
+    let stamp = match files {
+        Some(files) => {
+            let stamp = FileStamp::of(path, stat);
+            if let Some(d) = files.get(&stamp) {
+                return Ok((stamp.size, d));
+            }
+            Some(stamp)
+        }
+        None => None,
+    };
+    let mut file = std::fs::File::open(path).map_err(read_err)?;
+    let mut content = blake3::Hasher::new();
+    let mut size = 0u64;
+    // One read buffer per thread: a fresh 256 KiB buffer per file cost more than hashing small files.
+    READ_BUF.with(|buf| -> Result<(), ContextError> {
+        let mut buf = buf.borrow_mut();
+        if buf.is_empty() {
+            buf.resize(256 * 1024, 0);
+        }
+        loop {
+            let n = file.read(&mut buf).map_err(read_err)?;
+            if n == 0 {
+                return Ok(());
+            }
+            size += n as u64;
+            content.update(&buf[..n]);
+        }
+    })?;
+    let digest: [u8; 32] = content.finalize().into();
+    if let (Some(files), Some(stamp)) = (files, stamp) {
+        // A file that changed while it was read is not remembered under either stamp.
+        if stamp.size == size {
+            files.put(stamp, digest);
+        }
+    }
+    Ok((size, digest))
 }
 
 #[cfg(test)]
