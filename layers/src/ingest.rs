@@ -24,7 +24,7 @@ use crate::pack::{self, PackWriter};
 use crate::store::{BlobDesc, ChunkRef, LayerIndex, LayerInfo, Store, MEDIA_TYPE_LAYER_ZSTD};
 use fastcdc::v2020::{self, Normalization};
 use rayon::prelude::*;
-use std::collections::HashSet;
+use std::collections::{BTreeMap, HashSet};
 use std::fs;
 use std::io::{self, Read};
 use std::sync::{mpsc, Arc};
@@ -79,8 +79,13 @@ impl Framer<'_> {
     }
 }
 
-/// The packer stage: compresses frames in parallel and appends them in order to one pack; also hashes the frames
-/// in order (they are the layer's blob if every chunk turns out to be new).
+/// Frames being compressed at once by the packer: enough to keep every core busy while the frames of one batch
+/// trickle in (a layer of mostly known chunks yields about one new frame per batch), few enough to bound memory.
+const FRAMES_IN_FLIGHT: usize = 6;
+
+/// The packer stage: compresses frames in parallel as they arrive (each on the rayon pool, up to
+/// [`FRAMES_IN_FLIGHT`] at once, never waiting for a batch to fill) and appends them in order to one pack; also
+/// hashes the frames in order (they are the layer's blob if every chunk turns out to be new).
 fn packer(
     store: &Store,
     rx: mpsc::Receiver<Vec<OpenFrame>>,
@@ -89,27 +94,59 @@ fn packer(
     let tmp = store.tmp_dir();
     let level = store.layout.compression.level;
     let mut pack: Option<PackWriter> = None;
-    let res = (|| -> Result<()> {
-        for frames in rx {
-            let compressed: Vec<Vec<u8>> = frames
-                .par_iter()
-                .map(|f| {
-                    pack::encode_frame(level, &f.data).map_err(|e| Error::io("compress", tmp, e))
-                })
-                .collect::<Result<_>>()?;
+    let (done_tx, done_rx) = mpsc::channel::<(usize, io::Result<Vec<u8>>, OpenFrame)>();
+    let mut ready: BTreeMap<usize, (io::Result<Vec<u8>>, OpenFrame)> = BTreeMap::new();
+    let (mut sent, mut written) = (0usize, 0usize);
+    // Appends every compressed frame that is next in order; the first compression failure is the error.
+    let mut drain = |ready: &mut BTreeMap<usize, (io::Result<Vec<u8>>, OpenFrame)>,
+                     written: &mut usize|
+     -> Result<()> {
+        while let Some((z, f)) = ready.remove(written) {
+            let z = z.map_err(|e| Error::io("compress", tmp, e))?;
             let pw = match pack.as_mut() {
                 Some(pw) => pw,
                 None => pack.insert(PackWriter::create(
                     tmp.join(format!("{}.pack", fsutil::unique_name())),
                 )?),
             };
-            for (f, z) in frames.iter().zip(&compressed) {
-                pw.append(z, f.data.len() as u32, f.chunks.iter().copied())?;
-                blob.update(z);
+            pw.append(&z, f.data.len() as u32, f.chunks.iter().copied())?;
+            blob.update(&z);
+            *written += 1;
+        }
+        Ok(())
+    };
+    let res = (|| -> Result<()> {
+        for frames in rx {
+            for f in frames {
+                let tx = done_tx.clone();
+                let seq = sent;
+                rayon::spawn(move || {
+                    let z = pack::encode_frame(level, &f.data);
+                    let _ = tx.send((seq, z, f));
+                });
+                sent += 1;
+                // Take what is done without waiting; wait only while too many frames are in flight.
+                loop {
+                    while let Ok((seq, z, f)) = done_rx.try_recv() {
+                        ready.insert(seq, (z, f));
+                    }
+                    drain(&mut ready, &mut written)?;
+                    if sent - written < FRAMES_IN_FLIGHT {
+                        break;
+                    }
+                    let (seq, z, f) = done_rx.recv().map_err(|_| lost(tmp))?;
+                    ready.insert(seq, (z, f));
+                }
             }
+        }
+        while written < sent {
+            let (seq, z, f) = done_rx.recv().map_err(|_| lost(tmp))?;
+            ready.insert(seq, (z, f));
+            drain(&mut ready, &mut written)?;
         }
         Ok(())
     })();
+    // Frames still compressing after a failure hold their own clones of the sender and finish on their own.
     match res {
         Ok(()) => Ok((pack, blob)),
         Err(e) => {
@@ -119,6 +156,15 @@ fn packer(
             Err(e)
         }
     }
+}
+
+/// A compression task that ended without reporting (it panicked).
+fn lost(tmp: &std::path::Path) -> Error {
+    Error::io(
+        "compress",
+        tmp,
+        io::Error::other("a compression task panicked"),
+    )
 }
 
 impl Store {
