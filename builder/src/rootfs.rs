@@ -65,7 +65,8 @@ pub fn ingest_stream<F>(
 where
     F: FnOnce(&mut dyn Write) -> Result<()> + Send,
 {
-    let ingested = store.ingest_written(|out| {
+    // A built layer's blob is needed at once (the image's manifest names it): make its frames now.
+    let ingested = store.ingest_written(chasi_layers::Framing::BlobFrames, |out| {
         let mut counted = Counting {
             inner: out,
             pending: 0,

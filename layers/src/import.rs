@@ -6,6 +6,7 @@ use crate::channel::{ChannelReader, ChannelWriter};
 use crate::digest::Digest;
 use crate::error::{Error, IoCtx, Result};
 use crate::fsutil;
+use crate::ingest::Framing;
 use crate::store::{BlobDesc, LayerInfo, Store};
 use crate::tarwriter::{self, TarOptions};
 use std::fs::{self, File};
@@ -26,14 +27,20 @@ impl Store {
                 io::Error::new(io::ErrorKind::NotADirectory, "not a directory"),
             ));
         }
-        self.ingest_written(|w| tarwriter::write_tree(dir, opts, w).map(|_| ()))?
+        self.ingest_written(Framing::NewChunks, |w| {
+            tarwriter::write_tree(dir, opts, w).map(|_| ())
+        })?
     }
 
     /// Ingests the tar stream `write` produces, as it is written: the producer runs on a helper thread and hands
     /// 1 MiB pieces over a bounded in-process channel (no pipe, no temporary file; the stream is never whole in
     /// memory). The producer's error comes first (`Err`): it explains a short stream better than the ingest's
     /// view of it; otherwise the ingest's result. A panic in the producer is resumed on the calling thread.
-    pub fn ingest_written<E, F>(&self, write: F) -> std::result::Result<Result<LayerInfo>, E>
+    pub fn ingest_written<E, F>(
+        &self,
+        framing: Framing,
+        write: F,
+    ) -> std::result::Result<Result<LayerInfo>, E>
     where
         F: FnOnce(&mut dyn io::Write) -> std::result::Result<(), E> + Send,
         E: Send,
@@ -47,7 +54,7 @@ impl Store {
                 (res, io::Write::flush(&mut w))
             });
             let mut reader = ChannelReader::new(rx);
-            let res = self.ingest_tar(&mut reader);
+            let res = self.ingest_tar_framed(&mut reader, framing);
             drop(reader);
             let (prod, flushed) = producer
                 .join()

@@ -21,7 +21,9 @@ use crate::digest::{ChunkId, Digest, Hasher};
 use crate::error::{Error, Result};
 use crate::fsutil;
 use crate::pack::{self, PackWriter};
-use crate::store::{BlobDesc, ChunkRef, LayerIndex, LayerInfo, Store, MEDIA_TYPE_LAYER_ZSTD};
+use crate::store::{
+    BlobDesc, ChunkRef, FrameCheck, LayerIndex, LayerInfo, Store, MEDIA_TYPE_LAYER_ZSTD,
+};
 use fastcdc::v2020::{self, Normalization};
 use rayon::prelude::*;
 use std::collections::{BTreeMap, HashSet};
@@ -32,17 +34,44 @@ use std::sync::{mpsc, Arc};
 /// Bytes of stream read per batch.
 const BATCH: usize = 16 << 20;
 
-/// New chunks waiting to be compressed together into one pack frame.
+/// How an ingest groups chunks into the pack frames it writes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Framing {
+    /// Only new chunks are stored, grouped in arrival order (`pack_frame_bytes`): the least work and the
+    /// smallest store. The layer's blob digest is known at ingest only when every chunk was new; otherwise
+    /// it is computed on first need, and the blob frames that compresses are kept then.
+    NewChunks,
+    /// The layer's blob frames are made here: every blob group (the grouping rule of the `tar+zstd` blob) that
+    /// no pack holds as one frame is compressed whole, known chunks included, and stored as a pack frame; a
+    /// group a pack holds is read from it. The blob digest is recorded at ingest, serving copies every frame,
+    /// and the new chunks are compressed once instead of twice (as a pack frame, then again inside their
+    /// blob frames on first need). For layers whose blob is needed at once: what a build makes.
+    BlobFrames,
+}
+
+/// Chunks waiting to be compressed together into one pack frame.
 #[derive(Default)]
 struct OpenFrame {
     data: Vec<u8>,
     /// (name, offset in `data`, length)
     chunks: Vec<(ChunkId, u32, u32)>,
+    /// A blob group that a pack already holds as one frame ([`Framing::BlobFrames`]): read, not compressed.
+    stored: bool,
+}
+
+impl OpenFrame {
+    fn refs(&self) -> Vec<ChunkRef> {
+        self.chunks
+            .iter()
+            .map(|&(id, _, len)| ChunkRef { id, len })
+            .collect()
+    }
 }
 
 /// Decides which chunks are new and groups them into frames for the packer.
 struct Framer<'a> {
     store: &'a Store,
+    framing: Framing,
     target: usize,
     open: OpenFrame,
     /// Chunks stored by this ingest (not yet visible in the store's chunk map).
@@ -58,6 +87,10 @@ impl Framer<'_> {
     /// the pack frames identical to the blob frames, whose digest then comes for free and which serving copies
     /// (a layer's own repeats are few; gc keeps such frames whole while the layer is reachable).
     fn add(&mut self, id: ChunkId, data: &[u8]) -> Option<OpenFrame> {
+        if self.framing == Framing::BlobFrames {
+            self.push(id, data);
+            return (self.open.data.len() >= self.target).then(|| self.take());
+        }
         if self
             .store
             .chunk_loc(&id)
@@ -69,13 +102,25 @@ impl Framer<'_> {
         if !self.stored.insert(id) && !self.all_new {
             return None;
         }
+        self.push(id, data);
+        (self.open.data.len() >= self.target).then(|| self.take())
+    }
+
+    fn push(&mut self, id: ChunkId, data: &[u8]) {
         if self.open.data.capacity() == 0 {
             self.open.data.reserve_exact(self.target + data.len());
         }
         let off = self.open.data.len() as u32;
         self.open.data.extend_from_slice(data);
         self.open.chunks.push((id, off, data.len() as u32));
-        (self.open.data.len() >= self.target).then(|| std::mem::take(&mut self.open))
+    }
+
+    /// The open frame, closed; a blob group learns whether a pack holds it already.
+    fn take(&mut self) -> OpenFrame {
+        let mut f = std::mem::take(&mut self.open);
+        f.stored =
+            self.framing == Framing::BlobFrames && self.store.find_frame(&f.refs()).is_some();
+        f
     }
 }
 
@@ -95,21 +140,24 @@ fn packer(
     let level = store.layout.compression.level;
     let mut pack: Option<PackWriter> = None;
     let (done_tx, done_rx) = mpsc::channel::<(usize, io::Result<Vec<u8>>, OpenFrame)>();
+    // Frames done, by sequence number: compressed (to append), or a stored blob frame (`f.stored`: hashed only).
     let mut ready: BTreeMap<usize, (io::Result<Vec<u8>>, OpenFrame)> = BTreeMap::new();
     let (mut sent, mut written) = (0usize, 0usize);
-    // Appends every compressed frame that is next in order; the first compression failure is the error.
+    // Appends every frame that is next in order; the first compression failure is the error.
     let mut drain = |ready: &mut BTreeMap<usize, (io::Result<Vec<u8>>, OpenFrame)>,
                      written: &mut usize|
      -> Result<()> {
         while let Some((z, f)) = ready.remove(written) {
             let z = z.map_err(|e| Error::io("compress", tmp, e))?;
-            let pw = match pack.as_mut() {
-                Some(pw) => pw,
-                None => pack.insert(PackWriter::create(
-                    tmp.join(format!("{}.pack", fsutil::unique_name())),
-                )?),
-            };
-            pw.append(&z, f.data.len() as u32, f.chunks.iter().copied())?;
+            if !f.stored {
+                let pw = match pack.as_mut() {
+                    Some(pw) => pw,
+                    None => pack.insert(PackWriter::create(
+                        tmp.join(format!("{}.pack", fsutil::unique_name())),
+                    )?),
+                };
+                pw.append(&z, f.data.len() as u32, f.chunks.iter().copied())?;
+            }
             blob.update(&z);
             *written += 1;
         }
@@ -117,7 +165,20 @@ fn packer(
     };
     let res = (|| -> Result<()> {
         for frames in rx {
-            for f in frames {
+            for mut f in frames {
+                if f.stored {
+                    // Checked chunk by chunk: the blob digest is computed from these bytes. A frame that does
+                    // not hold them after all is made again from the chunks at hand.
+                    match store.stored_frame(&f.refs(), FrameCheck::Decode)? {
+                        Some(z) => {
+                            ready.insert(sent, (Ok(z), f));
+                            sent += 1;
+                            drain(&mut ready, &mut written)?;
+                            continue;
+                        }
+                        None => f.stored = false,
+                    }
+                }
                 let tx = done_tx.clone();
                 let seq = sent;
                 rayon::spawn(move || {
@@ -172,18 +233,28 @@ impl Store {
     /// into pack frames (in parallel), the DiffID computed on the way. Returns the layer's index; its compressed
     /// blob digest is computed on first need ([`Store::layer_blob`]).
     pub fn ingest_tar(&self, r: impl Read) -> Result<LayerInfo> {
-        ingest(self, r, None)
+        ingest(self, r, None, Framing::NewChunks)
+    }
+
+    /// [`Store::ingest_tar`] with the chosen [`Framing`].
+    pub fn ingest_tar_framed(&self, r: impl Read, framing: Framing) -> Result<LayerInfo> {
+        ingest(self, r, None, framing)
     }
 
     /// Like [`Store::ingest_tar`], for a stream that must be the layer `expected`: a stream with another DiffID
     /// is refused before anything is committed (its pack is removed, no index is written), so a rebuilt layer
     /// that came out wrong leaves the store as it was.
     pub fn ingest_tar_expecting(&self, r: impl Read, expected: &Digest) -> Result<LayerInfo> {
-        ingest(self, r, Some(expected))
+        ingest(self, r, Some(expected), Framing::NewChunks)
     }
 }
 
-fn ingest(store: &Store, mut r: impl Read, expected: Option<&Digest>) -> Result<LayerInfo> {
+fn ingest(
+    store: &Store,
+    mut r: impl Read,
+    expected: Option<&Digest>,
+    framing: Framing,
+) -> Result<LayerInfo> {
     store.refresh_chunks()?;
     let p = store.layout.chunking;
     let norm = match p.normalization {
@@ -200,9 +271,14 @@ fn ingest(store: &Store, mut r: impl Read, expected: Option<&Digest>) -> Result<
     let (mask_s, mask_l) = v2020::select_masks(avg, norm);
     let (gear, gear_ls) = v2020::get_gear_with_seed(p.seed);
 
+    let c = &store.layout.compression;
     let mut framer = Framer {
         store,
-        target: store.layout.compression.pack_frame_bytes as usize,
+        framing,
+        target: match framing {
+            Framing::NewChunks => c.pack_frame_bytes as usize,
+            Framing::BlobFrames => c.blob_frame_bytes as usize,
+        },
         open: OpenFrame::default(),
         stored: HashSet::new(),
         all_new: true,
@@ -289,7 +365,7 @@ fn ingest(store: &Store, mut r: impl Read, expected: Option<&Digest>) -> Result<
                 drop(batch);
                 let done = eof && carry.is_empty();
                 if done && !framer.open.chunks.is_empty() {
-                    full.push(std::mem::take(&mut framer.open));
+                    full.push(framer.take());
                 }
                 if !full.is_empty() && pack_tx.send(full).is_err() {
                     return Ok(());
@@ -342,13 +418,13 @@ fn ingest(store: &Store, mut r: impl Read, expected: Option<&Digest>) -> Result<
     if let Some(pw) = pack {
         store.commit_pack(pw)?;
     }
-    let c = &store.layout.compression;
-    let zstd = (framer.all_new && !chunks.is_empty() && c.pack_frame_bytes == c.blob_frame_bytes)
-        .then(|| BlobDesc {
-            size: blob.len(),
-            digest: blob.finish(),
-            media_type: MEDIA_TYPE_LAYER_ZSTD.into(),
-        });
+    let blob_frames = framing == Framing::BlobFrames
+        || (framer.all_new && c.pack_frame_bytes == c.blob_frame_bytes);
+    let zstd = (blob_frames && !chunks.is_empty()).then(|| BlobDesc {
+        size: blob.len(),
+        digest: blob.finish(),
+        media_type: MEDIA_TYPE_LAYER_ZSTD.into(),
+    });
     let idx = LayerIndex {
         version: 2,
         diff_id,
@@ -360,6 +436,15 @@ fn ingest(store: &Store, mut r: impl Read, expected: Option<&Digest>) -> Result<
         external: Vec::new(),
     };
     match store.layer(&diff_id) {
+        // Known already: what this ingest adds is the blob digest, when the old index lacked it.
+        Ok(old) if old.chunks == idx.chunks && old.zstd.is_none() && idx.zstd.is_some() => {
+            let idx = LayerIndex {
+                zstd: idx.zstd,
+                ..old
+            };
+            write_index(store, &idx)?;
+            Ok(idx)
+        }
         Ok(old) if old.chunks == idx.chunks => Ok(old),
         Ok(old) => {
             // Same content chunked differently (cannot happen within one layout): keep the external blobs known

@@ -91,6 +91,7 @@ pub mod tarwriter;
 pub use apply::ApplyOptions;
 pub use digest::Digest;
 pub use error::{Error, Result};
+pub use ingest::Framing;
 pub use layout::{ChunkParams, Layout};
 pub use location::{resolve_store_dir, resolve_store_dir_with};
 pub use maint::{GcOptions, GcReport, Problem, StoreUsage, VerifyReport};

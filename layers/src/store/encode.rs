@@ -517,6 +517,53 @@ mod tests {
     }
 
     #[test]
+    fn blob_frames_made_at_ingest_are_the_blob_computed_later_and_are_all_stored() {
+        let versions = |t: &std::path::Path, s: &Store, framing: crate::Framing| {
+            let src = t.join("src");
+            std::fs::create_dir_all(&src).unwrap();
+            for i in 0..24u64 {
+                std::fs::write(src.join(format!("f{i:02}")), noise(i, 40_000)).unwrap();
+            }
+            s.ingest_dir(&src, &opts()).unwrap();
+            for i in (0..24u64).step_by(4) {
+                std::fs::write(src.join(format!("f{i:02}")), noise(100 + i, 40_000)).unwrap();
+            }
+            s.ingest_written(framing, |w| {
+                crate::tarwriter::write_tree(&src, &opts(), w).map(|_| ())
+            })
+            .unwrap()
+            .unwrap()
+        };
+        let t = tempfile::tempdir().unwrap();
+        let s = small_store(t.path());
+        let packs = |s: &Store| std::fs::read_dir(s.root.join("packs")).unwrap().count();
+        let v2 = versions(t.path(), &s, crate::Framing::BlobFrames);
+        let b = v2
+            .zstd
+            .clone()
+            .expect("the blob digest is recorded at ingest");
+        assert_eq!(packs(&s), 4, "v1's pack and one pack of v2's blob frames");
+        let idx = s.layer(&v2.diff_id).unwrap();
+        let (stored, groups) = stored_groups(&s, &idx);
+        assert_eq!(stored, groups);
+        let blob = serve(&s, &b.digest);
+        assert_eq!(Digest::of(&blob), b.digest);
+        // The same layer ingested the cheap way, its blob computed on first need: the same bytes.
+        let t2 = tempfile::tempdir().unwrap();
+        let s2 = small_store(t2.path());
+        let v2b = versions(t2.path(), &s2, crate::Framing::NewChunks);
+        assert!(v2b.zstd.is_none(), "mixed layer: no blob digest at ingest");
+        assert_eq!(s2.ensure_zstd(&v2b.diff_id).unwrap(), b);
+        // Ingesting it again as blob frames adds no pack: every group is stored now.
+        let before = packs(&s2);
+        let again = versions(t2.path(), &s2, crate::Framing::BlobFrames);
+        assert_eq!(again.zstd, Some(b));
+        assert_eq!(packs(&s2), before);
+        let v = s.verify().unwrap();
+        assert!(v.ok(), "{:?}", v.problems);
+    }
+
+    #[test]
     fn a_blob_served_from_a_damaged_stored_frame_fails_naming_the_pack_frame() {
         let t = tempfile::tempdir().unwrap();
         let s = small_store(t.path());

@@ -30,6 +30,7 @@ mod records;
 mod refs;
 
 pub(crate) use cache::CacheRecord;
+pub(crate) use chunks::FrameCheck;
 pub(crate) use encode::{blob_frame_keys, BlobEncoding};
 pub use handle::Store;
 pub(crate) use handle::{list_hex, FrameKey};
