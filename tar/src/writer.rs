@@ -12,7 +12,13 @@ pub struct TarWriter<W: Write> {
     out: W,
     written: u64,
     format: Format,
+    /// File data passes through here: reads of this size, not `io::copy`'s 8 KiB (a layer of 90 MB would
+    /// otherwise take over ten thousand reads).
+    buf: Vec<u8>,
 }
+
+/// Bytes read from an entry's data at a time.
+const COPY_BUF: usize = 256 * 1024;
 
 impl<W: Write> TarWriter<W> {
     /// A writer of layer tars ([`Format::LAYER`]).
@@ -26,6 +32,7 @@ impl<W: Write> TarWriter<W> {
             out,
             written: 0,
             format,
+            buf: Vec::new(),
         }
     }
 
@@ -50,7 +57,11 @@ impl<W: Write> TarWriter<W> {
             return Ok(());
         }
         let r = data.ok_or(TarError::NoData)?;
-        let n = io::copy(&mut r.take(size), &mut CountingWrite(self))?;
+        let mut buf = std::mem::take(&mut self.buf);
+        buf.resize(COPY_BUF, 0);
+        let copied = self.copy_data(r, size, &mut buf);
+        self.buf = buf;
+        let n = copied?;
         if n != size {
             return Err(TarError::Short {
                 path: String::from_utf8_lossy(&entry.path).into_owned(),
@@ -79,14 +90,22 @@ impl<W: Write> TarWriter<W> {
     }
 }
 
-struct CountingWrite<'a, W: Write>(&'a mut TarWriter<W>);
-
-impl<W: Write> Write for CountingWrite<'_, W> {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        self.0.put(buf)?;
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> io::Result<()> {
-        Ok(())
+impl<W: Write> TarWriter<W> {
+    /// Copies at most `size` bytes of `r` into the archive; returns how many there were.
+    fn copy_data(&mut self, r: &mut dyn Read, size: u64, buf: &mut [u8]) -> io::Result<u64> {
+        let mut n = 0u64;
+        while n < size {
+            let want = buf.len().min((size - n) as usize);
+            match r.read(&mut buf[..want]) {
+                Ok(0) => break,
+                Ok(k) => {
+                    self.put(&buf[..k])?;
+                    n += k as u64;
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(n)
     }
 }
