@@ -23,7 +23,8 @@
 use std::path::{Path, PathBuf};
 
 use super::{
-    boot, tools, work_dir, BootMode, ClusterCompression, ExportFormat, ExportInput, ExportOptions,
+    boot, removing, tools, work_dir, BootMode, ClusterCompression, ExportFormat, ExportInput,
+    ExportOptions,
 };
 use super::{installed, menu, rootfs};
 use super::{ExportError, ExportReport, ExportResult, Exporter, RootFsType};
@@ -311,7 +312,9 @@ impl Exporter for DiskExporter {
             opts.fs.name(),
             root_range.end - root_range.start
         ));
-        let size = self.write(&disk, input, opts, out, epoch, work.path())?;
+        let size = removing(&tree, || {
+            self.write(&disk, input, opts, out, epoch, work.path())
+        })?;
         drop(work);
         Ok(ExportReport {
             format: self.format,
