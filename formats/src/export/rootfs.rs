@@ -13,7 +13,7 @@
 //!   `mke2fs.conf` (so host defaults do not leak in), `E2FSPROGS_FAKE_TIME` for the
 //!   superblock and created inodes. mke2fs 1.47.0 copies atime/ctime from the unpacked files,
 //!   so every time stamp is then reset to the clamp epoch in the image's inode tables
-//!   ([`super::ext4times`]).
+//!   (the private `export::ext4times`).
 //!   Directory order follows the unpacked tree's `readdir`, which is stable for the same
 //!   host file system; across file systems inode numbers may differ.
 //! - squashfs: `-mkfs-time` and `-all-time` at the epoch; mksquashfs sorts entries itself.
