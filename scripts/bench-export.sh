@@ -12,9 +12,11 @@
 # Durability is made equal: chasi fsyncs its output before renaming it into place, so the peer's final
 # file (img.raw, img.qcow2) is fsynced with `sync FILE`, timed; intermediates are synced by neither.
 # `tar -x` gets no sync (a tree has no one output file), which favours the peer. chasi removes its work
-# tree inside the timed command; the peer's tree is removed untimed. Every timed command starts after a
-# `sync`, and the order of chasi and the peer alternates between rounds (on a file system without a
-# journal, ext4 skips recently deleted inodes when allocating, so who runs second pays more).
+# tree inside the timed command; the peer's tree is removed untimed. The peer works in the store's tmp/,
+# where chasi unpacks too: on ext4 without a journal, allocating an inode steps over every inode of its
+# block group deleted in the last minutes, so a tree made next to freshly deleted ones is slower to make,
+# and both sides should meet the same groups. Every timed command starts after a `sync`, and the order
+# of chasi and the peer alternates between rounds.
 # Each figure is the best of RUNS rounds (default 3). Needs dpkg-deb, tar, mke2fs, qemu-img, python3.
 set -euo pipefail
 repo=$(cd "$(dirname "$0")/.." && pwd)
@@ -63,7 +65,7 @@ chasi_run() {
 
 # The peer's chain, each step timed: prints "tarx S", "mke2fs S", "syncraw S", "convert S", "syncqcow2 S".
 peer_run() {
-  local p=$tmp/peer t0 t1 t2 t3 t4 t5
+  local p=$store/tmp/peer t0 t1 t2 t3 t4 t5
   rm -rf "$p"; mkdir -p "$p/tree"; sync
   t0=$(now)
   tar -xf "$tmp/layer.tar" -C "$p/tree"

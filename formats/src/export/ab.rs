@@ -14,7 +14,8 @@ use std::path::Path;
 use super::disks::{disk_cmdline, mib, root_type, DiskExporter, BIOS_BOOT_SIZE};
 use super::rootfs::{self, RootfsInfo};
 use super::{
-    boot, removing, tools, work_dir, AbSlots, BootMode, ExportError, ExportInput, ExportOptions,
+    boot, cleanup::removing, tools, work_dir, AbSlots, BootMode, ExportError, ExportInput,
+    ExportOptions,
 };
 use super::{ExportReport, ExportResult, RootFsType};
 use crate::gpt::{self, GptLayout, PartitionSpec};

@@ -16,6 +16,7 @@
 //! | [`iso`] | `iso`: live hybrid ISO (BIOS + UEFI) with a kernel, else an OCI-layout data medium |
 //! | [`rootfs`] | root file-system images: ext4 (`mke2fs -d`), squashfs, erofs |
 //! | `ext4times` | the ext4 image's inode times reset to the epoch, in place |
+//! | `cleanup` | the unpacked tree removed, in parallel, while the output is written |
 //! | [`boot`] | ESP (FAT via mtools) and GRUB images for UEFI and BIOS |
 //! | [`installed`] | what makes a bootable disk look installed: `/etc/fstab`, `/boot/efi`, root growth |
 //! | [`menu`] | the single-root disk's boot path: the loader script and the ESP menu |
@@ -59,6 +60,7 @@
 mod ab;
 pub mod archive;
 pub mod boot;
+mod cleanup;
 pub mod cpio;
 pub mod disks;
 mod ext4times;
@@ -698,19 +700,6 @@ pub(crate) fn work_dir(store: &Store) -> ExportResult<tempfile::TempDir> {
         .prefix("export-")
         .tempdir_in(dir)
         .map_err(ExportError::io("create a work folder in", dir))
-}
-
-/// Runs `f` while a second thread removes `tree`, a work tree nothing reads any more (the
-/// unpacked rootfs once the file systems made from it are built), so deleting its thousands of
-/// inodes overlaps writing the output. What the removal cannot delete (an error) is left to the
-/// work directory's own removal.
-pub(crate) fn removing<T>(tree: &Path, f: impl FnOnce() -> T) -> T {
-    std::thread::scope(|s| {
-        s.spawn(|| {
-            let _ = std::fs::remove_dir_all(tree);
-        });
-        f()
-    })
 }
 
 /// Writes an output an external tool builds whole (`build` is given the path to write):
