@@ -18,6 +18,7 @@
 # and both sides should meet the same groups. Every timed command starts after a `sync`, and the order
 # of chasi and the peer alternates between rounds.
 # Each figure is the best of RUNS rounds (default 3). Needs dpkg-deb, tar, mke2fs, qemu-img, python3.
+# usage: scripts/bench-export.sh     (CHASI_BIN=path/to/chasi benchmarks that build instead of this tree's)
 set -euo pipefail
 repo=$(cd "$(dirname "$0")/.." && pwd)
 data=${CHASI_BENCH_DATA:-$repo/../shared/bench-data}
@@ -31,8 +32,12 @@ tmp=$(mktemp -d "${TMPDIR:-/tmp}/chasi-bench-export.XXXXXX")
 trap 'rm -rf "$tmp"' EXIT INT TERM
 "$data/unpack.sh" v1 "$tmp/ctx/rootfs" >/dev/null
 printf 'FROM scratch\nCOPY rootfs/ /\n' > "$tmp/ctx/Kubefile"
-(cd "$repo" && cargo build --release --locked --quiet)
-chasi="$repo/target/release/chasi"
+if [ -n "${CHASI_BIN:-}" ]; then
+  chasi=$CHASI_BIN   # another build of chasi, to compare
+else
+  (cd "$repo" && cargo build --release --locked --quiet)
+  chasi="$repo/target/release/chasi"
+fi
 store="$tmp/store"
 "$chasi" --store "$store" build --progress plain -t bench:v1 "$tmp/ctx" >/dev/null 2>&1
 "$chasi" --store "$store" export --format tar -o "$tmp/layer.tar" bench:v1 >/dev/null 2>&1
