@@ -29,6 +29,7 @@ run delta "$repo/scripts/bench-delta.sh"
 run registry "$repo/scripts/bench-registry.sh"
 run sandbox-run "$repo/scripts/bench-run.sh"
 run check "$repo/scripts/bench-check.sh"
+run export "$repo/scripts/bench-export.sh"
 [ -n "${SKIP_SLOW:-}" ] || run formats "$repo/scripts/bench-formats.sh"
 
 if command -v buildah >/dev/null; then

@@ -854,12 +854,11 @@ impl Store {
         let mut total = ApplyStats::default();
         for l in layers {
             let r = self.open_layer(l)?;
-            let s = apply_layer(
-                io::BufReader::with_capacity(1 << 20, r),
-                dir,
-                opts,
-                &l.to_string(),
-            )
+            // Chunks are read, decompressed and verified on a second thread while this one creates the files.
+            let s = std::thread::scope(|scope| {
+                let ahead = crate::channel::read_ahead(scope, r, 1 << 20, 4);
+                apply_layer(ahead, dir, opts, &l.to_string())
+            })
             .map_err(|e| match e {
                 Error::BadTar { what, detail }
                     if detail.contains("reassembles") || detail.contains("corrupt") =>

@@ -13,7 +13,10 @@ use std::path::Path;
 
 use super::disks::{disk_cmdline, mib, root_type, DiskExporter, BIOS_BOOT_SIZE};
 use super::rootfs::{self, RootfsInfo};
-use super::{boot, tools, work_dir, AbSlots, BootMode, ExportError, ExportInput, ExportOptions};
+use super::{
+    boot, cleanup::removing, tools, work_dir, AbSlots, BootMode, ExportError, ExportInput,
+    ExportOptions,
+};
 use super::{ExportReport, ExportResult, RootFsType};
 use crate::gpt::{self, GptLayout, PartitionSpec};
 use crate::slots::{self as layout, BootEnv, GrubDisk, SlotBoot};
@@ -266,7 +269,9 @@ impl DiskExporter {
             ),
             format!("disk {disk_size} bytes"),
         ];
-        let size = self.write(&disk, input, opts, out, epoch, work.path())?;
+        let size = removing(&tree, || {
+            self.write(&disk, input, opts, out, epoch, work.path())
+        })?;
         drop(work);
         Ok(ExportReport {
             format: self.format,

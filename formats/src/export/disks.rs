@@ -23,7 +23,8 @@
 use std::path::{Path, PathBuf};
 
 use super::{
-    boot, tools, work_dir, BootMode, ClusterCompression, ExportFormat, ExportInput, ExportOptions,
+    boot, cleanup::removing, tools, work_dir, BootMode, ClusterCompression, ExportFormat,
+    ExportInput, ExportOptions,
 };
 use super::{installed, menu, rootfs};
 use super::{ExportError, ExportReport, ExportResult, Exporter, RootFsType};
@@ -94,7 +95,9 @@ impl Exporter for DiskExporter {
         if let Some(ab) = &opts.slots {
             return self.export_ab(input, opts, ab, out);
         }
-        let (info, epoch) = input.scan_rootfs()?;
+        let work = work_dir(input.store)?;
+        let tree = work.path().join("rootfs");
+        let (info, epoch) = scan_while_unpacking(input, &tree)?;
         let seed = input.seed();
         let bootable = info.kernel.is_some() && input.bootable_arch();
         let mode = opts.disk_boot();
@@ -117,12 +120,11 @@ impl Exporter for DiskExporter {
             ));
         }
         let esp_size = if bootable {
-            let view = input.store.flat_view(&input.layers)?;
             let size_of = |p: &Option<String>| {
                 p.as_ref()
-                    .and_then(|p| view.entries().iter().find(|e| e.entry.path == p.as_bytes()))
-                    .map(|e| e.entry.size)
-                    .unwrap_or(0)
+                    .and_then(|p| std::fs::symlink_metadata(tree.join(p)).ok())
+                    .filter(|m| m.is_file())
+                    .map_or(0, |m| m.len())
             };
             let content = size_of(&info.kernel) + size_of(&info.initrd) + (4 << 20);
             Some(boot::fat_size(content).max(16 << 20))
@@ -153,7 +155,7 @@ impl Exporter for DiskExporter {
                 .chain([root_spec(root)])
                 .collect()
         };
-        // Early size check for ext4 (known before building anything).
+        // Size check for ext4 (known before building anything).
         if opts.fs == RootFsType::Ext4 {
             if let Some(requested) = opts.size {
                 let needed =
@@ -163,9 +165,6 @@ impl Exporter for DiskExporter {
                 }
             }
         }
-        let work = work_dir(input.store)?;
-        let tree = work.path().join("rootfs");
-        rootfs::unpack(input.store, &input.layers, &tree)?;
         let esp_idx = usize::from(bios_spec.is_some());
         let ext4_uuid = (opts.fs == RootFsType::Ext4).then(|| rootfs::ext4_uuid(&seed, "root"));
         if bootable {
@@ -311,7 +310,9 @@ impl Exporter for DiskExporter {
             opts.fs.name(),
             root_range.end - root_range.start
         ));
-        let size = self.write(&disk, input, opts, out, epoch, work.path())?;
+        let size = removing(&tree, || {
+            self.write(&disk, input, opts, out, epoch, work.path())
+        })?;
         drop(work);
         Ok(ExportReport {
             format: self.format,
@@ -321,6 +322,27 @@ impl Exporter for DiskExporter {
             notes,
         })
     }
+}
+
+/// Scans the rootfs ([`ExportInput::scan_rootfs`]: sizes, kernel, epoch) while a second thread
+/// unpacks it into `tree` for the file-system builders: each reads every layer, so side by side
+/// they take the time of the longer one. What the scan decides (boot tools, `--size`) is
+/// checked once both are done.
+fn scan_while_unpacking(
+    input: &ExportInput<'_>,
+    tree: &Path,
+) -> ExportResult<(rootfs::RootfsInfo, i64)> {
+    let (store, layers) = (input.store, &input.layers);
+    std::thread::scope(|s| {
+        let unpack = s.spawn(|| rootfs::unpack(store, layers, tree));
+        let scanned = input.scan_rootfs();
+        let unpacked = unpack
+            .join()
+            .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
+        let scanned = scanned?;
+        unpacked?;
+        Ok(scanned)
+    })
 }
 
 /// The first 12 hex digits of a digest (for marker file names).

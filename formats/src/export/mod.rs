@@ -15,6 +15,8 @@
 //! | [`disks`] | `raw`, `qcow2`, `vmdk`, `ova`, `vma`: a GPT disk (ESP + root when the image has a kernel) |
 //! | [`iso`] | `iso`: live hybrid ISO (BIOS + UEFI) with a kernel, else an OCI-layout data medium |
 //! | [`rootfs`] | root file-system images: ext4 (`mke2fs -d`), squashfs, erofs |
+//! | `ext4times` | the ext4 image's inode times reset to the epoch, in place |
+//! | `cleanup` | the unpacked tree removed, in parallel, while the output is written |
 //! | [`boot`] | ESP (FAT via mtools) and GRUB images for UEFI and BIOS |
 //! | [`installed`] | what makes a bootable disk look installed: `/etc/fstab`, `/boot/efi`, root growth |
 //! | [`menu`] | the single-root disk's boot path: the loader script and the ESP menu |
@@ -58,8 +60,10 @@
 mod ab;
 pub mod archive;
 pub mod boot;
+mod cleanup;
 pub mod cpio;
 pub mod disks;
+mod ext4times;
 pub mod installed;
 pub mod iso;
 pub mod menu;
@@ -104,6 +108,14 @@ pub enum ExportError {
         requested: u64,
         /// The minimum that fits.
         needed: u64,
+    },
+    /// The ext4 image mke2fs wrote does not have the layout the time clamp knows.
+    #[error("ext4 image {path}: {message}")]
+    Ext4 {
+        /// The image.
+        path: PathBuf,
+        /// What does not fit.
+        message: String,
     },
     /// The output path cannot be written.
     #[error("cannot write the output {path}: {reason}")]

@@ -12,18 +12,19 @@
 //! - ext4: `-U` and `-E hash_seed=` derived from the image digest, `root_owner=0:0`, a pinned
 //!   `mke2fs.conf` (so host defaults do not leak in), `E2FSPROGS_FAKE_TIME` for the
 //!   superblock and created inodes. mke2fs 1.47.0 copies atime/ctime from the unpacked files,
-//!   so every time stamp is then reset to the clamp epoch with one `debugfs -w` batch.
+//!   so every time stamp is then reset to the clamp epoch in the image's inode tables
+//!   (the private `export::ext4times`).
 //!   Directory order follows the unpacked tree's `readdir`, which is stable for the same
 //!   host file system; across file systems inode numbers may differ.
 //! - squashfs: `-mkfs-time` and `-all-time` at the epoch; mksquashfs sorts entries itself.
 //! - erofs: `-T` epoch and `-U` derived UUID.
 
 use std::collections::HashMap;
-use std::io::Write;
 use std::path::Path;
 
 use chasi_layers::{ApplyOptions, Digest, EntryKind, Store};
 
+use super::ext4times;
 use super::tools::{self, Tool};
 use super::{ExportError, ExportResult, RootFsType};
 use crate::ids::derive_uuid;
@@ -259,76 +260,14 @@ pub fn build_ext4(
         .arg(img)
         .arg(format!("{}k", size / 1024));
     tools::run(&mut c)?;
-    clamp_ext4_times(dir, img, epoch, work)
+    ext4times::clamp(img, epoch)?;
+    Ok(())
 }
 
 /// libext2fs reads `E2FSPROGS_FAKE_TIME` as "no fake time" when it is 0, so the
 /// superblock times of an epoch-0 export are 1 second after the epoch.
 fn fake_time(epoch: i64) -> String {
     epoch.max(1).to_string()
-}
-
-/// Resets atime/ctime/mtime/crtime of every inode above the clamp epoch (mke2fs 1.47.0
-/// copies them from the unpacked files, whose ctime is "now").
-fn clamp_ext4_times(dir: &Path, img: &Path, epoch: i64, work: &Path) -> ExportResult<()> {
-    let script = work.join("debugfs.cmds");
-    let mut s = Vec::new();
-    let mut paths = vec![String::from("/")];
-    for e in walk(dir)? {
-        paths.push(format!("/{e}"));
-    }
-    for p in &paths {
-        if p.contains(['"', '\n']) {
-            continue;
-        }
-        for field in ["atime", "ctime", "crtime"] {
-            writeln!(s, "sif \"{p}\" {field} @{epoch}")
-                .map_err(ExportError::io("write", &script))?;
-        }
-    }
-    for p in ["/", "/lost+found"] {
-        writeln!(s, "sif {p} mtime @{epoch}").map_err(ExportError::io("write", &script))?;
-    }
-    std::fs::write(&script, s).map_err(ExportError::io("write", &script))?;
-    let mut c = tools::command(
-        Tool {
-            name: "debugfs",
-            package: "e2fsprogs",
-        },
-        epoch,
-    )?;
-    c.env("E2FSPROGS_FAKE_TIME", fake_time(epoch))
-        .arg("-w")
-        .arg("-f")
-        .arg(&script)
-        .arg(img);
-    tools::run(&mut c)?;
-    Ok(())
-}
-
-/// Relative paths of everything under `dir`, sorted.
-fn walk(dir: &Path) -> ExportResult<Vec<String>> {
-    let mut out = Vec::new();
-    let mut stack = vec![(dir.to_path_buf(), String::new())];
-    while let Some((d, rel)) = stack.pop() {
-        let rd = std::fs::read_dir(&d).map_err(ExportError::io("read", &d))?;
-        for e in rd {
-            let e = e.map_err(ExportError::io("read", &d))?;
-            let name = e.file_name().to_string_lossy().into_owned();
-            let r = if rel.is_empty() {
-                name
-            } else {
-                format!("{rel}/{name}")
-            };
-            let ft = e.file_type().map_err(ExportError::io("stat", e.path()))?;
-            if ft.is_dir() {
-                stack.push((e.path(), r.clone()));
-            }
-            out.push(r);
-        }
-    }
-    out.sort();
-    Ok(out)
 }
 
 /// Whether this process runs as root (`/proc/self` belongs to the effective user).
@@ -377,13 +316,7 @@ pub fn build_erofs(dir: &Path, img: &Path, seed: &[u8], epoch: i64) -> ExportRes
 /// The tools a root file system of type `fs` needs.
 pub fn tools_for(fs: RootFsType) -> Vec<Tool> {
     match fs {
-        RootFsType::Ext4 => vec![
-            tools::MKE2FS,
-            Tool {
-                name: "debugfs",
-                package: "e2fsprogs",
-            },
-        ],
+        RootFsType::Ext4 => vec![tools::MKE2FS],
         RootFsType::Squashfs => vec![tools::MKSQUASHFS],
         RootFsType::Erofs => vec![tools::MKFS_EROFS],
     }
@@ -476,5 +409,120 @@ mod tests {
             ext4_inodes(&small) + 1024
         );
         assert_eq!(ext4_min_size(&big) % (1 << 20), 0);
+    }
+
+    /// Runs an e2fsprogs program (installed with mke2fs, which the ext4 export requires).
+    fn e2fs(program: &str, args: &[&str], img: &Path) -> String {
+        let out = std::process::Command::new(program)
+            .args(args)
+            .arg(img)
+            .env("PATH", "/usr/sbin:/sbin:/usr/bin:/bin")
+            .output()
+            .unwrap_or_else(|e| panic!("{program} (install e2fsprogs): {e}"));
+        assert!(
+            out.status.success(),
+            "{program} {args:?}: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        assert!(
+            !text.is_empty(),
+            "{program} {args:?}: no output; stderr: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        text
+    }
+
+    /// The same tree unpacked twice (so with other ctimes, and names debugfs could not quote)
+    /// gives the same ext4 bytes, every inode dated at the epoch, and checksums e2fsck accepts.
+    #[test]
+    fn ext4_is_reproducible_and_clamped() {
+        let epoch = 1_700_000_000;
+        let info = RootfsInfo {
+            entries: 8,
+            block_bytes: 64 << 10,
+            ..Default::default()
+        };
+        let size = ext4_min_size(&info);
+        let build_once = |n: u32| {
+            let work = tempfile::tempdir().expect("tempdir");
+            let dir = work.path().join("tree");
+            std::fs::create_dir_all(dir.join("etc/a \"quoted\" dir")).expect("mkdir");
+            std::fs::write(dir.join("etc/hostname"), "node\n").expect("write");
+            std::fs::write(dir.join("etc/a \"quoted\" dir/f"), "x").expect("write");
+            std::os::unix::fs::symlink("hostname", dir.join("etc/link")).expect("symlink");
+            // Times as an unpack sets them (from the layer), children before their parents.
+            let old = rustix::fs::Timestamps {
+                last_access: rustix::fs::Timespec {
+                    tv_sec: 1000,
+                    tv_nsec: 0,
+                },
+                last_modification: rustix::fs::Timespec {
+                    tv_sec: 1000,
+                    tv_nsec: 0,
+                },
+            };
+            for p in [
+                "etc/a \"quoted\" dir/f",
+                "etc/a \"quoted\" dir",
+                "etc/hostname",
+                "etc/link",
+                "etc",
+                "",
+            ] {
+                rustix::fs::utimensat(
+                    rustix::fs::CWD,
+                    dir.join(p),
+                    &old,
+                    rustix::fs::AtFlags::SYMLINK_NOFOLLOW,
+                )
+                .expect("utimensat");
+            }
+            let img = work.path().join(format!("root{n}.img"));
+            build_ext4("root", &dir, &img, size, &info, b"seed", epoch, work.path())
+                .expect("build ext4");
+            let bytes = std::fs::read(&img).expect("read image");
+            e2fs("e2fsck", &["-fn"], &img);
+            // debugfs cannot name `a "quoted" dir`: find its inodes in `ls -p` (`/ino/mode/uid/gid/name/...`).
+            let inode_of = |dir: &str, name: &str| {
+                let ls = e2fs("debugfs", &["-R", &format!("ls -p {dir}")], &img);
+                let ino = ls
+                    .lines()
+                    .find_map(|l| {
+                        let f: Vec<&str> = l.split('/').collect();
+                        (f.len() > 5 && f[5] == name).then(|| f[1].to_string())
+                    })
+                    .unwrap_or_else(|| panic!("no {name} in {dir}: {ls}"));
+                format!("<{ino}>")
+            };
+            let quoted = inode_of(&inode_of("/etc", "a \"quoted\" dir"), "f");
+            let stats: Vec<String> = ["/", "/lost+found", "/etc/hostname", "/etc/link", &quoted]
+                .iter()
+                .map(|p| e2fs("debugfs", &["-R", &format!("stat {p}")], &img))
+                .collect();
+            (bytes, stats)
+        };
+        let (first, stats) = build_once(1);
+        // Other ctimes on the host for the second tree.
+        std::thread::sleep(std::time::Duration::from_millis(1100));
+        let (second, _) = build_once(2);
+        assert!(first == second, "two builds of the same tree differ");
+        // The epoch is 0x6553f100; the files keep their mtime (1000 = 0x3e8), the root and
+        // lost+found (made by mke2fs) get the epoch.
+        for (i, s) in stats.iter().enumerate() {
+            for field in ["ctime", "atime", "mtime", "crtime"] {
+                let want = if field == "mtime" && i >= 2 {
+                    "0x000003e8:00000000"
+                } else {
+                    "0x6553f100:00000000"
+                };
+                let line = s
+                    .lines()
+                    .find(|l| l.trim_start().starts_with(&format!("{field}:")))
+                    .unwrap_or_else(|| panic!("no {field} in {s}"));
+                assert!(line.contains(want), "{field} is not {want}: {line}\n{s}");
+            }
+        }
     }
 }
