@@ -77,7 +77,9 @@ fn put32(b: &mut [u8], at: usize, v: u32) {
 }
 
 /// CRC32C (Castagnoli, reflected 0x82F63B78) continuing from `crc`, without the final
-/// inversion: the form ext4 chains its checksums with.
+/// inversion: the form ext4 chains its checksums with. Written here because no crate in the
+/// workspace computes CRC32C (`crc32fast` is the IEEE polynomial) and a table of 256 entries
+/// over a few inodes per file is all the clamp needs.
 fn crc32c(mut crc: u32, data: &[u8]) -> u32 {
     const fn table() -> [u32; 256] {
         let mut t = [0u32; 256];
