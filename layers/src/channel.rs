@@ -6,13 +6,19 @@
 
 use std::io::{self, Read, Write};
 
+/// A writer and the reader of what it writes, at most `depth` writes apart.
+pub(crate) fn channel(depth: usize) -> (ChannelWriter, ChannelReader) {
+    let (tx, rx) = std::sync::mpsc::sync_channel(depth);
+    (ChannelWriter { tx }, ChannelReader::new(rx))
+}
+
 pub(crate) struct ChannelWriter {
-    pub(crate) tx: std::sync::mpsc::SyncSender<Vec<u8>>,
+    pub(crate) tx: std::sync::mpsc::SyncSender<io::Result<Vec<u8>>>,
 }
 impl Write for ChannelWriter {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
         self.tx
-            .send(buf.to_vec())
+            .send(Ok(buf.to_vec()))
             .map_err(|_| io::Error::new(io::ErrorKind::BrokenPipe, "ingest stopped"))?;
         Ok(buf.len())
     }
@@ -21,13 +27,15 @@ impl Write for ChannelWriter {
     }
 }
 
+/// The consumer side of a channel of blocks: the bytes in order, then a producer's error (if it sent one), then
+/// end of stream once every sender is gone.
 pub(crate) struct ChannelReader {
-    rx: std::sync::mpsc::Receiver<Vec<u8>>,
+    rx: std::sync::mpsc::Receiver<io::Result<Vec<u8>>>,
     cur: Vec<u8>,
     pos: usize,
 }
 impl ChannelReader {
-    pub(crate) fn new(rx: std::sync::mpsc::Receiver<Vec<u8>>) -> Self {
+    pub(crate) fn new(rx: std::sync::mpsc::Receiver<io::Result<Vec<u8>>>) -> Self {
         Self {
             rx,
             cur: Vec::new(),
@@ -39,8 +47,8 @@ impl Read for ChannelReader {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         while self.pos == self.cur.len() {
             match self.rx.recv() {
-                Ok(v) => {
-                    self.cur = v;
+                Ok(block) => {
+                    self.cur = block?;
                     self.pos = 0;
                 }
                 Err(_) => return Ok(0),
@@ -61,7 +69,7 @@ pub(crate) fn read_ahead<'scope, R: Read + Send + 'scope>(
     mut r: R,
     block: usize,
     depth: usize,
-) -> AheadReader {
+) -> ChannelReader {
     let (tx, rx) = std::sync::mpsc::sync_channel::<io::Result<Vec<u8>>>(depth);
     scope.spawn(move || loop {
         let mut buf = Vec::with_capacity(block);
@@ -77,36 +85,7 @@ pub(crate) fn read_ahead<'scope, R: Read + Send + 'scope>(
             return;
         }
     });
-    AheadReader {
-        rx,
-        cur: Vec::new(),
-        pos: 0,
-    }
-}
-
-/// The consumer side of [`read_ahead`].
-pub(crate) struct AheadReader {
-    rx: std::sync::mpsc::Receiver<io::Result<Vec<u8>>>,
-    cur: Vec<u8>,
-    pos: usize,
-}
-
-impl Read for AheadReader {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        while self.pos == self.cur.len() {
-            match self.rx.recv() {
-                Ok(block) => {
-                    self.cur = block?;
-                    self.pos = 0;
-                }
-                Err(_) => return Ok(0),
-            }
-        }
-        let n = buf.len().min(self.cur.len() - self.pos);
-        buf[..n].copy_from_slice(&self.cur[self.pos..self.pos + n]);
-        self.pos += n;
-        Ok(n)
-    }
+    ChannelReader::new(rx)
 }
 
 #[cfg(test)]

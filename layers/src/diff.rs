@@ -221,13 +221,12 @@ impl Store {
         new: &Path,
         opts: &TarOptions,
     ) -> Result<(LayerInfo, DiffStats)> {
-        let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<u8>>(8);
+        let (writer, mut reader) = crate::channel::channel(8);
         std::thread::scope(|s| {
             let producer = s.spawn(move || {
-                let w = io::BufWriter::with_capacity(1 << 20, crate::channel::ChannelWriter { tx });
+                let w = io::BufWriter::with_capacity(1 << 20, writer);
                 diff_trees(old, new, opts, w).map(|(_, st)| st)
             });
-            let mut reader = crate::channel::ChannelReader::new(rx);
             let res = self.ingest_tar(&mut reader);
             drop(reader);
             let stats = producer.join().unwrap_or_else(|_| {

@@ -2,7 +2,7 @@
 //! and ingested as it is written) and a layer blob from elsewhere (spooled, verified, decompressed, chunked, and
 //! kept raw too when the chunks do not reproduce it). Both end in [`Store::ingest_tar`].
 
-use crate::channel::{ChannelReader, ChannelWriter};
+use crate::channel::channel;
 use crate::digest::Digest;
 use crate::error::{Error, IoCtx, Result};
 use crate::fsutil;
@@ -45,15 +45,14 @@ impl Store {
         F: FnOnce(&mut dyn io::Write) -> std::result::Result<(), E> + Send,
         E: Send,
     {
-        let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<u8>>(8);
+        let (writer, mut reader) = channel(8);
         std::thread::scope(|s| {
             let producer = s.spawn(move || {
-                let mut w = io::BufWriter::with_capacity(1 << 20, ChannelWriter { tx });
+                let mut w = io::BufWriter::with_capacity(1 << 20, writer);
                 let res = write(&mut w);
                 // An unflushed tail after a failure is irrelevant; after success it is the stream's end.
                 (res, io::Write::flush(&mut w))
             });
-            let mut reader = ChannelReader::new(rx);
             let res = self.ingest_tar_framed(&mut reader, framing);
             drop(reader);
             let (prod, flushed) = producer

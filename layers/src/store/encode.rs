@@ -596,20 +596,8 @@ mod tests {
         for i in 0..12u64 {
             std::fs::write(src.join(format!("f{i:02}")), noise(i % 4, 150_000)).unwrap();
         }
-        let mut layout = Layout::new(ChunkParams {
-            min_size: 1024,
-            avg_size: 4096,
-            max_size: 16384,
-            ..ChunkParams::default()
-        });
-        layout.compression.pack_frame_bytes = 64 << 10;
-        layout.compression.blob_frame_bytes = 64 << 10;
-        let s = Store::open_with_layout(t.path().join("s"), layout).unwrap();
-        let opts = TarOptions {
-            source_date_epoch: Some(1_700_000_000),
-            ..Default::default()
-        };
-        let l = s.ingest_dir(&src, &opts).unwrap();
+        let s = small_store(t.path());
+        let l = s.ingest_dir(&src, &opts()).unwrap();
         let idx = s.layer(&l.diff_id).unwrap();
         let r = BlobReader::new(&s, idx.chunks.clone(), BlobEncoding::Zstd);
         assert!(r.groups.len() > 20, "{} groups", r.groups.len());
