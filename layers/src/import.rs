@@ -35,7 +35,8 @@ impl Store {
     /// Ingests the tar stream `write` produces, as it is written: the producer runs on a helper thread and hands
     /// 1 MiB pieces over a bounded in-process channel (no pipe, no temporary file; the stream is never whole in
     /// memory). The producer's error comes first (`Err`): it explains a short stream better than the ingest's
-    /// view of it; otherwise the ingest's result. A panic in the producer is resumed on the calling thread.
+    /// view of it, and the ingest is failed too, so a truncated stream never becomes a layer; otherwise the
+    /// ingest's result. A panic in the producer is resumed on the calling thread.
     pub fn ingest_written<E, F>(
         &self,
         framing: Framing,
@@ -50,7 +51,15 @@ impl Store {
             let producer = s.spawn(move || {
                 let mut w = io::BufWriter::with_capacity(1 << 20, writer);
                 let res = write(&mut w);
-                // An unflushed tail after a failure is irrelevant; after success it is the stream's end.
+                if res.is_err() {
+                    // The ingest must fail, not commit the stream's truncated start as a layer; what is still
+                    // buffered is dropped unsent.
+                    let (writer, _) = w.into_parts();
+                    let _ = writer
+                        .tx
+                        .send(Err(io::Error::other("the layer's producer failed")));
+                    return (res, Ok(()));
+                }
                 (res, io::Write::flush(&mut w))
             });
             let res = self.ingest_tar_framed(&mut reader, framing);

@@ -219,12 +219,13 @@ fn packer(
     }
 }
 
-/// A compression task that ended without reporting (it panicked).
+/// The packer's results channel closed early. It cannot while the packer holds its own sender (and a rayon task
+/// that panics aborts the process); an error rather than a panic all the same.
 fn lost(tmp: &std::path::Path) -> Error {
     Error::io(
         "compress",
         tmp,
-        io::Error::other("a compression task panicked"),
+        io::Error::other("a compression task stopped without a result"),
     )
 }
 

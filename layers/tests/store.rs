@@ -635,3 +635,33 @@ fn opening_one_store_from_many_threads_at_once_never_reports_busy() {
         }
     });
 }
+
+#[test]
+fn a_layer_whose_producer_fails_midway_is_not_committed() {
+    let t = tempfile::tempdir().unwrap();
+    let s = Store::open_with_layout(t.path().join("s"), small_layout()).unwrap();
+    let data = bytes(5, 3 << 20);
+    for framing in [
+        chasi_layers::Framing::NewChunks,
+        chasi_layers::Framing::BlobFrames,
+    ] {
+        let res = s.ingest_written(framing, |w| {
+            // Most of a stream (whole chunks and frames' worth), then the producer fails.
+            w.write_all(&data).map_err(|e| e.to_string())?;
+            Err::<(), _>("the file shrank while it was being copied".to_string())
+        });
+        assert_eq!(
+            res.err().as_deref(),
+            Some("the file shrank while it was being copied")
+        );
+        let names = |d: &str| {
+            fs::read_dir(t.path().join("s").join(d))
+                .unwrap()
+                .map(|e| e.unwrap().file_name())
+                .collect::<Vec<_>>()
+        };
+        assert!(names("layers").is_empty(), "{:?}", names("layers"));
+        assert!(names("packs").is_empty(), "{:?}", names("packs"));
+    }
+    assert!(s.verify().unwrap().ok());
+}

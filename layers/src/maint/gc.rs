@@ -242,7 +242,13 @@ impl Store {
         )?;
         let mut open = (Vec::new(), Vec::new());
         let res = (|| -> Result<()> {
-            let loose: Vec<&PackEntry> = live.iter().filter(|(_, w)| !w).map(|(e, _)| e).collect();
+            let flush = |pw: &mut PackWriter, open: &mut (Vec<u8>, Vec<_>)| -> Result<()> {
+                let z = pack::encode_frame(c.level, &open.0)
+                    .map_err(|err| Error::io("compress", pack_path, err))?;
+                pw.append(&z, open.0.len() as u32, open.1.drain(..))?;
+                open.0.clear();
+                Ok(())
+            };
             for frame in live.chunk_by(|a, b| a.0.frame_offset == b.0.frame_offset) {
                 let e0 = &frame[0].0;
                 let z = pack::read_frame(&src, pack_path, e0.frame_offset, e0.frame_len)?;
@@ -262,14 +268,13 @@ impl Store {
                     let data = &raw[e.offset as usize..(e.offset + e.raw_len) as usize];
                     open.1.push((e.chunk, open.0.len() as u32, e.raw_len));
                     open.0.extend_from_slice(data);
-                    let last = loose.last().is_some_and(|l| std::ptr::eq(*l, e));
-                    if open.0.len() >= c.pack_frame_bytes as usize || last {
-                        let z = pack::encode_frame(c.level, &open.0)
-                            .map_err(|err| Error::io("compress", pack_path, err))?;
-                        pw.append(&z, open.0.len() as u32, open.1.drain(..))?;
-                        open.0.clear();
+                    if open.0.len() >= c.pack_frame_bytes as usize {
+                        flush(&mut pw, &mut open)?;
                     }
                 }
+            }
+            if !open.0.is_empty() {
+                flush(&mut pw, &mut open)?;
             }
             Ok(())
         })();
@@ -277,14 +282,9 @@ impl Store {
             let _ = fs::remove_file(&pw.path);
             return Err(e);
         }
-        let (tmp, nidx) = pw.finish()?;
-        let dest = self.pack_path(&nidx.pack, "pack");
-        fs::rename(&tmp, &dest).ctx("rename into", &dest)?;
-        let idx_path = self.pack_path(&nidx.pack, "idx");
-        fsutil::atomic_write(self.tmp_dir(), &idx_path, &nidx.encode())?;
-        Ok((
-            nidx.pack.hex(),
-            fsutil::dir_size(&dest) + fsutil::dir_size(&idx_path),
-        ))
+        let name = self.commit_pack(pw)?;
+        let size = fsutil::dir_size(&self.pack_path(&name, "pack"))
+            + fsutil::dir_size(&self.pack_path(&name, "idx"));
+        Ok((name.hex(), size))
     }
 }

@@ -96,9 +96,10 @@ impl Store {
         Ok(())
     }
 
-    /// Names a written pack: pack fsync → pack rename → pack index (temp, fsync, rename), then loads it. Until
-    /// the index is named, nothing refers to the new chunks and a crash leaves only temp files.
-    pub(crate) fn commit_pack(&self, pw: PackWriter) -> Result<()> {
+    /// Names a written pack: pack fsync → pack rename → pack index (temp, fsync, rename), then loads it; returns
+    /// its name. Until the index is named, nothing refers to the new chunks and a crash leaves only temp files; a
+    /// failure removes the pack's temp file.
+    pub(crate) fn commit_pack(&self, pw: PackWriter) -> Result<Digest> {
         let (tmp, idx) = pw.finish()?;
         let dest = self.pack_path(&idx.pack, "pack");
         let res = (|| {
@@ -113,7 +114,8 @@ impl Store {
             let _ = fs::remove_file(&tmp);
         }
         res?;
-        self.refresh_chunks()
+        self.refresh_chunks()?;
+        Ok(idx.pack)
     }
 
     /// Drops all cached pack state (after gc rewrote packs).
@@ -193,37 +195,44 @@ impl Store {
         chunks: &[ChunkRef],
         check: FrameCheck,
     ) -> Result<Option<Vec<u8>>> {
-        let Some((pack, loc)) = self.find_frame(chunks) else {
-            return Ok(None);
-        };
-        let f = self.pack_file(&pack)?;
-        let path = self.pack_path(&pack, "pack");
-        let compressed = pack::read_frame(&f, &path, loc.frame_offset, loc.frame_len)?;
-        if check == FrameCheck::Decode
-            && frame_mismatch(&compressed, &loc, chunks, &path)?.is_some()
-        {
-            return Ok(None);
-        }
-        Ok(Some(compressed))
+        Ok(self
+            .read_stored(chunks, check)?
+            .and_then(|(z, damage)| damage.is_none().then_some(z)))
     }
 
     /// After a served blob failed its digest: whether the stored frame that stood for `chunks` is damaged, as an
     /// error naming its pack and offset (`Ok` when there is no such frame or it is intact).
     pub(crate) fn check_stored_frame(&self, chunks: &[ChunkRef]) -> Result<()> {
+        match self.read_stored(chunks, FrameCheck::Decode)? {
+            Some((_, Some(damage))) => Err(damage),
+            _ => Ok(()),
+        }
+    }
+
+    /// The compressed bytes of the pack frame that holds exactly `chunks`, if one does, and (with
+    /// [`FrameCheck::Decode`]) why they do not hold those chunks after all, naming the pack and offset.
+    fn read_stored(
+        &self,
+        chunks: &[ChunkRef],
+        check: FrameCheck,
+    ) -> Result<Option<(Vec<u8>, Option<Error>)>> {
         let Some((pack, loc)) = self.find_frame(chunks) else {
-            return Ok(());
+            return Ok(None);
         };
         let f = self.pack_file(&pack)?;
         let path = self.pack_path(&pack, "pack");
         let compressed = pack::read_frame(&f, &path, loc.frame_offset, loc.frame_len)?;
-        match frame_mismatch(&compressed, &loc, chunks, &path)? {
-            None => Ok(()),
-            Some(detail) => Err(Error::Malformed {
-                what: "pack frame",
-                path,
-                detail: format!("frame at offset {}: {detail}", loc.frame_offset),
-            }),
-        }
+        let damage = match check {
+            FrameCheck::Digest => None,
+            FrameCheck::Decode => {
+                frame_mismatch(&compressed, &loc, chunks, &path)?.map(|detail| Error::Malformed {
+                    what: "pack frame",
+                    path,
+                    detail: format!("frame at offset {}: {detail}", loc.frame_offset),
+                })
+            }
+        };
+        Ok(Some((compressed, damage)))
     }
 
     pub(crate) fn find_frame(&self, chunks: &[ChunkRef]) -> Option<(Digest, ChunkLoc)> {
